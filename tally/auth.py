@@ -1,0 +1,101 @@
+"""API tokens: issued once, stored only as a keyed hash, verified with a short-lived cache.
+
+A token reads ``tly_`` followed by 43 URL-safe base64 characters (256 random bits). The
+store keeps HMAC-SHA256(secret_key, token) and the first characters for display, so a
+leaked database does not leak usable tokens, and a lookup is one indexed equality.
+Passwords (for the dashboard) are a different matter and use argon2; tokens are random
+enough that a fast keyed hash is the right tool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from tally.errors import Unauthorized
+from tally.models import Permission, Token
+from tally.storage.base import Store
+
+TOKEN_PREFIX = "tly_"
+_TOKEN_RE = re.compile(rb"tly_[A-Za-z0-9_-]{43}")
+_DISPLAY_CHARS = 8
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def display_prefix(token: str) -> str:
+    """What lists show of a token: enough to recognise it, useless to an attacker."""
+    return token[: len(TOKEN_PREFIX) + _DISPLAY_CHARS]
+
+
+def hash_token(key: bytes, token: str | bytes) -> str:
+    raw = token.encode() if isinstance(token, str) else token
+    return hmac.new(key, raw, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A new token: `secret` is shown once and never stored."""
+
+    token: Token
+    secret: str
+
+
+async def issue_token(
+    store: Store, key: bytes, workspace_id: int, permission: Permission, name: str = ""
+) -> IssuedToken:
+    secret = generate_token()
+    token = await store.create_token(
+        workspace_id, name, display_prefix(secret), hash_token(key, secret), permission
+    )
+    return IssuedToken(token, secret)
+
+
+class TokenVerifier:
+    """Turns an Authorization header into a Token (or None for anonymous).
+
+    Verified and rejected tokens are cached for `ttl` seconds, keyed by the raw header,
+    so a hot client costs one dict lookup. `ttl` bounds how long a revocation takes to
+    bite. The cache is bounded; the oldest entries go first.
+    """
+
+    def __init__(self, store: Store, key: bytes, ttl: float = 1.0, max_entries: int = 10_000):
+        self.store = store
+        self.key = key
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._cache: dict[bytes, tuple[float, Token | None]] = {}
+
+    async def verify(self, header: bytes | None, now: float) -> Token | None:
+        """`now` is a monotonic clock. Raises Unauthorized for a bad or revoked token."""
+        if header is None:
+            return None
+        hit = self._cache.get(header)
+        if hit is not None and hit[0] > now:
+            token = hit[1]
+        else:
+            token = await self._lookup(header)
+            cache = self._cache
+            if len(cache) >= self.max_entries:
+                for stale in list(cache)[: self.max_entries // 10 or 1]:
+                    del cache[stale]
+            cache.pop(header, None)
+            cache[header] = (now + self.ttl, token)
+        if token is None:
+            raise Unauthorized()
+        return token
+
+    async def _lookup(self, header: bytes) -> Token | None:
+        scheme, _, value = header.strip().partition(b" ")
+        value = value.strip()
+        if scheme.lower() != b"bearer" or not _TOKEN_RE.fullmatch(value):
+            return None
+        token = await self.store.find_token(hash_token(self.key, value))
+        if token is None or token.revoked_at is not None:
+            return None
+        return token

@@ -1,0 +1,282 @@
+"""The `tally` command: serve, and the admin commands on the same database."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+
+from tally.auth import issue_token
+from tally.config import Settings, SettingsError
+from tally.counters import check_name
+from tally.errors import Conflict, StorageError, TallyError
+from tally.models import Permission
+from tally.storage import Store, store_from_url
+from tally.web.app import load_secret_key
+
+T = TypeVar("T")
+
+database_option = click.option(
+    "--database",
+    "database_url",
+    envvar="TALLY_DATABASE_URL",
+    default="sqlite:///./tally.db",
+    show_default=True,
+    help="Database URL (also TALLY_DATABASE_URL).",
+)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _with_store(database_url: str, fn: Callable[[Store, Settings], Awaitable[T]]) -> T:
+    settings = _settings(database_url=database_url)
+
+    async def run() -> T:
+        store = store_from_url(settings.database_url, node="cli")
+        await store.open()
+        try:
+            return await fn(store, settings)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except (TallyError, StorageError, ValueError) as exc:
+        raise click.ClickException(str(getattr(exc, "message", exc))) from None
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Tally: a counting service that speaks the CounterAPI V2 wire format."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(serve)
+
+
+@main.command()
+@click.option("--host", envvar="TALLY_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="TALLY_PORT", default=8000, show_default=True, type=int)
+@database_option
+@click.option(
+    "--durability",
+    envvar="TALLY_DURABILITY",
+    type=click.Choice(["commit", "buffered"]),
+    default="commit",
+    show_default=True,
+    help="commit: answer writes after they committed; buffered: flush every interval.",
+)
+@click.option("--no-bootstrap", is_flag=True, help="Do not create a starter workspace and token.")
+def serve(host: str, port: int, database_url: str, durability: str, no_bootstrap: bool) -> None:
+    """Serve the API (the default command)."""
+    from tally.server import run
+
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "database_url": database_url,
+        "durability": durability,
+    }
+    if no_bootstrap:
+        overrides["bootstrap"] = False
+    settings = _settings(**overrides)
+    if settings.bootstrap:
+        _with_store(settings.database_url, lambda store, _s: _bootstrap(store, settings))
+    run(settings)
+
+
+async def _bootstrap(store: Store, settings: Settings) -> None:
+    """On an empty database, create a workspace and an Admin token and print them once."""
+    if await store.list_workspaces():
+        return
+    workspace = await store.create_workspace("default", "Default workspace")
+    key = await load_secret_key(store, settings)
+    issued = await issue_token(store, key, workspace.id, Permission.ADMIN, "bootstrap admin")
+    base = f"http://{settings.host}:{settings.port}"
+    click.echo(
+        "\nA new database: created workspace 'default' and an Admin token.\n"
+        "The token is shown only this once; keep it somewhere safe:\n\n"
+        f"    {issued.secret}\n\n"
+        "Make a first count:\n\n"
+        f"    curl -H 'Authorization: Bearer {issued.secret}' {base}/v2/default/first/up\n"
+    )
+
+
+# workspaces -----------------------------------------------------------------------
+
+
+@main.group()
+def workspace() -> None:
+    """Create and list workspaces."""
+
+
+@workspace.command("create")
+@click.argument("slug")
+@click.option("--name", default="", help="A display name (defaults to the slug).")
+@database_option
+def workspace_create(slug: str, name: str, database_url: str) -> None:
+    """Create a workspace."""
+    check_slug(slug)
+    ws = _with_store(database_url, lambda store, _s: store.create_workspace(slug, name or slug))
+    click.echo(f"created workspace {ws.slug} (id {ws.id})")
+
+
+@workspace.command("list")
+@database_option
+def workspace_list(database_url: str) -> None:
+    """List workspaces."""
+    for ws in _with_store(database_url, lambda store, _s: store.list_workspaces()):
+        click.echo(f"{ws.id}\t{ws.slug}\t{ws.name}\t{_when(ws.created_at)}")
+
+
+def check_slug(slug: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", slug):
+        raise click.BadParameter(
+            "use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+            param_hint="SLUG",
+        )
+    return slug
+
+
+# tokens ------------------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """Create, list and revoke API tokens."""
+
+
+@token.command("create")
+@click.option("--workspace", "slug", required=True, help="The workspace's slug.")
+@click.option(
+    "--permission",
+    type=click.Choice(["read", "write", "admin"]),
+    required=True,
+    help="read: get, stats. write: also up, down, reset. admin: also create/delete counters.",
+)
+@click.option("--name", default="", help="What the token is for.")
+@database_option
+def token_create(slug: str, permission: str, name: str, database_url: str) -> None:
+    """Create a token; it is printed once, alone on the last line."""
+
+    async def run(store: Store, settings: Settings) -> str:
+        ws = await store.get_workspace(slug)
+        if ws is None:
+            raise click.ClickException(f"no workspace {slug!r}")
+        key = await load_secret_key(store, settings)
+        issued = await issue_token(store, key, ws.id, Permission.parse(permission), name)
+        click.echo(
+            f"created {permission} token {issued.token.id} for workspace {slug}; "
+            "it is shown only this once:",
+            err=False,
+        )
+        return issued.secret
+
+    click.echo(_with_store(database_url, run))
+
+
+@token.command("list")
+@click.option("--workspace", "slug", required=True)
+@database_option
+def token_list(slug: str, database_url: str) -> None:
+    """List a workspace's tokens (their prefixes only)."""
+
+    async def run(store: Store, _s: Settings) -> None:
+        ws = await store.get_workspace(slug)
+        if ws is None:
+            raise click.ClickException(f"no workspace {slug!r}")
+        for t in await store.list_tokens(ws.id):
+            state = f"revoked {_when(t.revoked_at)}" if t.revoked_at else "active"
+            click.echo(
+                f"{t.id}\t{t.prefix}…\t{t.permission.label}\t{state}\t{t.name}\t"
+                f"{_when(t.created_at)}"
+            )
+
+    _with_store(database_url, run)
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+@database_option
+def token_revoke(token_id: int, database_url: str) -> None:
+    """Revoke a token (servers stop accepting it within TALLY_TOKEN_CACHE_TTL)."""
+    if not _with_store(database_url, lambda store, _s: store.revoke_token(token_id)):
+        raise click.ClickException(f"no active token {token_id}")
+    click.echo(f"revoked token {token_id}")
+
+
+# counters --------------------------------------------------------------------------
+
+
+@main.group()
+def counter() -> None:
+    """Create and list counters."""
+
+
+@counter.command("create")
+@click.argument("path", metavar="WORKSPACE/NAME")
+@click.option("--private", is_flag=True, help="Only tokens of the workspace may use it.")
+@click.option("--description", default="")
+@database_option
+def counter_create(path: str, private: bool, description: str, database_url: str) -> None:
+    """Create a counter (public unless --private)."""
+    slug, sep, name = path.partition("/")
+    if not sep:
+        raise click.BadParameter("use WORKSPACE/NAME", param_hint="WORKSPACE/NAME")
+    try:
+        check_name("counter", name)
+    except TallyError as exc:
+        raise click.BadParameter(exc.message, param_hint="WORKSPACE/NAME") from None
+
+    async def run(store: Store, _s: Settings) -> str:
+        ws = await store.get_workspace(slug)
+        if ws is None:
+            raise click.ClickException(f"no workspace {slug!r}")
+        try:
+            c = await store.create_counter(ws.id, name, private=private, description=description)
+        except Conflict as exc:
+            raise click.ClickException(exc.message) from None
+        kind = "private" if c.private else "public"
+        return f"created {kind} counter {slug}/{c.name} (id {c.id})"
+
+    click.echo(_with_store(database_url, run))
+
+
+@counter.command("list")
+@click.argument("slug", metavar="WORKSPACE")
+@database_option
+def counter_list(slug: str, database_url: str) -> None:
+    """List a workspace's counters with their committed totals."""
+
+    async def run(store: Store, _s: Settings) -> None:
+        ws = await store.get_workspace(slug)
+        if ws is None:
+            raise click.ClickException(f"no workspace {slug!r}")
+        for c in await store.list_counters(ws.id):
+            kind = "private" if c.private else "public"
+            click.echo(
+                f"{c.id}\t{c.name}\t{kind}\tup={c.up_count}\tdown={c.down_count}\t"
+                f"{_when(c.updated_at)}\t{c.description}"
+            )
+
+    _with_store(database_url, run)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Counter operations and the access rules, over a Store and the group commit.
+
+Access rules (docs/api.md has the user-facing table):
+
+- Public counters (the default): anyone may get, stats, up and down; a valid token never
+  gives less than anonymous access. reset needs a Write token of the counter's workspace.
+- Private counters: every action needs a token of the counter's workspace. Without one
+  the answer is the 404 of a missing counter, so existence is not revealed; with one that
+  lacks the permission, 403.
+- up / down on a missing counter with a Write or Admin token of that workspace creates it
+  (public); otherwise 404.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+from typing import Any
+
+from tally.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from tally.models import Counter, Permission, Token
+from tally.stats import summarize
+from tally.storage.base import Store
+from tally.writes import GroupCommit
+
+MAX_NAME = 128
+
+
+def check_name(kind: str, name: str) -> str:
+    """A workspace or counter name as it arrives in a URL, or BadRequest."""
+    if not name:
+        raise BadRequest(f"the {kind} name is empty")
+    if len(name) > MAX_NAME:
+        raise BadRequest(f"the {kind} name is longer than {MAX_NAME} characters")
+    if "/" in name:
+        raise BadRequest(f"the {kind} name must not contain '/'")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in name):
+        raise BadRequest(f"the {kind} name must not contain control characters")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class CounterView:
+    """A counter as a client sees it: committed state plus this node's pending changes."""
+
+    counter: Counter
+    up_count: int
+    down_count: int
+    updated_at: float
+
+
+class Counters:
+    def __init__(self, store: Store, writes: GroupCommit, tz: tzinfo = UTC) -> None:
+        self.store = store
+        self.writes = writes
+        self.tz = tz
+        self.commit = writes.durability == "commit"
+
+    async def _visible(self, workspace: str, name: str, token: Token | None) -> Counter:
+        counter = await self.store.read_counter(workspace, name)
+        if counter is None or (
+            counter.private and (token is None or token.workspace_id != counter.workspace_id)
+        ):
+            raise NotFound()
+        return counter
+
+    def _view(self, counter: Counter) -> CounterView:
+        up, down, updated = self.writes.overlay(counter)
+        return CounterView(counter, up, down, updated)
+
+    @staticmethod
+    def _require(counter: Counter, token: Token | None, need: Permission) -> None:
+        """Check an action that a public counter does not allow to everyone."""
+        if token is None:
+            raise Unauthorized(f"this action needs a {need.label} token of the workspace")
+        if token.workspace_id != counter.workspace_id or token.permission < need:
+            raise Forbidden(f"this action needs a {need.label} token of the workspace")
+
+    async def get(self, workspace: str, name: str, token: Token | None) -> CounterView:
+        counter = await self._visible(workspace, name, token)
+        if counter.private:
+            self._require(counter, token, Permission.READ)
+        return self._view(counter)
+
+    async def stats(
+        self, workspace: str, name: str, token: Token | None
+    ) -> tuple[CounterView, dict[str, Any]]:
+        view = await self.get(workspace, name, token)
+        history = await self.store.read_history(view.counter.id)
+        buckets = history.buckets + self.writes.overlay_hours(view.counter.id, history.seq)
+        return view, summarize(buckets, time.time(), self.tz)
+
+    async def count(
+        self, workspace: str, name: str, token: Token | None, up: int, down: int
+    ) -> CounterView:
+        """Add `up` / `down` events to a counter (creating it if the token may)."""
+        counter = await self.store.read_counter(workspace, name)
+        if counter is None:
+            if (
+                token is None
+                or token.workspace_slug != workspace
+                or token.permission < Permission.WRITE
+            ):
+                raise NotFound()
+            counter = await self.store.ensure_counter(token.workspace_id, name)
+        elif counter.private:
+            if token is None or token.workspace_id != counter.workspace_id:
+                raise NotFound()
+            self._require(counter, token, Permission.WRITE)
+        ticket = self.writes.add(counter.id, up, down, time.time())
+        if self.commit:
+            totals = await self.writes.wait(ticket)
+            return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
+        return self._view(counter)
+
+    async def reset(self, workspace: str, name: str, token: Token | None) -> CounterView:
+        counter = await self._visible(workspace, name, token)
+        self._require(counter, token, Permission.WRITE)
+        ticket = self.writes.reset(counter.id, time.time())
+        if self.commit:
+            totals = await self.writes.wait(ticket)
+            return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
+        return self._view(counter)

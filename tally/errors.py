@@ -1,0 +1,58 @@
+"""The exception hierarchy. `tally.web` maps each to its status and JSON body."""
+
+from __future__ import annotations
+
+
+class TallyError(Exception):
+    """Base of every error Tally reports to a client."""
+
+    status = 500
+    default_message = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+
+
+class BadRequest(TallyError):
+    status = 400
+    default_message = "bad request"
+
+
+class Unauthorized(TallyError):
+    status = 401
+    default_message = "invalid or revoked token"
+
+
+class Forbidden(TallyError):
+    status = 403
+    default_message = "the token does not have the permission for this action"
+
+
+class NotFound(TallyError):
+    status = 404
+    default_message = "page not found. check the workspace and counter name"
+
+
+class MethodNotAllowed(TallyError):
+    status = 405
+    default_message = "method not allowed"
+
+
+class Conflict(TallyError):
+    status = 409
+    default_message = "already exists"
+
+
+class RateLimited(TallyError):
+    status = 429
+    default_message = "too many requests, slow down"
+
+
+class Unavailable(TallyError):
+    status = 503
+    default_message = "the database is unavailable, try again shortly"
+
+
+class StorageError(Exception):
+    """A backend failed (driver error, lost connection). Wrapped by every Store."""

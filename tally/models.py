@@ -1,0 +1,101 @@
+"""Plain records passed between the store, the domain code and the web layer."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Permission(enum.IntEnum):
+    """Ordered: each permission includes the ones below it."""
+
+    READ = 1
+    WRITE = 2
+    ADMIN = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Permission:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown permission {text!r}: use read, write or admin") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    id: int
+    slug: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    id: int
+    workspace_id: int
+    workspace_slug: str
+    name: str
+    prefix: str
+    permission: Permission
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """A counter as committed in the store, plus `seq`: the last group-commit batch of
+    this node that the same snapshot already contains (see `tally.writes`)."""
+
+    id: int
+    workspace_id: int
+    workspace_slug: str
+    name: str
+    description: str
+    private: bool
+    up_count: int
+    down_count: int
+    created_at: float
+    updated_at: float
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Hourly buckets (utc_hour, up, down) of one counter, with the snapshot's `seq`."""
+
+    buckets: list[tuple[int, int, int]]
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """A counter's running totals right after a committed batch."""
+
+    up_count: int
+    down_count: int
+    updated_at: float
+
+
+@dataclass(slots=True)
+class CounterDelta:
+    """What one group-commit batch does to one counter: optionally reset both totals to
+    zero first, then add `up` and `down`."""
+
+    up: int = 0
+    down: int = 0
+    reset: bool = False
+    updated_at: float = 0.0
+
+
+@dataclass(slots=True)
+class BatchChanges:
+    """Everything one group-commit transaction applies, tagged with this node's `seq`."""
+
+    seq: int
+    counters: dict[int, CounterDelta]
+    # (counter_id, utc_hour) -> [up, down] events in that hour
+    hours: dict[tuple[int, int], list[int]]

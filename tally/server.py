@@ -1,0 +1,37 @@
+"""Run the ASGI app under granian (one worker: the embedded store has one writer)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from granian import Granian
+from granian.constants import Interfaces, Loops
+
+from tally.config import Settings
+
+
+def app_from_env() -> object:
+    """granian's factory target: the settings travel to the worker as TALLY_* variables."""
+    from tally.web.app import create_app
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return create_app(Settings.from_env())
+
+
+def run(settings: Settings) -> None:
+    os.environ.update(settings.to_env())
+    server = Granian(
+        "tally.server:app_from_env",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.auto,
+        log_access=False,
+        backlog=2048,
+    )
+    server.serve()

@@ -1,0 +1,73 @@
+"""The Store protocol: everything Tally keeps, behind one small async interface.
+
+Each backend wraps its driver's errors into `tally.errors.StorageError`. Counts change
+only through `apply`, which takes deltas, never absolute values (except a reset), and
+records the batch's `seq` for this store's node in the same transaction, so a reader can
+tell which of the node's batches a snapshot already contains.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
+
+
+class Store(Protocol):
+    node: str
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    async def close(self) -> None: ...
+
+    async def schema_version(self) -> int: ...
+
+    async def register_node(self) -> int:
+        """The last batch seq this store's node committed (0 if new); forgets nodes idle
+        for a week."""
+
+    async def meta_get_or_set(self, key: str, default: str) -> str:
+        """The stored value of `key`; stores `default` first if there is none."""
+
+    # workspaces
+    async def create_workspace(self, slug: str, name: str) -> Workspace:
+        """Raises Conflict if the slug is taken."""
+
+    async def get_workspace(self, slug: str) -> Workspace | None: ...
+
+    async def list_workspaces(self) -> list[Workspace]: ...
+
+    # tokens
+    async def create_token(
+        self, workspace_id: int, name: str, prefix: str, token_hash: str, permission: Permission
+    ) -> Token: ...
+
+    async def find_token(self, token_hash: str) -> Token | None:
+        """The token with this hash, revoked ones included."""
+
+    async def list_tokens(self, workspace_id: int) -> list[Token]: ...
+
+    async def revoke_token(self, token_id: int) -> bool:
+        """False if there is no such token or it was already revoked."""
+
+    # counters
+    async def create_counter(
+        self, workspace_id: int, name: str, *, private: bool = False, description: str = ""
+    ) -> Counter:
+        """Raises Conflict if the workspace has a counter of that name."""
+
+    async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
+        """The counter, created public and empty if missing (safe under races)."""
+
+    async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
+        """The committed counter with `seq` from the same snapshot."""
+
+    async def list_counters(self, workspace_id: int) -> list[Counter]: ...
+
+    async def read_history(self, counter_id: int) -> History:
+        """All hourly buckets of the counter, with `seq` from the same snapshot."""
+
+    async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
+        """Apply one batch in one transaction; the totals of every changed counter that
+        still exists, as committed."""

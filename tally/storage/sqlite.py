@@ -1,0 +1,438 @@
+"""The embedded default: one SQLite file in WAL mode.
+
+All writes go through one writer thread (its own connection, one transaction per call),
+so they never contend for the database lock. Reads run on the caller's thread (the
+event loop) on a second connection: a primary-key lookup costs microseconds, less than
+a hop to a thread pool would. WAL gives every read statement a consistent snapshot.
+
+URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; the query
+``?synchronous=normal`` trades the fsync per commit for speed (a process crash still
+loses nothing; a power cut may lose the last commits). The default is ``full``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from tally.errors import Conflict, StorageError
+from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
+from tally.storage import migrations
+
+T = TypeVar("T")
+NODE_IDLE_DAYS = 7
+
+_COUNTER_COLUMNS = (
+    "c.id, c.workspace_id, w.slug, c.name, c.description, c.private, c.up_count, "
+    "c.down_count, c.created_at, c.updated_at"
+)
+_READ_COUNTER = f"""
+SELECT {_COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
+FROM workspaces w JOIN counters c ON c.workspace_id = w.id
+WHERE w.slug = ? AND c.name = ?
+"""
+_READ_COUNTER_BY_ID = f"""
+SELECT {_COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
+FROM workspaces w JOIN counters c ON c.workspace_id = w.id
+WHERE c.id = ?
+"""
+_TOKEN_COLUMNS = (
+    "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at"
+)
+_ADD = """
+UPDATE counters SET up_count = up_count + ?, down_count = down_count + ?,
+       updated_at = MAX(updated_at, ?)
+WHERE id = ? RETURNING up_count, down_count, updated_at
+"""
+_RESET = """
+UPDATE counters SET up_count = ?, down_count = ?, updated_at = MAX(updated_at, ?)
+WHERE id = ? RETURNING up_count, down_count, updated_at
+"""
+_ADD_HOUR = """
+INSERT INTO counter_hours (counter_id, hour, up, down) VALUES (?, ?, ?, ?)
+ON CONFLICT (counter_id, hour) DO UPDATE SET up = up + excluded.up, down = down + excluded.down
+"""
+_SET_SEQ = """
+INSERT INTO node_seq (node, seq, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+"""
+
+
+def _counter(row: tuple[Any, ...]) -> Counter:
+    return Counter(
+        id=row[0],
+        workspace_id=row[1],
+        workspace_slug=row[2],
+        name=row[3],
+        description=row[4],
+        private=bool(row[5]),
+        up_count=row[6],
+        down_count=row[7],
+        created_at=row[8],
+        updated_at=row[9],
+        seq=row[10] if len(row) > 10 else 0,
+    )
+
+
+def _token(row: tuple[Any, ...]) -> Token:
+    return Token(
+        id=row[0],
+        workspace_id=row[1],
+        workspace_slug=row[2],
+        name=row[3],
+        prefix=row[4],
+        permission=Permission(row[5]),
+        created_at=row[6],
+        revoked_at=row[7],
+    )
+
+
+def _workspace(row: tuple[Any, ...]) -> Workspace:
+    return Workspace(id=row[0], slug=row[1], name=row[2], created_at=row[3])
+
+
+class SQLiteStore:
+    """Store on one SQLite file. Owns the tables of `migrations/sqlite/`."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path, *, node: str = "local", synchronous: str = "full"):
+        self.path = Path(path)
+        self.node = node
+        if synchronous.lower() not in ("full", "normal", "extra"):
+            raise ValueError("synchronous must be full, normal or extra")
+        self.synchronous = synchronous.upper()
+        self._reader: sqlite3.Connection | None = None
+        self._writer_conn: sqlite3.Connection | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tally-sqlite-writer")
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, node: str = "local") -> SQLiteStore:
+        parts = urlsplit(url)
+        raw = url.split("://", 1)[1] if "://" in url else url.split(":", 1)[1]
+        raw = raw.split("?", 1)[0]
+        path = raw[1:] if raw.startswith("/") else raw  # sqlite:///x -> "x", ////x -> "/x"
+        if not path:
+            raise ValueError("the sqlite URL needs a file path: sqlite:///./tally.db")
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return cls(path, node=node, synchronous=options.get("synchronous", "full"))
+
+    # connections -------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 10000")
+        return conn
+
+    async def open(self) -> None:
+        if self.path.parent and not self.path.parent.exists():
+            raise StorageError(f"directory {self.path.parent} does not exist")
+        await self._write(self._open_writer)
+        self._reader = self._connect()
+        self._reader.execute("PRAGMA query_only = ON")
+
+    def _open_writer(self, conn: sqlite3.Connection | None) -> None:
+        del conn
+        self._writer_conn = self._connect()
+        self._migrate(self._writer_conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS tally_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            row = conn.execute(
+                "SELECT value FROM tally_meta WHERE key = 'schema_version'"
+            ).fetchone()
+            current = int(row[0]) if row else 0
+            for migration in migrations.load(self.dialect):
+                if migration.version > current:
+                    for statement in _statements(migration.sql):
+                        conn.execute(statement)
+                    current = migration.version
+            conn.execute(
+                "INSERT INTO tally_meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(current),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def shut(conn: sqlite3.Connection | None) -> None:
+            if conn is not None:
+                conn.close()
+
+        try:
+            await self._write(shut)
+        finally:
+            self._writer.shutdown(wait=True)
+            if self._reader is not None:
+                self._reader.close()
+
+    async def _write(self, fn: Callable[[sqlite3.Connection | None], T]) -> T:
+        """Run `fn(writer_connection)` on the writer thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, lambda: fn(self._writer_conn))
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: {exc}") from exc
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._reader is None:
+            raise StorageError("the store is not open")
+        try:
+            return self._reader.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: {exc}") from exc
+
+    def _tx(
+        self, fn: Callable[[sqlite3.Connection], T]
+    ) -> Callable[[sqlite3.Connection | None], T]:
+        """Wrap `fn` in BEGIN IMMEDIATE ... COMMIT on the writer connection."""
+
+        def run(conn: sqlite3.Connection | None) -> T:
+            if conn is None:
+                raise sqlite3.OperationalError("the store is not open")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return run
+
+    # meta --------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        rows = self._read("SELECT value FROM tally_meta WHERE key = 'schema_version'")
+        return int(rows[0][0]) if rows else 0
+
+    async def register_node(self) -> int:
+        node = self.node
+
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "DELETE FROM node_seq WHERE updated_at < ? AND node <> ?",
+                (time.time() - NODE_IDLE_DAYS * 86400, node),
+            )
+            row = conn.execute("SELECT seq FROM node_seq WHERE node = ?", (node,)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._write(self._tx(run))
+
+    async def meta_get_or_set(self, key: str, default: str) -> str:
+        def run(conn: sqlite3.Connection) -> str:
+            conn.execute(
+                "INSERT INTO tally_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, default),
+            )
+            return str(
+                conn.execute("SELECT value FROM tally_meta WHERE key = ?", (key,)).fetchone()[0]
+            )
+
+        return await self._write(self._tx(run))
+
+    # workspaces --------------------------------------------------------------
+
+    async def create_workspace(self, slug: str, name: str) -> Workspace:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> Workspace:
+            row = conn.execute(
+                "INSERT INTO workspaces (slug, name, created_at) VALUES (?, ?, ?) "
+                "RETURNING id, slug, name, created_at",
+                (slug, name, now),
+            ).fetchone()
+            return _workspace(row)
+
+        try:
+            return await self._write(self._tx(run))
+        except Conflict:
+            raise Conflict(f"workspace {slug!r} already exists") from None
+
+    async def get_workspace(self, slug: str) -> Workspace | None:
+        rows = self._read(
+            "SELECT id, slug, name, created_at FROM workspaces WHERE slug = ?", (slug,)
+        )
+        return _workspace(rows[0]) if rows else None
+
+    async def list_workspaces(self) -> list[Workspace]:
+        rows = self._read("SELECT id, slug, name, created_at FROM workspaces ORDER BY slug")
+        return [_workspace(r) for r in rows]
+
+    # tokens ------------------------------------------------------------------
+
+    async def create_token(
+        self, workspace_id: int, name: str, prefix: str, token_hash: str, permission: Permission
+    ) -> Token:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (workspace_id, name, prefix, token_hash, int(permission), now),
+            ).fetchone()
+            return int(row[0])
+
+        token_id = await self._write(self._tx(run))
+        rows = self._read(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
+            "WHERE t.id = ?",
+            (token_id,),
+        )
+        return _token(rows[0])
+
+    async def find_token(self, token_hash: str) -> Token | None:
+        rows = self._read(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
+            "WHERE t.hash = ?",
+            (token_hash,),
+        )
+        return _token(rows[0]) if rows else None
+
+    async def list_tokens(self, workspace_id: int) -> list[Token]:
+        rows = self._read(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
+            "WHERE t.workspace_id = ? ORDER BY t.id",
+            (workspace_id,),
+        )
+        return [_token(r) for r in rows]
+
+    async def revoke_token(self, token_id: int) -> bool:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now, token_id),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(self._tx(run))
+
+    # counters ----------------------------------------------------------------
+
+    async def create_counter(
+        self, workspace_id: int, name: str, *, private: bool = False, description: str = ""
+    ) -> Counter:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "INSERT INTO counters (workspace_id, name, description, private, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (workspace_id, name, description, int(private), now, now),
+            ).fetchone()
+            return int(row[0])
+
+        try:
+            counter_id = await self._write(self._tx(run))
+        except Conflict:
+            raise Conflict(f"counter {name!r} already exists in this workspace") from None
+        return self._counter_by_id(counter_id)
+
+    async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "INSERT INTO counters (workspace_id, name, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO NOTHING",
+                (workspace_id, name, now, now),
+            )
+            row = conn.execute(
+                "SELECT id FROM counters WHERE workspace_id = ? AND name = ?", (workspace_id, name)
+            ).fetchone()
+            return int(row[0])
+
+        return self._counter_by_id(await self._write(self._tx(run)))
+
+    def _counter_by_id(self, counter_id: int) -> Counter:
+        rows = self._read(_READ_COUNTER_BY_ID, (self.node, counter_id))
+        if not rows:
+            raise StorageError(f"counter {counter_id} vanished")
+        return _counter(rows[0])
+
+    async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
+        rows = self._read(_READ_COUNTER, (self.node, workspace_slug, name))
+        return _counter(rows[0]) if rows else None
+
+    async def list_counters(self, workspace_id: int) -> list[Counter]:
+        rows = self._read(
+            f"SELECT {_COUNTER_COLUMNS} FROM workspaces w JOIN counters c "
+            "ON c.workspace_id = w.id WHERE w.id = ? ORDER BY c.name",
+            (workspace_id,),
+        )
+        return [_counter(r) for r in rows]
+
+    async def read_history(self, counter_id: int) -> History:
+        if self._reader is None:
+            raise StorageError("the store is not open")
+        conn = self._reader
+        try:
+            conn.execute("BEGIN")
+            try:
+                seq_row = conn.execute(
+                    "SELECT seq FROM node_seq WHERE node = ?", (self.node,)
+                ).fetchone()
+                buckets = conn.execute(
+                    "SELECT hour, up, down FROM counter_hours WHERE counter_id = ?", (counter_id,)
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: {exc}") from exc
+        return History(buckets=buckets, seq=seq_row[0] if seq_row else 0)
+
+    async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
+        node = self.node
+
+        def run(conn: sqlite3.Connection) -> dict[int, Totals]:
+            out: dict[int, Totals] = {}
+            execute = conn.execute
+            for counter_id, d in changes.counters.items():
+                row = execute(
+                    _RESET if d.reset else _ADD, (d.up, d.down, d.updated_at, counter_id)
+                ).fetchone()
+                if row is not None:
+                    out[counter_id] = Totals(row[0], row[1], row[2])
+            conn.executemany(
+                _ADD_HOUR,
+                [(cid, hour, ud[0], ud[1]) for (cid, hour), ud in changes.hours.items()],
+            )
+            execute(_SET_SEQ, (node, changes.seq, time.time()))
+            return out
+
+        return await self._write(self._tx(run))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (no triggers with inner `;` in ours)."""
+    lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,1 @@
+"""The HTTP side: a plain ASGI application (`create_app`)."""

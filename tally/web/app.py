@@ -1,0 +1,126 @@
+"""`create_app(settings)`: the ASGI application and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+from tally.auth import TokenVerifier
+from tally.config import Settings
+from tally.counters import Counters
+from tally.errors import NotFound, StorageError, TallyError, Unavailable
+from tally.ratelimit import MemoryRateLimiter
+from tally.storage import Store, store_from_url
+from tally.web.api import V2Api
+from tally.web.http import Receive, Scope, Send, send_error, send_json
+from tally.writes import GroupCommit
+
+log = logging.getLogger("tally.web")
+
+
+async def load_secret_key(store: Store, settings: Settings) -> bytes:
+    """TALLY_SECRET_KEY if set; else a key generated once and kept in the database."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    return (await store.meta_get_or_set("secret_key", secrets.token_hex(32))).encode()
+
+
+def node_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass
+class Services:
+    store: Store
+    writes: GroupCommit
+    counters: Counters
+    verifier: TokenVerifier
+    api: V2Api
+
+
+class App:
+    """The ASGI application. Services exist between lifespan startup and shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+
+    async def startup(self) -> None:
+        s = self.settings
+        store = store_from_url(s.database_url, node=node_name())
+        await store.open()
+        writes = GroupCommit(store, durability=s.durability, flush_interval=s.flush_interval)
+        writes.start(await store.register_node())
+        counters = Counters(store, writes, s.timezone)
+        verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
+        limiter = (
+            MemoryRateLimiter(s.rate_limit.limit, s.rate_limit.period) if s.rate_limit else None
+        )
+        api = V2Api(counters, verifier, limiter, s.trusted_proxies)
+        self.services = Services(store, writes, counters, verifier, api)
+
+    async def shutdown(self) -> None:
+        services, self.services = self.services, None
+        if services is None:
+            return
+        try:
+            await services.writes.stop()
+        finally:
+            await services.store.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.http(scope, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def http(self, scope: Scope, send: Send) -> None:
+        path: bytes = scope.get("raw_path") or scope["path"].encode()
+        path = path.split(b"?", 1)[0]
+        try:
+            services = self.services
+            if services is None:
+                raise Unavailable("the server is starting or stopping")
+            if path.startswith(b"/v2/"):
+                await services.api(scope, send, path)
+            elif path == b"/healthz":
+                await send_json(send, 200, {"status": "ok"})
+            else:
+                raise NotFound()
+        except TallyError as exc:
+            await send_error(send, exc)
+        except StorageError as exc:
+            log.warning("storage error on %s: %s", path, exc)
+            await send_error(send, Unavailable(), [(b"retry-after", b"1")])
+        except Exception:
+            log.exception("unexpected error on %s", path)
+            await send_error(send, TallyError("internal error"))
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                except Exception as exc:
+                    log.exception("shutdown failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings | None = None) -> App:
+    return App(settings or Settings.from_env())

@@ -1,0 +1,92 @@
+"""ASGI plumbing shared by the endpoints: JSON responses, errors, headers, client IP."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from tally.config import Network
+from tally.errors import MethodNotAllowed, TallyError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON_HEADERS: Headers = [
+    (b"content-type", b"application/json"),
+    (b"access-control-allow-origin", b"*"),
+    (
+        b"access-control-expose-headers",
+        b"X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After",
+    ),
+    (b"cache-control", b"no-store"),
+]
+
+PREFLIGHT_HEADERS: Headers = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"GET, OPTIONS"),
+    (b"access-control-allow-headers", b"Authorization, Content-Type"),
+    (b"access-control-max-age", b"86400"),
+    (b"allow", b"GET, OPTIONS"),
+]
+
+_STATUS_CODES = {s: str(s) for s in (200, 400, 401, 403, 404, 405, 409, 429, 500, 503)}
+
+
+async def send_json(send: Send, status: int, body: Any, extra: Headers | None = None) -> None:
+    payload = orjson.dumps(body)
+    headers = JSON_HEADERS + extra if extra else JSON_HEADERS
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def error_body(status: int, message: str) -> dict[str, str]:
+    return {"code": _STATUS_CODES.get(status) or str(status), "message": message}
+
+
+async def send_error(send: Send, exc: TallyError, extra: Headers | None = None) -> None:
+    headers = list(extra) if extra else []
+    if isinstance(exc, MethodNotAllowed):
+        headers.append((b"allow", b"GET, OPTIONS"))
+    await send_json(send, exc.status, error_body(exc.status, exc.message), headers)
+
+
+async def send_preflight(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": PREFLIGHT_HEADERS})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def client_ip(scope: Scope, trusted: tuple[Network, ...]) -> str:
+    """The socket's peer; behind a trusted proxy, the nearest untrusted X-Forwarded-For hop."""
+    client = scope.get("client")
+    peer = client[0] if client else "unknown"
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    forwarded = header(scope, b"x-forwarded-for")
+    if not forwarded:
+        return peer
+    for hop in reversed(forwarded.decode("latin-1").split(",")):
+        hop = hop.strip()
+        if hop and not _is_trusted(hop, trusted):
+            return hop
+    return peer
+
+
+def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)

@@ -1,0 +1,250 @@
+"""The write path: deltas gathered into batches, one transaction per batch (group commit).
+
+Every up / down / reset lands in the *open* batch of this node. One flusher task takes
+batches in order and hands each to `Store.apply`, which commits it as one transaction
+and records the batch's `seq` for this node in the same transaction.
+
+- ``durability="commit"``: the flusher runs whenever there is work; a request awaits the
+  commit of its batch before it is answered. Requests arriving while a batch commits
+  fill the next one, so many requests share one transaction (and one fsync).
+- ``durability="buffered"``: requests are answered at once; the flusher commits every
+  `flush_interval` seconds and retries a failed batch until it lands.
+
+Reads stay fresh in both modes: a read's snapshot carries the `seq` of the last batch
+of this node it contains, and `overlay` adds the changes of every later batch that is
+still in memory. So a reader never misses nor double-counts a change, however the
+commit and the read interleave.
+
+The flush cost grows with the number of counters a batch changed, never with the
+number of counters in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from tally.errors import StorageError, Unavailable
+from tally.models import BatchChanges, Counter, CounterDelta, Totals
+from tally.storage.base import Store
+
+log = logging.getLogger("tally.writes")
+
+
+class Batch:
+    """An open or committing batch, and the future its waiters await."""
+
+    __slots__ = ("changes", "done")
+
+    def __init__(self, seq: int) -> None:
+        self.changes = BatchChanges(seq=seq, counters={}, hours={})
+        self.done: asyncio.Future[dict[int, Totals]] = asyncio.get_running_loop().create_future()
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One request's change: which batch holds it, and the counter's totals within that
+    batch right after it, so the request can be answered with exactly its own value."""
+
+    batch: Batch
+    counter_id: int
+    up: int
+    down: int
+
+
+class GroupCommit:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        durability: str = "commit",
+        flush_interval: float = 1.0,
+        retry_delay: float = 0.5,
+        stop_timeout: float = 30.0,
+    ) -> None:
+        if durability not in ("commit", "buffered"):
+            raise ValueError("durability must be commit or buffered")
+        self.store = store
+        self.durability = durability
+        self.flush_interval = flush_interval
+        self.retry_delay = retry_delay
+        self.stop_timeout = stop_timeout
+        self._sealed: deque[Batch] = deque()  # oldest first; the first one may be committing
+        self._open: Batch | None = None
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.batches_committed = 0
+        self.changes_committed = 0
+        self.batches_failed = 0
+
+    # lifecycle ----------------------------------------------------------------
+
+    def start(self, last_seq: int = 0) -> None:
+        """Start the flusher; `last_seq` is the last seq this node already committed."""
+        self._seq = last_seq
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="tally-flusher")
+
+    async def stop(self) -> None:
+        """Commit everything still in memory, then stop the flusher."""
+        self._stop.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    @property
+    def pending(self) -> int:
+        """Counter changes in memory, not yet committed."""
+        batches = [*self._sealed, *([self._open] if self._open else [])]
+        return sum(len(b.changes.counters) for b in batches)
+
+    # the write side -------------------------------------------------------------
+
+    def _new_batch(self) -> Batch:
+        if self._open is not None:
+            self._sealed.append(self._open)
+        self._seq += 1
+        self._open = batch = Batch(self._seq)
+        self._wake.set()
+        return batch
+
+    def add(self, counter_id: int, up: int, down: int, now: float) -> Ticket:
+        """Add up/down events to a counter at time `now` (unix seconds)."""
+        batch = self._open or self._new_batch()
+        changes = batch.changes
+        delta = changes.counters.get(counter_id)
+        if delta is None:
+            delta = changes.counters[counter_id] = CounterDelta()
+        delta.up += up
+        delta.down += down
+        if now > delta.updated_at:
+            delta.updated_at = now
+        key = (counter_id, int(now // 3600))
+        hour = changes.hours.get(key)
+        if hour is None:
+            changes.hours[key] = [up, down]
+        else:
+            hour[0] += up
+            hour[1] += down
+        return Ticket(batch, counter_id, delta.up, delta.down)
+
+    def reset(self, counter_id: int, now: float) -> Ticket:
+        """Set both totals of a counter back to zero (its history is kept)."""
+        batch = self._open
+        if batch is None or counter_id in batch.changes.counters:
+            # Tickets already handed out for this counter are relative to the delta so
+            # far: the reset starts a fresh batch, committed after this one.
+            batch = self._new_batch()
+        batch.changes.counters[counter_id] = CounterDelta(0, 0, True, now)
+        return Ticket(batch, counter_id, 0, 0)
+
+    async def wait(self, ticket: Ticket) -> Totals:
+        """Wait for the ticket's batch to commit; the counter's totals as of this request."""
+        try:
+            # shield: a client that goes away must not cancel the batch's shared future
+            results = await asyncio.shield(ticket.batch.done)
+        except StorageError as exc:
+            raise Unavailable() from exc
+        final = results.get(ticket.counter_id)
+        if final is None:  # the counter was deleted meanwhile
+            raise Unavailable("the counter changed while writing, try again")
+        delta = ticket.batch.changes.counters[ticket.counter_id]
+        return Totals(
+            final.up_count - delta.up + ticket.up,
+            final.down_count - delta.down + ticket.down,
+            final.updated_at,
+        )
+
+    # the read side ----------------------------------------------------------------
+
+    def _batches_after(self, seq: int) -> list[Batch]:
+        batches = [b for b in self._sealed if b.changes.seq > seq]
+        if self._open is not None and self._open.changes.seq > seq:
+            batches.append(self._open)
+        return batches
+
+    def overlay(self, counter: Counter) -> tuple[int, int, float]:
+        """The counter's totals including every change of this node not in its snapshot."""
+        up, down, updated = counter.up_count, counter.down_count, counter.updated_at
+        for batch in self._batches_after(counter.seq):
+            delta = batch.changes.counters.get(counter.id)
+            if delta is None:
+                continue
+            if delta.reset:
+                up, down = delta.up, delta.down
+            else:
+                up += delta.up
+                down += delta.down
+            if delta.updated_at > updated:
+                updated = delta.updated_at
+        return up, down, updated
+
+    def overlay_hours(self, counter_id: int, since_seq: int) -> list[tuple[int, int, int]]:
+        """Hourly events of this node not in a snapshot taken at `since_seq`."""
+        return [
+            (hour, ud[0], ud[1])
+            for batch in self._batches_after(since_seq)
+            for (cid, hour), ud in batch.changes.hours.items()
+            if cid == counter_id
+        ]
+
+    # the flusher ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        buffered = self.durability == "buffered"
+        while not self._stop.is_set():
+            if buffered:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.flush_interval)
+            else:
+                await self._wake.wait()
+            self._wake.clear()
+            # commit mode keeps taking the batch that filled up while one committed;
+            # buffered mode takes what is there now and waits an interval for the rest
+            await self._drain(keep_sealing=not buffered)
+        deadline = time.monotonic() + self.stop_timeout
+        await self._drain(keep_sealing=True, deadline=deadline)
+        if self.pending:
+            log.error("stopping with %d counter changes not committed", self.pending)
+
+    async def _drain(self, *, keep_sealing: bool, deadline: float | None = None) -> None:
+        if self._open is not None:
+            self._sealed.append(self._open)
+            self._open = None
+        while self._sealed:
+            batch = self._sealed[0]
+            if await self._commit(batch):
+                self._sealed.popleft()
+            elif self.durability == "commit":
+                self._sealed.popleft()  # its requests were answered 503: nothing was acknowledged
+            elif deadline is not None and time.monotonic() > deadline:
+                return
+            else:
+                await asyncio.sleep(self.retry_delay)
+            if not self._sealed and keep_sealing and self._open is not None:
+                self._sealed.append(self._open)
+                self._open = None
+
+    async def _commit(self, batch: Batch) -> bool:
+        changes = batch.changes
+        try:
+            results = await self.store.apply(changes)
+        except StorageError as exc:
+            self.batches_failed += 1
+            if self.durability == "commit":
+                log.warning("batch %d failed; its requests get 503: %s", changes.seq, exc)
+                batch.done.set_exception(exc)
+                batch.done.exception()  # retrieved: its waiters may all be gone
+            else:
+                log.warning("batch %d failed, will retry: %s", changes.seq, exc)
+            return False
+        self.batches_committed += 1
+        self.changes_committed += len(changes.counters)
+        batch.done.set_result(results)
+        return True
