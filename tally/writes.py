@@ -76,7 +76,8 @@ class GroupCommit:
         self._sealed: deque[Batch] = deque()  # oldest first; the first one may be committing
         self._open: Batch | None = None
         self._seq = 0
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # commit mode: there is work
+        self._flush_now = asyncio.Event()  # buffered mode: do not wait for the interval
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.batches_committed = 0
@@ -94,9 +95,20 @@ class GroupCommit:
         """Commit everything still in memory, then stop the flusher."""
         self._stop.set()
         self._wake.set()
+        self._flush_now.set()
         if self._task is not None:
             await self._task
             self._task = None
+
+    async def flush(self) -> None:
+        """Wait until everything in memory now has been committed (or failed)."""
+        batch = self._open or (self._sealed[-1] if self._sealed else None)
+        if batch is None:
+            return
+        self._wake.set()
+        self._flush_now.set()
+        with contextlib.suppress(StorageError):
+            await asyncio.shield(batch.done)
 
     @property
     def pending(self) -> int:
@@ -201,7 +213,8 @@ class GroupCommit:
         while not self._stop.is_set():
             if buffered:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.flush_interval)
+                    await asyncio.wait_for(self._flush_now.wait(), self.flush_interval)
+                self._flush_now.clear()
             else:
                 await self._wake.wait()
             self._wake.clear()

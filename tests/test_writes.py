@@ -1,0 +1,226 @@
+"""The group commit: batching, exact per-request totals, fresh reads, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tally.errors import StorageError, Unavailable
+from tally.models import BatchChanges, Counter, Totals
+from tally.storage import Store, store_from_url
+from tally.writes import GroupCommit
+
+
+class FlakyStore:
+    """A real store whose `apply` can be made to fail or to pause after committing."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.failures = 0  # fail this many next applies
+        self.hold: asyncio.Event | None = None  # when set: committed, not yet returned
+        self.held = asyncio.Event()
+        self.applies = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
+        self.applies += 1
+        if self.failures:
+            self.failures -= 1
+            raise StorageError("injected failure")
+        result = await self.inner.apply(changes)
+        if self.hold is not None:
+            self.held.set()
+            await self.hold.wait()
+        return result
+
+
+@pytest.fixture
+async def flaky(store: Store) -> FlakyStore:
+    return FlakyStore(store)
+
+
+@pytest.fixture
+async def counter(store: Store) -> Counter:
+    ws = await store.create_workspace("ws", "ws")
+    return await store.create_counter(ws.id, "c")
+
+
+async def started(store: Store | FlakyStore, **kw: Any) -> GroupCommit:
+    writes = GroupCommit(cast(Store, store), **kw)
+    writes.start(await cast(Store, store).register_node())
+    return writes
+
+
+async def read(store: Store, writes: GroupCommit) -> tuple[int, int]:
+    c = await store.read_counter("ws", "c")
+    assert c is not None
+    up, down, _ = writes.overlay(c)
+    return up, down
+
+
+async def test_concurrent_requests_share_transactions(store: Store, counter: Counter) -> None:
+    """Many concurrent ups commit in far fewer transactions, each answered with its own value."""
+    writes = await started(store)
+
+    async def one() -> int:
+        ticket = writes.add(counter.id, 1, 0, time.time())
+        return (await writes.wait(ticket)).up_count
+
+    values = await asyncio.gather(*(one() for _ in range(300)))
+    await writes.stop()
+    assert sorted(values) == list(range(1, 301))
+    assert writes.batches_committed < 300
+    assert await read(store, writes) == (300, 0)
+
+
+async def test_reset_inside_a_batch_keeps_every_answer_exact(store: Store, counter: Counter) -> None:
+    """up, up, reset, up queued together are answered 1, 2, 0, 1 and leave 1."""
+    writes = await started(store, durability="buffered", flush_interval=3600)
+    now = time.time()
+    tickets = [writes.add(counter.id, 1, 0, now), writes.add(counter.id, 1, 0, now),
+               writes.reset(counter.id, now), writes.add(counter.id, 1, 0, now)]
+    await writes.flush()
+    answers = [(await writes.wait(t)).up_count for t in tickets]
+    assert answers == [1, 2, 0, 1]
+    assert await read(store, writes) == (1, 0)
+    await writes.stop()
+
+
+async def test_read_during_commit_window_counts_once(
+    store: Store, flaky: FlakyStore, counter: Counter
+) -> None:
+    """A read between a batch's commit and its completion neither misses nor doubles it."""
+    writes = await started(flaky)
+    flaky.hold = asyncio.Event()
+    ticket = writes.add(counter.id, 5, 2, time.time())
+    assert await read(store, writes) == (5, 2)  # pending, not committed
+    await flaky.held.wait()  # committed in the database, the batch still in memory
+    assert await read(store, writes) == (5, 2)
+    writes.add(counter.id, 1, 0, time.time())  # fills the next batch meanwhile
+    assert await read(store, writes) == (6, 2)
+    flaky.hold.set()
+    assert (await writes.wait(ticket)).up_count == 5
+    await writes.stop()
+    assert await read(store, writes) == (6, 2)
+
+
+async def test_buffered_reads_include_pending_and_stop_flushes(
+    store: Store, counter: Counter
+) -> None:
+    """Buffered: writes are visible at once, committed only at flush or stop."""
+    writes = await started(store, durability="buffered", flush_interval=3600)
+    for _ in range(10):
+        writes.add(counter.id, 1, 0, time.time())
+    assert await read(store, writes) == (10, 0)
+    committed = await store.read_counter("ws", "c")
+    assert committed is not None and committed.up_count == 0
+    history = await store.read_history(counter.id)
+    assert sum(up for _, up, _ in writes.overlay_hours(counter.id, history.seq)) == 10
+    await writes.stop()
+    committed = await store.read_counter("ws", "c")
+    assert committed is not None and committed.up_count == 10
+    assert writes.pending == 0
+
+
+async def test_commit_failure_answers_503_and_counts_nothing(
+    store: Store, flaky: FlakyStore, counter: Counter
+) -> None:
+    """Commit mode: a failed batch is answered Unavailable and leaves no trace."""
+    writes = await started(flaky)
+    flaky.failures = 1
+    with pytest.raises(Unavailable):
+        await writes.wait(writes.add(counter.id, 1, 0, time.time()))
+    assert await read(store, writes) == (0, 0)
+    assert (await writes.wait(writes.add(counter.id, 1, 0, time.time()))).up_count == 1
+    await writes.stop()
+
+
+async def test_buffered_failure_is_retried_until_it_lands(
+    store: Store, flaky: FlakyStore, counter: Counter
+) -> None:
+    """Buffered: an acknowledged change survives failed flushes and lands on retry."""
+    writes = GroupCommit(cast(Store, flaky), durability="buffered", flush_interval=3600,
+                         retry_delay=0.01)
+    writes.start(0)
+    flaky.failures = 3
+    writes.add(counter.id, 4, 0, time.time())
+    await writes.flush()
+    assert flaky.applies == 4
+    await writes.stop()
+    assert await read(store, writes) == (4, 0)
+
+
+async def test_hours_are_bucketed_by_request_time(store: Store, counter: Counter) -> None:
+    """Each change lands in the UTC hour of the moment it was accepted."""
+    writes = await started(store)
+    base = 1_750_000_000 // 3600 * 3600
+    await writes.wait(writes.add(counter.id, 1, 0, base + 10))
+    await writes.wait(writes.add(counter.id, 0, 1, base + 3600 + 10))
+    await writes.stop()
+    history = await store.read_history(counter.id)
+    assert sorted(history.buckets) == [(base // 3600, 1, 0), (base // 3600 + 1, 0, 1)]
+
+
+# A random walk over writes, resets, flushes and reads, checked against a plain model.
+
+Op = tuple[str, int]
+ops_strategy = st.lists(
+    st.one_of(
+        st.tuples(st.just("up"), st.integers(1, 3)),
+        st.tuples(st.just("down"), st.integers(1, 3)),
+        st.tuples(st.just("reset"), st.just(0)),
+        st.tuples(st.just("flush"), st.just(0)),
+        st.tuples(st.just("tick"), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+async def _walk(path: Path, durability: str, ops: list[Op]) -> None:
+    store = store_from_url(f"sqlite:///{path}", node="walk")
+    await store.open()
+    try:
+        ws = await store.create_workspace("ws", "ws")
+        c = await store.create_counter(ws.id, "c")
+        writes = await started(store, durability=durability, flush_interval=3600)
+        model = [0, 0]
+        for op, n in ops:
+            if op == "up":
+                writes.add(c.id, n, 0, time.time())
+                model[0] += n
+            elif op == "down":
+                writes.add(c.id, 0, n, time.time())
+                model[1] += n
+            elif op == "reset":
+                writes.reset(c.id, time.time())
+                model = [0, 0]
+            elif op == "flush":
+                await writes.flush()
+            else:
+                await asyncio.sleep(0)  # lets a commit-mode flush start or finish
+            assert await read(store, writes) == tuple(model)
+        await writes.stop()
+        assert await read(store, writes) == tuple(model)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("durability", ["commit", "buffered"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops_strategy)
+def test_reads_always_match_the_model(durability: str, ops: list[Op]) -> None:
+    """Whatever the interleaving of writes and commits, a read shows exactly the model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_walk(Path(tmp) / "walk.db", durability, ops))
+
+
