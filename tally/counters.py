@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from dataclasses import dataclass
+from collections import OrderedDict
 from datetime import UTC, tzinfo
 from typing import Any
 
@@ -26,6 +26,7 @@ from tally.storage.base import Store
 from tally.writes import GroupCommit
 
 MAX_NAME = 128
+_REFUSED = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
 
 
 def check_name(kind: str, name: str) -> str:
@@ -36,38 +37,89 @@ def check_name(kind: str, name: str) -> str:
         raise BadRequest(f"the {kind} name is longer than {MAX_NAME} characters")
     if "/" in name:
         raise BadRequest(f"the {kind} name must not contain '/'")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in name):
+    # isprintable() is the fast path; it also refuses unassigned and separator characters,
+    # so only then look at the categories that are really refused
+    if not name.isprintable() and any(unicodedata.category(ch) in _REFUSED for ch in name):
         raise BadRequest(f"the {kind} name must not contain control characters")
     return name
 
 
-@dataclass(frozen=True, slots=True)
 class CounterView:
     """A counter as a client sees it: committed state plus this node's pending changes."""
 
-    counter: Counter
-    up_count: int
-    down_count: int
-    updated_at: float
+    __slots__ = ("counter", "down_count", "up_count", "updated_at")
+
+    def __init__(self, counter: Counter, up_count: int, down_count: int, updated_at: float):
+        self.counter = counter
+        self.up_count = up_count
+        self.down_count = down_count
+        self.updated_at = updated_at
+
+
+class CounterCache:
+    """What a node remembers of counters it served: (workspace, name) -> Counter, trusted
+    for `ttl` seconds. Only the settings part (id, private, description) is used from it;
+    counts always come from a fresh snapshot or from the commit. Expired entries are
+    dropped a few per lookup, oldest first, so memory follows the active counters."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Counter]] = OrderedDict()
+
+    def get(self, key: tuple[str, str], now: float) -> Counter | None:
+        entries = self._entries
+        for _ in range(2):
+            if not entries:
+                break
+            oldest = next(iter(entries))
+            if entries[oldest][0] > now:
+                break
+            del entries[oldest]
+        hit = entries.get(key)
+        return hit[1] if hit is not None and hit[0] > now else None
+
+    def put(self, key: tuple[str, str], counter: Counter, now: float) -> None:
+        self._entries[key] = (now + self.ttl, counter)
+        self._entries.move_to_end(key)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class Counters:
-    def __init__(self, store: Store, writes: GroupCommit, tz: tzinfo = UTC) -> None:
+    def __init__(
+        self, store: Store, writes: GroupCommit, tz: tzinfo = UTC, cache_ttl: float = 1.0
+    ) -> None:
         self.store = store
         self.writes = writes
         self.tz = tz
         self.commit = writes.durability == "commit"
+        self.cache = CounterCache(cache_ttl)
+
+    async def _find(self, workspace: str, name: str) -> Counter | None:
+        key = (workspace, name)
+        now = time.monotonic()
+        counter = self.cache.get(key, now)
+        if counter is None:
+            counter = await self.store.read_counter(workspace, name)
+            if counter is not None:
+                self.cache.put(key, counter, now)
+        return counter
 
     async def _visible(self, workspace: str, name: str, token: Token | None) -> Counter:
-        counter = await self.store.read_counter(workspace, name)
+        counter = await self._find(workspace, name)
         if counter is None or (
             counter.private and (token is None or token.workspace_id != counter.workspace_id)
         ):
             raise NotFound()
         return counter
 
-    def _view(self, counter: Counter) -> CounterView:
-        up, down, updated = self.writes.overlay(counter)
+    async def _fresh(self, counter: Counter) -> CounterView:
+        """The counter's totals now: a committed snapshot plus this node's pending changes."""
+        counts = await self.store.read_counts(counter.id)
+        if counts is None:  # deleted since it was cached
+            raise NotFound()
+        up, down, updated = self.writes.overlay(counter.id, *counts)
         return CounterView(counter, up, down, updated)
 
     @staticmethod
@@ -82,7 +134,7 @@ class Counters:
         counter = await self._visible(workspace, name, token)
         if counter.private:
             self._require(counter, token, Permission.READ)
-        return self._view(counter)
+        return await self._fresh(counter)
 
     async def stats(
         self, workspace: str, name: str, token: Token | None
@@ -96,7 +148,7 @@ class Counters:
         self, workspace: str, name: str, token: Token | None, up: int, down: int
     ) -> CounterView:
         """Add `up` / `down` events to a counter (creating it if the token may)."""
-        counter = await self.store.read_counter(workspace, name)
+        counter = await self._find(workspace, name)
         if counter is None:
             if (
                 token is None
@@ -113,7 +165,7 @@ class Counters:
         if self.commit:
             totals = await self.writes.wait(ticket)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
-        return self._view(counter)
+        return await self._fresh(counter)
 
     async def reset(self, workspace: str, name: str, token: Token | None) -> CounterView:
         counter = await self._visible(workspace, name, token)
@@ -122,4 +174,4 @@ class Counters:
         if self.commit:
             totals = await self.writes.wait(ticket)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
-        return self._view(counter)
+        return await self._fresh(counter)

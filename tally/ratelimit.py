@@ -7,10 +7,12 @@ default 600 per 60 s). GCRA keeps a single number per key, its theoretical arriv
 admitted when ``max(TAT, now) + T - now <= P`` (at most N emission intervals of backlog),
 and then moves TAT forward by T. A rejected request changes nothing.
 
-Consequence worth knowing (it follows from "burst N, then refill N/P"): over any window of
-length W a key can be admitted at most N + W/T requests, so a half-open window of one
-period holds at most 2N - 1 (the burst, plus N - 1 refills), not N. Only the long-run rate
-is N per P.
+Consequence worth knowing (it follows from "burst N, then refill N/P"): if two admitted
+requests of a key are W seconds apart, at most N + floor(W/T + 1e-6) requests of that key
+were admitted from the first to the second (the 1e-6 is one tick plus the float rounding of
+`now`, valid while now * N/P < 1e8). So a window shorter than T (less a tick) holds at most
+N, but a window of one period can hold the burst plus nearly N refills: 2N - 1 with exact
+arithmetic, 2N at the tick edge. Only the long-run rate is N per P.
 
 Time is handled in integer ticks, 2**20 to an emission interval, so that every decision is
 exact integer arithmetic: a burst of exactly N is admitted at any clock value (repeatedly
@@ -88,14 +90,13 @@ class MemoryRateLimiter:
             raise TypeError(f"limit must be an int, not {type(limit).__name__}")
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        period = float(period)
-        if not period > 0 or not math.isfinite(period):
-            raise ValueError(f"period must be a positive number of seconds, got {period}")
+        if not (period > 0 and math.isfinite(period)):
+            raise ValueError(f"period must be a positive number of seconds, got {period!r}")
         ticks_per_second = limit * _TICKS_PER_CELL / period
         if not 0 < ticks_per_second < math.inf:
             raise ValueError(f"period {period} is out of range for limit {limit}")
         self._limit = limit
-        self._period = period
+        self._period = float(period)
         self._ticks_per_second = ticks_per_second
         self._seconds_per_tick = period / (limit * _TICKS_PER_CELL)
         # Backlog (TAT - now, in ticks) after a hit may reach N intervals, so before a hit

@@ -10,13 +10,16 @@ time is handled per bucket.  In zones whose offset is not a whole number of hour
 Asia/Kolkata, +05:30) a bucket straddles a local day boundary and is counted entirely on the day
 its start falls on: day boundaries are approximate to the hour there.
 
-Performance: the function is on a request path with up to ~10,000 buckets, so it never builds a
-``datetime`` per bucket.  A local time is reduced to the *local hour index*
-``L = hour + floor(offset / 1 h)`` (exact, also for offsets with minutes or seconds), from which
-hour of day (``L % 24``), local day number (``L // 24``, days since 1970-01-01) and weekday follow
-by integer arithmetic.  The offset is a constant for :class:`datetime.timezone`; for
-:class:`zoneinfo.ZoneInfo` it is looked up once per distinct UTC day (see :class:`_ShiftTable`);
-for any other ``tzinfo`` it is computed once per distinct UTC hour.
+Performance: the function is on a request path with up to ~10,000 buckets (400+ days), so it
+never builds a ``datetime`` per bucket.  The only per-bucket work is adding the counts into one
+row per UTC day (24 hourly slots for ``up``, 24 for ``down``).  Each row is then moved onto local
+time with the day's *shift*, ``floor(utc_offset / 1 h)``: the local hour index of UTC hour ``h``
+is ``h + shift`` (exact for any offset, including ones with minutes), and hour of day, local day
+number and weekday follow by integer arithmetic.  The shift is a constant for a
+:class:`datetime.timezone`; for a :class:`zoneinfo.ZoneInfo` it costs about one ``datetime`` per
+distinct UTC day (see :class:`_DayShifts`); any other ``tzinfo`` gets 24 per distinct UTC day.
+``today`` and ``this_week`` are computed hour by hour over the at most nine UTC days that can
+overlap the current local week.
 """
 
 from __future__ import annotations

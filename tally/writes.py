@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from tally.errors import StorageError, Unavailable
-from tally.models import BatchChanges, Counter, CounterDelta, Totals
+from tally.models import BatchChanges, CounterDelta, Totals
 from tally.storage.base import Store
 
 log = logging.getLogger("tally.writes")
@@ -181,11 +181,15 @@ class GroupCommit:
             batches.append(self._open)
         return batches
 
-    def overlay(self, counter: Counter) -> tuple[int, int, float]:
-        """The counter's totals including every change of this node not in its snapshot."""
-        up, down, updated = counter.up_count, counter.down_count, counter.updated_at
-        for batch in self._batches_after(counter.seq):
-            delta = batch.changes.counters.get(counter.id)
+    def overlay(
+        self, counter_id: int, up: int, down: int, updated: float, seq: int
+    ) -> tuple[int, int, float]:
+        """A counter's totals read in a snapshot at `seq`, plus every change of this node
+        that the snapshot does not contain."""
+        if self._open is None and not self._sealed:
+            return up, down, updated
+        for batch in self._batches_after(seq):
+            delta = batch.changes.counters.get(counter_id)
             if delta is None:
                 continue
             if delta.reset:

@@ -64,7 +64,7 @@ async def started(store: Store | FlakyStore, **kw: Any) -> GroupCommit:
 async def read(store: Store, writes: GroupCommit) -> tuple[int, int]:
     c = await store.read_counter("ws", "c")
     assert c is not None
-    up, down, _ = writes.overlay(c)
+    up, down, _ = writes.overlay(c.id, c.up_count, c.down_count, c.updated_at, c.seq)
     return up, down
 
 

@@ -63,6 +63,9 @@ class Store(Protocol):
     async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
         """The committed counter with `seq` from the same snapshot."""
 
+    async def read_counts(self, counter_id: int) -> tuple[int, int, float, int] | None:
+        """(up_count, down_count, updated_at, seq) of the counter from one snapshot."""
+
     async def list_counters(self, workspace_id: int) -> list[Counter]: ...
 
     async def read_history(self, counter_id: int) -> History:

@@ -42,6 +42,10 @@ SELECT {_COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0
 FROM workspaces w JOIN counters c ON c.workspace_id = w.id
 WHERE c.id = ?
 """
+_READ_COUNTS = """
+SELECT up_count, down_count, updated_at, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
+FROM counters WHERE id = ?
+"""
 _TOKEN_COLUMNS = (
     "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at"
 )
@@ -382,6 +386,10 @@ class SQLiteStore:
     async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
         rows = self._read(_READ_COUNTER, (self.node, workspace_slug, name))
         return _counter(rows[0]) if rows else None
+
+    async def read_counts(self, counter_id: int) -> tuple[int, int, float, int] | None:
+        rows = self._read(_READ_COUNTS, (self.node, counter_id))
+        return rows[0] if rows else None
 
     async def list_counters(self, workspace_id: int) -> list[Counter]:
         rows = self._read(

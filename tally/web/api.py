@@ -11,10 +11,13 @@ import time
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import orjson
+
 from tally.auth import TokenVerifier
 from tally.config import Network
 from tally.counters import Counters, CounterView, check_name
 from tally.errors import BadRequest, MethodNotAllowed, NotFound, RateLimited, TallyError
+from tally.models import Counter
 from tally.ratelimit import Decision, MemoryRateLimiter
 from tally.web.http import (
     Headers,
@@ -22,6 +25,7 @@ from tally.web.http import (
     Send,
     client_ip,
     header,
+    send_body,
     send_error,
     send_json,
     send_preflight,
@@ -34,24 +38,55 @@ def rfc3339(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def counter_data(view: CounterView) -> dict[str, Any]:
-    c = view.counter
-    return {
-        "id": c.id,
-        "name": c.name,
-        "slug": c.name,
-        "description": c.description,
-        "team_id": c.workspace_id,
-        "user_id": 0,
-        "workspace_id": c.workspace_id,
-        "workspace_slug": c.workspace_slug,
-        "up_count": view.up_count,
-        "down_count": view.down_count,
-        "value": view.up_count - view.down_count,
-        "private": c.private,
-        "created_at": rfc3339(c.created_at),
-        "updated_at": rfc3339(view.updated_at),
-    }
+class CounterJSON:
+    """Renders counter responses. The fields that do not change with the counts are
+    encoded once per counter (and again when the counter is re-read), the rest is
+    spliced in: the hot path encodes four numbers and a time stamp."""
+
+    _COUNTS = b',"up_count":%d,"down_count":%d,"value":%d,"updated_at":"%b"}}'
+    _MAX = 100_000
+
+    def __init__(self) -> None:
+        self._heads: dict[int, tuple[Counter, bytes]] = {}
+        self._second = -1
+        self._stamp = b""
+
+    def _head(self, c: Counter) -> bytes:
+        hit = self._heads.get(c.id)
+        if hit is not None and hit[0] is c:
+            return hit[1]
+        static = {
+            "id": c.id,
+            "name": c.name,
+            "slug": c.name,
+            "description": c.description,
+            "team_id": c.workspace_id,
+            "user_id": 0,
+            "workspace_id": c.workspace_id,
+            "workspace_slug": c.workspace_slug,
+            "private": c.private,
+            "created_at": rfc3339(c.created_at),
+        }
+        head = orjson.dumps(static)[:-1]  # '{"id":..,"created_at":".."' (open)
+        if len(self._heads) >= self._MAX:
+            self._heads.clear()
+        self._heads[c.id] = (c, head)
+        return head
+
+    def _time(self, ts: float) -> bytes:
+        second = int(ts)
+        if second != self._second:
+            self._second = second
+            self._stamp = rfc3339(ts).encode()
+        return self._stamp
+
+    def data(self, view: CounterView) -> bytes:
+        up, down = view.up_count, view.down_count
+        counts = self._COUNTS % (up, down, up - down, self._time(view.updated_at))
+        return self._head(view.counter) + counts[:-1]
+
+    def response(self, view: CounterView, prefix: bytes = b'{"code":"200","data":') -> bytes:
+        return prefix + self.data(view) + b"}"
 
 
 def stats_data(view: CounterView, stats: dict[str, Any]) -> dict[str, Any]:
@@ -69,24 +104,47 @@ def stats_data(view: CounterView, stats: dict[str, Any]) -> dict[str, Any]:
 
 def _segment(kind: str, raw: bytes) -> str:
     try:
-        text = unquote_to_bytes(raw).decode("utf-8")
+        text = unquote_to_bytes(raw).decode("utf-8") if b"%" in raw else raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"the {kind} name is not valid UTF-8") from None
     return check_name(kind, text)
 
 
+Route = tuple[bytes, str, str]  # (action, workspace, name); action b"" is get
+
+
+def parse_route(path: bytes) -> Route:
+    """/v2/{workspace}/{name}[/{action}][/] -> Route, or NotFound / BadRequest."""
+    parts = path[4:].split(b"/")
+    if len(parts) > 2 and parts[-1] == b"":
+        parts.pop()
+    if len(parts) == 2:
+        action = b""
+    elif len(parts) == 3 and parts[2] in ACTIONS:
+        action = parts[2]
+    else:
+        raise NotFound()
+    return action, _segment("workspace", parts[0]), _segment("counter", parts[1])
+
+
 def limit_headers(d: Decision) -> Headers:
     headers = [
-        (b"x-ratelimit-limit", str(d.limit).encode()),
-        (b"x-ratelimit-remaining", str(d.remaining).encode()),
-        (b"x-ratelimit-reset", str(math.ceil(d.reset_after)).encode()),
+        (b"x-ratelimit-limit", b"%d" % d.limit),
+        (b"x-ratelimit-remaining", b"%d" % d.remaining),
+        (b"x-ratelimit-reset", b"%d" % math.ceil(d.reset_after)),
     ]
     if not d.allowed:
-        headers.append((b"retry-after", str(max(1, math.ceil(d.retry_after))).encode()))
+        headers.append((b"retry-after", b"%d" % max(1, math.ceil(d.retry_after))))
     return headers
 
 
+RESET_PREFIX = b'{"code":"200","message":"Counter reset successfully","data":'
+STATS_MESSAGE = "Counter stats retrieved successfully"
+
+
 class V2Api:
+    _MAX_ROUTES = 50_000
+
     def __init__(
         self,
         counters: Counters,
@@ -98,36 +156,38 @@ class V2Api:
         self.verifier = verifier
         self.limiter = limiter
         self.trusted_proxies = trusted_proxies
+        self.render = CounterJSON()
+        self._routes: dict[bytes, Route] = {}
+
+    def route(self, path: bytes) -> Route:
+        """parse_route, remembered for the paths seen recently."""
+        route = self._routes.get(path)
+        if route is None:
+            route = parse_route(path)
+            if len(self._routes) >= self._MAX_ROUTES:
+                self._routes.clear()
+            self._routes[path] = route
+        return route
 
     async def __call__(self, scope: Scope, send: Send, path: bytes) -> None:
         limits: Headers | None = None
         try:
-            # parse: /v2/{workspace}/{name}[/{action}][/]
-            parts = path[4:].split(b"/")
-            if len(parts) > 2 and parts[-1] == b"":
-                parts.pop()
-            if len(parts) == 2:
-                action = b""
-            elif len(parts) == 3 and parts[2] in ACTIONS:
-                action = parts[2]
-            else:
-                raise NotFound()
+            # parse
+            action, workspace, name = self.route(path)
             method = scope["method"]
             if method != "GET":
                 if method == "OPTIONS":
                     return await send_preflight(send)
                 raise MethodNotAllowed(f"{method} is not allowed here: use GET")
-            workspace = _segment("workspace", parts[0])
-            name = _segment("counter", parts[1])
 
             # authenticate
             now = time.monotonic()
             token = await self.verifier.verify(header(scope, b"authorization"), now)
 
-            # limit
+            # limit, keyed by the decoded path so no spelling of a URL escapes its budget
             if self.limiter is not None:
                 who: object = token.id if token else client_ip(scope, self.trusted_proxies)
-                decision = self.limiter.hit((path.rstrip(b"/"), who), now)
+                decision = self.limiter.hit((action, workspace, name, who), now)
                 limits = limit_headers(decision)
                 if not decision.allowed:
                     raise RateLimited(
@@ -145,20 +205,11 @@ class V2Api:
                 view = await counters.get(workspace, name, token)
             elif action == b"reset":
                 view = await counters.reset(workspace, name, token)
-                body = {
-                    "code": "200",
-                    "message": "Counter reset successfully",
-                    "data": counter_data(view),
-                }
-                return await send_json(send, 200, body, limits)
+                return await send_body(send, self.render.response(view, RESET_PREFIX), limits)
             else:
                 view, stats = await counters.stats(workspace, name, token)
-                body = {
-                    "code": "200",
-                    "message": "Counter stats retrieved successfully",
-                    "data": stats_data(view, stats),
-                }
+                body = {"code": "200", "message": STATS_MESSAGE, "data": stats_data(view, stats)}
                 return await send_json(send, 200, body, limits)
-            await send_json(send, 200, {"code": "200", "data": counter_data(view)}, limits)
+            await send_body(send, self.render.response(view), limits)
         except TallyError as exc:
             await send_error(send, exc, limits)

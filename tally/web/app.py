@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -54,7 +55,7 @@ class App:
         await store.open()
         writes = GroupCommit(store, durability=s.durability, flush_interval=s.flush_interval)
         writes.start(await store.register_node())
-        counters = Counters(store, writes, s.timezone)
+        counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
         limiter = (
             MemoryRateLimiter(s.rate_limit.limit, s.rate_limit.period) if s.rate_limit else None
@@ -98,7 +99,9 @@ class App:
             await send_error(send, Unavailable(), [(b"retry-after", b"1")])
         except Exception:
             log.exception("unexpected error on %s", path)
-            await send_error(send, TallyError("internal error"))
+            # the response may have started, or the client gone: never let this escape
+            with contextlib.suppress(Exception):
+                await send_error(send, TallyError("internal error"))
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -39,7 +39,13 @@ _STATUS_CODES = {s: str(s) for s in (200, 400, 401, 403, 404, 405, 409, 429, 500
 
 
 async def send_json(send: Send, status: int, body: Any, extra: Headers | None = None) -> None:
-    payload = orjson.dumps(body)
+    await send_body(send, orjson.dumps(body), extra, status)
+
+
+async def send_body(
+    send: Send, payload: bytes, extra: Headers | None = None, status: int = 200
+) -> None:
+    """Send an encoded JSON body."""
     headers = JSON_HEADERS + extra if extra else JSON_HEADERS
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
@@ -74,10 +80,11 @@ def client_ip(scope: Scope, trusted: tuple[Network, ...]) -> str:
     peer = client[0] if client else "unknown"
     if not trusted or not _is_trusted(peer, trusted):
         return peer
-    forwarded = header(scope, b"x-forwarded-for")
-    if not forwarded:
+    # several header lines form one list (RFC 9110 5.3), in order
+    lines = [bytes(v) for k, v in scope["headers"] if k == b"x-forwarded-for"]
+    if not lines:
         return peer
-    for hop in reversed(forwarded.decode("latin-1").split(",")):
+    for hop in reversed(b",".join(lines).decode("latin-1").split(",")):
         hop = hop.strip()
         if hop and not _is_trusted(hop, trusted):
             return hop
