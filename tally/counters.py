@@ -26,7 +26,9 @@ from tally.storage.base import Store
 from tally.writes import GroupCommit
 
 MAX_NAME = 128
-_REFUSED = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+# control characters, surrogates, line and paragraph separators; format characters such
+# as the zero-width joiner are fine (emoji sequences use them)
+_REFUSED = frozenset(("Cc", "Cs", "Zl", "Zp"))
 
 
 def check_name(kind: str, name: str) -> str:

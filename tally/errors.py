@@ -48,6 +48,12 @@ class RateLimited(TallyError):
     status = 429
     default_message = "too many requests, slow down"
 
+    def __init__(
+        self, message: str | None = None, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.headers = headers or []
+
 
 class Unavailable(TallyError):
     status = 503

@@ -25,8 +25,13 @@ def test_defaults() -> None:
 
 def test_environment_then_overrides() -> None:
     """TALLY_* variables override defaults; explicit overrides (flags) override both."""
-    env = {"TALLY_PORT": "9000", "TALLY_TIMEZONE": "Europe/Berlin", "TALLY_DURABILITY": "buffered",
-           "TALLY_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1", "TALLY_BOOTSTRAP": "false"}
+    env = {
+        "TALLY_PORT": "9000",
+        "TALLY_TIMEZONE": "Europe/Berlin",
+        "TALLY_DURABILITY": "buffered",
+        "TALLY_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+        "TALLY_BOOTSTRAP": "false",
+    }
     s = Settings.from_env(env, port=9100)
     assert s.port == 9100
     assert s.timezone == ZoneInfo("Europe/Berlin")
@@ -37,9 +42,15 @@ def test_environment_then_overrides() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("600", RateLimit(600, 60.0)), ("600/minute", RateLimit(600, 60.0)),
-     ("10/second", RateLimit(10, 1.0)), ("100/30s", RateLimit(100, 30.0)),
-     ("5000/hour", RateLimit(5000, 3600.0)), ("off", None), ("0", None)],
+    [
+        ("600", RateLimit(600, 60.0)),
+        ("600/minute", RateLimit(600, 60.0)),
+        ("10/second", RateLimit(10, 1.0)),
+        ("100/30s", RateLimit(100, 30.0)),
+        ("5000/hour", RateLimit(5000, 3600.0)),
+        ("off", None),
+        ("0", None),
+    ],
 )
 def test_rate_limit_forms(text: str, expected: RateLimit | None) -> None:
     """TALLY_RATE_LIMIT accepts N, N/unit, N/Ns and off."""
@@ -48,10 +59,16 @@ def test_rate_limit_forms(text: str, expected: RateLimit | None) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("TALLY_PORT", "eighty"), ("TALLY_PORT", "70000"), ("TALLY_DURABILITY", "sometimes"),
-     ("TALLY_RATE_LIMIT", "lots"), ("TALLY_TIMEZONE", "Mars/Olympus"),
-     ("TALLY_FLUSH_INTERVAL", "-1"), ("TALLY_TRUSTED_PROXIES", "not-an-ip"),
-     ("TALLY_BOOTSTRAP", "maybe")],
+    [
+        ("TALLY_PORT", "eighty"),
+        ("TALLY_PORT", "70000"),
+        ("TALLY_DURABILITY", "sometimes"),
+        ("TALLY_RATE_LIMIT", "lots"),
+        ("TALLY_TIMEZONE", "Mars/Olympus"),
+        ("TALLY_FLUSH_INTERVAL", "-1"),
+        ("TALLY_TRUSTED_PROXIES", "not-an-ip"),
+        ("TALLY_BOOTSTRAP", "maybe"),
+    ],
 )
 def test_bad_values_fail_loudly(name: str, value: str) -> None:
     """A bad value raises SettingsError naming the variable."""
@@ -61,8 +78,13 @@ def test_bad_values_fail_loudly(name: str, value: str) -> None:
 
 def test_round_trip_through_environment() -> None:
     """to_env reproduces the settings in another process (how granian workers get them)."""
-    s = Settings.from_env({"TALLY_RATE_LIMIT": "50/10s", "TALLY_TIMEZONE": "Asia/Tokyo",
-                           "TALLY_TRUSTED_PROXIES": "10.1.0.0/16"})
+    s = Settings.from_env(
+        {
+            "TALLY_RATE_LIMIT": "50/10s",
+            "TALLY_TIMEZONE": "Asia/Tokyo",
+            "TALLY_TRUSTED_PROXIES": "10.1.0.0/16",
+        }
+    )
     assert Settings.from_env(s.to_env()) == s
 
 

@@ -12,8 +12,11 @@ from tally.storage import Store, store_from_url
 from tally.storage.migrations import load
 
 
-def batch(seq: int, *items: tuple[int, CounterDelta], hours: dict[tuple[int, int], list[int]]
-          | None = None) -> BatchChanges:
+def batch(
+    seq: int,
+    *items: tuple[int, CounterDelta],
+    hours: dict[tuple[int, int], list[int]] | None = None,
+) -> BatchChanges:
     return BatchChanges(seq=seq, counters=dict(items), hours=hours or {})
 
 
@@ -33,7 +36,8 @@ async def test_workspaces(store: Store) -> None:
     assert (await store.get_workspace("beta")) == b
     assert await store.get_workspace("gamma") is None
     assert [w.slug for w in await store.list_workspaces()] == ["alpha", "beta"]
-    assert a.id != b.id and a.created_at > 0
+    assert a.id != b.id
+    assert a.created_at > 0
     with pytest.raises(Conflict):
         await store.create_workspace("alpha", "again")
 
@@ -44,7 +48,9 @@ async def test_tokens(store: Store) -> None:
     other = await store.create_workspace("other", "other")
     t = await store.create_token(ws.id, "ci", "tly_abcdefgh", "h1", Permission.WRITE)
     await store.create_token(other.id, "", "tly_zzzzzzzz", "h2", Permission.READ)
-    assert t.workspace_slug == "ws" and t.permission is Permission.WRITE and t.revoked_at is None
+    assert t.workspace_slug == "ws"
+    assert t.permission is Permission.WRITE
+    assert t.revoked_at is None
     assert await store.find_token("h1") == t
     assert await store.find_token("nope") is None
     assert [x.id for x in await store.list_tokens(ws.id)] == [t.id]
@@ -52,7 +58,8 @@ async def test_tokens(store: Store) -> None:
     assert await store.revoke_token(t.id) is False
     assert await store.revoke_token(9999) is False
     found = await store.find_token("h1")
-    assert found is not None and found.revoked_at is not None
+    assert found is not None
+    assert found.revoked_at is not None
     with pytest.raises(Conflict):
         await store.create_token(ws.id, "", "tly_x", "h1", Permission.READ)
 
@@ -63,8 +70,14 @@ async def test_counters(store: Store) -> None:
     other = await store.create_workspace("other", "other")
     c = await store.create_counter(ws.id, "hits", private=True, description="page hits")
     assert (c.name, c.private, c.description, c.up_count, c.down_count) == (
-        "hits", True, "page hits", 0, 0)
-    assert c.workspace_slug == "ws" and c.created_at == c.updated_at
+        "hits",
+        True,
+        "page hits",
+        0,
+        0,
+    )
+    assert c.workspace_slug == "ws"
+    assert c.created_at == c.updated_at
     await store.create_counter(other.id, "hits")
     with pytest.raises(Conflict):
         await store.create_counter(ws.id, "hits")
@@ -88,15 +101,21 @@ async def test_apply_adds_deltas_and_records_seq(store: Store) -> None:
     ws = await store.create_workspace("ws", "ws")
     a = await store.create_counter(ws.id, "a")
     b = await store.create_counter(ws.id, "b")
-    out = await store.apply(batch(1, (a.id, CounterDelta(3, 1, False, a.created_at + 5)),
-                                  (b.id, CounterDelta(0, 2, False, b.created_at + 1))))
+    out = await store.apply(
+        batch(
+            1,
+            (a.id, CounterDelta(3, 1, False, a.created_at + 5)),
+            (b.id, CounterDelta(0, 2, False, b.created_at + 1)),
+        )
+    )
     assert (out[a.id].up_count, out[a.id].down_count) == (3, 1)
     assert out[a.id].updated_at == a.created_at + 5
     out = await store.apply(batch(2, (a.id, CounterDelta(2, 0, False, a.created_at + 1))))
     assert (out[a.id].up_count, out[a.id].down_count) == (5, 1)
     assert out[a.id].updated_at == a.created_at + 5  # never moves backwards
     read = await store.read_counter("ws", "a")
-    assert read is not None and (read.up_count, read.down_count, read.seq) == (5, 1, 2)
+    assert read is not None
+    assert (read.up_count, read.down_count, read.seq) == (5, 1, 2)
 
 
 async def test_apply_reset_then_deltas(store: Store) -> None:
@@ -112,8 +131,9 @@ async def test_apply_skips_missing_counters(store: Store) -> None:
     """A delta for a counter that no longer exists is dropped, not an error."""
     ws = await store.create_workspace("ws", "ws")
     a = await store.create_counter(ws.id, "a")
-    out = await store.apply(batch(1, (a.id, CounterDelta(1, 0, False, 0.0)),
-                                  (424242, CounterDelta(1, 0, False, 0.0))))
+    out = await store.apply(
+        batch(1, (a.id, CounterDelta(1, 0, False, 0.0)), (424242, CounterDelta(1, 0, False, 0.0)))
+    )
     assert set(out) == {a.id}
 
 
@@ -122,10 +142,16 @@ async def test_hours_accumulate_and_history_carries_seq(store: Store) -> None:
     ws = await store.create_workspace("ws", "ws")
     a = await store.create_counter(ws.id, "a")
     hour = 490_000
-    await store.apply(batch(1, (a.id, CounterDelta(2, 0, False, 0.0)),
-                            hours={(a.id, hour): [2, 0]}))
-    await store.apply(batch(2, (a.id, CounterDelta(1, 1, False, 0.0)),
-                            hours={(a.id, hour): [1, 0], (a.id, hour + 1): [0, 1]}))
+    await store.apply(
+        batch(1, (a.id, CounterDelta(2, 0, False, 0.0)), hours={(a.id, hour): [2, 0]})
+    )
+    await store.apply(
+        batch(
+            2,
+            (a.id, CounterDelta(1, 1, False, 0.0)),
+            hours={(a.id, hour): [1, 0], (a.id, hour + 1): [0, 1]},
+        )
+    )
     history = await store.read_history(a.id)
     assert sorted(history.buckets) == [(hour, 3, 0), (hour + 1, 0, 1)]
     assert history.seq == 2

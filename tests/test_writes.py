@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-
 from pathlib import Path
 from typing import Any, cast
 
@@ -83,12 +82,18 @@ async def test_concurrent_requests_share_transactions(store: Store, counter: Cou
     assert await read(store, writes) == (300, 0)
 
 
-async def test_reset_inside_a_batch_keeps_every_answer_exact(store: Store, counter: Counter) -> None:
+async def test_reset_inside_a_batch_keeps_every_answer_exact(
+    store: Store, counter: Counter
+) -> None:
     """up, up, reset, up queued together are answered 1, 2, 0, 1 and leave 1."""
     writes = await started(store, durability="buffered", flush_interval=3600)
     now = time.time()
-    tickets = [writes.add(counter.id, 1, 0, now), writes.add(counter.id, 1, 0, now),
-               writes.reset(counter.id, now), writes.add(counter.id, 1, 0, now)]
+    tickets = [
+        writes.add(counter.id, 1, 0, now),
+        writes.add(counter.id, 1, 0, now),
+        writes.reset(counter.id, now),
+        writes.add(counter.id, 1, 0, now),
+    ]
     await writes.flush()
     answers = [(await writes.wait(t)).up_count for t in tickets]
     assert answers == [1, 2, 0, 1]
@@ -123,12 +128,14 @@ async def test_buffered_reads_include_pending_and_stop_flushes(
         writes.add(counter.id, 1, 0, time.time())
     assert await read(store, writes) == (10, 0)
     committed = await store.read_counter("ws", "c")
-    assert committed is not None and committed.up_count == 0
+    assert committed is not None
+    assert committed.up_count == 0
     history = await store.read_history(counter.id)
     assert sum(up for _, up, _ in writes.overlay_hours(counter.id, history.seq)) == 10
     await writes.stop()
     committed = await store.read_counter("ws", "c")
-    assert committed is not None and committed.up_count == 10
+    assert committed is not None
+    assert committed.up_count == 10
     assert writes.pending == 0
 
 
@@ -149,8 +156,9 @@ async def test_buffered_failure_is_retried_until_it_lands(
     store: Store, flaky: FlakyStore, counter: Counter
 ) -> None:
     """Buffered: an acknowledged change survives failed flushes and lands on retry."""
-    writes = GroupCommit(cast(Store, flaky), durability="buffered", flush_interval=3600,
-                         retry_delay=0.01)
+    writes = GroupCommit(
+        cast(Store, flaky), durability="buffered", flush_interval=3600, retry_delay=0.01
+    )
     writes.start(0)
     flaky.failures = 3
     writes.add(counter.id, 4, 0, time.time())
@@ -222,5 +230,3 @@ def test_reads_always_match_the_model(durability: str, ops: list[Op]) -> None:
     """Whatever the interleaving of writes and commits, a read shows exactly the model."""
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_walk(Path(tmp) / "walk.db", durability, ops))
-
-

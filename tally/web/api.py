@@ -16,8 +16,15 @@ import orjson
 from tally.auth import TokenVerifier
 from tally.config import Network
 from tally.counters import Counters, CounterView, check_name
-from tally.errors import BadRequest, MethodNotAllowed, NotFound, RateLimited, TallyError
-from tally.models import Counter
+from tally.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    TallyError,
+    Unauthorized,
+)
+from tally.models import Counter, Token
 from tally.ratelimit import Decision, MemoryRateLimiter
 from tally.web.http import (
     Headers,
@@ -169,6 +176,21 @@ class V2Api:
             self._routes[path] = route
         return route
 
+    def limit(self, scope: Scope, route: Route, token: Token | None, now: float) -> Headers | None:
+        """Count the request against its (path, token or client IP) budget; RateLimited if
+        it is spent. The rate-limit headers for the response."""
+        if self.limiter is None:
+            return None
+        who: object = token.id if token else client_ip(scope, self.trusted_proxies)
+        decision = self.limiter.hit((*route, who), now)
+        if not decision.allowed:
+            raise RateLimited(
+                f"rate limit of {decision.limit} requests exceeded for this path, "
+                f"retry in {max(1, math.ceil(decision.retry_after))} s",
+                limit_headers(decision),
+            )
+        return limit_headers(decision)
+
     async def __call__(self, scope: Scope, send: Send, path: bytes) -> None:
         limits: Headers | None = None
         try:
@@ -182,18 +204,15 @@ class V2Api:
 
             # authenticate
             now = time.monotonic()
-            token = await self.verifier.verify(header(scope, b"authorization"), now)
+            try:
+                token = await self.verifier.verify(header(scope, b"authorization"), now)
+            except Unauthorized:
+                # bad tokens count against the client IP's budget: guessing is limited too
+                limits = self.limit(scope, (action, workspace, name), None, now)
+                raise
 
             # limit, keyed by the decoded path so no spelling of a URL escapes its budget
-            if self.limiter is not None:
-                who: object = token.id if token else client_ip(scope, self.trusted_proxies)
-                decision = self.limiter.hit((action, workspace, name, who), now)
-                limits = limit_headers(decision)
-                if not decision.allowed:
-                    raise RateLimited(
-                        f"rate limit of {decision.limit} requests exceeded for this path, "
-                        f"retry in {max(1, math.ceil(decision.retry_after))} s"
-                    )
+            limits = self.limit(scope, (action, workspace, name), token, now)
 
             # apply and respond
             counters = self.counters
@@ -211,5 +230,7 @@ class V2Api:
                 body = {"code": "200", "message": STATS_MESSAGE, "data": stats_data(view, stats)}
                 return await send_json(send, 200, body, limits)
             await send_body(send, self.render.response(view), limits)
+        except RateLimited as exc:
+            await send_error(send, exc, exc.headers)
         except TallyError as exc:
             await send_error(send, exc, limits)
