@@ -80,8 +80,22 @@ def main(ctx: click.Context) -> None:
     show_default=True,
     help="commit: answer writes after they committed; buffered: flush every interval.",
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="TALLY_REDIS_URL",
+    default=None,
+    help="Redis shared by all nodes (rate limit), e.g. redis://127.0.0.1:6379/0.",
+)
 @click.option("--no-bootstrap", is_flag=True, help="Do not create a starter workspace and token.")
-def serve(host: str, port: int, database_url: str, durability: str, no_bootstrap: bool) -> None:
+def serve(
+    host: str,
+    port: int,
+    database_url: str,
+    durability: str,
+    redis_url: str | None,
+    no_bootstrap: bool,
+) -> None:
     """Serve the API (the default command)."""
     from tally.server import run
 
@@ -90,6 +104,7 @@ def serve(host: str, port: int, database_url: str, durability: str, no_bootstrap
         "port": port,
         "database_url": database_url,
         "durability": durability,
+        "redis_url": redis_url,
     }
     if no_bootstrap:
         overrides["bootstrap"] = False

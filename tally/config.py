@@ -31,6 +31,8 @@ class RateLimit:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///./tally.db"
+    redis_url: str | None = None
+    redis_prefix: str = "tally:"
     host: str = "127.0.0.1"
     port: int = 8000
     durability: str = "commit"
@@ -146,6 +148,13 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", str, "Where the data lives: sqlite:///PATH (embedded, the default)."),
+    Setting(
+        "redis_url",
+        str,
+        "redis://HOST:PORT/DB shared by all nodes (rate limit). Unset: each node alone.",
+        lambda v: v or "",
+    ),
+    Setting("redis_prefix", str, "Prefix of every Redis key Tally writes."),
     Setting("host", str, "Address `tally serve` listens on."),
     Setting("port", parse_port, "Port `tally serve` listens on."),
     Setting(

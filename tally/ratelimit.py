@@ -30,8 +30,9 @@ import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["Decision", "MemoryRateLimiter"]
+__all__ = ["Decision", "Limiter", "LocalLimiter", "MemoryRateLimiter"]
 
 # Time resolution: ticks per emission interval. A power of two, so the tick rate is the
 # cell rate times an exact scale factor.
@@ -167,3 +168,22 @@ class MemoryRateLimiter:
         for key in expired:
             del tats[key]
         return len(expired)
+
+
+class Limiter(Protocol):
+    """What the API needs of a rate limiter (in-process, or shared through Redis)."""
+
+    limit: int
+
+    async def hit(self, key: Hashable, now: float) -> Decision: ...
+
+
+class LocalLimiter:
+    """The in-process limiter behind the async `Limiter` interface."""
+
+    def __init__(self, limit: int, period: float = 60.0) -> None:
+        self.memory = MemoryRateLimiter(limit, period)
+        self.limit = limit
+
+    async def hit(self, key: Hashable, now: float) -> Decision:
+        return self.memory.hit(key, now)

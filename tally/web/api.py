@@ -25,7 +25,7 @@ from tally.errors import (
     Unauthorized,
 )
 from tally.models import Counter, Token
-from tally.ratelimit import Decision, MemoryRateLimiter
+from tally.ratelimit import Decision, Limiter
 from tally.web.http import (
     Headers,
     Scope,
@@ -156,7 +156,7 @@ class V2Api:
         self,
         counters: Counters,
         verifier: TokenVerifier,
-        limiter: MemoryRateLimiter | None,
+        limiter: Limiter | None,
         trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
         self.counters = counters
@@ -176,13 +176,15 @@ class V2Api:
             self._routes[path] = route
         return route
 
-    def limit(self, scope: Scope, route: Route, token: Token | None, now: float) -> Headers | None:
+    async def limit(
+        self, scope: Scope, route: Route, token: Token | None, now: float
+    ) -> Headers | None:
         """Count the request against its (path, token or client IP) budget; RateLimited if
         it is spent. The rate-limit headers for the response."""
         if self.limiter is None:
             return None
         who: object = token.id if token else client_ip(scope, self.trusted_proxies)
-        decision = self.limiter.hit((*route, who), now)
+        decision = await self.limiter.hit((*route, who), now)
         if not decision.allowed:
             raise RateLimited(
                 f"rate limit of {decision.limit} requests exceeded for this path, "
@@ -208,11 +210,11 @@ class V2Api:
                 token = await self.verifier.verify(header(scope, b"authorization"), now)
             except Unauthorized:
                 # bad tokens count against the client IP's budget: guessing is limited too
-                limits = self.limit(scope, (action, workspace, name), None, now)
+                limits = await self.limit(scope, (action, workspace, name), None, now)
                 raise
 
             # limit, keyed by the decoded path so no spelling of a URL escapes its budget
-            limits = self.limit(scope, (action, workspace, name), token, now)
+            limits = await self.limit(scope, (action, workspace, name), token, now)
 
             # apply and respond
             counters = self.counters

@@ -13,7 +13,7 @@ from tally.auth import TokenVerifier
 from tally.config import Settings
 from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
-from tally.ratelimit import MemoryRateLimiter
+from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.web.api import V2Api
 from tally.web.http import Receive, Scope, Send, send_error, send_json
@@ -31,6 +31,21 @@ async def load_secret_key(store: Store, settings: Settings) -> bytes:
 
 def node_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def make_limiter(s: Settings) -> Limiter | None:
+    if s.rate_limit is None:
+        return None
+    if s.redis_url:
+        from tally.storage.redis_limiter import RedisRateLimiter, redis_client
+
+        return RedisRateLimiter(
+            redis_client(s.redis_url),
+            s.rate_limit.limit,
+            s.rate_limit.period,
+            prefix=s.redis_prefix,
+        )
+    return LocalLimiter(s.rate_limit.limit, s.rate_limit.period)
 
 
 @dataclass
@@ -57,9 +72,7 @@ class App:
         writes.start(await store.register_node())
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
-        limiter = (
-            MemoryRateLimiter(s.rate_limit.limit, s.rate_limit.period) if s.rate_limit else None
-        )
+        limiter = make_limiter(s)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
         self.services = Services(store, writes, counters, verifier, api)
 
@@ -71,6 +84,9 @@ class App:
             await services.writes.stop()
         finally:
             await services.store.close()
+            close = getattr(services.api.limiter, "close", None)
+            if close is not None:
+                await close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
