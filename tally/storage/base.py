@@ -15,6 +15,7 @@ from tally.models import BatchChanges, Counter, History, Permission, Token, Tota
 
 class Store(Protocol):
     node: str
+    dialect: str  # "sqlite", "postgresql": which migrations/ folder is ours
 
     async def open(self) -> None:
         """Connect and bring the schema up to date."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -15,8 +16,9 @@ from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
+from tally.web import metrics
 from tally.web.api import V2Api
-from tally.web.http import Receive, Scope, Send, send_error, send_json
+from tally.web.http import Receive, Scope, Send, send_error, send_json, send_text
 from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
@@ -48,6 +50,19 @@ def make_limiter(s: Settings) -> Limiter | None:
     return LocalLimiter(s.rate_limit.limit, s.rate_limit.period)
 
 
+async def open_store(store: Store, attempts: int = 30, delay: float = 1.0) -> None:
+    """Open the store, waiting for a database that is still starting (bounded)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await store.open()
+            return
+        except StorageError as exc:
+            if attempt == attempts:
+                raise
+            log.warning("database not reachable (%s); retrying in %g s", exc, delay)
+            await asyncio.sleep(delay)
+
+
 @dataclass
 class Services:
     store: Store
@@ -67,7 +82,8 @@ class App:
     async def startup(self) -> None:
         s = self.settings
         store = store_from_url(s.database_url, node=node_name())
-        await store.open()
+        # a server database may still be starting; a missing SQLite file's folder will not
+        await open_store(store, attempts=1 if store.dialect == "sqlite" else 30)
         writes = GroupCommit(store, durability=s.durability, flush_interval=s.flush_interval)
         writes.start(await store.register_node())
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
@@ -106,6 +122,8 @@ class App:
                 await services.api(scope, send, path)
             elif path == b"/healthz":
                 await send_json(send, 200, {"status": "ok"})
+            elif path == b"/metrics":
+                await send_text(send, metrics.render(services), metrics.CONTENT_TYPE)
             else:
                 raise NotFound()
         except TallyError as exc:

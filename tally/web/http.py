@@ -51,6 +51,12 @@ async def send_body(
     await send({"type": "http.response.body", "body": payload})
 
 
+async def send_text(send: Send, payload: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type)]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
 def error_body(status: int, message: str) -> dict[str, str]:
     return {"code": _STATUS_CODES.get(status) or str(status), "message": message}
 
