@@ -1,0 +1,76 @@
+"""Exactness under load: 10,000 concurrent `up`s on one counter against a real server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .conftest import ServerFactory
+from .server import HttpConnection, TallyCli, burst
+
+TOTAL = 10_000
+CONNECTIONS = 64
+NO_LIMIT = {"TALLY_RATE_LIMIT": "off"}
+
+
+async def _get(port: int, path: str, token: str) -> dict[str, Any]:
+    conn = await HttpConnection.open(port)
+    try:
+        response = await conn.get(path, token)
+    finally:
+        conn.close()
+    assert response.status == 200, response.body
+    data = response.json()["data"]
+    assert isinstance(data, dict)
+    return data
+
+
+async def test_commit_mode_every_up_counted_once_with_its_own_value(
+    make_server: ServerFactory, cli: TallyCli
+) -> None:
+    """Commit mode: 10,000 ups over 64 connections give 10,000, each answer a distinct 1..N."""
+    server = make_server(durability="commit", args=["--no-bootstrap"], env=NO_LIMIT)
+    cli.workspace("ws")
+    token = cli.token("ws", "write")
+
+    started = time.monotonic()
+    result = await burst(
+        server.port, "/v2/ws/hits/up", total=TOTAL, connections=CONNECTIONS, token=token
+    )
+    elapsed = time.monotonic() - started
+    print(f"\ncommit mode: {TOTAL} ups over {CONNECTIONS} connections in {elapsed:.2f} s")
+
+    assert result.failed == result.refused == 0, result
+    assert result.statuses == {200: TOTAL}, result.statuses
+    assert sorted(result.up_counts) == list(range(1, TOTAL + 1))
+    data = await _get(server.port, "/v2/ws/hits", token)
+    assert (data["up_count"], data["down_count"]) == (TOTAL, 0)
+    stats = await _get(server.port, "/v2/ws/hits/stats", token)
+    assert stats["stats"]["today"] == {"up": TOTAL, "down": 0}
+
+
+async def test_buffered_mode_every_up_answered_and_counted(
+    make_server: ServerFactory, cli: TallyCli
+) -> None:
+    """Buffered mode: 10,000 ups all get 200, get shows 10,000, and so does a restart."""
+    server = make_server(durability="buffered", args=["--no-bootstrap"], env=NO_LIMIT)
+    cli.workspace("ws")
+    token = cli.token("ws", "write")
+
+    started = time.monotonic()
+    result = await burst(
+        server.port, "/v2/ws/hits/up", total=TOTAL, connections=CONNECTIONS, token=token
+    )
+    elapsed = time.monotonic() - started
+    distinct = len(set(result.up_counts))
+    print(f"\nbuffered mode: {TOTAL} ups in {elapsed:.2f} s, {distinct} distinct up_count values")
+
+    assert result.failed == result.refused == 0, result
+    assert result.statuses == {200: TOTAL}, result.statuses
+    assert max(result.up_counts) == TOTAL
+    data = await _get(server.port, "/v2/ws/hits", token)
+    assert (data["up_count"], data["down_count"]) == (TOTAL, 0)
+
+    server.restart()  # SIGTERM flushes what is buffered
+    data = await _get(server.port, "/v2/ws/hits", token)
+    assert (data["up_count"], data["down_count"]) == (TOTAL, 0)
