@@ -1,0 +1,1 @@
+"""Tally's benchmark: `python -m bench` (or `bench/run`). Not part of the test suite."""

@@ -1,0 +1,313 @@
+"""What the benchmark tells: progress lines, the machine, the results as JSON and Markdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sqlite3
+import statistics
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.scenarios import DRAIN, HISTORY_DAYS, NO_LIMIT, Measurement
+from bench.wrk import DRAIN_SECONDS
+
+if TYPE_CHECKING:
+    from bench.scale import ScaleResult
+
+COMMAND = "bench/run"
+DRIFT_NOTE = (
+    "Absolute numbers drift on shared machines (other work on the host, CPU frequency, "
+    "noisy neighbours), and wrk shares the cores with the server: compare the ratios to "
+    "the ceiling, measured in the same run with the same server settings, not the req/s."
+)
+
+
+def machine(wrk_version: str) -> dict[str, Any]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "granian": version("granian"),
+        "wrk": wrk_version,
+        "sqlite": sqlite3.sqlite_version,
+        "kernel": platform.release(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+@dataclass
+class Results:
+    command: str
+    mode: str  # full, quick or partial (--only)
+    started_at: str
+    durations: dict[str, int]
+    machine: dict[str, Any]
+    ceiling_options: dict[str, str]
+    ceilings: list[Measurement]
+    scenarios: list[Measurement]
+    scale: ScaleResult | None
+    fixtures: dict[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def ceiling_rps(self) -> float:
+        """The median of the ceiling runs (each scenario is judged against its own pair)."""
+        return statistics.median(c.rps for c in self.ceilings)
+
+    def measurements(self) -> list[Measurement]:
+        """The scenarios' measurements, the scale load included (not the ceilings)."""
+        scale = [self.scale.load] if self.scale else []
+        return [*self.scenarios, *scale]
+
+
+def plain(obj: Any) -> Any:
+    """JSON-ready: dataclasses as dicts of their fields and properties."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        for name, attr in vars(type(obj)).items():
+            if isinstance(attr, property):
+                out[name] = plain(getattr(obj, name))
+        return out
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    if isinstance(obj, float):
+        return round(obj, 4)
+    return obj
+
+
+def write_json(results: Results, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plain(results), indent=2) + "\n")
+
+
+# Markdown ------------------------------------------------------------------------------
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return [_row(head), _row(["---"] * len(head)), *(_row(r) for r in rows)]
+
+
+def _met(m: Measurement) -> str:
+    return "—" if m.met is None else ("yes" if m.met else "**no**")
+
+
+def _load(machine: dict[str, Any], key: str) -> str:
+    return "/".join(str(x) for x in machine.get(key, [])) or "?"
+
+
+def _counts(counts: dict[Any, int]) -> str:
+    return ", ".join(f"{k}: {n:,}" for k, n in counts.items()) or "none"
+
+
+def results_table(results: Results) -> list[str]:
+    ceilings = [c.rps for c in results.ceilings]
+    rows = [
+        [
+            f"ceiling: hello ASGI app (median of {len(ceilings)} runs)",
+            f"{results.ceiling_rps:,.0f}",
+            f"{statistics.median(c.p50_ms for c in results.ceilings):.2f}",
+            f"{statistics.median(c.p99_ms for c in results.ceilings):.2f}",
+            f"{min(ceilings):,.0f} to {max(ceilings):,.0f}",
+            "1",
+            "—",
+            "—",
+        ]
+    ]
+    rows += [
+        [
+            f"`{m.name}` {m.title}",
+            f"{m.rps:,.0f}",
+            f"{m.p50_ms:.2f}",
+            f"{m.p99_ms:.2f}",
+            f"{m.ceiling_rps:,.0f}" if m.ceiling_rps else "—",
+            f"{m.ratio:.2f}" if m.ratio is not None else "—",
+            m.target or "—",
+            _met(m),
+        ]
+        for m in results.measurements()
+    ]
+    if results.scale is not None:
+        sc = results.scale
+        rss = f"`{sc.load.name}` worker RSS: max {sc.load.rss_max_mb:.0f} MB over the run"
+        met = "yes" if sc.rss_met else "**no**"
+        rows.append([rss, "—", "—", "—", "—", "—", f"<= {sc.max_rss_target_mb:g} MB", met])
+    head = [
+        "scenario",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "ceiling req/s",
+        "x ceiling",
+        "target",
+        "met?",
+    ]
+    return _table(head, rows)
+
+
+def details_table(results: Results) -> list[str]:
+    rows = []
+    for m in [*results.ceilings, *results.measurements()]:
+        check = "—"
+        if m.check is not None:
+            verdict = "yes" if m.check.exact else "**no**"
+            check = f"{verdict}: {m.check.seen_200:,} seen, {m.check.in_database:,} in DB"
+        rows.append(
+            [
+                f"`{m.name}`",
+                f"{m.rps:,.0f}",
+                f"{m.requests:,}",
+                _counts(m.unexpected),
+                _counts(m.socket_errors),
+                f"{m.cpu_cores:.2f}",
+                f"{m.rss_max_mb:.0f}",
+                check,
+            ]
+        )
+    head = [
+        "run",
+        "req/s",
+        "responses",
+        "other statuses",
+        "socket errors",
+        "server CPU (cores)",
+        "max RSS MB",
+        "exact count",
+    ]
+    return _table(head, rows)
+
+
+def scale_section(scale: ScaleResult) -> list[str]:
+    h = scale.history
+    lines = [
+        f"## Scale: {scale.counters:,} counters",
+        "",
+        f"- Bulk insert of {scale.counters:,} counters (sqlite3, one transaction): "
+        f"{scale.insert_s:.1f} s; database {scale.db_bytes / 1e6:.0f} MB.",
+        f"- `up` over random counters: {scale.load.rps:,.0f} req/s "
+        f"({scale.load.ratio or 0:.2f} x ceiling), p99 {scale.load.p99_ms:.2f} ms.",
+        f"- Worker RSS: max {scale.load.rss_max_mb:.0f} MB over the run (sampled every "
+        f"0.5 s; target <= {scale.max_rss_target_mb:g} MB), {scale.load.rss_last_mb:.0f} MB "
+        "at its end.",
+        f"- History: {h.bytes_per_counter_day:,.0f} bytes per counter per day of hourly "
+        f"buckets ({h.bytes_per_bucket:.1f} bytes per bucket; {h.counters:,} counters x "
+        f"{h.hours} hours, file size after VACUUM).",
+        "",
+        "One flush (`Store.apply` of one batch: one transaction, fsync included), median of "
+        "3, each on freshly drawn random counters:",
+        "",
+    ]
+    rows = [
+        [f.database, f"{f.changed:,}", f"{f.ms:.1f}", f"{f.ms_per_changed * 1000:.1f}"]
+        for f in scale.flushes
+    ]
+    lines += _table(["database", "changed counters", "ms", "µs per changed counter"], rows)
+    same = {f.counters: f for f in scale.flushes if f.changed == 1_000}
+    if len(same) == 2:
+        small, big = (same[k] for k in sorted(same))
+        lines += [
+            "",
+            f"The same flush of {small.changed:,} changed counters takes "
+            f"{big.ms / small.ms:.1f} x as long on the {big.database} database as on the "
+            f"{small.database} one (1.0 would mean no dependence on the counters stored).",
+        ]
+    return lines
+
+
+def machine_line(results: Results) -> str:
+    mc = results.machine
+    return (
+        f"{mc['cores']} cores ({mc['cpu']}), Python {mc['python']}, granian {mc['granian']}, "
+        f"{mc['wrk']}, SQLite {mc['sqlite']}; load average (1/5/15 min) "
+        f"{_load(mc, 'load_average_at_start')} at the start, "
+        f"{_load(mc, 'load_average_at_end')} at the end"
+    )
+
+
+def noise_line(results: Results) -> str:
+    rps = [c.rps for c in results.ceilings]
+    spread = (max(rps) - min(rps)) / 2 / results.ceiling_rps * 100
+    return (
+        f"The {len(rps)} ceiling runs of this run spread from {min(rps):,.0f} to "
+        f"{max(rps):,.0f} req/s (+/- {spread:.0f}% around their median): differences smaller "
+        "than that are noise."
+    )
+
+
+def markdown(results: Results) -> str:
+    d = results.durations
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by the benchmark itself (with `docs/benchmarks.json`, every figure); do not "
+        "edit by hand. Reproduce with:",
+        "",
+        "```",
+        COMMAND,
+        "```",
+        "",
+        "(`scripts/setup`, then `.venv/bin/python -m bench`; `--quick` for a one-minute smoke "
+        "run, `--only NAME` for one scenario, `--out DIR` for the results JSON. Only a full "
+        "run rewrites this page.)",
+        "",
+        f"**{DRIFT_NOTE}**",
+        "",
+        f"Run of {results.started_at} ({results.mode} run, {results.elapsed_s / 60:.1f} min) "
+        f"on {machine_line(results)}.",
+        "",
+        "## Results",
+        "",
+        f"wrk, {d['threads']} threads, {d['connections']} connections, {d['seconds']} s per "
+        f"load after a {d['warmup_s']} s warm-up, on 127.0.0.1. req/s counts the responses "
+        "of the scenario's status (200; 429 for `limited`); latency is over all responses. "
+        "The ceiling is `bench/hello.py`, a plain ASGI app answering a constant JSON object, "
+        "served by granian with the options of `tally serve` "
+        f"({', '.join(f'{k}={v}' for k, v in results.ceiling_options.items())}). It is "
+        "measured before the first scenario and after each one; a scenario's ratio is to the "
+        "mean of the two ceiling runs around it (`ceiling req/s`). " + noise_line(results),
+        "",
+        *results_table(results),
+        "",
+        *details_table(results),
+        "",
+    ]
+    if results.scale is not None:
+        lines += [*scale_section(results.scale), ""]
+    lines += METHOD
+    return "\n".join(lines) + "\n"
+
+
+METHOD = [
+    "## How it is measured",
+    "",
+    "- Every scenario runs on a fresh `tally serve` (1 granian worker, as shipped) on a free "
+    "port, with a fresh copy of a database made beforehand: workspace and Write token with "
+    "the `tally` CLI, 100,000 counters bulk-inserted with sqlite3 in one transaction, and "
+    f"{HISTORY_DAYS} days of hourly history for the `get`/`stats` counter through "
+    "`Store.apply`.",
+    f"- The rate limiter stays on (`TALLY_RATE_LIMIT={NO_LIMIT}`, never rejecting) so its "
+    "cost is measured; `limited` sets `10/60s` on one path, so nearly all answers are 429.",
+    "- Exact count: after the server stopped (SIGTERM: buffered mode commits then), the sum of "
+    "`up_count` over the counters the load hit must equal the 200s wrk saw for them, "
+    "warm-up included. wrk cuts off the requests in flight when it stops, and the server may "
+    f"still count them, so the last {DRAIN_SECONDS:g} s of a counting load goes to a separate "
+    f"`{DRAIN}` counter (bench/lua/common.lua) whose answers are counted apart.",
+    "- Server CPU is the worker's CPU time over the measured run, in cores; RSS is the "
+    "worker's VmRSS, sampled every 0.5 s over the warm-up and the run.",
+]

@@ -1,0 +1,294 @@
+"""The measured scenarios: what each sends, to which server, and how it is judged.
+
+Every scenario runs against a fresh server on a fresh copy of its database: a warm-up,
+then the measured run, both bounded by wrk's duration. The rate limiter stays on in every
+scenario (NO_LIMIT admits everything) so that its cost is part of what is measured,
+except where the limit is what is measured.
+
+The ceiling server runs through the whole benchmark, and a ceiling load runs before the
+first scenario and after each one: a scenario is judged against the mean of the two
+ceiling runs around it, so a machine whose speed drifts (a shared one) skews the ratios
+as little as it can.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import fixtures, procstat
+from bench.progress import progress
+from bench.servers import Server, tally_server
+from bench.wrk import Load, run_wrk
+
+NO_LIMIT = "1000000000/60s"
+HOT = f"/v2/{fixtures.WORKSPACE}/hot"
+HISTORY = "hist"
+HISTORY_DAYS = 90
+RANDOM_PATH = f"/v2/{fixtures.WORKSPACE}/c{{}}/up"  # bench/lua/random.lua fills in {}
+RANDOM_NAMES = "name GLOB 'c[0-9]*'"
+# the drain phase of counting loads (see bench/lua/common.lua)
+DRAIN = "drain"
+DRAIN_PATH = f"/v2/{fixtures.WORKSPACE}/{DRAIN}/up"
+DRAIN_MARK = f'"name":"{DRAIN}"'
+
+
+@dataclass(frozen=True)
+class Target:
+    """The goal a scenario is held to (from the performance issue)."""
+
+    min_ratio: float
+    max_p99_ms: float | None = None
+
+    def describe(self) -> str:
+        parts = [f">= {self.min_ratio:g} x ceiling"]
+        if self.max_p99_ms is not None:
+            parts.append(f"p99 <= {self.max_p99_ms:g} ms")
+        return ", ".join(parts)
+
+    def met(self, m: Measurement) -> bool:
+        return (
+            m.ratio is not None
+            and m.ratio >= self.min_ratio
+            and (self.max_p99_ms is None or m.p99_ms <= self.max_p99_ms)
+        )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str  # as given to --only
+    title: str
+    script: str  # of bench/lua/
+    path: str
+    count: int = 0  # random.lua: names out of this many
+    auth: bool = False  # send the Write token
+    durability: str = "commit"
+    rate_limit: str = NO_LIMIT
+    expect: int = 200  # the status whose rate is the scenario's req/s
+    # SQL condition on `counters`: the counters whose up_count must add up to the 200s
+    # wrk saw (the load then ends with a drain phase)
+    counted: str | None = None
+    target: Target | None = None
+
+    def load(self, token: str | None) -> Load:
+        drain = self.counted is not None
+        return Load(
+            script=self.script,
+            path=self.path,
+            count=self.count,
+            token=token if self.auth else None,
+            drain_path=DRAIN_PATH if drain else None,
+            drain_mark=DRAIN_MARK if drain else None,
+        )
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "up-commit",
+        "up, one hot counter, Write token, commit",
+        "hot",
+        f"{HOT}/up",
+        auth=True,
+        counted="name = 'hot'",
+        target=Target(0.8, max_p99_ms=10.0),
+    ),
+    Scenario(
+        "up-buffered",
+        "up, one hot counter, Write token, buffered",
+        "hot",
+        f"{HOT}/up",
+        auth=True,
+        durability="buffered",
+        counted="name = 'hot'",
+        target=Target(0.9),
+    ),
+    Scenario(
+        "up-100k",
+        "up, anonymous, random of 100,000 public counters, commit",
+        "random",
+        RANDOM_PATH,
+        count=100_000,
+        counted=RANDOM_NAMES,
+    ),
+    Scenario(
+        "get",
+        f"get, one counter with {HISTORY_DAYS} days of history",
+        "hot",
+        f"/v2/{fixtures.WORKSPACE}/{HISTORY}",
+    ),
+    Scenario(
+        "stats",
+        f"stats, one counter with {HISTORY_DAYS} days of hourly buckets",
+        "hot",
+        f"/v2/{fixtures.WORKSPACE}/{HISTORY}/stats",
+    ),
+    Scenario(
+        "limited",
+        "up over the rate limit (10/60s), Write token: 429s per second",
+        "hot",
+        f"{HOT}/up",
+        auth=True,
+        rate_limit="10/60s",
+        expect=429,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """How every load of this run is made."""
+
+    wrk: str
+    warmup_s: int
+    seconds: int
+    logs: Path
+
+
+@dataclass
+class CountCheck:
+    """The counted totals against the 200s wrk saw (warm-up and measured run)."""
+
+    seen_200: int
+    in_database: int
+
+    @property
+    def exact(self) -> bool:
+        return self.seen_200 == self.in_database
+
+
+@dataclass
+class Measurement:
+    name: str
+    title: str
+    expect: int
+    rps: float  # responses of status `expect` per second
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    requests: int
+    duration_s: float
+    statuses: dict[int, int]
+    unexpected: dict[int, int]  # responses of any other status
+    socket_errors: dict[str, int]
+    seen_200: int  # 200s of the counted phase, warm-up and measured run together
+    rss_max_mb: float  # of the server's worker, sampled every 0.5 s over warm-up and run
+    rss_last_mb: float
+    cpu_cores: float  # the worker's CPU time over the measured run / its duration
+    wall_s: float  # the whole scenario: start, warm-up, run, stop
+    exit_code: int | None = None
+    check: CountCheck | None = None
+    ceiling_rps: float | None = None  # the mean of the ceiling runs before and after
+    ratio: float | None = None
+    target: str | None = None
+    met: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def judge(self, ceiling_rps: float, target: Target | None) -> None:
+        self.ceiling_rps = ceiling_rps
+        self.ratio = self.rps / ceiling_rps if ceiling_rps else None
+        if target is not None:
+            self.target = target.describe()
+            self.met = target.met(self)
+
+
+def measure(
+    run: Run, server: Server, name: str, title: str, load: Load, expect: int, *, warmup: bool
+) -> Measurement:
+    """Load the running `server`: a warm-up (if `warmup`), then the measured run."""
+    started = time.monotonic()
+    progress(f"{name}: {title}")
+    worker = server.worker_pid()
+    with procstat.RssSampler(worker) as rss:
+        warm = None
+        if warmup:
+            warm = run_wrk(run.wrk, server.url, load, run.warmup_s, run.logs / f"{name}.warmup")
+        cpu_before = procstat.cpu_seconds(worker)
+        main = run_wrk(run.wrk, server.url, load, run.seconds, run.logs / f"{name}.wrk")
+        cpu = procstat.cpu_seconds(worker) - cpu_before
+    m = Measurement(
+        name=name,
+        title=title,
+        expect=expect,
+        rps=main.rate(expect),
+        p50_ms=main.latency_ms["p50"],
+        p90_ms=main.latency_ms["p90"],
+        p99_ms=main.latency_ms["p99"],
+        max_ms=main.latency_ms["max"],
+        requests=main.requests,
+        duration_s=main.duration_s,
+        statuses=main.statuses,
+        unexpected=main.other_statuses(expect),
+        socket_errors=main.socket_errors(),
+        seen_200=main.counted_200 + (warm.counted_200 if warm else 0),
+        rss_max_mb=rss.max_mb,
+        rss_last_mb=rss.last_mb,
+        cpu_cores=cpu / main.duration_s if main.duration_s else 0.0,
+        wall_s=time.monotonic() - started,
+    )
+    odd = {k: n for k, n in (warm.statuses if warm else {}).items() if k not in (200, expect)}
+    if odd:
+        m.notes.append(f"warm-up statuses other than {expect}: {odd}")
+    progress(f"{name}: {m.rps:,.0f} req/s, p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms")
+    return m
+
+
+def run_ceiling(run: Run, server: Server, index: int) -> Measurement:
+    """One ceiling load on the running ceiling server (warmed up by the first one)."""
+    load = Load(script="hot", path="/")
+    title = "ceiling: hello ASGI app"
+    return measure(run, server, f"ceiling-{index}", title, load, 200, warmup=index == 0)
+
+
+def run_scenario(run: Run, scenario: Scenario, db: Path, token: str | None) -> Measurement:
+    """Measure `scenario` on a fresh server on `db`; for a counting scenario, compare the
+    database's totals (read after the server stopped and committed everything) with the
+    200s wrk saw."""
+    started = time.monotonic()
+    server = tally_server(
+        db,
+        durability=scenario.durability,
+        rate_limit=scenario.rate_limit,
+        log_dir=run.logs,
+        name=scenario.name,
+    )
+    with server:
+        load = scenario.load(token)
+        m = measure(run, server, scenario.name, scenario.title, load, scenario.expect, warmup=True)
+    m.exit_code = server.exit_code
+    m.wall_s = time.monotonic() - started
+    if server.exit_code != 0:
+        m.notes.append(f"server exited with {server.exit_code} after SIGTERM (see its log)")
+    if scenario.counted is not None:
+        m.check = CountCheck(m.seen_200, fixtures.sum_up(db, scenario.counted))
+        verdict = "exact" if m.check.exact else "NOT exact"
+        progress(
+            f"{scenario.name}: {verdict}: {m.check.seen_200:,} 200s seen, "
+            f"{m.check.in_database:,} counted in the database"
+        )
+    return m
+
+
+@dataclass(frozen=True)
+class BaseDatabase:
+    """The database every scenario but scale starts from (each on its own copy)."""
+
+    path: Path
+    token: str  # a Write token of the workspace
+    insert_100k_s: float
+    history_events: int
+
+
+def prepare_base(work: Path) -> BaseDatabase:
+    """Workspace and Write token (CLI), the counters hot, drain, hist and c0 .. c99999
+    (bulk insert), and hist's history (Store API)."""
+    db = work / "base.db"
+    progress("preparing the database: workspace, token, 100,000 counters, history")
+    workspace_id = fixtures.create_workspace(db)
+    token = fixtures.create_token(db, "write")
+    fixtures.bulk_insert(db, workspace_id, ["hot", DRAIN, HISTORY])
+    seconds = fixtures.bulk_insert(db, workspace_id, fixtures.numbered("c", 100_000))
+    events = fixtures.seed_history(db, HISTORY, HISTORY_DAYS)
+    progress(f"100,000 counters inserted in {seconds:.2f} s")
+    return BaseDatabase(db, token, seconds, events)
