@@ -51,7 +51,7 @@ class CounterJSON:
     spliced in: the hot path encodes four numbers and a time stamp."""
 
     _COUNTS = b',"up_count":%d,"down_count":%d,"value":%d,"updated_at":"%b"}}'
-    _MAX = 100_000
+    _MAX = 10_000
 
     def __init__(self) -> None:
         self._heads: dict[int, tuple[Counter, bytes]] = {}
@@ -150,7 +150,7 @@ STATS_MESSAGE = "Counter stats retrieved successfully"
 
 
 class V2Api:
-    _MAX_ROUTES = 50_000
+    _MAX_ROUTES = 10_000
 
     def __init__(
         self,
