@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Awaitable
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
+import redis.asyncio as aioredis
+from psycopg import sql
+from services import require_redis
 
 from tally.auth import issue_token
 from tally.config import Settings
@@ -21,10 +28,57 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'tally.db'}"
 
 
-@pytest.fixture(params=["sqlite"])
-def store_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+POSTGRES_URL = os.environ.get(
+    "TALLY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def with_query(url: str, **params: str) -> str:
+    """`url` with `params` added to its query string."""
+    parts = urlsplit(url)
+    extra = "&".join(f"{k}={v}" for k, v in params.items())
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def postgres_base_url() -> str:
+    """TALLY_TEST_POSTGRES_URL, once the server answers there; the tests that need it are
+    skipped if it does not, except under CI=true, where they fail: CI never skips them."""
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        where = urlsplit(POSTGRES_URL)
+        reason = (
+            f"PostgreSQL at {where.hostname}:{where.port or 5432}{where.path} is not reachable "
+            f"(set TALLY_TEST_POSTGRES_URL): {' '.join(str(exc).split())}"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_base_url: str) -> Iterator[str]:
+    """A URL whose tables live in a schema of this test's own, dropped at teardown."""
+    schema = f"tally_test_{secrets.token_hex(6)}"
+    yield with_query(postgres_base_url, schema=schema)
+    with psycopg.connect(postgres_base_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def store_url(request: pytest.FixtureRequest) -> str:
     """The database URL of each backend the contract suite runs against."""
-    return sqlite_url
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(fixture))
 
 
 @pytest.fixture
@@ -37,10 +91,34 @@ async def store(store_url: str) -> AsyncIterator[Store]:
         await s.close()
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgresql+redis", marks=pytest.mark.postgres),
+    ]
+)
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """App settings for each configuration: embedded SQLite, and the scale-out one
+    (PostgreSQL in a schema of the test's own, Redis under a key prefix of its own).
+    The rate limit is on; tests of it lower it with `replace`."""
+    if request.param == "sqlite":
+        return Settings(database_url=request.getfixturevalue("sqlite_url"))
+    return Settings(
+        database_url=request.getfixturevalue("postgres_url"),
+        redis_url=require_redis(),
+        redis_prefix=request.getfixturevalue("redis_prefix"),
+    )
+
+
 @pytest.fixture
-def settings(sqlite_url: str) -> Settings:
-    """Test settings: the rate limit is on (tests of it lower it with `replace`)."""
-    return Settings(database_url=sqlite_url)
+async def redis_prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted at teardown."""
+    prefix = f"tally-test-{secrets.token_hex(6)}:"
+    yield prefix
+    client = aioredis.Redis.from_url(require_redis())
+    async for key in client.scan_iter(match=f"{prefix}*"):
+        await client.delete(key)
+    await client.aclose()
 
 
 @dataclass

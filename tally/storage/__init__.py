@@ -13,8 +13,16 @@ def _sqlite(url: str, node: str) -> Store:
     return SQLiteStore.from_url(url, node=node)
 
 
+def _postgres(url: str, node: str) -> Store:
+    from tally.storage.postgres import PostgresStore
+
+    return PostgresStore.from_url(url, node=node)
+
+
 BACKENDS: dict[str, Callable[[str, str], Store]] = {
     "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "postgres": _postgres,
 }
 
 

@@ -1,0 +1,480 @@
+"""Scale-out: any number of Tally nodes on one PostgreSQL database.
+
+Every call borrows a connection from one async pool and runs in one explicit
+transaction (autocommit is off). Reads are single statements: PostgreSQL gives each
+statement one snapshot, so a counter and its node's `seq` always come from the same
+one. `apply` writes a whole batch with three set-based statements, whatever its size.
+
+URL: ``postgresql://user:password@host:5432/dbname`` (``postgres://`` also works), plus
+libpq parameters such as ``?sslmode=require``, and two of Tally's own:
+
+- ``schema=NAME``: keep every table in that schema (created if missing; lower-case
+  letters, digits and ``_``). Tests use one schema per test.
+- ``pool_max=N``: at most N connections per node (default 10).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, LiteralString
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.abc import Params
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow, tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from tally.errors import Conflict, StorageError
+from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
+from tally.storage import migrations
+
+NODE_IDLE_DAYS = 7
+DEFAULT_POOL_MAX = 10
+CONNECT_TIMEOUT = 10  # seconds; libpq waits forever by default
+POOL_TIMEOUT = 10.0  # seconds a call waits for a free connection before it fails
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+Connection = AsyncConnection[TupleRow]
+
+_COUNTER_COLUMNS = (
+    "c.id, c.workspace_id, w.slug, c.name, c.description, c.private, c.up_count, "
+    "c.down_count, c.created_at, c.updated_at"
+)
+_SEQ = "COALESCE((SELECT seq FROM node_seq WHERE node = %(node)s), 0)"
+_READ_COUNTER = f"""
+SELECT {_COUNTER_COLUMNS}, {_SEQ}
+FROM workspaces w JOIN counters c ON c.workspace_id = w.id
+WHERE w.slug = %(slug)s AND c.name = %(name)s
+"""
+_READ_COUNTER_BY_ID = f"""
+SELECT {_COUNTER_COLUMNS}, {_SEQ}
+FROM workspaces w JOIN counters c ON c.workspace_id = w.id
+WHERE c.id = %(id)s
+"""
+# The inserted row is not in the statement's snapshot yet: read it from the CTE.
+_CREATE_COUNTER = f"""
+WITH c AS (
+    INSERT INTO counters (workspace_id, name, description, private, created_at, updated_at)
+    VALUES (%(workspace_id)s, %(name)s, %(description)s, %(private)s, %(now)s, %(now)s)
+    RETURNING *
+)
+SELECT {_COUNTER_COLUMNS}, {_SEQ} FROM c JOIN workspaces w ON w.id = c.workspace_id
+"""
+_READ_COUNTS = f"""
+SELECT up_count, down_count, updated_at, {_SEQ} FROM counters WHERE id = %(id)s
+"""
+# One statement, one snapshot: the LEFT JOIN keeps the seq row when there is no bucket.
+_READ_HISTORY = f"""
+SELECT h.hour, h.up, h.down, s.seq
+FROM (SELECT {_SEQ} AS seq) s
+LEFT JOIN counter_hours h ON h.counter_id = %(id)s
+"""
+# "C" collation: order by code point, as SQLite does, whatever the database's locale.
+_LIST_COUNTERS = f"""
+SELECT {_COUNTER_COLUMNS} FROM workspaces w JOIN counters c ON c.workspace_id = w.id
+WHERE w.id = %s ORDER BY c.name COLLATE "C"
+"""
+_TOKEN_COLUMNS = (
+    "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at"
+)
+_CREATE_TOKEN = f"""
+WITH t AS (
+    INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s) RETURNING *
+)
+SELECT {_TOKEN_COLUMNS} FROM t JOIN workspaces w ON w.id = t.workspace_id
+"""
+_FIND_TOKENS = f"SELECT {_TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id"
+
+# Deadlocks: two nodes whose batches change overlapping counters would deadlock if
+# each locked its rows in its own order. `locked` takes every row lock first, in id
+# order (LockRows runs above the sort), and the UPDATE joins it, so it can touch no row
+# before all of them are locked; MATERIALIZED keeps the planner from folding it away.
+# `hours` below are inserted in (counter_id, hour) order for the same reason.
+_APPLY_COUNTERS = """
+WITH v AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(up)s::bigint[], %(down)s::bigint[], %(reset)s::boolean[],
+        %(at)s::float8[]
+    ) AS v(id, up, down, reset, at)
+), locked AS MATERIALIZED (
+    SELECT id FROM counters WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+)
+UPDATE counters c
+SET up_count = CASE WHEN v.reset THEN 0 ELSE c.up_count END + v.up,
+    down_count = CASE WHEN v.reset THEN 0 ELSE c.down_count END + v.down,
+    updated_at = GREATEST(c.updated_at, v.at)
+FROM v JOIN locked l ON l.id = v.id
+WHERE c.id = v.id
+RETURNING c.id, c.up_count, c.down_count, c.updated_at
+"""
+_APPLY_HOURS = """
+INSERT INTO counter_hours (counter_id, hour, up, down)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+    AS h(counter_id, hour, up, down)
+ORDER BY counter_id, hour
+ON CONFLICT (counter_id, hour)
+DO UPDATE SET up = counter_hours.up + excluded.up, down = counter_hours.down + excluded.down
+"""
+_SET_SEQ = """
+INSERT INTO node_seq (node, seq, updated_at) VALUES (%s, %s, %s)
+ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+"""
+
+
+def _counter(row: TupleRow) -> Counter:
+    return Counter(
+        id=row[0],
+        workspace_id=row[1],
+        workspace_slug=row[2],
+        name=row[3],
+        description=row[4],
+        private=bool(row[5]),
+        up_count=row[6],
+        down_count=row[7],
+        created_at=row[8],
+        updated_at=row[9],
+        seq=row[10] if len(row) > 10 else 0,
+    )
+
+
+def _token(row: TupleRow) -> Token:
+    return Token(
+        id=row[0],
+        workspace_id=row[1],
+        workspace_slug=row[2],
+        name=row[3],
+        prefix=row[4],
+        permission=Permission(row[5]),
+        created_at=row[6],
+        revoked_at=row[7],
+    )
+
+
+def _workspace(row: TupleRow) -> Workspace:
+    return Workspace(id=row[0], slug=row[1], name=row[2], created_at=row[3])
+
+
+class PostgresStore:
+    """Store on a PostgreSQL database. Owns the tables of `migrations/postgresql/`."""
+
+    dialect = "postgresql"
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        node: str = "local",
+        schema: str | None = None,
+        pool_max: int = DEFAULT_POOL_MAX,
+        options: str = "",
+    ) -> None:
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"schema {schema!r}: use lower-case letters, digits and _")
+        if pool_max < 1:
+            raise ValueError("pool_max must be at least 1")
+        self.node = node
+        self.schema = schema
+        self.pool_max = pool_max
+        self._conninfo = conninfo
+        if schema is not None:  # no round trip: the server sets it when a connection starts
+            options = f"{options} -c search_path={schema}".strip()
+        self._kwargs: dict[str, Any] = {"autocommit": False, "row_factory": tuple_row}
+        if options:
+            self._kwargs["options"] = options
+        if "connect_timeout" not in conninfo_to_dict(conninfo):
+            self._kwargs["connect_timeout"] = CONNECT_TIMEOUT
+        self._pool: AsyncConnectionPool[Connection] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, node: str = "local") -> PostgresStore:
+        parts = urlsplit(url)
+        if parts.scheme.split("+", 1)[0].lower() not in ("postgresql", "postgres"):
+            raise ValueError("the PostgreSQL URL must start with postgresql://")
+        ours: dict[str, str] = {}
+        libpq: list[tuple[str, str]] = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in ("schema", "pool_max", "options"):  # options: merged with search_path
+                ours[key] = value
+            else:
+                libpq.append((key, value))
+        pool_max = ours.get("pool_max", str(DEFAULT_POOL_MAX))
+        if not pool_max.isdigit():
+            raise ValueError(f"pool_max must be a whole number, not {pool_max!r}")
+        conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(libpq), ""))
+        return cls(
+            conninfo,
+            node=node,
+            schema=ours.get("schema"),
+            pool_max=int(pool_max),
+            options=ours.get("options", ""),
+        )
+
+    # connections -------------------------------------------------------------
+
+    async def open(self) -> None:
+        # Migrate on a connection of its own first: a bad URL or a server that is down
+        # fails here with libpq's own message, not with a pool timeout.
+        try:
+            conn = await Connection.connect(self._conninfo, **self._kwargs)
+            async with conn:
+                await self._migrate(conn)
+            pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+                self._conninfo,
+                connection_class=Connection,
+                kwargs=self._kwargs,
+                min_size=1,
+                max_size=self.pool_max,
+                timeout=POOL_TIMEOUT,
+                open=False,
+                name=f"tally-{self.node}",
+            )
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            raise StorageError(f"postgresql: {exc}") from exc
+        self._pool = pool
+
+    async def _migrate(self, conn: Connection) -> None:
+        """Apply every migration newer than the stored schema_version, in one transaction.
+        Nodes starting together queue on an advisory lock, so one of them migrates."""
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tally.migrate:{self.schema}",)
+            )
+            if self.schema is not None:
+                # checked first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege
+                # on the database even when the schema is there
+                cur = await conn.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+                )
+                if await cur.fetchone() is None:
+                    await conn.execute(
+                        sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema))
+                    )
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS tally_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            cur = await conn.execute("SELECT value FROM tally_meta WHERE key = 'schema_version'")
+            row = await cur.fetchone()
+            current = int(row[0]) if row else 0
+            for migration in migrations.load(self.dialect):
+                if migration.version > current:
+                    # no parameters: sent as one simple query, so a script of many statements
+                    await conn.execute(migration.sql.encode())
+                    current = migration.version
+            await conn.execute(
+                "INSERT INTO tally_meta (key, value) VALUES ('schema_version', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(current),),
+            )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Connection]:
+        """A pooled connection inside one transaction; driver errors become ours."""
+        if self._pool is None:
+            raise StorageError("the store is not open")
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.errors.UniqueViolation as exc:
+            raise Conflict(exc.diag.message_primary or str(exc)) from exc
+        except psycopg.Error as exc:
+            raise StorageError(f"postgresql: {exc}") from exc
+
+    async def _rows(self, query: LiteralString, params: Params | None = None) -> list[TupleRow]:
+        async with self._tx() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+    async def _row(self, query: LiteralString, params: Params | None = None) -> TupleRow | None:
+        async with self._tx() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchone()
+
+    # meta --------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        row = await self._row("SELECT value FROM tally_meta WHERE key = 'schema_version'")
+        return int(row[0]) if row else 0
+
+    async def register_node(self) -> int:
+        async with self._tx() as conn:
+            await conn.execute(
+                "DELETE FROM node_seq WHERE updated_at < %s AND node <> %s",
+                (time.time() - NODE_IDLE_DAYS * 86400, self.node),
+            )
+            cur = await conn.execute("SELECT seq FROM node_seq WHERE node = %s", (self.node,))
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def meta_get_or_set(self, key: str, default: str) -> str:
+        async with self._tx() as conn:
+            await conn.execute(
+                "INSERT INTO tally_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                (key, default),
+            )
+            cur = await conn.execute("SELECT value FROM tally_meta WHERE key = %s", (key,))
+            row = await cur.fetchone()
+        if row is None:
+            raise StorageError(f"meta key {key!r} vanished")
+        return str(row[0])
+
+    # workspaces --------------------------------------------------------------
+
+    async def create_workspace(self, slug: str, name: str) -> Workspace:
+        try:
+            row = await self._row(
+                "INSERT INTO workspaces (slug, name, created_at) VALUES (%s, %s, %s) "
+                "RETURNING id, slug, name, created_at",
+                (slug, name, time.time()),
+            )
+        except Conflict:
+            raise Conflict(f"workspace {slug!r} already exists") from None
+        assert row is not None  # INSERT ... RETURNING returns the row or raises
+        return _workspace(row)
+
+    async def get_workspace(self, slug: str) -> Workspace | None:
+        row = await self._row(
+            "SELECT id, slug, name, created_at FROM workspaces WHERE slug = %s", (slug,)
+        )
+        return _workspace(row) if row else None
+
+    async def list_workspaces(self) -> list[Workspace]:
+        rows = await self._rows(
+            'SELECT id, slug, name, created_at FROM workspaces ORDER BY slug COLLATE "C"'
+        )
+        return [_workspace(r) for r in rows]
+
+    # tokens ------------------------------------------------------------------
+
+    async def create_token(
+        self, workspace_id: int, name: str, prefix: str, token_hash: str, permission: Permission
+    ) -> Token:
+        row = await self._row(
+            _CREATE_TOKEN,
+            (workspace_id, name, prefix, token_hash, int(permission), time.time()),
+        )
+        if row is None:
+            raise StorageError(f"workspace {workspace_id} vanished")
+        return _token(row)
+
+    async def find_token(self, token_hash: str) -> Token | None:
+        row = await self._row(f"{_FIND_TOKENS} WHERE t.hash = %s", (token_hash,))
+        return _token(row) if row else None
+
+    async def list_tokens(self, workspace_id: int) -> list[Token]:
+        rows = await self._rows(
+            f"{_FIND_TOKENS} WHERE t.workspace_id = %s ORDER BY t.id", (workspace_id,)
+        )
+        return [_token(r) for r in rows]
+
+    async def revoke_token(self, token_id: int) -> bool:
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                "UPDATE tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+                (time.time(), token_id),
+            )
+            return cur.rowcount == 1
+
+    # counters ----------------------------------------------------------------
+
+    async def create_counter(
+        self, workspace_id: int, name: str, *, private: bool = False, description: str = ""
+    ) -> Counter:
+        params = {
+            "workspace_id": workspace_id,
+            "name": name,
+            "description": description,
+            "private": private,
+            "now": time.time(),
+            "node": self.node,
+        }
+        try:
+            row = await self._row(_CREATE_COUNTER, params)
+        except Conflict:
+            raise Conflict(f"counter {name!r} already exists in this workspace") from None
+        if row is None:
+            raise StorageError(f"workspace {workspace_id} vanished")
+        return _counter(row)
+
+    async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
+        now = time.time()
+        async with self._tx() as conn:
+            # a racing insert of the same name makes this one wait for its commit, then
+            # do nothing; the SELECT (a new snapshot under READ COMMITTED) then sees it
+            await conn.execute(
+                "INSERT INTO counters (workspace_id, name, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (workspace_id, name) DO NOTHING",
+                (workspace_id, name, now, now),
+            )
+            cur = await conn.execute(
+                f"SELECT {_COUNTER_COLUMNS}, {_SEQ} FROM workspaces w "
+                "JOIN counters c ON c.workspace_id = w.id "
+                "WHERE c.workspace_id = %(workspace_id)s AND c.name = %(name)s",
+                {"workspace_id": workspace_id, "name": name, "node": self.node},
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise StorageError(f"counter {name!r} vanished")
+        return _counter(row)
+
+    async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
+        row = await self._row(
+            _READ_COUNTER, {"slug": workspace_slug, "name": name, "node": self.node}
+        )
+        return _counter(row) if row else None
+
+    async def read_counts(self, counter_id: int) -> tuple[int, int, float, int] | None:
+        row = await self._row(_READ_COUNTS, {"id": counter_id, "node": self.node})
+        return (row[0], row[1], row[2], row[3]) if row else None
+
+    async def list_counters(self, workspace_id: int) -> list[Counter]:
+        return [_counter(r) for r in await self._rows(_LIST_COUNTERS, (workspace_id,))]
+
+    async def read_history(self, counter_id: int) -> History:
+        rows = await self._rows(_READ_HISTORY, {"id": counter_id, "node": self.node})
+        buckets = [(r[0], r[1], r[2]) for r in rows if r[0] is not None]
+        return History(buckets=buckets, seq=rows[0][3] if rows else 0)
+
+    async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
+        ids = sorted(changes.counters)
+        deltas = [changes.counters[i] for i in ids]
+        keys = sorted(changes.hours)
+        out: dict[int, Totals] = {}
+        async with self._tx() as conn:
+            if ids:
+                cur = await conn.execute(
+                    _APPLY_COUNTERS,
+                    {
+                        "ids": ids,
+                        "up": [d.up for d in deltas],
+                        "down": [d.down for d in deltas],
+                        "reset": [d.reset for d in deltas],
+                        "at": [d.updated_at for d in deltas],
+                    },
+                )
+                for counter_id, up, down, updated_at in await cur.fetchall():
+                    out[counter_id] = Totals(up, down, updated_at)
+            if keys:
+                await conn.execute(
+                    _APPLY_HOURS,
+                    (
+                        [k[0] for k in keys],
+                        [k[1] for k in keys],
+                        [changes.hours[k][0] for k in keys],
+                        [changes.hours[k][1] for k in keys],
+                    ),
+                )
+            await conn.execute(_SET_SEQ, (self.node, changes.seq, time.time()))
+        return out
