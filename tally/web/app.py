@@ -130,7 +130,7 @@ class App:
             await send_error(send, exc)
         except StorageError as exc:
             log.warning("storage error on %s: %s", path, exc)
-            await send_error(send, Unavailable(), [(b"retry-after", b"1")])
+            await send_error(send, Unavailable())
         except Exception:
             log.exception("unexpected error on %s", path)
             # the response may have started, or the client gone: never let this escape

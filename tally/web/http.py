@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from tally.config import Network
-from tally.errors import MethodNotAllowed, TallyError
+from tally.errors import MethodNotAllowed, TallyError, Unavailable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -65,6 +65,8 @@ async def send_error(send: Send, exc: TallyError, extra: Headers | None = None) 
     headers = list(extra) if extra else []
     if isinstance(exc, MethodNotAllowed):
         headers.append((b"allow", b"GET, OPTIONS"))
+    elif isinstance(exc, Unavailable):
+        headers.append((b"retry-after", b"1"))
     await send_json(send, exc.status, error_body(exc.status, exc.message), headers)
 
 

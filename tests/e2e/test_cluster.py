@@ -1,0 +1,222 @@
+"""Scale-out: two real `tally serve` nodes on one PostgreSQL and one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from services import REDIS_URL, TcpProxy, require_redis
+
+from .server import BurstResult, HttpConnection, TallyCli, TallyServer, burst, wait_until
+
+NODES = 2
+
+
+class Cluster:
+    """`NODES` servers sharing one database and one Redis key prefix."""
+
+    def __init__(self, tmp_path: Path, database_url: str, env: dict[str, str]) -> None:
+        self.cli = TallyCli(database_url)
+        self.nodes: list[TallyServer] = []
+        for i in range(NODES):
+            workdir = tmp_path / f"node-{i}"
+            workdir.mkdir(parents=True)
+            self.nodes.append(
+                TallyServer(workdir, database_url=database_url, args=["--no-bootstrap"], env=env)
+            )
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+MakeCluster = Callable[..., Cluster]
+
+
+def cluster_env(**extra: str) -> dict[str, str]:
+    return {
+        "TALLY_REDIS_URL": REDIS_URL,
+        "TALLY_REDIS_PREFIX": f"tally-test-{uuid.uuid4().hex[:12]}:",
+        "TALLY_RATE_LIMIT": "off",
+        **extra,
+    }
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, postgres_url: str) -> Iterator[MakeCluster]:
+    """`make_cluster(**env)`: a started cluster on this test's own PostgreSQL schema."""
+    require_redis()
+    made: list[Cluster] = []
+
+    def make(**env: str) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster-{len(made)}", postgres_url, cluster_env(**env))
+        made.append(cluster)
+        cluster.cli.workspace("ws")  # migrates the schema before the nodes race to it
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.close()
+
+
+async def get_json(node: TallyServer, path: str, token: str | None = None) -> tuple[int, object]:
+    conn = await HttpConnection.open(node.port)
+    try:
+        response = await conn.get(path, token)
+    finally:
+        conn.close()
+    return response.status, response.json()
+
+
+async def up_count(node: TallyServer, path: str) -> int:
+    status, body = await get_json(node, path)
+    assert status == 200, body
+    assert isinstance(body, dict)
+    return int(body["data"]["up_count"])
+
+
+async def test_two_nodes_lose_no_count(make_cluster: MakeCluster) -> None:
+    """20,000 ups over 64 connections spread on both nodes: each node then reads 20,000."""
+    cluster = make_cluster()
+    token = cluster.cli.token("ws", "write")
+    a, b = cluster.nodes
+    results = await asyncio.gather(
+        burst(a.port, "/v2/ws/hot/up", total=10_000, connections=32, token=token),
+        burst(b.port, "/v2/ws/hot/up", total=10_000, connections=32, token=token),
+    )
+    assert [r.ok for r in results] == [10_000, 10_000]
+    values = sorted(v for r in results for v in r.up_counts)
+    assert values[-1] == 20_000
+    assert len(set(values)) == 20_000  # every request got its own value, across nodes
+    assert await up_count(a, "/v2/ws/hot") == 20_000
+    assert await up_count(b, "/v2/ws/hot") == 20_000
+
+
+async def test_a_write_on_one_node_is_read_on_the_other(make_cluster: MakeCluster) -> None:
+    """Commit mode: an acknowledged up on node A is in the next read on node B."""
+    cluster = make_cluster()
+    token = cluster.cli.token("ws", "write")
+    a, b = cluster.nodes
+    for expected in range(1, 21):
+        status, _ = await get_json((a, b)[expected % 2], "/v2/ws/ping/up", token)
+        assert status == 200
+        assert await up_count((b, a)[expected % 2], "/v2/ws/ping") == expected
+
+
+async def test_one_rate_limit_across_nodes(make_cluster: MakeCluster) -> None:
+    """A burst on one path through both nodes admits the limit once (within 1 %)."""
+    cluster = make_cluster(TALLY_RATE_LIMIT="600/60s")
+    cluster.cli.counter("ws/limited")
+    a, b = cluster.nodes
+    started = time.monotonic()
+    results = await asyncio.gather(
+        burst(a.port, "/v2/ws/limited/up", total=1_000, connections=16),
+        burst(b.port, "/v2/ws/limited/up", total=1_000, connections=16),
+    )
+    elapsed = time.monotonic() - started
+    admitted = sum(r.ok for r in results)
+    rejected = sum(r.statuses[429] for r in results)
+    refill = int(elapsed * 10) + 1  # 10 a second come back while the burst runs
+    assert admitted + rejected == 2_000
+    assert 600 <= admitted <= 600 + max(refill, 6), (admitted, elapsed)
+    assert await up_count(a, "/v2/ws/limited") == admitted
+
+
+async def test_sigkill_of_one_node_loses_no_acknowledged_up(
+    make_cluster: MakeCluster,
+) -> None:
+    """One node killed mid-load: every up either node acknowledged is in the database."""
+    cluster = make_cluster()
+    token = cluster.cli.token("ws", "write")
+    a, b = cluster.nodes
+    on_a, on_b = BurstResult(), BurstResult()
+
+    async def kill_a() -> None:
+        assert await wait_until(lambda: on_a.ok >= 500, within=20), a.output()
+        a.kill()
+
+    await asyncio.gather(
+        burst(
+            a.port,
+            "/v2/ws/k/up",
+            total=3_000,
+            connections=16,
+            token=token,
+            stop_on_error=True,
+            result=on_a,
+        ),
+        burst(b.port, "/v2/ws/k/up", total=2_000, connections=16, token=token, result=on_b),
+        kill_a(),
+    )
+    acknowledged = on_a.ok + on_b.ok
+    counted = await up_count(b, "/v2/ws/k")
+    assert acknowledged <= counted <= on_a.attempted + on_b.attempted
+    assert on_b.ok == 2_000
+
+
+async def test_revocation_reaches_every_node_within_a_second(
+    make_cluster: MakeCluster,
+) -> None:
+    """A token revoked with the CLI is refused by both nodes within about a second."""
+    cluster = make_cluster()
+    token = cluster.cli.token("ws", "write")
+    token_id = cluster.cli.run("token", "list", "--workspace", "ws").stdout.split("\t", 1)[0]
+    for node in cluster.nodes:  # both nodes now have it cached as valid
+        status, _ = await get_json(node, "/v2/ws/r/up", token)
+        assert status == 200
+    cluster.cli.run("token", "revoke", token_id)
+    revoked_at = time.monotonic()
+    for node in cluster.nodes:
+        while (await get_json(node, "/v2/ws/r", token))[0] != 401:
+            assert time.monotonic() - revoked_at < 1.5, "revocation took over 1.5 s"
+            await asyncio.sleep(0.05)
+
+
+async def test_database_outage_is_503_then_recovers(tmp_path: Path, postgres_url: str) -> None:
+    """PostgreSQL cut off: 503 with Retry-After, nothing acknowledged lost, then recovery."""
+    require_redis()
+    target = urlsplit(postgres_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    via_proxy = postgres_url.replace(
+        f"{target.hostname}:{target.port or 5432}", f"127.0.0.1:{proxy.port}", 1
+    )
+    cli = TallyCli(via_proxy)
+    # blocking calls run in threads: the proxy lives on this test's event loop
+    await asyncio.to_thread(cli.workspace, "ws")
+    token = await asyncio.to_thread(cli.token, "ws", "write")
+    node = TallyServer(tmp_path, database_url=via_proxy, args=["--no-bootstrap"], env=cluster_env())
+    await asyncio.to_thread(node.start)
+    try:
+        acknowledged = 0
+        for _ in range(5):
+            status, _ = await get_json(node, "/v2/ws/o/up", token)
+            acknowledged += status == 200
+        await proxy.cut()
+        conn = await HttpConnection.open(node.port)
+        try:
+            response = await conn.get("/v2/ws/o/up", token)
+        finally:
+            conn.close()
+        assert response.status == 503, response.body
+        assert int(response.headers["retry-after"]) >= 1
+        await proxy.start()
+        deadline = time.monotonic() + 15
+        while (await get_json(node, "/v2/ws/o/up", token))[0] != 200:
+            assert time.monotonic() < deadline, f"no recovery in 15 s\n{node.output()}"
+            await asyncio.sleep(0.2)
+        acknowledged += 1
+        assert await up_count(node, "/v2/ws/o") >= acknowledged
+    finally:
+        await asyncio.to_thread(node.close)
+        await proxy.cut()
