@@ -36,7 +36,7 @@ from tally.storage import migrations
 NODE_IDLE_DAYS = 7
 DEFAULT_POOL_MAX = 10
 CONNECT_TIMEOUT = 10  # seconds; libpq waits forever by default
-POOL_TIMEOUT = 10.0  # seconds a call waits for a free connection before it fails
+POOL_TIMEOUT = 3.0  # seconds a call waits for a connection: then 503, not a hang
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
