@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from conftest import Harness, HarnessFactory
+from helpers import assert_error, bearer
 
 from tally.models import Permission, Workspace
 
@@ -37,21 +38,6 @@ COUNTER_FIELDS: dict[str, type] = {
 HOUR_KEYS = [f"{hour:02d}" for hour in range(24)]
 WEEKDAY_KEYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 QUARTER_KEYS = ["q1", "q2", "q3", "q4"]
-
-
-def auth(token: str | None) -> dict[str, str]:
-    """The Authorization header for `token` (none for anonymous)."""
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def assert_error(r: httpx.Response, status: int) -> None:
-    """`r` has `status` and exactly the body {"code": "<status>", "message": "<non-empty>"}."""
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"code", "message"}, body
-    assert body["code"] == str(status)
-    assert isinstance(body["message"], str)
-    assert body["message"].strip()
 
 
 def parse_time(text: str) -> float:
@@ -368,7 +354,7 @@ async def test_other_methods_are_405_with_allow(
     """POST, PUT, DELETE and PATCH on a V2 route are 405 with an Allow header naming GET."""
     await harness.counter(ws, "hits")
     await hit(harness, "/v2/ws/hits/up", 1)
-    r = await harness.client.request(method, f"/v2/ws/hits{action}", headers=auth(writer))
+    r = await harness.client.request(method, f"/v2/ws/hits{action}", headers=bearer(writer))
     assert_error(r, 405)
     assert "GET" in [m.strip() for m in r.headers["allow"].split(",")]
     assert await committed(harness, "hits") == (1, 0)
@@ -401,7 +387,7 @@ async def test_bad_input_changes_nothing(
         "write": await harness.token(ws, Permission.WRITE),
         "bogus": "tly_" + "A" * 43,
     }
-    r = await harness.client.request(method, path, headers=auth(tokens.get(who or "")))
+    r = await harness.client.request(method, path, headers=bearer(tokens.get(who or "")))
     assert_error(r, status)
     assert await counter_names(harness, ws) == ["hits"]
     assert await committed(harness, "hits") == (2, 1)
@@ -440,7 +426,7 @@ async def test_every_v2_response_allows_any_origin(
     await harness.counter(ws, "hits")
     token = {"write": writer, "bogus": "tly_" + "B" * 43}.get(who or "")
     r = await harness.client.request(
-        method, path, headers={"Origin": "https://example.com", **auth(token)}
+        method, path, headers={"Origin": "https://example.com", **bearer(token)}
     )
     assert r.status_code == status, r.text
     assert r.headers["access-control-allow-origin"] == "*"

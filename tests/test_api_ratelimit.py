@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 from conftest import Harness, HarnessFactory
+from helpers import assert_error, bearer
 
 from tally.config import RateLimit
 from tally.models import Permission
@@ -25,21 +26,6 @@ ACTIONS = ("", "/up", "/down", "/reset", "/stats")
 LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
 
 ClientAt = Callable[[Harness, str], Awaitable[httpx.AsyncClient]]
-
-
-def auth(token: str | None) -> dict[str, str]:
-    """The Authorization header for `token` (none for anonymous)."""
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def assert_error(r: httpx.Response, status: int) -> None:
-    """`r` has `status` and exactly the body {"code": "<status>", "message": "<non-empty>"}."""
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"code", "message"}, body
-    assert body["code"] == str(status)
-    assert isinstance(body["message"], str)
-    assert body["message"].strip()
 
 
 def whole_seconds(value: str) -> int:
@@ -151,7 +137,7 @@ async def test_request_over_the_limit_is_429(make_harness: HarnessFactory, actio
     """The LIMIT + 1-th request on one path is a 429 error with Retry-After in whole seconds."""
     h = await limited(make_harness)
     token = await ws_token(h, Permission.WRITE)
-    await spend(h.client, f"/v2/ws/c{action}", auth(token))
+    await spend(h.client, f"/v2/ws/c{action}", bearer(token))
     r = await h.get(f"/v2/ws/c{action}", token)
     assert_error(r, 429)
     assert 1 <= whole_seconds(r.headers["retry-after"]) <= PERIOD
@@ -165,10 +151,10 @@ async def test_rejected_request_changes_nothing(make_harness: HarnessFactory, ac
     """A request answered 429 changes no count."""
     h = await limited(make_harness)
     token = await ws_token(h, Permission.WRITE)
-    await spend(h.client, f"/v2/ws/c{action}", auth(token))
+    await spend(h.client, f"/v2/ws/c{action}", bearer(token))
     await spend(h.client, "/v2/ws/c/up", n=2)  # so that a reset would show
     before = await counts(h)
-    await assert_limited(h.client, f"/v2/ws/c{action}", auth(token))
+    await assert_limited(h.client, f"/v2/ws/c{action}", bearer(token))
     assert await counts(h) == before
     data = (await h.get("/v2/ws/c/stats")).json()["data"]
     assert (data["up_count"], data["down_count"]) == before
@@ -219,9 +205,9 @@ async def test_tokens_have_separate_budgets(make_harness: HarnessFactory) -> Non
     """On one path, each token and the anonymous caller have a budget of their own."""
     h = await limited(make_harness)
     first, second = await ws_token(h, Permission.READ), await ws_token(h, Permission.READ)
-    await spend(h.client, "/v2/ws/c", auth(first))
-    await assert_limited(h.client, "/v2/ws/c", auth(first))
-    await assert_admitted(h.client, "/v2/ws/c", auth(second))
+    await spend(h.client, "/v2/ws/c", bearer(first))
+    await assert_limited(h.client, "/v2/ws/c", bearer(first))
+    await assert_admitted(h.client, "/v2/ws/c", bearer(second))
     await assert_admitted(h.client, "/v2/ws/c")
 
 
@@ -231,8 +217,8 @@ async def test_token_budget_is_shared_across_addresses(
     """A token's budget on a path is the same whichever address it comes from."""
     h = await limited(make_harness)
     token = await ws_token(h, Permission.READ)
-    await spend(h.client, "/v2/ws/c", auth(token))
-    await assert_limited(await client_at(h, "203.0.113.9"), "/v2/ws/c", auth(token))
+    await spend(h.client, "/v2/ws/c", bearer(token))
+    await assert_limited(await client_at(h, "203.0.113.9"), "/v2/ws/c", bearer(token))
 
 
 async def test_anonymous_callers_are_keyed_by_address(
@@ -299,8 +285,8 @@ async def test_bad_tokens_spend_the_client_address_budget(make_harness: HarnessF
     """Requests with invalid tokens count against the client IP, so guessing is limited too."""
     h = await limited(make_harness)
     for i in range(LIMIT):
-        r = await h.client.get("/v2/ws/c", headers=auth(f"tly_{'x' * 42}{i % 10}"))
+        r = await h.client.get("/v2/ws/c", headers=bearer(f"tly_{'x' * 42}{i % 10}"))
         assert_error(r, 401)
         assert r.headers["x-ratelimit-remaining"] == str(LIMIT - 1 - i)
-    assert_error(await h.client.get("/v2/ws/c", headers=auth("tly_guess")), 429)
+    assert_error(await h.client.get("/v2/ws/c", headers=bearer("tly_guess")), 429)
     await assert_limited(h.client, "/v2/ws/c")  # the same address, now without a token

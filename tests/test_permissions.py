@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from conftest import Harness, HarnessFactory
+from helpers import assert_error
 
 from tally.auth import issue_token
 from tally.models import Permission, Workspace
@@ -73,16 +74,6 @@ def matrix(table: dict[str, Row]) -> list[object]:
 def auth(header: str | None) -> dict[str, str]:
     """An Authorization header with exactly `header` as its value (none if None)."""
     return {"Authorization": header} if header is not None else {}
-
-
-def assert_error(r: httpx.Response, status: int) -> None:
-    """`r` has `status` and exactly the body {"code": "<status>", "message": "<non-empty>"}."""
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"code", "message"}, body
-    assert body["code"] == str(status)
-    assert isinstance(body["message"], str)
-    assert body["message"].strip()
 
 
 @dataclass

@@ -1,0 +1,20 @@
+"""Assertions shared by the HTTP tests."""
+
+from __future__ import annotations
+
+import httpx
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    """The Authorization header for `token` (none for anonymous)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def assert_error(r: httpx.Response, status: int) -> None:
+    """`r` has `status` and exactly the body {"code": "<status>", "message": "<non-empty>"}."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"code", "message"}, body
+    assert body["code"] == str(status)
+    assert isinstance(body["message"], str)
+    assert body["message"].strip()
