@@ -197,7 +197,8 @@ class V2Api:
         limits: Headers | None = None
         try:
             # parse
-            action, workspace, name = self.route(path)
+            route = self.route(path)
+            action, workspace, name = route
             method = scope["method"]
             if method != "GET":
                 if method == "OPTIONS":
@@ -210,11 +211,11 @@ class V2Api:
                 token = await self.verifier.verify(header(scope, b"authorization"), now)
             except Unauthorized:
                 # bad tokens count against the client IP's budget: guessing is limited too
-                limits = await self.limit(scope, (action, workspace, name), None, now)
+                limits = await self.limit(scope, route, None, now)
                 raise
 
             # limit, keyed by the decoded path so no spelling of a URL escapes its budget
-            limits = await self.limit(scope, (action, workspace, name), token, now)
+            limits = await self.limit(scope, route, token, now)
 
             # apply and respond
             counters = self.counters
