@@ -248,10 +248,19 @@ class GroupCommit:
                 self._sealed.append(self._open)
                 self._open = None
 
+    async def _apply(self, changes: BatchChanges) -> dict[int, Totals]:
+        """Store.apply, tried twice: a pooled connection that died with its server fails
+        once, and apply is idempotent per seq, so a retry never counts twice."""
+        try:
+            return await self.store.apply(changes)
+        except StorageError as exc:
+            log.info("batch %d failed, retrying once: %s", changes.seq, exc)
+            return await self.store.apply(changes)
+
     async def _commit(self, batch: Batch) -> bool:
         changes = batch.changes
         try:
-            results = await self.store.apply(changes)
+            results = await self._apply(changes)
         except StorageError as exc:
             self.batches_failed += 1
             if self.durability == "commit":

@@ -103,13 +103,12 @@ async def test_concurrent_upgrades_migrate_once(
             await store.close()
 
 
-@pytest.mark.postgres
 async def test_concurrent_first_opens_create_everything_once(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two nodes opening an empty PostgreSQL schema at once create it and migrate once."""
+    """Two nodes opening an empty database at once create it and migrate once."""
     add_migration(monkeypatch, PROBE, slow=True)
-    stores = await open_both(postgres_url)
+    stores = await open_both(store_url)
     try:
         for store in stores:
             assert await store.schema_version() == 2

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tally.errors import Conflict
+from tally.errors import Conflict, StorageError
 from tally.models import BatchChanges, CounterDelta, Permission
 from tally.storage import Store, store_from_url
 from tally.storage.migrations import load
@@ -181,3 +181,22 @@ async def test_meta_get_or_set_keeps_the_first_value(store: Store) -> None:
     """meta_get_or_set stores the default once and returns the stored value after."""
     assert await store.meta_get_or_set("k", "first") == "first"
     assert await store.meta_get_or_set("k", "second") == "first"
+
+
+async def test_apply_is_idempotent_per_seq(store: Store) -> None:
+    """Applying a batch this node already committed again changes nothing."""
+    ws = await store.create_workspace("ws", "ws")
+    a = await store.create_counter(ws.id, "a")
+    changes = batch(3, (a.id, CounterDelta(2, 1, False, 0.0)), hours={(a.id, 1): [2, 1]})
+    first = await store.apply(changes)
+    again = await store.apply(changes)
+    assert again == first
+    assert (first[a.id].up_count, first[a.id].down_count) == (2, 1)
+    history = await store.read_history(a.id)
+    assert history.buckets == [(1, 2, 1)]
+
+
+async def test_a_missing_workspace_is_not_a_conflict(store: Store) -> None:
+    """Only a taken name is a Conflict; other integrity failures are storage errors."""
+    with pytest.raises(StorageError):
+        await store.create_counter(424242, "orphan")

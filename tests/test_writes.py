@@ -142,14 +142,43 @@ async def test_buffered_reads_include_pending_and_stop_flushes(
 async def test_commit_failure_answers_503_and_counts_nothing(
     store: Store, flaky: FlakyStore, counter: Counter
 ) -> None:
-    """Commit mode: a failed batch is answered Unavailable and leaves no trace."""
+    """Commit mode: a batch that fails twice is answered Unavailable and leaves no trace."""
     writes = await started(flaky)
-    flaky.failures = 1
+    flaky.failures = 2
     with pytest.raises(Unavailable):
         await writes.wait(writes.add(counter.id, 1, 0, time.time()))
     assert await read(store, writes) == (0, 0)
     assert (await writes.wait(writes.add(counter.id, 1, 0, time.time()))).up_count == 1
     await writes.stop()
+
+
+async def test_commit_retries_a_failed_batch_once(
+    store: Store, flaky: FlakyStore, counter: Counter
+) -> None:
+    """Commit mode: one failure (a dead pooled connection) is retried, unseen by clients."""
+    writes = await started(flaky)
+    flaky.failures = 1
+    assert (await writes.wait(writes.add(counter.id, 1, 0, time.time()))).up_count == 1
+    assert flaky.applies == 2
+    await writes.stop()
+    assert await read(store, writes) == (1, 0)
+
+
+async def test_a_retried_commit_counts_once(store: Store, counter: Counter) -> None:
+    """A batch whose COMMIT went through but whose answer was lost is not counted twice."""
+
+    class LostAnswer(FlakyStore):
+        async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
+            self.applies += 1
+            result = await self.inner.apply(changes)
+            if self.applies == 1:
+                raise StorageError("connection lost during COMMIT")
+            return result
+
+    writes = await started(LostAnswer(store))
+    assert (await writes.wait(writes.add(counter.id, 3, 0, time.time()))).up_count == 3
+    await writes.stop()
+    assert await read(store, writes) == (3, 0)
 
 
 async def test_buffered_failure_is_retried_until_it_lands(

@@ -74,4 +74,5 @@ class Store(Protocol):
 
     async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
         """Apply one batch in one transaction; the totals of every changed counter that
-        still exists, as committed."""
+        still exists, as committed. A batch whose seq this node already committed is not
+        applied again (a retry after a COMMIT whose answer was lost counts once)."""

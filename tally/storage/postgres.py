@@ -32,6 +32,13 @@ from psycopg_pool import AsyncConnectionPool
 from tally.errors import Conflict, StorageError
 from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
 from tally.storage import migrations
+from tally.storage.rows import (
+    COUNTER_COLUMNS,
+    TOKEN_COLUMNS,
+    to_counter,
+    to_token,
+    to_workspace,
+)
 
 NODE_IDLE_DAYS = 7
 DEFAULT_POOL_MAX = 10
@@ -42,18 +49,14 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 Connection = AsyncConnection[TupleRow]
 
-_COUNTER_COLUMNS = (
-    "c.id, c.workspace_id, w.slug, c.name, c.description, c.private, c.up_count, "
-    "c.down_count, c.created_at, c.updated_at"
-)
 _SEQ = "COALESCE((SELECT seq FROM node_seq WHERE node = %(node)s), 0)"
 _READ_COUNTER = f"""
-SELECT {_COUNTER_COLUMNS}, {_SEQ}
+SELECT {COUNTER_COLUMNS}, {_SEQ}
 FROM workspaces w JOIN counters c ON c.workspace_id = w.id
 WHERE w.slug = %(slug)s AND c.name = %(name)s
 """
 _READ_COUNTER_BY_ID = f"""
-SELECT {_COUNTER_COLUMNS}, {_SEQ}
+SELECT {COUNTER_COLUMNS}, {_SEQ}
 FROM workspaces w JOIN counters c ON c.workspace_id = w.id
 WHERE c.id = %(id)s
 """
@@ -64,7 +67,7 @@ WITH c AS (
     VALUES (%(workspace_id)s, %(name)s, %(description)s, %(private)s, %(now)s, %(now)s)
     RETURNING *
 )
-SELECT {_COUNTER_COLUMNS}, {_SEQ} FROM c JOIN workspaces w ON w.id = c.workspace_id
+SELECT {COUNTER_COLUMNS}, {_SEQ} FROM c JOIN workspaces w ON w.id = c.workspace_id
 """
 _READ_COUNTS = f"""
 SELECT up_count, down_count, updated_at, {_SEQ} FROM counters WHERE id = %(id)s
@@ -74,23 +77,21 @@ _READ_HISTORY = f"""
 SELECT h.hour, h.up, h.down, s.seq
 FROM (SELECT {_SEQ} AS seq) s
 LEFT JOIN counter_hours h ON h.counter_id = %(id)s
+ORDER BY h.hour
 """
 # "C" collation: order by code point, as SQLite does, whatever the database's locale.
 _LIST_COUNTERS = f"""
-SELECT {_COUNTER_COLUMNS} FROM workspaces w JOIN counters c ON c.workspace_id = w.id
+SELECT {COUNTER_COLUMNS} FROM workspaces w JOIN counters c ON c.workspace_id = w.id
 WHERE w.id = %s ORDER BY c.name COLLATE "C"
 """
-_TOKEN_COLUMNS = (
-    "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at"
-)
 _CREATE_TOKEN = f"""
 WITH t AS (
     INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at)
     VALUES (%s, %s, %s, %s, %s, %s) RETURNING *
 )
-SELECT {_TOKEN_COLUMNS} FROM t JOIN workspaces w ON w.id = t.workspace_id
+SELECT {TOKEN_COLUMNS} FROM t JOIN workspaces w ON w.id = t.workspace_id
 """
-_FIND_TOKENS = f"SELECT {_TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id"
+_FIND_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id"
 
 # Deadlocks: two nodes whose batches change overlapping counters would deadlock if
 # each locked its rows in its own order. `locked` takes every row lock first, in id
@@ -122,43 +123,12 @@ ORDER BY counter_id, hour
 ON CONFLICT (counter_id, hour)
 DO UPDATE SET up = counter_hours.up + excluded.up, down = counter_hours.down + excluded.down
 """
+_LOCK_SEQ = "SELECT seq FROM node_seq WHERE node = %s FOR UPDATE"
+_TOTALS = "SELECT id, up_count, down_count, updated_at FROM counters WHERE id = ANY(%s::bigint[])"
 _SET_SEQ = """
 INSERT INTO node_seq (node, seq, updated_at) VALUES (%s, %s, %s)
 ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
 """
-
-
-def _counter(row: TupleRow) -> Counter:
-    return Counter(
-        id=row[0],
-        workspace_id=row[1],
-        workspace_slug=row[2],
-        name=row[3],
-        description=row[4],
-        private=bool(row[5]),
-        up_count=row[6],
-        down_count=row[7],
-        created_at=row[8],
-        updated_at=row[9],
-        seq=row[10] if len(row) > 10 else 0,
-    )
-
-
-def _token(row: TupleRow) -> Token:
-    return Token(
-        id=row[0],
-        workspace_id=row[1],
-        workspace_slug=row[2],
-        name=row[3],
-        prefix=row[4],
-        permission=Permission(row[5]),
-        created_at=row[6],
-        revoked_at=row[7],
-    )
-
-
-def _workspace(row: TupleRow) -> Workspace:
-    return Workspace(id=row[0], slug=row[1], name=row[2], created_at=row[3])
 
 
 class PostgresStore:
@@ -221,22 +191,21 @@ class PostgresStore:
     async def open(self) -> None:
         # Migrate on a connection of its own first: a bad URL or a server that is down
         # fails here with libpq's own message, not with a pool timeout.
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            self._conninfo,
+            kwargs=self._kwargs,
+            min_size=1,
+            max_size=self.pool_max,
+            timeout=POOL_TIMEOUT,
+            open=False,
+            name=f"tally-{self.node}",
+        )
         try:
-            conn = await Connection.connect(self._conninfo, **self._kwargs)
-            async with conn:
+            async with await AsyncConnection.connect(self._conninfo, **self._kwargs) as conn:
                 await self._migrate(conn)
-            pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
-                self._conninfo,
-                connection_class=Connection,
-                kwargs=self._kwargs,
-                min_size=1,
-                max_size=self.pool_max,
-                timeout=POOL_TIMEOUT,
-                open=False,
-                name=f"tally-{self.node}",
-            )
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except psycopg.Error as exc:
+            await pool.close()
             raise StorageError(f"postgresql: {exc}") from exc
         self._pool = pool
 
@@ -342,19 +311,19 @@ class PostgresStore:
         except Conflict:
             raise Conflict(f"workspace {slug!r} already exists") from None
         assert row is not None  # INSERT ... RETURNING returns the row or raises
-        return _workspace(row)
+        return to_workspace(row)
 
     async def get_workspace(self, slug: str) -> Workspace | None:
         row = await self._row(
             "SELECT id, slug, name, created_at FROM workspaces WHERE slug = %s", (slug,)
         )
-        return _workspace(row) if row else None
+        return to_workspace(row) if row else None
 
     async def list_workspaces(self) -> list[Workspace]:
         rows = await self._rows(
             'SELECT id, slug, name, created_at FROM workspaces ORDER BY slug COLLATE "C"'
         )
-        return [_workspace(r) for r in rows]
+        return [to_workspace(r) for r in rows]
 
     # tokens ------------------------------------------------------------------
 
@@ -367,17 +336,17 @@ class PostgresStore:
         )
         if row is None:
             raise StorageError(f"workspace {workspace_id} vanished")
-        return _token(row)
+        return to_token(row)
 
     async def find_token(self, token_hash: str) -> Token | None:
         row = await self._row(f"{_FIND_TOKENS} WHERE t.hash = %s", (token_hash,))
-        return _token(row) if row else None
+        return to_token(row) if row else None
 
     async def list_tokens(self, workspace_id: int) -> list[Token]:
         rows = await self._rows(
             f"{_FIND_TOKENS} WHERE t.workspace_id = %s ORDER BY t.id", (workspace_id,)
         )
-        return [_token(r) for r in rows]
+        return [to_token(r) for r in rows]
 
     async def revoke_token(self, token_id: int) -> bool:
         async with self._tx() as conn:
@@ -406,7 +375,7 @@ class PostgresStore:
             raise Conflict(f"counter {name!r} already exists in this workspace") from None
         if row is None:
             raise StorageError(f"workspace {workspace_id} vanished")
-        return _counter(row)
+        return to_counter(row)
 
     async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
         now = time.time()
@@ -419,7 +388,7 @@ class PostgresStore:
                 (workspace_id, name, now, now),
             )
             cur = await conn.execute(
-                f"SELECT {_COUNTER_COLUMNS}, {_SEQ} FROM workspaces w "
+                f"SELECT {COUNTER_COLUMNS}, {_SEQ} FROM workspaces w "
                 "JOIN counters c ON c.workspace_id = w.id "
                 "WHERE c.workspace_id = %(workspace_id)s AND c.name = %(name)s",
                 {"workspace_id": workspace_id, "name": name, "node": self.node},
@@ -427,20 +396,20 @@ class PostgresStore:
             row = await cur.fetchone()
         if row is None:
             raise StorageError(f"counter {name!r} vanished")
-        return _counter(row)
+        return to_counter(row)
 
     async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
         row = await self._row(
             _READ_COUNTER, {"slug": workspace_slug, "name": name, "node": self.node}
         )
-        return _counter(row) if row else None
+        return to_counter(row) if row else None
 
     async def read_counts(self, counter_id: int) -> tuple[int, int, float, int] | None:
         row = await self._row(_READ_COUNTS, {"id": counter_id, "node": self.node})
         return (row[0], row[1], row[2], row[3]) if row else None
 
     async def list_counters(self, workspace_id: int) -> list[Counter]:
-        return [_counter(r) for r in await self._rows(_LIST_COUNTERS, (workspace_id,))]
+        return [to_counter(r) for r in await self._rows(_LIST_COUNTERS, (workspace_id,))]
 
     async def read_history(self, counter_id: int) -> History:
         rows = await self._rows(_READ_HISTORY, {"id": counter_id, "node": self.node})
@@ -453,6 +422,12 @@ class PostgresStore:
         keys = sorted(changes.hours)
         out: dict[int, Totals] = {}
         async with self._tx() as conn:
+            cur = await conn.execute(_LOCK_SEQ, (self.node,))
+            row = await cur.fetchone()
+            if row is not None and row[0] >= changes.seq:
+                # a retry of a batch whose COMMIT went through unseen: count it once
+                cur = await conn.execute(_TOTALS, (ids,))
+                return {r[0]: Totals(r[1], r[2], r[3]) for r in await cur.fetchall()}
             if ids:
                 cur = await conn.execute(
                     _APPLY_COUNTERS,

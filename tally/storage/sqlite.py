@@ -26,21 +26,24 @@ import orjson
 from tally.errors import Conflict, StorageError
 from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
 from tally.storage import migrations
+from tally.storage.rows import (
+    COUNTER_COLUMNS,
+    TOKEN_COLUMNS,
+    to_counter,
+    to_token,
+    to_workspace,
+)
 
 T = TypeVar("T")
 NODE_IDLE_DAYS = 7
 
-_COUNTER_COLUMNS = (
-    "c.id, c.workspace_id, w.slug, c.name, c.description, c.private, c.up_count, "
-    "c.down_count, c.created_at, c.updated_at"
-)
 _READ_COUNTER = f"""
-SELECT {_COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
+SELECT {COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
 FROM workspaces w JOIN counters c ON c.workspace_id = w.id
 WHERE w.slug = ? AND c.name = ?
 """
 _READ_COUNTER_BY_ID = f"""
-SELECT {_COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
+SELECT {COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
 FROM workspaces w JOIN counters c ON c.workspace_id = w.id
 WHERE c.id = ?
 """
@@ -48,9 +51,6 @@ _READ_COUNTS = """
 SELECT up_count, down_count, updated_at, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
 FROM counters WHERE id = ?
 """
-_TOKEN_COLUMNS = (
-    "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at"
-)
 # A batch is applied in a handful of statements whatever its size, its rows passed as
 # JSON arrays: the sqlite3 module releases the GIL around every step of a statement, and
 # a writer thread that takes the GIL back thousands of times per batch would queue behind
@@ -87,39 +87,6 @@ ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updat
 """
 
 
-def _counter(row: tuple[Any, ...]) -> Counter:
-    return Counter(
-        id=row[0],
-        workspace_id=row[1],
-        workspace_slug=row[2],
-        name=row[3],
-        description=row[4],
-        private=bool(row[5]),
-        up_count=row[6],
-        down_count=row[7],
-        created_at=row[8],
-        updated_at=row[9],
-        seq=row[10] if len(row) > 10 else 0,
-    )
-
-
-def _token(row: tuple[Any, ...]) -> Token:
-    return Token(
-        id=row[0],
-        workspace_id=row[1],
-        workspace_slug=row[2],
-        name=row[3],
-        prefix=row[4],
-        permission=Permission(row[5]),
-        created_at=row[6],
-        revoked_at=row[7],
-    )
-
-
-def _workspace(row: tuple[Any, ...]) -> Workspace:
-    return Workspace(id=row[0], slug=row[1], name=row[2], created_at=row[3])
-
-
 class SQLiteStore:
     """Store on one SQLite file. Owns the tables of `migrations/sqlite/`."""
 
@@ -153,7 +120,14 @@ class SQLiteStore:
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=10.0
         )
-        conn.execute("PRAGMA journal_mode = WAL")
+        for attempt in range(50):  # two processes creating the file at once race here
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.02)
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA busy_timeout = 10000")
@@ -222,6 +196,8 @@ class SQLiteStore:
         try:
             return await loop.run_in_executor(self._writer, lambda: fn(self._writer_conn))
         except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc):
+                raise StorageError(f"sqlite: {exc}") from exc
             raise Conflict(str(exc)) from exc
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite: {exc}") from exc
@@ -295,7 +271,7 @@ class SQLiteStore:
                 "RETURNING id, slug, name, created_at",
                 (slug, name, now),
             ).fetchone()
-            return _workspace(row)
+            return to_workspace(row)
 
         try:
             return await self._write(self._tx(run))
@@ -306,11 +282,11 @@ class SQLiteStore:
         rows = self._read(
             "SELECT id, slug, name, created_at FROM workspaces WHERE slug = ?", (slug,)
         )
-        return _workspace(rows[0]) if rows else None
+        return to_workspace(rows[0]) if rows else None
 
     async def list_workspaces(self) -> list[Workspace]:
         rows = self._read("SELECT id, slug, name, created_at FROM workspaces ORDER BY slug")
-        return [_workspace(r) for r in rows]
+        return [to_workspace(r) for r in rows]
 
     # tokens ------------------------------------------------------------------
 
@@ -329,27 +305,27 @@ class SQLiteStore:
 
         token_id = await self._write(self._tx(run))
         rows = self._read(
-            f"SELECT {_TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
+            f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
             "WHERE t.id = ?",
             (token_id,),
         )
-        return _token(rows[0])
+        return to_token(rows[0])
 
     async def find_token(self, token_hash: str) -> Token | None:
         rows = self._read(
-            f"SELECT {_TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
+            f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
             "WHERE t.hash = ?",
             (token_hash,),
         )
-        return _token(rows[0]) if rows else None
+        return to_token(rows[0]) if rows else None
 
     async def list_tokens(self, workspace_id: int) -> list[Token]:
         rows = self._read(
-            f"SELECT {_TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
+            f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
             "WHERE t.workspace_id = ? ORDER BY t.id",
             (workspace_id,),
         )
-        return [_token(r) for r in rows]
+        return [to_token(r) for r in rows]
 
     async def revoke_token(self, token_id: int) -> bool:
         now = time.time()
@@ -404,11 +380,11 @@ class SQLiteStore:
         rows = self._read(_READ_COUNTER_BY_ID, (self.node, counter_id))
         if not rows:
             raise StorageError(f"counter {counter_id} vanished")
-        return _counter(rows[0])
+        return to_counter(rows[0])
 
     async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
         rows = self._read(_READ_COUNTER, (self.node, workspace_slug, name))
-        return _counter(rows[0]) if rows else None
+        return to_counter(rows[0]) if rows else None
 
     async def read_counts(self, counter_id: int) -> tuple[int, int, float, int] | None:
         rows = self._read(_READ_COUNTS, (self.node, counter_id))
@@ -416,11 +392,11 @@ class SQLiteStore:
 
     async def list_counters(self, workspace_id: int) -> list[Counter]:
         rows = self._read(
-            f"SELECT {_COUNTER_COLUMNS} FROM workspaces w JOIN counters c "
+            f"SELECT {COUNTER_COLUMNS} FROM workspaces w JOIN counters c "
             "ON c.workspace_id = w.id WHERE w.id = ? ORDER BY c.name",
             (workspace_id,),
         )
-        return [_counter(r) for r in rows]
+        return [to_counter(r) for r in rows]
 
     async def read_history(self, counter_id: int) -> History:
         if self._reader is None:
@@ -451,9 +427,11 @@ class SQLiteStore:
         ids = orjson.dumps(list(counters))
 
         def run(conn: sqlite3.Connection) -> str:
-            conn.execute(_APPLY_COUNTERS, (rows,))
-            conn.execute(_APPLY_HOURS, (hours,))
-            conn.execute(_SET_SEQ, (node, changes.seq, time.time()))
+            done = conn.execute("SELECT seq FROM node_seq WHERE node = ?", (node,)).fetchone()
+            if done is None or done[0] < changes.seq:  # else a retry of a committed batch
+                conn.execute(_APPLY_COUNTERS, (rows,))
+                conn.execute(_APPLY_HOURS, (hours,))
+                conn.execute(_SET_SEQ, (node, changes.seq, time.time()))
             return str(conn.execute(_TOTALS, (ids,)).fetchone()[0])
 
         totals = orjson.loads(await self._write(self._tx(run)))
