@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import fixtures, hello, report, scale, scenarios
+from bench import fixtures, hello, report, scale, scaleout, scenarios
 from bench.progress import progress
 from bench.report import Results
 from bench.scenarios import SCENARIOS, Run
@@ -27,13 +27,13 @@ from bench.wrk import CONNECTIONS, THREADS, ensure_wrk, wrk_version
 ROOT = Path(__file__).resolve().parent.parent
 FULL = {"warmup_s": 2, "seconds": 10}
 QUICK = {"warmup_s": 1, "seconds": 3}
-NAMES = [s.name for s in SCENARIOS] + ["scale"]
+NAMES = [s.name for s in SCENARIOS] + ["scale", scaleout.SCALEOUT.name]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="3 s loads, no scale section (~1 min in all)"
+        "--quick", action="store_true", help="3 s loads, no scale section (~1.5 min in all)"
     )
     parser.add_argument(
         "--only",
@@ -63,6 +63,9 @@ def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
 def measure_all(args: argparse.Namespace, run: Run, work: Path) -> Results:
     selected = [s for s in SCENARIOS if not args.only or s.name in args.only]
     with_scale = "scale" in args.only or (not args.quick and not args.only)
+    with_scaleout = scaleout.SCALEOUT.name in args.only or not args.only
+    # PostgreSQL and Redis must be there: find out now, not after minutes of loads
+    services = scaleout.check_services() if with_scaleout else None
     mode = "partial" if args.only else ("quick" if args.quick else "full")
     options, _ = hello.tally_granian_options()
     results = Results(
@@ -105,6 +108,8 @@ def measure_all(args: argparse.Namespace, run: Run, work: Path) -> Results:
                 db.unlink()
     for c in results.ceilings:
         c.judge(results.ceiling_rps, None)
+    if services is not None:  # its own ceiling: the single-node ceiling server is stopped
+        results.scaleout = scaleout.run_scaleout(run, services)
     results.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results
 
@@ -138,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if results.scale is not None:
         print()
         print("\n".join(report.scale_section(results.scale)))
+    if results.scaleout is not None:
+        print()
+        print("\n".join(report.scaleout_section(results.scaleout)))
     print()
     print(f"Machine: {report.machine_line(results)}.")
     print(report.noise_line(results))

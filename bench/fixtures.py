@@ -4,7 +4,8 @@ The schema, the workspace and the token come from the `tally` CLI, as a user mak
 Counters are bulk-inserted with sqlite3 straight into the `counters` table (schema:
 tally/storage/migrations/sqlite/0001_initial.sql), all in one transaction: creating
 100,000 or 1,000,000 of them one CLI call (one transaction) at a time would take hours.
-History goes in through the Store API (`Store.apply`), as the server writes it.
+History goes in through the Store API (`Store.apply`), as the server writes it. The
+`scaleout` scenario's PostgreSQL schema gets its workspace, token and counters from the CLI.
 """
 
 from __future__ import annotations
@@ -31,10 +32,15 @@ def sqlite_url(db: Path) -> str:
     return f"sqlite:///{db}"
 
 
-def cli(db: Path, *args: str) -> str:
-    """Run `tally ARGS --database DB`; its stdout."""
+def database_url(db: Path | str) -> str:
+    """The URL of a database given as a URL, or as the Path of an SQLite file."""
+    return sqlite_url(db) if isinstance(db, Path) else db
+
+
+def cli(db: Path | str, *args: str) -> str:
+    """Run `tally ARGS --database DB` (a URL, or the Path of an SQLite file); its stdout."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tally", *args, "--database", sqlite_url(db)],
+        [sys.executable, "-m", "tally", *args, "--database", database_url(db)],
         capture_output=True,
         text=True,
         env=clean_env(),
@@ -46,7 +52,7 @@ def cli(db: Path, *args: str) -> str:
     return proc.stdout
 
 
-def create_workspace(db: Path) -> int:
+def create_workspace(db: Path | str) -> int:
     """Create the database (schema) with the workspace WORKSPACE; its id."""
     out = cli(db, "workspace", "create", WORKSPACE)
     match = re.search(r"\(id (\d+)\)", out)
@@ -55,10 +61,15 @@ def create_workspace(db: Path) -> int:
     return int(match.group(1))
 
 
-def create_token(db: Path, permission: str) -> str:
+def create_token(db: Path | str, permission: str) -> str:
     """A new token of WORKSPACE: `token create` prints it alone on its last line."""
     out = cli(db, "token", "create", "--workspace", WORKSPACE, "--permission", permission)
     return out.strip().splitlines()[-1].strip()
+
+
+def create_counter(db: Path | str, name: str) -> None:
+    """A public counter `name` of WORKSPACE, made with the CLI."""
+    cli(db, "counter", "create", f"{WORKSPACE}/{name}")
 
 
 def bulk_insert(db: Path, workspace_id: int, names: Iterable[str]) -> float:

@@ -13,11 +13,14 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.scaleout import NGINX_WORKERS
+from bench.scaleout import NODES as SCALEOUT_NODES
 from bench.scenarios import DRAIN, HISTORY_DAYS, NO_LIMIT, Measurement
 from bench.wrk import DRAIN_SECONDS
 
 if TYPE_CHECKING:
     from bench.scale import ScaleResult
+    from bench.scaleout import ScaleoutResult
 
 COMMAND = "bench/run"
 DRIFT_NOTE = (
@@ -59,6 +62,7 @@ class Results:
     scale: ScaleResult | None
     fixtures: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    scaleout: ScaleoutResult | None = None
 
     @property
     def ceiling_rps(self) -> float:
@@ -66,9 +70,11 @@ class Results:
         return statistics.median(c.rps for c in self.ceilings)
 
     def measurements(self) -> list[Measurement]:
-        """The scenarios' measurements, the scale load included (not the ceilings)."""
+        """The scenarios' measurements, the scale and scale-out loads included (not the
+        ceilings)."""
         scale = [self.scale.load] if self.scale else []
-        return [*self.scenarios, *scale]
+        scaleout = [self.scaleout.load] if self.scaleout else []
+        return [*self.scenarios, *scale, *scaleout]
 
 
 def plain(obj: Any) -> Any:
@@ -116,38 +122,50 @@ def _counts(counts: dict[Any, int]) -> str:
     return ", ".join(f"{k}: {n:,}" for k, n in counts.items()) or "none"
 
 
+def _result_row(m: Measurement) -> list[str]:
+    return [
+        f"`{m.name}` {m.title}",
+        f"{m.rps:,.0f}",
+        f"{m.p50_ms:.2f}",
+        f"{m.p99_ms:.2f}",
+        f"{m.ceiling_rps:,.0f}" if m.ceiling_rps else "—",
+        f"{m.ratio:.2f}" if m.ratio is not None else "—",
+        m.target or "—",
+        _met(m),
+    ]
+
+
+def _ceiling_row(title: str, ceilings: list[Measurement], rps: float) -> list[str]:
+    each = [c.rps for c in ceilings]
+    return [
+        title,
+        f"{rps:,.0f}",
+        f"{statistics.median(c.p50_ms for c in ceilings):.2f}",
+        f"{statistics.median(c.p99_ms for c in ceilings):.2f}",
+        f"{min(each):,.0f} to {max(each):,.0f}",
+        "1",
+        "—",
+        "—",
+    ]
+
+
 def results_table(results: Results) -> list[str]:
-    ceilings = [c.rps for c in results.ceilings]
-    rows = [
-        [
-            f"ceiling: hello ASGI app (median of {len(ceilings)} runs)",
-            f"{results.ceiling_rps:,.0f}",
-            f"{statistics.median(c.p50_ms for c in results.ceilings):.2f}",
-            f"{statistics.median(c.p99_ms for c in results.ceilings):.2f}",
-            f"{min(ceilings):,.0f} to {max(ceilings):,.0f}",
-            "1",
-            "—",
-            "—",
-        ]
-    ]
-    rows += [
-        [
-            f"`{m.name}` {m.title}",
-            f"{m.rps:,.0f}",
-            f"{m.p50_ms:.2f}",
-            f"{m.p99_ms:.2f}",
-            f"{m.ceiling_rps:,.0f}" if m.ceiling_rps else "—",
-            f"{m.ratio:.2f}" if m.ratio is not None else "—",
-            m.target or "—",
-            _met(m),
-        ]
-        for m in results.measurements()
-    ]
+    n = len(results.ceilings)
+    title = f"ceiling: hello ASGI app (median of {n} runs)"
+    rows = [_ceiling_row(title, results.ceilings, results.ceiling_rps)]
+    rows += [_result_row(m) for m in results.scenarios]
     if results.scale is not None:
         sc = results.scale
+        rows.append(_result_row(sc.load))
         rss = f"`{sc.load.name}` worker RSS: max {sc.load.rss_max_mb:.0f} MB over the run"
         met = "yes" if sc.rss_met else "**no**"
         rows.append([rss, "—", "—", "—", "—", "—", f"<= {sc.max_rss_target_mb:g} MB", met])
+    if results.scaleout is not None:
+        so = results.scaleout
+        n = len(so.ceilings)
+        title = f"ceiling: {so.nodes} hello ASGI nodes behind nginx (mean of {n} runs)"
+        rows.append(_ceiling_row(title, so.ceilings, so.ceiling_rps))
+        rows.append(_result_row(so.load))
     head = [
         "scenario",
         "req/s",
@@ -163,14 +181,18 @@ def results_table(results: Results) -> list[str]:
 
 def details_table(results: Results) -> list[str]:
     rows = []
-    for m in [*results.ceilings, *results.measurements()]:
+    so = results.scaleout
+    runs = [*results.ceilings, *results.scenarios]
+    runs += [results.scale.load] if results.scale is not None else []
+    runs += [*so.ceilings, so.load] if so is not None else []
+    for m in runs:
         check = "—"
         if m.check is not None:
             verdict = "yes" if m.check.exact else "**no**"
             check = f"{verdict}: {m.check.seen_200:,} seen, {m.check.in_database:,} in DB"
         rows.append(
             [
-                f"`{m.name}`",
+                f"`{m.name}` ({len(m.workers)} nodes)" if m.workers else f"`{m.name}`",
                 f"{m.rps:,.0f}",
                 f"{m.requests:,}",
                 _counts(m.unexpected),
@@ -227,6 +249,52 @@ def scale_section(scale: ScaleResult) -> list[str]:
             f"{big.ms / small.ms:.1f} x as long on the {big.database} database as on the "
             f"{small.database} one (1.0 would mean no dependence on the counters stored).",
         ]
+    return lines
+
+
+def _cpu_by_process(m: Measurement) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in m.cpu_by_process.items() if round(v, 2))
+
+
+def scaleout_section(so: ScaleoutResult) -> list[str]:
+    m, g = so.load, so.group_commit
+    each = " and ".join(f"{c.rps:,.0f}" for c in so.ceilings)
+    nodes = "; ".join(
+        f"node {i}: {w.cpu_cores:.2f} cores, RSS max {w.rss_max_mb:.0f} MB"
+        for i, w in enumerate(m.workers)
+    )
+    check = "not checked"
+    if m.check is not None:
+        verdict = "exact" if m.check.exact else "**NOT exact**"
+        check = (
+            f"{verdict}: {m.check.seen_200:,} 200s seen by wrk, {m.check.in_database:,} "
+            "in PostgreSQL"
+        )
+    limiter = "**no**"
+    if g.redis_limiter:
+        limiter = f"yes ({g.redis_fallbacks:,} fallbacks to a node's own limiter)"
+    lines = [
+        f"## Scale-out: {so.nodes} nodes on PostgreSQL and Redis behind nginx",
+        "",
+        f"- `up` on one hot counter with the Write token, commit mode, through nginx: "
+        f"{m.rps:,.0f} req/s, p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms: "
+        f"{m.ratio or 0:.2f} x the ceiling of {so.nodes} hello nodes behind the same nginx "
+        f"({so.ceiling_rps:,.0f} req/s, the mean of {each} before and after; target: "
+        f"{m.target or '—'}: {_met(m)}).",
+        f"- Count: {check}.",
+        f"- Group commit: {g.ups:,} ups (hot and drain counters, warm-up and run) in "
+        f"{g.batches:,} PostgreSQL transactions over both nodes: {g.ups_per_batch:.1f} ups "
+        f"per transaction ({g.changes_per_batch:.2f} counter changes each; "
+        f"{g.failed:,} failed).",
+        f"- Rate limit through Redis: {limiter}.",
+        f"- Server CPU over the run and worker RSS: {nodes}.",
+        f"- CPU of every process over the run, in cores (of {os.cpu_count()}): "
+        f"{_cpu_by_process(m)}; over the ceiling's second run: "
+        f"{_cpu_by_process(so.ceilings[-1])} (wrk: the load generator; bench: this "
+        "benchmark's own process; other: anything else running on the machine).",
+        f"- PostgreSQL {so.postgres}, Redis {so.redis}.",
+        *(f"- Note: {note}." for note in m.notes),
+    ]
     return lines
 
 
@@ -289,6 +357,8 @@ def markdown(results: Results) -> str:
     ]
     if results.scale is not None:
         lines += [*scale_section(results.scale), ""]
+    if results.scaleout is not None:
+        lines += [*scaleout_section(results.scaleout), ""]
     lines += METHOD
     return "\n".join(lines) + "\n"
 
@@ -296,7 +366,8 @@ def markdown(results: Results) -> str:
 METHOD = [
     "## How it is measured",
     "",
-    "- Every scenario runs on a fresh `tally serve` (1 granian worker, as shipped) on a free "
+    "- Every scenario but `scaleout` runs on a fresh `tally serve` (1 granian worker, as "
+    "shipped) on a free "
     "port, with a fresh copy of a database made beforehand: workspace and Write token with "
     "the `tally` CLI, 100,000 counters bulk-inserted with sqlite3 in one transaction, and "
     f"{HISTORY_DAYS} days of hourly history for the `get`/`stats` counter through "
@@ -309,5 +380,21 @@ METHOD = [
     f"still count them, so the last {DRAIN_SECONDS:g} s of a counting load goes to a separate "
     f"`{DRAIN}` counter (bench/lua/common.lua) whose answers are counted apart.",
     "- Server CPU is the worker's CPU time over the measured run, in cores; RSS is the "
-    "worker's VmRSS, sampled every 0.5 s over the warm-up and the run.",
+    "worker's VmRSS, sampled every 0.5 s over the warm-up and the run (for `scaleout`, both "
+    "nodes' workers together).",
+    f"- `scaleout` runs {SCALEOUT_NODES} `tally serve` nodes (`--durability commit`, the Redis "
+    "rate limiter with the never-rejecting limit above, `TALLY_TRUSTED_PROXIES=127.0.0.1`) "
+    f"behind Debian's nginx ({NGINX_WORKERS} worker, keep-alive to the nodes) with "
+    "`tools.cluster.Cluster`, "
+    "on this machine's PostgreSQL (`BENCH_POSTGRES_URL`, default "
+    "`postgresql://postgres@127.0.0.1:5432/test`, in a schema of the run's own, dropped at "
+    "the end) and Redis (`BENCH_REDIS_URL`, default `redis://127.0.0.1:6379/0`, under a key "
+    "prefix of the run's own, deleted at the end); the workspace, the Write token and "
+    "the counters come from the `tally` CLI before the nodes start. wrk loads nginx the same "
+    "way as every other scenario. The count is checked in PostgreSQL after the nodes "
+    "stopped, and the nodes' `/metrics` (`tally_batches_committed_total`) tell the ups per "
+    f"transaction. Its ceiling is `bench/hello.py` as {SCALEOUT_NODES} nodes behind the same "
+    "kind of nginx, loaded before and after it (the ratio is to their mean); the single-node "
+    "ceiling server is stopped by then. PostgreSQL, Redis, nginx, wrk and the nodes all share "
+    "the machine's cores: the scale-out section gives the CPU each used.",
 ]

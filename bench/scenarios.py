@@ -13,7 +13,9 @@ as little as it can.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,8 @@ RANDOM_NAMES = "name GLOB 'c[0-9]*'"
 DRAIN = "drain"
 DRAIN_PATH = f"/v2/{fixtures.WORKSPACE}/{DRAIN}/up"
 DRAIN_MARK = f'"name":"{DRAIN}"'
+# command names of processes reported by name in Measurement.cpu_by_process
+SERVICES = {"postgres": "postgres", "redis-server": "redis"}
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,16 @@ class CountCheck:
 
 
 @dataclass
+class WorkerUsage:
+    """One worker of a server with several (a node of `scaleout`), over a load."""
+
+    pid: int
+    cpu_cores: float  # its CPU time over the measured run / its duration
+    rss_max_mb: float  # sampled every 0.5 s over warm-up and run
+    rss_last_mb: float
+
+
+@dataclass
 class Measurement:
     name: str
     title: str
@@ -173,9 +187,11 @@ class Measurement:
     unexpected: dict[int, int]  # responses of any other status
     socket_errors: dict[str, int]
     seen_200: int  # 200s of the counted phase, warm-up and measured run together
-    rss_max_mb: float  # of the server's worker, sampled every 0.5 s over warm-up and run
+    # of the server's worker (of all its workers together, if several), sampled every 0.5 s
+    # over warm-up and run
+    rss_max_mb: float
     rss_last_mb: float
-    cpu_cores: float  # the worker's CPU time over the measured run / its duration
+    cpu_cores: float  # the worker's (workers') CPU time over the measured run / its duration
     wall_s: float  # the whole scenario: start, warm-up, run, stop
     exit_code: int | None = None
     check: CountCheck | None = None
@@ -184,6 +200,10 @@ class Measurement:
     target: str | None = None
     met: bool | None = None
     notes: list[str] = field(default_factory=list)
+    workers: list[WorkerUsage] = field(default_factory=list)  # each, if several
+    # the CPU of every process of the machine over the measured run, in cores, by what it
+    # is (the server's workers, postgres, wrk, ...); kept by some loads only
+    cpu_by_process: dict[str, float] = field(default_factory=dict)
 
     def judge(self, ceiling_rps: float, target: Target | None) -> None:
         self.ceiling_rps = ceiling_rps
@@ -194,19 +214,34 @@ class Measurement:
 
 
 def measure(
-    run: Run, server: Server, name: str, title: str, load: Load, expect: int, *, warmup: bool
+    run: Run,
+    url: str,
+    workers: Sequence[int],
+    name: str,
+    title: str,
+    load: Load,
+    expect: int,
+    *,
+    warmup: bool,
+    labels: Mapping[int, str] | None = None,
 ) -> Measurement:
-    """Load the running `server`: a warm-up (if `warmup`), then the measured run."""
+    """Load the server at `url`: a warm-up (if `warmup`), then the measured run. `workers`
+    are the server's processes whose CPU and RSS are measured (summed if several). With
+    `labels` (pid: label), the CPU of every process over the measured run is kept too, by
+    label (else by command name for the services, see SERVICES, else "other")."""
     started = time.monotonic()
     progress(f"{name}: {title}")
-    worker = server.worker_pid()
-    with procstat.RssSampler(worker) as rss:
+    with contextlib.ExitStack() as stack:
+        rss = [stack.enter_context(procstat.RssSampler(pid)) for pid in workers]
         warm = None
         if warmup:
-            warm = run_wrk(run.wrk, server.url, load, run.warmup_s, run.logs / f"{name}.warmup")
-        cpu_before = procstat.cpu_seconds(worker)
-        main = run_wrk(run.wrk, server.url, load, run.seconds, run.logs / f"{name}.wrk")
-        cpu = procstat.cpu_seconds(worker) - cpu_before
+            warm = run_wrk(run.wrk, url, load, run.warmup_s, run.logs / f"{name}.warmup")
+        cpu_before = [procstat.cpu_seconds(pid) for pid in workers]
+        snapshot = procstat.CpuSnapshot.take() if labels is not None else None
+        main = run_wrk(run.wrk, url, load, run.seconds, run.logs / f"{name}.wrk")
+        everything = procstat.CpuSnapshot.take() if snapshot is not None else None
+        cpu = [procstat.cpu_seconds(pid) - b for pid, b in zip(workers, cpu_before, strict=True)]
+    per_s = 1 / main.duration_s if main.duration_s else 0.0
     m = Measurement(
         name=name,
         title=title,
@@ -222,11 +257,20 @@ def measure(
         unexpected=main.other_statuses(expect),
         socket_errors=main.socket_errors(),
         seen_200=main.counted_200 + (warm.counted_200 if warm else 0),
-        rss_max_mb=rss.max_mb,
-        rss_last_mb=rss.last_mb,
-        cpu_cores=cpu / main.duration_s if main.duration_s else 0.0,
+        rss_max_mb=sum(r.max_mb for r in rss),
+        rss_last_mb=sum(r.last_mb for r in rss),
+        cpu_cores=sum(cpu) * per_s,
         wall_s=time.monotonic() - started,
     )
+    if len(workers) > 1:
+        m.workers = [
+            WorkerUsage(pid, c * per_s, r.max_mb, r.last_mb)
+            for pid, c, r in zip(workers, cpu, rss, strict=True)
+        ]
+    if snapshot is not None and everything is not None:
+        assert labels is not None
+        used = everything.used_since(snapshot, labels, SERVICES, reaped="wrk")
+        m.cpu_by_process = {k: s * per_s for k, s in sorted(used.items(), key=lambda kv: -kv[1])}
     odd = {k: n for k, n in (warm.statuses if warm else {}).items() if k not in (200, expect)}
     if odd:
         m.notes.append(f"warm-up statuses other than {expect}: {odd}")
@@ -238,7 +282,9 @@ def run_ceiling(run: Run, server: Server, index: int) -> Measurement:
     """One ceiling load on the running ceiling server (warmed up by the first one)."""
     load = Load(script="hot", path="/")
     title = "ceiling: hello ASGI app"
-    return measure(run, server, f"ceiling-{index}", title, load, 200, warmup=index == 0)
+    workers = [server.worker_pid()]
+    name = f"ceiling-{index}"
+    return measure(run, server.url, workers, name, title, load, 200, warmup=index == 0)
 
 
 def run_scenario(run: Run, scenario: Scenario, db: Path, token: str | None) -> Measurement:
@@ -255,7 +301,16 @@ def run_scenario(run: Run, scenario: Scenario, db: Path, token: str | None) -> M
     )
     with server:
         load = scenario.load(token)
-        m = measure(run, server, scenario.name, scenario.title, load, scenario.expect, warmup=True)
+        m = measure(
+            run,
+            server.url,
+            [server.worker_pid()],
+            scenario.name,
+            scenario.title,
+            load,
+            scenario.expect,
+            warmup=True,
+        )
     m.exit_code = server.exit_code
     m.wall_s = time.monotonic() - started
     if server.exit_code != 0:

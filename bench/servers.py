@@ -39,6 +39,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(count: int) -> int:
+    """A port P of 127.0.0.1 such that P .. P+count-1 are all free (now)."""
+    for _ in range(100):
+        base = free_port()
+        if base + count <= 65536 and all(_free(base + i) for i in range(1, count)):
+            return base
+    raise ServerError(f"found no {count} free ports in a row on {HOST}")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without TALLY_* settings, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
