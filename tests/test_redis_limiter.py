@@ -60,7 +60,7 @@ async def test_keys_are_separate(make: Make) -> None:
     assert (await limiter.hit(("k", 2), now)).allowed
 
 
-async def test_concurrent_hits_share_one_pipeline(make: Make) -> None:
+async def test_concurrent_hits_share_one_call(make: Make) -> None:
     """Hits made in one event-loop tick go to Redis together, and each gets its own answer."""
     limiter = make(50)
     now = time.monotonic()

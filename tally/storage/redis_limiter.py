@@ -4,7 +4,8 @@ Keys: ``{prefix}rl:{digest}``, one per (action, workspace, name, token id or cli
 holding the key's theoretical arrival time; each expires when its key is back to a full
 burst.
 
-All hits of one event-loop tick go to Redis as one pipeline. If Redis cannot be reached,
+All hits of one event-loop tick go to Redis as one script call (so a single Redis, or
+a hash-tagged prefix on a cluster: the keys of one call must share a slot). If Redis cannot be reached,
 the node falls back to its own in-process limiter (so each node then admits the limit on
 its own), logs the switch, counts it in `fallbacks`, and tries Redis again after
 `retry_after` seconds. A Redis failure never turns into an error response.
@@ -46,7 +47,7 @@ class RedisRateLimiter:
         self.retry_after = retry_after
         self.fallback = MemoryRateLimiter(limit, period)
         self.fallbacks = 0  # times this node switched to its own limiter
-        self.batches = 0  # pipelines sent
+        self.batches = 0  # script calls sent (one per event-loop tick with hits)
         self.using_fallback = False
         self._interval_us = max(1, round(period * 1_000_000 / limit))
         self._script = client.register_script(GCRA_LUA)
@@ -89,21 +90,19 @@ class RedisRateLimiter:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[tuple[str, asyncio.Future[Any]]]) -> None:
-        args = (self._interval_us, self.limit)
         self.batches += 1
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for redis_key, _ in batch:
-                    await self._script(keys=[redis_key], args=args, client=pipe)
-                results = await pipe.execute()
+            flat = await self._script(
+                keys=[redis_key for redis_key, _ in batch], args=(self._interval_us, self.limit)
+            )
         except (RedisError, OSError) as exc:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for i, (_, future) in enumerate(batch):
             if not future.done():
-                future.set_result(result)
+                future.set_result(flat[4 * i : 4 * i + 4])
 
     async def close(self) -> None:
         for task in list(self._tasks):
