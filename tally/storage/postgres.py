@@ -98,14 +98,35 @@ _FIND_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id 
 # order (LockRows runs above the sort), and the UPDATE joins it, so it can touch no row
 # before all of them are locked; MATERIALIZED keeps the planner from folding it away.
 # `hours` below are inserted in (counter_id, hour) order for the same reason.
-_APPLY_COUNTERS = """
+# A batch is one pipelined round trip (BEGIN, hours, counters, seq, COMMIT): a hot
+# counter's row stays locked only while the server runs the statements and flushes its
+# WAL, not for as many round trips as there are statements, each delayed by a busy event
+# loop. Each statement applies only if this node has not committed the batch's seq yet,
+# so a retry after a lost COMMIT answer counts once.
+_NEW_BATCH = "NOT EXISTS (SELECT 1 FROM node_seq WHERE node = %(node)s AND seq >= %(seq)s)"
+# Deadlocks: two nodes whose batches change overlapping counters would deadlock if
+# each locked its rows in its own order. Hours are upserted in (counter_id, hour) order
+# first; then `locked` takes every counter row lock in id order (LockRows runs above the
+# sort) and the UPDATE joins it, so it touches no row before all are locked.
+# MATERIALIZED keeps the planner from folding it away.
+_APPLY_HOURS = f"""
+INSERT INTO counter_hours (counter_id, hour, up, down)
+SELECT * FROM unnest(%(h_ids)s::bigint[], %(h_hours)s::bigint[], %(h_up)s::bigint[],
+                     %(h_down)s::bigint[]) AS h(counter_id, hour, up, down)
+WHERE {_NEW_BATCH}
+ORDER BY counter_id, hour
+ON CONFLICT (counter_id, hour)
+DO UPDATE SET up = counter_hours.up + excluded.up, down = counter_hours.down + excluded.down
+"""
+_APPLY_COUNTERS = f"""
 WITH v AS (
     SELECT * FROM unnest(
         %(ids)s::bigint[], %(up)s::bigint[], %(down)s::bigint[], %(reset)s::boolean[],
         %(at)s::float8[]
     ) AS v(id, up, down, reset, at)
 ), locked AS MATERIALIZED (
-    SELECT id FROM counters WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
+    SELECT id FROM counters WHERE id = ANY(%(ids)s::bigint[]) AND {_NEW_BATCH}
+    ORDER BY id FOR UPDATE
 )
 UPDATE counters c
 SET up_count = CASE WHEN v.reset THEN 0 ELSE c.up_count END + v.up,
@@ -115,19 +136,11 @@ FROM v JOIN locked l ON l.id = v.id
 WHERE c.id = v.id
 RETURNING c.id, c.up_count, c.down_count, c.updated_at
 """
-_APPLY_HOURS = """
-INSERT INTO counter_hours (counter_id, hour, up, down)
-SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
-    AS h(counter_id, hour, up, down)
-ORDER BY counter_id, hour
-ON CONFLICT (counter_id, hour)
-DO UPDATE SET up = counter_hours.up + excluded.up, down = counter_hours.down + excluded.down
-"""
-_LOCK_SEQ = "SELECT seq FROM node_seq WHERE node = %s FOR UPDATE"
 _TOTALS = "SELECT id, up_count, down_count, updated_at FROM counters WHERE id = ANY(%s::bigint[])"
 _SET_SEQ = """
-INSERT INTO node_seq (node, seq, updated_at) VALUES (%s, %s, %s)
-ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+INSERT INTO node_seq (node, seq, updated_at) VALUES (%(node)s, %(seq)s, %(now)s)
+ON CONFLICT (node) DO UPDATE
+SET seq = GREATEST(node_seq.seq, excluded.seq), updated_at = excluded.updated_at
 """
 
 
@@ -420,36 +433,33 @@ class PostgresStore:
         ids = sorted(changes.counters)
         deltas = [changes.counters[i] for i in ids]
         keys = sorted(changes.hours)
-        out: dict[int, Totals] = {}
-        async with self._tx() as conn:
-            cur = await conn.execute(_LOCK_SEQ, (self.node,))
-            row = await cur.fetchone()
-            if row is not None and row[0] >= changes.seq:
-                # a retry of a batch whose COMMIT went through unseen: count it once
-                cur = await conn.execute(_TOTALS, (ids,))
-                return {r[0]: Totals(r[1], r[2], r[3]) for r in await cur.fetchall()}
-            if ids:
-                cur = await conn.execute(
-                    _APPLY_COUNTERS,
-                    {
-                        "ids": ids,
-                        "up": [d.up for d in deltas],
-                        "down": [d.down for d in deltas],
-                        "reset": [d.reset for d in deltas],
-                        "at": [d.updated_at for d in deltas],
-                    },
-                )
-                for counter_id, up, down, updated_at in await cur.fetchall():
-                    out[counter_id] = Totals(up, down, updated_at)
-            if keys:
-                await conn.execute(
-                    _APPLY_HOURS,
-                    (
-                        [k[0] for k in keys],
-                        [k[1] for k in keys],
-                        [changes.hours[k][0] for k in keys],
-                        [changes.hours[k][1] for k in keys],
-                    ),
-                )
-            await conn.execute(_SET_SEQ, (self.node, changes.seq, time.time()))
-        return out
+        params = {
+            "node": self.node,
+            "seq": changes.seq,
+            "now": time.time(),
+            "ids": ids,
+            "up": [d.up for d in deltas],
+            "down": [d.down for d in deltas],
+            "reset": [d.reset for d in deltas],
+            "at": [d.updated_at for d in deltas],
+            "h_ids": [k[0] for k in keys],
+            "h_hours": [k[1] for k in keys],
+            "h_up": [changes.hours[k][0] for k in keys],
+            "h_down": [changes.hours[k][1] for k in keys],
+        }
+        if self._pool is None:
+            raise StorageError("the store is not open")
+        try:
+            async with self._pool.connection() as conn:
+                async with conn.pipeline(), conn.transaction():
+                    await conn.execute(_APPLY_HOURS, params)
+                    cur = await conn.execute(_APPLY_COUNTERS, params)
+                    await conn.execute(_SET_SEQ, params)
+                rows = await cur.fetchall()
+                if ids and not rows:  # a retry of a committed batch: read what it left
+                    cur = await conn.execute(_TOTALS, (ids,))
+                    rows = await cur.fetchall()
+                    await conn.commit()
+        except psycopg.Error as exc:
+            raise StorageError(f"postgresql: {exc}") from exc
+        return {r[0]: Totals(r[1], r[2], r[3]) for r in rows}

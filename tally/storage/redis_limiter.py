@@ -4,9 +4,9 @@ Keys: ``{prefix}rl:{digest}``, one per (action, workspace, name, token id or cli
 holding the key's theoretical arrival time; each expires when its key is back to a full
 burst.
 
-All hits of one event-loop tick go to Redis as one script call (so a single Redis, or
-a hash-tagged prefix on a cluster: the keys of one call must share a slot). If Redis cannot be reached,
-the node falls back to its own in-process limiter (so each node then admits the limit on
+All hits of one event-loop tick go to Redis as one script call (so a single Redis, or a
+hash-tagged prefix on a cluster: the keys of one call must share a slot). If Redis cannot
+be reached, the node falls back to its own in-process limiter (so each node then admits the limit on
 its own), logs the switch, counts it in `fallbacks`, and tries Redis again after
 `retry_after` seconds. A Redis failure never turns into an error response.
 """
