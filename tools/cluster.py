@@ -106,14 +106,14 @@ class Cluster:
             argv = [a.replace("{port}", port) for a in command]
             if not any("{port}" in a for a in command):
                 argv += ["--port", port]
-            log = open(self.dir / f"node{i}.log", "wb")  # noqa: SIM115 - the child keeps it
-            proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
-                start_new_session=True,
-            )
+            with open(self.dir / f"node{i}.log", "wb") as log:  # the child keeps its copy
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **(env or {})},
+                    start_new_session=True,
+                )
             self.procs.append(proc)
             (self.dir / f"node{i}.pid").write_text(str(proc.pid))
         for i in range(self.nodes):
@@ -157,21 +157,33 @@ def _signal_pidfile(path: Path, sig: signal.Signals) -> int | None:
     return pid
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs; reaps it if it is our own child that exited (a zombie
+    still answers kill(pid, 0))."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: its parent reaps it
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 def stop_dir(dir: Path, timeout: float = 15.0) -> None:
     """Stop whatever a cluster in `dir` started (also from another process)."""
     _signal_pidfile(dir / "nginx.pid", signal.SIGQUIT)
     pids = [p for f in sorted(dir.glob("node*.pid")) if (p := _signal_pidfile(f, signal.SIGTERM))]
     deadline = time.monotonic() + timeout
     for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
+        while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.1)
-        else:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        if not _alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     for f in dir.glob("node*.pid"):
         f.unlink()
 
