@@ -352,6 +352,9 @@ def markdown(results: Results) -> str:
         "",
         *results_table(results),
         "",
+        "Where a target is not met, [performance.md](performance.md) shows the profile that "
+        "explains the gap and what it would take to close it.",
+        "",
         *details_table(results),
         "",
     ]
