@@ -14,7 +14,7 @@ from tally.auth import issue_token
 from tally.config import Settings, SettingsError
 from tally.counters import check_name
 from tally.errors import Conflict, StorageError, TallyError
-from tally.models import Permission
+from tally.models import Permission, Workspace
 from tally.storage import Store, store_from_url
 from tally.web.app import load_secret_key
 
@@ -158,6 +158,13 @@ def workspace_list(database_url: str) -> None:
         click.echo(f"{ws.id}\t{ws.slug}\t{ws.name}\t{_when(ws.created_at)}")
 
 
+async def _existing_workspace(store: Store, slug: str) -> Workspace:
+    ws = await store.get_workspace(slug)
+    if ws is None:
+        raise click.ClickException(f"no workspace {slug!r}")
+    return ws
+
+
 def check_slug(slug: str) -> str:
     import re
 
@@ -191,9 +198,7 @@ def token_create(slug: str, permission: str, name: str, database_url: str) -> No
     """Create a token; it is printed once, alone on the last line."""
 
     async def run(store: Store, settings: Settings) -> str:
-        ws = await store.get_workspace(slug)
-        if ws is None:
-            raise click.ClickException(f"no workspace {slug!r}")
+        ws = await _existing_workspace(store, slug)
         key = await load_secret_key(store, settings)
         issued = await issue_token(store, key, ws.id, Permission.parse(permission), name)
         click.echo(
@@ -213,9 +218,7 @@ def token_list(slug: str, database_url: str) -> None:
     """List a workspace's tokens (their prefixes only)."""
 
     async def run(store: Store, _s: Settings) -> None:
-        ws = await store.get_workspace(slug)
-        if ws is None:
-            raise click.ClickException(f"no workspace {slug!r}")
+        ws = await _existing_workspace(store, slug)
         for t in await store.list_tokens(ws.id):
             state = f"revoked {_when(t.revoked_at)}" if t.revoked_at else "active"
             click.echo(
@@ -260,9 +263,7 @@ def counter_create(path: str, private: bool, description: str, database_url: str
         raise click.BadParameter(exc.message, param_hint="WORKSPACE/NAME") from None
 
     async def run(store: Store, _s: Settings) -> str:
-        ws = await store.get_workspace(slug)
-        if ws is None:
-            raise click.ClickException(f"no workspace {slug!r}")
+        ws = await _existing_workspace(store, slug)
         try:
             c = await store.create_counter(ws.id, name, private=private, description=description)
         except Conflict as exc:
@@ -280,9 +281,7 @@ def counter_list(slug: str, database_url: str) -> None:
     """List a workspace's counters with their committed totals."""
 
     async def run(store: Store, _s: Settings) -> None:
-        ws = await store.get_workspace(slug)
-        if ws is None:
-            raise click.ClickException(f"no workspace {slug!r}")
+        ws = await _existing_workspace(store, slug)
         for c in await store.list_counters(ws.id):
             kind = "private" if c.private else "public"
             click.echo(

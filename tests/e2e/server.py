@@ -386,6 +386,19 @@ class BurstResult:
         return self.statuses[200]
 
 
+async def get_data(port: int, path: str, token: str | None = None) -> dict[str, Any]:
+    """The `data` object of one GET that must answer 200."""
+    conn = await HttpConnection.open(port)
+    try:
+        response = await conn.get(path, token)
+    finally:
+        conn.close()
+    assert response.status == 200, response.body
+    data = response.json()["data"]
+    assert isinstance(data, dict)
+    return data
+
+
 async def burst(
     port: int,
     path: str,

@@ -11,7 +11,15 @@ import httpx
 import pytest
 
 from .conftest import ServerFactory
-from .server import TOKEN_RE, BurstResult, HttpConnection, TallyCli, TallyServer, burst, wait_until
+from .server import (
+    TOKEN_RE,
+    BurstResult,
+    TallyCli,
+    TallyServer,
+    burst,
+    get_data,
+    wait_until,
+)
 
 BURST_TOTAL = 3_000
 BURST_CONNECTIONS = 32
@@ -19,15 +27,7 @@ KILL_AFTER_ACKS = 600
 
 
 async def _data(server: TallyServer, path: str, token: str | None) -> dict[str, Any]:
-    conn = await HttpConnection.open(server.port)
-    try:
-        response = await conn.get(path, token)
-    finally:
-        conn.close()
-    assert response.status == 200, response.body
-    data = response.json()["data"]
-    assert isinstance(data, dict)
-    return data
+    return await get_data(server.port, path, token)
 
 
 async def _counts(server: TallyServer, path: str, token: str | None) -> tuple[int, int]:

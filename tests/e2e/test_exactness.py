@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from .conftest import ServerFactory
-from .server import HttpConnection, TallyCli, burst
+from .server import TallyCli, burst, get_data
 
 TOTAL = 10_000
 CONNECTIONS = 64
 NO_LIMIT = {"TALLY_RATE_LIMIT": "off"}
-
-
-async def _get(port: int, path: str, token: str) -> dict[str, Any]:
-    conn = await HttpConnection.open(port)
-    try:
-        response = await conn.get(path, token)
-    finally:
-        conn.close()
-    assert response.status == 200, response.body
-    data = response.json()["data"]
-    assert isinstance(data, dict)
-    return data
 
 
 async def test_commit_mode_every_up_counted_once_with_its_own_value(
@@ -43,9 +30,9 @@ async def test_commit_mode_every_up_counted_once_with_its_own_value(
     assert result.failed == result.refused == 0, result
     assert result.statuses == {200: TOTAL}, result.statuses
     assert sorted(result.up_counts) == list(range(1, TOTAL + 1))
-    data = await _get(server.port, "/v2/ws/hits", token)
+    data = await get_data(server.port, "/v2/ws/hits", token)
     assert (data["up_count"], data["down_count"]) == (TOTAL, 0)
-    stats = await _get(server.port, "/v2/ws/hits/stats", token)
+    stats = await get_data(server.port, "/v2/ws/hits/stats", token)
     assert stats["stats"]["today"] == {"up": TOTAL, "down": 0}
 
 
@@ -68,9 +55,9 @@ async def test_buffered_mode_every_up_answered_and_counted(
     assert result.failed == result.refused == 0, result
     assert result.statuses == {200: TOTAL}, result.statuses
     assert max(result.up_counts) == TOTAL
-    data = await _get(server.port, "/v2/ws/hits", token)
+    data = await get_data(server.port, "/v2/ws/hits", token)
     assert (data["up_count"], data["down_count"]) == (TOTAL, 0)
 
     server.restart()  # SIGTERM flushes what is buffered
-    data = await _get(server.port, "/v2/ws/hits", token)
+    data = await get_data(server.port, "/v2/ws/hits", token)
     assert (data["up_count"], data["down_count"]) == (TOTAL, 0)
