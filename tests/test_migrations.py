@@ -39,6 +39,11 @@ def add_migration(monkeypatch: pytest.MonkeyPatch, sql: str, *, slow: bool = Fal
     monkeypatch.setattr(migrations, "load", load)
 
 
+def newest(store: Store) -> int:
+    """The newest real schema version of the store's dialect."""
+    return len(REAL_LOAD(store.dialect))
+
+
 async def opened(url: str, node: str = "n") -> Store:
     store = store_from_url(url, node=node)
     await store.open()
@@ -48,7 +53,7 @@ async def opened(url: str, node: str = "n") -> Store:
 async def test_an_older_schema_is_upgraded_and_keeps_its_data(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A database at version 1 is brought to version 2 on open, its data untouched."""
+    """A database at an older schema version is upgraded on open, its data untouched."""
     store = await opened(store_url)
     try:
         ws = await store.create_workspace("ws", "ws")
@@ -57,14 +62,14 @@ async def test_an_older_schema_is_upgraded_and_keeps_its_data(
             seq=3, counters={c.id: CounterDelta(5, 2, False, 0.0)}, hours={(c.id, 10): [5, 2]}
         )
         await store.apply(changes)
-        assert await store.schema_version() == 1
+        assert await store.schema_version() == newest(store)
     finally:
         await store.close()
 
     add_migration(monkeypatch, PROBE)
     store = await opened(store_url)
     try:
-        assert await store.schema_version() == 2
+        assert await store.schema_version() == newest(store) + 1
         assert await store.meta_get_or_set("probe", "missing") == "42"
         read = await store.read_counter("ws", "c")
         assert read is not None
@@ -96,7 +101,7 @@ async def test_concurrent_upgrades_migrate_once(
     stores = await open_both(store_url)
     try:
         for store in stores:
-            assert await store.schema_version() == 2
+            assert await store.schema_version() == newest(store) + 1
             assert await store.meta_get_or_set("probe", "missing") == "42"
     finally:
         for store in stores:
@@ -111,7 +116,7 @@ async def test_concurrent_first_opens_create_everything_once(
     stores = await open_both(store_url)
     try:
         for store in stores:
-            assert await store.schema_version() == 2
+            assert await store.schema_version() == newest(store) + 1
             assert await store.meta_get_or_set("probe", "missing") == "42"
     finally:
         for store in stores:
@@ -133,7 +138,7 @@ async def test_a_failing_migration_changes_nothing(
     add_migration(monkeypatch, PROBE)  # fails on CREATE TABLE if `probe` was left behind
     store = await opened(store_url)
     try:
-        assert await store.schema_version() == 2
+        assert await store.schema_version() == newest(store) + 1
         assert await store.meta_get_or_set("probe", "missing") == "42"
     finally:
         await store.close()
