@@ -261,7 +261,12 @@ class GroupCommit:
         changes = batch.changes
         try:
             results = await self._apply(changes)
-        except StorageError as exc:
+        except Exception as exc:
+            # Not only StorageError: whatever goes wrong, the flusher must live on, or
+            # every later write would wait forever.
+            if not isinstance(exc, StorageError):
+                log.exception("batch %d failed unexpectedly", changes.seq)
+                exc = StorageError(f"unexpected: {exc!r}")
             self.batches_failed += 1
             if self.durability == "commit":
                 log.warning("batch %d failed; its requests get 503: %s", changes.seq, exc)

@@ -152,6 +152,25 @@ async def test_commit_failure_answers_503_and_counts_nothing(
     await writes.stop()
 
 
+async def test_an_unexpected_error_does_not_stop_the_flusher(
+    store: Store, flaky: FlakyStore, counter: Counter
+) -> None:
+    """A bug-like exception in a commit answers 503, and later writes still commit."""
+
+    class Broken(FlakyStore):
+        async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
+            self.applies += 1
+            if self.applies == 1:
+                raise RuntimeError("a bug")
+            return await self.inner.apply(changes)
+
+    writes = await started(Broken(store))
+    with pytest.raises(Unavailable):
+        await writes.wait(writes.add(counter.id, 1, 0, time.time()))
+    assert (await writes.wait(writes.add(counter.id, 1, 0, time.time()))).up_count == 1
+    await writes.stop()
+
+
 async def test_commit_retries_a_failed_batch_once(
     store: Store, flaky: FlakyStore, counter: Counter
 ) -> None:
