@@ -21,7 +21,6 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from tally.ratelimit import Decision, MemoryRateLimiter
 
@@ -68,7 +67,7 @@ class RedisRateLimiter:
         self._batch.append((self.redis_key(key), future))
         try:
             allowed, remaining, reset_us, retry_us = await future
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # Redis or anything under it: limit locally
             self._down(exc, now)
             return self.fallback.hit(key, now)
         if self.using_fallback:
@@ -95,7 +94,7 @@ class RedisRateLimiter:
             flat = await self._script(
                 keys=[redis_key for redis_key, _ in batch], args=(self._interval_us, self.limit)
             )
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # any failure: the waiters fall back, never hang
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
