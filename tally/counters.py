@@ -21,7 +21,7 @@ from typing import Any
 
 from tally.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from tally.models import Counter, Permission, Token
-from tally.stats import summarize
+from tally.stats import add_temporal, settled_before, summarize
 from tally.storage.base import Store
 from tally.writes import GroupCommit
 
@@ -97,6 +97,7 @@ class Counters:
         self.tz = tz
         self.commit = writes.durability == "commit"
         self.cache = CounterCache(cache_ttl)
+        self._settled_cache: dict[tuple[int, int], dict[str, Any]] = {}
 
     async def _find(self, workspace: str, name: str) -> Counter | None:
         key = (workspace, name)
@@ -141,10 +142,27 @@ class Counters:
     async def stats(
         self, workspace: str, name: str, token: Token | None
     ) -> tuple[CounterView, dict[str, Any]]:
+        """Stats from the recent buckets (read fresh, plus pending ones) and the cached
+        `temporal` sums of the settled ones (see `tally.stats.settled_before`)."""
         view = await self.get(workspace, name, token)
-        history = await self.store.read_history(view.counter.id)
-        buckets = history.buckets + self.writes.overlay_hours(view.counter.id, history.seq)
-        return view, summarize(buckets, time.time(), self.tz)
+        counter_id, now = view.counter.id, time.time()
+        split = settled_before(now, self.tz)
+        recent = await self.store.read_history(counter_id, since_hour=split)
+        buckets = recent.buckets + self.writes.overlay_hours(counter_id, recent.seq)
+        summary = summarize(buckets, now, self.tz)
+        return view, add_temporal(summary, await self._settled(counter_id, split, now))
+
+    async def _settled(self, counter_id: int, split: int, now: float) -> dict[str, Any]:
+        """The `temporal` sums of the counter's buckets before `split`, remembered."""
+        key = (counter_id, split)
+        temporal = self._settled_cache.get(key)
+        if temporal is None:
+            history = await self.store.read_history(counter_id, before_hour=split)
+            temporal = summarize(history.buckets, now, self.tz)["temporal"]
+            if len(self._settled_cache) >= 10_000:
+                self._settled_cache.clear()
+            self._settled_cache[key] = temporal
+        return temporal
 
     async def count(
         self, workspace: str, name: str, token: Token | None, up: int, down: int

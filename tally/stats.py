@@ -231,3 +231,26 @@ def summarize(
             },
         },
     }
+
+
+def settled_before(now: float, tz: tzinfo = UTC) -> int:
+    """A UTC hour index before which a counter's buckets no longer change: one day before
+    the start of the current local ISO week. Events are bucketed by the moment they were
+    accepted, so only recent hours still receive them, and `today` and `this_week` never
+    need an earlier bucket: the `temporal` sums of the older ones can be cached."""
+    local = datetime.fromtimestamp(now, tz)
+    monday = (local - timedelta(days=local.weekday())).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    return int(monday.timestamp()) // 3600 - 24
+
+
+def add_temporal(summary: dict[str, Any], temporal: dict[str, Any]) -> dict[str, Any]:
+    """`summary` with the `temporal` sums of older buckets (from `summarize`) added in."""
+    merged = summary["temporal"]
+    for section, pairs in temporal.items():
+        into = merged[section]
+        for key, pair in pairs.items():
+            into[key]["up"] += pair["up"]
+            into[key]["down"] += pair["down"]
+    return summary

@@ -14,7 +14,8 @@ import pytest
 from conftest import Harness, HarnessFactory
 from helpers import assert_error, bearer
 
-from tally.models import Permission, Workspace
+from tally.models import BatchChanges, CounterDelta, Permission, Workspace
+from tally.storage import store_from_url
 
 ACTIONS = ("", "/up", "/down", "/reset", "/stats")
 WRITE_METHODS = ("POST", "PUT", "DELETE", "PATCH")
@@ -228,6 +229,34 @@ async def test_stats_envelope_and_current_buckets(harness: Harness, ws: Workspac
     for section, key in (("hours", hour), ("weekdays", weekday), ("quarters", quarter)):
         for other, pair in temporal[section].items():
             assert pair == ({"up": 3, "down": 2} if other == key else {"up": 0, "down": 0})
+
+
+async def test_stats_include_old_history_and_stay_fresh(
+    harness: Harness, ws: Workspace, writer: str
+) -> None:
+    """Buckets weeks old count in temporal (cached), and new ups still show at once."""
+    counter = await harness.counter(ws, "old")
+    now_hour = int(time.time()) // 3600
+    old_hours = {(counter.id, now_hour - 24 * d): [d, 1] for d in (20, 40, 400)}
+    importer = store_from_url(harness.app.settings.database_url, node="importer")
+    await importer.open()
+    try:
+        changes = BatchChanges(1, {counter.id: CounterDelta(460, 3, False, 0.0)}, old_hours)
+        await importer.apply(changes)
+    finally:
+        await importer.close()
+
+    def total(stats: dict[str, Any], section: str) -> tuple[int, int]:
+        pairs = stats["temporal"][section].values()
+        return sum(p["up"] for p in pairs), sum(p["down"] for p in pairs)
+
+    for expected_up in (460, 461, 462):  # the second and third use the cached old part
+        r = await harness.get("/v2/ws/old/stats")
+        stats = r.json()["data"]["stats"]
+        for section in ("hours", "weekdays", "quarters"):
+            assert total(stats, section) == (expected_up, 3)
+        assert stats["today"] == {"up": expected_up - 460, "down": 0}
+        await hit(harness, "/v2/ws/old/up", 1, writer)
 
 
 async def test_stats_use_the_configured_time_zone(make_harness: HarnessFactory) -> None:

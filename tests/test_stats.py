@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tally.stats import summarize
+from tally.stats import add_temporal, settled_before, summarize
 
 Bucket = tuple[int, int, int]
 
@@ -459,3 +459,16 @@ def test_reference_agrees_with_calendar() -> None:
     """Sanity check of the reference itself: Monday 2024-05-13 is in ISO week 20."""
     assert date(2024, 5, 13).isocalendar()[:2] == (2024, 20)
     assert date(2024, 5, 12).isocalendar()[:2] == (2024, 19)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_scenarios())
+@example(_around(utc(2011, 12, 30, 10, 30), ZoneInfo("Pacific/Apia")))
+def test_split_at_settled_hours_adds_up(scenario: tuple[list[Bucket], float, tzinfo]) -> None:
+    """Recent buckets summarized, plus the cached temporal of settled ones, equal the whole."""
+    buckets, now, tz = scenario
+    split = settled_before(now, tz)
+    recent = [b for b in buckets if b[0] >= split]
+    settled = [b for b in buckets if b[0] < split]
+    combined = add_temporal(summarize(recent, now, tz), summarize(settled, now, tz)["temporal"])
+    assert combined == summarize(buckets, now, tz)

@@ -200,3 +200,17 @@ async def test_a_missing_workspace_is_not_a_conflict(store: Store) -> None:
     """Only a taken name is a Conflict; other integrity failures are storage errors."""
     with pytest.raises(StorageError):
         await store.create_counter(424242, "orphan")
+
+
+async def test_history_can_be_read_by_hour_range(store: Store) -> None:
+    """read_history returns the buckets with since_hour <= hour < before_hour."""
+    ws = await store.create_workspace("ws", "ws")
+    a = await store.create_counter(ws.id, "a")
+    hours = {(a.id, h): [h, 0] for h in (10, 20, 30)}
+    await store.apply(batch(1, (a.id, CounterDelta(60, 0, False, 0.0)), hours=hours))
+    assert sorted((await store.read_history(a.id, since_hour=20)).buckets) == [
+        (20, 20, 0),
+        (30, 30, 0),
+    ]
+    assert (await store.read_history(a.id, before_hour=20)).buckets == [(10, 10, 0)]
+    assert (await store.read_history(a.id, since_hour=11, before_hour=30)).buckets == [(20, 20, 0)]

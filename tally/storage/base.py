@@ -12,6 +12,8 @@ from typing import Protocol
 
 from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
 
+NO_END = 2**62  # an hour index after any real one
+
 
 class Store(Protocol):
     node: str
@@ -69,8 +71,11 @@ class Store(Protocol):
 
     async def list_counters(self, workspace_id: int) -> list[Counter]: ...
 
-    async def read_history(self, counter_id: int) -> History:
-        """All hourly buckets of the counter, with `seq` from the same snapshot."""
+    async def read_history(
+        self, counter_id: int, since_hour: int = 0, before_hour: int = NO_END
+    ) -> History:
+        """The counter's hourly buckets with since_hour <= hour < before_hour (all by
+        default), with `seq` from the same snapshot."""
 
     async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
         """Apply one batch in one transaction; the totals of every changed counter that

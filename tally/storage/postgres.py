@@ -33,6 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 from tally.errors import Conflict, StorageError
 from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
 from tally.storage import migrations
+from tally.storage.base import NO_END
 from tally.storage.rows import (
     COUNTER_COLUMNS,
     TOKEN_COLUMNS,
@@ -77,7 +78,8 @@ SELECT up_count, down_count, updated_at, {_SEQ} FROM counters WHERE id = %(id)s
 _READ_HISTORY = f"""
 SELECT h.hour, h.up, h.down, s.seq
 FROM (SELECT {_SEQ} AS seq) s
-LEFT JOIN counter_hours h ON h.counter_id = %(id)s
+LEFT JOIN counter_hours h
+    ON h.counter_id = %(id)s AND h.hour >= %(since)s AND h.hour < %(before)s
 ORDER BY h.hour
 """
 # "C" collation: order by code point, as SQLite does, whatever the database's locale.
@@ -417,8 +419,11 @@ class PostgresStore:
     async def list_counters(self, workspace_id: int) -> list[Counter]:
         return [to_counter(r) for r in await self._rows(_LIST_COUNTERS, (workspace_id,))]
 
-    async def read_history(self, counter_id: int) -> History:
-        rows = await self._rows(_READ_HISTORY, {"id": counter_id, "node": self.node})
+    async def read_history(
+        self, counter_id: int, since_hour: int = 0, before_hour: int = NO_END
+    ) -> History:
+        params = {"id": counter_id, "node": self.node, "since": since_hour, "before": before_hour}
+        rows = await self._rows(_READ_HISTORY, params)
         buckets = [(r[0], r[1], r[2]) for r in rows if r[0] is not None]
         return History(buckets=buckets, seq=rows[0][3] if rows else 0)
 

@@ -26,6 +26,7 @@ import orjson
 from tally.errors import Conflict, StorageError
 from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
 from tally.storage import migrations
+from tally.storage.base import NO_END
 from tally.storage.rows import (
     COUNTER_COLUMNS,
     TOKEN_COLUMNS,
@@ -398,7 +399,9 @@ class SQLiteStore:
         )
         return [to_counter(r) for r in rows]
 
-    async def read_history(self, counter_id: int) -> History:
+    async def read_history(
+        self, counter_id: int, since_hour: int = 0, before_hour: int = NO_END
+    ) -> History:
         if self._reader is None:
             raise StorageError("the store is not open")
         conn = self._reader
@@ -409,7 +412,9 @@ class SQLiteStore:
                     "SELECT seq FROM node_seq WHERE node = ?", (self.node,)
                 ).fetchone()
                 buckets = conn.execute(
-                    "SELECT hour, up, down FROM counter_hours WHERE counter_id = ?", (counter_id,)
+                    "SELECT hour, up, down FROM counter_hours "
+                    "WHERE counter_id = ? AND hour >= ? AND hour < ?",
+                    (counter_id, since_hour, before_hour),
                 ).fetchall()
             finally:
                 conn.execute("COMMIT")
