@@ -4,11 +4,12 @@ Keys: ``{prefix}rl:{digest}``, one per (action, workspace, name, token id or cli
 holding the key's theoretical arrival time; each expires when its key is back to a full
 burst.
 
-All hits of one event-loop tick go to Redis as one script call (so a single Redis, or a
-hash-tagged prefix on a cluster: the keys of one call must share a slot). If Redis cannot
-be reached, the node falls back to its own in-process limiter (so each node then admits the limit on
-its own), logs the switch, counts it in `fallbacks`, and tries Redis again after
-`retry_after` seconds. A Redis failure never turns into an error response.
+All hits of one event-loop tick go to Redis as one script call, each distinct key once
+with its number of hits (so a single Redis, or a hash-tagged prefix on a cluster: the
+keys of one call must share a slot). If Redis cannot be reached, the node falls back to
+its own in-process limiter (so each node then admits the limit on its own), logs the
+switch, counts it in `fallbacks`, and tries Redis again after `retry_after` seconds. A
+Redis failure never turns into an error response.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import hashlib
 import logging
 from collections.abc import Hashable
 from importlib import resources
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -50,7 +50,7 @@ class RedisRateLimiter:
         self.using_fallback = False
         self._interval_us = max(1, round(period * 1_000_000 / limit))
         self._script = client.register_script(GCRA_LUA)
-        self._batch: list[tuple[str, asyncio.Future[Any]]] = []
+        self._batch: list[tuple[str, asyncio.Future[Decision]]] = []
         self._retry_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -61,19 +61,19 @@ class RedisRateLimiter:
     async def hit(self, key: Hashable, now: float) -> Decision:
         if self.using_fallback and now < self._retry_at:
             return self.fallback.hit(key, now)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         if not self._batch:
             asyncio.get_running_loop().call_soon(self._send)
         self._batch.append((self.redis_key(key), future))
         try:
-            allowed, remaining, reset_us, retry_us = await future
+            decision = await future
         except Exception as exc:  # Redis or anything under it: limit locally
             self._down(exc, now)
             return self.fallback.hit(key, now)
         if self.using_fallback:
             self.using_fallback = False
             log.warning("Redis is back: the rate limit is shared by all nodes again")
-        return Decision(bool(allowed), self.limit, int(remaining), reset_us / 1e6, retry_us / 1e6)
+        return decision
 
     def _down(self, exc: BaseException, now: float) -> None:
         self._retry_at = now + self.retry_after
@@ -88,20 +88,37 @@ class RedisRateLimiter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[tuple[str, asyncio.Future[Any]]]) -> None:
+    async def _run(self, batch: list[tuple[str, asyncio.Future[Decision]]]) -> None:
         self.batches += 1
+        waiting: dict[str, list[asyncio.Future[Decision]]] = {}
+        for redis_key, future in batch:
+            waiting.setdefault(redis_key, []).append(future)
         try:
             flat = await self._script(
-                keys=[redis_key for redis_key, _ in batch], args=(self._interval_us, self.limit)
+                keys=list(waiting),
+                args=(self._interval_us, self.limit, *(len(f) for f in waiting.values())),
             )
         except Exception as exc:  # any failure: the waiters fall back, never hang
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for i, (_, future) in enumerate(batch):
-            if not future.done():
-                future.set_result(flat[4 * i : 4 * i + 4])
+        for i, futures in enumerate(waiting.values()):
+            admitted, backlog = int(flat[2 * i]), int(flat[2 * i + 1])
+            for j, future in enumerate(futures):
+                if not future.done():
+                    future.set_result(self._decision(j, admitted, backlog))
+
+    def _decision(self, j: int, admitted: int, backlog_us: int) -> Decision:
+        """The decision for a key's j-th request of a call, from what the script did."""
+        interval = self._interval_us
+        if j < admitted:
+            after = backlog_us + (j + 1) * interval
+            remaining = (interval * self.limit - after) // interval
+            return Decision(True, self.limit, remaining, after / 1e6, 0.0)
+        after = backlog_us + admitted * interval
+        retry = after - interval * (self.limit - 1)
+        return Decision(False, self.limit, 0, after / 1e6, retry / 1e6)
 
     async def close(self) -> None:
         for task in list(self._tasks):
