@@ -197,7 +197,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "token_cache_ttl",
         parse_positive_float,
-        "Seconds a verified token is trusted without asking the database (revocation delay).",
+        "Seconds a node trusts verified tokens and counters' settings without asking the "
+        "database (how long a revocation or a private flag change takes to bite).",
     ),
 )
 
