@@ -177,6 +177,8 @@ class Limiter(Protocol):
 
     async def hit(self, key: Hashable, now: float) -> Decision: ...
 
+    async def close(self) -> None: ...
+
 
 class LocalLimiter:
     """The in-process limiter behind the async `Limiter` interface."""
@@ -191,3 +193,6 @@ class LocalLimiter:
         # are a million keys for a minute). Two keys sharing a 64-bit hash would share a
         # budget; among a million live keys that has odds of about 1 in 10^7.
         return self.memory.hit(hash(key), now)
+
+    async def close(self) -> None:
+        """Nothing to release."""

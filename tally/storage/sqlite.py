@@ -146,34 +146,27 @@ class SQLiteStore:
         self._reader.execute("PRAGMA query_only = ON")
 
     def _open_writer(self, conn: sqlite3.Connection | None) -> None:
-        del conn
+        del conn  # none yet: this call makes it, on the writer thread
         self._writer_conn = self._connect()
-        self._migrate(self._writer_conn)
+        self._tx(self._migrate)(self._writer_conn)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS tally_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-            row = conn.execute(
-                "SELECT value FROM tally_meta WHERE key = 'schema_version'"
-            ).fetchone()
-            current = int(row[0]) if row else 0
-            for migration in migrations.load(self.dialect):
-                if migration.version > current:
-                    for statement in _statements(migration.sql):
-                        conn.execute(statement)
-                    current = migration.version
-            conn.execute(
-                "INSERT INTO tally_meta (key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(current),),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        """Apply every migration newer than the stored schema_version (in one transaction)."""
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS tally_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        row = conn.execute("SELECT value FROM tally_meta WHERE key = 'schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        for migration in migrations.load(self.dialect):
+            if migration.version > current:
+                for statement in _statements(migration.sql):
+                    conn.execute(statement)
+                current = migration.version
+        conn.execute(
+            "INSERT INTO tally_meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(current),),
+        )
 
     async def close(self) -> None:
         if self._closed:

@@ -100,9 +100,8 @@ class App:
             await services.writes.stop()
         finally:
             await services.store.close()
-            close = getattr(services.api.limiter, "close", None)
-            if close is not None:
-                await close()
+            if services.api.limiter is not None:
+                await services.api.limiter.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
