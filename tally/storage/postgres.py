@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -112,6 +112,17 @@ SELECT r_id, r_up, r_down, r_at FROM tally_apply(
     %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]
 )
 """
+
+
+def _array(values: Iterable[int | float]) -> str:
+    """A number array as PostgreSQL's text literal ('{1,2.5}'): psycopg sends a string as
+    it is, where a list costs it a look at every element to pick a type (a quarter of the
+    client's CPU per batch)."""
+    return "{" + ",".join(map(repr, values)) + "}"
+
+
+def _bools(values: Iterable[bool]) -> str:
+    return "{" + ",".join("t" if v else "f" for v in values) + "}"
 
 
 class PostgresStore:
@@ -431,19 +442,20 @@ class PostgresStore:
         ids = sorted(changes.counters)
         deltas = [changes.counters[i] for i in ids]
         keys = sorted(changes.hours)
+        hours = [changes.hours[k] for k in keys]
         params = (
             self.node,
             changes.seq,
             time.time(),
-            ids,
-            [d.up for d in deltas],
-            [d.down for d in deltas],
-            [d.reset for d in deltas],
-            [d.updated_at for d in deltas],
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [changes.hours[k][0] for k in keys],
-            [changes.hours[k][1] for k in keys],
+            _array(ids),
+            _array([d.up for d in deltas]),
+            _array([d.down for d in deltas]),
+            _bools([d.reset for d in deltas]),
+            _array([d.updated_at for d in deltas]),
+            _array([k[0] for k in keys]),
+            _array([k[1] for k in keys]),
+            _array([h[0] for h in hours]),
+            _array([h[1] for h in hours]),
         )
         try:
             if self._flusher is None or self._flusher.closed:
