@@ -105,3 +105,78 @@ async def test_unreachable_redis_falls_back_and_recovers(make: Make) -> None:
     back = await limiter.hit("k", time.monotonic())
     assert (back.allowed, back.remaining) == (True, 1)  # Redis kept k's one earlier hit
     await proxy.cut()
+
+
+async def test_a_busy_key_reserves_cells_for_the_node(make: Make) -> None:
+    """Several hits of a key in one call reserve a few cells more, handed out without a
+    call; the remaining counts run on as if each hit had gone to Redis."""
+    limiter = make(1000, period=3600.0)  # reserves up to 1000 // 200 = 5 cells
+    now = time.monotonic()
+    first = await asyncio.gather(limiter.hit("busy", now), limiter.hit("busy", now))
+    later = [await limiter.hit("busy", time.monotonic()) for _ in range(6)]
+    assert [d.remaining for d in [*first, *later]] == list(range(999, 991, -1))
+    assert all(d.allowed for d in later)
+    assert (limiter.batches, limiter.reserved_hits) == (2, 5)
+
+
+async def test_a_single_hit_reserves_nothing(make: Make) -> None:
+    """A key that is not busy goes to Redis every time: the shared state stays exact."""
+    limiter = make(1000, period=3600.0)
+    for expected in range(999, 994, -1):
+        assert (await limiter.hit("calm", time.monotonic())).remaining == expected
+    assert (limiter.batches, limiter.reserved_hits) == (5, 0)
+
+
+async def test_unused_reserved_cells_are_given_back(make: Make) -> None:
+    """Cells not handed out in time go back to Redis with the next call, so another node
+    gets the whole rest of the budget."""
+    a, b = make(200, period=3600.0), make(200, period=3600.0)  # reserves 1 cell
+    now = time.monotonic()
+    await asyncio.gather(a.hit("k", now), a.hit("k", now))  # 2 admitted, 1 cell reserved
+    await asyncio.sleep(0.06)  # past RESERVE_SECONDS
+    assert (await a.hit("k", time.monotonic())).remaining == 197  # the cell came back first
+    admitted = 0
+    while (await b.hit("k", time.monotonic())).allowed:
+        admitted += 1
+    assert admitted == 197
+
+
+async def test_reservations_never_admit_more_than_the_limit(make: Make) -> None:
+    """Two busy nodes on one key admit at most the limit between them, and exactly the
+    limit once their reserved cells are handed out or given back."""
+    a, b = make(400, period=3600.0), make(400, period=3600.0)
+    admitted = 0
+    for _ in range(30):
+        now = time.monotonic()
+        wave = await asyncio.gather(*(n.hit("hot", now) for n in (a, b) for _ in range(10)))
+        admitted += sum(d.allowed for d in wave)
+    assert 400 - 2 * 2 <= admitted <= 400
+    assert a.reserved_hits + b.reserved_hits > 0
+    await asyncio.sleep(0.06)
+    for node in (a, b):
+        await node.hit("elsewhere", time.monotonic())  # a call: gives expired cells back
+    while (await a.hit("hot", time.monotonic())).allowed:
+        admitted += 1
+    assert admitted == 400
+
+
+async def test_a_give_back_returns_only_cells_still_in_the_future(make: Make) -> None:
+    """The script undoes a reservation exactly: never more than the cells still ahead."""
+    limiter = make(10, period=3600.0)  # one cell every 360 s
+    key = limiter.redis_key("direct")
+    interval = 360_000_000
+
+    async def call(*args: int) -> list[int]:
+        return [int(v) for v in await limiter._script(keys=[key], args=[interval, 10, *args])]
+
+    granted, backlog, tat = await call(5, 0, 0)
+    assert (granted, backlog) == (5, 0)
+    _, backlog, _ = await call(0, 2, tat)  # 2 of those 5 back
+    assert 3 * interval - 1_000_000 < backlog <= 3 * interval
+    _, backlog, _ = await call(0, 2, 1)  # reserved until long ago: nothing comes back
+    assert 3 * interval - 1_000_000 < backlog <= 3 * interval
+    _, backlog, _ = await call(0, 99, tat)  # more than was reserved: the key empties
+    assert backlog == 0
+    admin = aioredis.Redis.from_url(require_redis())
+    assert not await admin.exists(key)
+    await admin.aclose()

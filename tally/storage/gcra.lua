@@ -1,16 +1,25 @@
--- GCRA (generic cell rate algorithm) for a batch of keys, on the Redis server's clock, so
--- every node shares one limit and one clock. A node sends all the checks of one
--- event-loop tick as one call, each distinct key once with how many requests it has.
+-- GCRA (generic cell rate algorithm) for a batch of entries, on the Redis server's clock,
+-- so every node shares one limit and one clock. A node sends everything of one
+-- event-loop tick as one call: each key that has requests once, with how many cells it
+-- asks for (its requests, then possibly a short reservation of cells for the node to
+-- hand out itself), and reservations it gives back unused. A key may appear more than
+-- once; entries are applied in order.
 --
--- KEYS[i]    a key's theoretical arrival time (TAT), integer microseconds; it expires
---            when the key is back to a full burst, so idle keys cost no memory
--- ARGV[1]    T, the emission interval in microseconds (period / limit)
--- ARGV[2]    N, the limit (also the largest burst)
--- ARGV[2+i]  how many requests KEYS[i] has in this call, in arrival order
+-- KEYS[i]      a key's theoretical arrival time (TAT), integer microseconds; it expires
+--              when the key is back to a full burst, so idle keys cost no memory
+-- ARGV[1]      T, the emission interval in microseconds (period / limit)
+-- ARGV[2]      N, the limit (also the largest burst)
+-- ARGV[3i]     how many cells KEYS[i] asks for (0 for a give-back only)
+-- ARGV[3i+1]   how many reserved cells KEYS[i] gives back (0 if none)
+-- ARGV[3i+2]   the TAT this call returned when those cells were reserved
 --
--- Returns, flattened, for each key: how many of its requests were admitted (the first
--- ones; rejected requests change nothing) and its backlog (TAT - now, microseconds)
--- before them. The caller derives each request's remaining / reset / retry from these.
+-- A give-back returns only the part of the cells still in the future (before that TAT):
+-- cells whose time has passed came back by themselves, and the key may even have
+-- expired and started over since. So it undoes the reservation exactly, never more.
+--
+-- Returns, flattened, for each entry: how many cells were granted (the first ones asked
+-- for; refused cells change nothing), the backlog (TAT - now, microseconds) before them,
+-- and the TAT after them. The caller derives each request's remaining / reset / retry.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -18,23 +27,34 @@ local limit = tonumber(ARGV[2])
 local tolerance = interval * (limit - 1)
 local out = {}
 for i, key in ipairs(KEYS) do
-    local wanted = tonumber(ARGV[2 + i])
-    local tat = tonumber(redis.call('GET', key)) or now
+    local wanted = tonumber(ARGV[3 * i])
+    local back = tonumber(ARGV[3 * i + 1])
+    local reserved_until = tonumber(ARGV[3 * i + 2])
+    local stored = tonumber(redis.call('GET', key))
+    local tat = stored or now
+    if back > 0 and reserved_until > now then
+        tat = tat - math.min(back * interval, reserved_until - now)
+    end
     if tat < now then
         tat = now
     end
     local backlog = tat - now
-    -- a request is admitted while the backlog before it is within the tolerance
+    -- a cell is granted while the backlog before it is within the tolerance
     local room = math.floor((tolerance - backlog) / interval) + 1
     if room < 0 then
         room = 0
     end
-    local admitted = math.min(wanted, room)
-    if admitted > 0 then
-        local after = backlog + admitted * interval
-        redis.call('SET', key, now + after, 'PX', math.ceil(after / 1000) + 1)
+    local granted = math.min(wanted, room)
+    local after = backlog + granted * interval
+    if after > 0 then
+        if granted > 0 or tat ~= stored then
+            redis.call('SET', key, now + after, 'PX', math.ceil(after / 1000) + 1)
+        end
+    elseif stored then
+        redis.call('DEL', key)
     end
-    out[#out + 1] = admitted
+    out[#out + 1] = granted
     out[#out + 1] = backlog
+    out[#out + 1] = now + after
 end
 return out

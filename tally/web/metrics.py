@@ -60,6 +60,24 @@ def render(services: Services) -> bytes:
                 "Times this node fell back to its own limiter.",
                 getattr(limiter, "fallbacks", 0),
             ),
+            (
+                "tally_ratelimit_redis_calls_total",
+                "counter",
+                "Script calls sent to Redis (each carries every hit waiting for one).",
+                getattr(limiter, "batches", 0),
+            ),
+            (
+                "tally_ratelimit_redis_hits_total",
+                "counter",
+                "Hits decided by a call to Redis.",
+                getattr(limiter, "hits", 0),
+            ),
+            (
+                "tally_ratelimit_redis_reserved_hits_total",
+                "counter",
+                "Hits admitted from cells this node had reserved in Redis, without a call.",
+                getattr(limiter, "reserved_hits", 0),
+            ),
         ]
     out: list[str] = []
     for name, kind, help_text, value in rows:
