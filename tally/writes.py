@@ -36,13 +36,31 @@ log = logging.getLogger("tally.writes")
 
 
 class Batch:
-    """An open or committing batch, and the future its waiters await."""
+    """An open or committing batch, the future that tells when it is done, and a future
+    for each request waiting for it (its own, so a request that goes away cancels only
+    that one; cheaper than shielding the shared future for every request)."""
 
-    __slots__ = ("changes", "done")
+    __slots__ = ("changes", "done", "waiters")
 
     def __init__(self, seq: int) -> None:
         self.changes = BatchChanges(seq=seq, counters={}, hours={})
         self.done: asyncio.Future[dict[int, Totals]] = asyncio.get_running_loop().create_future()
+        self.waiters: list[asyncio.Future[dict[int, Totals]]] = []
+
+    def succeed(self, results: dict[int, Totals]) -> None:
+        """Committed: hand every waiter the counters' totals after the commit."""
+        self.done.set_result(results)
+        for waiter in self.waiters:
+            if not waiter.done():  # done: its request was cancelled
+                waiter.set_result(results)
+
+    def fail(self, exc: BaseException) -> None:
+        """Not committed: every waiter gets `exc`."""
+        self.done.set_exception(exc)
+        self.done.exception()  # retrieved: its waiters may all be gone
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +176,14 @@ class GroupCommit:
 
     async def wait(self, ticket: Ticket) -> Totals:
         """Wait for the ticket's batch to commit; the counter's totals as of this request."""
+        batch = ticket.batch
         try:
-            # shield: a client that goes away must not cancel the batch's shared future
-            results = await asyncio.shield(ticket.batch.done)
+            if batch.done.done():
+                results = batch.done.result()
+            else:
+                waiter = batch.done.get_loop().create_future()
+                batch.waiters.append(waiter)
+                results = await waiter
         except StorageError as exc:
             raise Unavailable() from exc
         final = results.get(ticket.counter_id)
@@ -270,12 +293,11 @@ class GroupCommit:
             self.batches_failed += 1
             if self.durability == "commit":
                 log.warning("batch %d failed; its requests get 503: %s", changes.seq, exc)
-                batch.done.set_exception(exc)
-                batch.done.exception()  # retrieved: its waiters may all be gone
+                batch.fail(exc)
             else:
                 log.warning("batch %d failed, will retry: %s", changes.seq, exc)
             return False
         self.batches_committed += 1
         self.changes_committed += len(changes.counters)
-        batch.done.set_result(results)
+        batch.succeed(results)
         return True

@@ -82,6 +82,30 @@ async def test_concurrent_requests_share_transactions(store: Store, counter: Cou
     assert await read(store, writes) == (300, 0)
 
 
+async def test_a_cancelled_request_leaves_its_batch_alone(
+    flaky: FlakyStore, counter: Counter
+) -> None:
+    """A request that goes away while its batch commits cancels only its own wait: the
+    batch commits, the other requests get their values, and its up is counted."""
+    writes = await started(flaky)
+    flaky.hold = asyncio.Event()
+
+    async def one() -> int:
+        ticket = writes.add(counter.id, 1, 0, time.time())
+        return (await writes.wait(ticket)).up_count
+
+    tasks = [asyncio.create_task(one()) for _ in range(3)]
+    await flaky.held.wait()  # committed, the answer not back yet
+    tasks[1].cancel()
+    flaky.hold.set()
+    assert await tasks[0] == 1
+    assert await tasks[2] == 3
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
+    await writes.stop()
+    assert await read(flaky.inner, writes) == (3, 0)
+
+
 async def test_reset_inside_a_batch_keeps_every_answer_exact(
     store: Store, counter: Counter
 ) -> None:
