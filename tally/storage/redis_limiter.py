@@ -42,7 +42,7 @@ GCRA_LUA = resources.files(__package__).joinpath("gcra.lua").read_text("utf-8")
 # this node), the node also asks for a few cells more and hands them out itself for a
 # moment, so the next requests of that key need no round trip. The cells are taken from
 # the shared budget in Redis first, so reserving never admits more than the limit.
-RESERVE_PER_REQUEST = 4  # cells reserved per request of the key in the call
+RESERVE_PER_REQUEST = 16  # cells reserved per request of the key in the call
 RESERVE_SHARE = 200  # at most limit // RESERVE_SHARE cells (0.5 %): none for small limits
 RESERVE_SECONDS = 0.05  # how long reserved cells may be handed out; then given back
 
