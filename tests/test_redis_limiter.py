@@ -180,3 +180,32 @@ async def test_a_give_back_returns_only_cells_still_in_the_future(make: Make) ->
     admin = aioredis.Redis.from_url(require_redis())
     assert not await admin.exists(key)
     await admin.aclose()
+
+
+async def test_a_refused_key_is_refused_locally_until_its_next_cell(make: Make) -> None:
+    """After Redis refuses a key, the node refuses it without a call until a cell is due,
+    with the same Retry-After; then it asks Redis again."""
+    limiter = make(2, period=1.0)  # a cell every 0.5 s
+    now = time.monotonic()
+    assert all([(await limiter.hit("over", now)).allowed for _ in range(2)])
+    refused = await limiter.hit("over", time.monotonic())
+    calls = limiter.batches
+    again = await limiter.hit("over", time.monotonic())
+    assert not refused.allowed
+    assert not again.allowed
+    assert (limiter.batches, limiter.blocked_hits) == (calls, 1)
+    assert 0 < again.retry_after <= refused.retry_after <= 0.5
+    assert again.reset_after <= refused.reset_after <= 1.0
+    await asyncio.sleep(refused.retry_after + 0.01)
+    assert (await limiter.hit("over", time.monotonic())).allowed
+    assert limiter.batches == calls + 1
+
+
+async def test_a_local_refusal_never_outlasts_redis(make: Make) -> None:
+    """Another node sees the same key refused for no longer than this one blocks it."""
+    a, b = make(1, period=0.3), make(1, period=0.3)
+    assert (await a.hit("k", time.monotonic())).allowed
+    first = await a.hit("k", time.monotonic())  # refused by Redis: a blocks the key
+    assert not first.allowed
+    await asyncio.sleep(first.retry_after + 0.01)
+    assert (await b.hit("k", time.monotonic())).allowed  # Redis agrees it is free again

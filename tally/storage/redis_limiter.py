@@ -16,6 +16,8 @@ cells of its budget (see RESERVE_*), which the node hands out for the key's next
 without a call, with the headers those hits would have had from Redis (as of the
 reservation). Unused cells go back with the next call once they expire; the script
 returns only what is still ahead of the key's clock, so a give-back never adds budget.
+Likewise a key Redis refused is refused on this node without a call until its next cell
+is due, so a client far over its limit costs Redis nothing more.
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ class _Reservation:
     tat: int  # the key's TAT in Redis right after the reservation (Redis clock, us)
 
 
+@dataclass(slots=True)
+class _Block:
+    """A key Redis refused: it stays refused at least until `until` (monotonic)."""
+
+    until: float
+    reset: float  # monotonic time the key is back to a full burst, as Redis said
+
+
 class RedisRateLimiter:
     def __init__(
         self,
@@ -78,6 +88,7 @@ class RedisRateLimiter:
         self.batches = 0  # script calls sent (one per event-loop tick with hits)
         self.hits = 0  # hits those calls carried
         self.reserved_hits = 0  # hits admitted from reserved cells, without a call
+        self.blocked_hits = 0  # hits refused because Redis just refused the key, no call
         self.using_fallback = False
         self._interval_us = max(1, round(period * 1_000_000 / limit))
         self._reserve_cap = limit // RESERVE_SHARE
@@ -86,6 +97,8 @@ class RedisRateLimiter:
         # by time of reservation, so the expired ones are at the front
         self._reserved: dict[str, _Reservation] = {}
         self._give_back: list[tuple[str, int, int]] = []  # (key, cells, tat) to return
+        # keys Redis refused, until their next cell is due; by time of refusal
+        self._blocked: dict[str, _Block] = {}
         self._retry_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -100,6 +113,10 @@ class RedisRateLimiter:
         reserved = self._reserved.get(redis_key)
         if reserved is not None and reserved.cells and now < reserved.until:
             return self._from_reservation(reserved, now)
+        blocked = self._blocked.get(redis_key)
+        if blocked is not None and now < blocked.until:
+            self.blocked_hits += 1
+            return Decision(False, self.limit, 0, blocked.reset - now, blocked.until - now)
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         if not self._batch:
             asyncio.get_running_loop().call_soon(self._send)
@@ -134,6 +151,15 @@ class RedisRateLimiter:
         batch, self._batch = self._batch, []
         give_back, self._give_back = self._give_back, []
         now = time.monotonic()
+        # a refusal expires at its key's next cell; one that lasts longer may keep
+        # later ones a while (at most the period), which only costs memory
+        done = []
+        for redis_key, blocked in self._blocked.items():
+            if blocked.until > now:
+                break
+            done.append(redis_key)
+        for redis_key in done:
+            del self._blocked[redis_key]
         expired = []
         for redis_key, reserved in self._reserved.items():
             if reserved.until > now:
@@ -143,7 +169,7 @@ class RedisRateLimiter:
             reserved = self._reserved.pop(redis_key)
             if reserved.cells:
                 give_back.append((redis_key, reserved.cells, reserved.tat))
-        task = asyncio.get_running_loop().create_task(self._run(batch, give_back))
+        task = asyncio.get_running_loop().create_task(self._run(batch, give_back, now))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -157,6 +183,7 @@ class RedisRateLimiter:
         self,
         batch: list[tuple[str, asyncio.Future[Decision]]],
         give_back: list[tuple[str, int, int]],
+        sent: float,
     ) -> None:
         self.batches += 1
         self.hits += len(batch)
@@ -186,6 +213,8 @@ class RedisRateLimiter:
                     future.set_result(self._decision(j, admitted, backlog))
             if granted > admitted:
                 self._keep(redis_key, granted - admitted, backlog, admitted, tat, now)
+            elif admitted < len(futures):
+                self._block(redis_key, backlog, admitted, sent)
 
     def _keep(
         self, redis_key: str, cells: int, backlog: int, admitted: int, tat: int, now: float
@@ -196,6 +225,16 @@ class RedisRateLimiter:
             self._give_back.append((redis_key, old.cells, old.tat))
         after = backlog + (admitted + 1) * self._interval_us
         self._reserved[redis_key] = _Reservation(cells, after, now + RESERVE_SECONDS, now, tat)
+
+    def _block(self, redis_key: str, backlog: int, admitted: int, sent: float) -> None:
+        """Refuse a key locally until its next cell is due: until then only another
+        node giving reserved cells back (0.5 % of the limit at most) could free it.
+        Timed from when the call was sent (Redis ran it later), so the block never
+        outlasts the refusal Redis would give."""
+        after = backlog + admitted * self._interval_us
+        retry = after - self._interval_us * (self.limit - 1)
+        self._blocked.pop(redis_key, None)
+        self._blocked[redis_key] = _Block(sent + retry / 1e6, sent + after / 1e6)
 
     def _decision(self, j: int, admitted: int, backlog_us: int) -> Decision:
         """The decision for a key's j-th request of a call, from what the script did."""
@@ -219,7 +258,7 @@ class RedisRateLimiter:
         self._give_back = []
         if give_back and not self.using_fallback:
             with contextlib.suppress(Exception):  # best effort: they expire by themselves
-                await self._run([], give_back)
+                await self._run([], give_back, time.monotonic())
         await self.client.aclose()
 
 

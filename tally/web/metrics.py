@@ -78,6 +78,12 @@ def render(services: Services) -> bytes:
                 "Hits admitted from cells this node had reserved in Redis, without a call.",
                 getattr(limiter, "reserved_hits", 0),
             ),
+            (
+                "tally_ratelimit_redis_blocked_hits_total",
+                "counter",
+                "Hits refused without a call because Redis had just refused their key.",
+                getattr(limiter, "blocked_hits", 0),
+            ),
         ]
     out: list[str] = []
     for name, kind, help_text, value in rows:
