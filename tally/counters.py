@@ -119,10 +119,14 @@ class Counters:
 
     async def _fresh(self, counter: Counter) -> CounterView:
         """The counter's totals now: a committed snapshot plus this node's pending changes."""
-        counts = await self.store.read_counts(counter.id)
-        if counts is None:  # deleted since it was cached
-            raise NotFound()
-        up, down, updated = self.writes.overlay(counter.id, *counts)
+        epoch = self.writes.begin_read()
+        try:
+            counts = await self.store.read_counts(counter.id)
+            if counts is None:  # deleted since it was cached
+                raise NotFound()
+            up, down, updated = self.writes.overlay(counter.id, *counts)
+        finally:
+            self.writes.end_read(epoch)
         return CounterView(counter, up, down, updated)
 
     @staticmethod
@@ -147,8 +151,12 @@ class Counters:
         view = await self.get(workspace, name, token)
         counter_id, now = view.counter.id, time.time()
         split = settled_before(now, self.tz)
-        recent = await self.store.read_history(counter_id, since_hour=split)
-        buckets = recent.buckets + self.writes.overlay_hours(counter_id, recent.seq)
+        epoch = self.writes.begin_read()
+        try:
+            recent = await self.store.read_history(counter_id, since_hour=split)
+            buckets = recent.buckets + self.writes.overlay_hours(counter_id, recent.seq)
+        finally:
+            self.writes.end_read(epoch)
         summary = summarize(buckets, now, self.tz)
         return view, add_temporal(summary, await self._settled(counter_id, split, now))
 

@@ -12,8 +12,10 @@ and records the batch's `seq` for this node in the same transaction.
 
 Reads stay fresh in both modes: a read's snapshot carries the `seq` of the last batch
 of this node it contains, and `overlay` adds the changes of every later batch that is
-still in memory. So a reader never misses nor double-counts a change, however the
-commit and the read interleave.
+still in memory, including batches that committed while the read was in flight (kept
+until the reads begun before their commit are done: `begin_read` / `end_read`). So a
+reader never misses nor double-counts a change, however the commit and the read
+interleave, also where reads are asynchronous (PostgreSQL).
 
 The flush cost grows with the number of counters a batch changed, never with the
 number of counters in the store.
@@ -92,6 +94,12 @@ class GroupCommit:
         self.retry_delay = retry_delay
         self.stop_timeout = stop_timeout
         self._sealed: deque[Batch] = deque()  # oldest first; the first one may be committing
+        # Committed batches kept for reads in flight: a read whose snapshot predates a
+        # commit must still add that batch, even if the commit finished first. Each
+        # commit bumps the epoch; a batch stays while a read begun before it is open.
+        self._committed: deque[tuple[int, Batch]] = deque()
+        self._epoch = 0
+        self._readers: dict[int, int] = {}  # epoch a read began at -> reads open
         self._open: Batch | None = None
         self._seq = 0
         self._wake = asyncio.Event()  # commit mode: there is work
@@ -127,6 +135,30 @@ class GroupCommit:
         self._flush_now.set()
         with contextlib.suppress(StorageError):
             await asyncio.shield(batch.done)
+
+    def begin_read(self) -> int:
+        """Call before reading the store for an overlay, and `end_read` with the result
+        once the overlay is done: committed batches the read's snapshot may predate
+        stay overlaid until then."""
+        epoch = self._epoch
+        self._readers[epoch] = self._readers.get(epoch, 0) + 1
+        return epoch
+
+    def end_read(self, epoch: int) -> None:
+        left = self._readers[epoch] - 1
+        if left:
+            self._readers[epoch] = left
+        else:
+            del self._readers[epoch]
+        if self._committed:
+            oldest = min(self._readers, default=self._epoch)
+            while self._committed and self._committed[0][0] <= oldest:
+                self._committed.popleft()
+
+    @property
+    def retained(self) -> int:
+        """Committed batches still kept for reads in flight."""
+        return len(self._committed)
 
     @property
     def pending(self) -> int:
@@ -199,7 +231,8 @@ class GroupCommit:
     # the read side ----------------------------------------------------------------
 
     def _batches_after(self, seq: int) -> list[Batch]:
-        batches = [b for b in self._sealed if b.changes.seq > seq]
+        batches = [b for _, b in self._committed if b.changes.seq > seq]
+        batches += [b for b in self._sealed if b.changes.seq > seq]
         if self._open is not None and self._open.changes.seq > seq:
             batches.append(self._open)
         return batches
@@ -209,7 +242,7 @@ class GroupCommit:
     ) -> tuple[int, int, float]:
         """A counter's totals read in a snapshot at `seq`, plus every change of this node
         that the snapshot does not contain."""
-        if self._open is None and not self._sealed:
+        if self._open is None and not self._sealed and not self._committed:
             return up, down, updated
         for batch in self._batches_after(seq):
             delta = batch.changes.counters.get(counter_id)
@@ -299,5 +332,8 @@ class GroupCommit:
             return False
         self.batches_committed += 1
         self.changes_committed += len(changes.counters)
+        self._epoch += 1
+        if self._readers:
+            self._committed.append((self._epoch, batch))
         batch.succeed(results)
         return True

@@ -143,6 +143,29 @@ async def test_read_during_commit_window_counts_once(
     assert await read(store, writes) == (6, 2)
 
 
+async def test_a_batch_committed_during_a_read_is_still_overlaid(
+    store: Store, counter: Counter
+) -> None:
+    """A read whose snapshot was taken before a batch committed still adds that batch,
+    even when the commit finished before the read came back (PostgreSQL reads are
+    asynchronous): an acknowledged buffered write is never missing from a later read."""
+    writes = await started(store, durability="buffered", flush_interval=60.0)
+    writes.add(counter.id, 1, 0, time.time())  # acknowledged at once (buffered)
+    epoch = writes.begin_read()
+    counts = await store.read_counts(counter.id)  # the snapshot: before the commit
+    assert counts is not None
+    await writes.flush()  # committed, gone from the pending batches
+    assert writes.overlay(counter.id, *counts)[:2] == (1, 0)
+    writes.end_read(epoch)
+    assert writes.retained == 0  # nothing kept once no read needs it
+    epoch = writes.begin_read()
+    counts = await store.read_counts(counter.id)  # a snapshot after the commit
+    assert counts is not None
+    assert writes.overlay(counter.id, *counts)[:2] == (1, 0)  # counted once
+    writes.end_read(epoch)
+    await writes.stop()
+
+
 async def test_buffered_reads_include_pending_and_stop_flushes(
     store: Store, counter: Counter
 ) -> None:
