@@ -141,6 +141,30 @@ async def test_unused_reserved_cells_are_given_back(make: Make) -> None:
     assert admitted == 197
 
 
+async def test_an_idle_node_gives_its_cells_back_by_itself(make: Make) -> None:
+    """No later hit is needed to carry expired cells back: a timer sends them."""
+    a, b = make(200, period=3600.0), make(200, period=3600.0)
+    now = time.monotonic()
+    await asyncio.gather(a.hit("k", now), a.hit("k", now))  # 2 admitted, 1 cell reserved
+    await asyncio.sleep(0.1)  # a stays idle past RESERVE_SECONDS
+    admitted = 0
+    while (await b.hit("k", time.monotonic())).allowed:
+        admitted += 1
+    assert admitted == 198
+
+
+async def test_no_cells_are_reserved_close_to_the_limit(make: Make) -> None:
+    """With less than a tenth of the limit left, every hit is decided by Redis."""
+    limiter = make(200, period=3600.0)
+    for _ in range(180):  # 20 left
+        assert (await limiter.hit("k", time.monotonic())).allowed
+    now = time.monotonic()
+    await asyncio.gather(limiter.hit("k", now), limiter.hit("k", now))
+    calls = limiter.batches
+    assert (await limiter.hit("k", time.monotonic())).remaining == 17
+    assert (limiter.batches, limiter.reserved_hits) == (calls + 1, 0)
+
+
 async def test_reservations_never_admit_more_than_the_limit(make: Make) -> None:
     """Two busy nodes on one key admit at most the limit between them, and exactly the
     limit once their reserved cells are handed out or given back."""
@@ -169,13 +193,13 @@ async def test_a_give_back_returns_only_cells_still_in_the_future(make: Make) ->
     async def call(*args: int) -> list[int]:
         return [int(v) for v in await limiter._script(keys=[key], args=[interval, 10, *args])]
 
-    granted, backlog, tat = await call(5, 0, 0)
+    granted, backlog, tat = await call(5, 0, 0, 0)
     assert (granted, backlog) == (5, 0)
-    _, backlog, _ = await call(0, 2, tat)  # 2 of those 5 back
+    _, backlog, _ = await call(0, 0, 2, tat)  # 2 of those 5 back
     assert 3 * interval - 1_000_000 < backlog <= 3 * interval
-    _, backlog, _ = await call(0, 2, 1)  # reserved until long ago: nothing comes back
+    _, backlog, _ = await call(0, 0, 2, 1)  # reserved until long ago: nothing comes back
     assert 3 * interval - 1_000_000 < backlog <= 3 * interval
-    _, backlog, _ = await call(0, 99, tat)  # more than was reserved: the key empties
+    _, backlog, _ = await call(0, 0, 99, tat)  # more than is ahead: the key empties
     assert backlog == 0
     admin = aioredis.Redis.from_url(require_redis())
     assert not await admin.exists(key)

@@ -101,6 +101,7 @@ class RedisRateLimiter:
         self._blocked: dict[str, _Block] = {}
         self._retry_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._expiry: asyncio.TimerHandle | None = None  # gives expired cells back
 
     def redis_key(self, key: Hashable) -> str:
         digest = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
@@ -169,6 +170,8 @@ class RedisRateLimiter:
             reserved = self._reserved.pop(redis_key)
             if reserved.cells:
                 give_back.append((redis_key, reserved.cells, reserved.tat))
+        if not batch and not give_back:
+            return
         task = asyncio.get_running_loop().create_task(self._run(batch, give_back, now))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -192,9 +195,9 @@ class RedisRateLimiter:
             waiting.setdefault(redis_key, []).append(future)
         args: list[int] = [self._interval_us, self.limit]
         for _, cells, tat in give_back:
-            args += (0, cells, tat)
+            args += (0, 0, cells, tat)
         for futures in waiting.values():
-            args += (len(futures) + self._reserve(len(futures)), 0, 0)
+            args += (len(futures), self._reserve(len(futures)), 0, 0)
         try:
             flat = await self._script(keys=[k for k, _, _ in give_back] + list(waiting), args=args)
         except Exception as exc:  # any failure: the waiters fall back, never hang
@@ -225,6 +228,19 @@ class RedisRateLimiter:
             self._give_back.append((redis_key, old.cells, old.tat))
         after = backlog + (admitted + 1) * self._interval_us
         self._reserved[redis_key] = _Reservation(cells, after, now + RESERVE_SECONDS, now, tat)
+        if self._expiry is None:
+            self._expiry = asyncio.get_running_loop().call_later(RESERVE_SECONDS, self._expire)
+
+    def _expire(self) -> None:
+        """Give expired cells back now, even if no hit comes to carry them: an idle node
+        must not sit on cells another node could use."""
+        self._expiry = None
+        if not self._batch:  # else the call about to go carries them
+            self._send()
+        if self._reserved:
+            first = next(iter(self._reserved.values()))
+            delay = max(0.0, first.until - time.monotonic())
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
 
     def _block(self, redis_key: str, backlog: int, admitted: int, sent: float) -> None:
         """Refuse a key locally until its next cell is due: until then only another
@@ -249,6 +265,9 @@ class RedisRateLimiter:
 
     async def close(self) -> None:
         """Wait for the calls in flight, give the reserved cells back, close the client."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         for task in list(self._tasks):
             await task
         give_back = self._give_back + [
