@@ -93,12 +93,12 @@ class RedisRateLimiter:
         self._interval_us = max(1, round(period * 1_000_000 / limit))
         self._reserve_cap = limit // RESERVE_SHARE
         self._script = client.register_script(GCRA_LUA)
-        self._batch: list[tuple[str, asyncio.Future[Decision]]] = []
+        self._batch: list[tuple[Hashable, asyncio.Future[Decision]]] = []
         # by time of reservation, so the expired ones are at the front
-        self._reserved: dict[str, _Reservation] = {}
-        self._give_back: list[tuple[str, int, int]] = []  # (key, cells, tat) to return
+        self._reserved: dict[Hashable, _Reservation] = {}
+        self._give_back: list[tuple[Hashable, int, int]] = []  # (key, cells, tat) to return
         # keys Redis refused, until their next cell is due; by time of refusal
-        self._blocked: dict[str, _Block] = {}
+        self._blocked: dict[Hashable, _Block] = {}
         self._retry_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.TimerHandle | None = None  # gives expired cells back
@@ -110,18 +110,17 @@ class RedisRateLimiter:
     async def hit(self, key: Hashable, now: float) -> Decision:
         if self.using_fallback and now < self._retry_at:
             return self.fallback.hit(key, now)
-        redis_key = self.redis_key(key)
-        reserved = self._reserved.get(redis_key)
+        reserved = self._reserved.get(key)
         if reserved is not None and reserved.cells and now < reserved.until:
             return self._from_reservation(reserved, now)
-        blocked = self._blocked.get(redis_key)
+        blocked = self._blocked.get(key)
         if blocked is not None and now < blocked.until:
             self.blocked_hits += 1
             return Decision(False, self.limit, 0, blocked.reset - now, blocked.until - now)
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         if not self._batch:
             asyncio.get_running_loop().call_soon(self._send)
-        self._batch.append((redis_key, future))
+        self._batch.append((key, future))
         try:
             decision = await future
         except Exception as exc:  # Redis or anything under it: limit locally
@@ -155,21 +154,21 @@ class RedisRateLimiter:
         # a refusal expires at its key's next cell; one that lasts longer may keep
         # later ones a while (at most the period), which only costs memory
         done = []
-        for redis_key, blocked in self._blocked.items():
+        for key, blocked in self._blocked.items():
             if blocked.until > now:
                 break
-            done.append(redis_key)
-        for redis_key in done:
-            del self._blocked[redis_key]
+            done.append(key)
+        for key in done:
+            del self._blocked[key]
         expired = []
-        for redis_key, reserved in self._reserved.items():
+        for key, reserved in self._reserved.items():
             if reserved.until > now:
                 break
-            expired.append(redis_key)
-        for redis_key in expired:
-            reserved = self._reserved.pop(redis_key)
+            expired.append(key)
+        for key in expired:
+            reserved = self._reserved.pop(key)
             if reserved.cells:
-                give_back.append((redis_key, reserved.cells, reserved.tat))
+                give_back.append((key, reserved.cells, reserved.tat))
         if not batch and not give_back:
             return
         task = asyncio.get_running_loop().create_task(self._run(batch, give_back, now))
@@ -184,22 +183,24 @@ class RedisRateLimiter:
 
     async def _run(
         self,
-        batch: list[tuple[str, asyncio.Future[Decision]]],
-        give_back: list[tuple[str, int, int]],
+        batch: list[tuple[Hashable, asyncio.Future[Decision]]],
+        give_back: list[tuple[Hashable, int, int]],
         sent: float,
     ) -> None:
         self.batches += 1
         self.hits += len(batch)
-        waiting: dict[str, list[asyncio.Future[Decision]]] = {}
-        for redis_key, future in batch:
-            waiting.setdefault(redis_key, []).append(future)
+        waiting: dict[Hashable, list[asyncio.Future[Decision]]] = {}
+        for key, future in batch:
+            waiting.setdefault(key, []).append(future)
         args: list[int] = [self._interval_us, self.limit]
         for _, cells, tat in give_back:
             args += (0, 0, cells, tat)
         for futures in waiting.values():
             args += (len(futures), self._reserve(len(futures)), 0, 0)
         try:
-            flat = await self._script(keys=[k for k, _, _ in give_back] + list(waiting), args=args)
+            keys = [self.redis_key(k) for k, _, _ in give_back]
+            keys += [self.redis_key(k) for k in waiting]
+            flat = await self._script(keys=keys, args=args)
         except Exception as exc:  # any failure: the waiters fall back, never hang
             for _, future in batch:
                 if not future.done():
@@ -207,7 +208,7 @@ class RedisRateLimiter:
             return
         now = time.monotonic()
         at = 3 * len(give_back)
-        for redis_key, futures in waiting.items():
+        for key, futures in waiting.items():
             granted, backlog, tat = int(flat[at]), int(flat[at + 1]), int(flat[at + 2])
             at += 3
             admitted = min(granted, len(futures))
@@ -215,19 +216,19 @@ class RedisRateLimiter:
                 if not future.done():
                     future.set_result(self._decision(j, admitted, backlog))
             if granted > admitted:
-                self._keep(redis_key, granted - admitted, backlog, admitted, tat, now)
+                self._keep(key, granted - admitted, backlog, admitted, tat, now)
             elif admitted < len(futures):
-                self._block(redis_key, backlog, admitted, sent)
+                self._block(key, backlog, admitted, sent)
 
     def _keep(
-        self, redis_key: str, cells: int, backlog: int, admitted: int, tat: int, now: float
+        self, key: Hashable, cells: int, backlog: int, admitted: int, tat: int, now: float
     ) -> None:
         """Hold a key's reserved cells (the ones after its `admitted` requests)."""
-        old = self._reserved.pop(redis_key, None)
+        old = self._reserved.pop(key, None)
         if old is not None and old.cells:
-            self._give_back.append((redis_key, old.cells, old.tat))
+            self._give_back.append((key, old.cells, old.tat))
         after = backlog + (admitted + 1) * self._interval_us
-        self._reserved[redis_key] = _Reservation(cells, after, now + RESERVE_SECONDS, now, tat)
+        self._reserved[key] = _Reservation(cells, after, now + RESERVE_SECONDS, now, tat)
         if self._expiry is None:
             self._expiry = asyncio.get_running_loop().call_later(RESERVE_SECONDS, self._expire)
 
@@ -242,15 +243,15 @@ class RedisRateLimiter:
             delay = max(0.0, first.until - time.monotonic())
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
 
-    def _block(self, redis_key: str, backlog: int, admitted: int, sent: float) -> None:
+    def _block(self, key: Hashable, backlog: int, admitted: int, sent: float) -> None:
         """Refuse a key locally until its next cell is due: until then only another
         node giving reserved cells back (0.5 % of the limit at most) could free it.
         Timed from when the call was sent (Redis ran it later), so the block never
         outlasts the refusal Redis would give."""
         after = backlog + admitted * self._interval_us
         retry = after - self._interval_us * (self.limit - 1)
-        self._blocked.pop(redis_key, None)
-        self._blocked[redis_key] = _Block(sent + retry / 1e6, sent + after / 1e6)
+        self._blocked.pop(key, None)
+        self._blocked[key] = _Block(sent + retry / 1e6, sent + after / 1e6)
 
     def _decision(self, j: int, admitted: int, backlog_us: int) -> Decision:
         """The decision for a key's j-th request of a call, from what the script did."""
