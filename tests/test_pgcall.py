@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from tally.errors import StorageError
-from tally.storage.pgcall import PreparedCall
+from tally.storage.pgcall import BatchedLookup, PreparedCall
 
 pytestmark = pytest.mark.postgres
 
@@ -70,3 +75,86 @@ async def test_a_cancelled_call_closes_the_connection(postgres_base_url: str) ->
     with pytest.raises(asyncio.CancelledError):
         await task
     assert call.closed
+
+
+def lookup(url: str, sql: bytes) -> BatchedLookup:
+    async def connect() -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+    return BatchedLookup(connect, b"lookup", sql, b"unused")
+
+
+@pytest.fixture
+def table(postgres_base_url: str) -> Iterator[str]:
+    """A conninfo whose table t(id, v) holds (1, 10) and (2, 20), in a schema of its own."""
+    schema = f"tally_test_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_base_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(
+            sql.SQL("CREATE TABLE {}.t (id BIGINT PRIMARY KEY, v BIGINT)").format(
+                sql.Identifier(schema)
+            )
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {}.t VALUES (1, 10), (2, 20)").format(sql.Identifier(schema))
+        )
+    yield make_conninfo(postgres_base_url, options=f"-c search_path={schema}")
+    with psycopg.connect(postgres_base_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+LOOKUP = b"SELECT id, v FROM t WHERE id = ANY($2::bigint[]) AND $1::text IS NOT NULL"
+
+
+async def test_lookups_of_one_tick_share_one_query(table: str) -> None:
+    reads = lookup(table, LOOKUP)
+    try:
+        rows = list(await asyncio.gather(reads.get(1), reads.get(2), reads.get(1), reads.get(3)))
+        assert rows == [(b"1", b"10"), (b"2", b"20"), (b"1", b"10"), None]
+        assert (reads.queries, reads.lookups) == (1, 4)
+    finally:
+        await reads.close()
+
+
+async def test_a_lookup_never_joins_a_query_already_sent(table: str) -> None:
+    """A lookup asked while a query is out waits for the next one: its snapshot is
+    taken after it was asked, so it sees a write committed before that."""
+    slow = LOOKUP.replace(b"WHERE", b"CROSS JOIN pg_sleep(0.3) WHERE")
+    reads = lookup(table, slow)
+    try:
+        first = asyncio.create_task(reads.get(1))
+        await asyncio.sleep(0.1)  # the first query is out, its snapshot taken
+        async with await psycopg.AsyncConnection.connect(table, autocommit=True) as conn:
+            await conn.execute("UPDATE t SET v = 11 WHERE id = 1")
+        second = await reads.get(1)
+        assert await first == (b"1", b"10")
+        assert second == (b"1", b"11")
+        assert reads.queries == 2
+    finally:
+        await reads.close()
+
+
+async def test_a_connection_lost_while_idle_is_replaced(table: str) -> None:
+    """After the server ended the lookups' connection, the next lookup reconnects."""
+    reads = lookup(table, LOOKUP)
+    try:
+        assert await reads.get(2) == (b"2", b"20")
+        with psycopg.connect(table, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND query LIKE %s",
+                ("%FROM t WHERE%",),
+            )
+        assert await asyncio.wait_for(reads.get(2), timeout=10) == (b"2", b"20")
+    finally:
+        await reads.close()
+
+
+async def test_closing_fails_lookups_in_flight(table: str) -> None:
+    slow = LOOKUP.replace(b"WHERE", b"CROSS JOIN pg_sleep(1) WHERE")
+    reads = lookup(table, slow)
+    waiting = asyncio.create_task(reads.get(1))
+    await asyncio.sleep(0.2)
+    await reads.close()
+    with pytest.raises(StorageError):
+        await waiting

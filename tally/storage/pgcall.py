@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import pq
@@ -120,3 +121,93 @@ class PreparedCall:
         if not self._conn.closed:
             with contextlib.suppress(psycopg.Error):
                 await self._conn.close()
+
+
+class BatchedLookup:
+    """Lookups of rows by id, batched like the group commit batches writes.
+
+    Every lookup waiting when a query goes out shares it: `sql` is prepared with $1 =
+    `first` and $2 = the ids as a bigint[] literal, and the first column of each row it
+    returns is the id. A lookup never joins a query already sent, so its snapshot is
+    always taken after it was asked for: batching costs no freshness. One query is in
+    flight at a time, on a connection of its own; a failed query is tried once more on
+    a new connection (after a database restart the old one fails once; a read may be
+    repeated), then its lookups fail with StorageError.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]],
+        name: bytes,
+        sql: bytes,
+        first: bytes,
+    ) -> None:
+        self._connect = connect
+        self._name = name
+        self._sql = sql
+        self._first = first
+        self._call: PreparedCall | None = None
+        self._waiting: list[tuple[int, asyncio.Future[Row | None]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.queries = 0  # statements sent
+        self.lookups = 0  # lookups they answered
+
+    async def get(self, row_id: int) -> Row | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Row | None] = loop.create_future()
+        self._waiting.append((row_id, future))
+        if self._task is None:  # starts next tick, with every lookup asked until then
+            self._task = loop.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                ids = sorted({row_id for row_id, _ in batch})
+                try:
+                    rows = await self._query(b"{" + b",".join(b"%d" % i for i in ids) + b"}")
+                except BaseException as exc:  # never leave a lookup hanging
+                    error = exc if isinstance(exc, StorageError) else StorageError(repr(exc))
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    if not isinstance(exc, Exception):  # cancelled: the store is closing
+                        raise
+                    continue
+                self.queries += 1
+                self.lookups += len(batch)
+                found = {int(row[0] or 0): row for row in rows}
+                for row_id, future in batch:
+                    if not future.done():
+                        future.set_result(found.get(row_id))
+        finally:
+            self._task = None
+
+    async def _query(self, ids: bytes) -> list[Row]:
+        for attempt in (1, 2):
+            try:
+                if self._call is None or self._call.closed:
+                    conn = await self._connect()
+                    self._call = PreparedCall(conn, self._name, self._sql)
+                return await self._call([self._first, ids])
+            except (StorageError, psycopg.Error) as exc:
+                if attempt == 2:
+                    if isinstance(exc, StorageError):
+                        raise
+                    raise StorageError(f"postgresql: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        for _, future in self._waiting:
+            if not future.done():
+                future.set_exception(StorageError("the store is closed"))
+        self._waiting = []
+        call, self._call = self._call, None
+        if call is not None:
+            await call.close()

@@ -33,7 +33,7 @@ from tally.errors import Conflict, StorageError
 from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
 from tally.storage import migrations
 from tally.storage.base import NO_END
-from tally.storage.pgcall import PreparedCall
+from tally.storage.pgcall import BatchedLookup, PreparedCall
 from tally.storage.rows import (
     COUNTER_COLUMNS,
     TOKEN_COLUMNS,
@@ -71,8 +71,11 @@ WITH c AS (
 )
 SELECT {COUNTER_COLUMNS}, {_SEQ} FROM c JOIN workspaces w ON w.id = c.workspace_id
 """
-_READ_COUNTS = f"""
-SELECT up_count, down_count, updated_at, {_SEQ} FROM counters WHERE id = %(id)s
+# Batched (pgcall.BatchedLookup): $1 the node, $2 the ids; one statement, one snapshot.
+_READ_COUNTS = b"""
+SELECT c.id, c.up_count, c.down_count, c.updated_at,
+    COALESCE((SELECT seq FROM node_seq WHERE node = $1), 0)
+FROM counters c WHERE c.id = ANY($2::bigint[])
 """
 # One statement, one snapshot: the LEFT JOIN keeps the seq row when there is no bucket.
 _READ_HISTORY = f"""
@@ -157,6 +160,10 @@ class PostgresStore:
         # transaction needs no ROLLBACK; writes of several statements use transaction()
         self._kwargs: dict[str, Any] = {"autocommit": True, "row_factory": tuple_row}
         self._flusher: PreparedCall | None = None
+        # reads of a counter's totals (every get): batched, on a connection of their own
+        self._counts = BatchedLookup(
+            self._connect, b"tally_read_counts", _READ_COUNTS, node.encode()
+        )
         if options:
             self._kwargs["options"] = options
         if "connect_timeout" not in conninfo_to_dict(conninfo):
@@ -244,7 +251,12 @@ class PostgresStore:
                 (str(current),),
             )
 
+    async def _connect(self) -> Connection:
+        """A connection of its own (not pooled), as every other connection is made."""
+        return await Connection.connect(self._conninfo, **self._kwargs)
+
     async def close(self) -> None:
+        await self._counts.close()
         await self._drop_flusher()
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -428,8 +440,13 @@ class PostgresStore:
         return to_counter(row) if row else None
 
     async def read_counts(self, counter_id: int) -> tuple[int, int, float, int] | None:
-        row = await self._row(_READ_COUNTS, {"id": counter_id, "node": self.node})
-        return (row[0], row[1], row[2], row[3]) if row else None
+        row = await self._counts.get(counter_id)
+        if row is None:
+            return None
+        try:
+            return int(_text(row[1])), int(_text(row[2])), float(_text(row[3])), int(_text(row[4]))
+        except (ValueError, IndexError) as exc:
+            raise StorageError(f"postgresql: counts read as {row!r}") from exc
 
     async def list_counters(self, workspace_id: int) -> list[Counter]:
         return [to_counter(r) for r in await self._rows(_LIST_COUNTERS, (workspace_id,))]
@@ -463,8 +480,7 @@ class PostgresStore:
         )
         try:
             if self._flusher is None or self._flusher.closed:
-                conn = await Connection.connect(self._conninfo, **self._kwargs)
-                self._flusher = PreparedCall(conn, b"tally_apply", _APPLY)
+                self._flusher = PreparedCall(await self._connect(), b"tally_apply", _APPLY)
             rows = await self._flusher(params)
         except psycopg.Error as exc:
             await self._drop_flusher()
