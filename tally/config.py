@@ -43,6 +43,7 @@ class Settings:
     secret_key: str | None = None
     bootstrap: bool = True
     token_cache_ttl: float = 1.0
+    commit_linger: float | None = None  # None: the store's own (see Store.commit_linger)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -127,6 +128,15 @@ def parse_positive_float(text: str) -> float:
     return value
 
 
+def parse_linger(text: str) -> float | None:
+    if text.strip().lower() == "auto":
+        return None
+    value = float(text)
+    if not 0 <= value <= 0.1:
+        raise ValueError("use auto or seconds from 0 to 0.1")
+    return value
+
+
 def parse_port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -199,6 +209,13 @@ SETTINGS: tuple[Setting, ...] = (
         parse_positive_float,
         "Seconds a node trusts verified tokens and counters' settings without asking the "
         "database (how long a revocation or a private flag change takes to bite).",
+    ),
+    Setting(
+        "commit_linger",
+        parse_linger,
+        "Commit mode, under load: seconds the next group commit waits to fill (auto: the "
+        "store's choice, 0.001 on PostgreSQL, 0 on SQLite).",
+        lambda v: "auto" if v is None else f"{v:g}",
     ),
 )
 

@@ -106,6 +106,41 @@ async def test_a_cancelled_request_leaves_its_batch_alone(
     assert await read(flaky.inner, writes) == (3, 0)
 
 
+@pytest.mark.parametrize("busy", [True, False])
+async def test_a_busy_group_commit_lingers_for_the_next_batch(
+    flaky: FlakyStore, counter: Counter, busy: bool
+) -> None:
+    """After a batch of 4 requests or more, the next batch waits `linger` to fill: two
+    ups arriving 50 ms apart share one transaction. After a lone request, no wait."""
+    writes = await started(flaky, linger=0.2)
+    hold = flaky.hold = asyncio.Event()
+
+    async def up() -> int:
+        ticket = writes.add(counter.id, 1, 0, time.time())
+        return (await writes.wait(ticket)).up_count
+
+    first = [asyncio.create_task(up()) for _ in range(4 if busy else 1)]
+    await flaky.held.wait()  # the first batch is committing
+    second = asyncio.create_task(up())
+    await asyncio.sleep(0)  # the second up is in the next batch
+    flaky.hold = None
+    hold.set()
+    hold_released = asyncio.get_running_loop().time()
+    for task in first:
+        await task
+    await asyncio.sleep(0.05)
+    third = asyncio.create_task(up())
+    await asyncio.gather(second, third)
+    waited = asyncio.get_running_loop().time() - hold_released
+    await writes.stop()
+    if busy:
+        assert flaky.applies == 2  # the second and third ups in one transaction
+        assert waited >= 0.2
+    else:
+        assert flaky.applies == 3
+        assert waited < 0.2
+
+
 async def test_reset_inside_a_batch_keeps_every_answer_exact(
     store: Store, counter: Counter
 ) -> None:

@@ -18,6 +18,8 @@ NO_END = 2**62  # an hour index after any real one
 class Store(Protocol):
     node: str
     dialect: str  # "sqlite", "postgresql": which migrations/ folder is ours
+    # seconds a busy group commit lets its next batch fill (TALLY_COMMIT_LINGER=auto)
+    commit_linger: float
 
     async def open(self) -> None:
         """Connect and bring the schema up to date."""

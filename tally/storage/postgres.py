@@ -136,6 +136,10 @@ class PostgresStore:
     """Store on a PostgreSQL database. Owns the tables of `migrations/postgresql/`."""
 
     dialect = "postgresql"
+    # a commit costs a round trip, a server process's work and an fsync: under load,
+    # 1 ms more per batch gives fewer, fuller transactions (measured on 2 nodes: about
+    # 8 % more ups per second, PostgreSQL CPU per up 25 -> 18 us)
+    commit_linger = 0.001
 
     def __init__(
         self,

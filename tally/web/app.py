@@ -84,7 +84,10 @@ class App:
         store = store_from_url(s.database_url, node=node_name())
         # a server database may still be starting; a missing SQLite file's folder will not
         await open_store(store, attempts=1 if store.dialect == "sqlite" else 30)
-        writes = GroupCommit(store, durability=s.durability, flush_interval=s.flush_interval)
+        linger = store.commit_linger if s.commit_linger is None else s.commit_linger
+        writes = GroupCommit(
+            store, durability=s.durability, flush_interval=s.flush_interval, linger=linger
+        )
         writes.start(await store.register_node())
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
