@@ -46,6 +46,8 @@ class TcpProxy:
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
+        self._flowing = asyncio.Event()  # cleared: bytes are held, connections stay open
+        self._flowing.set()
         self.server: asyncio.Server | None = None
         self.port = 0
         self._pipes: set[asyncio.Task[None]] = set()
@@ -66,6 +68,14 @@ class TcpProxy:
         for task in list(self._pipes):
             task.cancel()
 
+    def stall(self) -> None:
+        """Hold every byte from now on, keeping the connections open: a network that
+        drops packets without a word."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -81,6 +91,7 @@ class TcpProxy:
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await src.read(65536):
+                await self._flowing.wait()
                 dst.write(data)
                 await dst.drain()
         dst.close()

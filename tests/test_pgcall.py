@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from services import TcpProxy
 
 from tally.errors import StorageError
+from tally.models import BatchChanges, CounterDelta
 from tally.storage.pgcall import BatchedLookup, PreparedCall
+from tally.storage.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 
@@ -158,3 +163,35 @@ async def test_closing_fails_lookups_in_flight(table: str) -> None:
     await reads.close()
     with pytest.raises(StorageError):
         await waiting
+
+
+async def test_a_silent_network_fails_commits_and_reads_in_time(postgres_url: str) -> None:
+    """With the database's packets held (no reset, no error), a group commit and a read
+    fail after the call timeout instead of hanging; once packets flow, a new connection
+    carries on."""
+    target = urlsplit(postgres_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    url = postgres_url.replace(target.netloc, f"{target.username}@127.0.0.1:{proxy.port}")
+    store = PostgresStore.from_url(url, node="silent", call_timeout=0.5)
+    await store.open()
+    try:
+        ws = await store.create_workspace("ws", "ws")
+        counter = await store.create_counter(ws.id, "c")
+        one = BatchChanges(seq=1, counters={counter.id: CounterDelta(1, 0, False, 0.0)}, hours={})
+        assert (await store.apply(one))[counter.id].up_count == 1
+        assert await store.read_counts(counter.id) is not None
+        proxy.stall()
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="no answer"):
+            await store.apply(BatchChanges(seq=2, counters=one.counters, hours={}))
+        with pytest.raises(StorageError):
+            await store.read_counts(counter.id)
+        assert time.monotonic() - started < 5
+        proxy.resume()
+        out = await store.apply(BatchChanges(seq=3, counters=one.counters, hours={}))
+        assert out[counter.id].up_count in (2, 3)  # seq 2 may have landed unanswered
+    finally:
+        proxy.resume()
+        await store.close()
+        await proxy.cut()

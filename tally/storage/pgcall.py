@@ -25,10 +25,19 @@ Row = tuple[bytes | None, ...]
 
 
 class PreparedCall:
-    """`sql` prepared once as `name` on `conn` (autocommit, not used by anything else)."""
+    """`sql` prepared once as `name` on `conn` (autocommit, not used by anything else).
+    A call without an answer within `timeout` seconds fails (a network that drops
+    packets silently would otherwise hold it until TCP gives up, many minutes)."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[object], name: bytes, sql: bytes) -> None:
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection[object],
+        name: bytes,
+        sql: bytes,
+        timeout: float = 10.0,
+    ) -> None:
         self._conn = conn
+        self.timeout = timeout
         self._pg = conn.pgconn
         self._name = name
         self._sql = sql
@@ -45,12 +54,13 @@ class PreparedCall:
         if self.closed:
             raise StorageError("postgresql: the connection is closed")
         try:
-            if not self._prepared:
-                await self._roundtrip(lambda: self._pg.send_prepare(self._name, self._sql))
-                self._prepared = True
-            results = await self._roundtrip(
-                lambda: self._pg.send_query_prepared(self._name, params)
-            )
+            async with asyncio.timeout(self.timeout):
+                if not self._prepared:
+                    await self._roundtrip(lambda: self._pg.send_prepare(self._name, self._sql))
+                    self._prepared = True
+                results = await self._roundtrip(
+                    lambda: self._pg.send_query_prepared(self._name, params)
+                )
             rows: list[Row] = []
             for res in results:
                 if res.status == pq.ExecStatus.TUPLES_OK:
@@ -59,6 +69,9 @@ class PreparedCall:
                         tuple(res.get_value(i, j) for j in range(width)) for i in range(res.ntuples)
                     )
             return rows
+        except TimeoutError:
+            await self.close()
+            raise StorageError(f"postgresql: no answer within {self.timeout:g} s") from None
         except BaseException:
             await self.close()
             raise
@@ -141,8 +154,10 @@ class BatchedLookup:
         name: bytes,
         sql: bytes,
         first: bytes,
+        timeout: float = 10.0,
     ) -> None:
         self._connect = connect
+        self.timeout = timeout
         self._name = name
         self._sql = sql
         self._first = first
@@ -189,7 +204,7 @@ class BatchedLookup:
             try:
                 if self._call is None or self._call.closed:
                     conn = await self._connect()
-                    self._call = PreparedCall(conn, self._name, self._sql)
+                    self._call = PreparedCall(conn, self._name, self._sql, self.timeout)
                 return await self._call([self._first, ids])
             except (StorageError, psycopg.Error) as exc:
                 if attempt == 2:

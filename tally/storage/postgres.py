@@ -15,6 +15,7 @@ libpq parameters such as ``?sslmode=require``, and two of Tally's own:
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -45,6 +46,15 @@ from tally.storage.rows import (
 NODE_IDLE_DAYS = 7
 DEFAULT_POOL_MAX = 10
 CONNECT_TIMEOUT = 10  # seconds; libpq waits forever by default
+CALL_TIMEOUT = 10.0  # seconds a group commit or a batched read waits for its answer
+# TCP keepalives (unless the URL sets them): a connection whose peer vanished without a
+# word is found dead within about a minute instead of the system's two hours
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 POOL_TIMEOUT = 3.0  # seconds a call waits for a connection: then 503, not a hang
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -149,6 +159,7 @@ class PostgresStore:
         schema: str | None = None,
         pool_max: int = DEFAULT_POOL_MAX,
         options: str = "",
+        call_timeout: float = CALL_TIMEOUT,
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r}: use lower-case letters, digits and _")
@@ -165,17 +176,23 @@ class PostgresStore:
         self._kwargs: dict[str, Any] = {"autocommit": True, "row_factory": tuple_row}
         self._flusher: PreparedCall | None = None
         # reads of a counter's totals (every get): batched, on a connection of their own
+        self.call_timeout = call_timeout
         self._counts = BatchedLookup(
-            self._connect, b"tally_read_counts", _READ_COUNTS, node.encode()
+            self._connect, b"tally_read_counts", _READ_COUNTS, node.encode(), call_timeout
         )
         if options:
             self._kwargs["options"] = options
-        if "connect_timeout" not in conninfo_to_dict(conninfo):
+        given = conninfo_to_dict(conninfo)
+        if "connect_timeout" not in given:
             self._kwargs["connect_timeout"] = CONNECT_TIMEOUT
+        if not any(key.startswith("keepalives") for key in given):
+            self._kwargs.update(KEEPALIVES)
         self._pool: AsyncConnectionPool[Connection] | None = None
 
     @classmethod
-    def from_url(cls, url: str, node: str = "local") -> PostgresStore:
+    def from_url(
+        cls, url: str, node: str = "local", call_timeout: float = CALL_TIMEOUT
+    ) -> PostgresStore:
         parts = urlsplit(url)
         if parts.scheme.split("+", 1)[0].lower() not in ("postgresql", "postgres"):
             raise ValueError("the PostgreSQL URL must start with postgresql://")
@@ -196,6 +213,7 @@ class PostgresStore:
             schema=ours.get("schema"),
             pool_max=int(pool_max),
             options=ours.get("options", ""),
+            call_timeout=call_timeout,
         )
 
     # connections -------------------------------------------------------------
@@ -256,8 +274,15 @@ class PostgresStore:
             )
 
     async def _connect(self) -> Connection:
-        """A connection of its own (not pooled), as every other connection is made."""
-        return await Connection.connect(self._conninfo, **self._kwargs)
+        """A connection of its own (not pooled) for the group commit or the batched reads,
+        made as every other connection, within the call timeout."""
+        try:
+            async with asyncio.timeout(self.call_timeout):
+                return await Connection.connect(self._conninfo, **self._kwargs)
+        except TimeoutError:
+            raise StorageError(
+                f"postgresql: no connection within {self.call_timeout:g} s"
+            ) from None
 
     async def close(self) -> None:
         await self._counts.close()
@@ -484,7 +509,8 @@ class PostgresStore:
         )
         try:
             if self._flusher is None or self._flusher.closed:
-                self._flusher = PreparedCall(await self._connect(), b"tally_apply", _APPLY)
+                conn = await self._connect()
+                self._flusher = PreparedCall(conn, b"tally_apply", _APPLY, self.call_timeout)
             rows = await self._flusher(params)
         except psycopg.Error as exc:
             await self._drop_flusher()
