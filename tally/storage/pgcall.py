@@ -1,12 +1,16 @@
-"""One prepared statement called over and over on a connection of its own, with libpq's
-asynchronous API and one socket reader registered for the connection's whole life.
+"""Lean PostgreSQL calls for the hot paths: one prepared statement called over and over
+on a connection of its own, with libpq's asynchronous API and one socket reader
+registered for the connection's whole life.
 
-The group commit calls `tally_apply` once per batch, and psycopg's general machinery
-(a cursor, the prepare cache, and a reader added and removed on the event loop at every
-wait: two epoll_ctl system calls each time) cost more CPU per batch than the round trip
-itself. Here a call is: send the prepared statement with its parameters as text, await a
-future, and parse the rows the reader collected. Errors of any kind close the connection
-(the caller opens a new one for the next batch) and raise StorageError.
+The group commit calls `tally_apply` once per batch, and every `get` reads a counter's
+totals. psycopg's general machinery (a cursor, the prepare cache, a pooled connection,
+and a reader added and removed on the event loop at every wait: two epoll_ctl system
+calls each time) cost more CPU than the round trip itself. Here a call is: send the
+prepared statement with its parameters as text, await a future, and parse the rows the
+reader collected. `PreparedCall` is one such statement (the group commit's);
+`BatchedLookup` batches reads by id over one. Errors of any kind, and calls without an
+answer in time, close the connection (the next call opens a new one) and raise
+StorageError.
 """
 
 from __future__ import annotations
