@@ -73,7 +73,7 @@ class Results:
         """The scenarios' measurements, the scale and scale-out loads included (not the
         ceilings)."""
         scale = [self.scale.load] if self.scale else []
-        scaleout = [self.scaleout.load] if self.scaleout else []
+        scaleout = [self.scaleout.load, self.scaleout.reads] if self.scaleout else []
         return [*self.scenarios, *scale, *scaleout]
 
 
@@ -166,6 +166,7 @@ def results_table(results: Results) -> list[str]:
         title = f"ceiling: {so.nodes} hello ASGI nodes behind nginx (mean of {n} runs)"
         rows.append(_ceiling_row(title, so.ceilings, so.ceiling_rps))
         rows.append(_result_row(so.load))
+        rows.append(_result_row(so.reads))
     head = [
         "scenario",
         "req/s",
@@ -184,7 +185,7 @@ def details_table(results: Results) -> list[str]:
     so = results.scaleout
     runs = [*results.ceilings, *results.scenarios]
     runs += [results.scale.load] if results.scale is not None else []
-    runs += [*so.ceilings, so.load] if so is not None else []
+    runs += [*so.ceilings, so.load, so.reads] if so is not None else []
     for m in runs:
         check = "—"
         if m.check is not None:
@@ -282,6 +283,9 @@ def scaleout_section(so: ScaleoutResult) -> list[str]:
         f"({so.ceiling_rps:,.0f} req/s, the mean of {each} before and after; target: "
         f"{m.target or '—'}: {_met(m)}).",
         f"- Count: {check}.",
+        f"- `get` of the same counter on the same cluster afterwards (reads batched per "
+        f"node): {so.reads.rps:,.0f} req/s, p50 {so.reads.p50_ms:.2f} ms, p99 "
+        f"{so.reads.p99_ms:.2f} ms: {so.reads.ratio or 0:.2f} x the same ceiling.",
         f"- Group commit: {g.ups:,} ups (hot and drain counters, warm-up and run) in "
         f"{g.batches:,} PostgreSQL transactions over both nodes: {g.ups_per_batch:.1f} ups "
         f"per transaction ({g.changes_per_batch:.2f} counter changes each; "
@@ -396,7 +400,8 @@ METHOD = [
     "the counters come from the `tally` CLI before the nodes start. wrk loads nginx the same "
     "way as every other scenario. The count is checked in PostgreSQL after the nodes "
     "stopped, and the nodes' `/metrics` (`tally_batches_committed_total`) tell the ups per "
-    f"transaction. Its ceiling is `bench/hello.py` as {SCALEOUT_NODES} nodes behind the same "
+    "transaction; then `scaleout-get` loads `get` of the same counter on the same cluster."
+    f" Its ceiling is `bench/hello.py` as {SCALEOUT_NODES} nodes behind the same "
     "kind of nginx, loaded before and after it (the ratio is to their mean); the single-node "
     "ceiling server is stopped by then. PostgreSQL, Redis, nginx, wrk and the nodes all share "
     "the machine's cores: the scale-out section gives the CPU each used.",

@@ -63,6 +63,14 @@ SCALEOUT = Scenario(
     counted="name = 'hot'",
     target=Target(0.5),
 )
+# measured on the same cluster after the `up` load: the batched reads (no target)
+SCALEOUT_GET = Scenario(
+    "scaleout-get",
+    f"get, one hot counter, Write token: {NODES} nodes on PostgreSQL + Redis behind nginx",
+    "hot",
+    HOT,
+    auth=True,
+)
 CEILING_TITLE = f"ceiling: {NODES} hello ASGI nodes behind nginx"
 COMMITTED_TIMEOUT = 10.0  # seconds the nodes get to commit what they hold after a load
 STOP_TIMEOUT = 30.0  # seconds a node gets to stop after SIGTERM
@@ -104,6 +112,7 @@ class GroupCommit:
 class ScaleoutResult:
     nodes: int
     load: Measurement
+    reads: Measurement  # `get` on the same cluster, after `load`
     ceilings: list[Measurement]  # the ceiling cluster: before and after the load
     group_commit: GroupCommit
     postgres: str
@@ -198,6 +207,8 @@ def run_scaleout(run: Run, services: Services) -> ScaleoutResult:
         load = SCALEOUT.load(token)
         m = measure_cluster(run, tally, SCALEOUT.name, SCALEOUT.title, load, warmup=True)
         metrics = committed_metrics(tally)
+        get = SCALEOUT_GET.load(token)
+        reads = measure_cluster(run, tally, SCALEOUT_GET.name, SCALEOUT_GET.title, get, warmup=True)
         codes = stop(tally)
         m.wall_s = time.monotonic() - started
         m.exit_code = next((c for c in codes if c != 0), 0)
@@ -231,10 +242,13 @@ def run_scaleout(run: Run, services: Services) -> ScaleoutResult:
         second = measure_cluster(
             run, ceiling, "scaleout-ceiling-1", CEILING_TITLE, hello, warmup=False
         )
-    result = ScaleoutResult(NODES, m, [first, second], group, services.postgres, services.redis)
+    result = ScaleoutResult(
+        NODES, m, reads, [first, second], group, services.postgres, services.redis
+    )
     for c in result.ceilings:
         c.judge(result.ceiling_rps, None)
     m.judge(result.ceiling_rps, SCALEOUT.target)
+    reads.judge(result.ceiling_rps, None)
     progress(f"scaleout: {m.ratio or 0:.2f} x the ceiling of {result.ceiling_rps:,.0f} req/s")
     return result
 
