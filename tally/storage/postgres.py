@@ -133,9 +133,14 @@ def _array(values: Iterable[int | float]) -> bytes:
 
 
 def _text(value: bytes | None) -> bytes:
-    if value is None:
-        raise ValueError("NULL")
+    if value is None:  # not from these statements: every column read is NOT NULL
+        raise StorageError("postgresql: NULL where a number was expected")
     return value
+
+
+def _totals(row: tuple[bytes | None, ...]) -> Totals:
+    """Columns 1 to 3 of a row of tally_apply or of the batched counts read (text)."""
+    return Totals(int(_text(row[1])), int(_text(row[2])), float(_text(row[3])))
 
 
 def _bools(values: Iterable[bool]) -> bytes:
@@ -472,10 +477,8 @@ class PostgresStore:
         row = await self._counts.get(counter_id)
         if row is None:
             return None
-        try:
-            return int(_text(row[1])), int(_text(row[2])), float(_text(row[3])), int(_text(row[4]))
-        except (ValueError, IndexError) as exc:
-            raise StorageError(f"postgresql: counts read as {row!r}") from exc
+        totals = _totals(row)
+        return totals.up_count, totals.down_count, totals.updated_at, int(_text(row[4]))
 
     async def list_counters(self, workspace_id: int) -> list[Counter]:
         return [to_counter(r) for r in await self._rows(_LIST_COUNTERS, (workspace_id,))]
@@ -518,13 +521,7 @@ class PostgresStore:
         except StorageError:
             await self._drop_flusher()
             raise
-        try:
-            return {
-                int(_text(r[0])): Totals(int(_text(r[1])), int(_text(r[2])), float(_text(r[3])))
-                for r in rows
-            }
-        except (ValueError, IndexError) as exc:
-            raise StorageError(f"postgresql: tally_apply returned {rows!r}") from exc
+        return {int(_text(row[0])): _totals(row) for row in rows}
 
     async def _drop_flusher(self) -> None:
         """Forget the flusher's connection (the next batch opens a new one)."""

@@ -30,6 +30,7 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 from importlib import resources
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
@@ -66,6 +67,22 @@ class _Block:
 
     until: float
     reset: float  # monotonic time the key is back to a full burst, as Redis said
+
+
+Timed = TypeVar("Timed", _Reservation, _Block)
+
+
+def _pop_expired(entries: dict[Hashable, Timed], now: float) -> list[tuple[Hashable, Timed]]:
+    """Remove and return the entries whose `until` has come, from the front of a dict
+    kept in order of `until`."""
+    expired = []
+    for key, entry in entries.items():
+        if entry.until > now:
+            break
+        expired.append((key, entry))
+    for key, _ in expired:
+        del entries[key]
+    return expired
 
 
 class RedisRateLimiter:
@@ -136,9 +153,7 @@ class RedisRateLimiter:
         reserved.cells -= 1
         after = reserved.after_us
         reserved.after_us += self._interval_us
-        remaining = (self._interval_us * self.limit - after) // self._interval_us
-        reset = max(0.0, after / 1e6 - (now - reserved.granted))
-        return Decision(True, self.limit, remaining, reset, 0.0)
+        return self._admitted(after, now - reserved.granted)
 
     def _down(self, exc: BaseException, now: float) -> None:
         self._retry_at = now + self.retry_after
@@ -153,22 +168,10 @@ class RedisRateLimiter:
         now = time.monotonic()
         # a refusal expires at its key's next cell; one that lasts longer may keep
         # later ones a while (at most the period), which only costs memory
-        done = []
-        for key, blocked in self._blocked.items():
-            if blocked.until > now:
-                break
-            done.append(key)
-        for key in done:
-            del self._blocked[key]
-        expired = []
-        for key, reserved in self._reserved.items():
-            if reserved.until > now:
-                break
-            expired.append(key)
-        for key in expired:
-            reserved = self._reserved.pop(key)
-            if reserved.cells:
-                give_back.append((key, reserved.cells, reserved.tat))
+        _pop_expired(self._blocked, now)
+        give_back += (
+            (key, r.cells, r.tat) for key, r in _pop_expired(self._reserved, now) if r.cells
+        )
         if not batch and not give_back:
             return
         task = asyncio.get_running_loop().create_task(self._run(batch, give_back, now))
@@ -257,12 +260,16 @@ class RedisRateLimiter:
         """The decision for a key's j-th request of a call, from what the script did."""
         interval = self._interval_us
         if j < admitted:
-            after = backlog_us + (j + 1) * interval
-            remaining = (interval * self.limit - after) // interval
-            return Decision(True, self.limit, remaining, after / 1e6, 0.0)
+            return self._admitted(backlog_us + (j + 1) * interval, 0.0)
         after = backlog_us + admitted * interval
         retry = after - interval * (self.limit - 1)
         return Decision(False, self.limit, 0, after / 1e6, retry / 1e6)
+
+    def _admitted(self, after_us: int, age: float) -> Decision:
+        """An admitted request whose cell left the key `after_us` of backlog, as Redis
+        said `age` seconds ago."""
+        remaining = (self._interval_us * self.limit - after_us) // self._interval_us
+        return Decision(True, self.limit, remaining, max(0.0, after_us / 1e6 - age), 0.0)
 
     async def close(self) -> None:
         """Wait for the calls in flight, give the reserved cells back, close the client."""

@@ -9,6 +9,31 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
+# the Redis limiter's counters: (metric, attribute of RedisRateLimiter, help)
+REDIS_LIMITER_COUNTERS = (
+    (
+        "tally_ratelimit_redis_fallbacks_total",
+        "fallbacks",
+        "Times this node fell back to its own limiter.",
+    ),
+    (
+        "tally_ratelimit_redis_calls_total",
+        "batches",
+        "Script calls sent to Redis (each carries every hit waiting for one).",
+    ),
+    ("tally_ratelimit_redis_hits_total", "hits", "Hits decided by a call to Redis."),
+    (
+        "tally_ratelimit_redis_reserved_hits_total",
+        "reserved_hits",
+        "Hits admitted from cells this node had reserved in Redis, without a call.",
+    ),
+    (
+        "tally_ratelimit_redis_blocked_hits_total",
+        "blocked_hits",
+        "Hits refused without a call because Redis had just refused their key.",
+    ),
+)
+
 
 def render(services: Services) -> bytes:
     writes = services.writes
@@ -54,36 +79,10 @@ def render(services: Services) -> bytes:
                 "1 while Redis is unreachable and this node limits on its own.",
                 int(fallback),
             ),
-            (
-                "tally_ratelimit_redis_fallbacks_total",
-                "counter",
-                "Times this node fell back to its own limiter.",
-                getattr(limiter, "fallbacks", 0),
-            ),
-            (
-                "tally_ratelimit_redis_calls_total",
-                "counter",
-                "Script calls sent to Redis (each carries every hit waiting for one).",
-                getattr(limiter, "batches", 0),
-            ),
-            (
-                "tally_ratelimit_redis_hits_total",
-                "counter",
-                "Hits decided by a call to Redis.",
-                getattr(limiter, "hits", 0),
-            ),
-            (
-                "tally_ratelimit_redis_reserved_hits_total",
-                "counter",
-                "Hits admitted from cells this node had reserved in Redis, without a call.",
-                getattr(limiter, "reserved_hits", 0),
-            ),
-            (
-                "tally_ratelimit_redis_blocked_hits_total",
-                "counter",
-                "Hits refused without a call because Redis had just refused their key.",
-                getattr(limiter, "blocked_hits", 0),
-            ),
+        ]
+        rows += [
+            (name, "counter", help_text, getattr(limiter, attribute, 0))
+            for name, attribute, help_text in REDIS_LIMITER_COUNTERS
         ]
     out: list[str] = []
     for name, kind, help_text, value in rows:
