@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -10,6 +12,20 @@ from tally.errors import Conflict, StorageError
 from tally.models import BatchChanges, CounterDelta, Permission
 from tally.storage import Store, store_from_url
 from tally.storage.migrations import load
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(store_url: str) -> AsyncIterator[tuple[Store, Store]]:
+    """Two stores on one database, as nodes "one" and "two"."""
+    one = store_from_url(store_url, node="one")
+    two = store_from_url(store_url, node="two")
+    await one.open()
+    await two.open()
+    try:
+        yield one, two
+    finally:
+        await one.close()
+        await two.close()
 
 
 def batch(
@@ -159,11 +175,7 @@ async def test_hours_accumulate_and_history_carries_seq(store: Store) -> None:
 
 async def test_seq_is_per_node(store_url: str) -> None:
     """Each node sees its own last seq; register_node resumes it after a restart."""
-    one = store_from_url(store_url, node="one")
-    two = store_from_url(store_url, node="two")
-    await one.open()
-    await two.open()
-    try:
+    async with two_nodes(store_url) as (one, two):
         ws = await one.create_workspace("ws", "ws")
         a = await one.create_counter(ws.id, "a")
         await one.apply(batch(7, (a.id, CounterDelta(1, 0, False, 0.0))))
@@ -172,9 +184,6 @@ async def test_seq_is_per_node(store_url: str) -> None:
         assert (seen_by_two.up_count, seen_by_two.seq) == (1, 0)
         assert await one.register_node() == 7
         assert await two.register_node() == 0
-    finally:
-        await one.close()
-        await two.close()
 
 
 async def test_meta_get_or_set_keeps_the_first_value(store: Store) -> None:
@@ -219,17 +228,19 @@ async def test_history_can_be_read_by_hour_range(store: Store) -> None:
 async def test_nodes_applying_overlapping_batches_at_once(store_url: str) -> None:
     """Two nodes committing batches over the same counters at the same time (many
     counters or one, hours included) never deadlock and lose nothing."""
-    one = store_from_url(store_url, node="one")
-    two = store_from_url(store_url, node="two")
-    await one.open()
-    await two.open()
-    try:
+    async with two_nodes(store_url) as (one, two):
         ws = await one.create_workspace("ws", "ws")
         ids = [(await one.create_counter(ws.id, f"c{i}")).id for i in range(4)]
         hour = 490_000
+        ups = dict.fromkeys(ids, 0)
+        downs = dict.fromkeys(ids, 0)
         for seq in range(1, 41):
             mine = ids if seq % 3 else ids[seq % 4 : seq % 4 + 1]
             theirs = list(reversed(ids)) if seq % 2 else ids[:2]
+            for i in mine:
+                ups[i] += 1
+            for i in theirs:
+                downs[i] += 1
             await asyncio.gather(
                 one.apply(
                     batch(
@@ -246,20 +257,10 @@ async def test_nodes_applying_overlapping_batches_at_once(store_url: str) -> Non
                     )
                 ),
             )
-        ups = [0] * 4
-        downs = [0] * 4
-        for seq in range(1, 41):
-            for i in ids if seq % 3 else ids[seq % 4 : seq % 4 + 1]:
-                ups[ids.index(i)] += 1
-            for i in list(reversed(ids)) if seq % 2 else ids[:2]:
-                downs[ids.index(i)] += 1
         for k, i in enumerate(ids):
             counter = await one.read_counter("ws", f"c{k}")
             assert counter is not None
-            assert (counter.up_count, counter.down_count) == (ups[k], downs[k])
+            assert (counter.up_count, counter.down_count) == (ups[i], downs[i])
             history = await one.read_history(i)
-            assert sum(b[1] for b in history.buckets) == ups[k]
-            assert sum(b[2] for b in history.buckets) == downs[k]
-    finally:
-        await one.close()
-        await two.close()
+            assert sum(b[1] for b in history.buckets) == ups[i]
+            assert sum(b[2] for b in history.buckets) == downs[i]
