@@ -44,6 +44,7 @@ class Settings:
     bootstrap: bool = True
     token_cache_ttl: float = 1.0
     commit_linger: float | None = None  # None: the store's own (see Store.commit_linger)
+    v1_rate_limit: RateLimit | None = RateLimit(30, 60.0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -216,6 +217,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Commit mode, under load: seconds the next group commit waits to fill (auto: the "
         "store's choice, 0.001 on PostgreSQL, 0 on SQLite).",
         lambda v: "auto" if v is None else f"{v:g}",
+    ),
+    Setting(
+        "v1_rate_limit",
+        parse_rate_limit,
+        "The V1 legacy endpoints' own limit per URL path and client IP (like rate_limit).",
+        render_rate_limit,
     ),
 )
 

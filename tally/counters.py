@@ -9,6 +9,16 @@ Access rules (docs/api.md has the user-facing table):
   lacks the permission, 403.
 - up / down on a missing counter with a Write or Admin token of that workspace creates it
   (public); otherwise 404.
+- up / down by more than 1 needs a Write token of the workspace; set needs Admin (and
+  creates a missing counter, as up does with Write).
+- An anonymous up / down (no token of the counter's workspace) of a counter with allowed
+  origins must come from one of them (tally.origins), else 403.
+- A counter with a floor or a ceiling takes every up / down / set as a checked change:
+  one that would cross a bound is refused by the store at commit time (409), so the
+  bounds hold exactly across nodes; these requests are answered after their commit,
+  also in buffered mode.
+- V1 (the retired open-source API, `v1_*`): a namespace is a workspace opened for V1;
+  anyone may read, up, down (never below 0) and set its public counters, creating them.
 """
 
 from __future__ import annotations
@@ -19,13 +29,26 @@ from collections import OrderedDict
 from datetime import UTC, tzinfo
 from typing import Any
 
-from tally.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from tally.models import Counter, Permission, Token
+from tally import origins
+from tally.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from tally.models import (
+    CHECK_BOUNDS,
+    CHECK_BOUNDS_AND_ZERO,
+    UNCHECKED,
+    Counter,
+    History,
+    Permission,
+    Token,
+    Totals,
+    Workspace,
+)
 from tally.stats import add_temporal, settled_before, summarize
 from tally.storage.base import Store
-from tally.writes import GroupCommit
+from tally.writes import GroupCommit, Ticket
 
 MAX_NAME = 128
+MAX_BY = 1_000_000  # up / down ?by=
+MAX_SET = 2**53 - 1  # a total set with set: still exact in JavaScript's numbers
 # control characters, surrogates, line and paragraph separators; format characters such
 # as the zero-width joiner are fine (emoji sequences use them)
 _REFUSED = frozenset(("Cc", "Cs", "Zl", "Zp"))
@@ -58,6 +81,12 @@ class CounterView:
         self.updated_at = updated_at
 
 
+class RecordNotFound(BadRequest):
+    """V1's answer for a counter that is not there (400, "record not found")."""
+
+    default_message = "record not found"
+
+
 class CounterCache:
     """What a node remembers of counters it served: (workspace, name) -> Counter, trusted
     for `ttl` seconds. Only the settings part (id, private, description) is used from it;
@@ -88,6 +117,16 @@ class CounterCache:
         return len(self._entries)
 
 
+def bound_error(counter: Counter, up: int, down: int) -> Conflict:
+    if up and counter.ceiling is not None:
+        crossed = f"ceiling of {counter.ceiling}"
+    elif down and counter.floor is not None:
+        crossed = f"floor of {counter.floor}"
+    else:
+        crossed = "bounds"
+    return Conflict(f"this would cross the counter's {crossed}: nothing was counted")
+
+
 class Counters:
     def __init__(
         self, store: Store, writes: GroupCommit, tz: tzinfo = UTC, cache_ttl: float = 1.0
@@ -97,6 +136,8 @@ class Counters:
         self.tz = tz
         self.commit = writes.durability == "commit"
         self.cache = CounterCache(cache_ttl)
+        self.cache_ttl = cache_ttl
+        self._workspaces: dict[str, tuple[float, Workspace | None]] = {}
         self._settled_cache: dict[tuple[int, int], dict[str, Any]] = {}
 
     async def _find(self, workspace: str, name: str) -> Counter | None:
@@ -173,9 +214,16 @@ class Counters:
         return temporal
 
     async def count(
-        self, workspace: str, name: str, token: Token | None, up: int, down: int
+        self,
+        workspace: str,
+        name: str,
+        token: Token | None,
+        up: int,
+        down: int,
+        origin: str | None = None,
     ) -> CounterView:
-        """Add `up` / `down` events to a counter (creating it if the token may)."""
+        """Add `up` / `down` events to a counter (creating it if the token may).
+        `origin`: where an anonymous request comes from (tally.origins)."""
         counter = await self._find(workspace, name)
         if counter is None:
             if (
@@ -189,11 +237,69 @@ class Counters:
             if token is None or token.workspace_id != counter.workspace_id:
                 raise NotFound()
             self._require(counter, token, Permission.WRITE)
+        if up + down > 1:
+            self._require(counter, token, Permission.WRITE)
+        if counter.allowed_origins and (
+            token is None or token.workspace_id != counter.workspace_id
+        ):
+            self._check_origin(counter, origin)
+        if counter.bounded:
+            ticket = self.writes.add(counter.id, up, down, time.time(), CHECK_BOUNDS)
+            totals = await self._committed(ticket)
+            if totals.refused:
+                raise bound_error(counter, up, down)
+            return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
         ticket = self.writes.add(counter.id, up, down, time.time())
         if self.commit:
             totals = await self.writes.wait(ticket)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
         return await self._fresh(counter)
+
+    @staticmethod
+    def _check_origin(counter: Counter, origin: str | None) -> None:
+        if not origins.allowed(origin, counter.allowed_origins):
+            raise Forbidden(
+                "this counter accepts anonymous counts only from its allowed origins"
+                if origin is None
+                else f"this counter does not accept anonymous counts from {origin}"
+            )
+
+    async def _committed(self, ticket: Ticket) -> Totals:
+        """The ticket's totals once committed, in either durability mode."""
+        if not self.commit:
+            self.writes.commit_soon()
+        return await self.writes.wait(ticket)
+
+    async def set(
+        self, workspace: str, name: str, token: Token | None, up: int, down: int
+    ) -> CounterView:
+        """Set a counter's totals (Admin; creates a missing counter). See GroupCommit.set."""
+        for total in (up, down):
+            if not 0 <= total <= MAX_SET:
+                raise BadRequest(f"a total must be a whole number from 0 to {MAX_SET}")
+        counter = await self._find(workspace, name)
+        if counter is None:
+            if (
+                token is None
+                or token.workspace_slug != workspace
+                or token.permission < Permission.ADMIN
+            ):
+                raise NotFound()
+            counter = await self.store.ensure_counter(token.workspace_id, name)
+        elif counter.private and (token is None or token.workspace_id != counter.workspace_id):
+            raise NotFound()
+        self._require(counter, token, Permission.ADMIN)
+        return await self._set(counter, up, down)
+
+    async def _set(self, counter: Counter, up: int, down: int) -> CounterView:
+        check = CHECK_BOUNDS if counter.bounded else UNCHECKED
+        totals = await self._committed(self.writes.set(counter.id, up, down, time.time(), check))
+        if totals.refused:
+            raise Conflict(
+                f"{up - down} is outside the counter's bounds "
+                f"({_bound(counter.floor)} to {_bound(counter.ceiling)}): nothing was set"
+            )
+        return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
 
     async def reset(self, workspace: str, name: str, token: Token | None) -> CounterView:
         counter = await self._visible(workspace, name, token)
@@ -203,3 +309,79 @@ class Counters:
             totals = await self.writes.wait(ticket)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
         return await self._fresh(counter)
+
+    # V1 -------------------------------------------------------------------------------
+
+    async def workspace(self, slug: str) -> Workspace | None:
+        """The workspace (its settings trusted for the cache TTL, as counters' are)."""
+        now = time.monotonic()
+        hit = self._workspaces.get(slug)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await self.store.get_workspace(slug)
+        if len(self._workspaces) >= 10_000:
+            self._workspaces.clear()
+        self._workspaces[slug] = (now + self.cache_ttl, found)
+        return found
+
+    async def _v1_counter(self, namespace: str, name: str, create: bool) -> Counter:
+        """A public counter of a V1 namespace (NotFound: no such namespace open for V1;
+        RecordNotFound: no such public counter, and `create` is false)."""
+        counter = await self._find(namespace, name)
+        if counter is not None:
+            if not counter.v1_open:
+                raise NotFound("no V1 namespace of that name")
+            if counter.private:
+                raise RecordNotFound()
+            return counter
+        ws = await self.workspace(namespace)
+        if ws is None or not ws.v1_open:
+            raise NotFound("no V1 namespace of that name")
+        if not create:
+            raise RecordNotFound()
+        counter = await self.store.ensure_counter(ws.id, name)
+        if counter.private:  # made private by someone else in the meantime
+            raise RecordNotFound()
+        return counter
+
+    async def v1_get(self, namespace: str, name: str) -> CounterView:
+        return await self._fresh(await self._v1_counter(namespace, name, create=False))
+
+    async def v1_count(self, namespace: str, name: str, up: int, origin: str | None) -> CounterView:
+        """V1 up (`up` 1) or down (`up` 0): never below 0; a refused down answers the
+        counter as it is."""
+        counter = await self._v1_counter(namespace, name, create=True)
+        self._check_origin(counter, origin)
+        down = 1 - up
+        check = CHECK_BOUNDS_AND_ZERO if down else CHECK_BOUNDS if counter.bounded else UNCHECKED
+        ticket = self.writes.add(counter.id, up, down, time.time(), check)
+        if check or self.commit:
+            totals = await self._committed(ticket)
+            if totals.refused and up:
+                raise bound_error(counter, up, down)
+            return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
+        return await self._fresh(counter)
+
+    async def v1_set(
+        self, namespace: str, name: str, count: int, origin: str | None
+    ) -> CounterView:
+        if not 0 <= count <= MAX_SET:
+            raise BadRequest(f"count must be a whole number from 0 to {MAX_SET}")
+        counter = await self._v1_counter(namespace, name, create=True)
+        self._check_origin(counter, origin)
+        return await self._set(counter, count, 0)
+
+    async def v1_history(self, namespace: str, name: str) -> tuple[CounterView, History]:
+        """The counter and all its hourly buckets, pending ones included."""
+        view = await self.v1_get(namespace, name)
+        epoch = self.writes.begin_read()
+        try:
+            history = await self.store.read_history(view.counter.id)
+            buckets = history.buckets + self.writes.overlay_hours(view.counter.id, history.seq)
+        finally:
+            self.writes.end_read(epoch)
+        return view, History(buckets, history.seq)
+
+
+def _bound(value: int | None) -> str:
+    return "none" if value is None else str(value)

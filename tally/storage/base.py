@@ -43,6 +43,11 @@ class Store(Protocol):
 
     async def list_workspaces(self) -> list[Workspace]: ...
 
+    async def set_workspace_rules(
+        self, workspace_id: int, *, v1_open: bool, origins: tuple[str, ...]
+    ) -> Workspace | None:
+        """Replace the workspace's V1 flag and allowed origins; None if it is missing."""
+
     # tokens
     async def create_token(
         self, workspace_id: int, name: str, prefix: str, token_hash: str, permission: Permission
@@ -61,6 +66,16 @@ class Store(Protocol):
         self, workspace_id: int, name: str, *, private: bool = False, description: str = ""
     ) -> Counter:
         """Raises Conflict if the workspace has a counter of that name."""
+
+    async def set_counter_rules(
+        self,
+        counter_id: int,
+        *,
+        floor: int | None,
+        ceiling: int | None,
+        origins: tuple[str, ...],
+    ) -> Counter | None:
+        """Replace the counter's bounds and allowed origins; None if it is missing."""
 
     async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
         """The counter, created public and empty if missing (safe under races)."""
@@ -82,4 +97,9 @@ class Store(Protocol):
     async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
         """Apply one batch in one transaction; the totals of every changed counter that
         still exists, as committed. A batch whose seq this node already committed is not
-        applied again (a retry after a COMMIT whose answer was lost counts once)."""
+        applied again (a retry after a COMMIT whose answer was lost counts once).
+
+        A checked delta that would cross its counter's bounds (as stored at commit time)
+        changes nothing, its hourly buckets included: its totals come back `refused`. A
+        set (`record` >= 0) adds its difference to the totals it replaced into the
+        bucket of hour `record` (see CounterDelta)."""

@@ -1,5 +1,5 @@
 """Rows to records, shared by the SQL stores: both select the same columns in the same
-order (`COUNTER_COLUMNS`, `TOKEN_COLUMNS`, workspaces' id, slug, name, created_at)."""
+order (`COUNTER_COLUMNS`, `TOKEN_COLUMNS`, `WORKSPACE_COLUMNS`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from tally.models import Counter, Permission, Token, Workspace
 
 COUNTER_COLUMNS = (
     "c.id, c.workspace_id, w.slug, c.name, c.description, c.private, c.up_count, "
-    "c.down_count, c.created_at, c.updated_at"
+    "c.down_count, c.created_at, c.updated_at, c.min_value, c.max_value, c.origins, "
+    "w.origins, w.v1_open"
 )
+_COUNTER_WIDTH = 15
+WORKSPACE_COLUMNS = "id, slug, name, created_at, v1_open, origins"
 TOKEN_COLUMNS = (
     "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at"
 )
@@ -30,8 +33,22 @@ def to_counter(row: Sequence[Any]) -> Counter:
         down_count=row[7],
         created_at=row[8],
         updated_at=row[9],
-        seq=row[10] if len(row) > 10 else 0,
+        floor=row[10],
+        ceiling=row[11],
+        origins=split_origins(row[12]),
+        workspace_origins=split_origins(row[13]),
+        v1_open=bool(row[14]),
+        seq=row[_COUNTER_WIDTH] if len(row) > _COUNTER_WIDTH else 0,
     )
+
+
+def split_origins(text: str) -> tuple[str, ...]:
+    """The origins column (one per line) as a tuple."""
+    return tuple(text.split()) if text else ()
+
+
+def join_origins(origins: tuple[str, ...]) -> str:
+    return "\n".join(origins)
 
 
 def to_token(row: Sequence[Any]) -> Token:
@@ -48,4 +65,11 @@ def to_token(row: Sequence[Any]) -> Token:
 
 
 def to_workspace(row: Sequence[Any]) -> Workspace:
-    return Workspace(id=row[0], slug=row[1], name=row[2], created_at=row[3])
+    return Workspace(
+        id=row[0],
+        slug=row[1],
+        name=row[2],
+        created_at=row[3],
+        v1_open=bool(row[4]),
+        origins=split_origins(row[5]),
+    )

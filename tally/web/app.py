@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass
 
 from tally.auth import TokenVerifier
-from tally.config import Settings
+from tally.config import RateLimit, Settings
 from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.ratelimit import Limiter, LocalLimiter
@@ -19,6 +19,7 @@ from tally.storage import Store, store_from_url
 from tally.web import metrics
 from tally.web.api import V2Api
 from tally.web.http import Receive, Scope, Send, send_error, send_json, send_text
+from tally.web.v1 import V1Api
 from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
@@ -35,19 +36,18 @@ def node_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def make_limiter(s: Settings) -> Limiter | None:
-    if s.rate_limit is None:
+def make_limiter(s: Settings, rate: RateLimit | None, prefix: str = "") -> Limiter | None:
+    """A limiter of `rate`, shared through Redis if there is one (its keys under
+    TALLY_REDIS_PREFIX + `prefix`)."""
+    if rate is None:
         return None
     if s.redis_url:
         from tally.storage.redis_limiter import RedisRateLimiter, redis_client
 
         return RedisRateLimiter(
-            redis_client(s.redis_url),
-            s.rate_limit.limit,
-            s.rate_limit.period,
-            prefix=s.redis_prefix,
+            redis_client(s.redis_url), rate.limit, rate.period, prefix=s.redis_prefix + prefix
         )
-    return LocalLimiter(s.rate_limit.limit, s.rate_limit.period)
+    return LocalLimiter(rate.limit, rate.period)
 
 
 async def open_store(store: Store, attempts: int = 30, delay: float = 1.0) -> None:
@@ -70,6 +70,7 @@ class Services:
     counters: Counters
     verifier: TokenVerifier
     api: V2Api
+    v1: V1Api
 
 
 class App:
@@ -91,9 +92,10 @@ class App:
         writes.start(await store.register_node())
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
-        limiter = make_limiter(s)
+        limiter = make_limiter(s, s.rate_limit)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
-        self.services = Services(store, writes, counters, verifier, api)
+        v1 = V1Api(counters, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
+        self.services = Services(store, writes, counters, verifier, api, v1)
 
     async def shutdown(self) -> None:
         services, self.services = self.services, None
@@ -103,8 +105,9 @@ class App:
             await services.writes.stop()
         finally:
             await services.store.close()
-            if services.api.limiter is not None:
-                await services.api.limiter.close()
+            for limiter in (services.api.limiter, services.v1.limiter):
+                if limiter is not None:
+                    await limiter.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -122,6 +125,8 @@ class App:
                 raise Unavailable("the server is starting or stopping")
             if path.startswith(b"/v2/"):
                 await services.api(scope, send, path)
+            elif path.startswith(b"/v1/"):
+                await services.v1(scope, send, path)
             elif path == b"/healthz":
                 await send_json(send, 200, {"status": "ok"})
             elif path == b"/metrics":
