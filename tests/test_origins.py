@@ -41,7 +41,7 @@ def test_normalize(text: str, canonical: str) -> None:
     ],
 )
 def test_normalize_refuses_what_is_not_an_origin(text: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="is not an origin"):
         origins.normalize(text)
 
 
