@@ -95,6 +95,8 @@ class Totals:
     down_count: int
     updated_at: float
     refused: bool = False  # a checked change that would have crossed a bound: not applied
+    # a set's batch: the totals the set replaced (so its history adjustment is known)
+    replaced: tuple[int, int] | None = None
 
 
 # CounterDelta.check

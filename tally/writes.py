@@ -53,14 +53,20 @@ class Batch:
         self.waiters: list[asyncio.Future[dict[int, Totals]]] = []
 
     def succeed(self, results: dict[int, Totals]) -> None:
-        """Committed: hand every waiter the counters' totals after the commit. A refused
-        (checked) change is taken out of the batch, which may still be overlaid."""
+        """Committed: hand every waiter the counters' totals after the commit. The batch
+        may still be overlaid for reads in flight (see begin_read), so a refused (checked)
+        change is taken out of it, and a set's history adjustment put in."""
         changes = self.changes
         for counter_id, totals in results.items():
             if totals.refused:
                 changes.counters[counter_id] = CounterDelta(updated_at=0.0)
                 for key in [k for k in changes.hours if k[0] == counter_id]:
                     del changes.hours[key]
+            elif totals.replaced is not None:  # a set: its history adjustment, now known
+                delta = changes.counters[counter_id]
+                hour = changes.hours.setdefault((counter_id, delta.record), [0, 0])
+                hour[0] += delta.base_up - totals.replaced[0]
+                hour[1] += delta.base_down - totals.replaced[1]
         self.done.set_result(results)
         for waiter in self.waiters:
             if not waiter.done():  # done: its request was cancelled

@@ -105,10 +105,11 @@ async def test_a_set_replaces_the_totals_and_records_the_difference(store: Store
             hours={(c.id, HOUR - 5): [7, 2]},
         )
     )
-    out = await store.apply(
-        batch(2, (c.id, set_to(100, 1, then_up=3)), hours={(c.id, HOUR): [3, 0]})
-    )
+    changes = batch(2, (c.id, set_to(100, 1, then_up=3)), hours={(c.id, HOUR): [3, 0]})
+    out = await store.apply(changes)
     assert (out[c.id].up_count, out[c.id].down_count, out[c.id].refused) == (103, 1, False)
+    assert out[c.id].replaced == (7, 2)  # the totals it replaced
+    assert (await store.apply(changes))[c.id].replaced is None  # a retry: not known
     history = await store.read_history(c.id)
     assert sorted(history.buckets) == [(HOUR - 5, 7, 2), (HOUR, 3 + 100 - 7, 1 - 2)]
     assert sum(b[1] for b in history.buckets) == 103

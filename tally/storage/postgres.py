@@ -34,7 +34,7 @@ from tally.errors import Conflict, StorageError
 from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
 from tally.storage import migrations
 from tally.storage.base import NO_END
-from tally.storage.pgcall import BatchedLookup, PreparedCall
+from tally.storage.pgcall import BatchedLookup, PreparedCall, Row
 from tally.storage.rows import (
     COUNTER_COLUMNS,
     TOKEN_COLUMNS,
@@ -131,7 +131,7 @@ _FIND_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id 
 # A batch with a checked change or a set (CounterDelta.plain is false) goes through
 # tally_apply_ops (0005_counter_rules.sql) instead, on a connection of its own.
 _APPLY_OPS = b"""
-SELECT r_id, r_up, r_down, r_at, r_refused FROM tally_apply_ops(
+SELECT r_id, r_up, r_down, r_at, r_refused, r_old_up, r_old_down FROM tally_apply_ops(
     $1, $2::bigint, $3::float8, $4::bigint[], $5::bigint[], $6::bigint[], $7::boolean[],
     $8::float8[], $9::bigint[], $10::bigint[], $11::smallint[], $12::bigint[],
     $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[]
@@ -562,16 +562,24 @@ class PostgresStore:
         )
         head = (self.node.encode(), b"%d" % changes.seq, repr(time.time()).encode())
         if all(d.plain for d in deltas):
-            return await self._call(False, (*head, *counters, *buckets))
+            rows = await self._call(False, (*head, *counters, *buckets))
+            return {int(_text(row[0])): _totals(row) for row in rows}
         rules = (
             _array([d.base_up for d in deltas]),
             _array([d.base_down for d in deltas]),
             _array([d.check for d in deltas]),
             _array([d.record for d in deltas]),
         )
-        return await self._call(True, (*head, *counters, *rules, *buckets))
+        rows = await self._call(True, (*head, *counters, *rules, *buckets))
+        out: dict[int, Totals] = {}
+        for row in rows:
+            counter_id = int(_text(row[0]))
+            totals = out[counter_id] = _totals(row, row[4] == b"t")
+            if changes.counters[counter_id].record >= 0 and row[5] is not None:
+                totals.replaced = (int(_text(row[5])), int(_text(row[6])))
+        return out
 
-    async def _call(self, ops: bool, params: tuple[bytes, ...]) -> dict[int, Totals]:
+    async def _call(self, ops: bool, params: tuple[bytes, ...]) -> list[Row]:
         """Run tally_apply (or tally_apply_ops) on the flusher's connection for it."""
         try:
             flusher = self._ops_flusher if ops else self._flusher
@@ -590,7 +598,7 @@ class PostgresStore:
         except StorageError:
             await self._drop_flusher()
             raise
-        return {int(_text(row[0])): _totals(row, ops and row[4] == b"t") for row in rows}
+        return rows
 
     async def _drop_flusher(self) -> None:
         """Forget the flusher's connections (the next batch opens a new one)."""

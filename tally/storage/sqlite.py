@@ -466,20 +466,26 @@ class SQLiteStore:
         )
         ids = orjson.dumps(list(counters))
 
-        def run(conn: sqlite3.Connection) -> tuple[str, set[int]]:
-            refused: set[int] = set()
+        def run(conn: sqlite3.Connection) -> tuple[str, dict[int, tuple[int, int] | None]]:
+            outcome: dict[int, tuple[int, int] | None] = {}  # refused: None
             done = conn.execute("SELECT seq FROM node_seq WHERE node = ?", (node,)).fetchone()
             if done is None or done[0] < changes.seq:  # else a retry of a committed batch
                 conn.execute(_APPLY_COUNTERS, (rows,))
                 conn.execute(_APPLY_HOURS, (hours,))
                 for cid in sorted(special):
-                    if not _apply_special(conn, changes, cid):
-                        refused.add(cid)
+                    outcome[cid] = _apply_special(conn, changes, cid)
                 conn.execute(_SET_SEQ, (node, changes.seq, time.time()))
-            return str(conn.execute(_TOTALS, (ids,)).fetchone()[0]), refused
+            return str(conn.execute(_TOTALS, (ids,)).fetchone()[0]), outcome
 
-        text, refused = await self._write(self._tx(run))
-        return {t[0]: Totals(t[1], t[2], float(t[3]), t[0] in refused) for t in orjson.loads(text)}
+        text, outcome = await self._write(self._tx(run))
+        out: dict[int, Totals] = {}
+        for t in orjson.loads(text):
+            totals = out[t[0]] = Totals(t[1], t[2], float(t[3]))
+            if t[0] in outcome:
+                replaced = outcome[t[0]]
+                totals.refused = replaced is None
+                totals.replaced = replaced if counters[t[0]].record >= 0 else None
+        return out
 
 
 _ADD_HOUR = """
@@ -488,17 +494,20 @@ ON CONFLICT (counter_id, hour) DO UPDATE SET up = up + excluded.up, down = down 
 """
 
 
-def _apply_special(conn: sqlite3.Connection, changes: BatchChanges, cid: int) -> bool:
-    """Apply a checked delta or a set, row by row; False if it was refused (a bound)."""
+def _apply_special(
+    conn: sqlite3.Connection, changes: BatchChanges, cid: int
+) -> tuple[int, int] | None:
+    """Apply a checked delta or a set, row by row: the totals it changed, or None if it
+    was refused (a bound)."""
     delta = changes.counters[cid]
     row = conn.execute(
         "SELECT up_count, down_count, min_value, max_value FROM counters WHERE id = ?", (cid,)
     ).fetchone()
     if row is None:  # deleted meanwhile
-        return True
+        return (0, 0)
     old_up, old_down, floor, ceiling = row
     if delta.crosses(old_up, old_down, floor, ceiling):
-        return False
+        return None
     new_up, new_down = delta.totals_after(old_up, old_down)
     conn.execute(
         "UPDATE counters SET up_count = ?, down_count = ?, updated_at = MAX(updated_at, ?) "
@@ -512,7 +521,7 @@ def _apply_special(conn: sqlite3.Connection, changes: BatchChanges, cid: int) ->
         conn.execute(
             _ADD_HOUR, (cid, delta.record, delta.base_up - old_up, delta.base_down - old_down)
         )
-    return True
+    return old_up, old_down
 
 
 def _statements(script: str) -> list[str]:

@@ -18,6 +18,9 @@ ALTER TABLE counters ADD COLUMN origins TEXT NOT NULL DEFAULT '';
 --   bounds: an up may not go above max_value, a down not below min_value (p_check 2:
 --   nor below 0, the V1 floor), a set neither. A refused change writes nothing, its
 --   hourly buckets included, and its row comes back with r_refused.
+-- Each row also returns the totals the change replaced (r_old_up, r_old_down), from
+-- which the node knows a set's history adjustment (NULL on a retry of a batch that
+-- committed before).
 -- Locks are taken as in tally_apply: hours first in (counter_id, hour) order (a checked
 -- counter's buckets with 0, filled once it passed), then counters in id order.
 CREATE FUNCTION tally_apply_ops(
@@ -27,7 +30,8 @@ CREATE FUNCTION tally_apply_ops(
     p_check SMALLINT[], p_record BIGINT[],
     p_h_ids BIGINT[], p_h_hours BIGINT[], p_h_up BIGINT[], p_h_down BIGINT[]
 ) RETURNS TABLE (
-    r_id BIGINT, r_up BIGINT, r_down BIGINT, r_at DOUBLE PRECISION, r_refused BOOLEAN
+    r_id BIGINT, r_up BIGINT, r_down BIGINT, r_at DOUBLE PRECISION, r_refused BOOLEAN,
+    r_old_up BIGINT, r_old_down BIGINT
 )
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
@@ -45,7 +49,8 @@ BEGIN
     WHERE s.node = p_node AND s.seq < p_seq;
     IF NOT FOUND THEN
         IF EXISTS (SELECT 1 FROM node_seq s WHERE s.node = p_node) THEN
-            RETURN QUERY SELECT c.id, c.up_count, c.down_count, c.updated_at, FALSE
+            RETURN QUERY SELECT c.id, c.up_count, c.down_count, c.updated_at, FALSE,
+                    NULL::BIGINT, NULL::BIGINT  -- not known any more
                 FROM counters c WHERE c.id = ANY(p_ids);
             RETURN;
         END IF;
@@ -75,7 +80,8 @@ BEGIN
             END IF;
             IF (hi IS NOT NULL AND v > hi AND (p_up[i] > 0 OR p_reset[i]))
                 OR (lo IS NOT NULL AND v < lo AND (p_down[i] > 0 OR p_reset[i])) THEN
-                RETURN QUERY SELECT c.id, c.up_count, c.down_count, c.updated_at, TRUE
+                RETURN QUERY SELECT c.id, c.up_count, c.down_count, c.updated_at, TRUE,
+                        old_up, old_down
                     FROM counters c WHERE c.id = p_ids[i];
                 CONTINUE;
             END IF;
@@ -93,7 +99,7 @@ BEGIN
         SET up_count = new_up, down_count = new_down,
             updated_at = GREATEST(c.updated_at, p_at[i])
         WHERE c.id = p_ids[i]
-        RETURNING c.id, c.up_count, c.down_count, c.updated_at, FALSE;
+        RETURNING c.id, c.up_count, c.down_count, c.updated_at, FALSE, old_up, old_down;
     END LOOP;
 END
 $$;
