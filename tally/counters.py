@@ -220,10 +220,10 @@ class Counters:
         token: Token | None,
         up: int,
         down: int,
-        origin: str | None = None,
+        source: origins.Source = origins.NO_SOURCE,
     ) -> CounterView:
         """Add `up` / `down` events to a counter (creating it if the token may).
-        `origin`: where an anonymous request comes from (tally.origins)."""
+        `source`: where the request says it comes from (tally.origins)."""
         counter = await self._find(workspace, name)
         if counter is None:
             if (
@@ -242,7 +242,7 @@ class Counters:
         if counter.allowed_origins and (
             token is None or token.workspace_id != counter.workspace_id
         ):
-            self._check_origin(counter, origin)
+            self._check_origin(counter, source)
         if counter.bounded:
             ticket = self.writes.add(counter.id, up, down, time.time(), CHECK_BOUNDS)
             totals = await self._committed(ticket)
@@ -256,7 +256,10 @@ class Counters:
         return await self._fresh(counter)
 
     @staticmethod
-    def _check_origin(counter: Counter, origin: str | None) -> None:
+    def _check_origin(counter: Counter, source: origins.Source) -> None:
+        if not counter.allowed_origins:
+            return
+        origin = origins.request_origin(*source)
         if not origins.allowed(origin, counter.allowed_origins):
             raise Forbidden(
                 "this counter accepts anonymous counts only from its allowed origins"
@@ -347,11 +350,13 @@ class Counters:
     async def v1_get(self, namespace: str, name: str) -> CounterView:
         return await self._fresh(await self._v1_counter(namespace, name, create=False))
 
-    async def v1_count(self, namespace: str, name: str, up: int, origin: str | None) -> CounterView:
+    async def v1_count(
+        self, namespace: str, name: str, up: int, source: origins.Source
+    ) -> CounterView:
         """V1 up (`up` 1) or down (`up` 0): never below 0; a refused down answers the
         counter as it is."""
         counter = await self._v1_counter(namespace, name, create=True)
-        self._check_origin(counter, origin)
+        self._check_origin(counter, source)
         down = 1 - up
         check = CHECK_BOUNDS_AND_ZERO if down else CHECK_BOUNDS if counter.bounded else UNCHECKED
         ticket = self.writes.add(counter.id, up, down, time.time(), check)
@@ -363,12 +368,12 @@ class Counters:
         return await self._fresh(counter)
 
     async def v1_set(
-        self, namespace: str, name: str, count: int, origin: str | None
+        self, namespace: str, name: str, count: int, source: origins.Source
     ) -> CounterView:
         if not 0 <= count <= MAX_SET:
             raise BadRequest(f"count must be a whole number from 0 to {MAX_SET}")
         counter = await self._v1_counter(namespace, name, create=True)
-        self._check_origin(counter, origin)
+        self._check_origin(counter, source)
         return await self._set(counter, count, 0)
 
     async def v1_history(self, namespace: str, name: str) -> tuple[CounterView, History]:

@@ -14,6 +14,11 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+# A request's Origin and Referer headers as they came (None: absent); parsed only for a
+# counter that has allowed origins, off the hot path of the others
+Source = tuple[bytes | None, bytes | None]
+NO_SOURCE: Source = (None, None)
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 MAX_ORIGINS = 100

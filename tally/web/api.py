@@ -112,7 +112,7 @@ def stats_data(view: CounterView, stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _segment(kind: str, raw: bytes) -> str:
+def name_segment(kind: str, raw: bytes) -> str:
     try:
         text = unquote_to_bytes(raw).decode("utf-8") if b"%" in raw else raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -134,7 +134,7 @@ def parse_route(path: bytes) -> Route:
         action = parts[2]
     else:
         raise NotFound()
-    return action, _segment("workspace", parts[0]), _segment("counter", parts[1])
+    return action, name_segment("workspace", parts[0]), name_segment("counter", parts[1])
 
 
 def query_number(query: bytes, name: str, maximum: int, default: int | None) -> int:
@@ -163,15 +163,15 @@ def parse_by(query: bytes) -> int:
     return by
 
 
-def anonymous_origin(scope: Scope) -> str | None:
-    """Where a request says it comes from (tally.origins.request_origin)."""
+def origin_source(scope: Scope) -> origins.Source:
+    """The request's Origin and Referer headers (tally.origins)."""
     origin = referer = None
     for key, value in scope["headers"]:
         if key == b"origin":
             origin = bytes(value)
         elif key == b"referer":
             referer = bytes(value)
-    return origins.request_origin(origin, referer)
+    return origin, referer
 
 
 def limit_headers(d: Decision) -> Headers:
@@ -264,11 +264,11 @@ class V2Api:
                 by = parse_by(query)
                 # only counts without a token of the workspace are held to allowed origins
                 own = token is not None and token.workspace_slug == workspace
-                origin = None if own else anonymous_origin(scope)
+                source = origins.NO_SOURCE if own else origin_source(scope)
                 if action == b"up":
-                    view = await counters.count(workspace, name, token, by, 0, origin)
+                    view = await counters.count(workspace, name, token, by, 0, source)
                 else:
-                    view = await counters.count(workspace, name, token, 0, by, origin)
+                    view = await counters.count(workspace, name, token, 0, by, source)
             elif action == b"":
                 view = await counters.get(workspace, name, token)
             elif action == b"set":

@@ -33,7 +33,7 @@ from tally.errors import (
 )
 from tally.models import History, Workspace
 from tally.ratelimit import Limiter
-from tally.web.api import _segment, anonymous_origin, limit_headers, query_number
+from tally.web.api import limit_headers, name_segment, origin_source, query_number
 from tally.web.http import Headers, Scope, Send, client_ip, send_json, send_preflight
 
 log = logging.getLogger("tally.web")
@@ -56,7 +56,7 @@ def parse_route(path: bytes) -> Route:
         action = parts[2]
     else:
         raise NotFound()
-    return action, _segment("namespace", parts[0]), _segment("counter", parts[1])
+    return action, name_segment("namespace", parts[0]), name_segment("counter", parts[1])
 
 
 def query_choice(query: bytes, name: str, choices: tuple[str, ...], default: str) -> str:
@@ -163,10 +163,10 @@ class V1Api:
                 view = await counters.v1_get(namespace, name)
             elif action == b"set":
                 count = query_number(query, "count", MAX_SET, None)
-                view = await counters.v1_set(namespace, name, count, anonymous_origin(scope))
+                view = await counters.v1_set(namespace, name, count, origin_source(scope))
             else:
                 up = 1 if action == b"up" else 0
-                view = await counters.v1_count(namespace, name, up, anonymous_origin(scope))
+                view = await counters.v1_count(namespace, name, up, origin_source(scope))
             ws = await counters.workspace(namespace)
             await send_json(send, 200, self.counter_json(view, ws), limits)
         except RateLimited as exc:  # V1 sent this code as a string
