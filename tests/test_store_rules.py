@@ -139,6 +139,25 @@ async def test_a_checked_set_outside_the_bounds_is_refused(store: Store) -> None
     assert sorted((await store.read_history(c.id)).buckets) == [(HOUR, 150, 50)]
 
 
+async def test_a_retry_answers_refusals_as_decided(store: Store) -> None:
+    """A retry of a batch that committed (its answer lost) answers each checked change
+    as it was decided, refused or not, and applies nothing again."""
+    ws = await store.create_workspace("ws", "ws")
+    a = await store.create_counter(ws.id, "a")
+    b = await store.create_counter(ws.id, "b")
+    await store.set_counter_rules(a.id, floor=None, ceiling=1, origins=())
+    await store.set_counter_rules(b.id, floor=None, ceiling=1, origins=())
+    await store.apply(batch(1, (a.id, checked(1, 0))))
+    changes = batch(2, (a.id, checked(1, 0)), (b.id, checked(1, 0)))
+    first = await store.apply(changes)
+    again = await store.apply(changes)
+    for out in (first, again):
+        assert (out[a.id].up_count, out[a.id].refused) == (1, True)
+        assert (out[b.id].up_count, out[b.id].refused) == (1, False)
+    await store.apply(batch(3, (a.id, CounterDelta(0, 1, False, 1.0))))
+    assert not (await store.apply(batch(3, (a.id, CounterDelta(0, 1, False, 1.0)))))[a.id].refused
+
+
 async def test_a_mixed_batch_is_idempotent_per_seq(store: Store) -> None:
     """A batch with plain, checked and set changes applies once per seq."""
     ws = await store.create_workspace("ws", "ws")

@@ -468,13 +468,23 @@ class SQLiteStore:
 
         def run(conn: sqlite3.Connection) -> tuple[str, dict[int, tuple[int, int] | None]]:
             outcome: dict[int, tuple[int, int] | None] = {}  # refused: None
-            done = conn.execute("SELECT seq FROM node_seq WHERE node = ?", (node,)).fetchone()
-            if done is None or done[0] < changes.seq:  # else a retry of a committed batch
+            done = conn.execute(
+                "SELECT seq, refused_seq, refused FROM node_seq WHERE node = ?", (node,)
+            ).fetchone()
+            if done is None or done[0] < changes.seq:
                 conn.execute(_APPLY_COUNTERS, (rows,))
                 conn.execute(_APPLY_HOURS, (hours,))
                 for cid in sorted(special):
                     outcome[cid] = _apply_special(conn, changes, cid)
                 conn.execute(_SET_SEQ, (node, changes.seq, time.time()))
+                refused = [cid for cid, replaced in outcome.items() if replaced is None]
+                if refused:
+                    conn.execute(
+                        "UPDATE node_seq SET refused_seq = ?, refused = ? WHERE node = ?",
+                        (changes.seq, orjson.dumps(refused).decode(), node),
+                    )
+            elif done[1] == changes.seq:  # a retry of a committed batch: as decided then
+                outcome = dict.fromkeys(orjson.loads(done[2]))
             return str(conn.execute(_TOTALS, (ids,)).fetchone()[0]), outcome
 
         text, outcome = await self._write(self._tx(run))

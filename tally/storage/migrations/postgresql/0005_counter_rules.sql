@@ -7,6 +7,11 @@ ALTER TABLE workspaces ADD COLUMN origins TEXT NOT NULL DEFAULT '';
 ALTER TABLE counters ADD COLUMN min_value BIGINT;
 ALTER TABLE counters ADD COLUMN max_value BIGINT;
 ALTER TABLE counters ADD COLUMN origins TEXT NOT NULL DEFAULT '';
+-- The counters whose checked change tally_apply_ops refused in the node's batch
+-- refused_seq, so a retry of that batch (after a COMMIT whose answer was lost) still
+-- answers each change as it was decided.
+ALTER TABLE node_seq ADD COLUMN refused_seq BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE node_seq ADD COLUMN refused BIGINT[] NOT NULL DEFAULT '{}';
 
 -- Per counter i (p_ids sorted):
 -- - p_reset[i]: the totals start from (p_base_up[i], p_base_down[i]) instead of their
@@ -20,7 +25,7 @@ ALTER TABLE counters ADD COLUMN origins TEXT NOT NULL DEFAULT '';
 --   hourly buckets included, and its row comes back with r_refused.
 -- Each row also returns the totals the change replaced (r_old_up, r_old_down), from
 -- which the node knows a set's history adjustment (NULL on a retry of a batch that
--- committed before).
+-- committed before, which answers r_refused from node_seq.refused).
 -- Locks are taken as in tally_apply: hours first in (counter_id, hour) order (a checked
 -- counter's buckets with 0, filled once it passed), then counters in id order.
 CREATE FUNCTION tally_apply_ops(
@@ -44,14 +49,16 @@ DECLARE
     new_up BIGINT;
     new_down BIGINT;
     v BIGINT;
+    v_refused BIGINT[] := '{}';
 BEGIN
     UPDATE node_seq s SET seq = p_seq, updated_at = p_now
     WHERE s.node = p_node AND s.seq < p_seq;
     IF NOT FOUND THEN
         IF EXISTS (SELECT 1 FROM node_seq s WHERE s.node = p_node) THEN
-            RETURN QUERY SELECT c.id, c.up_count, c.down_count, c.updated_at, FALSE,
+            RETURN QUERY SELECT c.id, c.up_count, c.down_count, c.updated_at,
+                    s.refused_seq = p_seq AND c.id = ANY(s.refused),
                     NULL::BIGINT, NULL::BIGINT  -- not known any more
-                FROM counters c WHERE c.id = ANY(p_ids);
+                FROM counters c, node_seq s WHERE c.id = ANY(p_ids) AND s.node = p_node;
             RETURN;
         END IF;
         INSERT INTO node_seq (node, seq, updated_at) VALUES (p_node, p_seq, p_now);
@@ -80,6 +87,7 @@ BEGIN
             END IF;
             IF (hi IS NOT NULL AND v > hi AND (p_up[i] > 0 OR p_reset[i]))
                 OR (lo IS NOT NULL AND v < lo AND (p_down[i] > 0 OR p_reset[i])) THEN
+                v_refused := v_refused || p_ids[i];
                 RETURN QUERY SELECT c.id, c.up_count, c.down_count, c.updated_at, TRUE,
                         old_up, old_down
                     FROM counters c WHERE c.id = p_ids[i];
@@ -101,5 +109,8 @@ BEGIN
         WHERE c.id = p_ids[i]
         RETURNING c.id, c.up_count, c.down_count, c.updated_at, FALSE, old_up, old_down;
     END LOOP;
+    IF cardinality(v_refused) > 0 THEN
+        UPDATE node_seq s SET refused_seq = p_seq, refused = v_refused WHERE s.node = p_node;
+    END IF;
 END
 $$;

@@ -9,3 +9,7 @@ ALTER TABLE workspaces ADD COLUMN origins TEXT NOT NULL DEFAULT '';
 ALTER TABLE counters ADD COLUMN min_value INTEGER;
 ALTER TABLE counters ADD COLUMN max_value INTEGER;
 ALTER TABLE counters ADD COLUMN origins TEXT NOT NULL DEFAULT '';
+-- node_seq.refused: the counters (a JSON array) whose checked change was refused in the
+-- node's batch refused_seq, so a retry of that batch answers each change as decided.
+ALTER TABLE node_seq ADD COLUMN refused_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE node_seq ADD COLUMN refused TEXT NOT NULL DEFAULT '[]';
