@@ -13,6 +13,7 @@ loses nothing; a power cut may lose the last commits). The default is ``full``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -218,10 +219,15 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # also when COMMIT itself failed (a full disk, an I/O error): SQLite may
+                # keep the transaction open, and with it the write lock, so that every
+                # later BEGIN fails. Roll back whatever is left; nothing was committed.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
 
         return run
