@@ -25,9 +25,7 @@ async def test_malformed_headers_are_refused_and_never_cached(tmp_path: Path) ->
     refused without a lookup and leave the cache empty: bad tokens cannot grow memory."""
     store, verifier = await _verifier(tmp_path)
     try:
-        bad = [
-            b"Bearer tly_" + bytes([65 + i % 26]) * 300_000 + str(i).encode() for i in range(50)
-        ]
+        bad = [b"Bearer tly_" + bytes([65 + i % 26]) * 300_000 + str(i).encode() for i in range(50)]
         bad += [b"Basic dXNlcjpwYXNz", b"Bearer", b"", b"Bearer tly_short", b"tly_" + b"a" * 43]
         for header in bad:
             with pytest.raises(Unauthorized):
@@ -47,7 +45,8 @@ async def test_well_formed_tokens_are_cached_by_the_token_alone(tmp_path: Path) 
         for pad in range(1, 20):
             header = b"Bearer" + b" " * pad + issued.secret.encode() + b" " * pad
             token = await verifier.verify(header, 0.0)
-            assert token is not None and token.id == issued.token.id
+            assert token is not None
+            assert token.id == issued.token.id
         for _ in range(3):
             with pytest.raises(Unauthorized):
                 await verifier.verify(b"bearer " + generate_token().encode(), 0.0)
