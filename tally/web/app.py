@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import socket
+import uuid
 from dataclasses import dataclass
 
 from tally.auth import TokenVerifier
@@ -23,6 +24,9 @@ from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
 
+# seconds shutdown waits for requests in flight before the last flush
+REQUEST_GRACE = 5.0
+
 
 async def load_secret_key(store: Store, settings: Settings) -> bytes:
     """TALLY_SECRET_KEY if set; else a key generated once and kept in the database."""
@@ -32,7 +36,8 @@ async def load_secret_key(store: Store, settings: Settings) -> bytes:
 
 
 def node_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """A name of this process's own: host and pid for people, a UUID for uniqueness."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
 
 
 def make_limiter(s: Settings) -> Limiter | None:
@@ -78,6 +83,9 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
+        # requests being handled; shutdown waits (bounded) for them before the last flush
+        self._inflight = 0
+        self._idle: asyncio.Event | None = None  # set by shutdown, signalled at 0
 
     async def startup(self) -> None:
         s = self.settings
@@ -88,6 +96,7 @@ class App:
         writes = GroupCommit(
             store, durability=s.durability, flush_interval=s.flush_interval, linger=linger
         )
+        await store.claim_node()
         writes.start(await store.register_node())
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
@@ -96,9 +105,16 @@ class App:
         self.services = Services(store, writes, counters, verifier, api)
 
     async def shutdown(self) -> None:
-        services, self.services = self.services, None
+        services, self.services = self.services, None  # new requests: 503 from now on
         if services is None:
             return
+        if self._inflight:
+            # Requests already inside (past authentication, waiting for the limiter or a
+            # lookup) may still add a change: let them, so none is acknowledged after
+            # the last flush. Bounded: after REQUEST_GRACE s, stop refuses their change.
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), REQUEST_GRACE)
         try:
             await services.writes.stop()
         finally:
@@ -114,6 +130,15 @@ class App:
             await self.lifespan(receive, send)
 
     async def http(self, scope: Scope, send: Send) -> None:
+        self._inflight += 1
+        try:
+            await self._http(scope, send)
+        finally:
+            self._inflight -= 1
+            if not self._inflight and self._idle is not None:
+                self._idle.set()
+
+    async def _http(self, scope: Scope, send: Send) -> None:
         path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = path.split(b"?", 1)[0]
         try:
