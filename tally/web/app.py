@@ -130,17 +130,9 @@ class App:
             await self.lifespan(receive, send)
 
     async def http(self, scope: Scope, send: Send) -> None:
-        self._inflight += 1
-        try:
-            await self._http(scope, send)
-        finally:
-            self._inflight -= 1
-            if not self._inflight and self._idle is not None:
-                self._idle.set()
-
-    async def _http(self, scope: Scope, send: Send) -> None:
         path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = path.split(b"?", 1)[0]
+        self._inflight += 1
         try:
             services = self.services
             if services is None:
@@ -163,6 +155,10 @@ class App:
             # the response may have started, or the client gone: never let this escape
             with contextlib.suppress(Exception):
                 await send_error(send, TallyError("internal error"))
+        finally:
+            self._inflight -= 1
+            if not self._inflight and self._idle is not None:
+                self._idle.set()
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
