@@ -158,6 +158,23 @@ async def test_a_retry_answers_refusals_as_decided(store: Store) -> None:
     assert not (await store.apply(batch(3, (a.id, CounterDelta(0, 1, False, 1.0)))))[a.id].refused
 
 
+async def test_settle_answers_refusals_as_decided(store: Store) -> None:
+    """settle of a batch with checked changes that committed (its answer lost) marks
+    the refused ones as refused, the others not; a fenced one is None."""
+    ws = await store.create_workspace("ws", "ws")
+    a = await store.create_counter(ws.id, "a")
+    b = await store.create_counter(ws.id, "b")
+    await store.set_counter_rules(a.id, floor=None, ceiling=0, origins=())
+    await store.set_counter_rules(b.id, floor=None, ceiling=1, origins=())
+    changes = batch(1, (a.id, checked(1, 0)), (b.id, checked(1, 0)))
+    await store.apply(changes)
+    settled = await store.settle(changes)
+    assert settled is not None
+    assert (settled[a.id].up_count, settled[a.id].refused) == (0, True)
+    assert (settled[b.id].up_count, settled[b.id].refused) == (1, False)
+    assert await store.settle(batch(2, (a.id, checked(0, 1)))) is None
+
+
 async def test_a_mixed_batch_is_idempotent_per_seq(store: Store) -> None:
     """A batch with plain, checked and set changes applies once per seq."""
     ws = await store.create_workspace("ws", "ws")

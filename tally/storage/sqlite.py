@@ -13,6 +13,7 @@ loses nothing; a power cut may lose the last commits). The default is ``full``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -220,10 +221,15 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # also when COMMIT itself failed (a full disk, an I/O error): SQLite may
+                # keep the transaction open, and with it the write lock, so that every
+                # later BEGIN fails. Roll back whatever is left; nothing was committed.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
 
         return run
@@ -233,6 +239,19 @@ class SQLiteStore:
     async def schema_version(self) -> int:
         rows = self._read("SELECT value FROM tally_meta WHERE key = 'schema_version'")
         return int(rows[0][0]) if rows else 0
+
+    async def claim_node(self) -> None:
+        node = self.node
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO node_seq (node, seq, updated_at) VALUES (?, 0, ?)", (node, time.time())
+            )
+
+        try:
+            await self._write(self._tx(run))
+        except Conflict:
+            raise Conflict(f"node name {node!r} is already in use") from None
 
     async def register_node(self) -> int:
         node = self.node
@@ -496,6 +515,40 @@ class SQLiteStore:
                 totals.refused = replaced is None
                 totals.replaced = replaced if counters[t[0]].record >= 0 else None
         return out
+
+    async def settle(self, changes: BatchChanges) -> dict[int, Totals] | None:
+        # The writer thread runs one transaction at a time, so nothing of this node is
+        # still running here; the fence is kept for the contract (see Store.settle).
+        node, seq, fence = self.node, changes.seq, f"fence:{self.node}"
+        ids = orjson.dumps(list(changes.counters))
+
+        def run(conn: sqlite3.Connection) -> tuple[str, list[int]] | None:
+            conn.execute(
+                "INSERT INTO node_seq (node, seq, updated_at) VALUES (?, 0, ?) "
+                "ON CONFLICT (node) DO NOTHING",
+                (node, time.time()),
+            )
+            done, refused_seq, refused = conn.execute(
+                "SELECT seq, refused_seq, refused FROM node_seq WHERE node = ?", (node,)
+            ).fetchone()
+            mark = conn.execute("SELECT value FROM tally_meta WHERE key = ?", (fence,)).fetchone()
+            if done >= seq and (mark is None or mark[0] != str(seq)):
+                totals = str(conn.execute(_TOTALS, (ids,)).fetchone()[0])
+                return totals, orjson.loads(refused) if refused_seq == seq else []
+            if done < seq:
+                conn.execute("UPDATE node_seq SET seq = ? WHERE node = ?", (seq, node))
+                conn.execute(
+                    "INSERT INTO tally_meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (fence, str(seq)),
+                )
+            return None
+
+        settled = await self._write(self._tx(run))
+        if settled is None:
+            return None
+        text, refused = settled
+        return {t[0]: Totals(t[1], t[2], float(t[3]), t[0] in refused) for t in orjson.loads(text)}
 
 
 _ADD_HOUR = """
