@@ -111,17 +111,19 @@ async def ups_around_a_set(
     return answers, answered_set
 
 
-@pytest.mark.parametrize("node_count", [1, 2])
+@pytest.mark.parametrize(
+    ("durability", "node_count"), [("commit", 1), ("commit", 2), ("buffered", 1)]
+)
 async def test_ups_around_a_set_are_ordered_exactly(
-    make_harness: HarnessFactory, node_count: int
+    make_harness: HarnessFactory, durability: str, node_count: int
 ) -> None:
     """The order: a set replaces the totals as they are when it commits; an up ordered
     before it is in the totals it replaces (and answered below BASE), an up ordered
     after it adds to BASE. So the answers below BASE are exactly 1..m and those above
     are exactly BASE+1..BASE+k, each once, m + k = all ups, and the counter ends at
-    BASE + k, its history summing to that. (Commit mode: there each answer is the
-    request's own value.)"""
-    nodes = [await make_harness() for _ in range(node_count)]
+    BASE + k, its history summing to that. (Each answer is the request's own value: in
+    commit mode, and in buffered mode on one node.)"""
+    nodes = [await make_harness(durability=durability) for _ in range(node_count)]
     ws = await nodes[0].workspace()
     writer = await nodes[0].token(ws, Permission.WRITE)
     admin = await nodes[0].token(ws, Permission.ADMIN)
@@ -148,10 +150,10 @@ async def test_ups_around_a_set_are_ordered_exactly(
 async def test_ups_around_a_buffered_set_add_up(
     make_harness: HarnessFactory, node_count: int
 ) -> None:
-    """Buffered: an up's answer is a fresh read, not its own value, so it does not tell
-    the order; still each up is applied once, before or after the set (which answers
-    after its commit): the counter ends between BASE and BASE + ups, and its history
-    sums to it."""
+    """Buffered: an up answered before the other node's batch commits does not know
+    where that batch falls, so the answers do not tell the order across nodes; still
+    each up is applied once, before or after the set (which answers after its commit):
+    the counter ends between BASE and BASE + ups, and its history sums to it."""
     nodes = [await make_harness(durability="buffered") for _ in range(node_count)]
     ws = await nodes[0].workspace()
     writer = await nodes[0].token(ws, Permission.WRITE)
