@@ -17,8 +17,7 @@ Access rules (docs/api.md has the user-facing table):
   one that would cross a bound is refused by the store at commit time (409), so the
   bounds hold exactly across nodes; these requests are answered after their commit,
   also in buffered mode.
-- V1 (the retired open-source API, `v1_*`): a namespace is a workspace opened for V1;
-  anyone may read, up, down (never below 0) and set its public counters, creating them.
+- V1 (the retired open-source API): see tally.namespaces.
 """
 
 from __future__ import annotations
@@ -34,15 +33,12 @@ from tally import origins
 from tally.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from tally.models import (
     CHECK_BOUNDS,
-    CHECK_BOUNDS_AND_ZERO,
     UNCHECKED,
     BatchChanges,
     Counter,
-    History,
     Permission,
     Token,
     Totals,
-    Workspace,
 )
 from tally.stats import add_temporal, settled_before, summarize
 from tally.storage.base import Store
@@ -83,12 +79,6 @@ class CounterView:
         self.up_count = up_count
         self.down_count = down_count
         self.updated_at = updated_at
-
-
-class RecordNotFound(BadRequest):
-    """V1's answer for a counter that is not there (400, "record not found")."""
-
-    default_message = "record not found"
 
 
 class CounterCache:
@@ -140,8 +130,6 @@ class Counters:
         self.tz = tz
         self.commit = writes.durability == "commit"
         self.cache = CounterCache(cache_ttl)
-        self.cache_ttl = cache_ttl
-        self._workspaces: dict[str, tuple[float, Workspace | None]] = {}
         # (counter id, split hour) -> (monotonic expiry, temporal sums before the split)
         self._settled_cache: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
         writes.on_commit = self._forget_settled
@@ -163,6 +151,14 @@ class Counters:
         ):
             raise NotFound()
         return counter
+
+    async def find(self, workspace: str, name: str) -> Counter | None:
+        """The counter, its settings from the node's cache (tally.namespaces)."""
+        return await self._find(workspace, name)
+
+    async def fresh(self, counter: Counter) -> CounterView:
+        """The counter's totals now (tally.namespaces)."""
+        return await self._fresh(counter)
 
     async def _fresh(self, counter: Counter) -> CounterView:
         """The counter's totals now: a committed snapshot plus this node's pending changes."""
@@ -262,10 +258,10 @@ class Counters:
         if counter.allowed_origins and (
             token is None or token.workspace_id != counter.workspace_id
         ):
-            self._check_origin(counter, source)
+            self.check_origin(counter, source)
         if counter.bounded:
             ticket = self.writes.add(counter.id, up, down, time.time(), CHECK_BOUNDS)
-            totals = await self._committed(ticket)
+            totals = await self.committed(ticket)
             if totals.refused:
                 raise bound_error(counter, up, down)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
@@ -278,7 +274,8 @@ class Counters:
         )
 
     @staticmethod
-    def _check_origin(counter: Counter, source: origins.Source) -> None:
+    def check_origin(counter: Counter, source: origins.Source) -> None:
+        """Forbidden unless `source` names an origin the counter allows (tally.origins)."""
         if not counter.allowed_origins:
             return
         origin = origins.request_origin(*source)
@@ -289,7 +286,7 @@ class Counters:
                 else f"this counter does not accept anonymous counts from {origin}"
             )
 
-    async def _committed(self, ticket: Ticket) -> Totals:
+    async def committed(self, ticket: Ticket) -> Totals:
         """The ticket's totals once committed, in either durability mode."""
         if not self.commit:
             self.writes.commit_soon()
@@ -314,11 +311,12 @@ class Counters:
         elif counter.private and (token is None or token.workspace_id != counter.workspace_id):
             raise NotFound()
         self._require(counter, token, Permission.ADMIN)
-        return await self._set(counter, up, down)
+        return await self.set_totals(counter, up, down)
 
-    async def _set(self, counter: Counter, up: int, down: int) -> CounterView:
+    async def set_totals(self, counter: Counter, up: int, down: int) -> CounterView:
+        """Set the totals of a counter the caller may set (see GroupCommit.set)."""
         check = CHECK_BOUNDS if counter.bounded else UNCHECKED
-        totals = await self._committed(self.writes.set(counter.id, up, down, time.time(), check))
+        totals = await self.committed(self.writes.set(counter.id, up, down, time.time(), check))
         if totals.refused:
             raise Conflict(
                 f"{up - down} is outside the counter's bounds "
@@ -335,6 +333,10 @@ class Counters:
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
         return await self._buffered(counter, lambda: self.writes.reset(counter.id, time.time()))
 
+    async def buffered(self, counter: Counter, change: Callable[[], object]) -> CounterView:
+        """Buffered mode: `change`, answered as `_buffered` does (tally.namespaces)."""
+        return await self._buffered(counter, change)
+
     async def _buffered(self, counter: Counter, change: Callable[[], object]) -> CounterView:
         """Buffered mode: read the committed totals first, then make the change and add
         this node's pending changes, with no await in between. A read that fails is a
@@ -350,83 +352,6 @@ class Counters:
         finally:
             self.writes.end_read(epoch)
         return CounterView(counter, up, down, updated)
-
-    # V1 -------------------------------------------------------------------------------
-
-    async def workspace(self, slug: str) -> Workspace | None:
-        """The workspace (its settings trusted for the cache TTL, as counters' are)."""
-        now = time.monotonic()
-        hit = self._workspaces.get(slug)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = await self.store.get_workspace(slug)
-        if len(self._workspaces) >= 10_000:
-            self._workspaces.clear()
-        self._workspaces[slug] = (now + self.cache_ttl, found)
-        return found
-
-    async def _v1_counter(self, namespace: str, name: str, create: bool) -> Counter:
-        """A public counter of a V1 namespace (NotFound: no such namespace open for V1;
-        RecordNotFound: no such public counter, and `create` is false)."""
-        counter = await self._find(namespace, name)
-        if counter is not None:
-            if not counter.v1_open:
-                raise NotFound("no V1 namespace of that name")
-            if counter.private:
-                raise RecordNotFound()
-            return counter
-        ws = await self.workspace(namespace)
-        if ws is None or not ws.v1_open:
-            raise NotFound("no V1 namespace of that name")
-        if not create:
-            raise RecordNotFound()
-        counter = await self.store.ensure_counter(ws.id, name)
-        if counter.private:  # made private by someone else in the meantime
-            raise RecordNotFound()
-        return counter
-
-    async def v1_get(self, namespace: str, name: str) -> CounterView:
-        return await self._fresh(await self._v1_counter(namespace, name, create=False))
-
-    async def v1_count(
-        self, namespace: str, name: str, up: int, source: origins.Source
-    ) -> CounterView:
-        """V1 up (`up` 1) or down (`up` 0): never below 0; a refused down answers the
-        counter as it is."""
-        counter = await self._v1_counter(namespace, name, create=True)
-        self._check_origin(counter, source)
-        down = 1 - up
-        check = CHECK_BOUNDS_AND_ZERO if down else CHECK_BOUNDS if counter.bounded else UNCHECKED
-        if check or self.commit:
-            totals = await self._committed(
-                self.writes.add(counter.id, up, down, time.time(), check)
-            )
-            if totals.refused and up:
-                raise bound_error(counter, up, down)
-            return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
-        return await self._buffered(
-            counter, lambda: self.writes.add(counter.id, up, 0, time.time())
-        )
-
-    async def v1_set(
-        self, namespace: str, name: str, count: int, source: origins.Source
-    ) -> CounterView:
-        if not 0 <= count <= MAX_SET:
-            raise BadRequest(f"count must be a whole number from 0 to {MAX_SET}")
-        counter = await self._v1_counter(namespace, name, create=True)
-        self._check_origin(counter, source)
-        return await self._set(counter, count, 0)
-
-    async def v1_history(self, namespace: str, name: str) -> tuple[CounterView, History]:
-        """The counter and all its hourly buckets, pending ones included."""
-        view = await self.v1_get(namespace, name)
-        epoch = self.writes.begin_read()
-        try:
-            history = await self.store.read_history(view.counter.id)
-            buckets = history.buckets + self.writes.overlay_hours(view.counter.id, history.seq)
-        finally:
-            self.writes.end_read(epoch)
-        return view, History(buckets, history.seq)
 
 
 def _bound(value: int | None) -> str:

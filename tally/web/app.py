@@ -15,6 +15,7 @@ from tally.auth import TokenVerifier
 from tally.config import RateLimit, Settings
 from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
+from tally.namespaces import Namespaces
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.web import metrics
@@ -103,7 +104,8 @@ class App:
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
         limiter = make_limiter(s, s.rate_limit)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
-        v1 = V1Api(counters, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
+        namespaces = Namespaces(counters, s.token_cache_ttl)
+        v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
         self.services = Services(store, writes, counters, verifier, api, v1)
 
     async def shutdown(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tally.config import Network
-from tally.counters import MAX_SET, Counters, CounterView
+from tally.counters import MAX_SET, CounterView
 from tally.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -32,6 +32,7 @@ from tally.errors import (
     Unavailable,
 )
 from tally.models import History, Workspace
+from tally.namespaces import Namespaces
 from tally.ratelimit import Limiter
 from tally.web.api import limit_headers, name_segment, origin_source, query_number
 from tally.web.http import Headers, Scope, Send, client_ip, send_json, send_preflight
@@ -98,14 +99,14 @@ def count_list(history: History, group: str, order: str, tz: tzinfo) -> list[dic
 class V1Api:
     def __init__(
         self,
-        counters: Counters,
+        namespaces: Namespaces,
         limiter: Limiter | None,
         trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
-        self.counters = counters
+        self.namespaces = namespaces
         self.limiter = limiter
         self.trusted_proxies = trusted_proxies
-        self.tz = counters.tz
+        self.tz = namespaces.counters.tz
 
     def _time(self, ts: float) -> str:
         return datetime.fromtimestamp(ts, self.tz).isoformat(timespec="seconds")
@@ -152,22 +153,22 @@ class V1Api:
                 raise MethodNotAllowed(f"{method} is not allowed here: use GET")
             limits = await self.limit(scope, route, time.monotonic())
             query: bytes = scope.get("query_string", b"")
-            counters = self.counters
+            namespaces = self.namespaces
             if action == b"list":
                 group = query_choice(query, "group_by", GROUPS, "day")
                 order = query_choice(query, "order_by", ORDERS, "asc")
-                _, history = await counters.v1_history(namespace, name)
+                _, history = await namespaces.history(namespace, name)
                 body: Any = count_list(history, group, order, self.tz)
                 return await send_json(send, 200, body, limits)
             if action == b"":
-                view = await counters.v1_get(namespace, name)
+                view = await namespaces.get(namespace, name)
             elif action == b"set":
                 count = query_number(query, "count", MAX_SET, None)
-                view = await counters.v1_set(namespace, name, count, origin_source(scope))
+                view = await namespaces.set(namespace, name, count, origin_source(scope))
             else:
                 up = 1 if action == b"up" else 0
-                view = await counters.v1_count(namespace, name, up, origin_source(scope))
-            ws = await counters.workspace(namespace)
+                view = await namespaces.count(namespace, name, up, origin_source(scope))
+            ws = await namespaces.workspace(namespace)
             await send_json(send, 200, self.counter_json(view, ws), limits)
         except RateLimited as exc:  # V1 sent this code as a string
             await send_json(send, 429, {"code": "429", "message": exc.message}, exc.headers)
