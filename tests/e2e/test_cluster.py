@@ -277,3 +277,22 @@ async def test_ups_on_two_nodes_around_a_set(make_cluster: MakeCluster) -> None:
     assert len(before) + len(after) == 3_000
     assert 1_000_000 <= answered <= 1_000_000 + len(after)
     assert await up_count(b, "/v2/ws/migrated") == 1_000_000 + len(after)
+
+
+async def test_one_v1_rate_limit_across_nodes(make_cluster: MakeCluster) -> None:
+    """V1's own limit (30 per minute per path and client IP) is one budget for both
+    nodes: 60 V1 ups alternating between them admit 30 (give or take the refill, 1 per 2 s), and
+    the counter counts exactly the admitted ones."""
+    cluster = make_cluster(TALLY_V1_RATE_LIMIT="30/60s")
+    cluster.cli.run("workspace", "update", "ws", "--v1")
+    a, b = cluster.nodes
+    started = time.monotonic()
+    statuses = [(await get_json((a, b)[i % 2], "/v1/ws/visits/up"))[0] for i in range(60)]
+    elapsed = time.monotonic() - started
+    admitted = statuses.count(200)
+    assert admitted + statuses.count(429) == 60
+    assert 30 <= admitted <= 30 + int(elapsed / 2) + 1, (admitted, elapsed)
+    status, body = await get_json(a, "/v2/ws/visits")
+    assert status == 200, body
+    assert isinstance(body, dict)
+    assert body["data"]["up_count"] == admitted
