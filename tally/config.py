@@ -44,6 +44,8 @@ class Settings:
     bootstrap: bool = True
     token_cache_ttl: float = 1.0
     commit_linger: float | None = None  # None: the store's own (see Store.commit_linger)
+    metrics_token: str | None = None
+    metrics_address: tuple[str, int] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -144,6 +146,31 @@ def parse_port(text: str) -> int:
     return value
 
 
+def parse_address(text: str) -> tuple[str, int] | None:
+    text = text.strip()
+    if text.lower() in ("", "off", "none"):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError("use HOST:PORT, e.g. 127.0.0.1:9100")
+    host = host.strip("[]")
+    ipaddress.ip_address(host)  # an address, not a name: what it binds must be unambiguous
+    return host, parse_port(port)
+
+
+def render_address(value: tuple[str, int] | None) -> str:
+    if value is None:
+        return ""
+    host, port = value
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_metrics_token(text: str) -> str:
+    if len(text) < 16:
+        raise ValueError("use at least 16 characters (e.g. `openssl rand -hex 32`)")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str
@@ -216,6 +243,20 @@ SETTINGS: tuple[Setting, ...] = (
         "Commit mode, under load: seconds the next group commit waits to fill (auto: the "
         "store's choice, 0.001 on PostgreSQL, 0 on SQLite).",
         lambda v: "auto" if v is None else f"{v:g}",
+    ),
+    Setting(
+        "metrics_token",
+        parse_metrics_token,
+        "Serve /metrics on the API port to requests with `Authorization: Bearer` this token. "
+        "Unset: /metrics is not served on the API port.",
+        lambda v: v or "",
+    ),
+    Setting(
+        "metrics_address",
+        parse_address,
+        "HOST:PORT of a listener of its own that serves /metrics to anyone who reaches it "
+        "(bind it to a private address). Unset: no such listener.",
+        render_address,
     ),
 )
 

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 
 from tally.auth import TokenVerifier
 from tally.config import Settings
 from tally.counters import Counters
-from tally.errors import NotFound, StorageError, TallyError, Unavailable
+from tally.errors import NotFound, StorageError, TallyError, Unauthorized, Unavailable
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.web import metrics
-from tally.web.api import V2Api
-from tally.web.http import Receive, Scope, Send, send_error, send_json, send_text
+from tally.web.api import OTHER, V2Api
+from tally.web.http import Message, Receive, Scope, Send, header, send_error, send_json, send_text
 from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
@@ -78,6 +80,16 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
+        # metrics: counted only where someone may read them (see tally.web.metrics)
+        self.requests: metrics.RequestMetrics | None = None
+        self.listener: metrics.MetricsListener | None = None
+        if settings.metrics_token or settings.metrics_address:
+            self.requests = metrics.RequestMetrics()
+            collector = metrics.TallyCollector(self.requests, lambda: self.services)
+            self.registry = metrics.registry_for(collector)
+        self._metrics_auth = (
+            b"Bearer " + settings.metrics_token.encode() if settings.metrics_token else None
+        )
 
     async def startup(self) -> None:
         s = self.settings
@@ -94,12 +106,17 @@ class App:
         limiter = make_limiter(s)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
         self.services = Services(store, writes, counters, verifier, api)
+        if s.metrics_address is not None:
+            self.listener = metrics.MetricsListener(self.registry)
+            await self.listener.start(*s.metrics_address)
 
     async def shutdown(self) -> None:
         services, self.services = self.services, None
         if services is None:
             return
         try:
+            if self.listener is not None:
+                await self.listener.close()
             await services.writes.stop()
         finally:
             await services.store.close()
@@ -114,30 +131,67 @@ class App:
             await self.lifespan(receive, send)
 
     async def http(self, scope: Scope, send: Send) -> None:
+        requests = self.requests
+        if requests is None:
+            await self.dispatch(scope, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        route = await self.dispatch(scope, observed)
+        requests.observe(route, status, time.perf_counter() - started)
+
+    async def dispatch(self, scope: Scope, send: Send) -> str:
+        """Answer the request; its route template (for the metrics)."""
         path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = path.split(b"?", 1)[0]
+        route = "other"
+        services = self.services
         try:
-            services = self.services
             if services is None:
                 raise Unavailable("the server is starting or stopping")
             if path.startswith(b"/v2/"):
-                await services.api(scope, send, path)
+                route = OTHER
+                route = await services.api(scope, send, path)
             elif path == b"/healthz":
+                route = "/healthz"
                 await send_json(send, 200, {"status": "ok"})
             elif path == b"/metrics":
-                await send_text(send, metrics.render(services), metrics.CONTENT_TYPE)
+                route = "/metrics"
+                await self.send_metrics(scope, send)
             else:
                 raise NotFound()
         except TallyError as exc:
             await send_error(send, exc)
         except StorageError as exc:
             log.warning("storage error on %s: %s", path, exc)
+            if self.requests is not None:
+                self.requests.store_errors += 1
             await send_error(send, Unavailable())
         except Exception:
             log.exception("unexpected error on %s", path)
             # the response may have started, or the client gone: never let this escape
             with contextlib.suppress(Exception):
                 await send_error(send, TallyError("internal error"))
+        if route == OTHER and services is not None:
+            route = services.api.template(path)  # the API failed before it could say
+        return route
+
+    async def send_metrics(self, scope: Scope, send: Send) -> None:
+        """GET /metrics on the API port: only with TALLY_METRICS_TOKEN, and that token."""
+        expected = self._metrics_auth
+        if expected is None:
+            raise NotFound()
+        given = header(scope, b"authorization") or b""
+        if not hmac.compare_digest(given, expected):
+            raise Unauthorized("/metrics needs the bearer token of TALLY_METRICS_TOKEN")
+        await send_text(send, metrics.render(self.registry), metrics.CONTENT_TYPE)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
