@@ -18,9 +18,9 @@ from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unauthorized, Unavailable
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
-from tally.web import metrics
+from tally.web import health, metrics
 from tally.web.api import OTHER, V2Api
-from tally.web.http import Message, Receive, Scope, Send, header, send_error, send_json, send_text
+from tally.web.http import Message, Receive, Scope, Send, header, send_error, send_text
 from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
@@ -154,14 +154,17 @@ class App:
         route = "other"
         services = self.services
         try:
-            if services is None:
+            if path == b"/healthz":
+                route = "/healthz"
+                await health.send_health(send)
+            elif path == b"/readyz":
+                route = "/readyz"
+                await health.send_readiness(send, services, bool(self.settings.redis_url))
+            elif services is None:
                 raise Unavailable("the server is starting or stopping")
-            if path.startswith(b"/v2/"):
+            elif path.startswith(b"/v2/"):
                 route = OTHER
                 route = await services.api(scope, send, path)
-            elif path == b"/healthz":
-                route = "/healthz"
-                await send_json(send, 200, {"status": "ok"})
             elif path == b"/metrics":
                 route = "/metrics"
                 await self.send_metrics(scope, send)
