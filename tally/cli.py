@@ -292,5 +292,63 @@ def counter_list(slug: str, database_url: str) -> None:
     _with_store(database_url, run)
 
 
+# client commands --------------------------------------------------------------------
+
+url_option = click.option(
+    "--url",
+    envvar="TALLY_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="Base URL of a Tally (or any CounterAPI V2) server (also TALLY_URL).",
+)
+token_option = click.option(
+    "--token", envvar="TALLY_TOKEN", default=None, help="API token (also TALLY_TOKEN)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the answer's data.")
+
+
+def _call(url: str, token: str | None, action: str, path: str, as_json: bool) -> None:
+    """One client call on WORKSPACE/NAME, printed; an error answer exits 1 with it."""
+    import json
+
+    import httpx
+
+    from tally.client import ApiError, Client, Counter
+
+    slug, sep, name = path.partition("/")
+    if not sep or not slug or not name:
+        raise click.BadParameter("use WORKSPACE/NAME", param_hint="WORKSPACE/NAME")
+    try:
+        with Client(url, token) as client:
+            result = getattr(client, action)(slug, name)
+    except ApiError as exc:
+        raise click.ClickException(f"{exc.status}: {exc.message}") from None
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"{url}: {exc}") from None
+    if as_json or not isinstance(result, Counter):
+        click.echo(json.dumps(dict(result.raw), indent=None if as_json else 2))
+    else:
+        click.echo(
+            f"{slug}/{name}: up {result.up_count}, down {result.down_count}, value {result.value}"
+        )
+
+
+def _client_command(action: str, doc: str) -> None:
+    @main.command(action, help=doc)
+    @click.argument("path", metavar="WORKSPACE/NAME")
+    @url_option
+    @token_option
+    @json_option
+    def command(path: str, url: str, token: str | None, as_json: bool) -> None:
+        _call(url, token, action, path, as_json)
+
+
+_client_command("up", "Count one up on a counter of a running server.")
+_client_command("down", "Count one down on a counter of a running server.")
+_client_command("get", "Show a counter's totals.")
+_client_command("stats", "Show a counter's stats (JSON).")
+_client_command("reset", "Set a counter's totals back to zero (needs a Write token).")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
