@@ -10,15 +10,23 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tally.auth import TokenVerifier
 from tally.config import Settings
 from tally.counters import Counters
-from tally.errors import NotFound, StorageError, TallyError, Unauthorized, Unavailable
+from tally.errors import (
+    MethodNotAllowed,
+    NotFound,
+    StorageError,
+    TallyError,
+    Unauthorized,
+    Unavailable,
+)
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
-from tally.web import health, metrics
+from tally.web import docs, health, metrics
 from tally.web.api import OTHER, V2Api
 from tally.web.http import Message, Receive, Scope, Send, header, send_error, send_text
 from tally.writes import GroupCommit
@@ -65,6 +73,17 @@ async def open_store(store: Store, attempts: int = 30, delay: float = 1.0) -> No
             await asyncio.sleep(delay)
 
 
+Page = Callable[[Scope, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route outside /v2: its handler, and whether /openapi.json describes it."""
+
+    page: Page
+    documented: bool = True
+
+
 @dataclass
 class Services:
     store: Store
@@ -90,6 +109,20 @@ class App:
         self._metrics_auth = (
             b"Bearer " + settings.metrics_token.encode() if settings.metrics_token else None
         )
+        redis = bool(settings.redis_url)
+        # every route but /v2's; tests/test_openapi.py holds the document to this table
+        self.routes: dict[bytes, Route] = {
+            b"/healthz": Route(lambda _scope, send: health.send_health(send)),
+            b"/readyz": Route(
+                lambda _scope, send: health.send_readiness(send, self.services, redis)
+            ),
+            b"/openapi.json": Route(lambda _scope, send: docs.send_openapi(send)),
+            b"/docs": Route(lambda _scope, send: docs.send_page(send), documented=False),
+            b"/docs/redoc.standalone.js": Route(
+                lambda _scope, send: docs.send_redoc(send), documented=False
+            ),
+            b"/metrics": Route(self.send_metrics, documented=False),
+        }
 
     async def startup(self) -> None:
         s = self.settings
@@ -154,22 +187,19 @@ class App:
         route = "other"
         services = self.services
         try:
-            if path == b"/healthz":
-                route = "/healthz"
-                await health.send_health(send)
-            elif path == b"/readyz":
-                route = "/readyz"
-                await health.send_readiness(send, services, bool(self.settings.redis_url))
-            elif services is None:
-                raise Unavailable("the server is starting or stopping")
-            elif path.startswith(b"/v2/"):
+            if path.startswith(b"/v2/"):
+                if services is None:
+                    raise Unavailable("the server is starting or stopping")
                 route = OTHER
                 route = await services.api(scope, send, path)
-            elif path == b"/metrics":
-                route = "/metrics"
-                await self.send_metrics(scope, send)
             else:
-                raise NotFound()
+                page = self.routes.get(path)
+                if page is None:
+                    raise NotFound()
+                route = path.decode()
+                if scope["method"] not in ("GET", "HEAD"):
+                    raise MethodNotAllowed(f"{scope['method']} is not allowed here: use GET")
+                await page.page(scope, send)
         except TallyError as exc:
             await send_error(send, exc)
         except StorageError as exc:
