@@ -46,6 +46,8 @@ class Settings:
     commit_linger: float | None = None  # None: the store's own (see Store.commit_linger)
     metrics_token: str | None = None
     metrics_address: tuple[str, int] | None = None
+    log_format: str = "text"
+    access_log: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -111,6 +113,13 @@ def parse_durability(text: str) -> str:
     text = text.strip().lower()
     if text not in ("commit", "buffered"):
         raise ValueError("use commit or buffered")
+    return text
+
+
+def parse_log_format(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("text", "json"):
+        raise ValueError("use text or json")
     return text
 
 
@@ -257,6 +266,17 @@ SETTINGS: tuple[Setting, ...] = (
         "HOST:PORT of a listener of its own that serves /metrics to anyone who reaches it "
         "(bind it to a private address). Unset: no such listener.",
         render_address,
+    ),
+    Setting(
+        "log_format",
+        parse_log_format,
+        "text: `time level logger [request id]: message` lines; json: one JSON object a line.",
+    ),
+    Setting(
+        "access_log",
+        parse_bool,
+        "Log one line per request (method, path, status, duration, client, request id).",
+        lambda v: "true" if v else "false",
     ),
 )
 

@@ -24,14 +24,26 @@ from tally.errors import (
     Unauthorized,
     Unavailable,
 )
+from tally.logs import REQUEST_ID
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.web import docs, health, metrics
 from tally.web.api import OTHER, V2Api
-from tally.web.http import Message, Receive, Scope, Send, header, send_error, send_text
+from tally.web.http import (
+    Message,
+    Receive,
+    Scope,
+    Send,
+    client_ip,
+    header,
+    send_error,
+    send_text,
+)
+from tally.web.request_id import RequestIds
 from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
+access_log = logging.getLogger("tally.access")
 
 
 async def load_secret_key(store: Store, settings: Settings) -> bytes:
@@ -109,6 +121,8 @@ class App:
         self._metrics_auth = (
             b"Bearer " + settings.metrics_token.encode() if settings.metrics_token else None
         )
+        self.request_ids = RequestIds(settings.trusted_proxies)
+        self.access_log = settings.access_log
         redis = bool(settings.redis_url)
         # every route but /v2's; tests/test_openapi.py holds the document to this table
         self.routes: dict[bytes, Route] = {
@@ -164,21 +178,48 @@ class App:
             await self.lifespan(receive, send)
 
     async def http(self, scope: Scope, send: Send) -> None:
-        requests = self.requests
-        if requests is None:
-            await self.dispatch(scope, send)
-            return
+        """Serve one request: its id on the answer and on its log lines; the metrics
+        and the access log, if asked for."""
+        request_id = self.request_ids.take(scope)
+        context = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
 
-        async def observed(message: Message) -> None:
+        async def respond(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = message["headers"] + [(b"x-request-id", request_id)]
             await send(message)
 
-        route = await self.dispatch(scope, observed)
-        requests.observe(route, status, time.perf_counter() - started)
+        try:
+            route = await self.dispatch(scope, respond)
+        finally:
+            REQUEST_ID.reset(context)
+        if self.requests is not None:
+            self.requests.observe(route, status, time.perf_counter() - started)
+        if self.access_log:
+            self.log_access(scope, status, time.perf_counter() - started, request_id)
+
+    def log_access(self, scope: Scope, status: int, seconds: float, request_id: bytes) -> None:
+        """One line per request: never its headers (tokens) nor its query string."""
+        client = client_ip(scope, self.settings.trusted_proxies)
+        access_log.info(
+            "%s %s %d %.1f ms %s",
+            scope["method"],
+            scope["path"],
+            status,
+            seconds * 1000,
+            client,
+            extra={
+                "request_id": request_id.decode(),
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": client,
+            },
+        )
 
     async def dispatch(self, scope: Scope, send: Send) -> str:
         """Answer the request; its route template (for the metrics)."""
@@ -203,12 +244,12 @@ class App:
         except TallyError as exc:
             await send_error(send, exc)
         except StorageError as exc:
-            log.warning("storage error on %s: %s", path, exc)
+            log.warning("storage error on %s: %s", scope["path"], exc)
             if self.requests is not None:
                 self.requests.store_errors += 1
             await send_error(send, Unavailable())
         except Exception:
-            log.exception("unexpected error on %s", path)
+            log.exception("unexpected error on %s", scope["path"])
             # the response may have started, or the client gone: never let this escape
             with contextlib.suppress(Exception):
                 await send_error(send, TallyError("internal error"))

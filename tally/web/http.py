@@ -99,6 +99,11 @@ def client_ip(scope: Scope, trusted: tuple[Network, ...]) -> str:
     return peer
 
 
+def is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    """`address` is an IP address inside one of the `trusted` networks."""
+    return _is_trusted(address, trusted)
+
+
 def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
