@@ -1,7 +1,10 @@
-"""Settings: one typed object, read from `TALLY_*` environment variables and CLI flags.
+"""Settings: one typed object, read from a TOML file, `TALLY_*` environment variables
+and CLI flags; flags win over the environment, which wins over the file, which wins over
+the defaults.
 
 Every setting is declared once in `SETTINGS` (name, default, help); `docs/settings.md`
-is checked against that table by a test.
+is checked against that table by a test. The file (`--config PATH` or `TALLY_CONFIG`)
+uses the same names in lower case: `rate_limit = "100/minute"`.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, tzinfo
@@ -50,10 +54,17 @@ class Settings:
     access_log: bool = False
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then `TALLY_*` variables, then explicit overrides (CLI flags)."""
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        config: str | os.PathLike[str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults, then the TOML file `config` (else TALLY_CONFIG's, if set), then
+        `TALLY_*` variables, then explicit overrides (CLI flags)."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        path = config or env.get(CONFIG_ENV) or None
+        values: dict[str, Any] = read_config_file(path) if path else {}
         for setting in SETTINGS:
             raw = env.get(setting.env)
             if raw is not None and raw != "":
@@ -70,6 +81,45 @@ class Settings:
         for setting in SETTINGS:
             out[setting.env] = setting.render(getattr(self, setting.name))
         return out
+
+
+CONFIG_ENV = "TALLY_CONFIG"
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings of a TOML file, parsed; SettingsError naming the file and the key."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(f"config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path}: not valid TOML: {exc}") from None
+    by_name = {s.name: s for s in SETTINGS}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        setting = by_name.get(key)
+        if setting is None:
+            raise SettingsError(
+                f"config file {path}: unknown setting {key!r} "
+                "(the names are those of docs/settings.md, lower case, without TALLY_)"
+            )
+        try:
+            values[key] = setting.parse(_as_text(raw))
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"config file {path}: {key} = {raw!r}: {exc}") from None
+    return values
+
+
+def _as_text(value: object) -> str:
+    """A TOML value as the text its setting's parser reads (what the variable holds)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_as_text(v) for v in value)
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise TypeError("use a string, a number, a boolean or a list of them")
 
 
 def parse_rate_limit(text: str) -> RateLimit | None:
