@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -303,6 +304,41 @@ def counter_list(slug: str, database_url: str | None) -> None:
             )
 
     _with_store(database_url, run)
+
+
+# backups ------------------------------------------------------------------------------
+
+
+@main.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+@database_option
+def backup_command(path: Path, force: bool, database_url: str | None) -> None:
+    """Copy a live SQLite database to PATH (consistent, while the server counts)."""
+    from tally.storage.backup import backup
+
+    settings = _settings(database_url=database_url)
+    try:
+        version = backup(settings.database_url, path, overwrite=force)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up {settings.database_url} to {path} (schema version {version})")
+
+
+@main.command("restore")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the database if it has data.")
+@database_option
+def restore_command(path: Path, force: bool, database_url: str | None) -> None:
+    """Put the backup PATH back as the SQLite database (stop its servers first)."""
+    from tally.storage.backup import restore
+
+    settings = _settings(database_url=database_url)
+    try:
+        version = restore(path, settings.database_url, overwrite=force)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored {path} into {settings.database_url} (schema version {version})")
 
 
 # client commands --------------------------------------------------------------------
