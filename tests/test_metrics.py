@@ -4,11 +4,14 @@ missing one."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import httpx
 import pytest
 from conftest import Harness, HarnessFactory
 from helpers import assert_error
 from prometheus_client.parser import text_string_to_metric_families
+from services import TcpProxy
 
 from tally.config import RateLimit
 from tally.counters import Counters
@@ -140,3 +143,22 @@ async def test_private_lookup_is_indistinguishable_from_missing(
         seen.append((moved, spy.reads))
     assert seen[0] == seen[1]
     assert seen[0][1] == 1  # one read per TALLY_TOKEN_CACHE_TTL, found or not
+
+
+@pytest.mark.postgres
+async def test_store_errors_are_counted(make_harness: HarnessFactory, postgres_url: str) -> None:
+    """A request whose database is gone is answered 503 and counted as a store error."""
+    target = urlsplit(postgres_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    url = postgres_url.replace(target.netloc, f"{target.username}@127.0.0.1:{proxy.port}")
+    h = await make_harness(database_url=url, redis_url=None, metrics_token=METRICS_TOKEN)
+    ws = await h.workspace("gone")
+    await h.counter(ws, "c")
+    assert (await h.get("/v2/gone/c")).status_code == 200
+    await proxy.cut()
+    assert_error(await h.get("/v2/gone/c"), 503)
+    s = await scrape(h)
+    assert value(s, "tally_store_errors_total") >= 1
+    route = "/v2/{workspace}/{name}"
+    assert value(s, "tally_http_requests_total", route=route, status="503") == 1

@@ -72,7 +72,7 @@ class RequestMetrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
         self.durations: dict[str, Histogram] = {}
-        self.store_errors = 0  # requests answered 503 because the store failed
+        self.store_errors = 0  # requests whose database read failed (answered 503)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -121,11 +121,6 @@ class TallyCollector(Collector):
             "Time from a request's arrival to its answer, by route template.",
             dict(sorted(r.durations.items())),
         )
-        yield CounterMetricFamily(
-            "tally_store_errors",
-            "Requests answered 503 because the database failed.",
-            value=r.store_errors,
-        )
 
     def _writes(self, services: Services) -> Iterator[Metric]:
         w = services.writes
@@ -143,6 +138,11 @@ class TallyCollector(Collector):
             "tally_changes_committed",
             "Counter changes committed (one per counter per batch).",
             value=w.changes_committed,
+        )
+        yield CounterMetricFamily(
+            "tally_store_errors",
+            "Database operations that failed: reads (answered 503) and group commits.",
+            value=self.requests.store_errors + w.batches_failed,
         )
         yield GaugeMetricFamily(
             "tally_pending_changes", "Counter changes in memory, not yet committed.", w.pending
