@@ -44,6 +44,7 @@ from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
 access_log = logging.getLogger("tally.access")
+PROBES = frozenset(("/healthz", "/readyz"))  # asked every few seconds: never logged
 
 
 async def load_secret_key(store: Store, settings: Settings) -> bytes:
@@ -198,7 +199,7 @@ class App:
             REQUEST_ID.reset(context)
         if self.requests is not None:
             self.requests.observe(route, status, time.perf_counter() - started)
-        if self.access_log:
+        if self.access_log and route not in PROBES:
             self.log_access(scope, status, time.perf_counter() - started, request_id)
 
     def log_access(self, scope: Scope, status: int, seconds: float, request_id: bytes) -> None:
