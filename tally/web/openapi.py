@@ -22,10 +22,12 @@ def ref(kind: str, name: str) -> JSON:
 
 
 def json_body(schema: JSON, description: str, headers: JSON | None = None) -> JSON:
-    out: JSON = {"description": description, "content": {"application/json": {"schema": schema}}}
-    if headers:
-        out["headers"] = headers
-    return out
+    """A JSON response; every response carries X-Request-Id."""
+    return {
+        "description": description,
+        "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **(headers or {})},
+        "content": {"application/json": {"schema": schema}},
+    }
 
 
 RATE_LIMIT_HEADERS = {
@@ -187,6 +189,11 @@ HEADERS: JSON = {
         "description": "Seconds to wait before trying again.",
         "schema": {"type": "integer"},
     },
+    "X-Request-Id": {
+        "description": "The id the server logged this request under (a trusted proxy's, "
+        "or made by the server).",
+        "schema": {"type": "string"},
+    },
 }
 
 ERRORS: dict[str, tuple[str, JSON]] = {
@@ -344,7 +351,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "openapi",
         "This document",
         "The OpenAPI 3.1 description of the public routes. /docs renders it.",
-        {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {}}}},
+        json_body({}, "OpenAPI 3.1"),
         tags=("operations",),
     ),
 )
