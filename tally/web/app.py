@@ -179,28 +179,31 @@ class App:
             await self.lifespan(receive, send)
 
     async def http(self, scope: Scope, send: Send) -> None:
-        """Serve one request: its id on the answer and on its log lines; the metrics
-        and the access log, if asked for."""
+        """Serve one request under its id (on the answer, see `response_start`, and on
+        its log lines); see its status and time only for the metrics or the access log."""
         request_id = self.request_ids.take(scope)
         context = REQUEST_ID.set(request_id)
-        started = time.perf_counter()
-        status = 500
-
-        async def respond(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = message["headers"] + [(b"x-request-id", request_id)]
-            await send(message)
-
         try:
+            if self.requests is None and not self.access_log:
+                await self.dispatch(scope, send)
+                return
+            started = time.perf_counter()
+            status = 500
+
+            async def respond(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
             route = await self.dispatch(scope, respond)
+            seconds = time.perf_counter() - started
+            if self.requests is not None:
+                self.requests.observe(route, status, seconds)
+            if self.access_log and route not in PROBES:
+                self.log_access(scope, status, seconds, request_id)
         finally:
             REQUEST_ID.reset(context)
-        if self.requests is not None:
-            self.requests.observe(route, status, time.perf_counter() - started)
-        if self.access_log and route not in PROBES:
-            self.log_access(scope, status, time.perf_counter() - started, request_id)
 
     def log_access(self, scope: Scope, status: int, seconds: float, request_id: bytes) -> None:
         """One line per request: never its headers (tokens) nor its query string."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-from tally.web.http import Send
+from tally.web.http import Headers, Send, response_start
 from tally.web.openapi import document_bytes
 
 CSP = (
@@ -28,11 +28,9 @@ def openapi_json() -> bytes:
     return document_bytes()
 
 
-async def _send(
-    send: Send, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]
-) -> None:
+async def _send(send: Send, body: bytes, content_type: bytes, extra: Headers) -> None:
     headers = [(b"content-type", content_type), (b"x-content-type-options", b"nosniff"), *extra]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send(response_start(200, headers))
     await send({"type": "http.response.body", "body": body})
 
 

@@ -10,6 +10,7 @@ import orjson
 
 from tally.config import Network
 from tally.errors import MethodNotAllowed, TallyError, Unavailable
+from tally.logs import REQUEST_ID
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,18 +43,26 @@ async def send_json(send: Send, status: int, body: Any, extra: Headers | None = 
     await send_body(send, orjson.dumps(body), extra, status)
 
 
+def response_start(status: int, headers: Headers) -> Message:
+    """The `http.response.start` message, with the request's X-Request-Id (every
+    response is made here, so the id costs no wrapper around `send`)."""
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        headers = [*headers, (b"x-request-id", request_id)]
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
 async def send_body(
     send: Send, payload: bytes, extra: Headers | None = None, status: int = 200
 ) -> None:
     """Send an encoded JSON body."""
     headers = JSON_HEADERS + extra if extra else JSON_HEADERS
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send(response_start(status, headers))
     await send({"type": "http.response.body", "body": payload})
 
 
 async def send_text(send: Send, payload: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type)]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send(response_start(200, [(b"content-type", content_type)]))
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -71,7 +80,7 @@ async def send_error(send: Send, exc: TallyError, extra: Headers | None = None) 
 
 
 async def send_preflight(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 204, "headers": PREFLIGHT_HEADERS})
+    await send(response_start(204, PREFLIGHT_HEADERS))
     await send({"type": "http.response.body", "body": b""})
 
 
