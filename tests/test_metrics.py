@@ -162,3 +162,22 @@ async def test_store_errors_are_counted(make_harness: HarnessFactory, postgres_u
     assert value(s, "tally_store_errors_total") >= 1
     route = "/v2/{workspace}/{name}"
     assert value(s, "tally_http_requests_total", route=route, status="503") == 1
+
+
+@pytest.mark.parametrize("action", ["", "/up", "/down", "/stats", "/reset"])
+async def test_private_lookup_costs_what_a_missing_one_costs(harness: Harness, action: str) -> None:
+    """Without metrics too: repeated anonymous lookups of an existing private counter
+    read the store exactly as often as those of a missing one (once per cache TTL), so
+    their timing does not tell them apart either."""
+    ws = await harness.workspace()
+    await harness.counter(ws, "secret", private=True)
+    assert harness.app.services is not None
+    spy = ReadCounting(harness.app.services.counters)
+    reads = {}
+    for name in ("secret", "missing"):
+        before = spy.reads
+        for _ in range(4):
+            r = await harness.get(f"/v2/ws/{name}{action}")
+            assert r.status_code in (401, 404), r.text
+        reads[name] = spy.reads - before
+    assert reads["secret"] == reads["missing"] == 1
