@@ -59,9 +59,12 @@ async def issue_token(
 class TokenVerifier:
     """Turns an Authorization header into a Token (or None for anonymous).
 
-    Verified and rejected tokens are cached for `ttl` seconds, keyed by the raw header,
-    so a hot client costs one dict lookup. `ttl` bounds how long a revocation takes to
-    bite. The cache is bounded; the oldest entries go first.
+    A header that is not ``Bearer tly_<43 characters>`` is refused at once: never looked
+    up, never cached. Well-formed tokens, verified or rejected, are cached for `ttl`
+    seconds keyed by the token itself (47 bytes, whatever padding the header had), so a
+    hot client costs one parse and one dict lookup, and the cache's memory is bounded by
+    `max_entries` fixed-size keys. `ttl` bounds how long a revocation takes to bite. The
+    oldest entries go first.
     """
 
     def __init__(self, store: Store, key: bytes, ttl: float = 1.0, max_entries: int = 10_000):
@@ -75,27 +78,35 @@ class TokenVerifier:
         """`now` is a monotonic clock. Raises Unauthorized for a bad or revoked token."""
         if header is None:
             return None
-        hit = self._cache.get(header)
+        value = bearer_token(header)
+        if value is None:
+            raise Unauthorized()
+        hit = self._cache.get(value)
         if hit is not None and hit[0] > now:
             token = hit[1]
         else:
-            token = await self._lookup(header)
+            token = await self._lookup(value)
             cache = self._cache
             if len(cache) >= self.max_entries:
                 for stale in list(cache)[: self.max_entries // 10 or 1]:
                     del cache[stale]
-            cache.pop(header, None)
-            cache[header] = (now + self.ttl, token)
+            cache.pop(value, None)
+            cache[value] = (now + self.ttl, token)
         if token is None:
             raise Unauthorized()
         return token
 
-    async def _lookup(self, header: bytes) -> Token | None:
-        scheme, _, value = header.strip().partition(b" ")
-        value = value.strip()
-        if scheme.lower() != b"bearer" or not _TOKEN_RE.fullmatch(value):
-            return None
+    async def _lookup(self, value: bytes) -> Token | None:
         token = await self.store.find_token(hash_token(self.key, value))
         if token is None or token.revoked_at is not None:
             return None
         return token
+
+
+def bearer_token(header: bytes) -> bytes | None:
+    """The token of a well-formed ``Bearer tly_...`` header, else None."""
+    scheme, _, value = header.strip().partition(b" ")
+    value = value.strip()
+    if scheme.lower() != b"bearer" or not _TOKEN_RE.fullmatch(value):
+        return None
+    return value

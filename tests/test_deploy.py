@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml  # type: ignore[import-untyped]
 
 from tally.config import CONFIG_ENV, SETTINGS, read_config_file
+from tally.web.app import REQUEST_GRACE
 from tally.writes import GroupCommit
 from tools.cluster import tally_command
 
@@ -70,15 +71,16 @@ def test_example_config_file_is_valid() -> None:
 
 
 def test_systemd_waits_for_the_final_commit() -> None:
-    """systemd's stop timeout outlasts the group commit's own (buffered mode may retry
-    that long), so SIGKILL never cuts a stop that is still committing."""
+    """systemd's and compose's stop timeouts outlast the app's own stop (the grace for
+    requests inside, then the group commit's deadline), so SIGKILL never cuts a stop
+    that is still committing."""
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read_string((DEPLOY / "systemd" / "tally.service").read_text())
     service = unit["Service"]
     assert service["ExecStart"].endswith("tally serve")
     assert service["KillSignal"] == "SIGTERM"
     defaults = GroupCommit.__init__.__kwdefaults__ or {}
-    stop_timeout = defaults["stop_timeout"]
+    stop_timeout = REQUEST_GRACE + defaults["stop_timeout"]
     assert int(service["TimeoutStopSec"]) > stop_timeout
     grace = str(compose_node()["stop_grace_period"])
     assert int(grace.removesuffix("s")) > stop_timeout

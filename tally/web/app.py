@@ -10,6 +10,7 @@ import os
 import secrets
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -46,6 +47,9 @@ log = logging.getLogger("tally.web")
 access_log = logging.getLogger("tally.access")
 PROBES = frozenset(("/healthz", "/readyz"))  # asked every few seconds: never logged
 
+# seconds shutdown waits for requests in flight before the last flush
+REQUEST_GRACE = 5.0
+
 
 async def load_secret_key(store: Store, settings: Settings) -> bytes:
     """TALLY_SECRET_KEY if set; else a key generated once and kept in the database."""
@@ -55,7 +59,8 @@ async def load_secret_key(store: Store, settings: Settings) -> bytes:
 
 
 def node_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """A name of this process's own: host and pid for people, a UUID for uniqueness."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
 
 
 def make_limiter(s: Settings) -> Limiter | None:
@@ -138,6 +143,9 @@ class App:
             ),
             b"/metrics": Route(self.send_metrics, documented=False),
         }
+        # requests being handled; shutdown waits (bounded) for them before the last flush
+        self._inflight = 0
+        self._idle: asyncio.Event | None = None  # set by shutdown, signalled at 0
 
     async def startup(self) -> None:
         s = self.settings
@@ -148,6 +156,7 @@ class App:
         writes = GroupCommit(
             store, durability=s.durability, flush_interval=s.flush_interval, linger=linger
         )
+        await store.claim_node()
         writes.start(await store.register_node())
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
@@ -159,9 +168,16 @@ class App:
             await self.listener.start(*s.metrics_address)
 
     async def shutdown(self) -> None:
-        services, self.services = self.services, None
+        services, self.services = self.services, None  # new requests: 503 from now on
         if services is None:
             return
+        if self._inflight:
+            # Requests already inside (past authentication, waiting for the limiter or a
+            # lookup) may still add a change: let them, so none is acknowledged after
+            # the last flush. Bounded: after REQUEST_GRACE s, stop refuses their change.
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), REQUEST_GRACE)
         try:
             if self.listener is not None:
                 await self.listener.close()
@@ -231,6 +247,7 @@ class App:
         path = path.split(b"?", 1)[0]
         route = "other"
         services = self.services
+        self._inflight += 1
         try:
             if path.startswith(b"/v2/"):
                 if services is None:
@@ -257,6 +274,10 @@ class App:
             # the response may have started, or the client gone: never let this escape
             with contextlib.suppress(Exception):
                 await send_error(send, TallyError("internal error"))
+        finally:
+            self._inflight -= 1
+            if not self._inflight and self._idle is not None:
+                self._idle.set()
         if route == OTHER and services is not None:
             route = services.api.template(path)  # the API failed before it could say
         return route
