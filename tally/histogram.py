@@ -30,10 +30,6 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
     def buckets(self) -> list[tuple[str, float]]:
         """(upper bound, observations at or below it), cumulative, ending with +Inf."""
         out: list[tuple[str, float]] = []
