@@ -31,7 +31,7 @@ from tally.storage import Store, store_from_url
 from tally.web import docs, health, metrics
 from tally.web.api import OTHER, V2Api
 from tally.web.http import (
-    Message,
+    RESPONSE_STATUS,
     Receive,
     Scope,
     Send,
@@ -196,7 +196,7 @@ class App:
 
     async def http(self, scope: Scope, send: Send) -> None:
         """Serve one request under its id (on the answer, see `response_start`, and on
-        its log lines); see its status and time only for the metrics or the access log."""
+        its log lines); its status and time only for the metrics or the access log."""
         request_id = self.request_ids.take(scope)
         context = REQUEST_ID.set(request_id)
         try:
@@ -204,16 +204,11 @@ class App:
                 await self.dispatch(scope, send)
                 return
             started = time.perf_counter()
-            status = 500
-
-            async def respond(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
-            route = await self.dispatch(scope, respond)
+            answered = RESPONSE_STATUS.set(0)
+            route = await self.dispatch(scope, send)
             seconds = time.perf_counter() - started
+            status = RESPONSE_STATUS.get() or 500  # 0: no answer started (client gone)
+            RESPONSE_STATUS.reset(answered)
             if self.requests is not None:
                 self.requests.observe(route, status, seconds)
             if self.access_log and route not in PROBES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -43,9 +44,14 @@ async def send_json(send: Send, status: int, body: Any, extra: Headers | None = 
     await send_body(send, orjson.dumps(body), extra, status)
 
 
+# the status of the request's answer, once it started (for the metrics and the access log:
+# every response starts in `response_start`, so seeing it needs no wrapper around `send`)
+RESPONSE_STATUS: ContextVar[int] = ContextVar("tally_response_status", default=0)
+
+
 def response_start(status: int, headers: Headers) -> Message:
-    """The `http.response.start` message, with the request's X-Request-Id (every
-    response is made here, so the id costs no wrapper around `send`)."""
+    """The `http.response.start` message, with the request's X-Request-Id."""
+    RESPONSE_STATUS.set(status)
     request_id = REQUEST_ID.get()
     if request_id is not None:
         headers = [*headers, (b"x-request-id", request_id)]
