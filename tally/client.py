@@ -45,6 +45,7 @@ __all__ = [
 
 ACTIONS = ("up", "down", "reset", "stats")
 RETRIED = frozenset((429, 503))
+# the request never reached the server: safe to send again, even an `up`
 
 
 class ApiError(Exception):
@@ -270,7 +271,7 @@ class Client(_Base):
             response: httpx.Response | None = None
             try:
                 response = self.http.get(url, headers=self.headers)
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt >= self.backoff.retries:
                     raise
             else:
@@ -329,7 +330,7 @@ class AsyncClient(_Base):
             response: httpx.Response | None = None
             try:
                 response = await self.http.get(url, headers=self.headers)
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.ConnectTimeout):
                 if attempt >= self.backoff.retries:
                     raise
             else:

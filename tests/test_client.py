@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import socket
 import time
 
 import httpx
@@ -66,3 +67,31 @@ def test_urls_escape_names(base: str, expected: str) -> None:
     """Names are percent-encoded, '/' included, under any base URL."""
     with Client(base) as c:
         assert c.url("w", "a/b", "up") == expected
+
+
+class CountingTransport(httpx.HTTPTransport):
+    """The real transport, counting the requests it tries to send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.attempts += 1
+        return super().handle_request(request)
+
+
+def test_connection_refused_is_retried_then_raised() -> None:
+    """A connection that cannot be made is retried `retries` times, then raised."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    transport = CountingTransport()
+    http = httpx.Client(transport=transport, trust_env=False)
+    base = f"http://127.0.0.1:{port}"
+    with (
+        Client(base, retries=2, max_delay=0.01, http=http) as c,
+        pytest.raises(httpx.ConnectError),
+    ):
+        c.get("w", "c")
+    assert transport.attempts == 3
