@@ -71,7 +71,7 @@ class Settings:
                 try:
                     values[setting.name] = setting.parse(raw)
                 except (ValueError, TypeError) as exc:
-                    raise SettingsError(f"{setting.env}={raw!r}: {exc}") from None
+                    raise SettingsError(f"{setting.env}={setting.shown(raw)}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(cls(), **values)
 
@@ -107,7 +107,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         try:
             values[key] = setting.parse(_as_text(raw))
         except (ValueError, TypeError) as exc:
-            raise SettingsError(f"config file {path}: {key} = {raw!r}: {exc}") from None
+            raise SettingsError(
+                f"config file {path}: {key} = {setting.shown(raw)}: {exc}"
+            ) from None
     return values
 
 
@@ -243,10 +245,15 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     render: Callable[[Any], str] = str
+    secret: bool = False  # its value is never repeated in an error message
 
     @property
     def env(self) -> str:
         return "TALLY_" + self.name.upper()
+
+    def shown(self, raw: object) -> str:
+        """The value as an error message may show it."""
+        return "(hidden)" if self.secret else repr(raw)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -290,6 +297,7 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "Key of the token hash. Unset: generated once and kept in the database.",
         lambda v: v or "",
+        secret=True,
     ),
     Setting(
         "bootstrap",
@@ -316,6 +324,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Serve /metrics on the API port to requests with `Authorization: Bearer` this token. "
         "Unset: /metrics is not served on the API port.",
         lambda v: v or "",
+        secret=True,
     ),
     Setting(
         "metrics_address",

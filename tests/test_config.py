@@ -142,3 +142,15 @@ def test_missing_config_file_fails(tmp_path: Path) -> None:
     """A config path that does not exist is an error, not silently ignored."""
     with pytest.raises(SettingsError, match="config file"):
         Settings.from_env({"TALLY_CONFIG": str(tmp_path / "nope.toml")})
+
+
+@pytest.mark.parametrize("name", ["TALLY_METRICS_TOKEN", "metrics_token"])
+def test_a_secret_is_not_repeated_in_its_error(tmp_path: Path, name: str) -> None:
+    """A bad secret's error names the setting but never shows the value."""
+    value = "short-secret"
+    env = {name: value} if name.startswith("TALLY_") else {}
+    config = None if env else write(tmp_path, f'{name} = "{value}"\n')
+    with pytest.raises(SettingsError) as exc:
+        Settings.from_env(env, config=config)
+    assert name in str(exc.value)
+    assert value not in str(exc.value)
