@@ -45,6 +45,13 @@ ORDERS = ("asc", "desc")
 
 Route = tuple[bytes, str, str]  # (action, namespace, name); b"" is get
 
+# route templates, the `route` label of the request metrics
+TEMPLATES = {
+    b"": "/v1/{namespace}/{name}",
+    **{a: "/v1/{namespace}/{name}/" + a.decode() for a in sorted(ACTIONS) if a},
+}
+V1_OTHER = "/v1/other"  # a path that is no route
+
 
 def parse_route(path: bytes) -> Route:
     """/v1/{namespace}/{name}[/{action}][/] -> Route, or NotFound / BadRequest."""
@@ -142,14 +149,18 @@ class V1Api:
             )
         return limit_headers(decision)
 
-    async def __call__(self, scope: Scope, send: Send, path: bytes) -> None:
+    async def __call__(self, scope: Scope, send: Send, path: bytes) -> str:
+        """Answer the request; its route template."""
         limits: Headers | None = None
+        template = V1_OTHER
         try:
             action, namespace, name = route = parse_route(path)
+            template = TEMPLATES[action]
             method = scope["method"]
             if method != "GET":
                 if method == "OPTIONS":
-                    return await send_preflight(send)
+                    await send_preflight(send)
+                    return template
                 raise MethodNotAllowed(f"{method} is not allowed here: use GET")
             limits = await self.limit(scope, route, time.monotonic())
             query: bytes = scope.get("query_string", b"")
@@ -159,7 +170,8 @@ class V1Api:
                 order = query_choice(query, "order_by", ORDERS, "asc")
                 _, history = await namespaces.history(namespace, name)
                 body: Any = count_list(history, group, order, self.tz)
-                return await send_json(send, 200, body, limits)
+                await send_json(send, 200, body, limits)
+                return template
             if action == b"":
                 view = await namespaces.get(namespace, name)
             elif action == b"set":
@@ -177,6 +189,7 @@ class V1Api:
         except StorageError as exc:
             log.warning("storage error on %s: %s", path, exc)
             await self.error(send, Unavailable(), limits)
+        return template
 
     @staticmethod
     async def error(send: Send, exc: TallyError, limits: Headers | None) -> None:
