@@ -314,6 +314,7 @@ class Counters:
             ):
                 raise NotFound()
             counter = await self.store.ensure_counter(token.workspace_id, name)
+            self.cache.put((workspace, name), counter, time.monotonic())
         elif counter.private and (token is None or token.workspace_id != counter.workspace_id):
             raise NotFound()
         self._require(counter, token, Permission.ADMIN)

@@ -58,6 +58,7 @@ class Namespaces:
         if not create:
             raise RecordNotFound()
         counter = await self.counters.store.ensure_counter(ws.id, name)
+        self.counters.cache.put((namespace, name), counter, time.monotonic())
         if counter.private:  # made private by someone else in the meantime
             raise RecordNotFound()
         return counter
