@@ -100,6 +100,7 @@ class App:
         if services is None:
             return
         try:
+            await services.verifier.drain()
             await services.writes.stop()
         finally:
             await services.store.close()
