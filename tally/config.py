@@ -44,6 +44,14 @@ class Settings:
     bootstrap: bool = True
     token_cache_ttl: float = 1.0
     commit_linger: float | None = None  # None: the store's own (see Store.commit_linger)
+    signup: str = "open"
+    public_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 0  # 0: 465 with tls, else 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_security: str = "starttls"
+    mail_from: str = "Tally <tally@localhost>"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -137,6 +145,27 @@ def parse_linger(text: str) -> float | None:
     return value
 
 
+def parse_signup(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("open", "invite", "closed"):
+        raise ValueError("use open, invite or closed")
+    return text
+
+
+def parse_smtp_security(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("starttls", "tls", "none"):
+        raise ValueError("use starttls, tls or none")
+    return text
+
+
+def parse_public_url(text: str) -> str:
+    text = text.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", text):
+        raise ValueError("use the URL people open, e.g. https://tally.example.com")
+    return text
+
+
 def parse_port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -217,6 +246,24 @@ SETTINGS: tuple[Setting, ...] = (
         "store's choice, 0.001 on PostgreSQL, 0 on SQLite).",
         lambda v: "auto" if v is None else f"{v:g}",
     ),
+    Setting("signup", parse_signup, "Who may sign up on the dashboard: open, invite or closed."),
+    Setting(
+        "public_url",
+        parse_public_url,
+        "The URL people open (for links in emails). Unset: taken from each request.",
+        lambda v: v or "",
+    ),
+    Setting(
+        "smtp_host",
+        str,
+        "SMTP server for verification, reset and invitation emails. Unset: to the log.",
+        lambda v: v or "",
+    ),
+    Setting("smtp_port", parse_port, "SMTP port (0: 465 with tls, else 587)."),
+    Setting("smtp_user", str, "SMTP user name (unset: no login).", lambda v: v or ""),
+    Setting("smtp_password", str, "SMTP password.", lambda v: v or ""),
+    Setting("smtp_security", parse_smtp_security, "starttls, tls (implicit) or none."),
+    Setting("mail_from", str, "The From address of Tally's emails."),
 )
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)}
