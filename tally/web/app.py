@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from tally.auth import TokenVerifier
 from tally.config import Settings
 from tally.counters import Counters
-from tally.errors import NotFound, StorageError, TallyError, Unavailable
+from tally.errors import StorageError, TallyError, Unavailable
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.web import metrics
 from tally.web.api import V2Api
-from tally.web.http import Receive, Scope, Send, send_error, send_json, send_text
+from tally.web.http import ASGIApp, Receive, Scope, Send, send_error, send_json, send_text
 from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
@@ -70,6 +70,7 @@ class Services:
     counters: Counters
     verifier: TokenVerifier
     api: V2Api
+    site: ASGIApp  # the website (tally.site), for every other path
 
 
 class App:
@@ -93,7 +94,10 @@ class App:
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
         limiter = make_limiter(s)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
-        self.services = Services(store, writes, counters, verifier, api)
+        from tally.site.app import create_site  # not imported by the API's path
+
+        site = create_site(s, store, counters, verifier.key)
+        self.services = Services(store, writes, counters, verifier, api, site)
 
     async def shutdown(self) -> None:
         services, self.services = self.services, None
@@ -110,11 +114,11 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.http(scope, send)
+            await self.http(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
-    async def http(self, scope: Scope, send: Send) -> None:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = path.split(b"?", 1)[0]
         try:
@@ -128,7 +132,7 @@ class App:
             elif path == b"/metrics":
                 await send_text(send, metrics.render(services), metrics.CONTENT_TYPE)
             else:
-                raise NotFound()
+                await services.site(scope, receive, send)
         except TallyError as exc:
             await send_error(send, exc)
         except StorageError as exc:
