@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tally.auth import TokenVerifier
 from tally.config import Settings
 from tally.counters import Counters
-from tally.errors import StorageError, TallyError, Unavailable
+from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.web import metrics
@@ -131,6 +131,8 @@ class App:
                 await send_json(send, 200, {"status": "ok"})
             elif path == b"/metrics":
                 await send_text(send, metrics.render(services), metrics.CONTENT_TYPE)
+            elif path == b"/v2":
+                raise NotFound()
             else:
                 await services.site(scope, receive, send)
         except TallyError as exc:
