@@ -383,7 +383,7 @@ class DashboardTables:
         order = "DESC" if descending else "ASC"
         collate = self._collate if sort == "name" else ""
         # the name breaks ties, so pages never overlap or skip
-        tail = "" if sort == "name" else f", c.name{self._collate} {order}"
+        tail = "" if sort == "name" else f", c.name{self._collate} ASC"
         rows = await self._fetch(
             f"SELECT {COUNTER_COLUMNS} FROM counters c JOIN workspaces w "
             f"ON w.id = c.workspace_id WHERE {where} "
