@@ -39,11 +39,18 @@ class Mailer:
     def configured(self) -> bool:
         return bool(self.host)
 
-    async def send(self, mail: Mail) -> None:
+    async def send(self, mail: Mail) -> bool:
+        """Send `mail`; False if the SMTP server could not take it (logged). A failed email
+        never fails the action that sent it: the user can ask for it again."""
         if not self.host:
             log.info("email to %s (no SMTP configured): %s\n%s", mail.to, mail.subject, mail.body)
-            return
-        await asyncio.to_thread(self._send, mail)
+            return True
+        try:
+            await asyncio.to_thread(self._send, mail)
+        except (OSError, smtplib.SMTPException) as exc:
+            log.error("could not send the email %r to %s: %s", mail.subject, mail.to, exc)
+            return False
+        return True
 
     def _send(self, mail: Mail) -> None:
         message = EmailMessage()
