@@ -1,4 +1,5 @@
-// The counter page's charts (Chart.js), from the page's data.json; refreshed every 30 s.
+// The counter page's charts (Chart.js), from the page's data.json; refreshed every 30 s
+// and whenever the live counts change.
 "use strict";
 
 (function () {
@@ -42,6 +43,7 @@
       });
     }
     section.dataset.loaded = String(data.up_count);
+    section.dataset.seen = data.up_count + "/" + data.down_count;
   }
 
   async function load() {
@@ -55,4 +57,11 @@
 
   load();
   setInterval(load, 30000);
+  // the live counts (htmx, every 5 s) changed: redraw the charts too
+  document.body.addEventListener("htmx:afterSettle", () => {
+    const up = document.getElementById("up-count");
+    const down = document.getElementById("down-count");
+    const seen = up && down ? up.textContent + "/" + down.textContent : "";
+    if (seen && seen !== section.dataset.seen) load();
+  });
 })();
