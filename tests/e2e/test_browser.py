@@ -51,14 +51,10 @@ def _unavailable(reason: str) -> None:
 
 
 def _install_chromium() -> None:
+    """apt-get update, then apt-get install -y chromium (as CI does on a new machine)."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"]):
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
         subprocess.run(command, env=env, capture_output=True, timeout=900, check=False)
-        if command[1] == "install" and Path(CHROMIUM).exists():
-            return
-    subprocess.run(
-        ["apt-get", "install", "-y", "chromium"], env=env, capture_output=True, timeout=900
-    )
 
 
 @pytest.fixture(scope="session")
