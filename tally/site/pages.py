@@ -112,7 +112,7 @@ def base_url(request: Request) -> str:
 
 async def visitor(request: Request) -> Session | None:
     """The signed-in visitor's session, if any (looked up once per request)."""
-    if "session" not in request.state._state:
+    if not hasattr(request.state, "session"):
         secret = request.cookies.get(security.SESSION_COOKIE)
         request.state.session = await site(request).accounts.session(secret)
     session: Session | None = request.state.session
@@ -152,7 +152,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     context.setdefault("section", "")
     context.update(
         csrf_token=security.csrf_token(site(request).csrf_key, cookie),
-        session=request.state._state.get("session"),
+        session=getattr(request.state, "session", None),
         notice=notice,
         signup_mode=site(request).settings.signup,
     )
