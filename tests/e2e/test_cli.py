@@ -259,8 +259,8 @@ def test_user_create_verify_and_reset_password(cli: TallyCli, make_server: Serve
         "x" * 12,
         says="no account",
     )
-    out = cli.run("user", "reset-password", "ops@example.com", "--password", "new operator pass")
-    assert "new password set" in out.stdout
+    reset = cli.run("user", "reset-password", "ops@example.com", "--password", "new operator pass")
+    assert "new password set" in reset.stdout
     with _http(server) as http:
         login = http.get("/login")
         csrf = login.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
