@@ -114,10 +114,8 @@ def serve(
     if settings.bootstrap:
         _with_store(settings.database_url, lambda store, _s: _bootstrap(store, settings))
     shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    click.echo(
-        f"\nTally is starting. The dashboard: {settings.public_url or f'http://{shown}:{settings.port}'}/"
-        "\n(sign up there; the first account owns the workspace 'default')\n"
-    )
+    dashboard = settings.public_url or f"http://{shown}:{settings.port}"
+    click.echo(f"\nTally is starting. The dashboard: {dashboard}/ (sign up there)\n")
     run(settings)
 
 
@@ -134,7 +132,8 @@ async def _bootstrap(store: Store, settings: Settings) -> None:
         "The token is shown only this once; keep it somewhere safe:\n\n"
         f"    {issued.secret}\n\n"
         "Make a first count:\n\n"
-        f"    curl -H 'Authorization: Bearer {issued.secret}' {base}/v2/default/first/up\n"
+        f"    curl -H 'Authorization: Bearer {issued.secret}' {base}/v2/default/first/up\n\n"
+        f"The first account that signs up on the dashboard ({base}/) owns 'default'.\n"
     )
 
 
