@@ -69,9 +69,12 @@ async def issue_token(
 class TokenVerifier:
     """Turns an Authorization header into a Token (or None for anonymous).
 
-    Verified and rejected tokens are cached for `ttl` seconds, keyed by the raw header,
-    so a hot client costs one dict lookup. `ttl` bounds how long a revocation or an
-    expiry takes to bite. The cache is bounded; the oldest entries go first.
+    A header that is not ``Bearer tly_<43 characters>`` is refused at once: never looked
+    up, never cached. Well-formed tokens, verified or rejected, are cached for `ttl`
+    seconds keyed by the token itself (47 bytes, whatever padding the header had), so a
+    hot client costs one parse and one dict lookup, and the cache's memory is bounded by
+    `max_entries` fixed-size keys. `ttl` bounds how long a revocation or an expiry takes
+    to bite. The oldest entries go first.
 
     A token's last use is written on a cache miss, at most once per TOUCH_INTERVAL per
     token and in the background: never on the request's path, never on every request.
@@ -90,17 +93,20 @@ class TokenVerifier:
         """`now` is a monotonic clock. Raises Unauthorized for a bad or revoked token."""
         if header is None:
             return None
-        hit = self._cache.get(header)
+        value = bearer_token(header)
+        if value is None:
+            raise Unauthorized()
+        hit = self._cache.get(value)
         if hit is not None and hit[0] > now:
             token = hit[1]
         else:
-            token = await self._lookup(header)
+            token = await self._lookup(value)
             cache = self._cache
             if len(cache) >= self.max_entries:
                 for stale in list(cache)[: self.max_entries // 10 or 1]:
                     del cache[stale]
-            cache.pop(header, None)
-            cache[header] = (now + self.ttl, token)
+            cache.pop(value, None)
+            cache[value] = (now + self.ttl, token)
             if token is not None and now - self._touched.get(token.id, -TOUCH_INTERVAL) >= (
                 TOUCH_INTERVAL
             ):
@@ -109,11 +115,7 @@ class TokenVerifier:
             raise Unauthorized()
         return token
 
-    async def _lookup(self, header: bytes) -> Token | None:
-        scheme, _, value = header.strip().partition(b" ")
-        value = value.strip()
-        if scheme.lower() != b"bearer" or not _TOKEN_RE.fullmatch(value):
-            return None
+    async def _lookup(self, value: bytes) -> Token | None:
         token = await self.store.find_token(hash_token(self.key, value))
         if token is None or not token.usable(time.time()):
             return None
@@ -137,3 +139,12 @@ class TokenVerifier:
         """Wait for the last-use writes in flight (before the store closes)."""
         if self._touches:
             await asyncio.gather(*self._touches, return_exceptions=True)
+
+
+def bearer_token(header: bytes) -> bytes | None:
+    """The token of a well-formed ``Bearer tly_...`` header, else None."""
+    scheme, _, value = header.strip().partition(b" ")
+    value = value.strip()
+    if scheme.lower() != b"bearer" or not _TOKEN_RE.fullmatch(value):
+        return None
+    return value

@@ -108,9 +108,16 @@ def parse_timezone(text: str) -> tzinfo:
 
 
 def parse_networks(text: str) -> tuple[Network, ...]:
-    return tuple(
+    networks = tuple(
         ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()
     )
+    for net in networks:
+        # trusting every address lets any client name its own rate-limit identity
+        if net.prefixlen == 0:
+            raise ValueError(
+                f"{net} trusts every address: list only your proxies' addresses or subnets"
+            )
+    return networks
 
 
 def parse_durability(text: str) -> str:

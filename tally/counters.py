@@ -16,16 +16,19 @@ from __future__ import annotations
 import time
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, tzinfo
 from typing import Any
 
 from tally.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from tally.models import Counter, Permission, Token
+from tally.models import BatchChanges, Counter, Permission, Token
 from tally.stats import add_temporal, settled_before, summarize
 from tally.storage.base import Store
 from tally.writes import GroupCommit
 
 MAX_NAME = 128
+# seconds the settled stats sums of a counter are reused (other nodes' late batches)
+SETTLED_TTL = 300.0
 # control characters, surrogates, line and paragraph separators; format characters such
 # as the zero-width joiner are fine (emoji sequences use them)
 _REFUSED = frozenset(("Cc", "Cs", "Zl", "Zp"))
@@ -97,7 +100,9 @@ class Counters:
         self.tz = tz
         self.commit = writes.durability == "commit"
         self.cache = CounterCache(cache_ttl)
-        self._settled_cache: dict[tuple[int, int], dict[str, Any]] = {}
+        # (counter id, split hour) -> (monotonic expiry, temporal sums before the split)
+        self._settled_cache: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
+        writes.on_commit = self._forget_settled
 
     async def _find(self, workspace: str, name: str) -> Counter | None:
         key = (workspace, name)
@@ -161,16 +166,30 @@ class Counters:
         return view, add_temporal(summary, await self._settled(counter_id, split, now))
 
     async def _settled(self, counter_id: int, split: int, now: float) -> dict[str, Any]:
-        """The `temporal` sums of the counter's buckets before `split`, remembered."""
+        """The `temporal` sums of the counter's buckets before `split`, remembered for
+        SETTLED_TTL seconds, and forgotten at once when this node commits a late batch
+        into those hours (a batch of another node shows within SETTLED_TTL)."""
         key = (counter_id, split)
-        temporal = self._settled_cache.get(key)
-        if temporal is None:
-            history = await self.store.read_history(counter_id, before_hour=split)
-            temporal = summarize(history.buckets, now, self.tz)["temporal"]
-            if len(self._settled_cache) >= 10_000:
-                self._settled_cache.clear()
-            self._settled_cache[key] = temporal
+        hit = self._settled_cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        history = await self.store.read_history(counter_id, before_hour=split)
+        temporal: dict[str, Any] = summarize(history.buckets, now, self.tz)["temporal"]
+        if len(self._settled_cache) >= 10_000:
+            self._settled_cache.clear()
+        self._settled_cache[key] = (time.monotonic() + SETTLED_TTL, temporal)
         return temporal
+
+    def _forget_settled(self, changes: BatchChanges) -> None:
+        """A committed batch with buckets before the split (a late one: say a buffered
+        batch that waited out a database outage) changes the cached sums."""
+        if not self._settled_cache:
+            return
+        split = settled_before(time.time(), self.tz)
+        late = {counter_id for counter_id, hour in changes.hours if hour < split}
+        if late:
+            for key in [k for k in self._settled_cache if k[0] in late]:
+                del self._settled_cache[key]
 
     async def count(
         self, workspace: str, name: str, token: Token | None, up: int, down: int
@@ -189,11 +208,13 @@ class Counters:
             if token is None or token.workspace_id != counter.workspace_id:
                 raise NotFound()
             self._require(counter, token, Permission.WRITE)
-        ticket = self.writes.add(counter.id, up, down, time.time())
         if self.commit:
+            ticket = self.writes.add(counter.id, up, down, time.time())
             totals = await self.writes.wait(ticket)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
-        return await self._fresh(counter)
+        return await self._buffered(
+            counter, lambda: self.writes.add(counter.id, up, down, time.time())
+        )
 
     async def current(self, counter: Counter) -> CounterView:
         """The counter's totals now, for the dashboard (which checked access itself)."""
@@ -215,8 +236,24 @@ class Counters:
 
     async def reset_counter(self, counter: Counter) -> CounterView:
         """Reset both totals to zero (access already checked by the caller)."""
-        ticket = self.writes.reset(counter.id, time.time())
         if self.commit:
+            ticket = self.writes.reset(counter.id, time.time())
             totals = await self.writes.wait(ticket)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
-        return await self._fresh(counter)
+        return await self._buffered(counter, lambda: self.writes.reset(counter.id, time.time()))
+
+    async def _buffered(self, counter: Counter, change: Callable[[], object]) -> CounterView:
+        """Buffered mode: read the committed totals first, then make the change and add
+        this node's pending changes, with no await in between. A read that fails is a
+        503 with nothing counted (the change is never made), and the answer is exactly
+        the value after this request's own change."""
+        epoch = self.writes.begin_read()
+        try:
+            counts = await self.store.read_counts(counter.id)
+            if counts is None:  # deleted since it was cached
+                raise NotFound()
+            change()
+            up, down, updated = self.writes.overlay(counter.id, *counts)
+        finally:
+            self.writes.end_read(epoch)
+        return CounterView(counter, up, down, updated)

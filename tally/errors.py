@@ -62,3 +62,8 @@ class Unavailable(TallyError):
 
 class StorageError(Exception):
     """A backend failed (driver error, lost connection). Wrapped by every Store."""
+
+
+class OutcomeUnknown(StorageError):
+    """A write was sent but its answer never came (a timeout, a lost connection): it may
+    have committed or not. `Store.settle` tells which."""

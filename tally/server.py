@@ -8,8 +8,14 @@ import os
 
 from granian import Granian
 from granian.constants import Interfaces, Loops
+from granian.http import HTTP1Settings, HTTP2Settings
 
 from tally.config import Settings
+
+# The largest request head (request line and headers) a client may send: a bigger one
+# is refused by granian before Tally sees it. Tally's own headers are short; this leaves
+# room for long cookies and referrers. (granian's defaults allow 400 KB and 16 MB.)
+MAX_REQUEST_HEAD = 64 * 1024
 
 
 def app_from_env() -> object:
@@ -37,5 +43,7 @@ def run(settings: Settings) -> None:
         loop=Loops.auto,
         log_access=False,
         backlog=2048,
+        http1_settings=HTTP1Settings(max_buffer_size=MAX_REQUEST_HEAD),
+        http2_settings=HTTP2Settings(max_headers_size=MAX_REQUEST_HEAD),
     )
     server.serve()

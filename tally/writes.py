@@ -28,9 +28,10 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from tally.errors import StorageError, Unavailable
+from tally.errors import OutcomeUnknown, StorageError, Unavailable
 from tally.models import BatchChanges, CounterDelta, Totals
 from tally.storage.base import Store
 
@@ -110,7 +111,10 @@ class GroupCommit:
         self._wake = asyncio.Event()  # commit mode: there is work
         self._flush_now = asyncio.Event()  # buffered mode: do not wait for the interval
         self._stop = asyncio.Event()
+        self._deadline: float | None = None  # set when stop begins: one bound for all of it
         self._task: asyncio.Task[None] | None = None
+        # called with each committed batch, in the flusher (keep it cheap)
+        self.on_commit: Callable[[BatchChanges], None] | None = None
         self.batches_committed = 0
         self.changes_committed = 0
         self.batches_failed = 0
@@ -123,7 +127,11 @@ class GroupCommit:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tally-flusher")
 
     async def stop(self) -> None:
-        """Commit everything still in memory, then stop the flusher."""
+        """Refuse new changes, commit everything still in memory, then stop the flusher;
+        all within `stop_timeout` seconds. What could not be committed by then (the
+        database is down) is logged with its size."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.stop_timeout
         self._stop.set()
         self._wake.set()
         self._flush_now.set()
@@ -181,8 +189,16 @@ class GroupCommit:
         self._wake.set()
         return batch
 
+    def _refuse_when_stopping(self) -> None:
+        # a change added after the last batch was drained would be acknowledged and lost
+        if self._deadline is not None:
+            raise Unavailable("the server is stopping; nothing was counted, try again")
+
     def add(self, counter_id: int, up: int, down: int, now: float) -> Ticket:
-        """Add up/down events to a counter at time `now` (unix seconds)."""
+        """Add up/down events to a counter at time `now` (unix seconds). Unavailable once
+        stop has begun."""
+        if self._deadline is not None:
+            self._refuse_when_stopping()
         batch = self._open or self._new_batch()
         changes = batch.changes
         delta = changes.counters.get(counter_id)
@@ -203,6 +219,7 @@ class GroupCommit:
 
     def reset(self, counter_id: int, now: float) -> Ticket:
         """Set both totals of a counter back to zero (its history is kept)."""
+        self._refuse_when_stopping()
         batch = self._open
         if batch is None or counter_id in batch.changes.counters:
             # Tickets already handed out for this counter are relative to the delta so
@@ -286,26 +303,50 @@ class GroupCommit:
             # commit mode keeps taking the batch that filled up while one committed;
             # buffered mode takes what is there now and waits an interval for the rest
             await self._drain(keep_sealing=not buffered)
-        deadline = time.monotonic() + self.stop_timeout
-        await self._drain(keep_sealing=True, deadline=deadline)
+        await self._drain(keep_sealing=True)
         if self.pending:
-            log.error("stopping with %d counter changes not committed", self.pending)
+            batches = [*self._sealed, *([self._open] if self._open else [])]
+            events = sum(d.up + d.down for b in batches for d in b.changes.counters.values())
+            log.error(
+                "stopped after %g s with %d counter changes (%d events) not committed: "
+                "the database did not take them",
+                self.stop_timeout,
+                self.pending,
+                events,
+            )
 
-    async def _drain(self, *, keep_sealing: bool, deadline: float | None = None) -> None:
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline
+
+    async def _pause(self) -> None:
+        """Wait `retry_delay` before trying the database again; less when stopping."""
+        delay = self.retry_delay
+        if self._deadline is not None:
+            delay = max(0.0, min(delay, self._deadline - time.monotonic()))
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _drain(self, *, keep_sealing: bool) -> None:
         if self._open is not None:
             self._sealed.append(self._open)
             self._open = None
         while self._sealed:
             batch = self._sealed[0]
             busy = len(batch.waiters) >= LINGER_AFTER
-            if await self._commit(batch):
+            try:
+                committed = await self._commit(batch)
+            except _Unsettled:
+                return  # stop's deadline passed with the batch's outcome unknown
+            if committed:
                 self._sealed.popleft()
             elif self.durability == "commit":
-                self._sealed.popleft()  # its requests were answered 503: nothing was acknowledged
-            elif deadline is not None and time.monotonic() > deadline:
+                self._sealed.popleft()  # its requests were answered 503: nothing was counted
+            elif self._past_deadline():
                 return
             else:
-                await asyncio.sleep(self.retry_delay)
+                await self._pause()
             if not self._sealed and keep_sealing and self._open is not None:
                 if busy and self.linger:
                     # busy: let the next batch fill a moment longer, so the same requests
@@ -315,18 +356,56 @@ class GroupCommit:
                 self._open = None
 
     async def _apply(self, changes: BatchChanges) -> dict[int, Totals]:
-        """Store.apply, tried twice: a pooled connection that died with its server fails
-        once, and apply is idempotent per seq, so a retry never counts twice."""
+        """Store.apply, tried twice when the first try surely did not commit (a pooled
+        connection that died with its server fails once). An unknown outcome is settled
+        in commit mode; buffered mode tries again later, which is safe: apply is
+        idempotent per seq."""
         try:
             return await self.store.apply(changes)
+        except OutcomeUnknown:
+            if self.durability == "buffered":
+                raise
+            return await self._settle(changes)
         except StorageError as exc:
             log.info("batch %d failed, retrying once: %s", changes.seq, exc)
+        try:
             return await self.store.apply(changes)
+        except OutcomeUnknown:
+            if self.durability == "buffered":
+                raise
+            return await self._settle(changes)
+
+    async def _settle(self, changes: BatchChanges) -> dict[int, Totals]:
+        """Commit mode, after a batch was sent and no answer came: find out whether it
+        committed before answering anyone, trying until the database can tell (or stop's
+        deadline passes). Its requests get 503 only if it never will commit."""
+        while True:
+            try:
+                results = await self.store.settle(changes)
+            except StorageError as exc:
+                if self._past_deadline():
+                    log.error(
+                        "batch %d (%d requests) is left unanswered: whether it committed "
+                        "is unknown (%s)",
+                        changes.seq,
+                        len(changes.counters),
+                        exc,
+                    )
+                    raise _Unsettled() from exc
+                log.warning("batch %d: outcome unknown, asking again: %s", changes.seq, exc)
+                await self._pause()
+                continue
+            if results is None:
+                raise StorageError(f"batch {changes.seq} did not commit")
+            log.info("batch %d: its answer was lost, but it committed", changes.seq)
+            return results
 
     async def _commit(self, batch: Batch) -> bool:
         changes = batch.changes
         try:
             results = await self._apply(changes)
+        except _Unsettled:
+            raise
         except Exception as exc:
             # Not only StorageError: whatever goes wrong, the flusher must live on, or
             # every later write would wait forever.
@@ -346,4 +425,10 @@ class GroupCommit:
         if self._readers:
             self._committed.append((self._epoch, batch))
         batch.succeed(results)
+        if self.on_commit is not None:
+            self.on_commit(changes)
         return True
+
+
+class _Unsettled(Exception):
+    """Stop's deadline passed while a batch's outcome was still unknown."""

@@ -281,6 +281,35 @@ async def test_forwarded_for_split_over_several_lines_is_one_list(
     assert_error(r, 429)
 
 
+@pytest.mark.parametrize(
+    "forged", ["anything", "unknown", "203.0.113.1 extra", "999.1.1.1", "", "_hidden"]
+)
+async def test_forwarded_for_text_that_is_no_address_is_never_the_client(
+    make_harness: HarnessFactory, client_at: ClientAt, forged: str
+) -> None:
+    """A hop that is not an IP address is never taken as the client: the walk stops at the
+    trusted proxy that reported it, so forged values all share the proxy's budget."""
+    h = await limited(make_harness, trusted_proxies=TRUSTED)
+    proxy = await client_at(h, PROXY)
+    for i in range(LIMIT):
+        await spend(proxy, "/v2/ws/c", {"X-Forwarded-For": f"{forged}{i}"}, n=1)
+    await assert_limited(proxy, "/v2/ws/c", {"X-Forwarded-For": f"{forged}x"})
+    await assert_limited(proxy, "/v2/ws/c")  # the proxy's own budget
+    await assert_admitted(proxy, "/v2/ws/c", {"X-Forwarded-For": "203.0.113.1"})
+
+
+async def test_forwarded_for_spellings_of_one_address_share_a_budget(
+    make_harness: HarnessFactory, client_at: ClientAt
+) -> None:
+    """An IPv6 client has one budget however its address is written."""
+    h = await limited(make_harness, trusted_proxies=TRUSTED)
+    proxy = await client_at(h, PROXY)
+    spellings = ["2001:db8::1", "2001:DB8::1", "2001:db8:0:0::1", "2001:0db8::0001", "2001:db8::1"]
+    for spelling in spellings[:LIMIT]:
+        await spend(proxy, "/v2/ws/c", {"X-Forwarded-For": spelling}, n=1)
+    await assert_limited(proxy, "/v2/ws/c", {"X-Forwarded-For": "2001:db8:0::1"})
+
+
 async def test_bad_tokens_spend_the_client_address_budget(make_harness: HarnessFactory) -> None:
     """Requests with invalid tokens count against the client IP, so guessing is limited too."""
     h = await limited(make_harness)

@@ -67,6 +67,8 @@ def test_rate_limit_forms(text: str, expected: RateLimit | None) -> None:
         ("TALLY_TIMEZONE", "Mars/Olympus"),
         ("TALLY_FLUSH_INTERVAL", "-1"),
         ("TALLY_TRUSTED_PROXIES", "not-an-ip"),
+        ("TALLY_TRUSTED_PROXIES", "0.0.0.0/0"),
+        ("TALLY_TRUSTED_PROXIES", "10.0.0.1, ::/0"),
         ("TALLY_BOOTSTRAP", "maybe"),
     ],
 )

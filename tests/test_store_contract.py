@@ -264,3 +264,48 @@ async def test_nodes_applying_overlapping_batches_at_once(store_url: str) -> Non
             history = await one.read_history(i)
             assert sum(b[1] for b in history.buckets) == ups[i]
             assert sum(b[2] for b in history.buckets) == downs[i]
+
+
+async def test_settle_finds_a_batch_that_committed(store: Store) -> None:
+    """settle after a lost answer: a committed batch gives its counters' totals."""
+    ws = await store.create_workspace("ws", "ws")
+    a = await store.create_counter(ws.id, "a")
+    changes = batch(1, (a.id, CounterDelta(4, 1, False, 0.0)))
+    await store.apply(changes)
+    totals = await store.settle(changes)
+    assert totals is not None
+    assert (totals[a.id].up_count, totals[a.id].down_count) == (4, 1)
+    assert await store.settle(changes) is not None  # asking again says the same
+
+
+async def test_settle_fences_a_batch_that_never_arrived(store: Store) -> None:
+    """settle of a batch that did not commit: None, and the batch arriving later (a call
+    the network delivered late) changes nothing; later batches apply as usual."""
+    ws = await store.create_workspace("ws", "ws")
+    a = await store.create_counter(ws.id, "a")
+    lost = batch(3, (a.id, CounterDelta(5, 0, False, 0.0)), hours={(a.id, 10): [5, 0]})
+    assert await store.settle(lost) is None
+    assert await store.settle(lost) is None  # a settle whose answer was lost: same answer
+    await store.apply(lost)
+    counts = await store.read_counts(a.id)
+    assert counts is not None
+    assert counts[:2] == (0, 0)
+    assert (await store.read_history(a.id)).buckets == []
+    nxt = await store.apply(batch(4, (a.id, CounterDelta(1, 0, False, 0.0))))
+    assert nxt[a.id].up_count == 1
+    assert await store.settle(batch(4, (a.id, CounterDelta(1, 0, False, 0.0)))) is not None
+
+
+async def test_claim_node_refuses_a_name_in_use(store_url: str) -> None:
+    """Two live nodes with one name would skip each other's batches: a second claim of a
+    name fails with Conflict."""
+    async with two_nodes(store_url) as (one, two):
+        await one.claim_node()
+        await two.claim_node()
+        same = store_from_url(store_url, node="one")
+        await same.open()
+        try:
+            with pytest.raises(Conflict, match="already in use"):
+                await same.claim_node()
+        finally:
+            await same.close()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tally.errors import StorageError, Unavailable
+from tally.errors import OutcomeUnknown, StorageError, Unavailable
 from tally.models import BatchChanges, Counter, Totals
 from tally.storage import Store, store_from_url
 from tally.writes import GroupCommit
@@ -273,13 +273,111 @@ async def test_a_retried_commit_counts_once(store: Store, counter: Counter) -> N
             self.applies += 1
             result = await self.inner.apply(changes)
             if self.applies == 1:
-                raise StorageError("connection lost during COMMIT")
+                raise OutcomeUnknown("connection lost during COMMIT")
             return result
 
     writes = await started(LostAnswer(store))
     assert (await writes.wait(writes.add(counter.id, 3, 0, time.time()))).up_count == 3
     await writes.stop()
     assert await read(store, writes) == (3, 0)
+
+
+async def test_a_lost_answer_that_did_not_commit_is_a_503_and_never_counts(
+    store: Store, counter: Counter
+) -> None:
+    """A batch sent without an answer that in truth never committed: settle fences it,
+    its request gets 503, and the same batch arriving late (a zombie) changes nothing."""
+    sent: list[BatchChanges] = []
+
+    class NeverArrived(FlakyStore):
+        async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
+            self.applies += 1
+            if self.applies == 1:
+                sent.append(changes)
+                raise OutcomeUnknown("no answer within 10 s")
+            return await self.inner.apply(changes)
+
+    writes = await started(NeverArrived(store))
+    with pytest.raises(Unavailable):
+        await writes.wait(writes.add(counter.id, 5, 0, time.time()))
+    await store.apply(sent[0])  # the lost call reaches the database after all
+    assert await read(store, writes) == (0, 0)
+    assert (await writes.wait(writes.add(counter.id, 1, 0, time.time()))).up_count == 1
+    await writes.stop()
+
+
+async def test_an_unsettled_batch_waits_for_the_database_then_answers(
+    store: Store, counter: Counter
+) -> None:
+    """While the database cannot tell whether a batch committed, its requests wait (no
+    503 for a change that may count); once it can, they are answered truthfully."""
+
+    class Unreachable(FlakyStore):
+        settles = 0
+
+        async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
+            self.applies += 1
+            result = await self.inner.apply(changes)
+            if self.applies == 1:
+                raise OutcomeUnknown("connection lost")
+            return result
+
+        async def settle(self, changes: BatchChanges) -> dict[int, Totals] | None:
+            self.settles += 1
+            if self.settles <= 3:
+                raise StorageError("connection refused")
+            return await self.inner.settle(changes)
+
+    flaky = Unreachable(store)
+    writes = await started(flaky, retry_delay=0.01)
+    totals = await writes.wait(writes.add(counter.id, 2, 0, time.time()))
+    assert totals.up_count == 2
+    assert flaky.settles == 4
+    await writes.stop()
+    assert await read(store, writes) == (2, 0)
+
+
+@pytest.mark.parametrize("durability", ["commit", "buffered"])
+async def test_a_change_after_stop_began_is_refused(
+    store: Store, counter: Counter, durability: str
+) -> None:
+    """Once stop has begun, add and reset answer Unavailable and count nothing: a change
+    made after the last drain would be acknowledged and lost."""
+    writes = await started(store, durability=durability)
+    writes.add(counter.id, 1, 0, time.time())
+    stopping = asyncio.get_running_loop().create_task(writes.stop())
+    await asyncio.sleep(0)
+    with pytest.raises(Unavailable):
+        writes.add(counter.id, 1, 0, time.time())
+    with pytest.raises(Unavailable):
+        writes.reset(counter.id, time.time())
+    await stopping
+    with pytest.raises(Unavailable):
+        writes.add(counter.id, 1, 0, time.time())
+    assert await read(store, writes) == (1, 0)
+
+
+async def test_buffered_stop_ends_within_its_timeout_while_the_database_is_down(
+    store: Store, flaky: FlakyStore, counter: Counter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Buffered: with the database down, stop gives up after stop_timeout (it used to
+    retry forever) and logs how much was not committed."""
+    writes = GroupCommit(
+        cast(Store, flaky),
+        durability="buffered",
+        flush_interval=0.05,
+        retry_delay=0.05,
+        stop_timeout=0.5,
+    )
+    writes.start(0)
+    flaky.failures = 10**9
+    writes.add(counter.id, 3, 0, time.time())
+    writes.add(counter.id, 0, 2, time.time())
+    await asyncio.sleep(0.2)  # the flusher is in its retry loop
+    started_at = time.monotonic()
+    await asyncio.wait_for(writes.stop(), 5.0)
+    assert time.monotonic() - started_at < 2.0
+    assert "1 counter changes (5 events) not committed" in caplog.text
 
 
 async def test_buffered_failure_is_retried_until_it_lands(

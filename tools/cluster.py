@@ -43,7 +43,19 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        # Never replay a request on another node after it was sent: one that counts
+        # (up, down, reset, ...) could have committed on a node that died before it
+        # answered, and would count twice. The client gets a 502 and decides.
         location / {{
+            proxy_pass http://nodes;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_next_upstream off;
+        }}
+        # Reads only (a counter, its stats) may be tried again on another node.
+        location ~ ^/v2/[^/]+/[^/]+(/stats)?$ {{
             proxy_pass http://nodes;
             proxy_http_version 1.1;
             proxy_set_header Connection "";

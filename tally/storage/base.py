@@ -43,6 +43,10 @@ class Store(Protocol):
 
     async def schema_version(self) -> int: ...
 
+    async def claim_node(self) -> None:
+        """Record this store's node as a new one. Raises Conflict if a node of that name
+        exists: two live nodes with one name would skip each other's batches."""
+
     async def register_node(self) -> int:
         """The last batch seq this store's node committed (0 if new); forgets nodes idle
         for a week."""
@@ -103,7 +107,17 @@ class Store(Protocol):
     async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
         """Apply one batch in one transaction; the totals of every changed counter that
         still exists, as committed. A batch whose seq this node already committed is not
-        applied again (a retry after a COMMIT whose answer was lost counts once)."""
+        applied again (a retry after a COMMIT whose answer was lost counts once).
+
+        Raises OutcomeUnknown when the batch was sent but no answer came: it may have
+        committed. Any other StorageError means it did not."""
+
+    async def settle(self, changes: BatchChanges) -> dict[int, Totals] | None:
+        """After `apply(changes)` raised OutcomeUnknown: did it commit? The totals of its
+        counters now if it did. None if it did not, and then it never will: this node's
+        seq is moved past the batch (a fence), so a call that reaches the database
+        later changes nothing. Raises StorageError when the database cannot tell now;
+        calling it again is safe."""
 
     # the dashboard (storage/dashboard.py, one SQL for both backends) ------------
 

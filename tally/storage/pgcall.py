@@ -10,7 +10,8 @@ prepared statement with its parameters as text, await a future, and parse the ro
 reader collected. `PreparedCall` is one such statement (the group commit's);
 `BatchedLookup` batches reads by id over one. Errors of any kind, and calls without an
 answer in time, close the connection (the next call opens a new one) and raise
-StorageError.
+StorageError: `ServerError` when the server refused the call (nothing committed),
+`OutcomeUnknown` when the call may have reached the server but no answer came back.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from tally.errors import StorageError
+from tally.errors import OutcomeUnknown, StorageError
 
 Row = tuple[bytes | None, ...]
+
+
+class ServerError(StorageError):
+    """The server answered the call with an error: its transaction did not commit."""
 
 
 class PreparedCall:
@@ -57,11 +62,13 @@ class PreparedCall:
         """Run the statement with `params` (text format); its rows, values as text."""
         if self.closed:
             raise StorageError("postgresql: the connection is closed")
+        sent = False  # once the call may have reached the server, a failure is no answer
         try:
             async with asyncio.timeout(self.timeout):
                 if not self._prepared:
                     await self._roundtrip(lambda: self._pg.send_prepare(self._name, self._sql))
                     self._prepared = True
+                sent = True
                 results = await self._roundtrip(
                     lambda: self._pg.send_query_prepared(self._name, params)
                 )
@@ -75,7 +82,16 @@ class PreparedCall:
             return rows
         except TimeoutError:
             await self.close()
-            raise StorageError(f"postgresql: no answer within {self.timeout:g} s") from None
+            message = f"postgresql: no answer within {self.timeout:g} s"
+            raise (OutcomeUnknown if sent else StorageError)(message) from None
+        except ServerError:
+            await self.close()  # the server's answer: the call's transaction rolled back
+            raise
+        except StorageError as exc:
+            await self.close()
+            if sent:
+                raise OutcomeUnknown(str(exc)) from exc
+            raise
         except BaseException:
             await self.close()
             raise
@@ -92,7 +108,7 @@ class PreparedCall:
         for res in results:
             if res.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
                 message = res.error_message.decode("utf-8", "replace").strip()
-                raise StorageError(f"postgresql: {message or pq.ExecStatus(res.status).name}")
+                raise ServerError(f"postgresql: {message or pq.ExecStatus(res.status).name}")
         return results
 
     async def _writable(self) -> None:
@@ -170,8 +186,11 @@ class BatchedLookup:
         self._task: asyncio.Task[None] | None = None
         self.queries = 0  # statements sent
         self.lookups = 0  # lookups they answered
+        self._closed = False
 
     async def get(self, row_id: int) -> Row | None:
+        if self._closed:
+            raise StorageError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Row | None] = loop.create_future()
         self._waiting.append((row_id, future))
@@ -218,6 +237,7 @@ class BatchedLookup:
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
+        self._closed = True  # for good: a lookup after this fails at once
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

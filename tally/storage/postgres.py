@@ -16,6 +16,7 @@ libpq parameters such as ``?sslmode=require``, and two of Tally's own:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -285,10 +286,20 @@ class PostgresStore(DashboardTables):
 
     async def _connect(self) -> Connection:
         """A connection of its own (not pooled) for the group commit or the batched reads,
-        made as every other connection, within the call timeout."""
+        made as every other connection, within the call timeout.
+
+        The server gives up on its statements before this client gives up waiting
+        (`statement_timeout`, `lock_timeout`: half the call timeout). A call stuck on a
+        lock is then refused by the server, a definite answer: it counted nothing. Only
+        a call whose answer is lost (the network, a stalled WAL flush) is left with an
+        unknown outcome, which `settle` resolves."""
+        server_ms = max(1, int(self.call_timeout * 500))
+        options = self._kwargs.get("options", "")
+        options = f"{options} -c statement_timeout={server_ms} -c lock_timeout={server_ms}"
+        kwargs = {**self._kwargs, "options": options.strip()}
         try:
             async with asyncio.timeout(self.call_timeout):
-                return await Connection.connect(self._conninfo, **self._kwargs)
+                return await Connection.connect(self._conninfo, **kwargs)
         except TimeoutError:
             raise StorageError(
                 f"postgresql: no connection within {self.call_timeout:g} s"
@@ -362,11 +373,28 @@ class PostgresStore(DashboardTables):
         row = await self._row("SELECT value FROM tally_meta WHERE key = 'schema_version'")
         return int(row[0]) if row else 0
 
+    async def claim_node(self) -> None:
+        try:
+            async with self._tx() as conn:
+                await conn.execute(
+                    "INSERT INTO node_seq (node, seq, updated_at) VALUES (%s, 0, %s)",
+                    (self.node, time.time()),
+                )
+        except Conflict:
+            raise Conflict(f"node name {self.node!r} is already in use") from None
+
     async def register_node(self) -> int:
         async with self._tx() as conn:
             await conn.execute(
                 "DELETE FROM node_seq WHERE updated_at < %s AND node <> %s",
                 (time.time() - NODE_IDLE_DAYS * 86400, self.node),
+            )
+            # the node's row exists from now on: every tally_apply of this node locks it
+            # first, so `settle` can wait for a call whose answer was lost
+            await conn.execute(
+                "INSERT INTO node_seq (node, seq, updated_at) VALUES (%s, 0, %s) "
+                "ON CONFLICT (node) DO NOTHING",
+                (self.node, time.time()),
             )
             cur = await conn.execute("SELECT seq FROM node_seq WHERE node = %s", (self.node,))
             row = await cur.fetchone()
@@ -546,6 +574,59 @@ class PostgresStore(DashboardTables):
             await self._drop_flusher()
             raise
         return {int(_text(row[0])): _totals(row) for row in rows}
+
+    async def settle(self, changes: BatchChanges) -> dict[int, Totals] | None:
+        # On a new connection, in one transaction: lock this node's row, which waits for
+        # a tally_apply still running (the server ends it within its statement_timeout,
+        # or when its commit is flushed); then move the seq past the batch, so a call
+        # that reaches the server even later changes nothing. The fence is marked in
+        # tally_meta: a settle whose own answer was lost finds its mark next time.
+        ids = sorted(changes.counters)
+        fence = f"fence:{self.node}"
+        try:
+            conn = await self._connect()
+        except psycopg.Error as exc:
+            raise StorageError(f"postgresql: {exc}") from exc
+        try:
+            async with asyncio.timeout(self.call_timeout * 2), conn.transaction():
+                await conn.execute(
+                    "INSERT INTO node_seq (node, seq, updated_at) VALUES (%s, 0, %s) "
+                    "ON CONFLICT (node) DO NOTHING",
+                    (self.node, time.time()),
+                )
+                cur = await conn.execute(
+                    "SELECT s.seq, m.value FROM node_seq s "
+                    "LEFT JOIN tally_meta m ON m.key = %s WHERE s.node = %s FOR UPDATE OF s",
+                    (fence, self.node),
+                )
+                row = await cur.fetchone()
+                assert row is not None  # inserted above
+                seq, fenced = int(row[0]), row[1]
+                applied = seq >= changes.seq and fenced != str(changes.seq)
+                if not applied and seq < changes.seq:
+                    await conn.execute(
+                        "UPDATE node_seq SET seq = %s WHERE node = %s", (changes.seq, self.node)
+                    )
+                    await conn.execute(
+                        "INSERT INTO tally_meta (key, value) VALUES (%s, %s) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (fence, str(changes.seq)),
+                    )
+                cur = await conn.execute(
+                    "SELECT id, up_count, down_count, updated_at FROM counters WHERE id = ANY(%s)",
+                    (ids,),
+                )
+                rows = await cur.fetchall()
+        except TimeoutError:
+            raise StorageError(f"postgresql: settling batch {changes.seq} timed out") from None
+        except psycopg.Error as exc:
+            raise StorageError(f"postgresql: {exc}") from exc
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+        if not applied:
+            return None
+        return {int(r[0]): Totals(int(r[1]), int(r[2]), float(r[3])) for r in rows}
 
     async def _drop_flusher(self) -> None:
         """Forget the flusher's connection (the next batch opens a new one)."""

@@ -13,6 +13,7 @@ loses nothing; a power cut may lose the last commits). The default is ``full``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -219,10 +220,15 @@ class SQLiteStore(DashboardTables):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # also when COMMIT itself failed (a full disk, an I/O error): SQLite may
+                # keep the transaction open, and with it the write lock, so that every
+                # later BEGIN fails. Roll back whatever is left; nothing was committed.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
 
         return run
@@ -244,6 +250,19 @@ class SQLiteStore(DashboardTables):
     async def schema_version(self) -> int:
         rows = self._read("SELECT value FROM tally_meta WHERE key = 'schema_version'")
         return int(rows[0][0]) if rows else 0
+
+    async def claim_node(self) -> None:
+        node = self.node
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO node_seq (node, seq, updated_at) VALUES (?, 0, ?)", (node, time.time())
+            )
+
+        try:
+            await self._write(self._tx(run))
+        except Conflict:
+            raise Conflict(f"node name {node!r} is already in use") from None
 
     async def register_node(self) -> int:
         node = self.node
@@ -456,6 +475,36 @@ class SQLiteStore(DashboardTables):
 
         totals = orjson.loads(await self._write(self._tx(run)))
         return {t[0]: Totals(t[1], t[2], float(t[3])) for t in totals}
+
+    async def settle(self, changes: BatchChanges) -> dict[int, Totals] | None:
+        # The writer thread runs one transaction at a time, so nothing of this node is
+        # still running here; the fence is kept for the contract (see Store.settle).
+        node, seq, fence = self.node, changes.seq, f"fence:{self.node}"
+        ids = orjson.dumps(list(changes.counters))
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            conn.execute(
+                "INSERT INTO node_seq (node, seq, updated_at) VALUES (?, 0, ?) "
+                "ON CONFLICT (node) DO NOTHING",
+                (node, time.time()),
+            )
+            done = conn.execute("SELECT seq FROM node_seq WHERE node = ?", (node,)).fetchone()[0]
+            mark = conn.execute("SELECT value FROM tally_meta WHERE key = ?", (fence,)).fetchone()
+            if done >= seq and (mark is None or mark[0] != str(seq)):
+                return str(conn.execute(_TOTALS, (ids,)).fetchone()[0])
+            if done < seq:
+                conn.execute("UPDATE node_seq SET seq = ? WHERE node = ?", (seq, node))
+                conn.execute(
+                    "INSERT INTO tally_meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (fence, str(seq)),
+                )
+            return None
+
+        totals = await self._write(self._tx(run))
+        if totals is None:
+            return None
+        return {t[0]: Totals(t[1], t[2], float(t[3])) for t in orjson.loads(totals)}
 
 
 def _statements(script: str) -> list[str]:

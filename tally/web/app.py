@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import socket
+import uuid
 from dataclasses import dataclass
 
 from tally.auth import TokenVerifier
@@ -23,6 +24,9 @@ from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
 
+# seconds shutdown waits for requests in flight before the last flush
+REQUEST_GRACE = 5.0
+
 
 async def load_secret_key(store: Store, settings: Settings) -> bytes:
     """TALLY_SECRET_KEY if set; else a key generated once and kept in the database."""
@@ -32,7 +36,8 @@ async def load_secret_key(store: Store, settings: Settings) -> bytes:
 
 
 def node_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    """A name of this process's own: host and pid for people, a UUID for uniqueness."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
 
 
 def make_limiter(s: Settings) -> Limiter | None:
@@ -79,6 +84,9 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
+        # requests being handled; shutdown waits (bounded) for them before the last flush
+        self._inflight = 0
+        self._idle: asyncio.Event | None = None  # set by shutdown, signalled at 0
 
     async def startup(self) -> None:
         s = self.settings
@@ -89,6 +97,7 @@ class App:
         writes = GroupCommit(
             store, durability=s.durability, flush_interval=s.flush_interval, linger=linger
         )
+        await store.claim_node()
         writes.start(await store.register_node())
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
@@ -100,9 +109,16 @@ class App:
         self.services = Services(store, writes, counters, verifier, api, site)
 
     async def shutdown(self) -> None:
-        services, self.services = self.services, None
+        services, self.services = self.services, None  # new requests: 503 from now on
         if services is None:
             return
+        if self._inflight:
+            # Requests already inside (past authentication, waiting for the limiter or a
+            # lookup) may still add a change: let them, so none is acknowledged after
+            # the last flush. Bounded: after REQUEST_GRACE s, stop refuses their change.
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), REQUEST_GRACE)
         try:
             await services.verifier.drain()
             await services.writes.stop()
@@ -121,6 +137,7 @@ class App:
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = path.split(b"?", 1)[0]
+        self._inflight += 1
         try:
             services = self.services
             if services is None:
@@ -145,6 +162,10 @@ class App:
             # the response may have started, or the client gone: never let this escape
             with contextlib.suppress(Exception):
                 await send_error(send, TallyError("internal error"))
+        finally:
+            self._inflight -= 1
+            if not self._inflight and self._idle is not None:
+                self._idle.set()
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

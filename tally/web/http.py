@@ -84,20 +84,28 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def client_ip(scope: Scope, trusted: tuple[Network, ...]) -> str:
-    """The socket's peer; behind a trusted proxy, the nearest untrusted X-Forwarded-For hop."""
+    """The socket's peer; behind a trusted proxy, the nearest untrusted X-Forwarded-For hop.
+
+    Hops are read from the right (the nearest proxy's own entry) while they are trusted.
+    A hop that is not an IP address ends the walk at the last address known, the hop
+    that reported it: a client's own text never becomes its identity. Addresses are
+    returned normalised, so one client has one spelling."""
     client = scope.get("client")
     peer = client[0] if client else "unknown"
     if not trusted or not _is_trusted(peer, trusted):
         return peer
     # several header lines form one list (RFC 9110 5.3), in order
     lines = [bytes(v) for k, v in scope["headers"] if k == b"x-forwarded-for"]
-    if not lines:
-        return peer
+    known = peer
     for hop in reversed(b",".join(lines).decode("latin-1").split(",")):
-        hop = hop.strip()
-        if hop and not _is_trusted(hop, trusted):
-            return hop
-    return peer
+        try:
+            ip = ipaddress.ip_address(hop.strip())
+        except ValueError:
+            return known
+        known = str(ip)
+        if not any(ip in net for net in trusted):
+            return known
+    return known
 
 
 def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
