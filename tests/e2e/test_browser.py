@@ -130,6 +130,12 @@ def test_journey_sign_up_to_counting_and_revoking(
 
     page, base = browser_page, server.base_url
     save = "sqlite" in request.node.callspec.id
+    problems: list[str] = []  # CSP violations and script errors the page reports
+    page.on(
+        "console",
+        lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None,
+    )
+    page.on("pageerror", lambda e: problems.append(str(e)))
 
     # sign up
     page.goto(base + "/")
@@ -210,3 +216,4 @@ def test_journey_sign_up_to_counting_and_revoking(
                 break
             time.sleep(0.2)
         assert status == 401
+    assert problems == [], problems
