@@ -18,11 +18,12 @@ from tally.mail import Mail, Mailer
 from tally.models import Account, Session
 from tally.passwords import DUMMY_HASH, check_new_password, hash_password, verify_password
 from tally.storage.base import Store
-from tally.throttle import LoginThrottle
+from tally.throttle import FailureWindow, LoginThrottle
 
 SESSION_TTL = 14 * 86400.0
 VERIFY_TTL = 3 * 86400.0
 RESET_TTL = 3600.0
+MAILS_PER_HOUR = 5  # verification and reset emails per account (no mail bombing)
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
@@ -51,6 +52,7 @@ class Accounts:
         self.mailer = mailer
         self.signup = signup
         self.throttle = throttle or LoginThrottle()
+        self.mails = FailureWindow(MAILS_PER_HOUR, 3600.0)
 
     # sign-up and verification ------------------------------------------------
 
@@ -94,7 +96,18 @@ class Accounts:
         await self.send_verification(account, base_url)
         return SignUp(account, personal.slug)
 
-    async def send_verification(self, account: Account, base_url: str) -> None:
+    def _may_mail(self, account: Account) -> bool:
+        """Count one more email to the account; False once it had MAILS_PER_HOUR."""
+        key, now = account.email.lower(), time.monotonic()
+        if self.mails.retry_after(key, now) > 0:
+            return False
+        self.mails.fail(key, now)
+        return True
+
+    async def send_verification(self, account: Account, base_url: str) -> bool:
+        """Mail a confirmation link; False if the account had too many emails lately."""
+        if not self._may_mail(account):
+            return False
         secret = new_secret()
         now = time.time()
         await self.store.create_one_time(
@@ -109,6 +122,7 @@ class Accounts:
                 "The link works once, for 3 days. If you did not sign up, ignore this email.",
             )
         )
+        return True
 
     async def verify_email(self, secret: str) -> Account | None:
         """Use a verification link; the account, or None if the link is bad or spent."""
@@ -174,7 +188,7 @@ class Accounts:
     async def request_reset(self, email: str, base_url: str) -> None:
         """Mail a reset link if the account exists (the caller says the same either way)."""
         account = await self.store.find_account(email.strip())
-        if account is None:
+        if account is None or not self._may_mail(account):
             return
         secret = new_secret()
         now = time.time()

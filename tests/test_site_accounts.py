@@ -4,6 +4,7 @@ sign-in and its throttle, sessions, password change and reset, CSRF, headers, co
 from __future__ import annotations
 
 import time
+from urllib.parse import unquote
 
 import pytest
 from conftest import BrowserFactory, Harness, HarnessFactory
@@ -325,3 +326,23 @@ async def test_static_files_and_the_website_404(
     r = await b.get("/no/such/page")
     assert r.status_code == 404
     assert "Not found" in r.text
+
+
+async def test_confirmation_and_reset_emails_are_limited_per_account(
+    harness: Harness, make_browser: BrowserFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At most 5 confirmation or reset emails an hour go to one account, whoever asks."""
+    capture_mail(caplog)
+    b = await make_browser(harness)
+    await b.sign_up("ann@example.com")  # 1
+    for _ in range(3):  # 2, 3, 4
+        await b.get("/account")
+        assert (await b.post("/verify/resend")).status_code == 303
+    other = await make_browser(harness)
+    for _ in range(4):  # 5, then refused
+        assert (await other.submit("/forgot", {"email": "ann@example.com"})).status_code == 200
+    assert len(mailed_links(caplog, "verify")) == 4
+    assert len(mailed_links(caplog, "reset")) == 1
+    await b.get("/account")
+    r = await b.post("/verify/resend")
+    assert "several links" in unquote(r.headers["set-cookie"])

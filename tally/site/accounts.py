@@ -72,8 +72,12 @@ async def verify(request: Request) -> Response:
 async def resend_verification(request: Request) -> Response:
     session = await signed_in(request)
     await form(request)
-    if not session.account.verified:
-        await site(request).accounts.send_verification(session.account, base_url(request))
+    if session.account.verified:
+        return redirect(request, "/account", "Your email is already confirmed.")
+    if not await site(request).accounts.send_verification(session.account, base_url(request)):
+        return redirect(
+            request, "/account", "We sent several links in the last hour: check your inbox."
+        )
     return redirect(request, "/account", "We sent a new confirmation link.")
 
 
