@@ -162,3 +162,14 @@ async def test_rename_workspace(store: Store) -> None:
     again = await store.get_workspace_by_id(ws.id)
     assert again is not None
     assert (again.slug, again.name) == ("ws", "new")
+
+
+async def test_a_deleted_counters_id_is_never_reused(store: Store) -> None:
+    """After the newest counter is deleted, the next one gets a new id (a count in flight
+    for the deleted one can never land on it)."""
+    ws = await store.create_workspace("ws", "ws")
+    first = await store.create_counter(ws.id, "a")
+    last = await store.create_counter(ws.id, "b")
+    assert await store.delete_counter(last.id)
+    again = await store.create_counter(ws.id, "c")
+    assert again.id > last.id > first.id

@@ -46,5 +46,27 @@ CREATE INDEX members_account ON members (account_id);
 ALTER TABLE workspaces ADD COLUMN owner_id INTEGER;
 ALTER TABLE tokens ADD COLUMN expires_at REAL;
 ALTER TABLE tokens ADD COLUMN last_used_at REAL;
+-- Counters can now be deleted: their ids must never be reused (SQLite reuses the
+-- largest rowid after its row is deleted), or a count in flight for a deleted counter
+-- could land on a new one. AUTOINCREMENT needs the table rebuilt; nothing references
+-- counters by foreign key, and counter_hours keeps its counter_id values.
+CREATE TABLE counters_new (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace_id  INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    description   TEXT NOT NULL DEFAULT '',
+    private       INTEGER NOT NULL DEFAULT 0,
+    up_count      INTEGER NOT NULL DEFAULT 0,
+    down_count    INTEGER NOT NULL DEFAULT 0,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    UNIQUE (workspace_id, name)
+);
+INSERT INTO counters_new (id, workspace_id, name, description, private, up_count,
+    down_count, created_at, updated_at)
+SELECT id, workspace_id, name, description, private, up_count, down_count, created_at,
+    updated_at FROM counters;
+DROP TABLE counters;
+ALTER TABLE counters_new RENAME TO counters;
 -- the dashboard's counter list, sorted by last update
 CREATE INDEX counters_workspace_updated ON counters (workspace_id, updated_at);
