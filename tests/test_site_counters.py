@@ -137,3 +137,21 @@ async def test_edit_reset_and_delete(harness: Harness, make_browser: BrowserFact
     assert await harness.store.get_counter_by_id(counter.id) is None
     assert (await harness.store.read_history(counter.id)).buckets == []
     assert (await b.get(base)).status_code == 404
+
+
+async def test_live_refresh_after_sign_out_redirects_the_page(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """The counts fragment polled by htmx, once signed out, asks for a full-page
+    redirect to sign-in (HX-Redirect) instead of swapping the sign-in form in."""
+    b, ws = await owner(harness, make_browser)
+    counter = await harness.counter(ws, "hits")
+    await b.get("/account")
+    await b.post("/logout")
+    page = f"/w/ann/c/{counter.id}"
+    r = await b.get(
+        page + "/counts",
+        headers={"HX-Request": "true", "HX-Current-URL": f"http://tally.test{page}"},
+    )
+    assert r.status_code == 204
+    assert r.headers["hx-redirect"] == f"/login?next={page}"

@@ -4,6 +4,7 @@ the API for every path that is not `/v2/`, `/healthz` or `/metrics`."""
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -59,8 +60,12 @@ ROUTES = [
 
 
 async def _login_required(request: Request, exc: Exception) -> Response:
-    target = request.url.path
-    return redirect(request, f"/login?next={target}")
+    if request.headers.get("hx-request"):
+        # a live refresh of a page whose session ended: send the whole page to sign-in,
+        # rather than the sign-in form into the refreshed fragment
+        page = urlsplit(request.headers.get("hx-current-url", "")).path or "/"
+        return Response(status_code=204, headers={"HX-Redirect": f"/login?next={page}"})
+    return redirect(request, f"/login?next={request.url.path}")
 
 
 async def _tally_error(request: Request, exc: Exception) -> Response:
