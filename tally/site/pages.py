@@ -30,6 +30,7 @@ from tally.mail import Mailer
 from tally.models import Session
 from tally.site import security
 from tally.storage.base import Store
+from tally.web import http
 
 FLASH_COOKIE = "tally_notice"
 
@@ -92,9 +93,8 @@ def site(request: Request) -> Site:
 
 
 def client_ip(request: Request) -> str:
-    from tally.web.http import client_ip as api_client_ip
-
-    return api_client_ip(request.scope, site(request).settings.trusted_proxies)
+    """The client's address, through trusted proxies (as the API's rate limit sees it)."""
+    return http.client_ip(request.scope, site(request).settings.trusted_proxies)
 
 
 def secure(request: Request) -> bool:
