@@ -12,6 +12,7 @@ from conftest import BrowserFactory, Harness, HarnessFactory
 from helpers import bearer
 from site_client import SiteClient, capture_mail, mailed_links, path_of, text
 
+from tally import workspaces
 from tally.accounts import Accounts
 from tally.mail import Mailer
 from tally.models import Permission, Role
@@ -319,3 +320,43 @@ async def test_api_user_id_is_the_owners_account(
     data = (await harness.client.get("/v2/ann/hits", headers=bearer(None))).json()["data"]
     assert data["team_id"] == ws.id
     assert data["user_id"] == account.id
+
+
+# What each action of the roles table does on the website, and what it answers when it
+# is allowed (a refusal is 403 for a member, 404 for a non-member).
+ACTION_REQUESTS: dict[str, tuple[str, dict[str, str], int]] = {
+    "view": ("/w/team", {}, 200),
+    "edit_counters": ("/w/team/counters/new", {"name": "made", "visibility": "public"}, 303),
+    "tokens": ("/w/team/tokens", {"name": "t", "permission": "write", "expires": ""}, 200),
+    "admin_tokens": ("/w/team/tokens", {"name": "t", "permission": "admin", "expires": ""}, 200),
+    "manage_members": ("/w/team/members", {"email": "new@example.com", "role": "viewer"}, 200),
+    "manage_workspace": ("/w/team/settings", {"name": "Renamed"}, 303),
+}
+
+
+@pytest.mark.parametrize("role", [None, *Role], ids=lambda r: r.label if r else "outsider")
+@pytest.mark.parametrize("action", sorted(ACTIONS))
+async def test_the_roles_table_on_the_website(
+    harness: Harness, make_browser: BrowserFactory, action: str, role: Role | None
+) -> None:
+    """Every action of the roles table, by every role and by an outsider: allowed exactly
+    where the table says; otherwise 403 (member) or 404 (outsider)."""
+    accounts = Accounts(harness.store, Mailer(harness.app.settings))
+    owner = await accounts.create_by_operator("owner@example.com", "owner password 1", True)
+    await workspaces.create(harness.store, owner.account, "team", "Team")
+    actor = await accounts.create_by_operator("actor@example.com", "actor password 1", True)
+    ws = await harness.store.get_workspace("team")
+    assert ws is not None
+    if role is not None:
+        await harness.store.add_member(ws.id, actor.account.id, role, 0.0)
+    b = await make_browser(harness)
+    assert (await b.log_in("actor@example.com", "actor password 1")).status_code == 303
+    path, data, ok = ACTION_REQUESTS[action]
+    await b.get("/w/actor")  # a page of the actor's own, for the CSRF token
+    r = await (b.get(path) if not data else b.post(path, data))
+    if role is None:
+        assert r.status_code == 404
+    elif role >= ACTIONS[action]:
+        assert r.status_code == ok, r.text
+    else:
+        assert r.status_code == 403
