@@ -4,16 +4,21 @@ reset and invitation emails, and the links read from them are followed."""
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import BrowserFactory, HarnessFactory
+from services import unavailable
 from site_client import text
 
 LINK_RE = re.compile(r"http://tally\.test/(?:verify|reset|invite)/[A-Za-z0-9_-]+")
@@ -137,3 +142,81 @@ async def test_an_unreachable_smtp_server_does_not_fail_the_form(
     assert (await b.get("/account")).status_code == 200
     await b.get("/account")
     assert (await b.post("/verify/resend")).status_code == 303
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
+    if shutil.which("openssl") is None:
+        unavailable("the openssl command is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+async def test_mail_over_starttls_and_tls(
+    make_harness: HarnessFactory,
+    make_browser: BrowserFactory,
+    certificate: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    security: str,
+) -> None:
+    """TALLY_SMTP_SECURITY=starttls upgrades the connection, tls speaks TLS from the start;
+    the server's certificate is verified (here against the test's own CA file)."""
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this certificate
+    inbox = Inbox()
+    port = _free_port()
+    options: dict[str, Any] = (
+        {"tls_context": context, "require_starttls": True}
+        if security == "starttls"
+        # (aiosmtpd does not count implicit TLS as TLS for AUTH)
+        else {"ssl_context": context, "auth_require_tls": False}
+    )
+    controller = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=_authenticate,
+        ready_timeout=10,
+        **options,
+    )
+    controller.start()
+    try:
+        harness = await make_harness(
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+            smtp_security=security,
+            smtp_user="tally",
+            smtp_password="s3cret",
+        )
+        b = await make_browser(harness)
+        assert (await b.sign_up("ann@example.com")).status_code == 303
+        assert (await b.get(inbox.link("ann@example.com", "verify"))).status_code == 303
+    finally:
+        controller.stop()
