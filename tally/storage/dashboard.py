@@ -198,7 +198,9 @@ class DashboardTables:
                         now,
                         expires_at,
                     ),
-                )
+                ),
+                # links a week past their expiry are of no use, even to explain a refusal
+                ("DELETE FROM one_time_tokens WHERE expires_at < %s", (now - 7 * 86400,)),
             ]
         )
 
