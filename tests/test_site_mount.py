@@ -39,6 +39,8 @@ async def test_api_errors_stay_json_and_pages_are_html(
     assert r.headers["location"] == "/login"
     page = await b.get("/login")
     assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["x-request-id"]  # like every answer of Tally's
+    assert (await b.get("/static/site.css")).headers["x-request-id"]
     assert "content-security-policy" not in (await harness.get("/v2/nope")).headers
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tally.config import Network
-from tally.web.http import Receive, Scope, Send
+from tally.web.http import ASGIApp, Message, Receive, Scope, Send, response_start
 
 CSRF_COOKIE = "tally_csrf"
 CSRF_FIELD = "csrf_token"
@@ -39,25 +39,25 @@ HEADERS = [
 
 
 class SecurityHeaders:
-    """ASGI middleware: the security headers on every response of the website, and
-    `no-store` on every page but the static files."""
+    """ASGI middleware: the security headers on every response of the website, `no-store`
+    on every page but the static files, and what every Tally answer has (X-Request-Id,
+    the status for the metrics: `tally.web.http.response_start`)."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         static = scope.get("path", "").startswith("/static/")
 
-        async def send_with_headers(message: dict[str, object]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))  # type: ignore[call-overload]
-                headers.extend(HEADERS)
+                headers = [*message.get("headers", []), *HEADERS]
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
+                message = response_start(message["status"], headers)
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)  # type: ignore[operator]
+        await self.app(scope, receive, send_with_headers)
 
 
 def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
