@@ -120,6 +120,7 @@ def _shot(page: Any, name: str, save: bool) -> None:
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
+@pytest.mark.timeout(1200)  # the first one may install chromium (apt-get) first
 def test_journey_sign_up_to_counting_and_revoking(
     server: TallyServer, browser_page: Any, request: pytest.FixtureRequest
 ) -> None:
