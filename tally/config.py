@@ -52,6 +52,14 @@ class Settings:
     metrics_address: tuple[str, int] | None = None
     log_format: str = "text"
     access_log: bool = False
+    signup: str = "open"
+    public_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 0  # 0: 465 with tls, else 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_security: str = "starttls"
+    mail_from: str = "Tally <tally@localhost>"
     v1_rate_limit: RateLimit | None = RateLimit(30, 60.0)
 
     @classmethod
@@ -208,6 +216,27 @@ def parse_linger(text: str) -> float | None:
     return value
 
 
+def parse_signup(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("open", "invite", "closed"):
+        raise ValueError("use open, invite or closed")
+    return text
+
+
+def parse_smtp_security(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("starttls", "tls", "none"):
+        raise ValueError("use starttls, tls or none")
+    return text
+
+
+def parse_public_url(text: str) -> str:
+    text = text.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", text):
+        raise ValueError("use the URL people open, e.g. https://tally.example.com")
+    return text
+
+
 def parse_port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -345,6 +374,24 @@ SETTINGS: tuple[Setting, ...] = (
         "Log one line per request (method, path, status, duration, client, request id).",
         lambda v: "true" if v else "false",
     ),
+    Setting("signup", parse_signup, "Who may sign up on the dashboard: open, invite or closed."),
+    Setting(
+        "public_url",
+        parse_public_url,
+        "The URL people open (for links in emails). Unset: taken from each request.",
+        lambda v: v or "",
+    ),
+    Setting(
+        "smtp_host",
+        str,
+        "SMTP server for verification, reset and invitation emails. Unset: to the log.",
+        lambda v: v or "",
+    ),
+    Setting("smtp_port", parse_port, "SMTP port (0: 465 with tls, else 587)."),
+    Setting("smtp_user", str, "SMTP user name (unset: no login).", lambda v: v or ""),
+    Setting("smtp_password", str, "SMTP password.", lambda v: v or "", secret=True),
+    Setting("smtp_security", parse_smtp_security, "starttls, tls (implicit) or none."),
+    Setting("mail_from", str, "The From address of Tally's emails."),
     Setting(
         "v1_rate_limit",
         parse_rate_limit,

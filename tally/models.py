@@ -45,6 +45,12 @@ class Token:
     permission: Permission
     created_at: float
     revoked_at: float | None
+    expires_at: float | None = None
+    last_used_at: float | None = None
+
+    def usable(self, now: float) -> bool:
+        """Not revoked, and not expired at unix time `now`."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,7 @@ class Counter:
     created_at: float
     updated_at: float
     seq: int = 0
+    owner_id: int = 0  # the account id of the workspace's first owner (0: none)
     floor: int | None = None  # the lowest value (up_count - down_count) a down may reach
     ceiling: int | None = None  # the highest value an up may reach
     origins: tuple[str, ...] = ()  # its own allowed origins; () falls back to the workspace's
@@ -136,7 +143,7 @@ class CounterDelta:
         self, up_count: int, down_count: int, floor: int | None, ceiling: int | None
     ) -> bool:
         """Would this checked delta, applied to these totals, cross a bound? (The same rule
-        as `tally_apply_ops` in migrations/postgresql/0005_counter_rules.sql.)"""
+        as `tally_apply_ops` in migrations/postgresql/0006_counter_rules.sql.)"""
         if self.check == UNCHECKED:
             return False
         new_up, new_down = self.totals_after(up_count, down_count)
@@ -161,3 +168,79 @@ class BatchChanges:
     counters: dict[int, CounterDelta]
     # (counter_id, utc_hour) -> [up, down] events in that hour
     hours: dict[tuple[int, int], list[int]]
+
+
+class Role(enum.IntEnum):
+    """A member's role in a workspace. Ordered: each role may do what the ones below may."""
+
+    VIEWER = 1
+    EDITOR = 2
+    OWNER = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown role {text!r}: use viewer, editor or owner") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    email: str
+    password_hash: str
+    verified: bool
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in browser: the account, and when the session ends."""
+
+    account: Account
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeToken:
+    """A single-use link: email verification, password reset or workspace invitation."""
+
+    id: int
+    purpose: str  # "verify", "reset", "invite"
+    account_id: int | None
+    workspace_id: int | None
+    email: str
+    role: Role | None
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    workspace_id: int
+    account_id: int
+    email: str
+    role: Role
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A workspace as one of its members sees it."""
+
+    workspace: Workspace
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class CounterPage:
+    """One page of a workspace's counters, and how many match in all."""
+
+    counters: list[Counter]
+    total: int

@@ -64,7 +64,7 @@ class Namespaces:
         return counter
 
     async def get(self, namespace: str, name: str) -> CounterView:
-        return await self.counters.fresh(await self._counter(namespace, name, create=False))
+        return await self.counters.current(await self._counter(namespace, name, create=False))
 
     async def count(
         self, namespace: str, name: str, up: int, source: origins.Source

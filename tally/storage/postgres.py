@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -35,6 +35,8 @@ from tally.errors import Conflict, StorageError
 from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
 from tally.storage import migrations
 from tally.storage.base import NO_END
+from tally.storage.dashboard import DashboardTables, Statement
+from tally.storage.dashboard import Params as SqlParams
 from tally.storage.pgcall import BatchedLookup, PreparedCall, Row
 from tally.storage.rows import (
     COUNTER_COLUMNS,
@@ -105,8 +107,8 @@ WHERE w.id = %s ORDER BY c.name COLLATE "C"
 """
 _CREATE_TOKEN = f"""
 WITH t AS (
-    INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at)
-    VALUES (%s, %s, %s, %s, %s, %s) RETURNING *
+    INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at, expires_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *
 )
 SELECT {TOKEN_COLUMNS} FROM t JOIN workspaces w ON w.id = t.workspace_id
 """
@@ -130,7 +132,7 @@ _FIND_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id 
 # client side is `PreparedCall` (pgcall.py): parameters go as text literals, about 30 µs
 # of client CPU per batch (a pooled transaction of four statements took ~430 µs).
 # A batch with a checked change or a set (CounterDelta.plain is false) goes through
-# tally_apply_ops (0005_counter_rules.sql) instead, on a connection of its own.
+# tally_apply_ops (0006_counter_rules.sql) instead, on a connection of its own.
 _APPLY_OPS = b"""
 SELECT r_id, r_up, r_down, r_at, r_refused, r_old_up, r_old_down FROM tally_apply_ops(
     $1, $2::bigint, $3::float8, $4::bigint[], $5::bigint[], $6::bigint[], $7::boolean[],
@@ -166,8 +168,11 @@ def _bools(values: Iterable[bool]) -> bytes:
     return ("{" + ",".join("t" if v else "f" for v in values) + "}").encode()
 
 
-class PostgresStore:
+class PostgresStore(DashboardTables):
     """Store on a PostgreSQL database. Owns the tables of `migrations/postgresql/`."""
+
+    _ilike = "ILIKE"
+    _collate = ' COLLATE "C"'
 
     dialect = "postgresql"
     # a commit costs a round trip, a server process's work and an fsync: under load,
@@ -368,6 +373,19 @@ class PostgresStore:
         rows = await self._rows(query, params, read=read)
         return rows[0] if rows else None
 
+    async def _fetch(self, query: str, params: SqlParams = ()) -> list[tuple[Any, ...]]:
+        # the dashboard's SQL (storage/dashboard.py) is built from constants and its own
+        # allow-listed sort columns; values always travel as parameters
+        return await self._rows(query.encode(), tuple(params))  # type: ignore[arg-type]
+
+    async def _change(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+        out: list[list[tuple[Any, ...]]] = []
+        async with self._tx() as conn:
+            for query, params in statements:
+                cur = await conn.execute(query.encode(), tuple(params))
+                out.append(await cur.fetchall() if cur.description else [])
+        return out
+
     # meta --------------------------------------------------------------------
 
     async def schema_version(self) -> int:
@@ -454,11 +472,17 @@ class PostgresStore:
     # tokens ------------------------------------------------------------------
 
     async def create_token(
-        self, workspace_id: int, name: str, prefix: str, token_hash: str, permission: Permission
+        self,
+        workspace_id: int,
+        name: str,
+        prefix: str,
+        token_hash: str,
+        permission: Permission,
+        expires_at: float | None = None,
     ) -> Token:
         row = await self._row(
             _CREATE_TOKEN,
-            (workspace_id, name, prefix, token_hash, int(permission), time.time()),
+            (workspace_id, name, prefix, token_hash, int(permission), time.time(), expires_at),
             read=False,
         )
         if row is None:
@@ -665,7 +689,7 @@ class PostgresStore:
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (fence, str(changes.seq)),
                     )
-                # checked changes as they were decided (tally_apply_ops, 0005)
+                # checked changes as they were decided (tally_apply_ops, 0006)
                 cur = await conn.execute(
                     "SELECT c.id, c.up_count, c.down_count, c.updated_at, "
                     "s.refused_seq = %s AND c.id = ANY(s.refused) "

@@ -10,13 +10,14 @@ from tally.models import Counter, Permission, Token, Workspace
 
 COUNTER_COLUMNS = (
     "c.id, c.workspace_id, w.slug, c.name, c.description, c.private, c.up_count, "
-    "c.down_count, c.created_at, c.updated_at, c.min_value, c.max_value, c.origins, "
-    "w.origins, w.v1_open"
+    "c.down_count, c.created_at, c.updated_at, w.owner_id, c.min_value, c.max_value, "
+    "c.origins, w.origins, w.v1_open"
 )
-_COUNTER_WIDTH = 15
+_COUNTER_WIDTH = 16
 WORKSPACE_COLUMNS = "id, slug, name, created_at, v1_open, origins"
 TOKEN_COLUMNS = (
-    "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at"
+    "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at, "
+    "t.expires_at, t.last_used_at"
 )
 
 
@@ -33,11 +34,12 @@ def to_counter(row: Sequence[Any]) -> Counter:
         down_count=row[7],
         created_at=row[8],
         updated_at=row[9],
-        floor=row[10],
-        ceiling=row[11],
-        origins=split_origins(row[12]),
-        workspace_origins=split_origins(row[13]),
-        v1_open=bool(row[14]),
+        owner_id=row[10] or 0,
+        floor=row[11],
+        ceiling=row[12],
+        origins=split_origins(row[13]),
+        workspace_origins=split_origins(row[14]),
+        v1_open=bool(row[15]),
         seq=row[_COUNTER_WIDTH] if len(row) > _COUNTER_WIDTH else 0,
     )
 
@@ -61,6 +63,8 @@ def to_token(row: Sequence[Any]) -> Token:
         permission=Permission(row[5]),
         created_at=row[6],
         revoked_at=row[7],
+        expires_at=row[8],
+        last_used_at=row[9],
     )
 
 

@@ -33,6 +33,7 @@ from tally.web import docs, health, metrics
 from tally.web.api import OTHER, V2Api
 from tally.web.http import (
     RESPONSE_STATUS,
+    ASGIApp,
     Receive,
     Scope,
     Send,
@@ -110,6 +111,7 @@ class Services:
     counters: Counters
     verifier: TokenVerifier
     api: V2Api
+    site: ASGIApp  # the website (tally.site), for the paths that are not the API's
     v1: V1Api
 
 
@@ -164,9 +166,12 @@ class App:
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
         limiter = make_limiter(s, s.rate_limit)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
+        from tally.site.app import create_site  # not imported by the API's path
+
+        site = create_site(s, store, counters, verifier.key)
         namespaces = Namespaces(counters, s.token_cache_ttl)
         v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
-        self.services = Services(store, writes, counters, verifier, api, v1)
+        self.services = Services(store, writes, counters, verifier, api, site, v1)
         if s.metrics_address is not None:
             self.listener = metrics.MetricsListener(self.registry)
             await self.listener.start(*s.metrics_address)
@@ -185,6 +190,7 @@ class App:
         try:
             if self.listener is not None:
                 await self.listener.close()
+            await services.verifier.drain()
             await services.writes.stop()
         finally:
             await services.store.close()
@@ -195,22 +201,22 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.http(scope, send)
+            await self.http(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
-    async def http(self, scope: Scope, send: Send) -> None:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request under its id (on the answer, see `response_start`, and on
         its log lines); its status and time only for the metrics or the access log."""
         request_id = self.request_ids.take(scope)
         context = REQUEST_ID.set(request_id)
         try:
             if self.requests is None and not self.access_log:
-                await self.dispatch(scope, send)
+                await self.dispatch(scope, receive, send)
                 return
             started = time.perf_counter()
             answered = RESPONSE_STATUS.set(0)
-            route = await self.dispatch(scope, send)
+            route = await self.dispatch(scope, receive, send)
             seconds = time.perf_counter() - started
             status = RESPONSE_STATUS.get() or 500  # 0: no answer started (client gone)
             RESPONSE_STATUS.reset(answered)
@@ -241,7 +247,7 @@ class App:
             },
         )
 
-    async def dispatch(self, scope: Scope, send: Send) -> str:
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> str:
         """Answer the request; its route template (for the metrics)."""
         path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = path.split(b"?", 1)[0]
@@ -259,14 +265,19 @@ class App:
                     raise Unavailable("the server is starting or stopping")
                 route = V1_OTHER
                 route = await services.v1(scope, send, path)
-            else:
-                page = self.routes.get(path)
-                if page is None:
-                    raise NotFound()
+            elif path in self.routes:
+                page = self.routes[path]
                 route = path.decode()
                 if scope["method"] not in ("GET", "HEAD"):
                     raise MethodNotAllowed(f"{scope['method']} is not allowed here: use GET")
                 await page.page(scope, send)
+            elif path == b"/v2":
+                raise NotFound()
+            else:  # the website: the dashboard's pages and static files
+                if services is None:
+                    raise Unavailable("the server is starting or stopping")
+                route = "dashboard"
+                await services.site(scope, receive, send)
         except TallyError as exc:
             await send_error(send, exc)
         except StorageError as exc:

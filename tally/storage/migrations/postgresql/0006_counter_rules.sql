@@ -1,4 +1,4 @@
--- Issue 12: the same columns as sqlite/0002_counter_rules.sql, and `tally_apply_ops`,
+-- Issue 12: the same columns as sqlite/0003_counter_rules.sql, and `tally_apply_ops`,
 -- the group commit of a batch that holds a checked change (a counter with a floor or a
 -- ceiling) or a set. Batches without one still go through `tally_apply` (0004), whose
 -- fast paths stay as they are.
