@@ -161,6 +161,10 @@ class Counters:
         """The counter, its settings from the node's cache (tally.namespaces)."""
         return await self._find(workspace, name)
 
+    async def fresh(self, counter: Counter) -> CounterView:
+        """The counter's totals now (tally.namespaces)."""
+        return await self._fresh(counter)
+
     async def _fresh(self, counter: Counter) -> CounterView:
         """The counter's totals now: a committed snapshot plus this node's pending changes."""
         epoch = self.writes.begin_read()
@@ -275,6 +279,19 @@ class Counters:
             counter, lambda: self.writes.add(counter.id, up, down, time.time())
         )
 
+    async def current(self, counter: Counter) -> CounterView:
+        """The counter's totals now, for the dashboard (which checked access itself)."""
+        return await self._fresh(counter)
+
+    async def history(self, counter: Counter, since_hour: int = 0) -> list[tuple[int, int, int]]:
+        """The counter's hourly buckets from `since_hour` on, pending changes included."""
+        epoch = self.writes.begin_read()
+        try:
+            recent = await self.store.read_history(counter.id, since_hour=since_hour)
+            return recent.buckets + self.writes.overlay_hours(counter.id, recent.seq)
+        finally:
+            self.writes.end_read(epoch)
+
     @staticmethod
     def check_origin(counter: Counter, source: origins.Source) -> None:
         """Forbidden unless `source` names an origin the counter allows (tally.origins)."""
@@ -326,19 +343,6 @@ class Counters:
                 f"({_bound(counter.floor)} to {_bound(counter.ceiling)}): nothing was set"
             )
         return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
-
-    async def current(self, counter: Counter) -> CounterView:
-        """The counter's totals now, for the dashboard (which checked access itself)."""
-        return await self._fresh(counter)
-
-    async def history(self, counter: Counter, since_hour: int = 0) -> list[tuple[int, int, int]]:
-        """The counter's hourly buckets from `since_hour` on, pending changes included."""
-        epoch = self.writes.begin_read()
-        try:
-            recent = await self.store.read_history(counter.id, since_hour=since_hour)
-            return recent.buckets + self.writes.overlay_hours(counter.id, recent.seq)
-        finally:
-            self.writes.end_read(epoch)
 
     async def reset(self, workspace: str, name: str, token: Token | None) -> CounterView:
         counter = await self._visible(workspace, name, token)

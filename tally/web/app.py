@@ -111,8 +111,8 @@ class Services:
     counters: Counters
     verifier: TokenVerifier
     api: V2Api
-    site: ASGIApp  # the website (tally.site), for the paths that are not the API's
     v1: V1Api
+    site: ASGIApp  # the website (tally.site), for the paths that are not the API's
 
 
 class App:
@@ -166,12 +166,12 @@ class App:
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
         limiter = make_limiter(s, s.rate_limit)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
+        namespaces = Namespaces(counters, s.token_cache_ttl)
+        v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
         from tally.site.app import create_site  # not imported by the API's path
 
         site = create_site(s, store, counters, verifier.key)
-        namespaces = Namespaces(counters, s.token_cache_ttl)
-        v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
-        self.services = Services(store, writes, counters, verifier, api, site, v1)
+        self.services = Services(store, writes, counters, verifier, api, v1, site)
         if s.metrics_address is not None:
             self.listener = metrics.MetricsListener(self.registry)
             await self.listener.start(*s.metrics_address)
