@@ -161,10 +161,6 @@ class Counters:
         """The counter, its settings from the node's cache (tally.namespaces)."""
         return await self._find(workspace, name)
 
-    async def fresh(self, counter: Counter) -> CounterView:
-        """The counter's totals now (tally.namespaces)."""
-        return await self._fresh(counter)
-
     async def _fresh(self, counter: Counter) -> CounterView:
         """The counter's totals now: a committed snapshot plus this node's pending changes."""
         epoch = self.writes.begin_read()
