@@ -172,8 +172,12 @@ def parse_object(body: bytes, allowed: frozenset[str]) -> dict[str, Any]:
 
 
 def string_field(data: dict[str, Any], key: str, default: str | None = None) -> str | None:
-    value = data.get(key, default)
-    if value is not None and not isinstance(value, str):
+    """The string `key` (`default` if absent); BadRequest if it is anything else, null
+    included."""
+    if key not in data:
+        return default
+    value = data[key]
+    if not isinstance(value, str):
         raise BadRequest(f"{key} must be a string")
     return value
 
