@@ -112,6 +112,11 @@ class CounterCache:
         self._entries[key] = (now + self.ttl, counter)
         self._entries.move_to_end(key)
 
+    def forget(self, key: tuple[str, str]) -> None:
+        """Drop what this node remembers of the name (after a change of its settings, its
+        creation or deletion here; other nodes see it within `ttl`)."""
+        self._entries.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._entries)
 

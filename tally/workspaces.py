@@ -21,13 +21,16 @@ from __future__ import annotations
 import re
 import time
 
+from tally.counters import check_name
 from tally.errors import BadRequest, Conflict, Forbidden, NotFound
 from tally.links import new_secret, secret_hash
 from tally.mail import Mail, Mailer
-from tally.models import Account, Permission, Role, Workspace
+from tally.models import Account, Counter, Permission, Role, Workspace
 from tally.storage.base import Store
 
 INVITE_TTL = 7 * 86400.0
+MAX_DESCRIPTION = 500  # characters of a counter's description
+MAX_TOKEN_NAME = 100
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 ACTIONS: dict[str, Role] = {
@@ -72,6 +75,32 @@ def check_display_name(name: str) -> str:
     if len(name) > 100:
         raise BadRequest("The name must be at most 100 characters long.")
     return name
+
+
+def check_description(text: str) -> str:
+    """A counter's description (stripped), or BadRequest."""
+    text = text.strip()
+    if len(text) > MAX_DESCRIPTION:
+        raise BadRequest(f"The description must be at most {MAX_DESCRIPTION} characters long.")
+    return text
+
+
+def check_token_name(name: str, *, required: bool = True) -> str:
+    """A token's name (inner spaces collapsed), or BadRequest."""
+    name = " ".join(name.split())
+    if (required and not name) or len(name) > MAX_TOKEN_NAME:
+        raise BadRequest(f"Give the token a name (up to {MAX_TOKEN_NAME} characters).")
+    return name
+
+
+async def create_counter(
+    store: Store, workspace_id: int, name: str, description: str, private: bool
+) -> Counter:
+    """A new counter of the workspace; BadRequest for a bad name or description, Conflict
+    if the workspace has a counter of that name."""
+    check_name("counter", name)
+    description = check_description(description)
+    return await store.create_counter(workspace_id, name, private=private, description=description)
 
 
 async def create(store: Store, owner: Account, slug: str, name: str) -> Workspace:

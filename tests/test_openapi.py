@@ -19,6 +19,8 @@ from openapi_spec_validator import validate
 from tally.config import RateLimit
 from tally.models import Permission
 from tally.web.api import TEMPLATES
+from tally.web.manage import METHODS
+from tally.web.manage import TEMPLATES as MANAGE_TEMPLATES
 from tally.web.openapi import document
 from tally.web.v1 import TEMPLATES as V1_TEMPLATES
 
@@ -26,10 +28,12 @@ ROOT = Path(__file__).parent.parent
 STATIC = resources.files("tally.web") / "static"
 
 
-def check_body(doc: dict[str, Any], r: httpx.Response, path: str, status: int) -> None:
+def check_body(
+    doc: dict[str, Any], r: httpx.Response, path: str, status: int, method: str = "get"
+) -> None:
     """The answer validates against the schema the document gives for its status."""
     assert r.status_code == status, (path, r.text)
-    responses = doc["paths"][path]["get"]["responses"]
+    responses = doc["paths"][path][method]["responses"]
     entry = responses.get(str(status))
     assert entry is not None, f"{path} answered {status}, which is not documented"
     if "$ref" in entry:
@@ -53,6 +57,7 @@ async def test_document_and_routes_agree(harness: Harness) -> None:
     served = (
         set(TEMPLATES.values())
         | set(V1_TEMPLATES.values())
+        | set(MANAGE_TEMPLATES.values())
         | {path.decode() for path, route in harness.app.routes.items() if route.documented}
     )
     r = await harness.client.get("/openapi.json")
@@ -80,6 +85,8 @@ async def test_every_route_answers_as_documented(harness: Harness) -> None:
         "/v1/{namespace}/{name}/list": "?group_by=hour&order_by=desc",
     }
     for path in doc["paths"]:
+        if "/-/" in path:
+            continue  # the management API: tests/test_management.py
         concrete = path.replace("{workspace}", "ws").replace("{namespace}", "ws")
         concrete = concrete.replace("{name}", "c")
         concrete += queries.get(path, "")
@@ -98,6 +105,13 @@ async def test_every_route_answers_as_documented(harness: Harness) -> None:
     ceiling = await harness.get("/v2/ws/c/up", token)
     check_body(doc, ceiling, "/v2/{workspace}/{name}/up", 409)
     check_body(doc, await harness.get("/v1/ws/c/up"), "/v1/{namespace}/{name}/up", 409)
+
+
+def test_management_methods_are_documented() -> None:
+    """Each management route documents exactly the methods it serves (OPTIONS aside)."""
+    paths = document()["paths"]
+    for key, template in MANAGE_TEMPLATES.items():
+        assert set(paths[template]) == {m.lower() for m in METHODS[key]}, template
 
 
 async def test_rate_limit_answer_is_documented(make_harness: Any) -> None:

@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tally import charts, workspaces
-from tally.counters import check_name
 from tally.errors import BadRequest, NotFound, TallyError
 from tally.models import Account, Counter, Role, Workspace
 from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
@@ -87,11 +86,8 @@ async def create(request: Request) -> Response:
     data = await form(request)
     name, description = field(data, "name").strip(), field(data, "description").strip()
     try:
-        check_name("counter", name)
-        if len(description) > 500:
-            raise BadRequest("The description must be at most 500 characters long.")
-        counter = await site(request).store.create_counter(
-            ws.id, name, private=field(data, "visibility") == "private", description=description
+        counter = await workspaces.create_counter(
+            site(request).store, ws.id, name, description, field(data, "visibility") == "private"
         )
     except TallyError as exc:
         message = exc.message[0].upper() + exc.message[1:]
@@ -156,10 +152,13 @@ async def edit(request: Request) -> Response:
     workspaces.require_role(role, "edit_counters")
     counter = await _counter(request, ws)
     data = await form(request)
-    description = field(data, "description").strip()
-    if len(description) > 500:
+    try:
+        description = workspaces.check_description(field(data, "description"))
+    except BadRequest:
         return redirect(
-            request, f"/w/{ws.slug}/c/{counter.id}", "The description is too long (500 at most)."
+            request,
+            f"/w/{ws.slug}/c/{counter.id}",
+            f"The description is too long ({workspaces.MAX_DESCRIPTION} at most).",
         )
     await site(request).store.update_counter(
         counter.id, description, field(data, "visibility") == "private"

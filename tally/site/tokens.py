@@ -32,9 +32,7 @@ async def tokens(request: Request) -> Response:
             except ValueError:
                 raise BadRequest("Choose a permission: read, write or admin.") from None
             workspaces.require_role(role, workspaces.token_action(permission))
-            name = " ".join(field(data, "name").split())
-            if not name or len(name) > 100:
-                raise BadRequest("Give the token a name (up to 100 characters).")
+            name = workspaces.check_token_name(field(data, "name"))
             if field(data, "expires") not in EXPIRY_DAYS:
                 raise BadRequest("Choose when the token expires.")
             days = EXPIRY_DAYS[field(data, "expires")]

@@ -29,7 +29,7 @@ from tally.logs import REQUEST_ID
 from tally.namespaces import Namespaces
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
-from tally.web import docs, health, metrics
+from tally.web import docs, health, manage, metrics
 from tally.web.api import OTHER, V2Api
 from tally.web.http import (
     RESPONSE_STATUS,
@@ -112,6 +112,7 @@ class Services:
     verifier: TokenVerifier
     api: V2Api
     v1: V1Api
+    manage: manage.ManageApi  # the management API, beside /v2 (tally.web.manage)
     site: ASGIApp  # the website (tally.site), for the paths that are not the API's
 
 
@@ -168,10 +169,11 @@ class App:
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
         namespaces = Namespaces(counters, s.token_cache_ttl)
         v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
+        managed = manage.ManageApi(store, counters, verifier, api)
         from tally.site.app import create_site  # not imported by the API's path
 
         site = create_site(s, store, counters, verifier.key)
-        self.services = Services(store, writes, counters, verifier, api, v1, site)
+        self.services = Services(store, writes, counters, verifier, api, v1, managed, site)
         if s.metrics_address is not None:
             self.listener = metrics.MetricsListener(self.registry)
             await self.listener.start(*s.metrics_address)
@@ -259,7 +261,12 @@ class App:
                 if services is None:
                     raise Unavailable("the server is starting or stopping")
                 route = OTHER
-                route = await services.api(scope, send, path)
+                managed = manage.match(path) if b"/-/" in path else None
+                if managed is not None:
+                    route = managed.template
+                    route = await services.manage(scope, receive, send, managed)
+                else:
+                    route = await services.api(scope, send, path)
             elif path.startswith(b"/v1/"):
                 if services is None:
                     raise Unavailable("the server is starting or stopping")

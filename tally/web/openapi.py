@@ -196,6 +196,78 @@ SCHEMAS: JSON = {
             "message": {"type": "string"},
         },
     },
+    "ManagedCounter": {
+        "type": "object",
+        "description": "A counter as the management API shows it (committed totals).",
+        "required": [
+            "id", "name", "description", "visibility", "private", "workspace_id",
+            "workspace_slug", "up_count", "down_count", "value", "created_at", "updated_at",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "visibility": {"enum": ["public", "private"]},
+            "private": {"type": "boolean"},
+            "workspace_id": {"type": "integer"},
+            "workspace_slug": {"type": "string"},
+            "up_count": {"type": "integer", "minimum": 0},
+            "down_count": {"type": "integer", "minimum": 0},
+            "value": {"type": "integer"},
+            "created_at": TIME,
+            "updated_at": TIME,
+        },
+    },
+    "CounterList": {
+        "type": "object",
+        "required": ["counters", "total", "limit", "offset"],
+        "properties": {
+            "counters": {"type": "array", "items": ref("schemas", "ManagedCounter")},
+            "total": {"type": "integer", "description": "counters matching q, all pages"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+    },
+    "DeletedCounter": {
+        "type": "object",
+        "required": ["id", "name"],
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
+    },
+    "Token": {
+        "type": "object",
+        "description": "A token as lists show it: never its secret.",
+        "required": [
+            "id", "name", "prefix", "permission", "created_at", "expires_at", "last_used_at",
+            "revoked_at",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "prefix": {"type": "string", "description": "its first characters"},
+            "permission": {"enum": ["read", "write", "admin"]},
+            "created_at": TIME,
+            "expires_at": {"anyOf": [TIME, {"type": "null"}]},
+            "last_used_at": {"anyOf": [TIME, {"type": "null"}]},
+            "revoked_at": {"anyOf": [TIME, {"type": "null"}]},
+        },
+    },
+    "NewToken": {
+        "allOf": [
+            ref("schemas", "Token"),
+            {
+                "type": "object",
+                "required": ["token"],
+                "properties": {
+                    "token": {"type": "string", "description": "the secret, shown only once"},
+                },
+            },
+        ],
+    },
+    "TokenList": {
+        "type": "object",
+        "required": ["tokens"],
+        "properties": {"tokens": {"type": "array", "items": ref("schemas", "Token")}},
+    },
     "Health": {
         "type": "object",
         "required": ["status"],
@@ -250,7 +322,8 @@ HEADERS: JSON = {
 ERRORS: dict[str, tuple[str, JSON]] = {
     "400": (
         "A bad workspace or counter name (refused before the rate limit), or a bad query "
-        "parameter (`by`, `up_count`, `down_count`): nothing was changed.",
+        "parameter (`by`, `up_count`, `down_count`), or a bad JSON body or parameter of the "
+        "management API: nothing was changed.",
         {},
     ),
     "401": (
@@ -263,9 +336,14 @@ ERRORS: dict[str, tuple[str, JSON]] = {
         "count from an origin the counter does not allow.",
         RATE_LIMIT_HEADERS,
     ),
-    "404": ("No such workspace or counter (or a private one).", RATE_LIMIT_HEADERS),
+    "404": (
+        "No such workspace or counter (or a private one); for the management API, also no "
+        "such token id, or a workspace the token is not of.",
+        RATE_LIMIT_HEADERS,
+    ),
     "409": (
-        "The change would cross the counter's floor or ceiling; nothing was counted.",
+        "The change would cross the counter's floor or ceiling; nothing was counted. (Create "
+        "a counter: the workspace has a counter of that name.)",
         RATE_LIMIT_HEADERS,
     ),
     "429": (
@@ -306,7 +384,7 @@ COUNTER_PARAMETERS = [
 
 @dataclass(frozen=True)
 class Operation:
-    """One GET route of the document."""
+    """One route and method of the document."""
 
     path: str
     operation_id: str
@@ -319,9 +397,13 @@ class Operation:
     extra: JSON = field(default_factory=dict)  # more responses, by status
     query: tuple[JSON, ...] = ()  # query parameters
     v1: bool = False  # takes {namespace} and {name}, never a token (V1)
+    method: str = "get"
+    manage: str = ""  # the management API: "" no, else the item's id parameter ("-": none)
+    body: JSON | None = None  # the JSON request body's schema
+    ok_status: str = "200"  # the status of `ok`
 
     def render(self) -> JSON:
-        responses: JSON = {"200": self.ok}
+        responses: JSON = {self.ok_status: self.ok}
         responses.update({status: ref("responses", status) for status in self.errors})
         responses.update(self.extra)
         out: JSON = {
@@ -337,6 +419,15 @@ class Operation:
         elif self.v1:
             out["parameters"] = [*V1_PARAMETERS, *self.query]
             out["security"] = [{}]
+        elif self.manage:
+            item = [] if self.manage == "-" else [id_parameter(self.manage)]
+            out["parameters"] = [COUNTER_PARAMETERS[0], *item, *self.query]
+            out["security"] = [{"bearer": []}]
+            if self.body is not None:
+                out["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": self.body}},
+                }
         else:
             out["security"] = []
         return out
@@ -352,6 +443,16 @@ V1_PARAMETERS = [
     }
     for name, what in (("namespace", "workspace opened for V1"), ("name", "counter name"))
 ]
+
+
+def id_parameter(name: str) -> JSON:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": "The id (a list shows it); another workspace's is a 404.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
 
 
 def query(name: str, description: str, maximum: int, *, required: bool = False) -> JSON:
@@ -401,6 +502,30 @@ V1_ERRORS = ("400", "403", "404", "409", "429", "503")
 COUNTER = "/v2/{workspace}/{name}"
 COUNTER_ERRORS = ("400", "401", "404", "429", "503")
 counter_ok = json_body(ref("schemas", "CounterEnvelope"), "The counter.", RATE_LIMIT_HEADERS)
+
+MANAGE = "/v2/{workspace}/-"
+MANAGE_ERRORS = ("400", "401", "403", "404", "429", "503")
+
+
+def managed(schema: JSON, message: str, status: str = "200") -> JSON:
+    """A management API answer: the V2 envelope around `schema`."""
+    return json_body(
+        {
+            "type": "object",
+            "required": ["code", "message", "data"],
+            "properties": {
+                "code": {"const": status},
+                "message": {"type": "string"},
+                "data": schema,
+            },
+        },
+        message,
+        RATE_LIMIT_HEADERS,
+    )
+
+
+VISIBILITY = {"enum": ["public", "private"], "default": "public"}
+DESCRIPTION = {"type": "string", "maxLength": 500}
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -532,6 +657,136 @@ OPERATIONS: tuple[Operation, ...] = (
         extra=v1_errors("400", "404", "429", "503"),
     ),
     Operation(
+        f"{MANAGE}/counters",
+        "listCounters",
+        "List a workspace's counters",
+        "One page of the workspace's counters, sorted by name, whose name contains `q` (any "
+        "case). Admin token of the workspace.",
+        managed(ref("schemas", "CounterList"), "The page."),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="-",
+        query=(
+            {
+                "name": "q",
+                "in": "query",
+                "description": "Only names containing this text (any case).",
+                "schema": {"type": "string", "maxLength": 128},
+            },
+            query("limit", "Counters per page, 1 to 200 (default 50).", 200),
+            query("offset", "Counters to skip (default 0).", 10**9),
+        ),
+    ),
+    Operation(
+        f"{MANAGE}/counters",
+        "createCounter",
+        "Create a counter",
+        "A new counter of the workspace at 0. Admin token of the workspace; a name the "
+        "workspace has is a 409.",
+        managed(ref("schemas", "ManagedCounter"), "The new counter.", "201"),
+        (*MANAGE_ERRORS, "409"),
+        tags=("management",),
+        manage="-",
+        ok_status="201",
+        method="post",
+        body={
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 128},
+                "description": DESCRIPTION,
+                "visibility": VISIBILITY,
+            },
+        },
+    ),
+    Operation(
+        f"{MANAGE}/counters/{{counter_id}}",
+        "getManagedCounter",
+        "Read a counter by id",
+        "The counter's settings and committed totals. Admin token of the workspace.",
+        managed(ref("schemas", "ManagedCounter"), "The counter."),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="counter_id",
+    ),
+    Operation(
+        f"{MANAGE}/counters/{{counter_id}}",
+        "updateCounter",
+        "Change a counter",
+        "Its description and/or visibility. Every node sees the change within "
+        "TALLY_TOKEN_CACHE_TTL. Admin token of the workspace.",
+        managed(ref("schemas", "ManagedCounter"), "The changed counter."),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="counter_id",
+        method="patch",
+        body={
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {"description": DESCRIPTION, "visibility": VISIBILITY},
+        },
+    ),
+    Operation(
+        f"{MANAGE}/counters/{{counter_id}}",
+        "deleteCounter",
+        "Delete a counter",
+        "The counter and its hourly history; every node answers 404 for it within "
+        "TALLY_TOKEN_CACHE_TTL. Admin token of the workspace.",
+        managed(ref("schemas", "DeletedCounter"), "The deleted counter."),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="counter_id",
+        method="delete",
+    ),
+    Operation(
+        f"{MANAGE}/tokens",
+        "listTokens",
+        "List a workspace's tokens",
+        "Every token of the workspace, revoked and expired ones included; never a secret. "
+        "Admin token of the workspace.",
+        managed(ref("schemas", "TokenList"), "The tokens."),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="-",
+    ),
+    Operation(
+        f"{MANAGE}/tokens",
+        "createToken",
+        "Create a token",
+        "A new token of the workspace; its secret is in this answer only. Admin token of "
+        "the workspace.",
+        managed(ref("schemas", "NewToken"), "The new token, with its secret.", "201"),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="-",
+        ok_status="201",
+        method="post",
+        body={
+            "type": "object",
+            "required": ["permission"],
+            "additionalProperties": False,
+            "properties": {
+                "permission": {"enum": ["read", "write", "admin"]},
+                "name": {"type": "string", "maxLength": 100},
+                "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+            },
+        },
+    ),
+    Operation(
+        f"{MANAGE}/tokens/{{token_id}}",
+        "revokeToken",
+        "Revoke a token",
+        "Servers refuse it within TALLY_TOKEN_CACHE_TTL; revoking a revoked token changes "
+        "nothing. Admin token of the workspace.",
+        managed(ref("schemas", "Token"), "The revoked token."),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="token_id",
+        method="delete",
+    ),
+    Operation(
         "/healthz",
         "health",
         "Liveness",
@@ -571,7 +826,7 @@ def document() -> JSON:
     """The whole OpenAPI 3.1 document."""
     paths: JSON = {}
     for op in OPERATIONS:
-        paths.setdefault(op.path, {})["get"] = op.render()
+        paths.setdefault(op.path, {})[op.method] = op.render()
     return {
         "openapi": "3.1.0",
         "info": {
@@ -583,6 +838,10 @@ def document() -> JSON:
         "tags": [
             {"name": "counters", "description": "The CounterAPI V2 endpoints."},
             {"name": "v1", "description": "The retired V1 API, for old clients."},
+            {
+                "name": "management",
+                "description": "A workspace's counters and tokens, for its Admin tokens.",
+            },
             {"name": "operations", "description": "Health, readiness and this document."},
         ],
         "paths": paths,

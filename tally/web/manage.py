@@ -1,0 +1,386 @@
+"""The management API, for Admin tokens: a workspace's counters and tokens.
+
+    GET    /v2/{workspace}/-/counters[?q=&limit=&offset=]   list, filtered by name, paged
+    POST   /v2/{workspace}/-/counters                       create {name, description, visibility}
+    GET    /v2/{workspace}/-/counters/{id}                  one counter
+    PATCH  /v2/{workspace}/-/counters/{id}                  change {description, visibility}
+    DELETE /v2/{workspace}/-/counters/{id}                  delete it and its history
+    GET    /v2/{workspace}/-/tokens                         list
+    POST   /v2/{workspace}/-/tokens                         create {permission, name,
+                                                            expires_in_days}
+    DELETE /v2/{workspace}/-/tokens/{id}                    revoke
+
+Why `/-/`: a counter name may be anything without '/' (tally.counters.check_name), so no
+second segment can be reserved. A V2 route has two segments, or three whose last is an
+action (tally.web.api.ACTIONS); `/{workspace}/-/counters` has three whose last is no
+action, `/{workspace}/-/counters/{id}` four, so neither is, nor ever shadows, a V2 route
+(a counter named "-" keeps `/v2/{workspace}/-` and its actions). A future V2 action must
+not be called `counters` or `tokens`.
+
+Every request needs an Admin token of the workspace: none is a 401, a Read or Write one
+a 403, a token of another workspace the 404 of a missing workspace (nothing about it is
+revealed). Counters and tokens are named by id; another workspace's id is a 404 too.
+The checks are the dashboard's (tally.workspaces); requests count against the V2 rate
+limit; errors are in the V2 shape; a 400 changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from tally import workspaces
+from tally.auth import TokenVerifier, issue_token
+from tally.counters import MAX_NAME, Counters
+from tally.errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    TallyError,
+    Unauthorized,
+)
+from tally.models import Counter, Permission, Token
+from tally.storage.base import Store
+from tally.web.api import V2Api, name_segment, query_number, rfc3339
+from tally.web.http import (
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    error_body,
+    header,
+    response_start,
+    send_json,
+)
+
+MAX_BODY = 16 * 1024  # bytes of a JSON body
+MAX_LIMIT = 200  # counters per page
+DEFAULT_LIMIT = 50
+MAX_OFFSET = 10**9
+MAX_EXPIRY_DAYS = 3650
+_ID = re.compile(rb"[1-9][0-9]{0,15}")
+
+# (kind, item?) -> route template, the `route` label of the request metrics
+TEMPLATES = {
+    (b"counters", False): "/v2/{workspace}/-/counters",
+    (b"counters", True): "/v2/{workspace}/-/counters/{counter_id}",
+    (b"tokens", False): "/v2/{workspace}/-/tokens",
+    (b"tokens", True): "/v2/{workspace}/-/tokens/{token_id}",
+}
+METHODS = {
+    (b"counters", False): ("GET", "POST"),
+    (b"counters", True): ("GET", "PATCH", "DELETE"),
+    (b"tokens", False): ("GET", "POST"),
+    (b"tokens", True): ("DELETE",),
+}
+VISIBILITY = {"public": False, "private": True}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    kind: bytes  # b"counters" or b"tokens"
+    workspace: bytes  # as in the path (decoded later)
+    item: bytes | None  # the id segment, if any
+
+    @property
+    def template(self) -> str:
+        return TEMPLATES[self.kind, self.item is not None]
+
+
+def match(path: bytes) -> Route | None:
+    """The management route of a /v2/ path, or None if it is not one (then it is V2's)."""
+    parts = path[4:].split(b"/")
+    if len(parts) > 3 and parts[-1] == b"":
+        parts.pop()
+    if len(parts) not in (3, 4) or parts[1] != b"-" or parts[2] not in (b"counters", b"tokens"):
+        return None
+    return Route(parts[2], parts[0], parts[3] if len(parts) == 4 else None)
+
+
+def counter_data(c: Counter) -> dict[str, Any]:
+    """A counter as the management API shows it (its committed totals)."""
+    return {
+        "id": c.id,
+        "name": c.name,
+        "description": c.description,
+        "visibility": "private" if c.private else "public",
+        "private": c.private,
+        "workspace_id": c.workspace_id,
+        "workspace_slug": c.workspace_slug,
+        "up_count": c.up_count,
+        "down_count": c.down_count,
+        "value": c.up_count - c.down_count,
+        "created_at": rfc3339(c.created_at),
+        "updated_at": rfc3339(c.updated_at),
+    }
+
+
+def _time(ts: float | None) -> str | None:
+    return None if ts is None else rfc3339(ts)
+
+
+def token_data(t: Token) -> dict[str, Any]:
+    """A token as lists show it: never its secret."""
+    return {
+        "id": t.id,
+        "name": t.name,
+        "prefix": t.prefix,
+        "permission": t.permission.label,
+        "created_at": rfc3339(t.created_at),
+        "expires_at": _time(t.expires_at),
+        "last_used_at": _time(t.last_used_at),
+        "revoked_at": _time(t.revoked_at),
+    }
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The request body, at most MAX_BODY bytes (BadRequest beyond)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise BadRequest("the request ended before its body")
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadRequest(f"the body is larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def parse_object(body: bytes, allowed: frozenset[str]) -> dict[str, Any]:
+    """A JSON object whose keys are all in `allowed`, or BadRequest."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}: use {', '.join(sorted(allowed))}")
+    return data
+
+
+def string_field(data: dict[str, Any], key: str, default: str | None = None) -> str | None:
+    """The string `key` (`default` if absent); BadRequest if it is anything else, null
+    included."""
+    if key not in data:
+        return default
+    value = data[key]
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+def visibility_field(data: dict[str, Any]) -> bool | None:
+    """`visibility` ("public" or "private") as `private`; None if absent."""
+    if "visibility" not in data:
+        return None
+    value = data["visibility"]
+    if not isinstance(value, str) or value not in VISIBILITY:
+        raise BadRequest('visibility must be "public" or "private"')
+    return VISIBILITY[value]
+
+
+def query_text(query: bytes, name: str, maximum: int) -> str:
+    """The text parameter `name` ("" if absent), at most `maximum` characters."""
+    try:
+        values = parse_qs(query.decode("utf-8"), keep_blank_values=True).get(name, [""])
+    except UnicodeDecodeError:
+        raise BadRequest("the query string is not valid UTF-8") from None
+    if len(values) > 1:
+        raise BadRequest(f"{name} is given more than once")
+    if len(values[0]) > maximum:
+        raise BadRequest(f"{name} is longer than {maximum} characters")
+    return values[0]
+
+
+class ManageApi:
+    def __init__(
+        self, store: Store, counters: Counters, verifier: TokenVerifier, api: V2Api
+    ) -> None:
+        self.store = store
+        self.counters = counters
+        self.verifier = verifier
+        self.api = api  # its rate limit and client IP rules
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, route: Route) -> str:
+        """Answer the request; its route template."""
+        template = route.template
+        limits: Headers | None = None
+        try:
+            method = scope["method"]
+            allowed = METHODS[route.kind, route.item is not None]
+            if method == "OPTIONS":
+                await send_preflight(send, allowed)
+                return template
+            if method not in allowed:
+                raise MethodNotAllowed(f"{method} is not allowed here: use {', '.join(allowed)}")
+            workspace = name_segment("workspace", route.workspace)
+            key = (route.kind, workspace, template)
+
+            now = time.monotonic()
+            try:
+                token = await self.verifier.verify(header(scope, b"authorization"), now)
+            except Unauthorized:
+                limits = await self.api.limit(scope, key, None, now)
+                raise
+            limits = await self.api.limit(scope, key, token, now)
+            if token is None:
+                raise Unauthorized("the management API needs an Admin token of the workspace")
+            if token.workspace_slug != workspace:
+                raise NotFound("no such workspace")
+            if token.permission < Permission.ADMIN:
+                raise Forbidden("the management API needs an Admin token of the workspace")
+
+            query: bytes = scope.get("query_string", b"")
+            if route.kind == b"counters":
+                status, message, data = await self.counters_route(
+                    method, token, route.item, query, receive
+                )
+            else:
+                status, message, data = await self.tokens_route(method, token, route.item, receive)
+            body = {"code": str(status), "message": message, "data": data}
+            await send_json(send, status, body, limits)
+        except TallyError as exc:
+            headers = list(exc.headers if isinstance(exc, RateLimited) else limits or ())
+            if isinstance(exc, MethodNotAllowed):
+                allowed = METHODS[route.kind, route.item is not None]
+                headers.append((b"allow", ", ".join((*allowed, "OPTIONS")).encode()))
+            await send_json(send, exc.status, error_body(exc.status, exc.message), headers)
+        return template
+
+    # counters ----------------------------------------------------------------
+
+    async def counter(self, token: Token, item: bytes) -> Counter:
+        """The workspace's counter of this id (NotFound for any other id)."""
+        counter = await self.store.get_counter_by_id(int(item)) if _ID.fullmatch(item) else None
+        if counter is None or counter.workspace_id != token.workspace_id:
+            raise NotFound("no such counter in this workspace")
+        return counter
+
+    async def counters_route(
+        self, method: str, token: Token, item: bytes | None, query: bytes, receive: Receive
+    ) -> tuple[int, str, Any]:
+        store = self.store
+        if item is None and method == "GET":
+            search = query_text(query, "q", MAX_NAME)
+            limit = query_number(query, "limit", MAX_LIMIT, DEFAULT_LIMIT)
+            if limit < 1:
+                raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+            offset = query_number(query, "offset", MAX_OFFSET, 0)
+            page = await store.counter_page(
+                token.workspace_id, search=search, limit=limit, offset=offset
+            )
+            data = {
+                "counters": [counter_data(c) for c in page.counters],
+                "total": page.total,
+                "limit": limit,
+                "offset": offset,
+            }
+            return 200, "Counters listed successfully", data
+        if item is None:  # POST
+            body = parse_object(
+                await read_body(receive), frozenset(("name", "description", "visibility"))
+            )
+            name = string_field(body, "name")
+            if name is None:
+                raise BadRequest("name is missing")
+            description = string_field(body, "description", "") or ""
+            private = visibility_field(body) or False
+            counter = await workspaces.create_counter(
+                store, token.workspace_id, name, description, private
+            )
+            self.counters.cache.forget((counter.workspace_slug, counter.name))
+            return 201, "Counter created successfully", counter_data(counter)
+
+        counter = await self.counter(token, item)
+        if method == "GET":
+            return 200, "Counter retrieved successfully", counter_data(counter)
+        if method == "PATCH":
+            body = parse_object(await read_body(receive), frozenset(("description", "visibility")))
+            if not body:
+                raise BadRequest("nothing to change: give description or visibility")
+            described = string_field(body, "description")
+            description = (
+                counter.description
+                if described is None
+                else workspaces.check_description(described)
+            )
+            visibility = visibility_field(body)
+            private = counter.private if visibility is None else visibility
+            await store.update_counter(counter.id, description, private)
+            self.counters.cache.forget((counter.workspace_slug, counter.name))
+            changed = await self.counter(token, item)
+            return 200, "Counter updated successfully", counter_data(changed)
+        # DELETE
+        if not await store.delete_counter(counter.id):
+            raise NotFound("no such counter in this workspace")
+        self.counters.cache.forget((counter.workspace_slug, counter.name))
+        return 200, "Counter deleted successfully", {"id": counter.id, "name": counter.name}
+
+    # tokens ------------------------------------------------------------------
+
+    async def tokens_route(
+        self, method: str, token: Token, item: bytes | None, receive: Receive
+    ) -> tuple[int, str, Any]:
+        store = self.store
+        if item is None and method == "GET":
+            tokens = await store.list_tokens(token.workspace_id)
+            return 200, "Tokens listed successfully", {"tokens": [token_data(t) for t in tokens]}
+        if item is None:  # POST
+            body = parse_object(
+                await read_body(receive), frozenset(("permission", "name", "expires_in_days"))
+            )
+            text = string_field(body, "permission")
+            try:
+                permission = Permission.parse(text if text is not None else "")
+            except ValueError:
+                raise BadRequest('permission must be "read", "write" or "admin"') from None
+            name = workspaces.check_token_name(string_field(body, "name", "") or "", required=False)
+            days = body.get("expires_in_days")
+            if days is not None and (type(days) is not int or not 1 <= days <= MAX_EXPIRY_DAYS):
+                raise BadRequest(
+                    f"expires_in_days must be a whole number from 1 to {MAX_EXPIRY_DAYS}"
+                )
+            expires_at = None if days is None else time.time() + days * 86400
+            issued = await issue_token(
+                store, self.verifier.key, token.workspace_id, permission, name, expires_at
+            )
+            data = {**token_data(issued.token), "token": issued.secret}
+            return 201, "Token created successfully; it is shown only once", data
+        # DELETE
+        found = None
+        if item is not None and _ID.fullmatch(item):
+            wanted = int(item)
+            found = next(
+                (t for t in await store.list_tokens(token.workspace_id) if t.id == wanted), None
+            )
+        if found is None:
+            raise NotFound("no such token in this workspace")
+        await store.revoke_token(found.id)
+        revoked = next(t for t in await store.list_tokens(token.workspace_id) if t.id == found.id)
+        return 200, "Token revoked successfully", token_data(revoked)
+
+
+async def send_preflight(send: Send, allowed: tuple[str, ...]) -> None:
+    methods = ", ".join((*allowed, "OPTIONS")).encode()
+    headers: Headers = [
+        (b"access-control-allow-origin", b"*"),
+        (b"access-control-allow-methods", methods),
+        (b"access-control-allow-headers", b"Authorization, Content-Type"),
+        (b"access-control-max-age", b"86400"),
+        (b"allow", methods),
+    ]
+    await send(response_start(204, headers))
+    await send({"type": "http.response.body", "body": b""})
