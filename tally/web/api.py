@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -28,6 +29,7 @@ from tally.models import Counter, Token
 from tally.ratelimit import Decision, Limiter
 from tally.web.http import (
     Headers,
+    Receive,
     Scope,
     Send,
     client_ip,
@@ -38,7 +40,7 @@ from tally.web.http import (
     send_preflight,
 )
 
-ACTIONS = frozenset((b"up", b"down", b"reset", b"stats"))
+ACTIONS = frozenset((b"up", b"down", b"reset", b"stats", b"badge.svg", b"stream"))
 
 
 def rfc3339(ts: float) -> str:
@@ -118,6 +120,8 @@ def _segment(kind: str, raw: bytes) -> str:
 
 
 Route = tuple[bytes, str, str]  # (action, workspace, name); action b"" is get
+# an endpoint that is not JSON (badge.svg, stream): it reads, limits and answers itself
+Handler = Callable[[Scope, Receive, Send, Route], Awaitable[None]]
 
 
 def parse_route(path: bytes) -> Route:
@@ -165,6 +169,7 @@ class V2Api:
         self.trusted_proxies = trusted_proxies
         self.render = CounterJSON()
         self._routes: dict[bytes, Route] = {}
+        self.handlers: dict[bytes, Handler] = {}
 
     def route(self, path: bytes) -> Route:
         """parse_route, remembered for the paths seen recently."""
@@ -193,7 +198,7 @@ class V2Api:
             )
         return limit_headers(decision)
 
-    async def __call__(self, scope: Scope, send: Send, path: bytes) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, path: bytes) -> None:
         limits: Headers | None = None
         try:
             # parse
@@ -204,6 +209,9 @@ class V2Api:
                 if method == "OPTIONS":
                     return await send_preflight(send)
                 raise MethodNotAllowed(f"{method} is not allowed here: use GET")
+            handler = self.handlers.get(action)
+            if handler is not None:
+                return await handler(scope, receive, send, route)
 
             # authenticate
             now = time.monotonic()

@@ -19,6 +19,7 @@ from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.web import metrics
 from tally.web.api import V2Api
+from tally.web.badge import BadgeEndpoint
 from tally.web.http import Receive, Scope, Send, send_error, send_json, send_text
 from tally.writes import GroupCommit
 
@@ -102,6 +103,7 @@ class App:
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
         limiter = make_limiter(s)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
+        api.handlers[b"badge.svg"] = BadgeEndpoint(api)
         self.services = Services(store, writes, counters, verifier, api)
 
     async def shutdown(self) -> None:
@@ -125,11 +127,11 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.http(scope, send)
+            await self.http(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
-    async def http(self, scope: Scope, send: Send) -> None:
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = path.split(b"?", 1)[0]
         self._inflight += 1
@@ -138,7 +140,7 @@ class App:
             if services is None:
                 raise Unavailable("the server is starting or stopping")
             if path.startswith(b"/v2/"):
-                await services.api(scope, send, path)
+                await services.api(scope, receive, send, path)
             elif path == b"/healthz":
                 await send_json(send, 200, {"status": "ok"})
             elif path == b"/metrics":
