@@ -99,3 +99,19 @@ class BatchChanges:
     counters: dict[int, CounterDelta]
     # (counter_id, utc_hour) -> [up, down] events in that hour
     hours: dict[tuple[int, int], list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRecord:
+    """A counter as an export file carries it: by name, with its totals, settings and
+    (unless None: a file of totals only) its whole hourly history, (hour, up, down) in
+    order of hour."""
+
+    name: str
+    description: str
+    private: bool
+    up_count: int
+    down_count: int
+    created_at: float
+    updated_at: float
+    hours: tuple[tuple[int, int, int], ...] | None
