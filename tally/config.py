@@ -44,6 +44,8 @@ class Settings:
     bootstrap: bool = True
     token_cache_ttl: float = 1.0
     commit_linger: float | None = None  # None: the store's own (see Store.commit_linger)
+    streams_per_client: int = 10
+    streams_per_node: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -144,6 +146,13 @@ def parse_linger(text: str) -> float | None:
     return value
 
 
+def parse_positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
 def parse_port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -223,6 +232,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Commit mode, under load: seconds the next group commit waits to fill (auto: the "
         "store's choice, 0.001 on PostgreSQL, 0 on SQLite).",
         lambda v: "auto" if v is None else f"{v:g}",
+    ),
+    Setting(
+        "streams_per_client",
+        parse_positive_int,
+        "Live streams (GET .../stream) open at once from one client IP; 429 beyond.",
+    ),
+    Setting(
+        "streams_per_node",
+        parse_positive_int,
+        "Live streams open at once on one node; 429 beyond.",
     ),
 )
 

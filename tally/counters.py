@@ -102,7 +102,7 @@ class Counters:
         self.cache = CounterCache(cache_ttl)
         # (counter id, split hour) -> (monotonic expiry, temporal sums before the split)
         self._settled_cache: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
-        writes.on_commit = self._forget_settled
+        writes.on_commit.append(self._forget_settled)
 
     async def _find(self, workspace: str, name: str) -> Counter | None:
         key = (workspace, name)

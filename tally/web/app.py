@@ -15,12 +15,15 @@ from tally.auth import TokenVerifier
 from tally.config import Settings
 from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
+from tally.live import ChangeFeed
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.web import metrics
 from tally.web.api import V2Api
 from tally.web.badge import BadgeEndpoint
+from tally.web.download import PREFIX, ExportEndpoint
 from tally.web.http import Receive, Scope, Send, send_error, send_json, send_text
+from tally.web.stream import Streams
 from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
@@ -69,6 +72,15 @@ async def open_store(store: Store, attempts: int = 30, delay: float = 1.0) -> No
             await asyncio.sleep(delay)
 
 
+def make_feed(s: Settings, store: Store) -> ChangeFeed:
+    bus = None
+    if s.redis_url:
+        from tally.storage.redis_feed import RedisBus
+
+        bus = RedisBus(s.redis_url, s.redis_prefix)
+    return ChangeFeed(bus, shared_store=store.dialect != "sqlite")
+
+
 @dataclass
 class Services:
     store: Store
@@ -76,6 +88,9 @@ class Services:
     counters: Counters
     verifier: TokenVerifier
     api: V2Api
+    export: ExportEndpoint
+    feed: ChangeFeed
+    streams: Streams
 
 
 class App:
@@ -104,12 +119,20 @@ class App:
         limiter = make_limiter(s)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
         api.handlers[b"badge.svg"] = BadgeEndpoint(api)
-        self.services = Services(store, writes, counters, verifier, api)
+        feed = make_feed(s, store)
+        writes.on_commit.append(feed.on_commit)
+        feed.start()
+        streams = Streams(api, feed, s.streams_per_client, s.streams_per_node)
+        api.handlers[b"stream"] = streams
+        self.services = Services(
+            store, writes, counters, verifier, api, ExportEndpoint(api), feed, streams
+        )
 
     async def shutdown(self) -> None:
         services, self.services = self.services, None  # new requests: 503 from now on
         if services is None:
             return
+        services.streams.stop()  # they end at once: nothing for the grace below to wait for
         if self._inflight:
             # Requests already inside (past authentication, waiting for the limiter or a
             # lookup) may still add a change: let them, so none is acknowledged after
@@ -120,6 +143,7 @@ class App:
         try:
             await services.writes.stop()
         finally:
+            await services.feed.close()
             await services.store.close()
             if services.api.limiter is not None:
                 await services.api.limiter.close()
@@ -141,6 +165,8 @@ class App:
                 raise Unavailable("the server is starting or stopping")
             if path.startswith(b"/v2/"):
                 await services.api(scope, receive, send, path)
+            elif path.startswith(PREFIX):
+                await services.export(scope, send, path)
             elif path == b"/healthz":
                 await send_json(send, 200, {"status": "ok"})
             elif path == b"/metrics":

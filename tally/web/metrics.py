@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,6 +70,22 @@ def render(services: Services) -> bytes:
             "Counters whose settings this node caches.",
             len(services.counters.cache),
         ),
+    ]
+    rows += [
+        ("tally_streams_open", "gauge", "Live streams open on this node.", services.streams.open),
+        (
+            "tally_stream_events_total",
+            "counter",
+            "Events sent on live streams.",
+            services.streams.events,
+        ),
+        (
+            "tally_streams_remote",
+            "gauge",
+            "1 while other nodes' changes reach the streams (else they read every 2 s).",
+            int(services.feed.remote),
+        ),
+        ("tally_asyncio_tasks", "gauge", "Tasks of the event loop.", len(asyncio.all_tasks())),
     ]
     fallback = getattr(limiter, "using_fallback", None)
     if fallback is not None:
