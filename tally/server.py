@@ -28,7 +28,9 @@ def app_from_env() -> object:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    app.handle_signals = True  # the worker's main thread: end live streams on SIGTERM
+    return app
 
 
 def run(settings: Settings) -> None:

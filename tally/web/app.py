@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import socket
 import uuid
 from dataclasses import dataclass
@@ -81,6 +82,24 @@ def make_feed(s: Settings, store: Store) -> ChangeFeed:
     return ChangeFeed(bus, shared_store=store.dialect != "sqlite")
 
 
+def end_streams_on(signals: tuple[signal.Signals, ...], streams: Streams) -> None:
+    """On these signals, end the live streams at once.
+
+    granian lets the requests in flight finish before it tells the app to stop (lifespan
+    shutdown), and a stream never finishes by itself: it would hold the server forever.
+    The loop's own handlers (granian's, which begin the shutdown) are dispatched from
+    the signal wake-up fd, so they still run; this handler only replaces the no-op that
+    the Python level of a loop's signal handling leaves. Call it from the main thread,
+    after the loop's handlers were added (lifespan startup)."""
+    loop = asyncio.get_running_loop()
+
+    def handler(signum: int, frame: object) -> None:
+        loop.call_soon_threadsafe(streams.stop)
+
+    for sig in signals:
+        signal.signal(sig, handler)
+
+
 @dataclass
 class Services:
     store: Store
@@ -99,6 +118,8 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
+        # set by `tally serve`: end live streams on SIGTERM / SIGINT (see end_streams_on)
+        self.handle_signals = False
         # requests being handled; shutdown waits (bounded) for them before the last flush
         self._inflight = 0
         self._idle: asyncio.Event | None = None  # set by shutdown, signalled at 0
@@ -127,6 +148,8 @@ class App:
         self.services = Services(
             store, writes, counters, verifier, api, ExportEndpoint(api), feed, streams
         )
+        if self.handle_signals:
+            end_streams_on((signal.SIGTERM, signal.SIGINT), streams)
 
     async def shutdown(self) -> None:
         services, self.services = self.services, None  # new requests: 503 from now on
