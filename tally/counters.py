@@ -122,7 +122,7 @@ class Counters:
             raise NotFound()
         return counter
 
-    async def _fresh(self, counter: Counter) -> CounterView:
+    async def fresh(self, counter: Counter) -> CounterView:
         """The counter's totals now: a committed snapshot plus this node's pending changes."""
         epoch = self.writes.begin_read()
         try:
@@ -142,11 +142,15 @@ class Counters:
         if token.workspace_id != counter.workspace_id or token.permission < need:
             raise Forbidden(f"this action needs a {need.label} token of the workspace")
 
-    async def get(self, workspace: str, name: str, token: Token | None) -> CounterView:
+    async def readable(self, workspace: str, name: str, token: Token | None) -> Counter:
+        """The counter if `token` may read it (its settings as cached), else the error."""
         counter = await self._visible(workspace, name, token)
         if counter.private:
             self._require(counter, token, Permission.READ)
-        return await self._fresh(counter)
+        return counter
+
+    async def get(self, workspace: str, name: str, token: Token | None) -> CounterView:
+        return await self.fresh(await self.readable(workspace, name, token))
 
     async def stats(
         self, workspace: str, name: str, token: Token | None

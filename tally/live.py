@@ -65,6 +65,9 @@ class ChangeFeed:
             self._polling = set()
             self._watchers = {}
 
+    def watching(self, counter_id: int) -> bool:
+        return counter_id in self._watchers
+
     @property
     def watched(self) -> int:
         """Counters with at least one stream."""

@@ -53,6 +53,8 @@ class Streams:
         self._by_client: dict[str, int] = {}
         self._wakes: set[asyncio.Event] = set()
         self._stopping = False
+        # counter id -> (monotonic start, result) of its latest read, shared by its streams
+        self._reads: dict[int, tuple[float, asyncio.Future[CounterView]]] = {}
 
     def stop(self) -> None:
         """End every stream now, and refuse new ones (the server is stopping)."""
@@ -143,8 +145,9 @@ class Streams:
                         await asyncio.sleep(sent_at + self.min_gap - now)
                         if self._stopping or gone.done():
                             break
+                    since = time.monotonic()
                     wake.clear()
-                    view = await self.api.counters.get(workspace, name, await self._token(auth))
+                    view = await self._read(route, auth, since)
                     poll_at = time.monotonic()
                     current = _event_id(view.up_count, view.down_count, view.updated_at)
                     if current != last:
@@ -167,14 +170,18 @@ class Streams:
             # the counter went away, the token was revoked, the database is down: end the
             # stream; EventSource reconnects, and gets the error as the answer if it lasts
             log.info("stream %s/%s ended: %s", workspace, name, exc)
+        except OSError:
+            pass  # a send to a client that left fails: that is no error
         except Exception as exc:
-            if not gone.done():  # a send to a client that left fails: that is no error
+            if not gone.done():
                 log.warning("stream %s/%s failed: %r", workspace, name, exc)
         finally:
             self._wakes.discard(wake)
             if not self._wakes:  # a set keeps its largest size: give the room back
                 self._wakes = set()
             self.feed.unwatch(counter_id, wake)
+            if not self.feed.watching(counter_id):
+                self._reads.pop(counter_id, None)
             gone.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await gone
@@ -184,6 +191,29 @@ class Streams:
     async def _token(self, auth: bytes | None) -> Token | None:
         """The token again (cached): a revoked one ends the stream."""
         return await self.api.verifier.verify(auth, time.monotonic())
+
+    async def _read(self, route: Route, auth: bytes | None, since: float) -> CounterView:
+        """The counter now, for a stream woken at `since`: its rules checked again (from
+        the caches), its counts from a read begun at `since` or later, which the streams
+        of one counter share (1,000 streams woken by one change make one read)."""
+        _, workspace, name = route
+        counter = await self.api.counters.readable(workspace, name, await self._token(auth))
+        shared = self._reads.get(counter.id)
+        if shared is not None and shared[0] >= since:
+            return await asyncio.shield(shared[1])
+        future: asyncio.Future[CounterView] = asyncio.get_running_loop().create_future()
+        self._reads[counter.id] = (time.monotonic(), future)
+        try:
+            view = await self.api.counters.fresh(counter)
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else StorageError("stopped"))
+            future.exception()  # retrieved: no stream may be waiting for it
+            raise
+        finally:
+            if not self.feed.watching(counter.id):
+                self._reads.pop(counter.id, None)
+        future.set_result(view)
+        return view
 
     def _event(self, event_id: bytes, view: CounterView) -> bytes:
         data = self.api.render.data(view)
