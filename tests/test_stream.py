@@ -59,7 +59,7 @@ async def test_first_event_is_the_value_then_every_change(harness: Harness) -> N
 
 
 async def test_changes_are_coalesced_to_ten_a_second(harness: Harness) -> None:
-    """A burst of ups gives a few events, at least 0.1 s apart, the last one exact."""
+    """A burst of ups gives events at least 0.1 s apart, the last one exact."""
     token = await counter(harness)
     stream = await OpenStream(harness.app, "/v2/ws/c/stream").open()
     await stream.next_data()
@@ -73,7 +73,7 @@ async def test_changes_are_coalesced_to_ten_a_second(harness: Harness) -> None:
             events.append(event)
     gaps = [b.at - a.at for a, b in itertools.pairwise(events)]
     assert all(gap >= 0.099 for gap in gaps), gaps
-    assert len(events) < 40
+    assert len(events) <= 1 + (events[-1].at - events[0].at) / 0.099  # 10 a second at most
     stream.drop()
     await stream.closed()
 
