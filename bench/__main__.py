@@ -108,6 +108,7 @@ def measure_all(args: argparse.Namespace, run: Run, work: Path) -> Results:
                 db.unlink()
     for c in results.ceilings:
         c.judge(results.ceiling_rps, None)
+    scenarios.compare_baselines(selected, results.scenarios)
     if services is not None:  # its own ceiling: the single-node ceiling server is stopped
         results.scaleout = scaleout.run_scaleout(run, services)
     results.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

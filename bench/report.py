@@ -386,6 +386,10 @@ METHOD = [
     "warm-up included. wrk cuts off the requests in flight when it stops, and the server may "
     f"still count them, so the last {DRAIN_SECONDS:g} s of a counting load goes to a separate "
     f"`{DRAIN}` counter (bench/lua/common.lua) whose answers are counted apart.",
+    "- Metrics are off (the default) in every scenario but `up-metrics`, which is "
+    "`up-commit` with `TALLY_METRICS_TOKEN` set (every request counted by route, status "
+    "and latency); its note gives its throughput against `up-commit`'s, each as a ratio to "
+    "its own ceiling runs. The nodes of `scaleout` count too (their `/metrics` is read).",
     "- Server CPU is the worker's CPU time over the measured run, in cores; RSS is the "
     "worker's VmRSS, sampled every 0.5 s over the warm-up and the run (for `scaleout`, both "
     "nodes' workers together).",
@@ -399,7 +403,8 @@ METHOD = [
     "prefix of the run's own, deleted at the end); the workspace, the Write token and "
     "the counters come from the `tally` CLI before the nodes start. wrk loads nginx the same "
     "way as every other scenario. The count is checked in PostgreSQL after the nodes "
-    "stopped, and the nodes' `/metrics` (`tally_batches_committed_total`) tell the ups per "
+    "stopped, and the nodes' `/metrics` (`tally_batches_committed_total`, read with "
+    "`TALLY_METRICS_TOKEN`) tell the ups per "
     "transaction; then `scaleout-get` loads `get` of the same counter on the same cluster."
     f" Its ceiling is `bench/hello.py` as {SCALEOUT_NODES} nodes behind the same "
     "kind of nginx, loaded before and after it (the ratio is to their mean); the single-node "

@@ -38,6 +38,7 @@ from bench.progress import progress
 from bench.scenarios import (
     DRAIN,
     HOT,
+    METRICS_TOKEN,
     NO_LIMIT,
     CountCheck,
     Measurement,
@@ -199,6 +200,7 @@ def run_scaleout(run: Run, services: Services) -> ScaleoutResult:
         progress(f"scaleout: {NODES} Tally nodes behind nginx on port {tally.port}")
         env = node_env(
             TALLY_RATE_LIMIT=NO_LIMIT,
+            TALLY_METRICS_TOKEN=METRICS_TOKEN,
             TALLY_TRUSTED_PROXIES="127.0.0.1",
             TALLY_REDIS_PREFIX=prefix,
         )
@@ -273,7 +275,8 @@ def node_metrics(cluster: Cluster) -> list[dict[str, float]]:
     out = []
     for i in range(cluster.nodes):
         url = f"http://{HOST}:{cluster.node_port(i)}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
             text = response.read().decode()
         values = (ln.split() for ln in text.splitlines() if ln and not ln.startswith("#"))
         out.append({v[0]: float(v[1]) for v in values if len(v) == 2})

@@ -25,6 +25,7 @@ from bench.servers import Server, tally_server
 from bench.wrk import Load, run_wrk
 
 NO_LIMIT = "1000000000/60s"
+METRICS_TOKEN = "bench-metrics-token-0123456789"
 HOT = f"/v2/{fixtures.WORKSPACE}/hot"
 HISTORY = "hist"
 HISTORY_DAYS = 90
@@ -74,6 +75,10 @@ class Scenario:
     # wrk saw (the load then ends with a drain phase)
     counted: str | None = None
     target: Target | None = None
+    env: tuple[tuple[str, str], ...] = ()  # TALLY_* settings of the server beyond these
+    # the scenario this one differs from by `env` only: the report gives the ratio of the two
+    baseline: str | None = None
+    max_cost: float | None = None  # the throughput it may lose against the baseline
 
     def load(self, token: str | None) -> Load:
         drain = self.counted is not None
@@ -95,6 +100,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         f"{HOT}/up",
         auth=True,
         counted="name = 'hot'",
+        target=Target(0.8, max_p99_ms=10.0),
+    ),
+    Scenario(
+        "up-metrics",
+        "up, one hot counter, Write token, commit, metrics on",
+        "hot",
+        f"{HOT}/up",
+        auth=True,
+        counted="name = 'hot'",
+        env=(("TALLY_METRICS_TOKEN", METRICS_TOKEN),),
+        baseline="up-commit",
+        max_cost=0.05,  # issue 11: metrics cost at most 5 %
         target=Target(0.8, max_p99_ms=10.0),
     ),
     Scenario(
@@ -311,6 +328,7 @@ def run_scenario(run: Run, scenario: Scenario, db: Path, token: str | None) -> M
         rate_limit=scenario.rate_limit,
         log_dir=run.logs,
         name=scenario.name,
+        env=dict(scenario.env),
     )
     with server:
         load = scenario.load(token)
@@ -336,6 +354,27 @@ def run_scenario(run: Run, scenario: Scenario, db: Path, token: str | None) -> M
             f"{m.check.in_database:,} counted in the database"
         )
     return m
+
+
+def compare_baselines(scenarios: Sequence[Scenario], measured: Sequence[Measurement]) -> None:
+    """Note on each scenario with a baseline its throughput against the baseline's, both
+    as ratios to their own ceilings (so the machine's drift between them cancels out)."""
+    by_name = {m.name: m for m in measured}
+    for scenario in scenarios:
+        m = by_name.get(scenario.name)
+        base = by_name.get(scenario.baseline or "")
+        if m is None or base is None or not m.ratio or not base.ratio:
+            continue
+        relative = m.ratio / base.ratio
+        verdict = ""
+        if scenario.max_cost is not None:
+            within = relative >= 1 - scenario.max_cost
+            verdict = f"; at most {scenario.max_cost:.0%} less: {'yes' if within else 'NO'}"
+        m.notes.append(
+            f"{relative:.3f} x {base.name} ({(relative - 1) * 100:+.1f} %), "
+            f"p99 {m.p99_ms:.2f} ms against {base.p99_ms:.2f} ms{verdict}"
+        )
+        progress(f"{scenario.name}: {relative:.3f} x {base.name}{verdict}")
 
 
 @dataclass(frozen=True)

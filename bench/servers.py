@@ -170,8 +170,17 @@ class Server:
         self.stop()
 
 
-def tally_server(db: Path, *, durability: str, rate_limit: str, log_dir: Path, name: str) -> Server:
-    """`tally serve` on `db` (no bootstrap), with TALLY_RATE_LIMIT=`rate_limit`."""
+def tally_server(
+    db: Path,
+    *,
+    durability: str,
+    rate_limit: str,
+    log_dir: Path,
+    name: str,
+    env: Mapping[str, str] | None = None,
+) -> Server:
+    """`tally serve` on `db` (no bootstrap), with TALLY_RATE_LIMIT=`rate_limit` and the
+    TALLY_* variables of `env`."""
 
     def argv(port: int) -> list[str]:
         return [
@@ -190,8 +199,8 @@ def tally_server(db: Path, *, durability: str, rate_limit: str, log_dir: Path, n
             "--no-bootstrap",
         ]
 
-    env = clean_env({"TALLY_RATE_LIMIT": rate_limit})
-    return Server(name, argv, env=env, ready_path="/healthz", log_dir=log_dir)
+    variables = clean_env({"TALLY_RATE_LIMIT": rate_limit, **(env or {})})
+    return Server(name, argv, env=variables, ready_path="/healthz", log_dir=log_dir)
 
 
 def ceiling_server(log_dir: Path, name: str = "ceiling") -> Server:

@@ -24,21 +24,31 @@ T = TypeVar("T")
 database_option = click.option(
     "--database",
     "database_url",
-    envvar="TALLY_DATABASE_URL",
-    default="sqlite:///./tally.db",
-    show_default=True,
-    help="Database URL (also TALLY_DATABASE_URL).",
+    default=None,
+    help="Database URL (else TALLY_DATABASE_URL, the config file, sqlite:///./tally.db).",
+)
+config_option = click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A TOML file of settings (else TALLY_CONFIG); docs/settings.md.",
 )
 
 
 def _settings(**overrides: Any) -> Settings:
+    """Flags (`overrides`; None means not given) over TALLY_* over the config file."""
+    ctx = click.get_current_context(silent=True)
+    config = None
+    while ctx is not None:
+        config = config or ctx.params.get("config")
+        ctx = ctx.parent
     try:
-        return Settings.from_env(**overrides)
+        return Settings.from_env(config=config, **overrides)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
 
 
-def _with_store(database_url: str, fn: Callable[[Store, Settings], Awaitable[T]]) -> T:
+def _with_store(database_url: str | None, fn: Callable[[Store, Settings], Awaitable[T]]) -> T:
     settings = _settings(database_url=database_url)
 
     async def run() -> T:
@@ -62,42 +72,45 @@ def _when(ts: float | None) -> str:
 
 
 @click.group(invoke_without_command=True)
+@config_option
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, config: str | None) -> None:
     """Tally: a counting service that speaks the CounterAPI V2 wire format."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(serve)
 
 
 @main.command()
-@click.option("--host", envvar="TALLY_HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="TALLY_PORT", default=8000, show_default=True, type=int)
+@click.option("--host", default=None, help="Address to listen on (else TALLY_HOST, 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (else TALLY_PORT, 8000).")
 @database_option
 @click.option(
     "--durability",
-    envvar="TALLY_DURABILITY",
     type=click.Choice(["commit", "buffered"]),
-    default="commit",
-    show_default=True,
-    help="commit: answer writes after they committed; buffered: flush every interval.",
+    default=None,
+    help="commit (the default): answer writes after they committed; buffered: flush every "
+    "interval (else TALLY_DURABILITY).",
 )
 @click.option(
     "--redis",
     "redis_url",
-    envvar="TALLY_REDIS_URL",
     default=None,
-    help="Redis shared by all nodes (rate limit), e.g. redis://127.0.0.1:6379/0.",
+    help="Redis shared by all nodes (rate limit), e.g. redis://127.0.0.1:6379/0 (else "
+    "TALLY_REDIS_URL).",
 )
 @click.option("--no-bootstrap", is_flag=True, help="Do not create a starter workspace and token.")
+@config_option
 def serve(
-    host: str,
-    port: int,
-    database_url: str,
-    durability: str,
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    durability: str | None,
     redis_url: str | None,
     no_bootstrap: bool,
+    config: str | None,
 ) -> None:
-    """Serve the API (the default command)."""
+    """Serve the API (the default command). Flags win over TALLY_* variables, which win
+    over the config file."""
     from tally.server import run
 
     overrides: dict[str, Any] = {
@@ -144,7 +157,7 @@ def workspace() -> None:
 @click.argument("slug")
 @click.option("--name", default="", help="A display name (defaults to the slug).")
 @database_option
-def workspace_create(slug: str, name: str, database_url: str) -> None:
+def workspace_create(slug: str, name: str, database_url: str | None) -> None:
     """Create a workspace."""
     check_slug(slug)
     ws = _with_store(database_url, lambda store, _s: store.create_workspace(slug, name or slug))
@@ -153,7 +166,7 @@ def workspace_create(slug: str, name: str, database_url: str) -> None:
 
 @workspace.command("list")
 @database_option
-def workspace_list(database_url: str) -> None:
+def workspace_list(database_url: str | None) -> None:
     """List workspaces."""
     for ws in _with_store(database_url, lambda store, _s: store.list_workspaces()):
         click.echo(f"{ws.id}\t{ws.slug}\t{ws.name}\t{_when(ws.created_at)}")
@@ -195,7 +208,7 @@ def token() -> None:
 )
 @click.option("--name", default="", help="What the token is for.")
 @database_option
-def token_create(slug: str, permission: str, name: str, database_url: str) -> None:
+def token_create(slug: str, permission: str, name: str, database_url: str | None) -> None:
     """Create a token; it is printed once, alone on the last line."""
 
     async def run(store: Store, settings: Settings) -> str:
@@ -215,7 +228,7 @@ def token_create(slug: str, permission: str, name: str, database_url: str) -> No
 @token.command("list")
 @click.option("--workspace", "slug", required=True)
 @database_option
-def token_list(slug: str, database_url: str) -> None:
+def token_list(slug: str, database_url: str | None) -> None:
     """List a workspace's tokens (their prefixes only)."""
 
     async def run(store: Store, _s: Settings) -> None:
@@ -233,7 +246,7 @@ def token_list(slug: str, database_url: str) -> None:
 @token.command("revoke")
 @click.argument("token_id", type=int)
 @database_option
-def token_revoke(token_id: int, database_url: str) -> None:
+def token_revoke(token_id: int, database_url: str | None) -> None:
     """Revoke a token (servers stop accepting it within TALLY_TOKEN_CACHE_TTL)."""
     if not _with_store(database_url, lambda store, _s: store.revoke_token(token_id)):
         raise click.ClickException(f"no active token {token_id}")
@@ -253,7 +266,7 @@ def counter() -> None:
 @click.option("--private", is_flag=True, help="Only tokens of the workspace may use it.")
 @click.option("--description", default="")
 @database_option
-def counter_create(path: str, private: bool, description: str, database_url: str) -> None:
+def counter_create(path: str, private: bool, description: str, database_url: str | None) -> None:
     """Create a counter (public unless --private)."""
     slug, sep, name = path.partition("/")
     if not sep:
@@ -278,7 +291,7 @@ def counter_create(path: str, private: bool, description: str, database_url: str
 @counter.command("list")
 @click.argument("slug", metavar="WORKSPACE")
 @database_option
-def counter_list(slug: str, database_url: str) -> None:
+def counter_list(slug: str, database_url: str | None) -> None:
     """List a workspace's counters with their committed totals."""
 
     async def run(store: Store, _s: Settings) -> None:
@@ -291,6 +304,99 @@ def counter_list(slug: str, database_url: str) -> None:
             )
 
     _with_store(database_url, run)
+
+
+# backups ------------------------------------------------------------------------------
+
+
+@main.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+@database_option
+def backup_command(path: Path, force: bool, database_url: str | None) -> None:
+    """Copy a live SQLite database to PATH (consistent, while the server counts)."""
+    from tally.storage.backup import backup
+
+    settings = _settings(database_url=database_url)
+    try:
+        version = backup(settings.database_url, path, overwrite=force)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up {settings.database_url} to {path} (schema version {version})")
+
+
+@main.command("restore")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the database if it has data.")
+@database_option
+def restore_command(path: Path, force: bool, database_url: str | None) -> None:
+    """Put the backup PATH back as the SQLite database (stop its servers first)."""
+    from tally.storage.backup import restore
+
+    settings = _settings(database_url=database_url)
+    try:
+        version = restore(path, settings.database_url, overwrite=force)
+    except StorageError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored {path} into {settings.database_url} (schema version {version})")
+
+
+# client commands --------------------------------------------------------------------
+
+url_option = click.option(
+    "--url",
+    envvar="TALLY_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="Base URL of a Tally (or any CounterAPI V2) server (also TALLY_URL).",
+)
+token_option = click.option(
+    "--token", envvar="TALLY_TOKEN", default=None, help="API token (also TALLY_TOKEN)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the answer's data.")
+
+
+def _call(url: str, token: str | None, action: str, path: str, as_json: bool) -> None:
+    """One client call on WORKSPACE/NAME, printed; an error answer exits 1 with it."""
+    import json
+
+    import httpx
+
+    from tally.client import ApiError, Client, Counter
+
+    slug, sep, name = path.partition("/")
+    if not sep or not slug or not name:
+        raise click.BadParameter("use WORKSPACE/NAME", param_hint="WORKSPACE/NAME")
+    try:
+        with Client(url, token) as client:
+            result = getattr(client, action)(slug, name)
+    except ApiError as exc:
+        raise click.ClickException(f"{exc.status}: {exc.message}") from None
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"{url}: {exc}") from None
+    if as_json or not isinstance(result, Counter):
+        click.echo(json.dumps(dict(result.raw), indent=None if as_json else 2))
+    else:
+        click.echo(
+            f"{slug}/{name}: up {result.up_count}, down {result.down_count}, value {result.value}"
+        )
+
+
+def _client_command(action: str, doc: str) -> None:
+    @main.command(action, help=doc)
+    @click.argument("path", metavar="WORKSPACE/NAME")
+    @url_option
+    @token_option
+    @json_option
+    def command(path: str, url: str, token: str | None, as_json: bool) -> None:
+        _call(url, token, action, path, as_json)
+
+
+_client_command("up", "Count one up on a counter of a running server.")
+_client_command("down", "Count one down on a counter of a running server.")
+_client_command("get", "Show a counter's totals.")
+_client_command("stats", "Show a counter's stats (JSON).")
+_client_command("reset", "Set a counter's totals back to zero (needs a Write token).")
 
 
 # export / import ------------------------------------------------------------------
@@ -319,7 +425,7 @@ def counter_list(slug: str, database_url: str) -> None:
     help="The file to write (default: standard output).",
 )
 @database_option
-def export_command(slugs: tuple[str, ...], fmt: str, output: str, database_url: str) -> None:
+def export_command(slugs: tuple[str, ...], fmt: str, output: str, database_url: str | None) -> None:
     """Export counters (docs/export.md has the format). Progress goes to stderr."""
     from tally.exports import export_csv, export_jsonl
 
@@ -346,7 +452,7 @@ def export_command(slugs: tuple[str, ...], fmt: str, output: str, database_url: 
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--check", is_flag=True, help="Only validate the file; write nothing.")
 @database_option
-def import_command(path: Path, check: bool, database_url: str) -> None:
+def import_command(path: Path, check: bool, database_url: str | None) -> None:
     """Import an export file: validated whole first, then every counter of the file is set
     to the file's values (running it again changes nothing). Counters not in the file
     are left alone."""

@@ -1,7 +1,10 @@
-"""Settings: one typed object, read from `TALLY_*` environment variables and CLI flags.
+"""Settings: one typed object, read from a TOML file, `TALLY_*` environment variables
+and CLI flags; flags win over the environment, which wins over the file, which wins over
+the defaults.
 
 Every setting is declared once in `SETTINGS` (name, default, help); `docs/settings.md`
-is checked against that table by a test.
+is checked against that table by a test. The file (`--config PATH` or `TALLY_CONFIG`)
+uses the same names in lower case: `rate_limit = "100/minute"`.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, tzinfo
@@ -44,21 +48,32 @@ class Settings:
     bootstrap: bool = True
     token_cache_ttl: float = 1.0
     commit_linger: float | None = None  # None: the store's own (see Store.commit_linger)
+    metrics_token: str | None = None
+    metrics_address: tuple[str, int] | None = None
+    log_format: str = "text"
+    access_log: bool = False
     streams_per_client: int = 10
     streams_per_node: int = 1000
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then `TALLY_*` variables, then explicit overrides (CLI flags)."""
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        config: str | os.PathLike[str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults, then the TOML file `config` (else TALLY_CONFIG's, if set), then
+        `TALLY_*` variables, then explicit overrides (CLI flags)."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        path = config or env.get(CONFIG_ENV) or None
+        values: dict[str, Any] = read_config_file(path) if path else {}
         for setting in SETTINGS:
             raw = env.get(setting.env)
             if raw is not None and raw != "":
                 try:
                     values[setting.name] = setting.parse(raw)
                 except (ValueError, TypeError) as exc:
-                    raise SettingsError(f"{setting.env}={raw!r}: {exc}") from None
+                    raise SettingsError(f"{setting.env}={setting.shown(raw)}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(cls(), **values)
 
@@ -68,6 +83,47 @@ class Settings:
         for setting in SETTINGS:
             out[setting.env] = setting.render(getattr(self, setting.name))
         return out
+
+
+CONFIG_ENV = "TALLY_CONFIG"
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings of a TOML file, parsed; SettingsError naming the file and the key."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(f"config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path}: not valid TOML: {exc}") from None
+    by_name = {s.name: s for s in SETTINGS}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        setting = by_name.get(key)
+        if setting is None:
+            raise SettingsError(
+                f"config file {path}: unknown setting {key!r} "
+                "(the names are those of docs/settings.md, lower case, without TALLY_)"
+            )
+        try:
+            values[key] = setting.parse(_as_text(raw))
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(
+                f"config file {path}: {key} = {setting.shown(raw)}: {exc}"
+            ) from None
+    return values
+
+
+def _as_text(value: object) -> str:
+    """A TOML value as the text its setting's parser reads (what the variable holds)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_as_text(v) for v in value)
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise TypeError("use a string, a number, a boolean or a list of them")
 
 
 def parse_rate_limit(text: str) -> RateLimit | None:
@@ -121,6 +177,13 @@ def parse_durability(text: str) -> str:
     return text
 
 
+def parse_log_format(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("text", "json"):
+        raise ValueError("use text or json")
+    return text
+
+
 def parse_bool(text: str) -> bool:
     low = text.strip().lower()
     if low in ("1", "true", "yes", "on"):
@@ -160,16 +223,46 @@ def parse_port(text: str) -> int:
     return value
 
 
+def parse_address(text: str) -> tuple[str, int] | None:
+    text = text.strip()
+    if text.lower() in ("", "off", "none"):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError("use HOST:PORT, e.g. 127.0.0.1:9100")
+    host = host.strip("[]")
+    ipaddress.ip_address(host)  # an address, not a name: what it binds must be unambiguous
+    return host, parse_port(port)
+
+
+def render_address(value: tuple[str, int] | None) -> str:
+    if value is None:
+        return ""
+    host, port = value
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_metrics_token(text: str) -> str:
+    if len(text) < 16:
+        raise ValueError("use at least 16 characters (e.g. `openssl rand -hex 32`)")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str
     parse: Callable[[str], Any]
     help: str
     render: Callable[[Any], str] = str
+    secret: bool = False  # its value is never repeated in an error message
 
     @property
     def env(self) -> str:
         return "TALLY_" + self.name.upper()
+
+    def shown(self, raw: object) -> str:
+        """The value as an error message may show it."""
+        return "(hidden)" if self.secret else repr(raw)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -213,6 +306,7 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "Key of the token hash. Unset: generated once and kept in the database.",
         lambda v: v or "",
+        secret=True,
     ),
     Setting(
         "bootstrap",
@@ -232,6 +326,32 @@ SETTINGS: tuple[Setting, ...] = (
         "Commit mode, under load: seconds the next group commit waits to fill (auto: the "
         "store's choice, 0.001 on PostgreSQL, 0 on SQLite).",
         lambda v: "auto" if v is None else f"{v:g}",
+    ),
+    Setting(
+        "metrics_token",
+        parse_metrics_token,
+        "Serve /metrics on the API port to requests with `Authorization: Bearer` this token. "
+        "Unset: /metrics is not served on the API port.",
+        lambda v: v or "",
+        secret=True,
+    ),
+    Setting(
+        "metrics_address",
+        parse_address,
+        "HOST:PORT of a listener of its own that serves /metrics to anyone who reaches it "
+        "(bind it to a private address). Unset: no such listener.",
+        render_address,
+    ),
+    Setting(
+        "log_format",
+        parse_log_format,
+        "text: `time level logger [request id]: message` lines; json: one JSON object a line.",
+    ),
+    Setting(
+        "access_log",
+        parse_bool,
+        "Log one line per request (method, path, status, duration, client, request id).",
+        lambda v: "true" if v else "false",
     ),
     Setting(
         "streams_per_client",

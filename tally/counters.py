@@ -62,16 +62,21 @@ class CounterView:
 
 
 class CounterCache:
-    """What a node remembers of counters it served: (workspace, name) -> Counter, trusted
-    for `ttl` seconds. Only the settings part (id, private, description) is used from it;
-    counts always come from a fresh snapshot or from the commit. Expired entries are
-    dropped a few per lookup, oldest first, so memory follows the active counters."""
+    """What a node remembers of counters it looked up: (workspace, name) -> Counter, or
+    None for a name that did not exist, trusted for `ttl` seconds. Missing names are
+    remembered like existing ones so that an anonymous lookup of a private counter costs
+    exactly what a lookup of a missing one costs (one store read per `ttl`): neither its
+    timing nor the cache tells whether it exists. Only the settings part (id, private,
+    description) is used from it; counts always come from a fresh snapshot or from the
+    commit. Expired entries are dropped a few per lookup, oldest first, so memory follows
+    the names looked up recently."""
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self._entries: OrderedDict[tuple[str, str], tuple[float, Counter]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Counter | None]] = OrderedDict()
 
-    def get(self, key: tuple[str, str], now: float) -> Counter | None:
+    def get(self, key: tuple[str, str], now: float) -> tuple[float, Counter | None] | None:
+        """The entry (expiry, counter or None if missing), or None if not cached."""
         entries = self._entries
         for _ in range(2):
             if not entries:
@@ -81,9 +86,9 @@ class CounterCache:
                 break
             del entries[oldest]
         hit = entries.get(key)
-        return hit[1] if hit is not None and hit[0] > now else None
+        return hit if hit is not None and hit[0] > now else None
 
-    def put(self, key: tuple[str, str], counter: Counter, now: float) -> None:
+    def put(self, key: tuple[str, str], counter: Counter | None, now: float) -> None:
         self._entries[key] = (now + self.ttl, counter)
         self._entries.move_to_end(key)
 
@@ -107,11 +112,11 @@ class Counters:
     async def _find(self, workspace: str, name: str) -> Counter | None:
         key = (workspace, name)
         now = time.monotonic()
-        counter = self.cache.get(key, now)
-        if counter is None:
-            counter = await self.store.read_counter(workspace, name)
-            if counter is not None:
-                self.cache.put(key, counter, now)
+        hit = self.cache.get(key, now)
+        if hit is not None:
+            return hit[1]
+        counter = await self.store.read_counter(workspace, name)
+        self.cache.put(key, counter, now)
         return counter
 
     async def _visible(self, workspace: str, name: str, token: Token | None) -> Counter:
@@ -208,6 +213,7 @@ class Counters:
             ):
                 raise NotFound()
             counter = await self.store.ensure_counter(token.workspace_id, name)
+            self.cache.put((workspace, name), counter, time.monotonic())
         elif counter.private:
             if token is None or token.workspace_id != counter.workspace_id:
                 raise NotFound()

@@ -178,6 +178,9 @@ class Limiter(Protocol):
 
     async def hit(self, key: Hashable, now: float) -> Decision: ...
 
+    async def ping(self) -> None:
+        """Return once the limiter's shared state answers; StorageError if it fails."""
+
     async def close(self) -> None: ...
 
 
@@ -194,6 +197,9 @@ class LocalLimiter:
         # are a million keys for a minute). Two keys sharing a 64-bit hash would share a
         # budget; among a million live keys that has odds of about 1 in 10^7.
         return self.memory.hit(hash(key), now)
+
+    async def ping(self) -> None:
+        """In-process: always there."""
 
     async def close(self) -> None:
         """Nothing to release."""

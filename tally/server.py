@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gc
-import logging
 import os
 
 from granian import Granian
 from granian.constants import Interfaces, Loops
 from granian.http import HTTP1Settings, HTTP2Settings
 
+from tally import logs
 from tally.config import Settings
 
 # The largest request head (request line and headers) a client may send: a bigger one
@@ -25,10 +25,9 @@ def app_from_env() -> object:
     # Fewer, cheaper collections: the caches hold many long-lived objects, and a full
     # collection over them is a pause every request in flight waits for.
     gc.set_threshold(50_000, 20, 100)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = create_app(Settings.from_env())
+    settings = Settings.from_env()
+    logs.configure(settings.log_format, secrets=(settings.secret_key, settings.metrics_token))
+    app = create_app(settings)
     app.handle_signals = True  # the worker's main thread: end live streams on SIGTERM
     return app
 
@@ -43,7 +42,8 @@ def run(settings: Settings) -> None:
         interface=Interfaces.ASGI,
         workers=1,
         loop=Loops.auto,
-        log_access=False,
+        log_access=False,  # the app's own access log, if asked for (TALLY_ACCESS_LOG)
+        log_dictconfig=logs.granian_config(settings.log_format),
         backlog=2048,
         http1_settings=HTTP1Settings(max_buffer_size=MAX_REQUEST_HEAD),
         http2_settings=HTTP2Settings(max_headers_size=MAX_REQUEST_HEAD),

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tally.errors import OutcomeUnknown, StorageError, Unavailable
+from tally.histogram import LATENCY_BOUNDS, SIZE_BOUNDS, Histogram
 from tally.models import BatchChanges, CounterDelta, Totals
 from tally.storage.base import Store
 
@@ -118,6 +119,9 @@ class GroupCommit:
         self.batches_committed = 0
         self.changes_committed = 0
         self.batches_failed = 0
+        self.commit_seconds = Histogram(LATENCY_BOUNDS)  # Store.apply, committed or not
+        self.batch_changes = Histogram(SIZE_BOUNDS)  # counters changed per committed batch
+        self.batch_requests = Histogram(SIZE_BOUNDS)  # requests waiting for it (commit mode)
 
     # lifecycle ----------------------------------------------------------------
 
@@ -402,11 +406,13 @@ class GroupCommit:
 
     async def _commit(self, batch: Batch) -> bool:
         changes = batch.changes
+        started = time.perf_counter()
         try:
             results = await self._apply(changes)
         except _Unsettled:
             raise
         except Exception as exc:
+            self.commit_seconds.observe(time.perf_counter() - started)
             # Not only StorageError: whatever goes wrong, the flusher must live on, or
             # every later write would wait forever.
             if not isinstance(exc, StorageError):
@@ -419,8 +425,11 @@ class GroupCommit:
             else:
                 log.warning("batch %d failed, will retry: %s", changes.seq, exc)
             return False
+        self.commit_seconds.observe(time.perf_counter() - started)
         self.batches_committed += 1
         self.changes_committed += len(changes.counters)
+        self.batch_changes.observe(len(changes.counters))
+        self.batch_requests.observe(len(batch.waiters))
         self._epoch += 1
         if self._readers:
             self._committed.append((self._epoch, batch))

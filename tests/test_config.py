@@ -94,3 +94,63 @@ def test_every_setting_is_documented() -> None:
     """docs/settings.md lists exactly the settings tally/config.py knows."""
     documented = set(re.findall(r"^\| `(TALLY_[A-Z_]+)`", DOCS.read_text(), re.M))
     assert documented == {s.env for s in SETTINGS}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tally.toml"
+    path.write_text(text)
+    return path
+
+
+def test_config_file_under_environment_under_flags(tmp_path: Path) -> None:
+    """The file's values apply; a variable beats the file; a flag beats both."""
+    path = write(
+        tmp_path,
+        'port = 9001\nrate_limit = "100/minute"\ntrusted_proxies = ["10.0.0.0/8", "::1"]\n'
+        'bootstrap = false\nflush_interval = 0.5\ndurability = "buffered"\n',
+    )
+    s = Settings.from_env({"TALLY_RATE_LIMIT": "7/s"}, config=path, durability="commit")
+    assert s.port == 9001
+    assert s.rate_limit == RateLimit(7, 1.0)
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
+    assert s.bootstrap is False
+    assert s.flush_interval == 0.5
+    assert s.durability == "commit"
+    assert Settings.from_env({"TALLY_CONFIG": str(path)}).port == 9001
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("port = 70000\n", "port = 70000"),
+        ('durability = "sometimes"\n', "durability"),
+        ('rate_limit = "lots"\n', "rate_limit"),
+        ("colour = 3\n", "unknown setting 'colour'"),
+        ("port = \n", "not valid TOML"),
+        ("[database]\nurl = 'x'\n", "unknown setting 'database'"),
+    ],
+)
+def test_bad_config_file_fails_naming_it(tmp_path: Path, text: str, says: str) -> None:
+    """A bad file fails with a message naming the file and the key."""
+    path = write(tmp_path, text)
+    with pytest.raises(SettingsError, match=re.escape(says)) as exc:
+        Settings.from_env({}, config=path)
+    assert str(path) in str(exc.value)
+
+
+def test_missing_config_file_fails(tmp_path: Path) -> None:
+    """A config path that does not exist is an error, not silently ignored."""
+    with pytest.raises(SettingsError, match="config file"):
+        Settings.from_env({"TALLY_CONFIG": str(tmp_path / "nope.toml")})
+
+
+@pytest.mark.parametrize("name", ["TALLY_METRICS_TOKEN", "metrics_token"])
+def test_a_secret_is_not_repeated_in_its_error(tmp_path: Path, name: str) -> None:
+    """A bad secret's error names the setting but never shows the value."""
+    value = "short-secret"
+    env = {name: value} if name.startswith("TALLY_") else {}
+    config = None if env else write(tmp_path, f'{name} = "{value}"\n')
+    with pytest.raises(SettingsError) as exc:
+        Settings.from_env(env, config=config)
+    assert name in str(exc.value)
+    assert value not in str(exc.value)

@@ -34,6 +34,7 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 
+from tally.errors import StorageError
 from tally.ratelimit import Decision, MemoryRateLimiter
 
 log = logging.getLogger("tally.ratelimit")
@@ -270,6 +271,14 @@ class RedisRateLimiter:
         said `age` seconds ago."""
         remaining = (self._interval_us * self.limit - after_us) // self._interval_us
         return Decision(True, self.limit, remaining, max(0.0, after_us / 1e6 - age), 0.0)
+
+    async def ping(self) -> None:
+        """Return once Redis answers a PING; StorageError if it does not (the readiness
+        check: the limiter itself falls back to this node's own limit meanwhile)."""
+        try:
+            await self.client.ping()
+        except Exception as exc:
+            raise StorageError(f"redis: {exc}") from exc
 
     async def close(self) -> None:
         """Wait for the calls in flight, give the reserved cells back, close the client."""

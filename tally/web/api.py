@@ -149,6 +149,13 @@ def limit_headers(d: Decision) -> Headers:
     return headers
 
 
+# route templates, the `route` label of the request metrics
+TEMPLATES = {
+    b"": "/v2/{workspace}/{name}",
+    **{a: "/v2/{workspace}/{name}/" + a.decode() for a in sorted(ACTIONS)},
+}
+OTHER = "/v2/other"  # a path that is no route
+
 RESET_PREFIX = b'{"code":"200","message":"Counter reset successfully","data":'
 STATS_MESSAGE = "Counter stats retrieved successfully"
 
@@ -170,6 +177,7 @@ class V2Api:
         self.render = CounterJSON()
         self._routes: dict[bytes, Route] = {}
         self.handlers: dict[bytes, Handler] = {}
+        self.rejections = 0  # requests refused by the rate limit
 
     def route(self, path: bytes) -> Route:
         """parse_route, remembered for the paths seen recently."""
@@ -181,6 +189,13 @@ class V2Api:
             self._routes[path] = route
         return route
 
+    def template(self, path: bytes) -> str:
+        """The route template of `path` (OTHER if it is no route)."""
+        try:
+            return TEMPLATES[self.route(path)[0]]
+        except TallyError:
+            return OTHER
+
     async def limit(
         self, scope: Scope, route: Route, token: Token | None, now: float
     ) -> Headers | None:
@@ -191,6 +206,7 @@ class V2Api:
         who: object = token.id if token else client_ip(scope, self.trusted_proxies)
         decision = await self.limiter.hit((*route, who), now)
         if not decision.allowed:
+            self.rejections += 1
             raise RateLimited(
                 f"rate limit of {decision.limit} requests exceeded for this path, "
                 f"retry in {max(1, math.ceil(decision.retry_after))} s",
@@ -198,20 +214,25 @@ class V2Api:
             )
         return limit_headers(decision)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, path: bytes) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, path: bytes) -> str:
+        """Answer the request; its route template."""
         limits: Headers | None = None
+        template = OTHER
         try:
             # parse
             route = self.route(path)
             action, workspace, name = route
+            template = TEMPLATES[action]
             method = scope["method"]
             if method != "GET":
                 if method == "OPTIONS":
-                    return await send_preflight(send)
+                    await send_preflight(send)
+                    return template
                 raise MethodNotAllowed(f"{method} is not allowed here: use GET")
             handler = self.handlers.get(action)
             if handler is not None:
-                return await handler(scope, receive, send, route)
+                await handler(scope, receive, send, route)
+                return template
 
             # authenticate
             now = time.monotonic()
@@ -235,13 +256,16 @@ class V2Api:
                 view = await counters.get(workspace, name, token)
             elif action == b"reset":
                 view = await counters.reset(workspace, name, token)
-                return await send_body(send, self.render.response(view, RESET_PREFIX), limits)
+                await send_body(send, self.render.response(view, RESET_PREFIX), limits)
+                return template
             else:
                 view, stats = await counters.stats(workspace, name, token)
                 body = {"code": "200", "message": STATS_MESSAGE, "data": stats_data(view, stats)}
-                return await send_json(send, 200, body, limits)
+                await send_json(send, 200, body, limits)
+                return template
             await send_body(send, self.render.response(view), limits)
         except RateLimited as exc:
             await send_error(send, exc, exc.headers)
         except TallyError as exc:
             await send_error(send, exc, limits)
+        return template

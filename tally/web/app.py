@@ -4,30 +4,54 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import secrets
 import signal
 import socket
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tally.auth import TokenVerifier
 from tally.config import Settings
 from tally.counters import Counters
-from tally.errors import NotFound, StorageError, TallyError, Unavailable
+from tally.errors import (
+    MethodNotAllowed,
+    NotFound,
+    StorageError,
+    TallyError,
+    Unauthorized,
+    Unavailable,
+)
 from tally.live import ChangeFeed
+from tally.logs import REQUEST_ID
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
-from tally.web import metrics
-from tally.web.api import V2Api
+from tally.web import docs, health, metrics
+from tally.web.api import OTHER, V2Api
 from tally.web.badge import BadgeEndpoint
-from tally.web.download import PREFIX, ExportEndpoint
-from tally.web.http import Receive, Scope, Send, send_error, send_json, send_text
+from tally.web.download import EXPORT_ROUTE, ExportEndpoint
+from tally.web.download import PREFIX as EXPORT_PREFIX
+from tally.web.http import (
+    RESPONSE_STATUS,
+    Receive,
+    Scope,
+    Send,
+    client_ip,
+    header,
+    send_error,
+    send_text,
+)
+from tally.web.request_id import RequestIds
 from tally.web.stream import Streams
 from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
+access_log = logging.getLogger("tally.access")
+PROBES = frozenset(("/healthz", "/readyz"))  # asked every few seconds: never logged
 
 # seconds shutdown waits for requests in flight before the last flush
 REQUEST_GRACE = 5.0
@@ -71,6 +95,17 @@ async def open_store(store: Store, attempts: int = 30, delay: float = 1.0) -> No
                 raise
             log.warning("database not reachable (%s); retrying in %g s", exc, delay)
             await asyncio.sleep(delay)
+
+
+Page = Callable[[Scope, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route outside /v2: its handler, and whether /openapi.json describes it."""
+
+    page: Page
+    documented: bool = True
 
 
 def make_feed(s: Settings, store: Store) -> ChangeFeed:
@@ -120,6 +155,32 @@ class App:
         self.services: Services | None = None
         # set by `tally serve`: end live streams on SIGTERM / SIGINT (see end_streams_on)
         self.handle_signals = False
+        # metrics: counted only where someone may read them (see tally.web.metrics)
+        self.requests: metrics.RequestMetrics | None = None
+        self.listener: metrics.MetricsListener | None = None
+        if settings.metrics_token or settings.metrics_address:
+            self.requests = metrics.RequestMetrics()
+            collector = metrics.TallyCollector(self.requests, lambda: self.services)
+            self.registry = metrics.registry_for(collector)
+        self._metrics_auth = (
+            b"Bearer " + settings.metrics_token.encode() if settings.metrics_token else None
+        )
+        self.request_ids = RequestIds(settings.trusted_proxies)
+        self.access_log = settings.access_log
+        redis = bool(settings.redis_url)
+        # every route but /v2's; tests/test_openapi.py holds the document to this table
+        self.routes: dict[bytes, Route] = {
+            b"/healthz": Route(lambda _scope, send: health.send_health(send)),
+            b"/readyz": Route(
+                lambda _scope, send: health.send_readiness(send, self.services, redis)
+            ),
+            b"/openapi.json": Route(lambda _scope, send: docs.send_openapi(send)),
+            b"/docs": Route(lambda _scope, send: docs.send_page(send), documented=False),
+            b"/docs/redoc.standalone.js": Route(
+                lambda _scope, send: docs.send_redoc(send), documented=False
+            ),
+            b"/metrics": Route(self.send_metrics, documented=False),
+        }
         # requests being handled; shutdown waits (bounded) for them before the last flush
         self._inflight = 0
         self._idle: asyncio.Event | None = None  # set by shutdown, signalled at 0
@@ -150,6 +211,9 @@ class App:
         )
         if self.handle_signals:
             end_streams_on((signal.SIGTERM, signal.SIGINT), streams)
+        if s.metrics_address is not None:
+            self.listener = metrics.MetricsListener(self.registry)
+            await self.listener.start(*s.metrics_address)
 
     async def shutdown(self) -> None:
         services, self.services = self.services, None  # new requests: 503 from now on
@@ -164,6 +228,8 @@ class App:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), REQUEST_GRACE)
         try:
+            if self.listener is not None:
+                await self.listener.close()
             await services.writes.stop()
         finally:
             await services.feed.close()
@@ -179,30 +245,82 @@ class App:
             await self.lifespan(receive, send)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request under its id (on the answer, see `response_start`, and on
+        its log lines); its status and time only for the metrics or the access log."""
+        request_id = self.request_ids.take(scope)
+        context = REQUEST_ID.set(request_id)
+        try:
+            if self.requests is None and not self.access_log:
+                await self.dispatch(scope, receive, send)
+                return
+            started = time.perf_counter()
+            answered = RESPONSE_STATUS.set(0)
+            route = await self.dispatch(scope, receive, send)
+            seconds = time.perf_counter() - started
+            status = RESPONSE_STATUS.get() or 500  # 0: no answer started (client gone)
+            RESPONSE_STATUS.reset(answered)
+            if self.requests is not None:
+                self.requests.observe(route, status, seconds)
+            if self.access_log and route not in PROBES:
+                self.log_access(scope, status, seconds, request_id)
+        finally:
+            REQUEST_ID.reset(context)
+
+    def log_access(self, scope: Scope, status: int, seconds: float, request_id: bytes) -> None:
+        """One line per request: never its headers (tokens) nor its query string."""
+        client = client_ip(scope, self.settings.trusted_proxies)
+        access_log.info(
+            "%s %s %d %.1f ms %s",
+            scope["method"],
+            scope["path"],
+            status,
+            seconds * 1000,
+            client,
+            extra={
+                "request_id": request_id.decode(),
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "client": client,
+            },
+        )
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> str:
+        """Answer the request; its route template (for the metrics)."""
         path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = path.split(b"?", 1)[0]
+        route = "other"
+        services = self.services
         self._inflight += 1
         try:
-            services = self.services
-            if services is None:
-                raise Unavailable("the server is starting or stopping")
             if path.startswith(b"/v2/"):
-                await services.api(scope, receive, send, path)
-            elif path.startswith(PREFIX):
+                if services is None:
+                    raise Unavailable("the server is starting or stopping")
+                route = OTHER
+                route = await services.api(scope, receive, send, path)
+            elif path.startswith(EXPORT_PREFIX):
+                if services is None:
+                    raise Unavailable("the server is starting or stopping")
+                route = EXPORT_ROUTE
                 await services.export(scope, send, path)
-            elif path == b"/healthz":
-                await send_json(send, 200, {"status": "ok"})
-            elif path == b"/metrics":
-                await send_text(send, metrics.render(services), metrics.CONTENT_TYPE)
             else:
-                raise NotFound()
+                page = self.routes.get(path)
+                if page is None:
+                    raise NotFound()
+                route = path.decode()
+                if scope["method"] not in ("GET", "HEAD"):
+                    raise MethodNotAllowed(f"{scope['method']} is not allowed here: use GET")
+                await page.page(scope, send)
         except TallyError as exc:
             await send_error(send, exc)
         except StorageError as exc:
-            log.warning("storage error on %s: %s", path, exc)
+            log.warning("storage error on %s: %s", scope["path"], exc)
+            if self.requests is not None:
+                self.requests.store_errors += 1
             await send_error(send, Unavailable())
         except Exception:
-            log.exception("unexpected error on %s", path)
+            log.exception("unexpected error on %s", scope["path"])
             # the response may have started, or the client gone: never let this escape
             with contextlib.suppress(Exception):
                 await send_error(send, TallyError("internal error"))
@@ -210,6 +328,19 @@ class App:
             self._inflight -= 1
             if not self._inflight and self._idle is not None:
                 self._idle.set()
+        if route == OTHER and services is not None:
+            route = services.api.template(path)  # the API failed before it could say
+        return route
+
+    async def send_metrics(self, scope: Scope, send: Send) -> None:
+        """GET /metrics on the API port: only with TALLY_METRICS_TOKEN, and that token."""
+        expected = self._metrics_auth
+        if expected is None:
+            raise NotFound()
+        given = header(scope, b"authorization") or b""
+        if not hmac.compare_digest(given, expected):
+            raise Unauthorized("/metrics needs the bearer token of TALLY_METRICS_TOKEN")
+        await send_text(send, metrics.render(self.registry), metrics.CONTENT_TYPE)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -20,6 +20,7 @@ from tally.web.http import Scope, Send, header, send_preflight
 
 log = logging.getLogger("tally.web")
 PREFIX = b"/export/"
+EXPORT_ROUTE = "/export/{workspace}"  # the route template (metrics, OpenAPI)
 
 
 class ExportEndpoint:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
 from tally.config import Network
 from tally.errors import MethodNotAllowed, TallyError, Unavailable
+from tally.logs import REQUEST_ID
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -22,7 +24,7 @@ JSON_HEADERS: Headers = [
     (b"access-control-allow-origin", b"*"),
     (
         b"access-control-expose-headers",
-        b"X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After",
+        b"X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, X-Request-Id",
     ),
     (b"cache-control", b"no-store"),
 ]
@@ -42,18 +44,31 @@ async def send_json(send: Send, status: int, body: Any, extra: Headers | None = 
     await send_body(send, orjson.dumps(body), extra, status)
 
 
+# the status of the request's answer, once it started (for the metrics and the access log:
+# every response starts in `response_start`, so seeing it needs no wrapper around `send`)
+RESPONSE_STATUS: ContextVar[int] = ContextVar("tally_response_status", default=0)
+
+
+def response_start(status: int, headers: Headers) -> Message:
+    """The `http.response.start` message, with the request's X-Request-Id."""
+    RESPONSE_STATUS.set(status)
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        headers = [*headers, (b"x-request-id", request_id)]
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
 async def send_body(
     send: Send, payload: bytes, extra: Headers | None = None, status: int = 200
 ) -> None:
     """Send an encoded JSON body."""
     headers = JSON_HEADERS + extra if extra else JSON_HEADERS
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send(response_start(status, headers))
     await send({"type": "http.response.body", "body": payload})
 
 
 async def send_text(send: Send, payload: bytes, content_type: bytes) -> None:
-    headers = [(b"content-type", content_type)]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send(response_start(200, [(b"content-type", content_type)]))
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -71,7 +86,7 @@ async def send_error(send: Send, exc: TallyError, extra: Headers | None = None) 
 
 
 async def send_preflight(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 204, "headers": PREFLIGHT_HEADERS})
+    await send(response_start(204, PREFLIGHT_HEADERS))
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -105,6 +120,11 @@ def client_ip(scope: Scope, trusted: tuple[Network, ...]) -> str:
         if not any(ip in net for net in trusted):
             return known
     return known
+
+
+def is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    """`address` is an IP address inside one of the `trusted` networks."""
+    return _is_trusted(address, trusted)
 
 
 def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:

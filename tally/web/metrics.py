@@ -1,107 +1,259 @@
-"""GET /metrics: the node's counters in the Prometheus text format."""
+"""Prometheus metrics: plain ints on the hot path, read by a collector at scrape time.
+
+`RequestMetrics` counts requests by route template and status, and their latency, in
+plain ints and `Histogram`s (a prometheus-client Counter or Histogram takes a lock per
+observation). `TallyCollector` turns those, the group commit's and the limiters'
+counters into metric families when Prometheus scrapes, and `render` writes them in the
+text format.
+
+Where it is served (never to everyone by default; docs/deploying.md shows the scrape):
+
+- `TALLY_METRICS_TOKEN`: GET /metrics on the API port, with that bearer token;
+- `TALLY_METRICS_ADDRESS`: a listener of its own (`MetricsListener`), on the worker's
+  event loop, that answers GET /metrics to whoever reaches it.
+
+Neither set: nothing is counted and /metrics is a 404.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from tally.histogram import LATENCY_BOUNDS, Histogram
 
 if TYPE_CHECKING:
     from tally.web.app import Services
 
+log = logging.getLogger("tally.metrics")
+
+# what generate_latest writes (the classic text format every Prometheus reads)
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
-# the Redis limiter's counters: (metric, attribute of RedisRateLimiter, help)
+# the Redis limiter's counters: (metric without _total, attribute of RedisRateLimiter, help)
 REDIS_LIMITER_COUNTERS = (
+    ("tally_ratelimit_redis_fallbacks", "fallbacks", "Times this node fell back to its own."),
     (
-        "tally_ratelimit_redis_fallbacks_total",
-        "fallbacks",
-        "Times this node fell back to its own limiter.",
-    ),
-    (
-        "tally_ratelimit_redis_calls_total",
+        "tally_ratelimit_redis_calls",
         "batches",
         "Script calls sent to Redis (each carries every hit waiting for one).",
     ),
-    ("tally_ratelimit_redis_hits_total", "hits", "Hits decided by a call to Redis."),
+    ("tally_ratelimit_redis_hits", "hits", "Hits decided by a call to Redis."),
     (
-        "tally_ratelimit_redis_reserved_hits_total",
+        "tally_ratelimit_redis_reserved_hits",
         "reserved_hits",
         "Hits admitted from cells this node had reserved in Redis, without a call.",
     ),
     (
-        "tally_ratelimit_redis_blocked_hits_total",
+        "tally_ratelimit_redis_blocked_hits",
         "blocked_hits",
         "Hits refused without a call because Redis had just refused their key.",
     ),
 )
 
 
-def render(services: Services) -> bytes:
-    writes = services.writes
-    limiter = services.api.limiter
-    rows: list[tuple[str, str, str, float]] = [
-        (
-            "tally_batches_committed_total",
-            "counter",
+class RequestMetrics:
+    """What the HTTP layer counts per request. Only ever touched on the event loop."""
+
+    __slots__ = ("durations", "requests", "store_errors")
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.durations: dict[str, Histogram] = {}
+        self.store_errors = 0  # requests whose database read failed (answered 503)
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        histogram = self.durations.get(route)
+        if histogram is None:
+            histogram = self.durations[route] = Histogram(LATENCY_BOUNDS)
+        histogram.observe(seconds)
+
+
+def histogram_family(name: str, help_text: str, histograms: dict[str, Histogram]) -> Metric:
+    """One histogram family; `histograms` maps a route label ("" for none) to its data."""
+    labels = ["route"] if any(histograms) else []
+    family = HistogramMetricFamily(name, help_text, labels=labels)
+    for label, h in histograms.items():
+        family.add_metric([label] if label else [], h.buckets(), h.sum)
+    return family
+
+
+class TallyCollector(Collector):
+    """Reads the node's counters when scraped; `services` gives the running ones."""
+
+    def __init__(self, requests: RequestMetrics, services: Callable[[], Services | None]):
+        self.requests = requests
+        self.services = services
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._requests()
+        services = self.services()
+        if services is not None:
+            yield from self._writes(services)
+            yield from self._limiter(services)
+            yield from self._streams(services)
+
+    def _requests(self) -> Iterator[Metric]:
+        r = self.requests
+        total = CounterMetricFamily(
+            "tally_http_requests",
+            "HTTP requests answered, by route template and status.",
+            labels=["route", "status"],
+        )
+        for (route, status), n in sorted(r.requests.items()):
+            total.add_metric([route, str(status)], n)
+        yield total
+        yield histogram_family(
+            "tally_http_request_duration_seconds",
+            "Time from a request's arrival to its answer, by route template.",
+            dict(sorted(r.durations.items())),
+        )
+
+    def _writes(self, services: Services) -> Iterator[Metric]:
+        w = services.writes
+        yield CounterMetricFamily(
+            "tally_batches_committed",
             "Group-commit transactions committed.",
-            writes.batches_committed,
-        ),
-        (
-            "tally_batches_failed_total",
-            "counter",
-            "Group-commit transactions that failed.",
-            writes.batches_failed,
-        ),
-        (
-            "tally_changes_committed_total",
-            "counter",
+            value=w.batches_committed,
+        )
+        yield CounterMetricFamily(
+            "tally_batches_failed",
+            "Group-commit transactions that failed (store errors of the write path).",
+            value=w.batches_failed,
+        )
+        yield CounterMetricFamily(
+            "tally_changes_committed",
             "Counter changes committed (one per counter per batch).",
-            writes.changes_committed,
-        ),
-        (
-            "tally_pending_changes",
-            "gauge",
-            "Counter changes in memory, not yet committed.",
-            writes.pending,
-        ),
-        (
-            "tally_counter_cache_entries",
-            "gauge",
-            "Counters whose settings this node caches.",
-            len(services.counters.cache),
-        ),
-    ]
-    rows += [
-        ("tally_streams_open", "gauge", "Live streams open on this node.", services.streams.open),
-        (
-            "tally_stream_events_total",
-            "counter",
-            "Events sent on live streams.",
-            services.streams.events,
-        ),
-        (
+            value=w.changes_committed,
+        )
+        yield CounterMetricFamily(
+            "tally_store_errors",
+            "Database operations that failed: reads (answered 503) and group commits.",
+            value=self.requests.store_errors + w.batches_failed,
+        )
+        yield GaugeMetricFamily(
+            "tally_pending_changes", "Counter changes in memory, not yet committed.", w.pending
+        )
+        yield histogram_family(
+            "tally_commit_duration_seconds",
+            "Time a group commit's transaction took, committed or failed.",
+            {"": w.commit_seconds},
+        )
+        yield histogram_family(
+            "tally_batch_changes",
+            "Counters changed per committed group commit.",
+            {"": w.batch_changes},
+        )
+        yield histogram_family(
+            "tally_batch_requests",
+            "Requests that waited for each committed group commit (commit mode).",
+            {"": w.batch_requests},
+        )
+
+    def _streams(self, services: Services) -> Iterator[Metric]:
+        streams = services.streams
+        yield GaugeMetricFamily("tally_streams_open", "Live streams open.", streams.open)
+        yield CounterMetricFamily(
+            "tally_stream_events", "Events sent on live streams.", value=streams.events
+        )
+        yield GaugeMetricFamily(
             "tally_streams_remote",
-            "gauge",
             "1 while other nodes' changes reach the streams (else they read every 2 s).",
             int(services.feed.remote),
-        ),
-        ("tally_asyncio_tasks", "gauge", "Tasks of the event loop.", len(asyncio.all_tasks())),
-    ]
-    fallback = getattr(limiter, "using_fallback", None)
-    if fallback is not None:
-        rows += [
-            (
-                "tally_ratelimit_redis_fallback",
-                "gauge",
-                "1 while Redis is unreachable and this node limits on its own.",
-                int(fallback),
-            ),
-        ]
-        rows += [
-            (name, "counter", help_text, getattr(limiter, attribute, 0))
-            for name, attribute, help_text in REDIS_LIMITER_COUNTERS
-        ]
-    out: list[str] = []
-    for name, kind, help_text, value in rows:
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
-    return ("\n".join(out) + "\n").encode()
+        )
+        yield GaugeMetricFamily(
+            "tally_asyncio_tasks", "Tasks of the event loop.", len(asyncio.all_tasks())
+        )
+
+    def _limiter(self, services: Services) -> Iterator[Metric]:
+        api = services.api
+        yield CounterMetricFamily(
+            "tally_ratelimit_rejections",
+            "Requests refused with 429 by the rate limit.",
+            value=api.rejections,
+        )
+        limiter = api.limiter
+        fallback = getattr(limiter, "using_fallback", None)
+        if fallback is None:
+            return
+        yield GaugeMetricFamily(
+            "tally_ratelimit_redis_fallback",
+            "1 while Redis is unreachable and this node limits on its own.",
+            int(fallback),
+        )
+        for name, attribute, help_text in REDIS_LIMITER_COUNTERS:
+            yield CounterMetricFamily(name, help_text, value=getattr(limiter, attribute, 0))
+
+
+def registry_for(collector: TallyCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
+
+
+class MetricsListener:
+    """TALLY_METRICS_ADDRESS: GET /metrics on a port of its own, on the worker's event
+    loop (so a scrape reads the counters between requests, never during one). It speaks
+    just enough HTTP/1.1 for a scraper: one request per connection."""
+
+    _MAX_HEAD = 8192
+    _TIMEOUT = 10.0
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(self._serve, host, port, limit=self._MAX_HEAD)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 5.0)
+            self.server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(self._TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, _, rest = head.partition(b" ")
+                target = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+                if method == b"GET" and target == b"/metrics":
+                    status, ctype, body = b"200 OK", CONTENT_TYPE, render(self.registry)
+                else:
+                    status, ctype, body = b"404 Not Found", b"text/plain", b"not found\n"
+                writer.write(
+                    b"HTTP/1.1 %b\r\ncontent-type: %b\r\ncontent-length: %d\r\n"
+                    b"connection: close\r\n\r\n%b" % (status, ctype, len(body), body)
+                )
+                await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # the scraper went away or sent something else: nothing to answer
+        except Exception:
+            log.exception("metrics listener")
+        finally:
+            writer.close()

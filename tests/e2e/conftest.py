@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .npm_client import install_counterapi, node_available
-from .server import TallyCli, TallyServer, sqlite_url
+from .server import MADE_TOKENS, STARTED, TallyCli, TallyServer, sqlite_url
 
 HERE = Path(__file__).parent
 NPM_CACHE = HERE.parents[1] / ".cache" / "npm"
@@ -26,6 +26,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def no_token_in_server_output() -> Iterator[None]:
+    """After every e2e test: no server it started wrote a token the suite made (with
+    the CLI) to its output, in any run (a log line must never carry a token)."""
+    first = len(STARTED)
+    yield
+    servers, STARTED[first:] = STARTED[first:], []
+    for server in servers:
+        for run in range(1, server.runs + 1):
+            output = server.stdout(run) + server.stderr(run)
+            leaked = [token for token in MADE_TOKENS if token in output]
+            assert not leaked, f"run {run} of a server wrote a token to its output:\n{output}"
 
 
 @pytest.fixture

@@ -44,6 +44,13 @@ TOKEN_RE = re.compile(r"tly_[A-Za-z0-9_-]{43}")
 _START_ATTEMPTS = 3  # a free port can be taken between picking and binding it
 
 
+# Every token the suite made with TallyCli, and every server it started: after each test,
+# tests/e2e/conftest.py searches those servers' output for those tokens (none may be
+# logged, whatever the test did).
+MADE_TOKENS: set[str] = set()
+STARTED: list[TallyServer] = []
+
+
 class ServerError(RuntimeError):
     """The server did not start or stop as it should; the message holds its output."""
 
@@ -140,6 +147,8 @@ class TallyServer:
         """Start the server and wait until /healthz answers 200 (at most `timeout` s)."""
         if self.proc is not None:
             raise ServerError("the server is already started")
+        if self not in STARTED:
+            STARTED.append(self)
         for attempt in range(1, _START_ATTEMPTS + 1):
             self.runs += 1
             self.port = free_port()
@@ -296,6 +305,7 @@ class TallyCli:
         last = out.stdout.rstrip("\n").splitlines()[-1]
         if not TOKEN_RE.fullmatch(last):
             raise AssertionError(f"the last line of token create is not a token: {out.stdout!r}")
+        MADE_TOKENS.add(last)
         return last
 
     def counter(self, path: str, *, private: bool = False) -> None:

@@ -42,8 +42,12 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+METRICS_TOKEN = "stream-test-metrics-token"
+
+
 def metric(server: TallyServer, name: str) -> float:
-    text = httpx.get(f"{server.base_url}/metrics", trust_env=False, timeout=5).text
+    auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    text = httpx.get(f"{server.base_url}/metrics", headers=auth, trust_env=False, timeout=5).text
     m = re.search(rf"^{name} (\S+)$", text, re.M)
     assert m is not None, text
     return float(m.group(1))
@@ -106,6 +110,7 @@ async def test_a_thousand_vanishing_clients_leave_nothing(
             "TALLY_STREAMS_PER_CLIENT": "1000",
             "TALLY_STREAMS_PER_NODE": "1000",
             "TALLY_RATE_LIMIT": "off",
+            "TALLY_METRICS_TOKEN": METRICS_TOKEN,
         },
     )
     cli.workspace("ws")

@@ -1,0 +1,474 @@
+"""The OpenAPI 3.1 document of the public routes, served at GET /openapi.json.
+
+Everything the document says is declared here: the shared schemas, headers and error
+responses once in COMPONENTS, and each route as one `Operation` in OPERATIONS. A new
+endpoint is one more `Operation` (and its schema, if it answers something new);
+tests/test_openapi.py fails until the document and the routes the app serves agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import orjson
+
+JSON = dict[str, Any]
+
+
+def ref(kind: str, name: str) -> JSON:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def json_body(schema: JSON, description: str, headers: JSON | None = None) -> JSON:
+    """A JSON response; every response carries X-Request-Id."""
+    return {
+        "description": description,
+        "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **(headers or {})},
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+RATE_LIMIT_HEADERS = {
+    name: ref("headers", name)
+    for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+}
+
+COUNTS = {"type": "object", "required": ["up", "down"], "properties": {
+    "up": {"type": "integer", "minimum": 0},
+    "down": {"type": "integer", "minimum": 0},
+}}  # fmt: skip
+
+
+def counts_by(*keys: str) -> JSON:
+    return {
+        "type": "object",
+        "required": list(keys),
+        "properties": dict.fromkeys(keys, ref("schemas", "Counts")),
+    }
+
+
+TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC, to the second"}
+
+SCHEMAS: JSON = {
+    "Error": {
+        "type": "object",
+        "description": "Every error, whatever the status; the request changed nothing.",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string", "description": "the HTTP status, as a string"},
+            "message": {"type": "string"},
+        },
+    },
+    "Counter": {
+        "type": "object",
+        "required": [
+            "id", "name", "slug", "description", "team_id", "user_id", "workspace_id",
+            "workspace_slug", "up_count", "down_count", "value", "private", "created_at",
+            "updated_at",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "slug": {"type": "string", "description": "equals name"},
+            "description": {"type": "string"},
+            "team_id": {"type": "integer", "description": "the workspace's id"},
+            "user_id": {"type": "integer", "description": "the owning account; 0 for none"},
+            "workspace_id": {"type": "integer"},
+            "workspace_slug": {"type": "string"},
+            "up_count": {"type": "integer", "minimum": 0},
+            "down_count": {"type": "integer", "minimum": 0},
+            "value": {"type": "integer", "description": "up_count - down_count"},
+            "private": {"type": "boolean"},
+            "created_at": TIME,
+            "updated_at": TIME,
+        },
+    },
+    "CounterEnvelope": {
+        "type": "object",
+        "required": ["code", "data"],
+        "properties": {"code": {"const": "200"}, "data": ref("schemas", "Counter")},
+    },
+    "ResetEnvelope": {
+        "type": "object",
+        "required": ["code", "message", "data"],
+        "properties": {
+            "code": {"const": "200"},
+            "message": {"const": "Counter reset successfully"},
+            "data": ref("schemas", "Counter"),
+        },
+    },
+    "Counts": COUNTS,
+    "Stats": {
+        "type": "object",
+        "description": "docs/stats.md: every key is always present",
+        "required": ["today", "this_week", "temporal"],
+        "properties": {
+            "today": ref("schemas", "Counts"),
+            "this_week": ref("schemas", "Counts"),
+            "temporal": {
+                "type": "object",
+                "required": ["hours", "weekdays", "quarters"],
+                "properties": {
+                    "hours": counts_by(*(f"{h:02d}" for h in range(24))),
+                    "weekdays": counts_by(
+                        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                        "sunday",
+                    ),
+                    "quarters": counts_by("q1", "q2", "q3", "q4"),
+                },
+            },
+        },
+    },
+    "StatsEnvelope": {
+        "type": "object",
+        "required": ["code", "message", "data"],
+        "properties": {
+            "code": {"const": "200"},
+            "message": {"const": "Counter stats retrieved successfully"},
+            "data": {
+                "type": "object",
+                "required": [
+                    "id", "counter_id", "up_count", "down_count", "stats", "created_at",
+                    "updated_at",
+                ],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "counter_id": {"type": "integer"},
+                    "up_count": {"type": "integer", "minimum": 0},
+                    "down_count": {"type": "integer", "minimum": 0},
+                    "stats": ref("schemas", "Stats"),
+                    "created_at": TIME,
+                    "updated_at": TIME,
+                },
+            },
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"const": "ok"}},
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "checks"],
+        "properties": {
+            "status": {"const": "ready"},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "NotReady": {
+        "allOf": [
+            ref("schemas", "Error"),
+            {
+                "type": "object",
+                "required": ["checks"],
+                "properties": {
+                    "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
+        ],
+    },
+}  # fmt: skip
+
+HEADERS: JSON = {
+    "X-RateLimit-Limit": {
+        "description": "Requests admitted per period for this path and token (or client IP).",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "Requests this key could make right now.",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Reset": {
+        "description": "Seconds until the key is back to a full budget.",
+        "schema": {"type": "integer"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer"},
+    },
+    "X-Request-Id": {
+        "description": "The id the server logged this request under (a trusted proxy's, "
+        "or made by the server).",
+        "schema": {"type": "string"},
+    },
+}
+
+ERRORS: dict[str, tuple[str, JSON]] = {
+    "400": ("A bad workspace or counter name (refused before the rate limit).", {}),
+    "401": (
+        "An unknown, malformed or revoked token (counted against the client IP's budget); "
+        "or an action that needs a token.",
+        RATE_LIMIT_HEADERS,
+    ),
+    "403": (
+        "The token lacks the permission, or belongs to another workspace.",
+        RATE_LIMIT_HEADERS,
+    ),
+    "404": ("No such workspace or counter (or a private one).", RATE_LIMIT_HEADERS),
+    "429": (
+        "Over the rate limit; nothing was counted.",
+        {**RATE_LIMIT_HEADERS, "Retry-After": ref("headers", "Retry-After")},
+    ),
+    "503": (
+        "The database is unavailable; nothing was counted.",
+        {"Retry-After": ref("headers", "Retry-After")},
+    ),
+}
+
+RESPONSES: JSON = {
+    status: json_body(ref("schemas", "Error"), text, headers)
+    for status, (text, headers) in ERRORS.items()
+}
+
+SECURITY_SCHEMES: JSON = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API token (`tly_...`) from `tally token create`. Optional on "
+        "public counters; a token never gives less than anonymous access.",
+    },
+}
+
+COUNTER_PARAMETERS = [
+    {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": f"The {what} name: 1 to 128 characters, percent-encoded, no '/'.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    }
+    for name, what in (("workspace", "workspace"), ("name", "counter"))
+]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One GET route of the document."""
+
+    path: str
+    operation_id: str
+    summary: str
+    description: str
+    ok: JSON  # the 200 response
+    errors: tuple[str, ...] = ()  # statuses of RESPONSES it may answer
+    tags: tuple[str, ...] = ("counters",)
+    counter: bool = False  # takes {workspace} and {name}, an optional token, is limited
+    extra: JSON = field(default_factory=dict)  # more responses, by status
+    query: tuple[tuple[str, str], ...] = ()  # optional query parameters: (name, meaning)
+    workspace: bool = False  # takes {workspace} only, and a token
+
+    def render(self) -> JSON:
+        responses: JSON = {"200": self.ok}
+        responses.update({status: ref("responses", status) for status in self.errors})
+        responses.update(self.extra)
+        out: JSON = {
+            "operationId": self.operation_id,
+            "summary": self.summary,
+            "description": self.description,
+            "tags": list(self.tags),
+            "responses": responses,
+        }
+        if self.counter:
+            out["parameters"] = list(COUNTER_PARAMETERS)
+            out["security"] = [{}, {"bearer": []}]  # anonymous, or a token
+        elif self.workspace:
+            out["parameters"] = COUNTER_PARAMETERS[:1]
+            out["security"] = [{"bearer": []}]
+        else:
+            out["security"] = []
+        out["parameters"] = out.get("parameters", []) + [
+            {"name": name, "in": "query", "required": False, "description": text,
+             "schema": {"type": "string"}}
+            for name, text in self.query
+        ]  # fmt: skip
+        if not out["parameters"]:
+            del out["parameters"]
+        return out
+
+
+COUNTER = "/v2/{workspace}/{name}"
+COUNTER_ERRORS = ("400", "401", "404", "429", "503")
+counter_ok = json_body(ref("schemas", "CounterEnvelope"), "The counter.", RATE_LIMIT_HEADERS)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        COUNTER,
+        "getCounter",
+        "Read a counter",
+        "Its totals, with every change acknowledged before the request.",
+        counter_ok,
+        (*COUNTER_ERRORS, "403"),
+        counter=True,
+    ),
+    Operation(
+        f"{COUNTER}/up",
+        "countUp",
+        "Count one up",
+        "up_count + 1, answered with the totals right after this request's own change. "
+        "A Write token of the workspace creates a missing counter.",
+        counter_ok,
+        (*COUNTER_ERRORS, "403"),
+        counter=True,
+    ),
+    Operation(
+        f"{COUNTER}/down",
+        "countDown",
+        "Count one down",
+        "down_count + 1 (up_count is unchanged); like up otherwise.",
+        counter_ok,
+        (*COUNTER_ERRORS, "403"),
+        counter=True,
+    ),
+    Operation(
+        f"{COUNTER}/reset",
+        "resetCounter",
+        "Reset a counter",
+        "Both totals back to 0 (the history stays). Needs a Write token of the workspace.",
+        json_body(ref("schemas", "ResetEnvelope"), "The counter reset.", RATE_LIMIT_HEADERS),
+        (*COUNTER_ERRORS, "403"),
+        counter=True,
+    ),
+    Operation(
+        f"{COUNTER}/stats",
+        "counterStats",
+        "A counter's stats",
+        "Totals and when the events happened: today, this week, by hour, weekday and quarter.",
+        json_body(ref("schemas", "StatsEnvelope"), "The counter's stats.", RATE_LIMIT_HEADERS),
+        (*COUNTER_ERRORS, "403"),
+        counter=True,
+    ),
+    Operation(
+        f"{COUNTER}/badge.svg",
+        "counterBadge",
+        "A counter's badge",
+        "The value as a shields-style SVG (docs/api.md#badges). The rules of get; with "
+        "count=up those of up, counted like up. An error is an SVG badge too, with the "
+        "error's status.",
+        {
+            "description": "The badge. Cache-Control: no-cache, max-age=0; an ETag "
+            "(If-None-Match gives 304).",
+            "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **RATE_LIMIT_HEADERS},
+            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+        },
+        counter=True,
+        extra={
+            status: {
+                "description": f"{text} The body is an error badge (SVG).",
+                "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+            }
+            for status, text in (
+                ("400", "A bad parameter."),
+                ("401", "A bad token, or count=up on a private counter without one."),
+                ("403", "The token lacks the permission."),
+                ("404", "No such counter (or a private one)."),
+                ("429", "Over the rate limit; nothing was counted."),
+                ("503", "The database is unavailable; nothing was counted."),
+            )
+        },
+        query=(
+            ("label", "The left text (default: the counter's name)."),
+            ("color", "A colour name (blue, brightgreen, ...) or hex like 4c1."),
+            ("labelColor", "The left side's colour."),
+            ("style", "flat (default), flat-square or for-the-badge."),
+            ("number", "full (12,345, default) or compact (12k)."),
+            ("count", "up: count this request like /up, then draw the new value."),
+        ),
+    ),
+    Operation(
+        f"{COUNTER}/stream",
+        "counterStream",
+        "Live counter",
+        "Server-Sent Events: get's data now, then after every change on any node (at "
+        "most 10 events a second), a heartbeat comment every 15 s (docs/api.md#live-counts). "
+        "429 beyond the open streams allowed per client IP or per node.",
+        {
+            "description": "An event stream; each event's data is a Counter.",
+            "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **RATE_LIMIT_HEADERS},
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        (*COUNTER_ERRORS, "403"),
+        counter=True,
+    ),
+    Operation(
+        "/export/{workspace}",
+        "exportWorkspace",
+        "Export a workspace",
+        "The workspace's export file (JSON lines, docs/export.md), streamed. Needs an "
+        "Admin token of the workspace.",
+        {
+            "description": "The export file, as an attachment.",
+            "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **RATE_LIMIT_HEADERS},
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        },
+        ("401", "403", "404", "429", "503"),
+        tags=("operations",),
+        workspace=True,
+    ),
+    Operation(
+        "/healthz",
+        "health",
+        "Liveness",
+        "The process answers HTTP. Not rate-limited, not logged.",
+        json_body(ref("schemas", "Health"), "Alive."),
+        tags=("operations",),
+    ),
+    Operation(
+        "/readyz",
+        "readiness",
+        "Readiness",
+        "The database (and Redis, when the rate limit is shared through it) answered "
+        "within 2 s. Not rate-limited, not logged.",
+        json_body(ref("schemas", "Readiness"), "Ready."),
+        tags=("operations",),
+        extra={"503": json_body(ref("schemas", "NotReady"), "Not ready, and why.")},
+    ),
+    Operation(
+        "/openapi.json",
+        "openapi",
+        "This document",
+        "The OpenAPI 3.1 description of the public routes. /docs renders it.",
+        json_body({}, "OpenAPI 3.1"),
+        tags=("operations",),
+    ),
+)
+
+
+def tally_version() -> str:
+    try:
+        return version("tally")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "0"
+
+
+def document() -> JSON:
+    """The whole OpenAPI 3.1 document."""
+    paths: JSON = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})["get"] = op.render()
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tally",
+            "version": tally_version(),
+            "summary": "A counting service that speaks the CounterAPI V2 wire format.",
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "tags": [
+            {"name": "counters", "description": "The CounterAPI V2 endpoints."},
+            {"name": "operations", "description": "Health, readiness and this document."},
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "headers": HEADERS,
+            "responses": RESPONSES,
+            "securitySchemes": SECURITY_SCHEMES,
+        },
+    }
+
+
+def document_bytes() -> bytes:
+    return orjson.dumps(document())

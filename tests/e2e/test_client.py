@@ -1,0 +1,184 @@
+"""`tally.client` and the `tally up|down|get|stats|reset` commands against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from services import TcpProxy
+
+from tally.client import (
+    ApiError,
+    AsyncClient,
+    Client,
+    ForbiddenError,
+    NotFoundError,
+    RateLimitedError,
+    UnauthorizedError,
+)
+
+from .conftest import ServerFactory
+from .server import TALLY, TallyCli, TallyServer, clean_env
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def backend_url(request: pytest.FixtureRequest, database_url: str) -> str:
+    """The database of the test's server, on each backend."""
+    if request.param == "sqlite":
+        return database_url
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def start(tmp_path: Path, url: str, env: dict[str, str] | None = None) -> TallyServer:
+    return TallyServer(tmp_path, database_url=url, args=["--no-bootstrap"], env=env).start()
+
+
+def test_sync_client_round_trip(tmp_path: Path, backend_url: str) -> None:
+    """up, down, get, stats and reset answer typed results; errors carry their status."""
+    cli = TallyCli(backend_url)
+    cli.workspace("ws")
+    write, read = cli.token("ws", "write"), cli.token("ws", "read")
+    server = start(tmp_path, backend_url)
+    try:
+        with Client(server.base_url, write) as tally:
+            assert tally.up("ws", "hits").up_count == 1
+            counter = tally.up("ws", "hits")
+            assert (counter.up_count, counter.down_count, counter.value) == (2, 0, 2)
+            assert tally.down("ws", "hits").value == 1
+            assert isinstance(counter.updated_at, datetime)
+            assert counter.name == "hits"
+            assert counter.workspace_slug == "ws"
+            stats = tally.stats("ws", "hits")
+            assert (stats.up_count, stats.down_count) == (2, 1)
+            assert stats.stats["today"]["up"] == 2
+            assert tally.reset("ws", "hits").value == 0
+        with Client(server.base_url) as anonymous:
+            assert anonymous.get("ws", "hits").up_count == 0
+            with pytest.raises(NotFoundError) as missing:
+                anonymous.get("ws", "nothing")
+            assert missing.value.status == 404
+            assert "not found" in missing.value.message
+            with pytest.raises(UnauthorizedError) as no_token:
+                anonymous.reset("ws", "hits")
+            assert no_token.value.status == 401
+        with Client(server.base_url, read) as reader, pytest.raises(ForbiddenError) as denied:
+            reader.reset("ws", "hits")
+        assert denied.value.status == 403
+        with Client(server.base_url, "tly_" + "x" * 43) as bad, pytest.raises(ApiError) as e:
+            bad.get("ws", "hits")
+        assert e.value.status == 401
+    finally:
+        server.close()
+
+
+async def test_async_client_round_trip(make_server: ServerFactory, cli: TallyCli) -> None:
+    """The async client does what the sync one does; names are escaped in the URL."""
+    cli.workspace("ws")
+    write = cli.token("ws", "write")
+    server = make_server(args=["--no-bootstrap"])
+    async with AsyncClient(server.base_url, write) as tally:
+        ups = await asyncio.gather(*(tally.up("ws", "a b?c") for _ in range(5)))
+        assert sorted(c.up_count for c in ups) == [1, 2, 3, 4, 5]
+        assert (await tally.get("ws", "a b?c")).name == "a b?c"
+        assert (await tally.down("ws", "a b?c")).down_count == 1
+        assert (await tally.stats("ws", "a b?c")).up_count == 5
+        assert (await tally.reset("ws", "a b?c")).up_count == 0
+    async with AsyncClient(server.base_url) as anonymous:
+        with pytest.raises(NotFoundError):
+            await anonymous.get("ws", "missing")
+
+
+def test_retries_429_after_retry_after(make_server: ServerFactory, cli: TallyCli) -> None:
+    """Over the limit, the client waits Retry-After and succeeds; without retries, the
+    429 is raised with its Retry-After."""
+    cli.workspace("ws")
+    write = cli.token("ws", "write")
+    server = make_server(args=["--no-bootstrap"], env={"TALLY_RATE_LIMIT": "2/2s"})
+    with Client(server.base_url, write, retries=0) as once:
+        once.up("ws", "c")
+        once.up("ws", "c")
+        with pytest.raises(RateLimitedError) as limited:
+            once.up("ws", "c")
+        assert limited.value.status == 429
+        assert limited.value.retry_after is not None
+        assert limited.value.retry_after >= 1
+    with Client(server.base_url, write, retries=3) as patient:
+        assert patient.up("ws", "c").up_count == 3  # the 429s counted nothing
+
+
+async def test_retries_503_until_the_database_is_back(tmp_path: Path, postgres_url: str) -> None:
+    """With PostgreSQL cut off the server answers 503; the client retries and gets the
+    count in once the database is back, counted once."""
+    target = urlsplit(postgres_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    via_proxy = postgres_url.replace(
+        f"{target.hostname}:{target.port or 5432}", f"127.0.0.1:{proxy.port}", 1
+    )
+    cli = TallyCli(via_proxy)
+    await asyncio.to_thread(cli.workspace, "ws")
+    write = await asyncio.to_thread(cli.token, "ws", "write")
+    server = TallyServer(tmp_path, database_url=via_proxy, args=["--no-bootstrap"])
+    await asyncio.to_thread(server.start)
+    try:
+        async with AsyncClient(server.base_url, write, retries=0) as once:
+            assert (await once.up("ws", "c")).up_count == 1
+            await proxy.cut()
+            with pytest.raises(ApiError) as down:
+                await once.up("ws", "c")
+            assert down.value.status == 503
+
+        async def back_soon() -> None:
+            await asyncio.sleep(1.5)
+            await proxy.start()  # the same port again
+
+        async with AsyncClient(server.base_url, write, retries=20, max_delay=1.0) as patient:
+            returning = asyncio.create_task(back_soon())
+            counter = await patient.up("ws", "c")
+            await returning
+        assert counter.up_count == 2
+    finally:
+        await asyncio.to_thread(server.close)
+        await proxy.cut()
+
+
+def _tally(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(TALLY), *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(env),
+        timeout=30,
+        check=False,
+    )
+
+
+def test_cli_commands(make_server: ServerFactory, cli: TallyCli) -> None:
+    """tally up|down|get|stats|reset WORKSPACE/NAME with --url/--token or TALLY_URL/TOKEN."""
+    cli.workspace("ws")
+    write = cli.token("ws", "write")
+    server = make_server(args=["--no-bootstrap"])
+    flags = ["--url", server.base_url, "--token", write]
+    out = _tally("up", "ws/hits", *flags)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ws/hits: up 1, down 0, value 1\n"
+    env = {"TALLY_URL": server.base_url, "TALLY_TOKEN": write}
+    assert _tally("down", "ws/hits", env=env).stdout == "ws/hits: up 1, down 1, value 0\n"
+    got = _tally("get", "ws/hits", "--json", "--url", server.base_url)
+    assert '"up_count": 1' in got.stdout
+    assert '"today"' in _tally("stats", "ws/hits", env=env).stdout
+    assert _tally("reset", "ws/hits", env=env).stdout == "ws/hits: up 0, down 0, value 0\n"
+    missing = _tally("get", "ws/nothing", "--url", server.base_url)
+    assert missing.returncode == 1
+    assert "404: " in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert _tally("get", "no-slash", "--url", server.base_url).returncode == 2

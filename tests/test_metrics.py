@@ -1,0 +1,188 @@
+"""/metrics: Prometheus text from prometheus-client, never public by default, and
+nothing in it (nor in the node's work) that tells an existing private counter from a
+missing one."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from conftest import Harness, HarnessFactory
+from helpers import assert_error
+from prometheus_client.parser import text_string_to_metric_families
+from services import TcpProxy
+
+from tally.config import RateLimit
+from tally.counters import Counters
+from tally.models import Counter, Permission
+
+METRICS_TOKEN = "m" * 32
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: str) -> Samples:
+    """Every sample of a scrape, by name and labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def scrape(h: Harness) -> Samples:
+    r = await h.client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return samples(r.text)
+
+
+def value(s: Samples, name: str, **labels: str) -> float:
+    return s.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_not_served_by_default(harness: Harness) -> None:
+    """Without TALLY_METRICS_TOKEN or TALLY_METRICS_ADDRESS, /metrics is a 404."""
+    assert harness.app.requests is None  # and nothing is counted
+    assert_error(await harness.client.get("/metrics"), 404)
+    bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    assert_error(await harness.client.get("/metrics", headers=bearer), 404)
+
+
+async def test_token_required(make_harness: HarnessFactory) -> None:
+    """With TALLY_METRICS_TOKEN, /metrics answers only that bearer token."""
+    h = await make_harness(metrics_token=METRICS_TOKEN)
+    assert_error(await h.client.get("/metrics"), 401)
+    wrong = {"Authorization": f"Bearer {'x' * 32}"}
+    assert_error(await h.client.get("/metrics", headers=wrong), 401)
+    assert await scrape(h)
+
+
+async def test_requests_commits_and_rejections(make_harness: HarnessFactory) -> None:
+    """Requests by route template and status, their latency, the group commit's batches
+    and the limiter's rejections are counted."""
+    h = await make_harness(metrics_token=METRICS_TOKEN, rate_limit=RateLimit(3, 60.0))
+    ws = await h.workspace()
+    token = await h.token(ws, Permission.WRITE)
+    for _ in range(4):
+        await h.get("/v2/ws/hits/up", token)
+    await h.get("/v2/ws/nothing/here/at/all")
+    s = await scrape(h)
+    up = "/v2/{workspace}/{name}/up"
+    assert value(s, "tally_http_requests_total", route=up, status="200") == 3
+    assert value(s, "tally_http_requests_total", route=up, status="429") == 1
+    assert value(s, "tally_http_requests_total", route="/v2/other", status="404") == 1
+    assert value(s, "tally_http_request_duration_seconds_count", route=up) == 4
+    assert value(s, "tally_http_request_duration_seconds_bucket", route=up, le="+Inf") == 4
+    assert value(s, "tally_ratelimit_rejections_total") == 1
+    assert value(s, "tally_batches_committed_total") >= 1
+    assert value(s, "tally_batch_changes_count") == value(s, "tally_batches_committed_total")
+    assert value(s, "tally_batch_requests_sum") == 3
+    assert value(s, "tally_commit_duration_seconds_count") >= 1
+    assert value(s, "tally_pending_changes") == 0
+    assert value(s, "tally_store_errors_total") == 0
+    if h.app.settings.redis_url:
+        assert value(s, "tally_ratelimit_redis_fallback") == 0
+        assert ("tally_ratelimit_redis_hits_total", ()) in s
+
+
+async def test_separate_listener(make_harness: HarnessFactory) -> None:
+    """TALLY_METRICS_ADDRESS serves /metrics on a port of its own, without a token, and
+    the API port does not serve it."""
+    h = await make_harness(metrics_address=("127.0.0.1", 0))
+    await h.get("/v2/ws/x")
+    assert_error(await h.client.get("/metrics"), 404)
+    assert h.app.listener is not None
+    base = f"http://127.0.0.1:{h.app.listener.port}"
+    async with httpx.AsyncClient(base_url=base, trust_env=False) as client:
+        r = await client.get("/metrics")
+        assert r.status_code == 200
+        route = "/v2/{workspace}/{name}"
+        assert value(samples(r.text), "tally_http_requests_total", route=route, status="404")
+        assert (await client.get("/other")).status_code == 404
+
+
+class ReadCounting:
+    """Counts the store reads of counters a `Counters` makes (the real store answers)."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.reads = 0
+        read = counters.store.read_counter
+
+        async def counting(workspace: str, name: str) -> Counter | None:
+            self.reads += 1
+            return await read(workspace, name)
+
+        counters.store.read_counter = counting  # type: ignore[method-assign,assignment]
+
+
+NODE_STATE = ("tally_streams_remote", "tally_asyncio_tasks")
+
+
+@pytest.mark.parametrize("action", ["", "/up", "/stats"])
+async def test_private_lookup_is_indistinguishable_from_missing(
+    make_harness: HarnessFactory, action: str
+) -> None:
+    """Anonymous lookups of an existing private counter and of a missing one leave the
+    same metrics (but for timings) and cost the same store reads."""
+    seen: list[tuple[Samples, int]] = []
+    for kind in ("private", "missing"):
+        h = await make_harness(metrics_token=METRICS_TOKEN)
+        ws = await h.workspace(kind)  # both apps share the test's database
+        if kind == "private":
+            await h.counter(ws, "secret", private=True)
+        before = await scrape(h)
+        assert h.app.services is not None
+        spy = ReadCounting(h.app.services.counters)
+        for _ in range(3):
+            assert_error(await h.get(f"/v2/{kind}/secret{action}"), 404)
+        after = await scrape(h)
+        moved = {
+            key: after.get(key, 0.0) - before.get(key, 0.0)
+            for key in after.keys() | before.keys()
+            if "duration" not in key[0]
+            and key[0] not in NODE_STATE  # the node's own state, moved by its tasks
+            and after.get(key) != before.get(key)
+        }
+        moved.pop(("tally_http_requests_total", (("route", "/metrics"), ("status", "200"))))
+        seen.append((moved, spy.reads))
+    assert seen[0] == seen[1]
+    assert seen[0][1] == 1  # one read per TALLY_TOKEN_CACHE_TTL, found or not
+
+
+@pytest.mark.postgres
+async def test_store_errors_are_counted(make_harness: HarnessFactory, postgres_url: str) -> None:
+    """A request whose database is gone is answered 503 and counted as a store error."""
+    target = urlsplit(postgres_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    url = postgres_url.replace(target.netloc, f"{target.username}@127.0.0.1:{proxy.port}")
+    h = await make_harness(database_url=url, redis_url=None, metrics_token=METRICS_TOKEN)
+    ws = await h.workspace("gone")
+    await h.counter(ws, "c")
+    assert (await h.get("/v2/gone/c")).status_code == 200
+    await proxy.cut()
+    assert_error(await h.get("/v2/gone/c"), 503)
+    s = await scrape(h)
+    assert value(s, "tally_store_errors_total") >= 1
+    route = "/v2/{workspace}/{name}"
+    assert value(s, "tally_http_requests_total", route=route, status="503") == 1
+
+
+@pytest.mark.parametrize("action", ["", "/up", "/down", "/stats", "/reset"])
+async def test_private_lookup_costs_what_a_missing_one_costs(harness: Harness, action: str) -> None:
+    """Without metrics too: repeated anonymous lookups of an existing private counter
+    read the store exactly as often as those of a missing one (once per cache TTL), so
+    their timing does not tell them apart either."""
+    ws = await harness.workspace()
+    await harness.counter(ws, "secret", private=True)
+    assert harness.app.services is not None
+    spy = ReadCounting(harness.app.services.counters)
+    reads = {}
+    for name in ("secret", "missing"):
+        before = spy.reads
+        for _ in range(4):
+            r = await harness.get(f"/v2/ws/{name}{action}")
+            assert r.status_code in (401, 404), r.text
+        reads[name] = spy.reads - before
+    assert reads["secret"] == reads["missing"] == 1

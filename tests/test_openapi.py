@@ -1,0 +1,140 @@
+"""/openapi.json describes exactly the routes the app serves, and what they answer;
+/docs renders it with the vendored Redoc under a CSP without inline script."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+from conftest import Harness
+from openapi_spec_validator import validate
+
+from tally.config import RateLimit
+from tally.models import Permission
+from tally.web.api import TEMPLATES
+from tally.web.download import EXPORT_ROUTE
+from tally.web.openapi import document
+
+ROOT = Path(__file__).parent.parent
+STATIC = resources.files("tally.web") / "static"
+
+
+def check_body(doc: dict[str, Any], r: httpx.Response, path: str, status: int) -> None:
+    """The answer validates against the schema the document gives for its status."""
+    assert r.status_code == status, (path, r.text)
+    responses = doc["paths"][path]["get"]["responses"]
+    entry = responses.get(str(status))
+    assert entry is not None, f"{path} answered {status}, which is not documented"
+    if "$ref" in entry:
+        entry = doc["components"]["responses"][entry["$ref"].rsplit("/", 1)[1]]
+    schema = entry["content"]["application/json"]["schema"]
+    jsonschema.validate(r.json(), {**schema, "components": doc["components"]})
+    for header in entry.get("headers", {}):
+        assert header.lower() in r.headers, (path, status, header)
+
+
+def test_document_is_valid_openapi_31() -> None:
+    """The document passes the OpenAPI 3.1 validator."""
+    doc = document()
+    assert doc["openapi"] == "3.1.0"
+    validate(doc)
+
+
+async def test_document_and_routes_agree(harness: Harness) -> None:
+    """The document's paths are exactly the routes the app serves (but for the ones it
+    keeps out on purpose), and a path that is in neither is a 404."""
+    served = (
+        set(TEMPLATES.values())
+        | {EXPORT_ROUTE}
+        | {path.decode() for path, route in harness.app.routes.items() if route.documented}
+    )
+    r = await harness.client.get("/openapi.json")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert set(r.json()["paths"]) == served
+    undocumented = {p.decode() for p, route in harness.app.routes.items() if not route.documented}
+    assert undocumented == {"/docs", "/docs/redoc.standalone.js", "/metrics"}
+    for path in ("/v2/ws/c/unknown", "/openapi", "/v2/ws", "/health"):
+        assert (await harness.client.get(path)).status_code == 404
+
+
+async def test_every_route_answers_as_documented(harness: Harness) -> None:
+    """Each documented path, called for real, answers 200 in its documented schema with
+    the documented headers; errors answer in the Error schema."""
+    doc = document()
+    ws = await harness.workspace()
+    token = await harness.token(ws, Permission.WRITE)
+    await harness.get("/v2/ws/c/up", token)
+    for path in doc["paths"]:
+        if "application/json" not in doc["paths"][path]["get"]["responses"]["200"]["content"]:
+            continue  # badge.svg, stream, export: tests/test_badge.py, test_stream.py, ...
+        concrete = path.replace("{workspace}", "ws").replace("{name}", "c")
+        check_body(doc, await harness.get(concrete, token), path, 200)
+    check_body(doc, await harness.get("/v2/ws/missing"), "/v2/{workspace}/{name}", 404)
+    check_body(doc, await harness.get("/v2/ws/c/reset"), "/v2/{workspace}/{name}/reset", 401)
+    bad = await harness.get("/v2/ws/" + "x" * 129)
+    check_body(doc, bad, "/v2/{workspace}/{name}", 400)
+
+
+async def test_rate_limit_answer_is_documented(make_harness: Any) -> None:
+    """A 429 carries the documented rate-limit headers and Retry-After."""
+    h = await make_harness(rate_limit=RateLimit(1, 60.0))
+    await h.get("/v2/ws/c")
+    check_body(document(), await h.get("/v2/ws/c"), "/v2/{workspace}/{name}", 429)
+
+
+async def test_docs_page(harness: Harness) -> None:
+    """/docs: Redoc from this server, no inline script, a CSP that forbids any other."""
+    r = await harness.client.get("/docs")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    script_src = re.search(r"script-src ([^;]*)", csp)
+    assert script_src is not None
+    assert script_src.group(1) == "'self'"
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", r.text, re.S)
+    assert scripts
+    for attributes, body in scripts:
+        assert 'src="' in attributes
+        assert body.strip() == ""
+    assert "http://" not in r.text  # no CDN
+    assert "https://" not in r.text
+    assert 'spec-url="openapi.json"' in r.text
+    src = re.search(r'<script src="([^"]+)"', r.text)
+    assert src is not None
+    js = await harness.client.get("/" + src.group(1))
+    assert js.status_code == 200
+    assert js.headers["content-type"].startswith("text/javascript")
+    assert js.content == (STATIC / "redoc" / "redoc.standalone.js").read_bytes()
+
+
+def test_vendored_redoc_is_what_the_script_fetched() -> None:
+    """The bundle's sha256 is the one scripts/vendor-redoc recorded; its licences are
+    there; the package data ships them."""
+    version = dict(
+        line.split(" ", 1) for line in (STATIC / "redoc" / "VERSION").read_text().splitlines()
+    )
+    bundle = (STATIC / "redoc" / "redoc.standalone.js").read_bytes()
+    assert hashlib.sha256(bundle).hexdigest() == version["sha256"]
+    assert (
+        f'VERSION="${{1:-{version["redoc"]}}}"' in (ROOT / "scripts" / "vendor-redoc").read_text()
+    )
+    assert "MIT" in (STATIC / "redoc" / "LICENSE").read_text()
+    assert (STATIC / "redoc" / "redoc.standalone.js.LICENSE.txt").is_file()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"web/static/redoc/*"' in pyproject
+    assert '"web/static/*.html"' in pyproject
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/openapi.json", "/docs"])
+async def test_other_methods_are_405(harness: Harness, path: str) -> None:
+    """The routes outside /v2 answer GET only."""
+    r = await harness.client.post(path)
+    assert r.status_code == 405
+    assert r.json()["code"] == "405"
