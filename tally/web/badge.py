@@ -193,20 +193,18 @@ def render(label: str, message: str, options: BadgeOptions) -> bytes:
     )
     # coordinates are in tenths of a pixel (scale(.1)), as shields does, for crisp text
     if label:
-        parts.append(_text(label, left * 5, baseline, label_text, spacing, False, gradient))
+        parts.append(_text(label, left * 5, baseline, label_text, False, gradient))
     parts.append(
-        _text(message, left * 10 + right * 5, baseline, message_text, spacing, bold, gradient)
+        _text(message, left * 10 + right * 5, baseline, message_text, bold, gradient)
     )
     parts.append("</g></svg>")
     return "".join(parts).encode()
 
 
-def _text(
-    text: str, x: float, y: int, width: float, spacing: float, bold: bool, shadow: bool
-) -> str:
+def _text(text: str, x: float, y: int, width: float, bold: bool, shadow: bool) -> str:
+    # textLength spreads the glyphs over the measured width, letter spacing included
+    # (a letter-spacing attribute as well would add it twice in some renderers)
     attrs = f'transform="scale(.1)" textLength="{round(width * 10)}"'
-    if spacing:
-        attrs += f' letter-spacing="{spacing * 10:g}"'
     if bold:
         attrs += ' font-weight="bold"'
     safe = escape(text)
