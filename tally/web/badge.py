@@ -194,9 +194,7 @@ def render(label: str, message: str, options: BadgeOptions) -> bytes:
     # coordinates are in tenths of a pixel (scale(.1)), as shields does, for crisp text
     if label:
         parts.append(_text(label, left * 5, baseline, label_text, False, gradient))
-    parts.append(
-        _text(message, left * 10 + right * 5, baseline, message_text, bold, gradient)
-    )
+    parts.append(_text(message, left * 10 + right * 5, baseline, message_text, bold, gradient))
     parts.append("</g></svg>")
     return "".join(parts).encode()
 
