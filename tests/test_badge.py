@@ -152,6 +152,7 @@ async def test_badge_shows_the_value(harness: Harness) -> None:
     assert r.headers["cache-control"] == "no-cache, max-age=0"
     assert r.headers["etag"].startswith('"')
     assert "x-ratelimit-remaining" in r.headers
+    assert "x-request-id" in r.headers
     assert texts(r.content) == ["c", "1"]
 
 

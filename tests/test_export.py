@@ -299,6 +299,7 @@ async def test_download_needs_admin(harness: Harness, caller: str, status: int) 
         assert r.json()["code"] == str(status)
         return
     assert r.headers["content-type"] == "application/x-ndjson"
+    assert "x-request-id" in r.headers
     assert 'filename="tally-ws.jsonl"' in r.headers["content-disposition"]
     lines = [orjson.loads(line) for line in r.content.splitlines()]
     assert lines[0]["tally_export"] == 1

@@ -45,6 +45,7 @@ async def test_first_event_is_the_value_then_every_change(harness: Harness) -> N
     assert stream.status == 200
     assert stream.response_headers[b"content-type"] == b"text/event-stream; charset=utf-8"
     assert stream.response_headers[b"cache-control"] == b"no-cache"
+    assert b"x-request-id" in stream.response_headers
     first = await stream.next_data()
     assert first == (await harness.get("/v2/ws/c")).json()["data"]
     assert stream.body.startswith(b"retry: 2000\nid: 0-0-")

@@ -23,7 +23,7 @@ import orjson
 
 from tally.errors import BadRequest, RateLimited, StorageError, TallyError, Unauthorized
 from tally.web.api import Route, V2Api
-from tally.web.http import Headers, Receive, Scope, Send, header
+from tally.web.http import Headers, Receive, Scope, Send, header, response_start
 
 log = logging.getLogger("tally.web")
 
@@ -290,8 +290,8 @@ class BadgeEndpoint:
         if status == 503:
             headers.append((b"retry-after", b"1"))
         if status == 200 and header(scope, b"if-none-match") == tag:
-            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send(response_start(304, headers))
             await send({"type": "http.response.body", "body": b""})
             return
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(response_start(status, headers))
         await send({"type": "http.response.body", "body": svg})

@@ -16,7 +16,7 @@ from tally.exports import export_jsonl
 from tally.imports import SLUG
 from tally.models import Permission
 from tally.web.api import V2Api
-from tally.web.http import Scope, Send, header, send_preflight
+from tally.web.http import Scope, Send, header, response_start, send_preflight
 
 log = logging.getLogger("tally.web")
 PREFIX = b"/export/"
@@ -59,7 +59,7 @@ class ExportEndpoint:
             (b"cache-control", b"no-store"),
             *limits,
         ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(response_start(200, headers))
         try:
             async for chunk in export_jsonl(store, [workspace]):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

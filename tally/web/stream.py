@@ -24,7 +24,7 @@ from tally.errors import RateLimited, StorageError, TallyError, Unauthorized
 from tally.live import POLL_INTERVAL, ChangeFeed
 from tally.models import Token
 from tally.web.api import Route, V2Api
-from tally.web.http import Headers, Message, Receive, Scope, Send, client_ip, header
+from tally.web.http import Headers, Message, Receive, Scope, Send, client_ip, header, response_start
 
 log = logging.getLogger("tally.web")
 
@@ -121,9 +121,7 @@ class Streams:
         # watch before reading, so no change between the read and the watch is missed
         self.feed.watch(counter_id, wake)
         try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS + limits}
-            )
+            await send(response_start(200, STREAM_HEADERS + limits))
             view = await self.api.counters.get(workspace, name, await self._token(auth))
             last = _event_id(view.up_count, view.down_count, view.updated_at)
             first = b"retry: %d\n" % RETRY_MS + self._event(last, view)
