@@ -9,10 +9,13 @@ enough that a fast keyed hash is the right tool.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
 from tally.errors import Unauthorized
@@ -22,6 +25,8 @@ from tally.storage.base import Store
 TOKEN_PREFIX = "tly_"
 _TOKEN_RE = re.compile(rb"tly_[A-Za-z0-9_-]{43}")
 _DISPLAY_CHARS = 8
+TOUCH_INTERVAL = 60.0  # seconds: a token's last use is written at most this often
+log = logging.getLogger("tally.auth")
 
 
 def generate_token() -> str:
@@ -47,11 +52,16 @@ class IssuedToken:
 
 
 async def issue_token(
-    store: Store, key: bytes, workspace_id: int, permission: Permission, name: str = ""
+    store: Store,
+    key: bytes,
+    workspace_id: int,
+    permission: Permission,
+    name: str = "",
+    expires_at: float | None = None,
 ) -> IssuedToken:
     secret = generate_token()
     token = await store.create_token(
-        workspace_id, name, display_prefix(secret), hash_token(key, secret), permission
+        workspace_id, name, display_prefix(secret), hash_token(key, secret), permission, expires_at
     )
     return IssuedToken(token, secret)
 
@@ -63,8 +73,11 @@ class TokenVerifier:
     up, never cached. Well-formed tokens, verified or rejected, are cached for `ttl`
     seconds keyed by the token itself (47 bytes, whatever padding the header had), so a
     hot client costs one parse and one dict lookup, and the cache's memory is bounded by
-    `max_entries` fixed-size keys. `ttl` bounds how long a revocation takes to bite. The
-    oldest entries go first.
+    `max_entries` fixed-size keys. `ttl` bounds how long a revocation or an expiry takes
+    to bite. The oldest entries go first.
+
+    A token's last use is written on a cache miss, at most once per TOUCH_INTERVAL per
+    token and in the background: never on the request's path, never on every request.
     """
 
     def __init__(self, store: Store, key: bytes, ttl: float = 1.0, max_entries: int = 10_000):
@@ -73,6 +86,8 @@ class TokenVerifier:
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: dict[bytes, tuple[float, Token | None]] = {}
+        self._touched: dict[int, float] = {}  # token id -> monotonic time last written
+        self._touches: set[asyncio.Task[None]] = set()
 
     async def verify(self, header: bytes | None, now: float) -> Token | None:
         """`now` is a monotonic clock. Raises Unauthorized for a bad or revoked token."""
@@ -92,15 +107,38 @@ class TokenVerifier:
                     del cache[stale]
             cache.pop(value, None)
             cache[value] = (now + self.ttl, token)
+            if token is not None and now - self._touched.get(token.id, -TOUCH_INTERVAL) >= (
+                TOUCH_INTERVAL
+            ):
+                self._touch(token.id, now)
         if token is None:
             raise Unauthorized()
         return token
 
     async def _lookup(self, value: bytes) -> Token | None:
         token = await self.store.find_token(hash_token(self.key, value))
-        if token is None or token.revoked_at is not None:
+        if token is None or not token.usable(time.time()):
             return None
         return token
+
+    def _touch(self, token_id: int, now: float) -> None:
+        if len(self._touched) >= self.max_entries:
+            self._touched.clear()
+        self._touched[token_id] = now
+        task = asyncio.get_running_loop().create_task(self._write_last_use(token_id))
+        self._touches.add(task)
+        task.add_done_callback(self._touches.discard)
+
+    async def _write_last_use(self, token_id: int) -> None:
+        try:
+            await self.store.touch_token(token_id, time.time())
+        except Exception as exc:  # a lost last-use stamp must never fail a request
+            log.warning("could not record the last use of token %d: %s", token_id, exc)
+
+    async def drain(self) -> None:
+        """Wait for the last-use writes in flight (before the store closes)."""
+        if self._touches:
+            await asyncio.gather(*self._touches, return_exceptions=True)
 
 
 def bearer_token(header: bytes) -> bytes | None:

@@ -11,10 +11,12 @@ from typing import Any, TypeVar
 
 import click
 
+from tally.accounts import Accounts
 from tally.auth import issue_token
 from tally.config import Settings, SettingsError
 from tally.counters import check_name
 from tally.errors import Conflict, StorageError, TallyError
+from tally.mail import Mailer
 from tally.models import Permission, Workspace
 from tally.storage import Store, store_from_url
 from tally.web.app import load_secret_key
@@ -125,6 +127,9 @@ def serve(
     settings = _settings(**overrides)
     if settings.bootstrap:
         _with_store(settings.database_url, lambda store, _s: _bootstrap(store, settings))
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    dashboard = settings.public_url or f"http://{shown}:{settings.port}"
+    click.echo(f"\nTally is starting. The dashboard: {dashboard}/ (sign up there)\n")
     run(settings)
 
 
@@ -141,7 +146,8 @@ async def _bootstrap(store: Store, settings: Settings) -> None:
         "The token is shown only this once; keep it somewhere safe:\n\n"
         f"    {issued.secret}\n\n"
         "Make a first count:\n\n"
-        f"    curl -H 'Authorization: Bearer {issued.secret}' {base}/v2/default/first/up\n"
+        f"    curl -H 'Authorization: Bearer {issued.secret}' {base}/v2/default/first/up\n\n"
+        f"The first account that signs up on the dashboard ({base}/) owns 'default'.\n"
     )
 
 
@@ -251,6 +257,79 @@ def token_revoke(token_id: int, database_url: str | None) -> None:
     if not _with_store(database_url, lambda store, _s: store.revoke_token(token_id)):
         raise click.ClickException(f"no active token {token_id}")
     click.echo(f"revoked token {token_id}")
+
+
+# accounts --------------------------------------------------------------------------
+
+
+@main.group()
+def user() -> None:
+    """Create dashboard accounts, confirm their email, reset their password."""
+
+
+def _accounts(store: Store, settings: Settings) -> Accounts:
+    return Accounts(store, Mailer(settings), settings.signup)
+
+
+@user.command("create")
+@click.argument("email")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="TALLY_USER_PASSWORD",
+    help="The password (prompted for if not given; also TALLY_USER_PASSWORD).",
+)
+@click.option("--verified", is_flag=True, help="Mark the email as confirmed.")
+@database_option
+def user_create(email: str, password: str, verified: bool, database_url: str) -> None:
+    """Create an account (whatever TALLY_SIGNUP says) with a personal workspace."""
+
+    async def run(store: Store, settings: Settings) -> str:
+        try:
+            done = await _accounts(store, settings).create_by_operator(email, password, verified)
+        except Conflict:
+            raise click.ClickException(f"an account with the email {email!r} exists") from None
+        state = "confirmed" if done.account.verified else "not confirmed"
+        return (
+            f"created account {done.account.id} {done.account.email} ({state}), "
+            f"workspace {done.workspace_slug}"
+        )
+
+    click.echo(_with_store(database_url, run))
+
+
+@user.command("verify")
+@click.argument("email")
+@database_option
+def user_verify(email: str, database_url: str) -> None:
+    """Mark an account's email as confirmed."""
+    account = _with_store(database_url, lambda s, st: _accounts(s, st).mark_verified(email))
+    click.echo(f"confirmed {account.email}")
+
+
+@user.command("reset-password")
+@click.argument("email")
+@click.option(
+    "--password",
+    prompt="New password",
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="TALLY_USER_PASSWORD",
+    help="The new password (prompted for if not given; also TALLY_USER_PASSWORD).",
+)
+@database_option
+def user_reset_password(email: str, password: str, database_url: str) -> None:
+    """Set a new password for an account and end its sessions."""
+
+    async def run(store: Store, settings: Settings) -> str:
+        accounts = _accounts(store, settings)
+        account = await accounts.by_email(email)
+        await accounts.set_password(account, password)
+        return f"new password set for {account.email}; its sessions are ended"
+
+    click.echo(_with_store(database_url, run))
 
 
 # counters --------------------------------------------------------------------------

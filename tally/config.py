@@ -54,6 +54,14 @@ class Settings:
     access_log: bool = False
     streams_per_client: int = 10
     streams_per_node: int = 1000
+    signup: str = "open"
+    public_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 0  # 0: 465 with tls, else 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_security: str = "starttls"
+    mail_from: str = "Tally <tally@localhost>"
 
     @classmethod
     def from_env(
@@ -216,6 +224,27 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def parse_signup(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("open", "invite", "closed"):
+        raise ValueError("use open, invite or closed")
+    return text
+
+
+def parse_smtp_security(text: str) -> str:
+    text = text.strip().lower()
+    if text not in ("starttls", "tls", "none"):
+        raise ValueError("use starttls, tls or none")
+    return text
+
+
+def parse_public_url(text: str) -> str:
+    text = text.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", text):
+        raise ValueError("use the URL people open, e.g. https://tally.example.com")
+    return text
+
+
 def parse_port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -363,6 +392,24 @@ SETTINGS: tuple[Setting, ...] = (
         parse_positive_int,
         "Live streams open at once on one node; 429 beyond.",
     ),
+    Setting("signup", parse_signup, "Who may sign up on the dashboard: open, invite or closed."),
+    Setting(
+        "public_url",
+        parse_public_url,
+        "The URL people open (for links in emails). Unset: taken from each request.",
+        lambda v: v or "",
+    ),
+    Setting(
+        "smtp_host",
+        str,
+        "SMTP server for verification, reset and invitation emails. Unset: to the log.",
+        lambda v: v or "",
+    ),
+    Setting("smtp_port", parse_port, "SMTP port (0: 465 with tls, else 587)."),
+    Setting("smtp_user", str, "SMTP user name (unset: no login).", lambda v: v or ""),
+    Setting("smtp_password", str, "SMTP password.", lambda v: v or "", secret=True),
+    Setting("smtp_security", parse_smtp_security, "starttls, tls (implicit) or none."),
+    Setting("mail_from", str, "The From address of Tally's emails."),
 )
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)}

@@ -127,7 +127,7 @@ class Counters:
             raise NotFound()
         return counter
 
-    async def fresh(self, counter: Counter) -> CounterView:
+    async def _fresh(self, counter: Counter) -> CounterView:
         """The counter's totals now: a committed snapshot plus this node's pending changes."""
         epoch = self.writes.begin_read()
         try:
@@ -155,7 +155,7 @@ class Counters:
         return counter
 
     async def get(self, workspace: str, name: str, token: Token | None) -> CounterView:
-        return await self.fresh(await self.readable(workspace, name, token))
+        return await self._fresh(await self.readable(workspace, name, token))
 
     async def stats(
         self, workspace: str, name: str, token: Token | None
@@ -226,9 +226,26 @@ class Counters:
             counter, lambda: self.writes.add(counter.id, up, down, time.time())
         )
 
+    async def current(self, counter: Counter) -> CounterView:
+        """The counter's totals now, for the dashboard (which checked access itself)."""
+        return await self._fresh(counter)
+
+    async def history(self, counter: Counter, since_hour: int = 0) -> list[tuple[int, int, int]]:
+        """The counter's hourly buckets from `since_hour` on, pending changes included."""
+        epoch = self.writes.begin_read()
+        try:
+            recent = await self.store.read_history(counter.id, since_hour=since_hour)
+            return recent.buckets + self.writes.overlay_hours(counter.id, recent.seq)
+        finally:
+            self.writes.end_read(epoch)
+
     async def reset(self, workspace: str, name: str, token: Token | None) -> CounterView:
         counter = await self._visible(workspace, name, token)
         self._require(counter, token, Permission.WRITE)
+        return await self.reset_counter(counter)
+
+    async def reset_counter(self, counter: Counter) -> CounterView:
+        """Reset both totals to zero (access already checked by the caller)."""
         if self.commit:
             ticket = self.writes.reset(counter.id, time.time())
             totals = await self.writes.wait(ticket)

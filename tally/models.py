@@ -43,6 +43,12 @@ class Token:
     permission: Permission
     created_at: float
     revoked_at: float | None
+    expires_at: float | None = None
+    last_used_at: float | None = None
+
+    def usable(self, now: float) -> bool:
+        """Not revoked, and not expired at unix time `now`."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,7 @@ class Counter:
     created_at: float
     updated_at: float
     seq: int = 0
+    owner_id: int = 0  # the account id of the workspace's first owner (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +122,79 @@ class CounterRecord:
     created_at: float
     updated_at: float
     hours: tuple[tuple[int, int, int], ...] | None
+
+
+class Role(enum.IntEnum):
+    """A member's role in a workspace. Ordered: each role may do what the ones below may."""
+
+    VIEWER = 1
+    EDITOR = 2
+    OWNER = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown role {text!r}: use viewer, editor or owner") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    email: str
+    password_hash: str
+    verified: bool
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in browser: the account, and when the session ends."""
+
+    account: Account
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeToken:
+    """A single-use link: email verification, password reset or workspace invitation."""
+
+    id: int
+    purpose: str  # "verify", "reset", "invite"
+    account_id: int | None
+    workspace_id: int | None
+    email: str
+    role: Role | None
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    workspace_id: int
+    account_id: int
+    email: str
+    role: Role
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A workspace as one of its members sees it."""
+
+    workspace: Workspace
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class CounterPage:
+    """One page of a workspace's counters, and how many match in all."""
+
+    counters: list[Counter]
+    total: int

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from psycopg import sql
 from services import require_redis
+from site_client import SiteClient
 
 from tally.auth import issue_token
 from tally.config import Settings
@@ -179,3 +180,25 @@ async def make_harness(settings: Settings) -> AsyncIterator[HarnessFactory]:
 @pytest.fixture
 async def harness(make_harness: HarnessFactory) -> Harness:
     return await make_harness()
+
+
+BrowserFactory = Callable[..., Awaitable[SiteClient]]
+
+
+@pytest.fixture
+async def make_browser() -> AsyncIterator[BrowserFactory]:
+    """`await make_browser(harness)`: a SiteClient with a cookie jar of its own (one person's
+    browser) on the harness's app; all closed at teardown."""
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(harness: Harness, ip: str = "198.51.100.7") -> SiteClient:
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=harness.app, client=(ip, 40000)),
+            base_url="http://tally.test",
+        )
+        clients.append(client)
+        return SiteClient(client)
+
+    yield make
+    for client in clients:
+        await client.aclose()

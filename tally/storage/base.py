@@ -11,11 +11,18 @@ from __future__ import annotations
 from typing import Protocol
 
 from tally.models import (
+    Account,
     BatchChanges,
     Counter,
+    CounterPage,
     CounterRecord,
     History,
+    Member,
+    Membership,
+    OneTimeToken,
     Permission,
+    Role,
+    Session,
     Token,
     Totals,
     Workspace,
@@ -60,7 +67,13 @@ class Store(Protocol):
 
     # tokens
     async def create_token(
-        self, workspace_id: int, name: str, prefix: str, token_hash: str, permission: Permission
+        self,
+        workspace_id: int,
+        name: str,
+        prefix: str,
+        token_hash: str,
+        permission: Permission,
+        expires_at: float | None = None,
     ) -> Token: ...
 
     async def find_token(self, token_hash: str) -> Token | None:
@@ -126,3 +139,96 @@ class Store(Protocol):
         seq is moved past the batch (a fence), so a call that reaches the database
         later changes nothing. Raises StorageError when the database cannot tell now;
         calling it again is safe."""
+
+    # the dashboard (storage/dashboard.py, one SQL for both backends) ------------
+
+    async def create_account(self, email: str, password_hash: str, now: float) -> Account:
+        """Raises Conflict if an account has this email (in any letter case)."""
+
+    async def get_account(self, account_id: int) -> Account | None: ...
+
+    async def find_account(self, email: str) -> Account | None: ...
+
+    async def count_accounts(self) -> int: ...
+
+    async def set_password(self, account_id: int, password_hash: str) -> None: ...
+
+    async def mark_verified(self, account_id: int, now: float) -> None: ...
+
+    async def create_session(
+        self, session_hash: str, account_id: int, now: float, expires_at: float
+    ) -> None: ...
+
+    async def find_session(self, session_hash: str, now: float) -> Session | None:
+        """The unexpired session with this hash, with its account."""
+
+    async def delete_session(self, session_hash: str) -> None: ...
+
+    async def delete_sessions(self, account_id: int) -> int:
+        """End every session of the account; how many there were."""
+
+    async def create_one_time(
+        self,
+        purpose: str,
+        token_hash: str,
+        now: float,
+        expires_at: float,
+        *,
+        account_id: int | None = None,
+        workspace_id: int | None = None,
+        email: str = "",
+        role: Role | None = None,
+    ) -> None: ...
+
+    async def peek_one_time(self, purpose: str, token_hash: str, now: float) -> OneTimeToken | None:
+        """The unused, unexpired link with this hash, left unused."""
+
+    async def use_one_time(self, purpose: str, token_hash: str, now: float) -> OneTimeToken | None:
+        """Mark the link used and return it; None if it is unknown, used or expired (so of
+        two racing uses, one wins)."""
+
+    async def list_invites(self, workspace_id: int, now: float) -> list[OneTimeToken]: ...
+
+    async def cancel_invite(self, workspace_id: int, invite_id: int, now: float) -> bool: ...
+
+    async def add_member(self, workspace_id: int, account_id: int, role: Role, now: float) -> None:
+        """Add the account to the workspace, or change its role if it is a member."""
+
+    async def remove_member(self, workspace_id: int, account_id: int) -> bool: ...
+
+    async def list_members(self, workspace_id: int) -> list[Member]: ...
+
+    async def member_role(self, workspace_id: int, account_id: int) -> Role | None: ...
+
+    async def memberships(self, account_id: int) -> list[Membership]: ...
+
+    async def get_workspace_by_id(self, workspace_id: int) -> Workspace | None: ...
+
+    async def rename_workspace(self, workspace_id: int, name: str) -> None: ...
+
+    async def delete_workspace(self, workspace_id: int) -> bool:
+        """Delete the workspace with its counters, their hourly history, its tokens, members
+        and invitations (the rest by ON DELETE CASCADE)."""
+
+    async def touch_token(self, token_id: int, now: float) -> None:
+        """Record the token's last use (the verifier calls this at most once a minute)."""
+
+    async def get_counter_by_id(self, counter_id: int) -> Counter | None: ...
+
+    async def update_counter(self, counter_id: int, description: str, private: bool) -> None: ...
+
+    async def delete_counter(self, counter_id: int) -> bool:
+        """Delete the counter and its hourly history."""
+
+    async def counter_page(
+        self,
+        workspace_id: int,
+        *,
+        search: str = "",
+        sort: str = "name",
+        descending: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> CounterPage:
+        """One page of the workspace's counters whose name contains `search` (any case),
+        sorted by `sort` (a key of SORTS), and how many match in all."""

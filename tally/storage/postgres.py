@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -44,6 +44,8 @@ from tally.models import (
 )
 from tally.storage import migrations
 from tally.storage.base import NO_END
+from tally.storage.dashboard import DashboardTables, Statement
+from tally.storage.dashboard import Params as SqlParams
 from tally.storage.pgcall import BatchedLookup, PreparedCall
 from tally.storage.rows import (
     COUNTER_COLUMNS,
@@ -112,8 +114,8 @@ WHERE w.id = %s ORDER BY c.name COLLATE "C"
 """
 _CREATE_TOKEN = f"""
 WITH t AS (
-    INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at)
-    VALUES (%s, %s, %s, %s, %s, %s) RETURNING *
+    INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at, expires_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *
 )
 SELECT {TOKEN_COLUMNS} FROM t JOIN workspaces w ON w.id = t.workspace_id
 """
@@ -174,8 +176,11 @@ def _bools(values: Iterable[bool]) -> bytes:
     return ("{" + ",".join("t" if v else "f" for v in values) + "}").encode()
 
 
-class PostgresStore:
+class PostgresStore(DashboardTables):
     """Store on a PostgreSQL database. Owns the tables of `migrations/postgresql/`."""
+
+    _ilike = "ILIKE"
+    _collate = ' COLLATE "C"'
 
     dialect = "postgresql"
     # a commit costs a round trip, a server process's work and an fsync: under load,
@@ -375,6 +380,19 @@ class PostgresStore:
         rows = await self._rows(query, params, read=read)
         return rows[0] if rows else None
 
+    async def _fetch(self, query: str, params: SqlParams = ()) -> list[tuple[Any, ...]]:
+        # the dashboard's SQL (storage/dashboard.py) is built from constants and its own
+        # allow-listed sort columns; values always travel as parameters
+        return await self._rows(query.encode(), tuple(params))  # type: ignore[arg-type]
+
+    async def _change(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+        out: list[list[tuple[Any, ...]]] = []
+        async with self._tx() as conn:
+            for query, params in statements:
+                cur = await conn.execute(query.encode(), tuple(params))
+                out.append(await cur.fetchall() if cur.description else [])
+        return out
+
     # meta --------------------------------------------------------------------
 
     async def schema_version(self) -> int:
@@ -452,11 +470,17 @@ class PostgresStore:
     # tokens ------------------------------------------------------------------
 
     async def create_token(
-        self, workspace_id: int, name: str, prefix: str, token_hash: str, permission: Permission
+        self,
+        workspace_id: int,
+        name: str,
+        prefix: str,
+        token_hash: str,
+        permission: Permission,
+        expires_at: float | None = None,
     ) -> Token:
         row = await self._row(
             _CREATE_TOKEN,
-            (workspace_id, name, prefix, token_hash, int(permission), time.time()),
+            (workspace_id, name, prefix, token_hash, int(permission), time.time(), expires_at),
             read=False,
         )
         if row is None:

@@ -10,10 +10,11 @@ from tally.models import Counter, Permission, Token, Workspace
 
 COUNTER_COLUMNS = (
     "c.id, c.workspace_id, w.slug, c.name, c.description, c.private, c.up_count, "
-    "c.down_count, c.created_at, c.updated_at"
+    "c.down_count, c.created_at, c.updated_at, w.owner_id"
 )
 TOKEN_COLUMNS = (
-    "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at"
+    "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at, "
+    "t.expires_at, t.last_used_at"
 )
 
 
@@ -30,7 +31,8 @@ def to_counter(row: Sequence[Any]) -> Counter:
         down_count=row[7],
         created_at=row[8],
         updated_at=row[9],
-        seq=row[10] if len(row) > 10 else 0,
+        owner_id=row[10] or 0,
+        seq=row[11] if len(row) > 11 else 0,
     )
 
 
@@ -44,6 +46,8 @@ def to_token(row: Sequence[Any]) -> Token:
         permission=Permission(row[5]),
         created_at=row[6],
         revoked_at=row[7],
+        expires_at=row[8],
+        last_used_at=row[9],
     )
 
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from tally.models import (
 )
 from tally.storage import migrations
 from tally.storage.base import NO_END
+from tally.storage.dashboard import DashboardTables, Params, Statement
 from tally.storage.rows import (
     COUNTER_COLUMNS,
     TOKEN_COLUMNS,
@@ -98,7 +99,7 @@ ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updat
 """
 
 
-class SQLiteStore:
+class SQLiteStore(DashboardTables):
     """Store on one SQLite file. Owns the tables of `migrations/sqlite/`."""
 
     dialect = "sqlite"
@@ -241,6 +242,18 @@ class SQLiteStore:
 
         return run
 
+    async def _fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        return self._read(sql.replace("%s", "?"), params)
+
+    async def _change(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+        def run(conn: sqlite3.Connection) -> list[list[tuple[Any, ...]]]:
+            return [
+                conn.execute(sql.replace("%s", "?"), tuple(params)).fetchall()
+                for sql, params in statements
+            ]
+
+        return await self._write(self._tx(run))
+
     # meta --------------------------------------------------------------------
 
     async def schema_version(self) -> int:
@@ -318,15 +331,21 @@ class SQLiteStore:
     # tokens ------------------------------------------------------------------
 
     async def create_token(
-        self, workspace_id: int, name: str, prefix: str, token_hash: str, permission: Permission
+        self,
+        workspace_id: int,
+        name: str,
+        prefix: str,
+        token_hash: str,
+        permission: Permission,
+        expires_at: float | None = None,
     ) -> Token:
         now = time.time()
 
         def run(conn: sqlite3.Connection) -> int:
             row = conn.execute(
-                "INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                (workspace_id, name, prefix, token_hash, int(permission), now),
+                "INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at, "
+                "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (workspace_id, name, prefix, token_hash, int(permission), now, expires_at),
             ).fetchone()
             return int(row[0])
 

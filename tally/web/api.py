@@ -70,7 +70,7 @@ class CounterJSON:
             "slug": c.name,
             "description": c.description,
             "team_id": c.workspace_id,
-            "user_id": 0,
+            "user_id": c.owner_id,
             "workspace_id": c.workspace_id,
             "workspace_slug": c.workspace_slug,
             "private": c.private,

@@ -37,6 +37,7 @@ from tally.web.download import EXPORT_ROUTE, ExportEndpoint
 from tally.web.download import PREFIX as EXPORT_PREFIX
 from tally.web.http import (
     RESPONSE_STATUS,
+    ASGIApp,
     Receive,
     Scope,
     Send,
@@ -142,6 +143,7 @@ class Services:
     counters: Counters
     verifier: TokenVerifier
     api: V2Api
+    site: ASGIApp  # the website (tally.site), for the paths that are not the API's
     export: ExportEndpoint
     feed: ChangeFeed
     streams: Streams
@@ -206,8 +208,11 @@ class App:
         feed.start()
         streams = Streams(api, feed, s.streams_per_client, s.streams_per_node)
         api.handlers[b"stream"] = streams
+        from tally.site.app import create_site  # not imported by the API's path
+
+        site = create_site(s, store, counters, verifier.key)
         self.services = Services(
-            store, writes, counters, verifier, api, ExportEndpoint(api), feed, streams
+            store, writes, counters, verifier, api, site, ExportEndpoint(api), feed, streams
         )
         if self.handle_signals:
             end_streams_on((signal.SIGTERM, signal.SIGINT), streams)
@@ -230,6 +235,7 @@ class App:
         try:
             if self.listener is not None:
                 await self.listener.close()
+            await services.verifier.drain()
             await services.writes.stop()
         finally:
             await services.feed.close()
@@ -304,14 +310,19 @@ class App:
                     raise Unavailable("the server is starting or stopping")
                 route = EXPORT_ROUTE
                 await services.export(scope, send, path)
-            else:
-                page = self.routes.get(path)
-                if page is None:
-                    raise NotFound()
+            elif path in self.routes:
+                page = self.routes[path]
                 route = path.decode()
                 if scope["method"] not in ("GET", "HEAD"):
                     raise MethodNotAllowed(f"{scope['method']} is not allowed here: use GET")
                 await page.page(scope, send)
+            elif path == b"/v2":
+                raise NotFound()
+            else:  # the website: the dashboard's pages and static files
+                if services is None:
+                    raise Unavailable("the server is starting or stopping")
+                route = "dashboard"
+                await services.site(scope, receive, send)
         except TallyError as exc:
             await send_error(send, exc)
         except StorageError as exc:

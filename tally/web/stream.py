@@ -202,7 +202,7 @@ class Streams:
         future: asyncio.Future[CounterView] = asyncio.get_running_loop().create_future()
         self._reads[counter.id] = (time.monotonic(), future)
         try:
-            view = await self.api.counters.fresh(counter)
+            view = await self.api.counters.current(counter)
         except BaseException as exc:
             future.set_exception(exc if isinstance(exc, Exception) else StorageError("stopped"))
             future.exception()  # retrieved: no stream may be waiting for it

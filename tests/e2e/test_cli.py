@@ -225,3 +225,51 @@ def test_counter_create_bad_input_fails_clearly(cli: TallyCli, path: str, says: 
     assert cli.run("counter", "list", "acme").stdout == ""
     assert [r[1] for r in _rows(cli, "workspace", "list")] == ["acme"]
     _assert_fails(cli, "counter", "list", "nope", says="no workspace 'nope'")
+
+
+# accounts -----------------------------------------------------------------------------
+
+
+def test_user_create_verify_and_reset_password(cli: TallyCli, make_server: ServerFactory) -> None:
+    """`tally user create|verify|reset-password` manage dashboard accounts beside a running
+    server; the first account owns the bootstrap workspace `default`; the server's start
+    message prints the dashboard's URL."""
+    server = make_server()
+    assert f"The dashboard: {server.base_url}/" in server.stdout()
+    out = cli.run("user", "create", "Ops@Example.com", "--password", "operator pass 1").stdout
+    assert "created account" in out
+    assert "not confirmed" in out
+    assert "workspace ops" in out
+    assert "confirmed Ops@Example.com" in cli.run("user", "verify", "ops@example.com").stdout
+    _assert_fails(
+        cli, "user", "create", "ops@example.com", "--password", "a good passphrase", says="exists"
+    )
+    _assert_fails(
+        cli, "user", "create", "not-an-email", "--password", "a good passphrase", says="valid email"
+    )
+    _assert_fails(
+        cli, "user", "reset-password", "ops@example.com", "--password", "short", says="at least"
+    )
+    _assert_fails(
+        cli,
+        "user",
+        "reset-password",
+        "nobody@example.com",
+        "--password",
+        "x" * 12,
+        says="no account",
+    )
+    reset = cli.run("user", "reset-password", "ops@example.com", "--password", "new operator pass")
+    assert "new password set" in reset.stdout
+    with _http(server) as http:
+        login = http.get("/login")
+        csrf = login.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        r = http.post(
+            "/login",
+            data={"email": "ops@example.com", "password": "new operator pass", "csrf_token": csrf},
+        )
+        assert r.status_code == 303, r.text
+        home = http.get("/")
+        assert home.status_code == 200
+        assert "/w/default" in home.text
+        assert "/w/ops" in home.text

@@ -1,0 +1,1 @@
+"""The website: accounts and the dashboard, served beside the API (never on /v2)."""

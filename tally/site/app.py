@@ -1,0 +1,110 @@
+"""`create_site(...)`: the website, a Starlette app that `tally.web.app.App` serves beside
+the API for every path that is not `/v2/`, `/healthz` or `/metrics`."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from tally.accounts import Accounts
+from tally.config import Settings
+from tally.counters import Counters
+from tally.errors import NotFound, StorageError, TallyError, Unavailable
+from tally.mail import Mailer
+from tally.site import accounts, counters, tokens, workspaces
+from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
+from tally.site.security import SecurityHeaders
+from tally.storage.base import Store
+
+log = logging.getLogger("tally.site")
+GET, POST, BOTH = ["GET"], ["POST"], ["GET", "POST"]
+W = "/w/{slug}"
+
+ROUTES = [
+    Route("/", accounts.home, methods=GET),
+    Route("/signup", accounts.signup, methods=BOTH),
+    Route("/login", accounts.login, methods=BOTH),
+    Route("/logout", accounts.logout, methods=POST),
+    Route("/logout-everywhere", accounts.logout_everywhere, methods=POST),
+    Route("/verify/resend", accounts.resend_verification, methods=POST),
+    Route("/verify/{secret}", accounts.verify, methods=GET),
+    Route("/forgot", accounts.forgot, methods=BOTH),
+    Route("/reset/{secret}", accounts.reset, methods=BOTH),
+    Route("/account", accounts.account, methods=BOTH),
+    Route("/invite/{secret}", accounts.invitation, methods=BOTH),
+    Route("/workspaces/new", workspaces.create, methods=BOTH),
+    Route(W, counters.listing, methods=GET),
+    Route(W + "/settings", workspaces.settings, methods=BOTH),
+    Route(W + "/delete", workspaces.delete, methods=POST),
+    Route(W + "/members", workspaces.members, methods=BOTH),
+    Route(W + "/members/{account_id:int}", workspaces.member_change, methods=POST),
+    Route(W + "/invites/{invite_id:int}/cancel", workspaces.cancel_invite, methods=POST),
+    Route(W + "/tokens", tokens.tokens, methods=BOTH),
+    Route(W + "/tokens/{token_id:int}/revoke", tokens.revoke, methods=POST),
+    Route(W + "/counters/new", counters.create, methods=BOTH),
+    Route(W + "/c/{counter_id}", counters.detail, methods=GET),
+    Route(W + "/c/{counter_id}/counts", counters.counts, methods=GET),
+    Route(W + "/c/{counter_id}/data.json", counters.data, methods=GET),
+    Route(W + "/c/{counter_id}/edit", counters.edit, methods=POST),
+    Route(W + "/c/{counter_id}/reset", counters.reset, methods=POST),
+    Route(W + "/c/{counter_id}/delete", counters.delete, methods=POST),
+    Mount("/static", StaticFiles(packages=[("tally.site", "static")]), name="static"),
+]
+
+
+async def _login_required(request: Request, exc: Exception) -> Response:
+    if request.headers.get("hx-request"):
+        # a live refresh of a page whose session ended: send the whole page to sign-in,
+        # rather than the sign-in form into the refreshed fragment
+        page = urlsplit(request.headers.get("hx-current-url", "")).path or "/"
+        return Response(status_code=204, headers={"HX-Redirect": f"/login?next={page}"})
+    return redirect(request, f"/login?next={request.url.path}")
+
+
+async def _tally_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TallyError)
+    return render_error(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = NotFound("Page not found.") if exc.status_code == 404 else TallyError(exc.detail)
+    error.status = exc.status_code
+    return render_error(request, error)
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    log.warning("storage error on %s: %s", request.url.path, exc)
+    return render_error(request, Unavailable())
+
+
+def create_site(
+    settings: Settings, store: Store, counters_: Counters, token_key: bytes
+) -> SecurityHeaders:
+    mailer = Mailer(settings)
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers={
+            LoginRequired: _login_required,
+            TallyError: _tally_error,
+            HTTPException: _http_error,
+            StorageError: _storage_error,
+        },
+    )
+    app.state.site = Site(
+        settings=settings,
+        store=store,
+        counters=counters_,
+        accounts=Accounts(store, mailer, settings.signup),
+        mailer=mailer,
+        token_key=token_key,
+        csrf_key=derive_key(token_key, b"csrf"),
+    )
+    return SecurityHeaders(app)

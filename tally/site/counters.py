@@ -1,0 +1,191 @@
+"""Counter pages: the list (search, sort, pages), create, the counter page with its live
+counts, chart data and snippets, edit, reset and delete."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tally import charts, workspaces
+from tally.counters import check_name
+from tally.errors import BadRequest, NotFound, TallyError
+from tally.models import Account, Counter, Role, Workspace
+from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
+from tally.storage.dashboard import SORTS
+
+PAGE_SIZE = 50
+
+
+async def _load(request: Request) -> tuple[Account, Workspace, Role]:
+    session = await signed_in(request)
+    ws, role = await workspaces.membership(
+        site(request).store, session.account, request.path_params["slug"]
+    )
+    return session.account, ws, role
+
+
+async def _counter(request: Request, ws: Workspace) -> Counter:
+    """The counter named by the path's id, if it belongs to `ws` (else 404: another
+    workspace's counter is not revealed)."""
+    try:
+        counter_id = int(request.path_params["counter_id"])
+    except ValueError:
+        raise NotFound("No such counter.") from None
+    counter = await site(request).store.get_counter_by_id(counter_id)
+    if counter is None or counter.workspace_id != ws.id:
+        raise NotFound("No such counter.")
+    return counter
+
+
+async def listing(request: Request) -> Response:
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "view")
+    q = request.query_params
+    search = q.get("q", "").strip()[:128]
+    sort = q.get("sort", "name")
+    if sort not in SORTS:
+        sort = "name"
+    descending = q.get("dir", "desc" if sort != "name" else "asc") == "desc"
+    try:
+        page = max(1, int(q.get("page", "1")))
+    except ValueError:
+        page = 1
+    result = await site(request).store.counter_page(
+        ws.id,
+        search=search,
+        sort=sort,
+        descending=descending,
+        limit=PAGE_SIZE,
+        offset=(page - 1) * PAGE_SIZE,
+    )
+    return render(
+        request,
+        "counters.html",
+        workspace=ws,
+        role=role,
+        section="counters",
+        result=result,
+        search=search,
+        sort=sort,
+        descending=descending,
+        page=page,
+        pages=max(1, math.ceil(result.total / PAGE_SIZE)),
+        sorts=[("name", "Name"), ("updated", "Last update"), ("up", "Up"), ("down", "Down")],
+    )
+
+
+async def create(request: Request) -> Response:
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "edit_counters")
+    context: dict[str, Any] = {"workspace": ws, "role": role, "section": "counters"}
+    if request.method == "GET":
+        return render(request, "counter_new.html", name="", description="", **context)
+    data = await form(request)
+    name, description = field(data, "name").strip(), field(data, "description").strip()
+    try:
+        check_name("counter", name)
+        if len(description) > 500:
+            raise BadRequest("The description must be at most 500 characters long.")
+        counter = await site(request).store.create_counter(
+            ws.id, name, private=field(data, "visibility") == "private", description=description
+        )
+    except TallyError as exc:
+        message = exc.message[0].upper() + exc.message[1:]
+        return render(
+            request,
+            "counter_new.html",
+            exc.status,
+            error=message,
+            name=name,
+            description=description,
+            **context,
+        )
+    return redirect(request, f"/w/{ws.slug}/c/{counter.id}", f"Counter {name} created.")
+
+
+async def detail(request: Request) -> Response:
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "view")
+    counter = await _counter(request, ws)
+    view = await site(request).counters.current(counter)
+    return render(
+        request,
+        "counter.html",
+        workspace=ws,
+        role=role,
+        section="counters",
+        counter=counter,
+        view=view,
+        base=base_url(request),
+    )
+
+
+async def counts(request: Request) -> Response:
+    """The live counts fragment (htmx polls it while the page is open)."""
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "view")
+    counter = await _counter(request, ws)
+    view = await site(request).counters.current(counter)
+    return render(request, "_counts.html", workspace=ws, counter=counter, view=view)
+
+
+async def data(request: Request) -> Response:
+    """The charts' data as JSON."""
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "view")
+    counter = await _counter(request, ws)
+    s = site(request)
+    view = await s.counters.current(counter)
+    buckets = await s.counters.history(counter)
+    body = {
+        "up_count": view.up_count,
+        "down_count": view.down_count,
+        "updated_at": view.updated_at,
+        "timezone": str(getattr(s.settings.timezone, "key", "UTC")),
+        **charts.series(buckets, time.time(), s.settings.timezone),
+    }
+    return JSONResponse(body, headers={"cache-control": "no-store"})
+
+
+async def edit(request: Request) -> Response:
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "edit_counters")
+    counter = await _counter(request, ws)
+    data = await form(request)
+    description = field(data, "description").strip()
+    if len(description) > 500:
+        return redirect(
+            request, f"/w/{ws.slug}/c/{counter.id}", "The description is too long (500 at most)."
+        )
+    await site(request).store.update_counter(
+        counter.id, description, field(data, "visibility") == "private"
+    )
+    return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The counter is saved.")
+
+
+async def reset(request: Request) -> Response:
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "edit_counters")
+    counter = await _counter(request, ws)
+    await form(request)
+    await site(request).counters.reset_counter(counter)
+    return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The counter is reset to zero.")
+
+
+async def delete(request: Request) -> Response:
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "edit_counters")
+    counter = await _counter(request, ws)
+    data = await form(request)
+    if field(data, "confirm").strip() != counter.name:
+        return redirect(
+            request,
+            f"/w/{ws.slug}/c/{counter.id}",
+            f"Type the counter's name, {counter.name}, to delete it.",
+        )
+    await site(request).store.delete_counter(counter.id)
+    return redirect(request, f"/w/{ws.slug}", f"Counter {counter.name} is deleted.")

@@ -1,0 +1,194 @@
+"""What every page handler shares: the site's services, the visitor's session, CSRF-checked
+forms, rendering with the layout's context, and redirects with a one-time notice.
+
+A handler reads top to bottom: who is asking (`signed_in`), what they ask for (loaded
+with its workspace, `tally.workspaces.membership`), may they (`require_role`), do it
+(the domain modules), then redirect or render the form with its error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+import jinja2
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from tally.accounts import SESSION_TTL, Accounts
+from tally.config import Settings
+from tally.counters import Counters
+from tally.errors import Forbidden, TallyError
+from tally.mail import Mailer
+from tally.models import Session
+from tally.site import security
+from tally.storage.base import Store
+from tally.web import http
+
+FLASH_COOKIE = "tally_notice"
+
+
+@dataclass
+class Site:
+    settings: Settings
+    store: Store
+    counters: Counters
+    accounts: Accounts
+    mailer: Mailer
+    token_key: bytes  # the API tokens' HMAC key
+    csrf_key: bytes
+
+
+class LoginRequired(Exception):
+    """The page needs a signed-in visitor: redirect to the sign-in page."""
+
+
+class CsrfFailed(Forbidden):
+    default_message = (
+        "This form expired or came from another site. Go back, reload the page and try again."
+    )
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    seconds = max(0, int(time.time() - ts))
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now"
+
+
+def _iso(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+templates = Jinja2Templates(
+    env=jinja2.Environment(
+        loader=jinja2.PackageLoader("tally.site", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+)
+templates.env.filters.update(when=_when, ago=_ago, iso=_iso)
+
+
+def site(request: Request) -> Site:
+    s: Site = request.app.state.site
+    return s
+
+
+def client_ip(request: Request) -> str:
+    """The client's address, through trusted proxies (as the API's rate limit sees it)."""
+    return http.client_ip(request.scope, site(request).settings.trusted_proxies)
+
+
+def secure(request: Request) -> bool:
+    return security.is_https(request, site(request).settings.trusted_proxies)
+
+
+def base_url(request: Request) -> str:
+    """Where links in emails point: TALLY_PUBLIC_URL, else this request's origin."""
+    configured = site(request).settings.public_url
+    if configured:
+        return configured
+    scheme = "https" if secure(request) else "http"
+    return f"{scheme}://{request.url.netloc}"
+
+
+async def visitor(request: Request) -> Session | None:
+    """The signed-in visitor's session, if any (looked up once per request)."""
+    if not hasattr(request.state, "session"):
+        secret = request.cookies.get(security.SESSION_COOKIE)
+        request.state.session = await site(request).accounts.session(secret)
+    session: Session | None = request.state.session
+    return session
+
+
+async def signed_in(request: Request) -> Session:
+    session = await visitor(request)
+    if session is None:
+        raise LoginRequired()
+    return session
+
+
+async def form(request: Request) -> FormData:
+    """The POSTed form, once its CSRF token checked out (else CsrfFailed, 403)."""
+    data = await request.form()
+    submitted = data.get(security.CSRF_FIELD)
+    if not isinstance(submitted, str) or not security.csrf_valid(
+        site(request).csrf_key, request, submitted
+    ):
+        raise CsrfFailed()
+    return data
+
+
+def field(data: FormData, name: str) -> str:
+    value = data.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    """The template in the layout, with the CSRF token, the visitor and any notice."""
+    cookie, new = security.csrf_cookie(request)
+    notice = unquote(request.cookies.get(FLASH_COOKIE, ""))
+    context.setdefault("error", None)
+    context.setdefault("workspace", None)
+    context.setdefault("role", None)
+    context.setdefault("section", "")
+    context.update(
+        csrf_token=security.csrf_token(site(request).csrf_key, cookie),
+        session=getattr(request.state, "session", None),
+        notice=notice,
+        signup_mode=site(request).settings.signup,
+    )
+    response = templates.TemplateResponse(request, template, context, status_code=status_code)
+    if new:
+        security.set_cookie(
+            response, security.CSRF_COOKIE, cookie, secure=secure(request), max_age=SESSION_TTL_S
+        )
+    if notice:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+    return response
+
+
+def render_error(request: Request, exc: TallyError) -> Response:
+    return render(request, "error.html", exc.status, message=exc.message, status=exc.status)
+
+
+SESSION_TTL_S = int(SESSION_TTL)
+
+
+def redirect(request: Request, url: str, notice: str = "") -> Response:
+    """303 to `url` (Post/Redirect/Get), with a notice shown once on the next page."""
+    response = RedirectResponse(url, status_code=303)
+    if notice:
+        security.set_cookie(
+            response, FLASH_COOKIE, quote(notice), secure=secure(request), max_age=60
+        )
+    return response
+
+
+def start_session(request: Request, response: Response, secret: str) -> Response:
+    security.set_cookie(
+        response, security.SESSION_COOKIE, secret, secure=secure(request), max_age=SESSION_TTL_S
+    )
+    return response
+
+
+def derive_key(key: bytes, purpose: bytes) -> bytes:
+    return hmac.new(key, b"tally-site:" + purpose, hashlib.sha256).digest()

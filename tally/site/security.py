@@ -1,0 +1,105 @@
+"""The website's HTTP security: response headers, CSRF tokens, cookies, https detection.
+
+CSRF: every visitor gets a random `tally_csrf` cookie (HttpOnly, SameSite=Lax); each
+form carries HMAC-SHA256(secret key, that cookie) in a hidden `csrf_token` field, and a
+POST is refused unless the two match. A forged form on another site can neither read the
+cookie nor compute the HMAC (and a cookie planted by a sibling domain is useless without
+the key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tally.config import Network
+from tally.web.http import ASGIApp, Message, Receive, Scope, Send, response_start
+
+CSRF_COOKIE = "tally_csrf"
+CSRF_FIELD = "csrf_token"
+SESSION_COOKIE = "tally_session"
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """ASGI middleware: the security headers on every response of the website, `no-store`
+    on every page but the static files, and what every Tally answer has (X-Request-Id,
+    the status for the metrics: `tally.web.http.response_start`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        static = scope.get("path", "").startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), *HEADERS]
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message = response_start(message["status"], headers)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def is_https(request: Request, trusted: tuple[Network, ...]) -> bool:
+    """The browser speaks https: directly, or to a trusted proxy that says so in
+    X-Forwarded-Proto."""
+    if request.url.scheme == "https":
+        return True
+    peer = request.client.host if request.client else ""
+    if trusted and _trusted(peer, trusted):
+        proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+        return proto == "https"
+    return False
+
+
+def csrf_token(key: bytes, cookie: str) -> str:
+    return hmac.new(key, b"csrf:" + cookie.encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_cookie(request: Request) -> tuple[str, bool]:
+    """The visitor's CSRF cookie value, and whether it is new (to be set)."""
+    value = request.cookies.get(CSRF_COOKIE, "")
+    if len(value) >= 32:
+        return value, False
+    return secrets.token_urlsafe(32), True
+
+
+def csrf_valid(key: bytes, request: Request, submitted: str) -> bool:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if len(cookie) < 32 or not submitted:
+        return False
+    return hmac.compare_digest(csrf_token(key, cookie), submitted)
+
+
+def set_cookie(response: Response, name: str, value: str, *, secure: bool, max_age: int) -> None:
+    response.set_cookie(
+        name, value, max_age=max_age, path="/", secure=secure, httponly=True, samesite="lax"
+    )

@@ -1,0 +1,67 @@
+// The counter page's charts (Chart.js), from the page's data.json; refreshed every 30 s
+// and whenever the live counts change.
+"use strict";
+
+(function () {
+  const section = document.getElementById("charts");
+  if (!section || typeof Chart === "undefined") return;
+  const UP = "#2563eb";
+  const DOWN = "#dc2626";
+  const charts = {};
+  const specs = [
+    ["chart-hourly", "hourly", "bar"],
+    ["chart-daily", "daily", "bar"],
+    ["chart-hour-of-day", "hour_of_day", "bar"],
+    ["chart-weekday", "weekday", "bar"],
+  ];
+
+  function datasets(series) {
+    return [
+      { label: "up", data: series.up, backgroundColor: UP },
+      { label: "down", data: series.down, backgroundColor: DOWN },
+    ];
+  }
+
+  function draw(data) {
+    for (const [id, key, type] of specs) {
+      const series = data[key];
+      if (charts[id]) {
+        charts[id].data.labels = series.labels;
+        charts[id].data.datasets = datasets(series);
+        charts[id].update("none");
+        continue;
+      }
+      charts[id] = new Chart(document.getElementById(id), {
+        type: type,
+        data: { labels: series.labels, datasets: datasets(series) },
+        options: {
+          animation: false,
+          maintainAspectRatio: false,
+          scales: { x: { ticks: { maxTicksLimit: 12 } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
+          plugins: { legend: { position: "bottom" } },
+        },
+      });
+    }
+    section.dataset.loaded = String(data.up_count);
+    section.dataset.seen = data.up_count + "/" + data.down_count;
+  }
+
+  async function load() {
+    try {
+      const response = await fetch(section.dataset.src, { credentials: "same-origin" });
+      if (response.ok) draw(await response.json());
+    } catch {
+      // offline for a moment: the next refresh tries again
+    }
+  }
+
+  load();
+  setInterval(load, 30000);
+  // the live counts (htmx, every 5 s) changed: redraw the charts too
+  document.body.addEventListener("htmx:afterSettle", () => {
+    const up = document.getElementById("up-count");
+    const down = document.getElementById("down-count");
+    const seen = up && down ? up.textContent + "/" + down.textContent : "";
+    if (seen && seen !== section.dataset.seen) load();
+  });
+})();

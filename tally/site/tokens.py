@@ -1,0 +1,76 @@
+"""The tokens page: list, create (shown once), revoke."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tally import workspaces
+from tally.auth import issue_token
+from tally.errors import BadRequest, Forbidden, NotFound, TallyError
+from tally.models import Permission
+from tally.site.pages import field, form, redirect, render, signed_in, site
+
+EXPIRY_DAYS = {"": None, "7": 7, "30": 30, "90": 90, "365": 365}
+
+
+async def tokens(request: Request) -> Response:
+    session = await signed_in(request)
+    s = site(request)
+    ws, role = await workspaces.membership(s.store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "tokens")
+    error, issued, status = None, None, 200
+    if request.method == "POST":
+        data = await form(request)
+        try:
+            if not session.account.verified:
+                raise Forbidden("Confirm your email address before you create tokens.")
+            try:
+                permission = Permission.parse(field(data, "permission"))
+            except ValueError:
+                raise BadRequest("Choose a permission: read, write or admin.") from None
+            workspaces.require_role(role, workspaces.token_action(permission))
+            name = " ".join(field(data, "name").split())
+            if not name or len(name) > 100:
+                raise BadRequest("Give the token a name (up to 100 characters).")
+            if field(data, "expires") not in EXPIRY_DAYS:
+                raise BadRequest("Choose when the token expires.")
+            days = EXPIRY_DAYS[field(data, "expires")]
+            expires_at = None if days is None else time.time() + days * 86400
+            issued = await issue_token(s.store, s.token_key, ws.id, permission, name, expires_at)
+        except TallyError as exc:
+            error, status = exc.message, exc.status
+    return render(
+        request,
+        "tokens.html",
+        status,
+        error=error,
+        workspace=ws,
+        role=role,
+        section="tokens",
+        tokens=await s.store.list_tokens(ws.id),
+        issued=issued,
+        now=time.time(),
+    )
+
+
+async def revoke(request: Request) -> Response:
+    session = await signed_in(request)
+    s = site(request)
+    ws, role = await workspaces.membership(s.store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "tokens")
+    await form(request)
+    token_id = int(request.path_params["token_id"])
+    token = next((t for t in await s.store.list_tokens(ws.id) if t.id == token_id), None)
+    if token is None:  # another workspace's token is not ours to name
+        raise NotFound("No such token in this workspace.")
+    workspaces.require_role(role, workspaces.token_action(token.permission))
+    await s.store.revoke_token(token.id)
+    return redirect(
+        request,
+        f"/w/{ws.slug}/tokens",
+        f"Token {token.name or token.prefix} is revoked; servers refuse it within "
+        f"{s.settings.token_cache_ttl:g} s.",
+    )

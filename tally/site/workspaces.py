@@ -1,0 +1,143 @@
+"""Workspace pages: create, settings (rename, delete), members and invitations."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tally import workspaces
+from tally.accounts import check_email
+from tally.errors import BadRequest, TallyError
+from tally.models import Role
+from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
+
+
+def _role(text: str) -> Role:
+    try:
+        return Role.parse(text)
+    except ValueError:
+        raise BadRequest("Choose a role: viewer, editor or owner.") from None
+
+
+async def create(request: Request) -> Response:
+    session = await signed_in(request)
+    if request.method == "GET":
+        return render(request, "workspace_new.html", slug="", name="")
+    data = await form(request)
+    slug, name = field(data, "slug"), field(data, "name")
+    try:
+        ws = await workspaces.create(site(request).store, session.account, slug, name)
+    except TallyError as exc:
+        return render(
+            request, "workspace_new.html", exc.status, error=exc.message, slug=slug, name=name
+        )
+    return redirect(request, f"/w/{ws.slug}", f"Workspace {ws.slug} created.")
+
+
+async def settings(request: Request) -> Response:
+    session = await signed_in(request)
+    store = site(request).store
+    ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "manage_workspace")
+    context: dict[str, Any] = {"workspace": ws, "role": role, "section": "settings"}
+    if request.method == "GET":
+        return render(request, "workspace_settings.html", **context)
+    data = await form(request)
+    try:
+        await store.rename_workspace(ws.id, workspaces.check_display_name(field(data, "name")))
+    except TallyError as exc:
+        return render(request, "workspace_settings.html", exc.status, error=exc.message, **context)
+    return redirect(request, f"/w/{ws.slug}/settings", "The name is changed.")
+
+
+async def delete(request: Request) -> Response:
+    session = await signed_in(request)
+    store = site(request).store
+    ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "manage_workspace")
+    data = await form(request)
+    try:
+        await workspaces.delete(store, ws, field(data, "confirm"))
+    except TallyError as exc:
+        return render(
+            request,
+            "workspace_settings.html",
+            exc.status,
+            error=exc.message,
+            workspace=ws,
+            role=role,
+            section="settings",
+        )
+    return redirect(request, "/", f"Workspace {ws.slug} and everything in it is deleted.")
+
+
+async def members(request: Request) -> Response:
+    session = await signed_in(request)
+    s = site(request)
+    ws, role = await workspaces.membership(s.store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "view")
+    error, link, status = None, None, 200
+    if request.method == "POST":
+        data = await form(request)
+        workspaces.require_role(role, "manage_members")
+        try:
+            email = field(data, "email")
+            link = await workspaces.invite(
+                s.store,
+                s.mailer,
+                ws,
+                check_email(email),
+                _role(field(data, "role")),
+                base_url(request),
+            )
+        except TallyError as exc:
+            error, status = exc.message, exc.status
+    return render(
+        request,
+        "members.html",
+        status,
+        error=error,
+        workspace=ws,
+        role=role,
+        section="members",
+        members=await s.store.list_members(ws.id),
+        invites=await s.store.list_invites(ws.id, time.time()),
+        invite_link=link,
+        me=session.account.id,
+    )
+
+
+async def member_change(request: Request) -> Response:
+    """POST /w/{slug}/members/{account_id}: change the role (`role`) or remove (`remove`)."""
+    session = await signed_in(request)
+    store = site(request).store
+    ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
+    account_id = int(request.path_params["account_id"])
+    data = await form(request)
+    leaving = account_id == session.account.id and field(data, "action") == "remove"
+    if not leaving:
+        workspaces.require_role(role, "manage_members")
+    target = f"/w/{ws.slug}/members"
+    try:
+        if field(data, "action") == "remove":
+            await workspaces.remove_member(store, ws, account_id)
+            if leaving:
+                return redirect(request, "/", f"You left {ws.name}.")
+            return redirect(request, target, "The member is removed.")
+        await workspaces.set_role(store, ws, account_id, _role(field(data, "role")))
+    except TallyError as exc:
+        return redirect(request, target, exc.message)
+    return redirect(request, target, "The role is changed.")
+
+
+async def cancel_invite(request: Request) -> Response:
+    session = await signed_in(request)
+    store = site(request).store
+    ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "manage_members")
+    await form(request)
+    await store.cancel_invite(ws.id, int(request.path_params["invite_id"]), time.time())
+    return redirect(request, f"/w/{ws.slug}/members", "The invitation is cancelled.")

@@ -1,0 +1,396 @@
+"""The dashboard's tables, one SQL for both backends: accounts, sessions, single-use
+links (`one_time_tokens`), workspace members, and the dashboard's workspace, token and
+counter management (rename, delete, paging, last use).
+
+`DashboardTables` is mixed into `SQLiteStore` and `PostgresStore`. It writes its SQL
+with `%s` placeholders; each backend runs it through `_fetch` (one read statement) and
+`_change` (statements in one transaction), and names its own case-insensitive LIKE and
+code-point collation. None of this is on the API's hot path, except `touch_token`, which
+the token verifier calls at most once a minute per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tally.models import (
+    Account,
+    Counter,
+    CounterPage,
+    Member,
+    Membership,
+    OneTimeToken,
+    Role,
+    Session,
+    Workspace,
+)
+from tally.storage.rows import COUNTER_COLUMNS, to_counter, to_workspace
+
+Params = Sequence[Any]
+Statement = tuple[str, Params]
+
+_ACCOUNT = "a.id, a.email, a.password_hash, a.verified_at IS NOT NULL, a.created_at"
+_ONE_TIME = "id, purpose, account_id, workspace_id, email, role, created_at, expires_at"
+_WORKSPACE = "w.id, w.slug, w.name, w.created_at"
+# the first owner's account id is the API's user_id
+_SET_OWNER = (
+    "UPDATE workspaces SET owner_id = (SELECT MIN(account_id) FROM members "
+    "WHERE workspace_id = %s AND role = 3) WHERE id = %s"
+)
+SORTS = {
+    "name": "c.name",
+    "updated": "c.updated_at",
+    "up": "c.up_count",
+    "down": "c.down_count",
+    "created": "c.created_at",
+}
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(int(row[0]), row[1], row[2], bool(row[3]), row[4])
+
+
+def _one_time(row: Sequence[Any]) -> OneTimeToken:
+    return OneTimeToken(
+        id=int(row[0]),
+        purpose=row[1],
+        account_id=row[2],
+        workspace_id=row[3],
+        email=row[4],
+        role=Role(row[5]) if row[5] is not None else None,
+        created_at=row[6],
+        expires_at=row[7],
+    )
+
+
+def like_pattern(text: str) -> str:
+    """`text` as a LIKE pattern matching it anywhere, its wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class DashboardTables:
+    """The dashboard's store methods over `_fetch` and `_change` (see the module doc)."""
+
+    _ilike = "LIKE"  # case-insensitive LIKE
+    _collate = ""  # order by code point
+
+    async def _fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def _change(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+        """Run `statements` in one transaction; the rows each returned."""
+        raise NotImplementedError
+
+    async def _one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        rows = await self._fetch(sql, params)
+        return rows[0] if rows else None
+
+    # accounts ----------------------------------------------------------------
+
+    async def create_account(self, email: str, password_hash: str, now: float) -> Account:
+        """Raises Conflict if an account has this email (in any letter case)."""
+        rows = await self._change(
+            [
+                (
+                    "INSERT INTO accounts (email, email_key, password_hash, created_at) "
+                    "VALUES (%s, %s, %s, %s) RETURNING id",
+                    (email, email.lower(), password_hash, now),
+                )
+            ]
+        )
+        return Account(int(rows[0][0][0]), email, password_hash, False, now)
+
+    async def get_account(self, account_id: int) -> Account | None:
+        row = await self._one(f"SELECT {_ACCOUNT} FROM accounts a WHERE a.id = %s", (account_id,))
+        return _account(row) if row else None
+
+    async def find_account(self, email: str) -> Account | None:
+        row = await self._one(
+            f"SELECT {_ACCOUNT} FROM accounts a WHERE a.email_key = %s", (email.lower(),)
+        )
+        return _account(row) if row else None
+
+    async def count_accounts(self) -> int:
+        row = await self._one("SELECT COUNT(*) FROM accounts")
+        return int(row[0]) if row else 0
+
+    async def set_password(self, account_id: int, password_hash: str) -> None:
+        await self._change(
+            [("UPDATE accounts SET password_hash = %s WHERE id = %s", (password_hash, account_id))]
+        )
+
+    async def mark_verified(self, account_id: int, now: float) -> None:
+        await self._change(
+            [
+                (
+                    "UPDATE accounts SET verified_at = %s WHERE id = %s AND verified_at IS NULL",
+                    (now, account_id),
+                )
+            ]
+        )
+
+    # sessions ----------------------------------------------------------------
+
+    async def create_session(
+        self, session_hash: str, account_id: int, now: float, expires_at: float
+    ) -> None:
+        await self._change(
+            [
+                (
+                    "INSERT INTO sessions (hash, account_id, created_at, expires_at) "
+                    "VALUES (%s, %s, %s, %s)",
+                    (session_hash, account_id, now, expires_at),
+                ),
+                (
+                    "DELETE FROM sessions WHERE account_id = %s AND expires_at <= %s",
+                    (account_id, now),
+                ),
+            ]
+        )
+
+    async def find_session(self, session_hash: str, now: float) -> Session | None:
+        """The unexpired session with this hash, with its account."""
+        row = await self._one(
+            f"SELECT {_ACCOUNT}, s.created_at, s.expires_at FROM sessions s "
+            "JOIN accounts a ON a.id = s.account_id WHERE s.hash = %s AND s.expires_at > %s",
+            (session_hash, now),
+        )
+        return Session(_account(row), row[5], row[6]) if row else None
+
+    async def delete_session(self, session_hash: str) -> None:
+        await self._change([("DELETE FROM sessions WHERE hash = %s", (session_hash,))])
+
+    async def delete_sessions(self, account_id: int) -> int:
+        """End every session of the account; how many there were."""
+        rows = await self._change(
+            [("DELETE FROM sessions WHERE account_id = %s RETURNING hash", (account_id,))]
+        )
+        return len(rows[0])
+
+    # single-use links --------------------------------------------------------
+
+    async def create_one_time(
+        self,
+        purpose: str,
+        token_hash: str,
+        now: float,
+        expires_at: float,
+        *,
+        account_id: int | None = None,
+        workspace_id: int | None = None,
+        email: str = "",
+        role: Role | None = None,
+    ) -> None:
+        await self._change(
+            [
+                (
+                    "INSERT INTO one_time_tokens (hash, purpose, account_id, workspace_id, "
+                    "email, role, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        token_hash,
+                        purpose,
+                        account_id,
+                        workspace_id,
+                        email,
+                        None if role is None else int(role),
+                        now,
+                        expires_at,
+                    ),
+                ),
+                # links a week past their expiry are of no use, even to explain a refusal
+                ("DELETE FROM one_time_tokens WHERE expires_at < %s", (now - 7 * 86400,)),
+            ]
+        )
+
+    async def peek_one_time(self, purpose: str, token_hash: str, now: float) -> OneTimeToken | None:
+        """The unused, unexpired link with this hash, left unused."""
+        row = await self._one(
+            f"SELECT {_ONE_TIME} FROM one_time_tokens WHERE hash = %s AND purpose = %s "
+            "AND used_at IS NULL AND expires_at > %s",
+            (token_hash, purpose, now),
+        )
+        return _one_time(row) if row else None
+
+    async def use_one_time(self, purpose: str, token_hash: str, now: float) -> OneTimeToken | None:
+        """Mark the link used and return it; None if it is unknown, used or expired (so of
+        two racing uses, one wins)."""
+        rows = await self._change(
+            [
+                (
+                    "UPDATE one_time_tokens SET used_at = %s WHERE hash = %s AND purpose = %s "
+                    f"AND used_at IS NULL AND expires_at > %s RETURNING {_ONE_TIME}",
+                    (now, token_hash, purpose, now),
+                )
+            ]
+        )
+        return _one_time(rows[0][0]) if rows[0] else None
+
+    async def list_invites(self, workspace_id: int, now: float) -> list[OneTimeToken]:
+        rows = await self._fetch(
+            f"SELECT {_ONE_TIME} FROM one_time_tokens WHERE workspace_id = %s "
+            "AND purpose = 'invite' AND used_at IS NULL AND expires_at > %s ORDER BY id",
+            (workspace_id, now),
+        )
+        return [_one_time(r) for r in rows]
+
+    async def cancel_invite(self, workspace_id: int, invite_id: int, now: float) -> bool:
+        rows = await self._change(
+            [
+                (
+                    "UPDATE one_time_tokens SET used_at = %s WHERE id = %s AND workspace_id = %s "
+                    "AND purpose = 'invite' AND used_at IS NULL RETURNING id",
+                    (now, invite_id, workspace_id),
+                )
+            ]
+        )
+        return bool(rows[0])
+
+    # members -----------------------------------------------------------------
+
+    async def add_member(self, workspace_id: int, account_id: int, role: Role, now: float) -> None:
+        """Add the account to the workspace, or change its role if it is a member."""
+        await self._change(
+            [
+                (
+                    "INSERT INTO members (workspace_id, account_id, role, created_at) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (workspace_id, account_id) "
+                    "DO UPDATE SET role = excluded.role",
+                    (workspace_id, account_id, int(role), now),
+                ),
+                (_SET_OWNER, (workspace_id, workspace_id)),
+            ]
+        )
+
+    async def remove_member(self, workspace_id: int, account_id: int) -> bool:
+        rows = await self._change(
+            [
+                (
+                    "DELETE FROM members WHERE workspace_id = %s AND account_id = %s "
+                    "RETURNING account_id",
+                    (workspace_id, account_id),
+                ),
+                (_SET_OWNER, (workspace_id, workspace_id)),
+            ]
+        )
+        return bool(rows[0])
+
+    async def list_members(self, workspace_id: int) -> list[Member]:
+        rows = await self._fetch(
+            "SELECT m.workspace_id, m.account_id, a.email, m.role, m.created_at FROM members m "
+            "JOIN accounts a ON a.id = m.account_id WHERE m.workspace_id = %s "
+            "ORDER BY a.email_key",
+            (workspace_id,),
+        )
+        return [Member(r[0], r[1], r[2], Role(r[3]), r[4]) for r in rows]
+
+    async def member_role(self, workspace_id: int, account_id: int) -> Role | None:
+        row = await self._one(
+            "SELECT role FROM members WHERE workspace_id = %s AND account_id = %s",
+            (workspace_id, account_id),
+        )
+        return Role(row[0]) if row else None
+
+    async def memberships(self, account_id: int) -> list[Membership]:
+        rows = await self._fetch(
+            f"SELECT {_WORKSPACE}, m.role FROM members m JOIN workspaces w "
+            f"ON w.id = m.workspace_id WHERE m.account_id = %s ORDER BY w.slug{self._collate}",
+            (account_id,),
+        )
+        return [Membership(to_workspace(r), Role(r[4])) for r in rows]
+
+    # workspaces --------------------------------------------------------------
+
+    async def get_workspace_by_id(self, workspace_id: int) -> Workspace | None:
+        row = await self._one(
+            f"SELECT {_WORKSPACE} FROM workspaces w WHERE w.id = %s", (workspace_id,)
+        )
+        return to_workspace(row) if row else None
+
+    async def rename_workspace(self, workspace_id: int, name: str) -> None:
+        await self._change(
+            [("UPDATE workspaces SET name = %s WHERE id = %s", (name, workspace_id))]
+        )
+
+    async def delete_workspace(self, workspace_id: int) -> bool:
+        """Delete the workspace with its counters, their hourly history, its tokens, members
+        and invitations (the rest by ON DELETE CASCADE)."""
+        rows = await self._change(
+            [
+                (
+                    "DELETE FROM counter_hours WHERE counter_id IN "
+                    "(SELECT id FROM counters WHERE workspace_id = %s)",
+                    (workspace_id,),
+                ),
+                ("DELETE FROM workspaces WHERE id = %s RETURNING id", (workspace_id,)),
+            ]
+        )
+        return bool(rows[1])
+
+    # tokens ------------------------------------------------------------------
+
+    async def touch_token(self, token_id: int, now: float) -> None:
+        """Record the token's last use (the verifier calls this at most once a minute)."""
+        await self._change([("UPDATE tokens SET last_used_at = %s WHERE id = %s", (now, token_id))])
+
+    # counters ----------------------------------------------------------------
+
+    async def get_counter_by_id(self, counter_id: int) -> Counter | None:
+        row = await self._one(
+            f"SELECT {COUNTER_COLUMNS} FROM counters c JOIN workspaces w "
+            "ON w.id = c.workspace_id WHERE c.id = %s",
+            (counter_id,),
+        )
+        return to_counter(row) if row else None
+
+    async def update_counter(self, counter_id: int, description: str, private: bool) -> None:
+        await self._change(
+            [
+                (
+                    "UPDATE counters SET description = %s, private = %s WHERE id = %s",
+                    (description, private, counter_id),
+                )
+            ]
+        )
+
+    async def delete_counter(self, counter_id: int) -> bool:
+        """Delete the counter and its hourly history."""
+        rows = await self._change(
+            [
+                ("DELETE FROM counter_hours WHERE counter_id = %s", (counter_id,)),
+                ("DELETE FROM counters WHERE id = %s RETURNING id", (counter_id,)),
+            ]
+        )
+        return bool(rows[1])
+
+    async def counter_page(
+        self,
+        workspace_id: int,
+        *,
+        search: str = "",
+        sort: str = "name",
+        descending: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> CounterPage:
+        """One page of the workspace's counters whose name contains `search` (any case),
+        sorted by `sort` (a key of SORTS), and how many match in all."""
+        where = "c.workspace_id = %s"
+        params: list[Any] = [workspace_id]
+        if search:
+            where += f" AND c.name {self._ilike} %s ESCAPE '\\'"
+            params.append(like_pattern(search))
+        column = SORTS[sort]
+        order = "DESC" if descending else "ASC"
+        collate = self._collate if sort == "name" else ""
+        # the name breaks ties, so pages never overlap or skip
+        tail = "" if sort == "name" else f", c.name{self._collate} ASC"
+        rows = await self._fetch(
+            f"SELECT {COUNTER_COLUMNS} FROM counters c JOIN workspaces w "
+            f"ON w.id = c.workspace_id WHERE {where} "
+            f"ORDER BY {column}{collate} {order}{tail} LIMIT %s OFFSET %s",
+            (*params, limit, offset),
+        )
+        total = await self._one(f"SELECT COUNT(*) FROM counters c WHERE {where}", params)
+        return CounterPage([to_counter(r) for r in rows], int(total[0]) if total else 0)

@@ -1,0 +1,185 @@
+"""Workspaces as the dashboard manages them: members, roles, invitations, and the one
+authorization check, `require_role`.
+
+Who may do what (docs/dashboard.md has the same table; a test checks every row):
+
+| action            | viewer | editor | owner |
+|-------------------|--------|--------|-------|
+| view              | yes    | yes    | yes   |
+| edit_counters     |        | yes    | yes   |
+| tokens            |        | yes    | yes   |
+| admin_tokens      |        |        | yes   |
+| manage_members    |        |        | yes   |
+| manage_workspace  |        |        | yes   |
+
+A non-member gets NotFound (a workspace's existence is not revealed), a member below
+the action's role Forbidden.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from tally.errors import BadRequest, Conflict, Forbidden, NotFound
+from tally.links import new_secret, secret_hash
+from tally.mail import Mail, Mailer
+from tally.models import Account, Permission, Role, Workspace
+from tally.storage.base import Store
+
+INVITE_TTL = 7 * 86400.0
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+ACTIONS: dict[str, Role] = {
+    "view": Role.VIEWER,
+    "edit_counters": Role.EDITOR,
+    "tokens": Role.EDITOR,
+    "admin_tokens": Role.OWNER,
+    "manage_members": Role.OWNER,
+    "manage_workspace": Role.OWNER,
+}
+
+
+def require_role(role: Role | None, action: str) -> None:
+    """The one authorization check: NotFound for a non-member, Forbidden below the
+    action's role (see the table above)."""
+    if role is None:
+        raise NotFound("No such workspace, or you are not a member.")
+    need = ACTIONS[action]
+    if role < need:
+        raise Forbidden(f"This needs the {need.label} role in this workspace.")
+
+
+def token_action(permission: Permission) -> str:
+    """The action creating or revoking a token of `permission` needs."""
+    return "admin_tokens" if permission is Permission.ADMIN else "tokens"
+
+
+def check_slug(slug: str) -> str:
+    slug = slug.strip()
+    if not _SLUG.fullmatch(slug):
+        raise BadRequest(
+            "The slug must be 1-64 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit."
+        )
+    return slug
+
+
+def check_display_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not name:
+        raise BadRequest("Enter a name.")
+    if len(name) > 100:
+        raise BadRequest("The name must be at most 100 characters long.")
+    return name
+
+
+async def create(store: Store, owner: Account, slug: str, name: str) -> Workspace:
+    slug = check_slug(slug)
+    name = check_display_name(name or slug)
+    try:
+        ws = await store.create_workspace(slug, name)
+    except Conflict:
+        raise Conflict(f"The slug {slug!r} is taken. Choose another.") from None
+    await store.add_member(ws.id, owner.id, Role.OWNER, time.time())
+    return ws
+
+
+async def create_personal(store: Store, owner: Account) -> Workspace:
+    """The workspace every account gets at sign-up, named after the email's local part."""
+    base = re.sub(r"[^a-z0-9_-]+", "-", owner.email.split("@", 1)[0].lower()).strip("-_")
+    base = (base or "me")[:48]
+    for attempt in range(20):
+        slug = base if attempt == 0 else f"{base}-{new_secret()[:4].lower()}"
+        try:
+            return await create(store, owner, slug, f"{owner.email.split('@', 1)[0]}'s workspace")
+        except Conflict:
+            continue
+    raise Conflict("Could not find a free workspace name; try again.")
+
+
+async def adopt_bootstrap(store: Store, account: Account) -> None:
+    """The first account on the instance owns the bootstrap workspace `default`."""
+    ws = await store.get_workspace("default")
+    if ws is not None and not await store.list_members(ws.id):
+        await store.add_member(ws.id, account.id, Role.OWNER, time.time())
+
+
+async def membership(store: Store, account: Account, slug: str) -> tuple[Workspace, Role]:
+    """The workspace and the account's role in it; NotFound if it is not a member."""
+    ws = await store.get_workspace(slug)
+    role = await store.member_role(ws.id, account.id) if ws is not None else None
+    if ws is None or role is None:
+        raise NotFound("No such workspace, or you are not a member.")
+    return ws, role
+
+
+async def invite(
+    store: Store, mailer: Mailer, ws: Workspace, email: str, role: Role, base_url: str
+) -> str:
+    """Create an invitation; its link (shown to the inviter, and mailed)."""
+    secret = new_secret()
+    now = time.time()
+    await store.create_one_time(
+        "invite",
+        secret_hash(secret),
+        now,
+        now + INVITE_TTL,
+        workspace_id=ws.id,
+        email=email,
+        role=role,
+    )
+    link = f"{base_url}/invite/{secret}"
+    await mailer.send(
+        Mail(
+            email,
+            f"You are invited to the Tally workspace {ws.name}",
+            f"You are invited to join the workspace {ws.name} ({ws.slug}) as {role.label}:\n\n"
+            f"{link}\n\nThe link works once, for 7 days.",
+        )
+    )
+    return link
+
+
+async def accept_invite(store: Store, account: Account, secret: str) -> Workspace:
+    """Join the invitation's workspace with its role (the invitation is then spent)."""
+    now = time.time()
+    link = await store.peek_one_time("invite", secret_hash(secret), now)
+    if link is None or link.workspace_id is None or link.role is None:
+        raise BadRequest("This invitation link is invalid, used or expired.")
+    if link.email.lower() != account.email.lower():
+        raise Forbidden(f"This invitation is for {link.email}; you are signed in as another.")
+    if await store.use_one_time("invite", secret_hash(secret), now) is None:
+        raise BadRequest("This invitation link is invalid, used or expired.")
+    ws = await store.get_workspace_by_id(link.workspace_id)
+    if ws is None:
+        raise BadRequest("The workspace of this invitation no longer exists.")
+    if await store.member_role(ws.id, account.id) is None:
+        await store.add_member(ws.id, account.id, link.role, now)
+    return ws
+
+
+async def _owners(store: Store, ws: Workspace) -> list[int]:
+    return [m.account_id for m in await store.list_members(ws.id) if m.role is Role.OWNER]
+
+
+async def set_role(store: Store, ws: Workspace, account_id: int, role: Role) -> None:
+    if await store.member_role(ws.id, account_id) is None:
+        raise NotFound("No such member.")
+    if role is not Role.OWNER and await _owners(store, ws) == [account_id]:
+        raise BadRequest("The last owner cannot step down. Make someone else owner first.")
+    await store.add_member(ws.id, account_id, role, time.time())
+
+
+async def remove_member(store: Store, ws: Workspace, account_id: int) -> None:
+    if await store.member_role(ws.id, account_id) is None:
+        raise NotFound("No such member.")
+    if await _owners(store, ws) == [account_id]:
+        raise BadRequest("The last owner cannot leave. Make someone else owner first.")
+    await store.remove_member(ws.id, account_id)
+
+
+async def delete(store: Store, ws: Workspace, confirmation: str) -> None:
+    if confirmation.strip() != ws.slug:
+        raise BadRequest(f"Type the workspace's slug, {ws.slug}, to confirm.")
+    await store.delete_workspace(ws.id)

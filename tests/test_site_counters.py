@@ -1,0 +1,157 @@
+"""Counters on the website, in-process on every backend: the list (search, sort, pages),
+create, edit, reset, delete, the live counts and the chart data."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import BrowserFactory, Harness
+from site_client import SiteClient, text
+
+from tally.models import Permission, Workspace
+
+
+async def owner(harness: Harness, make_browser: BrowserFactory) -> tuple[SiteClient, Workspace]:
+    b = await make_browser(harness)
+    assert (await b.sign_up("ann@example.com")).status_code == 303
+    ws = await harness.store.get_workspace("ann")
+    assert ws is not None
+    return b, ws
+
+
+async def test_create_a_counter(harness: Harness, make_browser: BrowserFactory) -> None:
+    """The form creates a public or private counter with its description."""
+    b, _ws = await owner(harness, make_browser)
+    r = await b.submit(
+        "/w/ann/counters/new",
+        {"name": "downloads", "description": "the zip", "visibility": "private"},
+    )
+    assert r.status_code == 303
+    counter = await harness.store.read_counter("ann", "downloads")
+    assert counter is not None
+    assert counter.private
+    assert counter.description == "the zip"
+    assert r.headers["location"] == f"/w/ann/c/{counter.id}"
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "message"),
+    [("", 400, "name is empty"), ("a/b", 400, "must not contain '/'"), ("x" * 129, 400, "longer")],
+)
+async def test_create_refuses_bad_names(
+    harness: Harness, make_browser: BrowserFactory, name: str, status: int, message: str
+) -> None:
+    """A name the API would refuse is refused here, with the reason; nothing is made."""
+    b, ws = await owner(harness, make_browser)
+    r = await b.submit("/w/ann/counters/new", {"name": name, "visibility": "public"})
+    assert r.status_code == status
+    assert message in text(r)
+    assert await harness.store.list_counters(ws.id) == []
+
+
+async def test_create_refuses_a_taken_name(harness: Harness, make_browser: BrowserFactory) -> None:
+    b, ws = await owner(harness, make_browser)
+    await harness.counter(ws, "hits")
+    r = await b.submit("/w/ann/counters/new", {"name": "hits", "visibility": "public"})
+    assert r.status_code == 409
+    assert "already exists" in text(r)
+
+
+async def test_the_list_searches_sorts_and_pages(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """50 counters a page, a search by name in any case, a sort by up count."""
+    b, ws = await owner(harness, make_browser)
+    for i in range(60):
+        await harness.counter(ws, f"page-{i:02d}")
+    await harness.counter(ws, "Special")
+    token = await harness.token(ws, Permission.WRITE)
+    for _ in range(2):
+        await harness.get("/v2/ann/page-07/up", token)
+    first = await b.get("/w/ann")
+    assert "61 counters" in text(first)
+    assert first.text.count('href="/w/ann/c/') == 50
+    assert "Page 1 of 2" in text(first)
+    second = await b.get("/w/ann?page=2")
+    assert second.text.count('href="/w/ann/c/') == 11
+    found = await b.get("/w/ann?q=SPECIAL")
+    assert "1 counter matching" in text(found)
+    assert ">Special</a>" in found.text
+    top = await b.get("/w/ann?sort=up&dir=desc")
+    assert top.text.index(">page-07</a>") < top.text.index(">page-00</a>")
+    odd = await b.get("/w/ann?sort=nonsense&page=x")
+    assert odd.status_code == 200
+
+
+async def test_counter_page_counts_and_chart_data(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """The counter page, its live counts fragment and its chart data include the API's ups."""
+    b, ws = await owner(harness, make_browser)
+    counter = await harness.counter(ws, "hits")
+    token = await harness.token(ws, Permission.WRITE)
+    for _ in range(3):
+        await harness.get("/v2/ann/hits/up", token)
+    await harness.get("/v2/ann/hits/down", token)
+    page = await b.get(f"/w/ann/c/{counter.id}")
+    assert page.status_code == 200
+    assert '<span class="value" id="up-count">3</span>' in page.text
+    assert "curl -H" in page.text
+    assert "/v2/ann/hits/up" in page.text
+    counts = await b.get(f"/w/ann/c/{counter.id}/counts")
+    assert '<span class="value" id="down-count">1</span>' in counts.text
+    data = (await b.get(f"/w/ann/c/{counter.id}/data.json")).json()
+    assert (data["up_count"], data["down_count"]) == (3, 1)
+    assert len(data["hourly"]["up"]) == 48
+    assert data["hourly"]["up"][-1] == 3
+    assert data["hourly"]["down"][-1] == 1
+    assert len(data["daily"]["up"]) == 90
+    assert data["daily"]["up"][-1] == 3
+    assert sum(data["hour_of_day"]["up"]) == 3
+    assert sum(data["weekday"]["down"]) == 1
+
+
+async def test_edit_reset_and_delete(harness: Harness, make_browser: BrowserFactory) -> None:
+    """Edit changes description and visibility; reset zeroes; delete needs the typed name
+    and takes the history with it."""
+    b, ws = await owner(harness, make_browser)
+    counter = await harness.counter(ws, "hits")
+    token = await harness.token(ws, Permission.WRITE)
+    await harness.get("/v2/ann/hits/up", token)
+    base = f"/w/ann/c/{counter.id}"
+    await b.get(base)
+    assert (
+        await b.post(base + "/edit", {"description": "new", "visibility": "private"})
+    ).status_code == 303
+    edited = await harness.store.get_counter_by_id(counter.id)
+    assert edited is not None
+    assert (edited.description, edited.private) == ("new", True)
+    assert (await b.post(base + "/reset")).status_code == 303
+    data = (await b.get(base + "/data.json")).json()
+    assert (data["up_count"], data["down_count"]) == (0, 0)
+    await b.get(base)
+    wrong = await b.post(base + "/delete", {"confirm": "nope"})
+    assert wrong.status_code == 303
+    assert await harness.store.get_counter_by_id(counter.id) is not None
+    gone = await b.post(base + "/delete", {"confirm": "hits"})
+    assert gone.headers["location"] == "/w/ann"
+    assert await harness.store.get_counter_by_id(counter.id) is None
+    assert (await harness.store.read_history(counter.id)).buckets == []
+    assert (await b.get(base)).status_code == 404
+
+
+async def test_live_refresh_after_sign_out_redirects_the_page(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """The counts fragment polled by htmx, once signed out, asks for a full-page
+    redirect to sign-in (HX-Redirect) instead of swapping the sign-in form in."""
+    b, ws = await owner(harness, make_browser)
+    counter = await harness.counter(ws, "hits")
+    await b.get("/account")
+    await b.post("/logout")
+    page = f"/w/ann/c/{counter.id}"
+    r = await b.get(
+        page + "/counts",
+        headers={"HX-Request": "true", "HX-Current-URL": f"http://tally.test{page}"},
+    )
+    assert r.status_code == 204
+    assert r.headers["hx-redirect"] == f"/login?next={page}"
