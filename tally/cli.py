@@ -11,13 +11,14 @@ from typing import Any, TypeVar
 
 import click
 
+from tally import origins as origin_rules
 from tally.accounts import Accounts
 from tally.auth import issue_token
 from tally.config import Settings, SettingsError
 from tally.counters import check_name
 from tally.errors import Conflict, StorageError, TallyError
 from tally.mail import Mailer
-from tally.models import Permission, Workspace
+from tally.models import Counter, Permission, Workspace
 from tally.storage import Store, store_from_url
 from tally.web.app import load_secret_key
 
@@ -162,12 +163,74 @@ def workspace() -> None:
 @workspace.command("create")
 @click.argument("slug")
 @click.option("--name", default="", help="A display name (defaults to the slug).")
+@click.option("--v1", is_flag=True, help="Open it as a namespace of the V1 legacy endpoints.")
 @database_option
-def workspace_create(slug: str, name: str, database_url: str | None) -> None:
+def workspace_create(slug: str, name: str, v1: bool, database_url: str | None) -> None:
     """Create a workspace."""
     check_slug(slug)
-    ws = _with_store(database_url, lambda store, _s: store.create_workspace(slug, name or slug))
-    click.echo(f"created workspace {ws.slug} (id {ws.id})")
+
+    async def run(store: Store, _s: Settings) -> Workspace:
+        ws = await store.create_workspace(slug, name or slug)
+        if v1:
+            ws = await store.set_workspace_rules(ws.id, v1_open=True, origins=()) or ws
+        return ws
+
+    ws = _with_store(database_url, run)
+    click.echo(f"created workspace {ws.slug} (id {ws.id})" + (", open for V1" if v1 else ""))
+
+
+def _origins_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--origins",
+        default=None,
+        metavar="LIST",
+        help=f"Web origins allowed to count anonymously on {what}, comma-separated "
+        "(https://example.com, https://*.example.com); 'none' allows any.",
+    )
+
+
+def _parse_origins(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return origin_rules.parse_list(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--origins") from None
+
+
+def _origins_text(origins: tuple[str, ...]) -> str:
+    return ",".join(origins) if origins else "any"
+
+
+@workspace.command("update")
+@click.argument("slug")
+@click.option("--v1/--no-v1", default=None, help="Open (or close) it for the V1 endpoints.")
+@_origins_option("its counters (a counter's own list replaces it)")
+@database_option
+def workspace_update(
+    slug: str, v1: bool | None, origins: str | None, database_url: str | None
+) -> None:
+    """Change a workspace's settings (servers apply them within TALLY_TOKEN_CACHE_TTL)."""
+    allowed = _parse_origins(origins)
+
+    async def run(store: Store, _s: Settings) -> Workspace:
+        ws = await _existing_workspace(store, slug)
+        updated = await store.set_workspace_rules(
+            ws.id,
+            v1_open=ws.v1_open if v1 is None else v1,
+            origins=ws.origins if allowed is None else allowed,
+        )
+        if updated is None:
+            raise click.ClickException(f"no workspace {slug!r}")
+        return updated
+
+    ws = _with_store(database_url, run)
+    click.echo(
+        f"workspace {ws.slug}: v1={'open' if ws.v1_open else 'closed'} "
+        f"origins={_origins_text(ws.origins)}"
+    )
 
 
 @workspace.command("list")
@@ -365,6 +428,63 @@ def counter_create(path: str, private: bool, description: str, database_url: str
         return f"created {kind} counter {slug}/{c.name} (id {c.id})"
 
     click.echo(_with_store(database_url, run))
+
+
+def _bound(text: str | None, hint: str) -> int | None:
+    if text is None or text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise click.BadParameter("use a whole number or none", param_hint=hint) from None
+
+
+@counter.command("update")
+@click.argument("path", metavar="WORKSPACE/NAME")
+@click.option("--floor", default=None, metavar="N|none", help="The lowest value a down may reach.")
+@click.option(
+    "--ceiling", default=None, metavar="N|none", help="The highest value an up may reach."
+)
+@_origins_option("this counter")
+@database_option
+def counter_update(
+    path: str,
+    floor: str | None,
+    ceiling: str | None,
+    origins: str | None,
+    database_url: str | None,
+) -> None:
+    """Change a counter's bounds and allowed origins (servers apply them within
+    TALLY_TOKEN_CACHE_TTL). Options left out keep their value."""
+    slug, sep, name = path.partition("/")
+    if not sep or not name:
+        raise click.BadParameter("use WORKSPACE/NAME", param_hint="WORKSPACE/NAME")
+    allowed = _parse_origins(origins)
+    new_floor, new_ceiling = _bound(floor, "--floor"), _bound(ceiling, "--ceiling")
+
+    async def run(store: Store, _s: Settings) -> Counter:
+        c = await store.read_counter(slug, name)
+        if c is None:
+            raise click.ClickException(f"no counter {slug}/{name}")
+        lo = c.floor if floor is None else new_floor
+        hi = c.ceiling if ceiling is None else new_ceiling
+        if lo is not None and hi is not None and lo > hi:
+            raise click.ClickException(f"the floor ({lo}) is above the ceiling ({hi})")
+        for bound in (lo, hi):
+            if bound is not None and abs(bound) > 2**62:
+                raise click.ClickException("a bound must be within +-2**62")
+        updated = await store.set_counter_rules(
+            c.id, floor=lo, ceiling=hi, origins=c.origins if allowed is None else allowed
+        )
+        if updated is None:
+            raise click.ClickException(f"no counter {slug}/{name}")
+        return updated
+
+    c = _with_store(database_url, run)
+    click.echo(
+        f"counter {slug}/{c.name}: floor={'none' if c.floor is None else c.floor} "
+        f"ceiling={'none' if c.ceiling is None else c.ceiling} origins={_origins_text(c.origins)}"
+    )
 
 
 @counter.command("list")

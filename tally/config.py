@@ -62,6 +62,7 @@ class Settings:
     smtp_password: str | None = None
     smtp_security: str = "starttls"
     mail_from: str = "Tally <tally@localhost>"
+    v1_rate_limit: RateLimit | None = RateLimit(30, 60.0)
 
     @classmethod
     def from_env(
@@ -410,6 +411,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("smtp_password", str, "SMTP password.", lambda v: v or "", secret=True),
     Setting("smtp_security", parse_smtp_security, "starttls, tls (implicit) or none."),
     Setting("mail_from", str, "The From address of Tally's emails."),
+    Setting(
+        "v1_rate_limit",
+        parse_rate_limit,
+        "The V1 legacy endpoints' own limit per URL path and client IP (like rate_limit).",
+        render_rate_limit,
+    ),
 )
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)}

@@ -9,6 +9,15 @@ Access rules (docs/api.md has the user-facing table):
   lacks the permission, 403.
 - up / down on a missing counter with a Write or Admin token of that workspace creates it
   (public); otherwise 404.
+- up / down by more than 1 needs a Write token of the workspace; set needs Admin (and
+  creates a missing counter, as up does with Write).
+- An anonymous up / down (no token of the counter's workspace) of a counter with allowed
+  origins must come from one of them (tally.origins), else 403.
+- A counter with a floor or a ceiling takes every up / down / set as a checked change:
+  one that would cross a bound is refused by the store at commit time (409), so the
+  bounds hold exactly across nodes; these requests are answered after their commit,
+  also in buffered mode.
+- V1 (the retired open-source API): see tally.namespaces.
 """
 
 from __future__ import annotations
@@ -20,13 +29,24 @@ from collections.abc import Callable
 from datetime import UTC, tzinfo
 from typing import Any
 
-from tally.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from tally.models import BatchChanges, Counter, Permission, Token
+from tally import origins
+from tally.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from tally.models import (
+    CHECK_BOUNDS,
+    UNCHECKED,
+    BatchChanges,
+    Counter,
+    Permission,
+    Token,
+    Totals,
+)
 from tally.stats import add_temporal, settled_before, summarize
 from tally.storage.base import Store
-from tally.writes import GroupCommit
+from tally.writes import GroupCommit, Ticket
 
 MAX_NAME = 128
+MAX_BY = 1_000_000  # up / down ?by=
+MAX_SET = 2**53 - 1  # a total set with set: still exact in JavaScript's numbers
 # seconds the settled stats sums of a counter are reused (other nodes' late batches)
 SETTLED_TTL = 300.0
 # control characters, surrogates, line and paragraph separators; format characters such
@@ -96,6 +116,16 @@ class CounterCache:
         return len(self._entries)
 
 
+def bound_error(counter: Counter, up: int, down: int) -> Conflict:
+    if up and counter.ceiling is not None:
+        crossed = f"ceiling of {counter.ceiling}"
+    elif down and counter.floor is not None:
+        crossed = f"floor of {counter.floor}"
+    else:
+        crossed = "bounds"
+    return Conflict(f"this would cross the counter's {crossed}: nothing was counted")
+
+
 class Counters:
     def __init__(
         self, store: Store, writes: GroupCommit, tz: tzinfo = UTC, cache_ttl: float = 1.0
@@ -126,6 +156,14 @@ class Counters:
         ):
             raise NotFound()
         return counter
+
+    async def find(self, workspace: str, name: str) -> Counter | None:
+        """The counter, its settings from the node's cache (tally.namespaces)."""
+        return await self._find(workspace, name)
+
+    async def fresh(self, counter: Counter) -> CounterView:
+        """The counter's totals now (tally.namespaces)."""
+        return await self._fresh(counter)
 
     async def _fresh(self, counter: Counter) -> CounterView:
         """The counter's totals now: a committed snapshot plus this node's pending changes."""
@@ -201,9 +239,16 @@ class Counters:
                 del self._settled_cache[key]
 
     async def count(
-        self, workspace: str, name: str, token: Token | None, up: int, down: int
+        self,
+        workspace: str,
+        name: str,
+        token: Token | None,
+        up: int,
+        down: int,
+        source: origins.Source = origins.NO_SOURCE,
     ) -> CounterView:
-        """Add `up` / `down` events to a counter (creating it if the token may)."""
+        """Add `up` / `down` events to a counter (creating it if the token may).
+        `source`: where the request says it comes from (tally.origins)."""
         counter = await self._find(workspace, name)
         if counter is None:
             if (
@@ -218,6 +263,18 @@ class Counters:
             if token is None or token.workspace_id != counter.workspace_id:
                 raise NotFound()
             self._require(counter, token, Permission.WRITE)
+        if up + down > 1:
+            self._require(counter, token, Permission.WRITE)
+        if counter.allowed_origins and (
+            token is None or token.workspace_id != counter.workspace_id
+        ):
+            self.check_origin(counter, source)
+        if counter.bounded:
+            ticket = self.writes.add(counter.id, up, down, time.time(), CHECK_BOUNDS)
+            totals = await self.committed(ticket)
+            if totals.refused:
+                raise bound_error(counter, up, down)
+            return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
         if self.commit:
             ticket = self.writes.add(counter.id, up, down, time.time())
             totals = await self.writes.wait(ticket)
@@ -239,6 +296,58 @@ class Counters:
         finally:
             self.writes.end_read(epoch)
 
+    @staticmethod
+    def check_origin(counter: Counter, source: origins.Source) -> None:
+        """Forbidden unless `source` names an origin the counter allows (tally.origins)."""
+        if not counter.allowed_origins:
+            return
+        origin = origins.request_origin(*source)
+        if not origins.allowed(origin, counter.allowed_origins):
+            raise Forbidden(
+                "this counter accepts anonymous counts only from its allowed origins"
+                if origin is None
+                else f"this counter does not accept anonymous counts from {origin}"
+            )
+
+    async def committed(self, ticket: Ticket) -> Totals:
+        """The ticket's totals once committed, in either durability mode."""
+        if not self.commit:
+            self.writes.commit_soon()
+        return await self.writes.wait(ticket)
+
+    async def set(
+        self, workspace: str, name: str, token: Token | None, up: int, down: int
+    ) -> CounterView:
+        """Set a counter's totals (Admin; creates a missing counter). See GroupCommit.set."""
+        for total in (up, down):
+            if not 0 <= total <= MAX_SET:
+                raise BadRequest(f"a total must be a whole number from 0 to {MAX_SET}")
+        counter = await self._find(workspace, name)
+        if counter is None:
+            if (
+                token is None
+                or token.workspace_slug != workspace
+                or token.permission < Permission.ADMIN
+            ):
+                raise NotFound()
+            counter = await self.store.ensure_counter(token.workspace_id, name)
+            self.cache.put((workspace, name), counter, time.monotonic())
+        elif counter.private and (token is None or token.workspace_id != counter.workspace_id):
+            raise NotFound()
+        self._require(counter, token, Permission.ADMIN)
+        return await self.set_totals(counter, up, down)
+
+    async def set_totals(self, counter: Counter, up: int, down: int) -> CounterView:
+        """Set the totals of a counter the caller may set (see GroupCommit.set)."""
+        check = CHECK_BOUNDS if counter.bounded else UNCHECKED
+        totals = await self.committed(self.writes.set(counter.id, up, down, time.time(), check))
+        if totals.refused:
+            raise Conflict(
+                f"{up - down} is outside the counter's bounds "
+                f"({_bound(counter.floor)} to {_bound(counter.ceiling)}): nothing was set"
+            )
+        return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
+
     async def reset(self, workspace: str, name: str, token: Token | None) -> CounterView:
         counter = await self._visible(workspace, name, token)
         self._require(counter, token, Permission.WRITE)
@@ -251,6 +360,10 @@ class Counters:
             totals = await self.writes.wait(ticket)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
         return await self._buffered(counter, lambda: self.writes.reset(counter.id, time.time()))
+
+    async def buffered(self, counter: Counter, change: Callable[[], object]) -> CounterView:
+        """Buffered mode: `change`, answered as `_buffered` does (tally.namespaces)."""
+        return await self._buffered(counter, change)
 
     async def _buffered(self, counter: Counter, change: Callable[[], object]) -> CounterView:
         """Buffered mode: read the committed totals first, then make the change and add
@@ -267,3 +380,7 @@ class Counters:
         finally:
             self.writes.end_read(epoch)
         return CounterView(counter, up, down, updated)
+
+
+def _bound(value: int | None) -> str:
+    return "none" if value is None else str(value)

@@ -31,6 +31,8 @@ class Workspace:
     slug: str
     name: str
     created_at: float
+    v1_open: bool = False  # answers the V1 legacy endpoints as a namespace
+    origins: tuple[str, ...] = ()  # allowed origins of anonymous counts (tally.origins)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,20 @@ class Counter:
     updated_at: float
     seq: int = 0
     owner_id: int = 0  # the account id of the workspace's first owner (0: none)
+    floor: int | None = None  # the lowest value (up_count - down_count) a down may reach
+    ceiling: int | None = None  # the highest value an up may reach
+    origins: tuple[str, ...] = ()  # its own allowed origins; () falls back to the workspace's
+    workspace_origins: tuple[str, ...] = ()
+    v1_open: bool = False  # its workspace's V1 flag
+
+    @property
+    def bounded(self) -> bool:
+        return self.floor is not None or self.ceiling is not None
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """The origins anonymous counts must come from (empty: any)."""
+        return self.origins or self.workspace_origins
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +101,63 @@ class Totals:
     up_count: int
     down_count: int
     updated_at: float
+    refused: bool = False  # a checked change that would have crossed a bound: not applied
+    # a set's batch: the totals the set replaced (so its history adjustment is known)
+    replaced: tuple[int, int] | None = None
+
+
+# CounterDelta.check
+UNCHECKED = 0
+CHECK_BOUNDS = 1  # within the counter's floor and ceiling
+CHECK_BOUNDS_AND_ZERO = 2  # also never below 0 (the V1 down)
 
 
 @dataclass(slots=True)
 class CounterDelta:
-    """What one group-commit batch does to one counter: optionally reset both totals to
-    zero first, then add `up` and `down`."""
+    """What one group-commit batch does to one counter: optionally start the totals from
+    (`base_up`, `base_down`) instead of their committed values (`reset`: a reset is a
+    base of 0, 0), then add `up` and `down`.
+
+    `record`: the hour (>= 0) in whose bucket a set records its difference to the totals
+    it replaced, so the buckets sum to the totals (docs/api.md, "set"); -1 for none.
+    `check`: apply only if the change crosses none of the counter's bounds as stored at
+    commit time (a refused change writes nothing); a checked delta is the only change
+    to its counter in its batch (see GroupCommit)."""
 
     up: int = 0
     down: int = 0
     reset: bool = False
     updated_at: float = 0.0
+    base_up: int = 0
+    base_down: int = 0
+    check: int = UNCHECKED
+    record: int = -1
+
+    def totals_after(self, up_count: int, down_count: int) -> tuple[int, int]:
+        """The totals this delta makes of committed ones."""
+        if self.reset:
+            up_count, down_count = self.base_up, self.base_down
+        return up_count + self.up, down_count + self.down
+
+    def crosses(
+        self, up_count: int, down_count: int, floor: int | None, ceiling: int | None
+    ) -> bool:
+        """Would this checked delta, applied to these totals, cross a bound? (The same rule
+        as `tally_apply_ops` in migrations/postgresql/0005_counter_rules.sql.)"""
+        if self.check == UNCHECKED:
+            return False
+        new_up, new_down = self.totals_after(up_count, down_count)
+        value = new_up - new_down
+        if self.check == CHECK_BOUNDS_AND_ZERO:
+            floor = max(floor if floor is not None else 0, 0)
+        if ceiling is not None and value > ceiling and (self.up > 0 or self.reset):
+            return True
+        return floor is not None and value < floor and (self.down > 0 or self.reset)
+
+    @property
+    def plain(self) -> bool:
+        """Neither checked nor a recorded set: `tally_apply`'s fast paths can take it."""
+        return self.check == UNCHECKED and self.record < 0
 
 
 @dataclass(slots=True)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from tally.errors import OutcomeUnknown, StorageError, Unavailable
 from tally.histogram import LATENCY_BOUNDS, SIZE_BOUNDS, Histogram
-from tally.models import BatchChanges, CounterDelta, Totals
+from tally.models import UNCHECKED, BatchChanges, CounterDelta, Totals
 from tally.storage.base import Store
 
 log = logging.getLogger("tally.writes")
@@ -55,7 +55,20 @@ class Batch:
         self.waiters: list[asyncio.Future[dict[int, Totals]]] = []
 
     def succeed(self, results: dict[int, Totals]) -> None:
-        """Committed: hand every waiter the counters' totals after the commit."""
+        """Committed: hand every waiter the counters' totals after the commit. The batch
+        may still be overlaid for reads in flight (see begin_read), so a refused (checked)
+        change is taken out of it, and a set's history adjustment put in."""
+        changes = self.changes
+        for counter_id, totals in results.items():
+            if totals.refused:
+                changes.counters[counter_id] = CounterDelta(updated_at=0.0)
+                for key in [k for k in changes.hours if k[0] == counter_id]:
+                    del changes.hours[key]
+            elif totals.replaced is not None:  # a set: its history adjustment, now known
+                delta = changes.counters[counter_id]
+                hour = changes.hours.setdefault((counter_id, delta.record), [0, 0])
+                hour[0] += delta.base_up - totals.replaced[0]
+                hour[1] += delta.base_down - totals.replaced[1]
         self.done.set_result(results)
         for waiter in self.waiters:
             if not waiter.done():  # done: its request was cancelled
@@ -198,16 +211,25 @@ class GroupCommit:
         if self._deadline is not None:
             raise Unavailable("the server is stopping; nothing was counted, try again")
 
-    def add(self, counter_id: int, up: int, down: int, now: float) -> Ticket:
+    def add(
+        self, counter_id: int, up: int, down: int, now: float, check: int = UNCHECKED
+    ) -> Ticket:
         """Add up/down events to a counter at time `now` (unix seconds). Unavailable once
-        stop has begun."""
+        stop has begun. A checked change (`check`, see CounterDelta) is alone for its
+        counter in its batch, so the store can accept or refuse it by itself: it starts
+        a new batch if the open one already changes the counter, and so does any change
+        after it."""
         if self._deadline is not None:
             self._refuse_when_stopping()
         batch = self._open or self._new_batch()
         changes = batch.changes
         delta = changes.counters.get(counter_id)
+        if delta is not None and (check or delta.check):
+            batch = self._new_batch()
+            changes = batch.changes
+            delta = None
         if delta is None:
-            delta = changes.counters[counter_id] = CounterDelta()
+            delta = changes.counters[counter_id] = CounterDelta(check=check)
         delta.up += up
         delta.down += down
         if now > delta.updated_at:
@@ -223,14 +245,35 @@ class GroupCommit:
 
     def reset(self, counter_id: int, now: float) -> Ticket:
         """Set both totals of a counter back to zero (its history is kept)."""
+        return self._replace(counter_id, CounterDelta(0, 0, True, now))
+
+    def set(
+        self, counter_id: int, up: int, down: int, now: float, check: int = UNCHECKED
+    ) -> Ticket:
+        """Set a counter's totals to `up` and `down`. Changes this node accepted before it
+        are replaced, later ones add to it; the store records the difference to the
+        replaced totals in the hour's bucket (see CounterDelta.record)."""
+        hour = int(now // 3600)
+        ticket = self._replace(
+            counter_id, CounterDelta(0, 0, True, now, up, down, check=check, record=hour)
+        )
+        ticket.batch.changes.hours.setdefault((counter_id, hour), [0, 0])  # locked in order
+        return ticket
+
+    def _replace(self, counter_id: int, delta: CounterDelta) -> Ticket:
         self._refuse_when_stopping()
         batch = self._open
         if batch is None or counter_id in batch.changes.counters:
             # Tickets already handed out for this counter are relative to the delta so
             # far: the reset starts a fresh batch, committed after this one.
             batch = self._new_batch()
-        batch.changes.counters[counter_id] = CounterDelta(0, 0, True, now)
+        batch.changes.counters[counter_id] = delta
         return Ticket(batch, counter_id, 0, 0)
+
+    def commit_soon(self) -> None:
+        """Buffered mode: a request waits for its commit (a checked change, a set), so
+        do not wait for the interval."""
+        self._flush_now.set()
 
     async def wait(self, ticket: Ticket) -> Totals:
         """Wait for the ticket's batch to commit; the counter's totals as of this request."""
@@ -247,6 +290,8 @@ class GroupCommit:
         final = results.get(ticket.counter_id)
         if final is None:  # the counter was deleted meanwhile
             raise Unavailable("the counter changed while writing, try again")
+        if final.refused:  # the totals as committed, without this change
+            return final
         delta = ticket.batch.changes.counters[ticket.counter_id]
         return Totals(
             final.up_count - delta.up + ticket.up,
@@ -272,25 +317,26 @@ class GroupCommit:
             return up, down, updated
         for batch in self._batches_after(seq):
             delta = batch.changes.counters.get(counter_id)
-            if delta is None:
-                continue
-            if delta.reset:
-                up, down = delta.up, delta.down
-            else:
-                up += delta.up
-                down += delta.down
+            if delta is None or (delta.check and not batch.done.done()):
+                continue  # a checked change counts once the store accepted it
+            up, down = delta.totals_after(up, down)
             if delta.updated_at > updated:
                 updated = delta.updated_at
         return up, down, updated
 
     def overlay_hours(self, counter_id: int, since_seq: int) -> list[tuple[int, int, int]]:
         """Hourly events of this node not in a snapshot taken at `since_seq`."""
-        return [
-            (hour, ud[0], ud[1])
-            for batch in self._batches_after(since_seq)
-            for (cid, hour), ud in batch.changes.hours.items()
-            if cid == counter_id
-        ]
+        out = []
+        for batch in self._batches_after(since_seq):
+            delta = batch.changes.counters.get(counter_id)
+            if delta is None or (delta.check and not batch.done.done()):
+                continue
+            out += [
+                (h, ud[0], ud[1])
+                for (cid, h), ud in batch.changes.hours.items()
+                if cid == counter_id
+            ]
+        return out
 
     # the flusher ------------------------------------------------------------------
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import httpx
+
+if TYPE_CHECKING:
+    from conftest import Harness
 
 
 def bearer(token: str | None) -> dict[str, str]:
@@ -18,3 +24,10 @@ def assert_error(r: httpx.Response, status: int) -> None:
     assert body["code"] == str(status)
     assert isinstance(body["message"], str)
     assert body["message"].strip()
+
+
+async def flush(nodes: Iterable[Harness]) -> None:
+    """Commit everything the nodes hold in memory (buffered mode)."""
+    for node in nodes:
+        assert node.app.services is not None
+        await node.app.services.writes.flush()

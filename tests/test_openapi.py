@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from importlib import resources
@@ -20,6 +21,7 @@ from tally.models import Permission
 from tally.web.api import TEMPLATES
 from tally.web.download import EXPORT_ROUTE
 from tally.web.openapi import document
+from tally.web.v1 import TEMPLATES as V1_TEMPLATES
 
 ROOT = Path(__file__).parent.parent
 STATIC = resources.files("tally.web") / "static"
@@ -52,6 +54,7 @@ async def test_document_and_routes_agree(harness: Harness) -> None:
     served = (
         set(TEMPLATES.values())
         | {EXPORT_ROUTE}
+        | set(V1_TEMPLATES.values())
         | {path.decode() for path, route in harness.app.routes.items() if route.documented}
     )
     r = await harness.client.get("/openapi.json")
@@ -69,17 +72,36 @@ async def test_every_route_answers_as_documented(harness: Harness) -> None:
     the documented headers; errors answer in the Error schema."""
     doc = document()
     ws = await harness.workspace()
-    token = await harness.token(ws, Permission.WRITE)
+    await harness.store.set_workspace_rules(ws.id, v1_open=True, origins=())
+    token = await harness.token(ws, Permission.ADMIN)
     await harness.get("/v2/ws/c/up", token)
+    queries = {  # the required query parameters, and optional ones
+        "/v2/{workspace}/{name}/set": "?up_count=5",
+        "/v2/{workspace}/{name}/up": "?by=2",
+        "/v1/{namespace}/{name}/set": "?count=3",
+        "/v1/{namespace}/{name}/list": "?group_by=hour&order_by=desc",
+    }
     for path in doc["paths"]:
         if "application/json" not in doc["paths"][path]["get"]["responses"]["200"]["content"]:
             continue  # badge.svg, stream, export: tests/test_badge.py, test_stream.py, ...
-        concrete = path.replace("{workspace}", "ws").replace("{name}", "c")
+        concrete = path.replace("{workspace}", "ws").replace("{namespace}", "ws")
+        concrete = concrete.replace("{name}", "c")
+        concrete += queries.get(path, "")
         check_body(doc, await harness.get(concrete, token), path, 200)
     check_body(doc, await harness.get("/v2/ws/missing"), "/v2/{workspace}/{name}", 404)
     check_body(doc, await harness.get("/v2/ws/c/reset"), "/v2/{workspace}/{name}/reset", 401)
     bad = await harness.get("/v2/ws/" + "x" * 129)
     check_body(doc, bad, "/v2/{workspace}/{name}", 400)
+    check_body(doc, await harness.get("/v2/ws/c/set"), "/v2/{workspace}/{name}/set", 400)
+    check_body(doc, await harness.get("/v1/ws/missing"), "/v1/{namespace}/{name}", 400)
+    check_body(doc, await harness.get("/v1/closed/c/up"), "/v1/{namespace}/{name}/up", 404)
+    counter = await harness.store.read_counter("ws", "c")
+    assert counter is not None
+    await harness.store.set_counter_rules(counter.id, floor=None, ceiling=0, origins=())
+    await asyncio.sleep(1.1)  # the node's cached counter (unbounded) expires
+    ceiling = await harness.get("/v2/ws/c/up", token)
+    check_body(doc, ceiling, "/v2/{workspace}/{name}/up", 409)
+    check_body(doc, await harness.get("/v1/ws/c/up"), "/v1/{namespace}/{name}/up", 409)
 
 
 async def test_rate_limit_answer_is_documented(make_harness: Any) -> None:

@@ -65,6 +65,11 @@ class Store(Protocol):
 
     async def list_workspaces(self) -> list[Workspace]: ...
 
+    async def set_workspace_rules(
+        self, workspace_id: int, *, v1_open: bool, origins: tuple[str, ...]
+    ) -> Workspace | None:
+        """Replace the workspace's V1 flag and allowed origins; None if it is missing."""
+
     # tokens
     async def create_token(
         self,
@@ -89,6 +94,16 @@ class Store(Protocol):
         self, workspace_id: int, name: str, *, private: bool = False, description: str = ""
     ) -> Counter:
         """Raises Conflict if the workspace has a counter of that name."""
+
+    async def set_counter_rules(
+        self,
+        counter_id: int,
+        *,
+        floor: int | None,
+        ceiling: int | None,
+        origins: tuple[str, ...],
+    ) -> Counter | None:
+        """Replace the counter's bounds and allowed origins; None if it is missing."""
 
     async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
         """The counter, created public and empty if missing (safe under races)."""
@@ -130,15 +145,22 @@ class Store(Protocol):
         still exists, as committed. A batch whose seq this node already committed is not
         applied again (a retry after a COMMIT whose answer was lost counts once).
 
+        A checked delta that would cross its counter's bounds (as stored at commit time)
+        changes nothing, its hourly buckets included: its totals come back `refused`
+        (also to a retry). A set (`record` >= 0) adds its difference to the totals it
+        replaced into the bucket of hour `record` (see CounterDelta), and its totals
+        carry the `replaced` ones.
+
         Raises OutcomeUnknown when the batch was sent but no answer came: it may have
         committed. Any other StorageError means it did not."""
 
     async def settle(self, changes: BatchChanges) -> dict[int, Totals] | None:
         """After `apply(changes)` raised OutcomeUnknown: did it commit? The totals of its
-        counters now if it did. None if it did not, and then it never will: this node's
-        seq is moved past the batch (a fence), so a call that reaches the database
-        later changes nothing. Raises StorageError when the database cannot tell now;
-        calling it again is safe."""
+        counters now if it did (checked changes marked `refused` as they were decided).
+        None if it did not, and then it never will: this node's seq is moved past the
+        batch (a fence), so a call that reaches the database later changes nothing.
+        Raises StorageError when the database cannot tell now; calling it again is
+        safe."""
 
     # the dashboard (storage/dashboard.py, one SQL for both backends) ------------
 

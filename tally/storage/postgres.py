@@ -46,10 +46,12 @@ from tally.storage import migrations
 from tally.storage.base import NO_END
 from tally.storage.dashboard import DashboardTables, Statement
 from tally.storage.dashboard import Params as SqlParams
-from tally.storage.pgcall import BatchedLookup, PreparedCall
+from tally.storage.pgcall import BatchedLookup, PreparedCall, Row
 from tally.storage.rows import (
     COUNTER_COLUMNS,
     TOKEN_COLUMNS,
+    WORKSPACE_COLUMNS,
+    join_origins,
     to_counter,
     to_token,
     to_workspace,
@@ -119,6 +121,13 @@ WITH t AS (
 )
 SELECT {TOKEN_COLUMNS} FROM t JOIN workspaces w ON w.id = t.workspace_id
 """
+_SET_COUNTER_RULES = f"""
+WITH c AS (
+    UPDATE counters SET min_value = %(floor)s, max_value = %(ceiling)s, origins = %(origins)s
+    WHERE id = %(id)s RETURNING *
+)
+SELECT {COUNTER_COLUMNS}, {_SEQ} FROM c JOIN workspaces w ON w.id = c.workspace_id
+"""
 _FIND_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id"
 
 # Deadlocks: two nodes whose batches change overlapping counters would deadlock if
@@ -131,6 +140,15 @@ _FIND_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id 
 # counter's row stays locked only while the server runs it and flushes its WAL. The
 # client side is `PreparedCall` (pgcall.py): parameters go as text literals, about 30 µs
 # of client CPU per batch (a pooled transaction of four statements took ~430 µs).
+# A batch with a checked change or a set (CounterDelta.plain is false) goes through
+# tally_apply_ops (0005_counter_rules.sql) instead, on a connection of its own.
+_APPLY_OPS = b"""
+SELECT r_id, r_up, r_down, r_at, r_refused, r_old_up, r_old_down FROM tally_apply_ops(
+    $1, $2::bigint, $3::float8, $4::bigint[], $5::bigint[], $6::bigint[], $7::boolean[],
+    $8::float8[], $9::bigint[], $10::bigint[], $11::smallint[], $12::bigint[],
+    $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[]
+)
+"""
 _APPLY = b"""
 SELECT r_id, r_up, r_down, r_at FROM tally_apply(
     $1, $2::bigint, $3::float8, $4::bigint[], $5::bigint[], $6::bigint[], $7::boolean[],
@@ -150,9 +168,9 @@ def _text(value: bytes | None) -> bytes:
     return value
 
 
-def _totals(row: tuple[bytes | None, ...]) -> Totals:
+def _totals(row: tuple[bytes | None, ...], refused: bool = False) -> Totals:
     """Columns 1 to 3 of a row of tally_apply or of the batched counts read (text)."""
-    return Totals(int(_text(row[1])), int(_text(row[2])), float(_text(row[3])))
+    return Totals(int(_text(row[1])), int(_text(row[2])), float(_text(row[3])), refused)
 
 
 def _values(r: CounterRecord) -> tuple[object, ...]:
@@ -212,6 +230,7 @@ class PostgresStore(DashboardTables):
         # transaction needs no ROLLBACK; writes of several statements use transaction()
         self._kwargs: dict[str, Any] = {"autocommit": True, "row_factory": tuple_row}
         self._flusher: PreparedCall | None = None
+        self._ops_flusher: PreparedCall | None = None  # batches with checks or sets
         # reads of a counter's totals (every get): batched, on a connection of their own
         self.call_timeout = call_timeout
         self._counts = BatchedLookup(
@@ -446,7 +465,7 @@ class PostgresStore(DashboardTables):
         try:
             row = await self._row(
                 "INSERT INTO workspaces (slug, name, created_at) VALUES (%s, %s, %s) "
-                "RETURNING id, slug, name, created_at",
+                f"RETURNING {WORKSPACE_COLUMNS}",
                 (slug, name, time.time() if created_at is None else created_at),
                 read=False,
             )
@@ -457,15 +476,26 @@ class PostgresStore(DashboardTables):
 
     async def get_workspace(self, slug: str) -> Workspace | None:
         row = await self._row(
-            "SELECT id, slug, name, created_at FROM workspaces WHERE slug = %s", (slug,)
+            f"SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE slug = %s", (slug,)
         )
         return to_workspace(row) if row else None
 
     async def list_workspaces(self) -> list[Workspace]:
         rows = await self._rows(
-            'SELECT id, slug, name, created_at FROM workspaces ORDER BY slug COLLATE "C"'
+            f'SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY slug COLLATE "C"'
         )
         return [to_workspace(r) for r in rows]
+
+    async def set_workspace_rules(
+        self, workspace_id: int, *, v1_open: bool, origins: tuple[str, ...]
+    ) -> Workspace | None:
+        row = await self._row(
+            f"UPDATE workspaces SET v1_open = %s, origins = %s WHERE id = %s "
+            f"RETURNING {WORKSPACE_COLUMNS}",
+            (v1_open, join_origins(origins), workspace_id),
+            read=False,
+        )
+        return to_workspace(row) if row else None
 
     # tokens ------------------------------------------------------------------
 
@@ -525,6 +555,27 @@ class PostgresStore(DashboardTables):
         if row is None:
             raise StorageError(f"workspace {workspace_id} vanished")
         return to_counter(row)
+
+    async def set_counter_rules(
+        self,
+        counter_id: int,
+        *,
+        floor: int | None,
+        ceiling: int | None,
+        origins: tuple[str, ...],
+    ) -> Counter | None:
+        row = await self._row(
+            _SET_COUNTER_RULES,
+            {
+                "id": counter_id,
+                "floor": floor,
+                "ceiling": ceiling,
+                "origins": join_origins(origins),
+                "node": self.node,
+            },
+            read=False,
+        )
+        return to_counter(row) if row else None
 
     async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
         now = time.time()
@@ -672,32 +723,58 @@ class PostgresStore(DashboardTables):
         deltas = [changes.counters[i] for i in ids]
         keys = sorted(changes.hours)
         hours = [changes.hours[k] for k in keys]
-        params = (
-            self.node.encode(),
-            b"%d" % changes.seq,
-            repr(time.time()).encode(),
+        counters = (
             _array(ids),
             _array([d.up for d in deltas]),
             _array([d.down for d in deltas]),
             _bools([d.reset for d in deltas]),
             _array([d.updated_at for d in deltas]),
+        )
+        buckets = (
             _array([k[0] for k in keys]),
             _array([k[1] for k in keys]),
             _array([h[0] for h in hours]),
             _array([h[1] for h in hours]),
         )
+        head = (self.node.encode(), b"%d" % changes.seq, repr(time.time()).encode())
+        if all(d.plain for d in deltas):
+            rows = await self._call(False, (*head, *counters, *buckets))
+            return {int(_text(row[0])): _totals(row) for row in rows}
+        rules = (
+            _array([d.base_up for d in deltas]),
+            _array([d.base_down for d in deltas]),
+            _array([d.check for d in deltas]),
+            _array([d.record for d in deltas]),
+        )
+        rows = await self._call(True, (*head, *counters, *rules, *buckets))
+        out: dict[int, Totals] = {}
+        for row in rows:
+            counter_id = int(_text(row[0]))
+            totals = out[counter_id] = _totals(row, row[4] == b"t")
+            if changes.counters[counter_id].record >= 0 and row[5] is not None:
+                totals.replaced = (int(_text(row[5])), int(_text(row[6])))
+        return out
+
+    async def _call(self, ops: bool, params: tuple[bytes, ...]) -> list[Row]:
+        """Run tally_apply (or tally_apply_ops) on the flusher's connection for it."""
         try:
-            if self._flusher is None or self._flusher.closed:
+            flusher = self._ops_flusher if ops else self._flusher
+            if flusher is None or flusher.closed:
                 conn = await self._connect()
-                self._flusher = PreparedCall(conn, b"tally_apply", _APPLY, self.call_timeout)
-            rows = await self._flusher(params)
+                if ops:
+                    flusher = PreparedCall(conn, b"tally_apply_ops", _APPLY_OPS, self.call_timeout)
+                    self._ops_flusher = flusher
+                else:
+                    flusher = PreparedCall(conn, b"tally_apply", _APPLY, self.call_timeout)
+                    self._flusher = flusher
+            rows = await flusher(params)
         except psycopg.Error as exc:
             await self._drop_flusher()
             raise StorageError(f"postgresql: {exc}") from exc
         except StorageError:
             await self._drop_flusher()
             raise
-        return {int(_text(row[0])): _totals(row) for row in rows}
+        return rows
 
     async def settle(self, changes: BatchChanges) -> dict[int, Totals] | None:
         # On a new connection, in one transaction: lock this node's row, which waits for
@@ -736,9 +813,12 @@ class PostgresStore(DashboardTables):
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (fence, str(changes.seq)),
                     )
+                # checked changes as they were decided (tally_apply_ops, 0005)
                 cur = await conn.execute(
-                    "SELECT id, up_count, down_count, updated_at FROM counters WHERE id = ANY(%s)",
-                    (ids,),
+                    "SELECT c.id, c.up_count, c.down_count, c.updated_at, "
+                    "s.refused_seq = %s AND c.id = ANY(s.refused) "
+                    "FROM counters c, node_seq s WHERE c.id = ANY(%s) AND s.node = %s",
+                    (changes.seq, ids, self.node),
                 )
                 rows = await cur.fetchall()
         except TimeoutError:
@@ -750,10 +830,11 @@ class PostgresStore(DashboardTables):
                 await conn.close()
         if not applied:
             return None
-        return {int(r[0]): Totals(int(r[1]), int(r[2]), float(r[3])) for r in rows}
+        return {int(r[0]): Totals(int(r[1]), int(r[2]), float(r[3]), bool(r[4])) for r in rows}
 
     async def _drop_flusher(self) -> None:
-        """Forget the flusher's connection (the next batch opens a new one)."""
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None:
-            await flusher.close()
+        """Forget the flusher's connections (the next batch opens a new one)."""
+        for flusher in (self._flusher, self._ops_flusher):
+            if flusher is not None:
+                await flusher.close()
+        self._flusher = self._ops_flusher = None

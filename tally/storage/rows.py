@@ -1,5 +1,5 @@
 """Rows to records, shared by the SQL stores: both select the same columns in the same
-order (`COUNTER_COLUMNS`, `TOKEN_COLUMNS`, workspaces' id, slug, name, created_at)."""
+order (`COUNTER_COLUMNS`, `TOKEN_COLUMNS`, `WORKSPACE_COLUMNS`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from tally.models import Counter, Permission, Token, Workspace
 
 COUNTER_COLUMNS = (
     "c.id, c.workspace_id, w.slug, c.name, c.description, c.private, c.up_count, "
-    "c.down_count, c.created_at, c.updated_at, w.owner_id"
+    "c.down_count, c.created_at, c.updated_at, w.owner_id, c.min_value, c.max_value, "
+    "c.origins, w.origins, w.v1_open"
 )
+_COUNTER_WIDTH = 16
+WORKSPACE_COLUMNS = "id, slug, name, created_at, v1_open, origins"
 TOKEN_COLUMNS = (
     "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at, "
     "t.expires_at, t.last_used_at"
@@ -32,8 +35,22 @@ def to_counter(row: Sequence[Any]) -> Counter:
         created_at=row[8],
         updated_at=row[9],
         owner_id=row[10] or 0,
-        seq=row[11] if len(row) > 11 else 0,
+        floor=row[11],
+        ceiling=row[12],
+        origins=split_origins(row[13]),
+        workspace_origins=split_origins(row[14]),
+        v1_open=bool(row[15]),
+        seq=row[_COUNTER_WIDTH] if len(row) > _COUNTER_WIDTH else 0,
     )
+
+
+def split_origins(text: str) -> tuple[str, ...]:
+    """The origins column (one per line) as a tuple."""
+    return tuple(text.split()) if text else ()
+
+
+def join_origins(origins: tuple[str, ...]) -> str:
+    return "\n".join(origins)
 
 
 def to_token(row: Sequence[Any]) -> Token:
@@ -52,4 +69,11 @@ def to_token(row: Sequence[Any]) -> Token:
 
 
 def to_workspace(row: Sequence[Any]) -> Workspace:
-    return Workspace(id=row[0], slug=row[1], name=row[2], created_at=row[3])
+    return Workspace(
+        id=row[0],
+        slug=row[1],
+        name=row[2],
+        created_at=row[3],
+        v1_open=bool(row[4]),
+        origins=split_origins(row[5]),
+    )

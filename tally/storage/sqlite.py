@@ -41,6 +41,8 @@ from tally.storage.dashboard import DashboardTables, Params, Statement
 from tally.storage.rows import (
     COUNTER_COLUMNS,
     TOKEN_COLUMNS,
+    WORKSPACE_COLUMNS,
+    join_origins,
     to_counter,
     to_token,
     to_workspace,
@@ -308,7 +310,7 @@ class SQLiteStore(DashboardTables):
         def run(conn: sqlite3.Connection) -> Workspace:
             row = conn.execute(
                 "INSERT INTO workspaces (slug, name, created_at) VALUES (?, ?, ?) "
-                "RETURNING id, slug, name, created_at",
+                f"RETURNING {WORKSPACE_COLUMNS}",
                 (slug, name, now),
             ).fetchone()
             return to_workspace(row)
@@ -319,14 +321,26 @@ class SQLiteStore(DashboardTables):
             raise Conflict(f"workspace {slug!r} already exists") from None
 
     async def get_workspace(self, slug: str) -> Workspace | None:
-        rows = self._read(
-            "SELECT id, slug, name, created_at FROM workspaces WHERE slug = ?", (slug,)
-        )
+        rows = self._read(f"SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE slug = ?", (slug,))
         return to_workspace(rows[0]) if rows else None
 
     async def list_workspaces(self) -> list[Workspace]:
-        rows = self._read("SELECT id, slug, name, created_at FROM workspaces ORDER BY slug")
+        rows = self._read(f"SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY slug")
         return [to_workspace(r) for r in rows]
+
+    async def set_workspace_rules(
+        self, workspace_id: int, *, v1_open: bool, origins: tuple[str, ...]
+    ) -> Workspace | None:
+        def run(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                f"UPDATE workspaces SET v1_open = ?, origins = ? WHERE id = ? "
+                f"RETURNING {WORKSPACE_COLUMNS}",
+                (int(v1_open), join_origins(origins), workspace_id),
+            ).fetchone()
+            return row
+
+        row = await self._write(self._tx(run))
+        return to_workspace(row) if row else None
 
     # tokens ------------------------------------------------------------------
 
@@ -404,6 +418,24 @@ class SQLiteStore(DashboardTables):
             counter_id = await self._write(self._tx(run))
         except Conflict:
             raise Conflict(f"counter {name!r} already exists in this workspace") from None
+        return self._counter_by_id(counter_id)
+
+    async def set_counter_rules(
+        self,
+        counter_id: int,
+        *,
+        floor: int | None,
+        ceiling: int | None,
+        origins: tuple[str, ...],
+    ) -> Counter | None:
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE counters SET min_value = ?, max_value = ?, origins = ? WHERE id = ?",
+                (floor, ceiling, join_origins(origins), counter_id),
+            ).rowcount
+
+        if not await self._write(self._tx(run)):
+            return None
         return self._counter_by_id(counter_id)
 
     async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
@@ -500,22 +532,49 @@ class SQLiteStore(DashboardTables):
     async def apply(self, changes: BatchChanges) -> dict[int, Totals]:
         node = self.node
         counters = changes.counters
+        special = {cid for cid, d in counters.items() if not d.plain}
         rows = orjson.dumps(
-            [(cid, d.up, d.down, d.reset, d.updated_at) for cid, d in counters.items()]
+            [
+                (cid, d.up, d.down, d.reset, d.updated_at)
+                for cid, d in counters.items()
+                if cid not in special
+            ]
         )
-        hours = orjson.dumps([(cid, h, ud[0], ud[1]) for (cid, h), ud in changes.hours.items()])
+        hours = orjson.dumps(
+            [(cid, h, ud[0], ud[1]) for (cid, h), ud in changes.hours.items() if cid not in special]
+        )
         ids = orjson.dumps(list(counters))
 
-        def run(conn: sqlite3.Connection) -> str:
-            done = conn.execute("SELECT seq FROM node_seq WHERE node = ?", (node,)).fetchone()
-            if done is None or done[0] < changes.seq:  # else a retry of a committed batch
+        def run(conn: sqlite3.Connection) -> tuple[str, dict[int, tuple[int, int] | None]]:
+            outcome: dict[int, tuple[int, int] | None] = {}  # refused: None
+            done = conn.execute(
+                "SELECT seq, refused_seq, refused FROM node_seq WHERE node = ?", (node,)
+            ).fetchone()
+            if done is None or done[0] < changes.seq:
                 conn.execute(_APPLY_COUNTERS, (rows,))
                 conn.execute(_APPLY_HOURS, (hours,))
+                for cid in sorted(special):
+                    outcome[cid] = _apply_special(conn, changes, cid)
                 conn.execute(_SET_SEQ, (node, changes.seq, time.time()))
-            return str(conn.execute(_TOTALS, (ids,)).fetchone()[0])
+                refused = [cid for cid, replaced in outcome.items() if replaced is None]
+                if refused:
+                    conn.execute(
+                        "UPDATE node_seq SET refused_seq = ?, refused = ? WHERE node = ?",
+                        (changes.seq, orjson.dumps(refused).decode(), node),
+                    )
+            elif done[1] == changes.seq:  # a retry of a committed batch: as decided then
+                outcome = dict.fromkeys(orjson.loads(done[2]))
+            return str(conn.execute(_TOTALS, (ids,)).fetchone()[0]), outcome
 
-        totals = orjson.loads(await self._write(self._tx(run)))
-        return {t[0]: Totals(t[1], t[2], float(t[3])) for t in totals}
+        text, outcome = await self._write(self._tx(run))
+        out: dict[int, Totals] = {}
+        for t in orjson.loads(text):
+            totals = out[t[0]] = Totals(t[1], t[2], float(t[3]))
+            if t[0] in outcome:
+                replaced = outcome[t[0]]
+                totals.refused = replaced is None
+                totals.replaced = replaced if counters[t[0]].record >= 0 else None
+        return out
 
     async def settle(self, changes: BatchChanges) -> dict[int, Totals] | None:
         # The writer thread runs one transaction at a time, so nothing of this node is
@@ -523,16 +582,19 @@ class SQLiteStore(DashboardTables):
         node, seq, fence = self.node, changes.seq, f"fence:{self.node}"
         ids = orjson.dumps(list(changes.counters))
 
-        def run(conn: sqlite3.Connection) -> str | None:
+        def run(conn: sqlite3.Connection) -> tuple[str, list[int]] | None:
             conn.execute(
                 "INSERT INTO node_seq (node, seq, updated_at) VALUES (?, 0, ?) "
                 "ON CONFLICT (node) DO NOTHING",
                 (node, time.time()),
             )
-            done = conn.execute("SELECT seq FROM node_seq WHERE node = ?", (node,)).fetchone()[0]
+            done, refused_seq, refused = conn.execute(
+                "SELECT seq, refused_seq, refused FROM node_seq WHERE node = ?", (node,)
+            ).fetchone()
             mark = conn.execute("SELECT value FROM tally_meta WHERE key = ?", (fence,)).fetchone()
             if done >= seq and (mark is None or mark[0] != str(seq)):
-                return str(conn.execute(_TOTALS, (ids,)).fetchone()[0])
+                totals = str(conn.execute(_TOTALS, (ids,)).fetchone()[0])
+                return totals, orjson.loads(refused) if refused_seq == seq else []
             if done < seq:
                 conn.execute("UPDATE node_seq SET seq = ? WHERE node = ?", (seq, node))
                 conn.execute(
@@ -542,10 +604,47 @@ class SQLiteStore(DashboardTables):
                 )
             return None
 
-        totals = await self._write(self._tx(run))
-        if totals is None:
+        settled = await self._write(self._tx(run))
+        if settled is None:
             return None
-        return {t[0]: Totals(t[1], t[2], float(t[3])) for t in orjson.loads(totals)}
+        text, refused = settled
+        return {t[0]: Totals(t[1], t[2], float(t[3]), t[0] in refused) for t in orjson.loads(text)}
+
+
+_ADD_HOUR = """
+INSERT INTO counter_hours (counter_id, hour, up, down) VALUES (?, ?, ?, ?)
+ON CONFLICT (counter_id, hour) DO UPDATE SET up = up + excluded.up, down = down + excluded.down
+"""
+
+
+def _apply_special(
+    conn: sqlite3.Connection, changes: BatchChanges, cid: int
+) -> tuple[int, int] | None:
+    """Apply a checked delta or a set, row by row: the totals it changed, or None if it
+    was refused (a bound)."""
+    delta = changes.counters[cid]
+    row = conn.execute(
+        "SELECT up_count, down_count, min_value, max_value FROM counters WHERE id = ?", (cid,)
+    ).fetchone()
+    if row is None:  # deleted meanwhile
+        return (0, 0)
+    old_up, old_down, floor, ceiling = row
+    if delta.crosses(old_up, old_down, floor, ceiling):
+        return None
+    new_up, new_down = delta.totals_after(old_up, old_down)
+    conn.execute(
+        "UPDATE counters SET up_count = ?, down_count = ?, updated_at = MAX(updated_at, ?) "
+        "WHERE id = ?",
+        (new_up, new_down, delta.updated_at, cid),
+    )
+    for (hour_cid, hour), (up, down) in changes.hours.items():
+        if hour_cid == cid:
+            conn.execute(_ADD_HOUR, (cid, hour, up, down))
+    if delta.record >= 0:
+        conn.execute(
+            _ADD_HOUR, (cid, delta.record, delta.base_up - old_up, delta.base_down - old_down)
+        )
+    return old_up, old_down
 
 
 def _import_one(conn: sqlite3.Connection, workspace_id: int, r: CounterRecord) -> str:

@@ -1,4 +1,4 @@
-"""The V2 JSON endpoints: GET /v2/{workspace}/{name}[/up|/down|/reset|/stats].
+"""The V2 JSON endpoints: GET /v2/{workspace}/{name}[/up|/down|/reset|/stats|/set].
 
 The hot path reads top to bottom in `V2Api.__call__`: parse, authenticate, limit,
 apply, respond.
@@ -7,16 +7,18 @@ apply, respond.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qs, unquote_to_bytes
 
 import orjson
 
+from tally import origins
 from tally.auth import TokenVerifier
 from tally.config import Network
-from tally.counters import Counters, CounterView, check_name
+from tally.counters import MAX_BY, MAX_SET, Counters, CounterView, check_name
 from tally.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -40,7 +42,8 @@ from tally.web.http import (
     send_preflight,
 )
 
-ACTIONS = frozenset((b"up", b"down", b"reset", b"stats", b"badge.svg", b"stream"))
+ACTIONS = frozenset((b"up", b"down", b"reset", b"stats", b"set", b"badge.svg", b"stream"))
+_DIGITS = re.compile(r"[0-9]{1,16}")
 
 
 def rfc3339(ts: float) -> str:
@@ -111,7 +114,7 @@ def stats_data(view: CounterView, stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _segment(kind: str, raw: bytes) -> str:
+def name_segment(kind: str, raw: bytes) -> str:
     try:
         text = unquote_to_bytes(raw).decode("utf-8") if b"%" in raw else raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -135,7 +138,44 @@ def parse_route(path: bytes) -> Route:
         action = parts[2]
     else:
         raise NotFound()
-    return action, _segment("workspace", parts[0]), _segment("counter", parts[1])
+    return action, name_segment("workspace", parts[0]), name_segment("counter", parts[1])
+
+
+def query_number(query: bytes, name: str, maximum: int, default: int | None) -> int:
+    """The whole number `name` of a query string, 0..maximum; `default` if it is absent
+    (None: required). BadRequest if it is empty, not a number, repeated or too big."""
+    try:
+        values = parse_qs(query.decode("utf-8"), keep_blank_values=True).get(name)
+    except UnicodeDecodeError:
+        raise BadRequest("the query string is not valid UTF-8") from None
+    if values is None:
+        if default is None:
+            raise BadRequest(f"{name} is missing: give {name}=N")
+        return default
+    if len(values) > 1:
+        raise BadRequest(f"{name} is given more than once")
+    if not _DIGITS.fullmatch(values[0]) or int(values[0]) > maximum:
+        raise BadRequest(f"{name} must be a whole number from 0 to {maximum}")
+    return int(values[0])
+
+
+def parse_by(query: bytes) -> int:
+    """?by=N of up and down: 1 to MAX_BY, 1 without it."""
+    by = query_number(query, "by", MAX_BY, 1) if query else 1
+    if by < 1:
+        raise BadRequest(f"by must be a whole number from 1 to {MAX_BY}")
+    return by
+
+
+def origin_source(scope: Scope) -> origins.Source:
+    """The request's Origin and Referer headers (tally.origins)."""
+    origin = referer = None
+    for key, value in scope["headers"]:
+        if key == b"origin":
+            origin = bytes(value)
+        elif key == b"referer":
+            referer = bytes(value)
+    return origin, referer
 
 
 def limit_headers(d: Decision) -> Headers:
@@ -248,12 +288,22 @@ class V2Api:
 
             # apply and respond
             counters = self.counters
-            if action == b"up":
-                view = await counters.count(workspace, name, token, 1, 0)
-            elif action == b"down":
-                view = await counters.count(workspace, name, token, 0, 1)
+            query: bytes = scope.get("query_string", b"")
+            if action == b"up" or action == b"down":
+                by = parse_by(query)
+                # only counts without a token of the workspace are held to allowed origins
+                own = token is not None and token.workspace_slug == workspace
+                source = origins.NO_SOURCE if own else origin_source(scope)
+                if action == b"up":
+                    view = await counters.count(workspace, name, token, by, 0, source)
+                else:
+                    view = await counters.count(workspace, name, token, 0, by, source)
             elif action == b"":
                 view = await counters.get(workspace, name, token)
+            elif action == b"set":
+                up = query_number(query, "up_count", MAX_SET, None)
+                down = query_number(query, "down_count", MAX_SET, 0)
+                view = await counters.set(workspace, name, token, up, down)
             elif action == b"reset":
                 view = await counters.reset(workspace, name, token)
                 await send_body(send, self.render.response(view, RESET_PREFIX), limits)

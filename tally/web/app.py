@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tally.auth import TokenVerifier
-from tally.config import Settings
+from tally.config import RateLimit, Settings
 from tally.counters import Counters
 from tally.errors import (
     MethodNotAllowed,
@@ -28,6 +28,7 @@ from tally.errors import (
 )
 from tally.live import ChangeFeed
 from tally.logs import REQUEST_ID
+from tally.namespaces import Namespaces
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.web import docs, health, metrics
@@ -48,6 +49,7 @@ from tally.web.http import (
 )
 from tally.web.request_id import RequestIds
 from tally.web.stream import Streams
+from tally.web.v1 import V1_OTHER, V1Api
 from tally.writes import GroupCommit
 
 log = logging.getLogger("tally.web")
@@ -70,19 +72,18 @@ def node_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
 
 
-def make_limiter(s: Settings) -> Limiter | None:
-    if s.rate_limit is None:
+def make_limiter(s: Settings, rate: RateLimit | None, prefix: str = "") -> Limiter | None:
+    """A limiter of `rate`, shared through Redis if there is one (its keys under
+    TALLY_REDIS_PREFIX + `prefix`)."""
+    if rate is None:
         return None
     if s.redis_url:
         from tally.storage.redis_limiter import RedisRateLimiter, redis_client
 
         return RedisRateLimiter(
-            redis_client(s.redis_url),
-            s.rate_limit.limit,
-            s.rate_limit.period,
-            prefix=s.redis_prefix,
+            redis_client(s.redis_url), rate.limit, rate.period, prefix=s.redis_prefix + prefix
         )
-    return LocalLimiter(s.rate_limit.limit, s.rate_limit.period)
+    return LocalLimiter(rate.limit, rate.period)
 
 
 async def open_store(store: Store, attempts: int = 30, delay: float = 1.0) -> None:
@@ -143,6 +144,7 @@ class Services:
     counters: Counters
     verifier: TokenVerifier
     api: V2Api
+    v1: V1Api
     site: ASGIApp  # the website (tally.site), for the paths that are not the API's
     export: ExportEndpoint
     feed: ChangeFeed
@@ -200,7 +202,7 @@ class App:
         writes.start(await store.register_node())
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
-        limiter = make_limiter(s)
+        limiter = make_limiter(s, s.rate_limit)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
         api.handlers[b"badge.svg"] = BadgeEndpoint(api)
         feed = make_feed(s, store)
@@ -208,11 +210,13 @@ class App:
         feed.start()
         streams = Streams(api, feed, s.streams_per_client, s.streams_per_node)
         api.handlers[b"stream"] = streams
+        namespaces = Namespaces(counters, s.token_cache_ttl)
+        v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
         from tally.site.app import create_site  # not imported by the API's path
 
         site = create_site(s, store, counters, verifier.key)
         self.services = Services(
-            store, writes, counters, verifier, api, site, ExportEndpoint(api), feed, streams
+            store, writes, counters, verifier, api, v1, site, ExportEndpoint(api), feed, streams
         )
         if self.handle_signals:
             end_streams_on((signal.SIGTERM, signal.SIGINT), streams)
@@ -240,8 +244,9 @@ class App:
         finally:
             await services.feed.close()
             await services.store.close()
-            if services.api.limiter is not None:
-                await services.api.limiter.close()
+            for limiter in (services.api.limiter, services.v1.limiter):
+                if limiter is not None:
+                    await limiter.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -305,6 +310,11 @@ class App:
                     raise Unavailable("the server is starting or stopping")
                 route = OTHER
                 route = await services.api(scope, receive, send, path)
+            elif path.startswith(b"/v1/"):
+                if services is None:
+                    raise Unavailable("the server is starting or stopping")
+                route = V1_OTHER
+                route = await services.v1(scope, send, path)
             elif path.startswith(EXPORT_PREFIX):
                 if services is None:
                     raise Unavailable("the server is starting or stopping")

@@ -230,6 +230,7 @@ _ERROR_WORDS = {
     401: "invalid token",
     403: "forbidden",
     404: "not found",
+    409: "at its bound",
     429: "rate limited",
     503: "unavailable",
 }

@@ -50,6 +50,11 @@ def counts_by(*keys: str) -> JSON:
 
 
 TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC, to the second"}
+V1_TIME = {
+    "type": "string",
+    "format": "date-time",
+    "description": "RFC 3339 with the offset of TALLY_TIMEZONE, to the second",
+}
 
 SCHEMAS: JSON = {
     "Error": {
@@ -145,6 +150,52 @@ SCHEMAS: JSON = {
             },
         },
     },
+    "V1Counter": {
+        "type": "object",
+        "description": "A V1 counter (docs/api.md, V1): no envelope; count = up - down.",
+        "required": [
+            "id", "name", "count", "created_at", "updated_at", "namespace_id", "namespace",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "count": {"type": "integer"},
+            "created_at": V1_TIME,
+            "updated_at": V1_TIME,
+            "namespace_id": {"type": "integer"},
+            "namespace": {
+                "type": "object",
+                "required": ["id", "name", "created_at", "updated_at"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "created_at": V1_TIME,
+                    "updated_at": V1_TIME,
+                },
+            },
+        },
+    },
+    "V1Counts": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["count", "date"],
+            "properties": {
+                "count": {"type": "integer", "description": "events in the period"},
+                "date": {**V1_TIME, "description": "the period's local start"},
+            },
+        },
+    },
+    "V1Error": {
+        "type": "object",
+        "description": "A V1 error: `code` is the status as an integer (a 429's is the "
+        "string \"429\", as V1 sent it).",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": ["integer", "string"]},
+            "message": {"type": "string"},
+        },
+    },
     "Health": {
         "type": "object",
         "required": ["status"],
@@ -197,17 +248,26 @@ HEADERS: JSON = {
 }
 
 ERRORS: dict[str, tuple[str, JSON]] = {
-    "400": ("A bad workspace or counter name (refused before the rate limit).", {}),
+    "400": (
+        "A bad workspace or counter name (refused before the rate limit), or a bad query "
+        "parameter (`by`, `up_count`, `down_count`): nothing was changed.",
+        {},
+    ),
     "401": (
         "An unknown, malformed or revoked token (counted against the client IP's budget); "
         "or an action that needs a token.",
         RATE_LIMIT_HEADERS,
     ),
     "403": (
-        "The token lacks the permission, or belongs to another workspace.",
+        "The token lacks the permission, or belongs to another workspace; or an anonymous "
+        "count from an origin the counter does not allow.",
         RATE_LIMIT_HEADERS,
     ),
     "404": ("No such workspace or counter (or a private one).", RATE_LIMIT_HEADERS),
+    "409": (
+        "The change would cross the counter's floor or ceiling; nothing was counted.",
+        RATE_LIMIT_HEADERS,
+    ),
     "429": (
         "Over the rate limit; nothing was counted.",
         {**RATE_LIMIT_HEADERS, "Retry-After": ref("headers", "Retry-After")},
@@ -257,7 +317,8 @@ class Operation:
     tags: tuple[str, ...] = ("counters",)
     counter: bool = False  # takes {workspace} and {name}, an optional token, is limited
     extra: JSON = field(default_factory=dict)  # more responses, by status
-    query: tuple[tuple[str, str], ...] = ()  # optional query parameters: (name, meaning)
+    query: tuple[JSON, ...] = ()  # query parameters
+    v1: bool = False  # takes {namespace} and {name}, never a token (V1)
     workspace: bool = False  # takes {workspace} only, and a token
 
     def render(self) -> JSON:
@@ -272,22 +333,74 @@ class Operation:
             "responses": responses,
         }
         if self.counter:
-            out["parameters"] = list(COUNTER_PARAMETERS)
+            out["parameters"] = [*COUNTER_PARAMETERS, *self.query]
             out["security"] = [{}, {"bearer": []}]  # anonymous, or a token
+        elif self.v1:
+            out["parameters"] = [*V1_PARAMETERS, *self.query]
+            out["security"] = [{}]
         elif self.workspace:
             out["parameters"] = COUNTER_PARAMETERS[:1]
             out["security"] = [{"bearer": []}]
         else:
             out["security"] = []
-        out["parameters"] = out.get("parameters", []) + [
-            {"name": name, "in": "query", "required": False, "description": text,
-             "schema": {"type": "string"}}
-            for name, text in self.query
-        ]  # fmt: skip
-        if not out["parameters"]:
-            del out["parameters"]
         return out
 
+
+V1_PARAMETERS = [
+    {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": f"The {what}: 1 to 128 characters, percent-encoded, no '/'.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    }
+    for name, what in (("namespace", "workspace opened for V1"), ("name", "counter name"))
+]
+
+
+def query(name: str, description: str, maximum: int, *, required: bool = False) -> JSON:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0, "maximum": maximum},
+    }
+
+
+BY = query(
+    "by",
+    "Count N at once (default 1). N > 1 needs a Write token of the workspace; empty, "
+    "0, signed, repeated or non-numeric is a 400.",
+    1_000_000,
+)
+BY["schema"]["minimum"] = 1
+
+
+def v1_errors(*statuses: str) -> JSON:
+    texts = {
+        "400": "record not found (a missing or private counter), or a bad name or query",
+        "403": "an origin the counter does not allow",
+        "404": "no namespace of that name open for V1",
+        "409": "the up would cross the counter's ceiling; nothing was counted",
+        "429": "over V1's rate limit (30 per minute per path and client IP)",
+        "503": "the database is unavailable; nothing was counted",
+    }
+    return {
+        status: json_body(
+            ref("schemas", "V1Error"),
+            texts[status],
+            {**RATE_LIMIT_HEADERS, "Retry-After": ref("headers", "Retry-After")}
+            if status == "429"
+            else None,
+        )
+        for status in statuses
+    }
+
+
+V1 = "/v1/{namespace}/{name}"
+v1_ok = json_body(ref("schemas", "V1Counter"), "The counter (V1).", RATE_LIMIT_HEADERS)
+V1_ERRORS = ("400", "403", "404", "409", "429", "503")
 
 COUNTER = "/v2/{workspace}/{name}"
 COUNTER_ERRORS = ("400", "401", "404", "429", "503")
@@ -306,21 +419,40 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         f"{COUNTER}/up",
         "countUp",
-        "Count one up",
-        "up_count + 1, answered with the totals right after this request's own change. "
-        "A Write token of the workspace creates a missing counter.",
+        "Count up",
+        "up_count + 1 (or + by), answered with the totals right after this request's own "
+        "change. A Write token of the workspace creates a missing counter. Anonymous "
+        "counts may be limited to allowed origins; a counter's ceiling is a 409.",
         counter_ok,
-        (*COUNTER_ERRORS, "403"),
+        (*COUNTER_ERRORS, "403", "409"),
         counter=True,
+        query=(BY,),
     ),
     Operation(
         f"{COUNTER}/down",
         "countDown",
-        "Count one down",
-        "down_count + 1 (up_count is unchanged); like up otherwise.",
+        "Count down",
+        "down_count + 1 (or + by; up_count is unchanged); like up otherwise, and a "
+        "counter's floor is a 409.",
         counter_ok,
-        (*COUNTER_ERRORS, "403"),
+        (*COUNTER_ERRORS, "403", "409"),
         counter=True,
+        query=(BY,),
+    ),
+    Operation(
+        f"{COUNTER}/set",
+        "setCounter",
+        "Set a counter's totals",
+        "Replaces both totals (Admin token of the workspace; creates a missing counter), in "
+        "the group commit's order; the difference is recorded in the current hour's "
+        "bucket, so the stats sum to the totals (docs/api.md, Setting a value).",
+        counter_ok,
+        (*COUNTER_ERRORS, "403", "409"),
+        counter=True,
+        query=(
+            query("up_count", "The new up_count.", 2**53 - 1, required=True),
+            query("down_count", "The new down_count (default 0).", 2**53 - 1),
+        ),
     ),
     Operation(
         f"{COUNTER}/reset",
@@ -368,13 +500,16 @@ OPERATIONS: tuple[Operation, ...] = (
                 ("503", "The database is unavailable; nothing was counted."),
             )
         },
-        query=(
-            ("label", "The left text (default: the counter's name)."),
-            ("color", "A colour name (blue, brightgreen, ...) or hex like 4c1."),
-            ("labelColor", "The left side's colour."),
-            ("style", "flat (default), flat-square or for-the-badge."),
-            ("number", "full (12,345, default) or compact (12k)."),
-            ("count", "up: count this request like /up, then draw the new value."),
+        query=tuple(
+            {"name": name, "in": "query", "description": text, "schema": {"type": "string"}}
+            for name, text in (
+                ("label", "The left text (default: the counter's name)."),
+                ("color", "A colour name (blue, brightgreen, ...) or hex like 4c1."),
+                ("labelColor", "The left side's colour."),
+                ("style", "flat (default), flat-square or for-the-badge."),
+                ("number", "full (12,345, default) or compact (12k)."),
+                ("count", "up: count this request like /up, then draw the new value."),
+            )
         ),
     ),
     Operation(
@@ -406,6 +541,69 @@ OPERATIONS: tuple[Operation, ...] = (
         ("401", "403", "404", "429", "503"),
         tags=("operations",),
         workspace=True,
+    ),
+    Operation(
+        V1,
+        "v1GetCounter",
+        "V1: read a counter",
+        "The retired V1 API, on workspaces opened for V1; no tokens, public counters only.",
+        v1_ok,
+        tags=("v1",),
+        v1=True,
+        extra=v1_errors("400", "404", "429", "503"),
+    ),
+    Operation(
+        f"{V1}/up",
+        "v1CountUp",
+        "V1: count up",
+        "count + 1, creating the counter.",
+        v1_ok,
+        tags=("v1",),
+        v1=True,
+        extra=v1_errors(*V1_ERRORS),
+    ),
+    Operation(
+        f"{V1}/down",
+        "v1CountDown",
+        "V1: count down",
+        "count - 1, creating the counter; never below 0 (then the counter as it is).",
+        v1_ok,
+        tags=("v1",),
+        v1=True,
+        extra=v1_errors(*V1_ERRORS),
+    ),
+    Operation(
+        f"{V1}/set",
+        "v1SetCounter",
+        "V1: set the count",
+        "count = N (up_count N, down_count 0), creating the counter.",
+        v1_ok,
+        tags=("v1",),
+        v1=True,
+        query=(query("count", "The new count.", 2**53 - 1, required=True),),
+        extra=v1_errors(*V1_ERRORS),
+    ),
+    Operation(
+        f"{V1}/list",
+        "v1ListCounts",
+        "V1: events per period",
+        "The events of each hour, day, week, month or year with any, in TALLY_TIMEZONE.",
+        json_body(ref("schemas", "V1Counts"), "The periods.", RATE_LIMIT_HEADERS),
+        tags=("v1",),
+        v1=True,
+        query=(
+            {
+                "name": "group_by",
+                "in": "query",
+                "schema": {"enum": ["hour", "day", "week", "month", "year"], "default": "day"},
+            },
+            {
+                "name": "order_by",
+                "in": "query",
+                "schema": {"enum": ["asc", "desc"], "default": "asc"},
+            },
+        ),
+        extra=v1_errors("400", "404", "429", "503"),
     ),
     Operation(
         "/healthz",
@@ -458,6 +656,7 @@ def document() -> JSON:
         },
         "tags": [
             {"name": "counters", "description": "The CounterAPI V2 endpoints."},
+            {"name": "v1", "description": "The retired V1 API, for old clients."},
             {"name": "operations", "description": "Health, readiness and this document."},
         ],
         "paths": paths,

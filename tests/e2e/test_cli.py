@@ -273,3 +273,79 @@ def test_user_create_verify_and_reset_password(cli: TallyCli, make_server: Serve
         assert home.status_code == 200
         assert "/w/default" in home.text
         assert "/w/ops" in home.text
+
+
+# counter rules and V1 (issue 12) --------------------------------------------------------
+
+
+def test_counter_update_sets_bounds_and_origins(make_server: ServerFactory, cli: TallyCli) -> None:
+    """counter update sets a floor, a ceiling and allowed origins, keeps what is not given,
+    clears with none; a running server applies them (within the cache TTL)."""
+    cli.workspace("acme")
+    cli.counter("acme/stock")
+    out = cli.run("counter", "update", "acme/stock", "--floor", "0", "--ceiling", "2").stdout
+    assert out.strip() == "counter acme/stock: floor=0 ceiling=2 origins=any"
+    out = cli.run(
+        "counter",
+        "update",
+        "acme/stock",
+        "--origins",
+        "https://Shop.example/, http://localhost:8080",
+    ).stdout
+    assert out.strip() == (
+        "counter acme/stock: floor=0 ceiling=2 origins=https://shop.example,http://localhost:8080"
+    )
+    server = make_server(args=["--no-bootstrap"])
+    shop = {"Origin": "https://shop.example"}
+    with _http(server) as http:
+        assert http.get("/v2/acme/stock/up?by=1", headers=shop).status_code == 200
+        assert http.get("/v2/acme/stock/up", headers=shop).status_code == 200
+        assert http.get("/v2/acme/stock/up", headers=shop).status_code == 409
+        assert http.get("/v2/acme/stock/down").status_code == 403
+        cli.run("counter", "update", "acme/stock", "--ceiling", "none", "--origins", "none")
+        time.sleep(REVOKE_WITHIN)
+        r = http.get("/v2/acme/stock/up")
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["value"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--floor", "x"], "whole number"),
+        (["--floor", "5", "--ceiling", "4"], "above the ceiling"),
+        (["--origins", "example.com"], "not an origin"),
+        (["--origins", "https://example.com/page"], "not an origin"),
+    ],
+)
+def test_counter_update_refuses_bad_values(cli: TallyCli, args: list[str], says: str) -> None:
+    """Bad bounds or origins exit non-zero with a clear message and change nothing."""
+    cli.workspace("acme")
+    cli.counter("acme/c")
+    _assert_fails(cli, "counter", "update", "acme/c", *args, says=says)
+    out = cli.run("counter", "update", "acme/c").stdout
+    assert out.strip() == "counter acme/c: floor=none ceiling=none origins=any"
+    _assert_fails(cli, "counter", "update", "acme/missing", "--floor", "1", says="no counter")
+
+
+def test_workspace_v1_flag_and_origins(make_server: ServerFactory, cli: TallyCli) -> None:
+    """workspace create --v1 and workspace update --v1/--no-v1 open and close a V1
+    namespace; --origins sets the workspace's allowed origins."""
+    out = cli.run("workspace", "create", "site", "--v1").stdout
+    assert "open for V1" in out
+    cli.workspace("closed")
+    out = cli.run("workspace", "update", "site", "--origins", "https://site.example").stdout
+    assert out.strip() == "workspace site: v1=open origins=https://site.example"
+    server = make_server(args=["--no-bootstrap"])
+    with _http(server) as http:
+        r = http.get("/v1/site/hits/up", headers={"Origin": "https://site.example"})
+        assert r.status_code == 200, r.text
+        assert r.json()["count"] == 1
+        assert http.get("/v1/site/hits/up").status_code == 403
+        assert http.get("/v1/closed/hits/up").status_code == 404
+        cli.run("workspace", "update", "site", "--no-v1")
+        time.sleep(REVOKE_WITHIN)
+        r = http.get("/v1/site/hits")
+        assert r.status_code == 404, r.text
+        assert r.json()["code"] == 404
+    _assert_fails(cli, "workspace", "update", "nowhere", "--v1", says="no workspace")

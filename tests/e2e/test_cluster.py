@@ -222,6 +222,82 @@ async def test_database_outage_is_503_then_recovers(tmp_path: Path, postgres_url
         await proxy.cut()
 
 
+@pytest.mark.parametrize("durability", ["commit", "buffered"])
+async def test_two_nodes_never_cross_a_ceiling(make_cluster: MakeCluster, durability: str) -> None:
+    """A counter with a ceiling of 700 and 1,000 ups spread over both nodes at once:
+    exactly 700 are answered 200, each with its own value, 300 are 409, and both nodes
+    read 700."""
+    cluster = make_cluster(TALLY_DURABILITY=durability)
+    token = cluster.cli.token("ws", "write")
+    cluster.cli.counter("ws/tickets")
+    cluster.cli.run("counter", "update", "ws/tickets", "--ceiling", "700")
+    a, b = cluster.nodes
+    results = await asyncio.gather(
+        burst(a.port, "/v2/ws/tickets/up", total=500, connections=16, token=token),
+        burst(b.port, "/v2/ws/tickets/up", total=500, connections=16, token=token),
+    )
+    assert sum(r.ok for r in results) == 700
+    assert sum(r.statuses[409] for r in results) == 300
+    values = sorted(v for r in results for v in r.up_counts)
+    assert values == list(range(1, 701))
+    assert await up_count(a, "/v2/ws/tickets") == 700
+    assert await up_count(b, "/v2/ws/tickets") == 700
+
+
+async def test_ups_on_two_nodes_around_a_set(make_cluster: MakeCluster) -> None:
+    """Ups on both nodes while node A sets the counter to 1,000,000: every up is ordered
+    before the set (absorbed, answered 1..m) or after it (answered 1,000,001..), each
+    once, and the counter ends at 1,000,000 plus the ups after it."""
+    cluster = make_cluster()
+    token = cluster.cli.token("ws", "write")
+    admin = cluster.cli.token("ws", "admin")
+    cluster.cli.counter("ws/migrated")
+    a, b = cluster.nodes
+    on_a, on_b = BurstResult(), BurstResult()
+
+    async def set_midway() -> int:
+        assert await wait_until(lambda: on_a.ok + on_b.ok >= 500, within=20)
+        status, body = await get_json(a, "/v2/ws/migrated/set?up_count=1000000", admin)
+        assert status == 200, body
+        assert isinstance(body, dict)
+        return int(body["data"]["up_count"])
+
+    *_, answered = await asyncio.gather(
+        burst(a.port, "/v2/ws/migrated/up", total=1_500, connections=16, token=token, result=on_a),
+        burst(b.port, "/v2/ws/migrated/up", total=1_500, connections=16, token=token, result=on_b),
+        set_midway(),
+    )
+    assert on_a.ok + on_b.ok == 3_000
+    values = on_a.up_counts + on_b.up_counts
+    before = sorted(v for v in values if v < 1_000_000)
+    after = sorted(v for v in values if v > 1_000_000)
+    assert len(before) >= 500
+    assert before == list(range(1, len(before) + 1))
+    assert after == list(range(1_000_001, 1_000_001 + len(after)))
+    assert len(before) + len(after) == 3_000
+    assert 1_000_000 <= answered <= 1_000_000 + len(after)
+    assert await up_count(b, "/v2/ws/migrated") == 1_000_000 + len(after)
+
+
+async def test_one_v1_rate_limit_across_nodes(make_cluster: MakeCluster) -> None:
+    """V1's own limit (30 per minute per path and client IP) is one budget for both
+    nodes: 60 V1 ups alternating between them admit 30 (give or take the refill, 1 per 2 s), and
+    the counter counts exactly the admitted ones."""
+    cluster = make_cluster(TALLY_V1_RATE_LIMIT="30/60s")
+    cluster.cli.run("workspace", "update", "ws", "--v1")
+    a, b = cluster.nodes
+    started = time.monotonic()
+    statuses = [(await get_json((a, b)[i % 2], "/v1/ws/visits/up"))[0] for i in range(60)]
+    elapsed = time.monotonic() - started
+    admitted = statuses.count(200)
+    assert admitted + statuses.count(429) == 60
+    assert 30 <= admitted <= 30 + int(elapsed / 2) + 1, (admitted, elapsed)
+    status, body = await get_json(a, "/v2/ws/visits")
+    assert status == 200, body
+    assert isinstance(body, dict)
+    assert body["data"]["up_count"] == admitted
+
+
 async def test_live_streams_hear_every_node(make_cluster: MakeCluster) -> None:
     """A stream on each node: an up on either node is an event on both streams."""
     from .sse_client import RawStream

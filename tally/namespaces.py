@@ -1,0 +1,109 @@
+"""V1 namespaces: the domain side of the retired open-source CounterAPI V1 (tally.web.v1).
+
+A namespace is a workspace opened for V1 (`Workspace.v1_open`, off by default). V1 has
+no tokens: anyone may read, up, down and set the *public* counters of an open namespace,
+and up / down / set create a missing one, as V1 did; private counters do not exist for
+it. A down never takes the value below 0 (a checked change, exact under concurrency);
+bounds and allowed origins apply as in V2. Everything goes through `Counters` and its
+group commit.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tally import origins
+from tally.counters import MAX_SET, Counters, CounterView, bound_error
+from tally.errors import BadRequest, NotFound
+from tally.models import CHECK_BOUNDS, CHECK_BOUNDS_AND_ZERO, UNCHECKED, Counter, History, Workspace
+
+
+class RecordNotFound(BadRequest):
+    """V1's answer for a counter that is not there (400, "record not found")."""
+
+    default_message = "record not found"
+
+
+class Namespaces:
+    def __init__(self, counters: Counters, cache_ttl: float = 1.0) -> None:
+        self.counters = counters
+        self.cache_ttl = cache_ttl
+        self._workspaces: dict[str, tuple[float, Workspace | None]] = {}
+
+    async def workspace(self, slug: str) -> Workspace | None:
+        """The workspace (its settings trusted for the cache TTL, as counters' are)."""
+        now = time.monotonic()
+        hit = self._workspaces.get(slug)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await self.counters.store.get_workspace(slug)
+        if len(self._workspaces) >= 10_000:
+            self._workspaces.clear()
+        self._workspaces[slug] = (now + self.cache_ttl, found)
+        return found
+
+    async def _counter(self, namespace: str, name: str, create: bool) -> Counter:
+        """A public counter of a V1 namespace (NotFound: no such namespace open for V1;
+        RecordNotFound: no such public counter, and `create` is false)."""
+        counter = await self.counters.find(namespace, name)
+        if counter is not None:
+            if not counter.v1_open:
+                raise NotFound("no V1 namespace of that name")
+            if counter.private:
+                raise RecordNotFound()
+            return counter
+        ws = await self.workspace(namespace)
+        if ws is None or not ws.v1_open:
+            raise NotFound("no V1 namespace of that name")
+        if not create:
+            raise RecordNotFound()
+        counter = await self.counters.store.ensure_counter(ws.id, name)
+        self.counters.cache.put((namespace, name), counter, time.monotonic())
+        if counter.private:  # made private by someone else in the meantime
+            raise RecordNotFound()
+        return counter
+
+    async def get(self, namespace: str, name: str) -> CounterView:
+        return await self.counters.fresh(await self._counter(namespace, name, create=False))
+
+    async def count(
+        self, namespace: str, name: str, up: int, source: origins.Source
+    ) -> CounterView:
+        """V1 up (`up` 1) or down (`up` 0): never below 0; a refused down answers the
+        counter as it is."""
+        counter = await self._counter(namespace, name, create=True)
+        self.counters.check_origin(counter, source)
+        down = 1 - up
+        check = CHECK_BOUNDS_AND_ZERO if down else CHECK_BOUNDS if counter.bounded else UNCHECKED
+        if check or self.counters.commit:
+            totals = await self.counters.committed(
+                self.counters.writes.add(counter.id, up, down, time.time(), check)
+            )
+            if totals.refused and up:
+                raise bound_error(counter, up, down)
+            return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
+        return await self.counters.buffered(
+            counter, lambda: self.counters.writes.add(counter.id, up, 0, time.time())
+        )
+
+    async def set(
+        self, namespace: str, name: str, count: int, source: origins.Source
+    ) -> CounterView:
+        if not 0 <= count <= MAX_SET:
+            raise BadRequest(f"count must be a whole number from 0 to {MAX_SET}")
+        counter = await self._counter(namespace, name, create=True)
+        self.counters.check_origin(counter, source)
+        return await self.counters.set_totals(counter, count, 0)
+
+    async def history(self, namespace: str, name: str) -> tuple[CounterView, History]:
+        """The counter and all its hourly buckets, pending ones included."""
+        view = await self.get(namespace, name)
+        epoch = self.counters.writes.begin_read()
+        try:
+            history = await self.counters.store.read_history(view.counter.id)
+            buckets = history.buckets + self.counters.writes.overlay_hours(
+                view.counter.id, history.seq
+            )
+        finally:
+            self.counters.writes.end_read(epoch)
+        return view, History(buckets, history.seq)
