@@ -286,3 +286,29 @@ async def test_private_badge_hides_existence(harness: Harness) -> None:
     missing = await harness.get("/v2/ws/nothing/badge.svg?label=c")
     assert private.status_code == missing.status_code == 404
     assert private.content == missing.content
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Referer": "https://blog.example/post"}, 200),
+        ({"Origin": "https://evil.example"}, 403),
+        ({}, 403),
+    ],
+)
+async def test_count_up_follows_allowed_origins(
+    harness: Harness, headers: dict[str, str], status: int
+) -> None:
+    """count=up is held to the counter's allowed origins like up; a refusal counts nothing."""
+    ws = await harness.workspace("ws")
+    c = await harness.counter(ws, "c")
+    await harness.store.set_counter_rules(
+        c.id, floor=None, ceiling=None, origins=("https://blog.example",)
+    )
+    r = await harness.client.get("/v2/ws/c/badge.svg?count=up", headers=headers)
+    assert r.status_code == status
+    counter = await harness.store.read_counter("ws", "c")
+    assert counter is not None
+    assert counter.up_count == (1 if status == 200 else 0)
+    if status == 403:
+        assert texts(r.content) == ["c", "forbidden"]

@@ -21,8 +21,9 @@ from xml.sax.saxutils import escape
 
 import orjson
 
+from tally import origins
 from tally.errors import BadRequest, RateLimited, StorageError, TallyError, Unauthorized
-from tally.web.api import Route, V2Api
+from tally.web.api import Route, V2Api, origin_source
 from tally.web.http import Headers, Receive, Scope, Send, header, response_start
 
 log = logging.getLogger("tally.web")
@@ -271,7 +272,11 @@ class BadgeEndpoint:
             limits = await self.api.limit(scope, key, token, now)
             counters = self.api.counters
             if options.count_up:
-                view = await counters.count(workspace, name, token, 1, 0)
+                # like up: a count without a token of the workspace is held to the
+                # counter's allowed origins (Origin, else Referer)
+                own = token is not None and token.workspace_slug == workspace
+                source = origins.NO_SOURCE if own else origin_source(scope)
+                view = await counters.count(workspace, name, token, 1, 0, source)
             else:
                 view = await counters.get(workspace, name, token)
             svg = render(
