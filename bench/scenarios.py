@@ -139,6 +139,19 @@ SCENARIOS: tuple[Scenario, ...] = (
         f"/v2/{fixtures.WORKSPACE}/{HISTORY}",
     ),
     Scenario(
+        "badge",
+        f"badge.svg, the same counter as get ({HISTORY_DAYS} days of history)",
+        "hot",
+        f"/v2/{fixtures.WORKSPACE}/{HISTORY}/badge.svg",
+    ),
+    Scenario(
+        "badge-up",
+        "badge.svg?count=up, one hot counter, anonymous, commit",
+        "hot",
+        f"{HOT}/badge.svg?count=up",
+        counted="name = 'hot'",
+    ),
+    Scenario(
         "stats",
         f"stats, one counter with {HISTORY_DAYS} days of hourly buckets",
         "hot",

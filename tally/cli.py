@@ -598,5 +598,87 @@ _client_command("stats", "Show a counter's stats (JSON).")
 _client_command("reset", "Set a counter's totals back to zero (needs a Write token).")
 
 
+# export / import ------------------------------------------------------------------
+
+
+@main.command("export")
+@click.option(
+    "--workspace",
+    "slugs",
+    multiple=True,
+    help="Export this workspace (repeatable; default: every workspace).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: counters, settings and hourly history; csv: totals and settings only.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="The file to write (default: standard output).",
+)
+@database_option
+def export_command(slugs: tuple[str, ...], fmt: str, output: str, database_url: str | None) -> None:
+    """Export counters (docs/export.md has the format). Progress goes to stderr."""
+    from tally.exports import export_csv, export_jsonl
+
+    async def run(store: Store, _s: Settings) -> int:
+        if slugs:
+            workspaces = [await _existing_workspace(store, slug) for slug in slugs]
+        else:
+            workspaces = await store.list_workspaces()
+        total = sum([await store.count_counters(ws.id) for ws in workspaces])
+        chunks = export_csv if fmt == "csv" else export_jsonl
+        with (
+            click.open_file(output, "wb") as out,
+            click.progressbar(length=total, label="exporting", file=sys.stderr) as bar,
+        ):
+            async for chunk in chunks(store, workspaces, bar.update):
+                out.write(chunk)
+        return total
+
+    total = _with_store(database_url, run)
+    click.echo(f"exported {total} counters", err=True)
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--check", is_flag=True, help="Only validate the file; write nothing.")
+@database_option
+def import_command(path: Path, check: bool, database_url: str | None) -> None:
+    """Import an export file: validated whole first, then every counter of the file is set
+    to the file's values (running it again changes nothing). Counters not in the file
+    are left alone."""
+    from tally.imports import InvalidFile, import_file, validate
+
+    try:
+        summary = validate(path)
+    except InvalidFile as exc:
+        raise click.ClickException(
+            "the file is not valid, nothing was written:\n  " + "\n  ".join(exc.errors)
+        ) from None
+    click.echo(
+        f"{path}: valid, {len(summary.workspaces)} workspaces, {summary.counters} counters, "
+        f"{summary.buckets} hourly buckets",
+        err=True,
+    )
+    if check:
+        return
+
+    async def run(store: Store, _s: Settings) -> list[str]:
+        with click.progressbar(length=summary.counters, label="importing", file=sys.stderr) as bar:
+            report = await import_file(store, path, summary, bar.update)
+        return report.lines()
+
+    for line in _with_store(database_url, run):
+        click.echo(line)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

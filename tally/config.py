@@ -52,6 +52,8 @@ class Settings:
     metrics_address: tuple[str, int] | None = None
     log_format: str = "text"
     access_log: bool = False
+    streams_per_client: int = 10
+    streams_per_node: int = 1000
     signup: str = "open"
     public_url: str | None = None
     smtp_host: str | None = None
@@ -216,6 +218,13 @@ def parse_linger(text: str) -> float | None:
     return value
 
 
+def parse_positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
 def parse_signup(text: str) -> str:
     text = text.strip().lower()
     if text not in ("open", "invite", "closed"):
@@ -373,6 +382,16 @@ SETTINGS: tuple[Setting, ...] = (
         parse_bool,
         "Log one line per request (method, path, status, duration, client, request id).",
         lambda v: "true" if v else "false",
+    ),
+    Setting(
+        "streams_per_client",
+        parse_positive_int,
+        "Live streams (GET .../stream) open at once from one client IP; 429 beyond.",
+    ),
+    Setting(
+        "streams_per_node",
+        parse_positive_int,
+        "Live streams open at once on one node; 429 beyond.",
     ),
     Setting("signup", parse_signup, "Who may sign up on the dashboard: open, invite or closed."),
     Setting(

@@ -142,7 +142,7 @@ class Counters:
         self.cache = CounterCache(cache_ttl)
         # (counter id, split hour) -> (monotonic expiry, temporal sums before the split)
         self._settled_cache: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
-        writes.on_commit = self._forget_settled
+        writes.on_commit.append(self._forget_settled)
 
     async def _find(self, workspace: str, name: str) -> Counter | None:
         key = (workspace, name)
@@ -186,11 +186,15 @@ class Counters:
         if token.workspace_id != counter.workspace_id or token.permission < need:
             raise Forbidden(f"this action needs a {need.label} token of the workspace")
 
-    async def get(self, workspace: str, name: str, token: Token | None) -> CounterView:
+    async def readable(self, workspace: str, name: str, token: Token | None) -> Counter:
+        """The counter if `token` may read it (its settings as cached), else the error."""
         counter = await self._visible(workspace, name, token)
         if counter.private:
             self._require(counter, token, Permission.READ)
-        return await self._fresh(counter)
+        return counter
+
+    async def get(self, workspace: str, name: str, token: Token | None) -> CounterView:
+        return await self._fresh(await self.readable(workspace, name, token))
 
     async def stats(
         self, workspace: str, name: str, token: Token | None

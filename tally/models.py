@@ -170,6 +170,22 @@ class BatchChanges:
     hours: dict[tuple[int, int], list[int]]
 
 
+@dataclass(frozen=True, slots=True)
+class CounterRecord:
+    """A counter as an export file carries it: by name, with its totals, settings and
+    (unless None: a file of totals only) its whole hourly history, (hour, up, down) in
+    order of hour."""
+
+    name: str
+    description: str
+    private: bool
+    up_count: int
+    down_count: int
+    created_at: float
+    updated_at: float
+    hours: tuple[tuple[int, int, int], ...] | None
+
+
 class Role(enum.IntEnum):
     """A member's role in a workspace. Ordered: each role may do what the ones below may."""
 

@@ -27,7 +27,9 @@ def app_from_env() -> object:
     gc.set_threshold(50_000, 20, 100)
     settings = Settings.from_env()
     logs.configure(settings.log_format, secrets=(settings.secret_key, settings.metrics_token))
-    return create_app(settings)
+    app = create_app(settings)
+    app.handle_signals = True  # the worker's main thread: end live streams on SIGTERM
+    return app
 
 
 def run(settings: Settings) -> None:

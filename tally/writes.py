@@ -127,8 +127,8 @@ class GroupCommit:
         self._stop = asyncio.Event()
         self._deadline: float | None = None  # set when stop begins: one bound for all of it
         self._task: asyncio.Task[None] | None = None
-        # called with each committed batch, in the flusher (keep it cheap)
-        self.on_commit: Callable[[BatchChanges], None] | None = None
+        # each is called with each committed batch, in the flusher (keep them cheap)
+        self.on_commit: list[Callable[[BatchChanges], None]] = []
         self.batches_committed = 0
         self.changes_committed = 0
         self.batches_failed = 0
@@ -480,8 +480,11 @@ class GroupCommit:
         if self._readers:
             self._committed.append((self._epoch, batch))
         batch.succeed(results)
-        if self.on_commit is not None:
-            self.on_commit(changes)
+        for listener in self.on_commit:
+            try:
+                listener(changes)
+            except Exception:  # a listener's bug must not stop the flusher
+                log.exception("on_commit listener %r failed", listener)
         return True
 
 

@@ -15,6 +15,7 @@ from tally.models import (
     BatchChanges,
     Counter,
     CounterPage,
+    CounterRecord,
     History,
     Member,
     Membership,
@@ -55,8 +56,10 @@ class Store(Protocol):
         """The stored value of `key`; stores `default` first if there is none."""
 
     # workspaces
-    async def create_workspace(self, slug: str, name: str) -> Workspace:
-        """Raises Conflict if the slug is taken."""
+    async def create_workspace(
+        self, slug: str, name: str, created_at: float | None = None
+    ) -> Workspace:
+        """Raises Conflict if the slug is taken. `created_at`: now unless given (an import)."""
 
     async def get_workspace(self, slug: str) -> Workspace | None: ...
 
@@ -112,6 +115,24 @@ class Store(Protocol):
         """(up_count, down_count, updated_at, seq) of the counter from one snapshot."""
 
     async def list_counters(self, workspace_id: int) -> list[Counter]: ...
+
+    async def count_counters(self, workspace_id: int) -> int: ...
+
+    async def list_counters_after(
+        self, workspace_id: int, after_id: int, limit: int
+    ) -> list[Counter]:
+        """At most `limit` counters of the workspace with id > after_id, in id order (a
+        page of an export: bounded memory whatever the workspace's size)."""
+
+    async def read_buckets(self, counter_ids: list[int]) -> list[tuple[int, int, int, int]]:
+        """(counter_id, hour, up, down) of every bucket of these counters, in that order."""
+
+    async def import_counters(self, workspace_id: int, records: list[CounterRecord]) -> list[str]:
+        """Set each counter of `records` to the record's values, in one transaction:
+        created if missing; totals, settings and times replaced; the hourly history
+        replaced by the record's unless its hours are None. Per record: "created",
+        "changed" or "unchanged" (already equal: nothing written). Not for counters a
+        server is counting at the same moment (its changes may be overwritten)."""
 
     async def read_history(
         self, counter_id: int, since_hour: int = 0, before_hour: int = NO_END

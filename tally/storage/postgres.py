@@ -32,7 +32,16 @@ from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from tally.errors import Conflict, StorageError
-from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
+from tally.models import (
+    BatchChanges,
+    Counter,
+    CounterRecord,
+    History,
+    Permission,
+    Token,
+    Totals,
+    Workspace,
+)
 from tally.storage import migrations
 from tally.storage.base import NO_END
 from tally.storage.dashboard import DashboardTables, Statement
@@ -162,6 +171,23 @@ def _text(value: bytes | None) -> bytes:
 def _totals(row: tuple[bytes | None, ...], refused: bool = False) -> Totals:
     """Columns 1 to 3 of a row of tally_apply or of the batched counts read (text)."""
     return Totals(int(_text(row[1])), int(_text(row[2])), float(_text(row[3])), refused)
+
+
+def _values(r: CounterRecord) -> tuple[object, ...]:
+    return (r.description, r.private, r.up_count, r.down_count, r.created_at, r.updated_at)
+
+
+def _columns(records: list[CounterRecord]) -> tuple[list[Any], ...]:
+    """The records as columns for unnest(): name, then the fields of `_values`."""
+    return (
+        [r.name for r in records],
+        [r.description for r in records],
+        [r.private for r in records],
+        [r.up_count for r in records],
+        [r.down_count for r in records],
+        [r.created_at for r in records],
+        [r.updated_at for r in records],
+    )
 
 
 def _bools(values: Iterable[bool]) -> bytes:
@@ -433,12 +459,14 @@ class PostgresStore(DashboardTables):
 
     # workspaces --------------------------------------------------------------
 
-    async def create_workspace(self, slug: str, name: str) -> Workspace:
+    async def create_workspace(
+        self, slug: str, name: str, created_at: float | None = None
+    ) -> Workspace:
         try:
             row = await self._row(
                 "INSERT INTO workspaces (slug, name, created_at) VALUES (%s, %s, %s) "
                 f"RETURNING {WORKSPACE_COLUMNS}",
-                (slug, name, time.time()),
+                (slug, name, time.time() if created_at is None else created_at),
                 read=False,
             )
         except Conflict:
@@ -585,6 +613,102 @@ class PostgresStore(DashboardTables):
 
     async def list_counters(self, workspace_id: int) -> list[Counter]:
         return [to_counter(r) for r in await self._rows(_LIST_COUNTERS, (workspace_id,))]
+
+    async def count_counters(self, workspace_id: int) -> int:
+        row = await self._row(
+            "SELECT count(*) FROM counters WHERE workspace_id = %s", (workspace_id,)
+        )
+        return int(row[0]) if row else 0
+
+    async def list_counters_after(
+        self, workspace_id: int, after_id: int, limit: int
+    ) -> list[Counter]:
+        rows = await self._rows(
+            f"SELECT {COUNTER_COLUMNS} FROM workspaces w JOIN counters c "
+            "ON c.workspace_id = w.id WHERE w.id = %s AND c.id > %s ORDER BY c.id LIMIT %s",
+            (workspace_id, after_id, limit),
+        )
+        return [to_counter(r) for r in rows]
+
+    async def read_buckets(self, counter_ids: list[int]) -> list[tuple[int, int, int, int]]:
+        rows = await self._rows(
+            "SELECT counter_id, hour, up, down FROM counter_hours "
+            "WHERE counter_id = ANY(%s) ORDER BY counter_id, hour",
+            (counter_ids,),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def import_counters(self, workspace_id: int, records: list[CounterRecord]) -> list[str]:
+        # a page at a time: one read of the counters and one of their buckets, then the
+        # writes as pipelined batches; counters locked in name order (no deadlock between
+        # two imports)
+        names = sorted(r.name for r in records)
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                "SELECT name, id, description, private, up_count, down_count, created_at, "
+                "updated_at FROM counters WHERE workspace_id = %s AND name = ANY(%s) "
+                'ORDER BY name COLLATE "C" FOR UPDATE',
+                (workspace_id, names),
+            )
+            have = {row[0]: row for row in await cur.fetchall()}
+            new = [r for r in records if r.name not in have]
+            if new:
+                cur = await conn.execute(
+                    "INSERT INTO counters (workspace_id, name, description, private, up_count, "
+                    "down_count, created_at, updated_at) SELECT %s, * FROM unnest("
+                    "%s::text[], %s::text[], %s::boolean[], %s::bigint[], %s::bigint[], "
+                    "%s::float8[], %s::float8[]) RETURNING name, id",
+                    (workspace_id, *_columns(new)),
+                )
+                ids = {row[0]: row[1] for row in await cur.fetchall()}
+            else:
+                ids = {}
+            ids.update({name: row[1] for name, row in have.items()})
+            cur = await conn.execute(
+                "SELECT counter_id, hour, up, down FROM counter_hours "
+                "WHERE counter_id = ANY(%s) ORDER BY counter_id, hour",
+                ([row[1] for row in have.values()],),
+            )
+            buckets: dict[int, list[tuple[int, int, int]]] = {}
+            for row in await cur.fetchall():
+                buckets.setdefault(row[0], []).append((row[1], row[2], row[3]))
+            outcomes, changed, rehour = [], [], []
+            for r in records:
+                old = have.get(r.name)
+                if old is None:
+                    outcome = "created"
+                elif tuple(old[2:]) != _values(r):
+                    outcome = "changed"
+                    changed.append(r)
+                else:
+                    outcome = "unchanged"
+                counter_id = ids[r.name]
+                if r.hours is not None and buckets.get(counter_id, []) != list(r.hours):
+                    rehour.append((counter_id, r.hours))
+                    if outcome == "unchanged":
+                        outcome = "changed"
+                outcomes.append(outcome)
+            if changed:
+                await conn.execute(
+                    "UPDATE counters c SET description = v.d, private = v.p, up_count = v.u, "
+                    "down_count = v.n, created_at = v.c, updated_at = v.a FROM unnest("
+                    "%s::text[], %s::text[], %s::boolean[], %s::bigint[], %s::bigint[], "
+                    "%s::float8[], %s::float8[]) AS v(name, d, p, u, n, c, a) "
+                    "WHERE c.workspace_id = %s AND c.name = v.name",
+                    (*_columns(changed), workspace_id),
+                )
+            if rehour:
+                await conn.execute(
+                    "DELETE FROM counter_hours WHERE counter_id = ANY(%s)",
+                    ([cid for cid, _ in rehour],),
+                )
+                rows = [(cid, *h) for cid, hours in rehour for h in hours]
+                await conn.execute(
+                    "INSERT INTO counter_hours (counter_id, hour, up, down) "
+                    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])",
+                    tuple(list(col) for col in zip(*rows, strict=True)) if rows else ([],) * 4,
+                )
+        return outcomes
 
     async def read_history(
         self, counter_id: int, since_hour: int = 0, before_hour: int = NO_END

@@ -25,7 +25,16 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from tally.errors import Conflict, StorageError
-from tally.models import BatchChanges, Counter, History, Permission, Token, Totals, Workspace
+from tally.models import (
+    BatchChanges,
+    Counter,
+    CounterRecord,
+    History,
+    Permission,
+    Token,
+    Totals,
+    Workspace,
+)
 from tally.storage import migrations
 from tally.storage.base import NO_END
 from tally.storage.dashboard import DashboardTables, Params, Statement
@@ -293,8 +302,10 @@ class SQLiteStore(DashboardTables):
 
     # workspaces --------------------------------------------------------------
 
-    async def create_workspace(self, slug: str, name: str) -> Workspace:
-        now = time.time()
+    async def create_workspace(
+        self, slug: str, name: str, created_at: float | None = None
+    ) -> Workspace:
+        now = time.time() if created_at is None else created_at
 
         def run(conn: sqlite3.Connection) -> Workspace:
             row = conn.execute(
@@ -465,6 +476,36 @@ class SQLiteStore(DashboardTables):
         )
         return [to_counter(r) for r in rows]
 
+    async def count_counters(self, workspace_id: int) -> int:
+        rows = self._read("SELECT count(*) FROM counters WHERE workspace_id = ?", (workspace_id,))
+        return int(rows[0][0])
+
+    async def list_counters_after(
+        self, workspace_id: int, after_id: int, limit: int
+    ) -> list[Counter]:
+        rows = self._read(
+            f"SELECT {COUNTER_COLUMNS} FROM workspaces w JOIN counters c "
+            # `+c.workspace_id`: walk the rowids from `after_id`, not the (workspace, name)
+            # index, which would sort the whole workspace for every page
+            "ON c.workspace_id = w.id WHERE +c.workspace_id = ? AND c.id > ? "
+            "ORDER BY c.id LIMIT ?",
+            (workspace_id, after_id, limit),
+        )
+        return [to_counter(r) for r in rows]
+
+    async def read_buckets(self, counter_ids: list[int]) -> list[tuple[int, int, int, int]]:
+        return self._read(
+            "SELECT counter_id, hour, up, down FROM counter_hours "
+            "WHERE counter_id IN (SELECT value FROM json_each(?)) ORDER BY counter_id, hour",
+            (orjson.dumps(counter_ids),),
+        )
+
+    async def import_counters(self, workspace_id: int, records: list[CounterRecord]) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [_import_one(conn, workspace_id, r) for r in records]
+
+        return await self._write(self._tx(run))
+
     async def read_history(
         self, counter_id: int, since_hour: int = 0, before_hour: int = NO_END
     ) -> History:
@@ -604,6 +645,46 @@ def _apply_special(
             _ADD_HOUR, (cid, delta.record, delta.base_up - old_up, delta.base_down - old_down)
         )
     return old_up, old_down
+
+
+def _import_one(conn: sqlite3.Connection, workspace_id: int, r: CounterRecord) -> str:
+    """One record of `import_counters`, on the writer's transaction."""
+    values = (r.description, int(r.private), r.up_count, r.down_count, r.created_at, r.updated_at)
+    row = conn.execute(
+        "SELECT id, description, private, up_count, down_count, created_at, updated_at "
+        "FROM counters WHERE workspace_id = ? AND name = ?",
+        (workspace_id, r.name),
+    ).fetchone()
+    if row is None:
+        outcome = "created"
+        counter_id = conn.execute(
+            "INSERT INTO counters (workspace_id, name, description, private, up_count, "
+            "down_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (workspace_id, r.name, *values),
+        ).fetchone()[0]
+    else:
+        counter_id = row[0]
+        outcome = "unchanged" if tuple(row[1:]) == values else "changed"
+        if outcome == "changed":
+            conn.execute(
+                "UPDATE counters SET description = ?, private = ?, up_count = ?, "
+                "down_count = ?, created_at = ?, updated_at = ? WHERE id = ?",
+                (*values, counter_id),
+            )
+    if r.hours is not None:
+        have = conn.execute(
+            "SELECT hour, up, down FROM counter_hours WHERE counter_id = ? ORDER BY hour",
+            (counter_id,),
+        ).fetchall()
+        if have != list(r.hours):
+            conn.execute("DELETE FROM counter_hours WHERE counter_id = ?", (counter_id,))
+            conn.executemany(
+                "INSERT INTO counter_hours (counter_id, hour, up, down) VALUES (?, ?, ?, ?)",
+                [(counter_id, *h) for h in r.hours],
+            )
+            if outcome == "unchanged":
+                outcome = "changed"
+    return outcome
 
 
 def _statements(script: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
 
@@ -30,6 +31,7 @@ from tally.models import Counter, Token
 from tally.ratelimit import Decision, Limiter
 from tally.web.http import (
     Headers,
+    Receive,
     Scope,
     Send,
     client_ip,
@@ -40,7 +42,7 @@ from tally.web.http import (
     send_preflight,
 )
 
-ACTIONS = frozenset((b"up", b"down", b"reset", b"stats", b"set"))
+ACTIONS = frozenset((b"up", b"down", b"reset", b"stats", b"set", b"badge.svg", b"stream"))
 _DIGITS = re.compile(r"[0-9]{1,16}")
 
 
@@ -121,6 +123,8 @@ def name_segment(kind: str, raw: bytes) -> str:
 
 
 Route = tuple[bytes, str, str]  # (action, workspace, name); action b"" is get
+# an endpoint that is not JSON (badge.svg, stream): it reads, limits and answers itself
+Handler = Callable[[Scope, Receive, Send, Route], Awaitable[None]]
 
 
 def parse_route(path: bytes) -> Route:
@@ -212,6 +216,7 @@ class V2Api:
         self.trusted_proxies = trusted_proxies
         self.render = CounterJSON()
         self._routes: dict[bytes, Route] = {}
+        self.handlers: dict[bytes, Handler] = {}
         self.rejections = 0  # requests refused by the rate limit
 
     def route(self, path: bytes) -> Route:
@@ -249,7 +254,7 @@ class V2Api:
             )
         return limit_headers(decision)
 
-    async def __call__(self, scope: Scope, send: Send, path: bytes) -> str:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, path: bytes) -> str:
         """Answer the request; its route template."""
         limits: Headers | None = None
         template = OTHER
@@ -264,6 +269,10 @@ class V2Api:
                     await send_preflight(send)
                     return template
                 raise MethodNotAllowed(f"{method} is not allowed here: use GET")
+            handler = self.handlers.get(action)
+            if handler is not None:
+                await handler(scope, receive, send, route)
+                return template
 
             # authenticate
             now = time.monotonic()

@@ -8,6 +8,7 @@ import hmac
 import logging
 import os
 import secrets
+import signal
 import socket
 import time
 import uuid
@@ -25,12 +26,16 @@ from tally.errors import (
     Unauthorized,
     Unavailable,
 )
+from tally.live import ChangeFeed
 from tally.logs import REQUEST_ID
 from tally.namespaces import Namespaces
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.web import docs, health, manage, metrics
 from tally.web.api import OTHER, V2Api
+from tally.web.badge import BadgeEndpoint
+from tally.web.download import EXPORT_ROUTE, ExportEndpoint
+from tally.web.download import PREFIX as EXPORT_PREFIX
 from tally.web.http import (
     RESPONSE_STATUS,
     ASGIApp,
@@ -43,6 +48,7 @@ from tally.web.http import (
     send_text,
 )
 from tally.web.request_id import RequestIds
+from tally.web.stream import Streams
 from tally.web.v1 import V1_OTHER, V1Api
 from tally.writes import GroupCommit
 
@@ -104,6 +110,33 @@ class Route:
     documented: bool = True
 
 
+def make_feed(s: Settings, store: Store) -> ChangeFeed:
+    bus = None
+    if s.redis_url:
+        from tally.storage.redis_feed import RedisBus
+
+        bus = RedisBus(s.redis_url, s.redis_prefix)
+    return ChangeFeed(bus, shared_store=store.dialect != "sqlite")
+
+
+def end_streams_on(signals: tuple[signal.Signals, ...], streams: Streams) -> None:
+    """On these signals, end the live streams at once.
+
+    granian lets the requests in flight finish before it tells the app to stop (lifespan
+    shutdown), and a stream never finishes by itself: it would hold the server forever.
+    The loop's own handlers (granian's, which begin the shutdown) are dispatched from
+    the signal wake-up fd, so they still run; this handler only replaces the no-op that
+    the Python level of a loop's signal handling leaves. Call it from the main thread,
+    after the loop's handlers were added (lifespan startup)."""
+    loop = asyncio.get_running_loop()
+
+    def handler(signum: int, frame: object) -> None:
+        loop.call_soon_threadsafe(streams.stop)
+
+    for sig in signals:
+        signal.signal(sig, handler)
+
+
 @dataclass
 class Services:
     store: Store
@@ -114,6 +147,9 @@ class Services:
     v1: V1Api
     manage: manage.ManageApi  # the management API, beside /v2 (tally.web.manage)
     site: ASGIApp  # the website (tally.site), for the paths that are not the API's
+    export: ExportEndpoint
+    feed: ChangeFeed
+    streams: Streams
 
 
 class App:
@@ -122,6 +158,8 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
+        # set by `tally serve`: end live streams on SIGTERM / SIGINT (see end_streams_on)
+        self.handle_signals = False
         # metrics: counted only where someone may read them (see tally.web.metrics)
         self.requests: metrics.RequestMetrics | None = None
         self.listener: metrics.MetricsListener | None = None
@@ -167,13 +205,33 @@ class App:
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
         limiter = make_limiter(s, s.rate_limit)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
+        api.handlers[b"badge.svg"] = BadgeEndpoint(api)
+        feed = make_feed(s, store)
+        writes.on_commit.append(feed.on_commit)
+        feed.start()
+        streams = Streams(api, feed, s.streams_per_client, s.streams_per_node)
+        api.handlers[b"stream"] = streams
         namespaces = Namespaces(counters, s.token_cache_ttl)
         v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
         managed = manage.ManageApi(store, counters, verifier, api)
         from tally.site.app import create_site  # not imported by the API's path
 
         site = create_site(s, store, counters, verifier.key)
-        self.services = Services(store, writes, counters, verifier, api, v1, managed, site)
+        self.services = Services(
+            store,
+            writes,
+            counters,
+            verifier,
+            api,
+            v1,
+            managed,
+            site,
+            ExportEndpoint(api),
+            feed,
+            streams,
+        )
+        if self.handle_signals:
+            end_streams_on((signal.SIGTERM, signal.SIGINT), streams)
         if s.metrics_address is not None:
             self.listener = metrics.MetricsListener(self.registry)
             await self.listener.start(*s.metrics_address)
@@ -182,6 +240,7 @@ class App:
         services, self.services = self.services, None  # new requests: 503 from now on
         if services is None:
             return
+        services.streams.stop()  # they end at once: nothing for the grace below to wait for
         if self._inflight:
             # Requests already inside (past authentication, waiting for the limiter or a
             # lookup) may still add a change: let them, so none is acknowledged after
@@ -195,6 +254,7 @@ class App:
             await services.verifier.drain()
             await services.writes.stop()
         finally:
+            await services.feed.close()
             await services.store.close()
             for limiter in (services.api.limiter, services.v1.limiter):
                 if limiter is not None:
@@ -266,12 +326,17 @@ class App:
                     route = managed.template
                     route = await services.manage(scope, receive, send, managed)
                 else:
-                    route = await services.api(scope, send, path)
+                    route = await services.api(scope, receive, send, path)
             elif path.startswith(b"/v1/"):
                 if services is None:
                     raise Unavailable("the server is starting or stopping")
                 route = V1_OTHER
                 route = await services.v1(scope, send, path)
+            elif path.startswith(EXPORT_PREFIX):
+                if services is None:
+                    raise Unavailable("the server is starting or stopping")
+                route = EXPORT_ROUTE
+                await services.export(scope, send, path)
             elif path in self.routes:
                 page = self.routes[path]
                 route = path.decode()

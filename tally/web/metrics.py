@@ -105,6 +105,7 @@ class TallyCollector(Collector):
         if services is not None:
             yield from self._writes(services)
             yield from self._limiter(services)
+            yield from self._streams(services)
 
     def _requests(self) -> Iterator[Metric]:
         r = self.requests
@@ -161,6 +162,21 @@ class TallyCollector(Collector):
             "tally_batch_requests",
             "Requests that waited for each committed group commit (commit mode).",
             {"": w.batch_requests},
+        )
+
+    def _streams(self, services: Services) -> Iterator[Metric]:
+        streams = services.streams
+        yield GaugeMetricFamily("tally_streams_open", "Live streams open.", streams.open)
+        yield CounterMetricFamily(
+            "tally_stream_events", "Events sent on live streams.", value=streams.events
+        )
+        yield GaugeMetricFamily(
+            "tally_streams_remote",
+            "1 while other nodes' changes reach the streams (else they read every 2 s).",
+            int(services.feed.remote),
+        )
+        yield GaugeMetricFamily(
+            "tally_asyncio_tasks", "Tasks of the event loop.", len(asyncio.all_tasks())
         )
 
     def _limiter(self, services: Services) -> Iterator[Metric]:

@@ -401,6 +401,7 @@ class Operation:
     manage: str = ""  # the management API: "" no, else the item's id parameter ("-": none)
     body: JSON | None = None  # the JSON request body's schema
     ok_status: str = "200"  # the status of `ok`
+    workspace: bool = False  # takes {workspace} only, and a token
 
     def render(self) -> JSON:
         responses: JSON = {self.ok_status: self.ok}
@@ -428,6 +429,9 @@ class Operation:
                     "required": True,
                     "content": {"application/json": {"schema": self.body}},
                 }
+        elif self.workspace:
+            out["parameters"] = COUNTER_PARAMETERS[:1]
+            out["security"] = [{"bearer": []}]
         else:
             out["security"] = []
         return out
@@ -592,6 +596,76 @@ OPERATIONS: tuple[Operation, ...] = (
         json_body(ref("schemas", "StatsEnvelope"), "The counter's stats.", RATE_LIMIT_HEADERS),
         (*COUNTER_ERRORS, "403"),
         counter=True,
+    ),
+    Operation(
+        f"{COUNTER}/badge.svg",
+        "counterBadge",
+        "A counter's badge",
+        "The value as a shields-style SVG (docs/api.md#badges). The rules of get; with "
+        "count=up those of up, counted like up. An error is an SVG badge too, with the "
+        "error's status.",
+        {
+            "description": "The badge. Cache-Control: no-cache, max-age=0; an ETag "
+            "(If-None-Match gives 304).",
+            "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **RATE_LIMIT_HEADERS},
+            "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+        },
+        counter=True,
+        extra={
+            status: {
+                "description": f"{text} The body is an error badge (SVG).",
+                "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+            }
+            for status, text in (
+                ("400", "A bad parameter."),
+                ("401", "A bad token, or count=up on a private counter without one."),
+                ("403", "The token lacks the permission."),
+                ("404", "No such counter (or a private one)."),
+                ("429", "Over the rate limit; nothing was counted."),
+                ("503", "The database is unavailable; nothing was counted."),
+            )
+        },
+        query=tuple(
+            {"name": name, "in": "query", "description": text, "schema": {"type": "string"}}
+            for name, text in (
+                ("label", "The left text (default: the counter's name)."),
+                ("color", "A colour name (blue, brightgreen, ...) or hex like 4c1."),
+                ("labelColor", "The left side's colour."),
+                ("style", "flat (default), flat-square or for-the-badge."),
+                ("number", "full (12,345, default) or compact (12k)."),
+                ("count", "up: count this request like /up, then draw the new value."),
+            )
+        ),
+    ),
+    Operation(
+        f"{COUNTER}/stream",
+        "counterStream",
+        "Live counter",
+        "Server-Sent Events: get's data now, then after every change on any node (at "
+        "most 10 events a second), a heartbeat comment every 15 s (docs/api.md#live-counts). "
+        "429 beyond the open streams allowed per client IP or per node.",
+        {
+            "description": "An event stream; each event's data is a Counter.",
+            "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **RATE_LIMIT_HEADERS},
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        (*COUNTER_ERRORS, "403"),
+        counter=True,
+    ),
+    Operation(
+        "/export/{workspace}",
+        "exportWorkspace",
+        "Export a workspace",
+        "The workspace's export file (JSON lines, docs/export.md), streamed. Needs an "
+        "Admin token of the workspace.",
+        {
+            "description": "The export file, as an attachment.",
+            "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **RATE_LIMIT_HEADERS},
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        },
+        ("401", "403", "404", "429", "503"),
+        tags=("operations",),
+        workspace=True,
     ),
     Operation(
         V1,

@@ -296,3 +296,24 @@ async def test_one_v1_rate_limit_across_nodes(make_cluster: MakeCluster) -> None
     assert status == 200, body
     assert isinstance(body, dict)
     assert body["data"]["up_count"] == admitted
+
+
+async def test_live_streams_hear_every_node(make_cluster: MakeCluster) -> None:
+    """A stream on each node: an up on either node is an event on both streams."""
+    from .sse_client import RawStream
+
+    cluster = make_cluster()
+    cluster.cli.counter("ws/live")
+    a, b = cluster.nodes
+    streams = [await RawStream.open(node.port, "/v2/ws/live/stream") for node in (a, b)]
+    for stream in streams:
+        assert stream.status == 200
+        assert (await stream.next_data())["up_count"] == 0
+    for expected, node in enumerate((b, a, b), start=1):
+        status, _ = await get_json(node, "/v2/ws/live/up")
+        assert status == 200
+        for stream in streams:
+            data = await stream.next_data(within=10)
+            assert data["up_count"] == expected
+    for stream in streams:
+        stream.drop()

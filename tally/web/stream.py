@@ -1,0 +1,233 @@
+"""GET /v2/{workspace}/{name}/stream: the counter as Server-Sent Events.
+
+Read top to bottom in `Streams.__call__`: authenticate, limit, read (the rules of get),
+admit (open streams per client address and per node), then serve: the current value at
+once (also to a client resuming with Last-Event-ID), then the value after every change,
+at most one event per `min_gap` seconds (changes in between are coalesced into the next
+event), and a comment line every `heartbeat` seconds so proxies keep the connection.
+
+Each stream is one request plus one task waiting for the client's disconnect. Both end
+when the client goes, when the counter goes away or the token stops being valid, and
+when the server stops (`stop`), so a stream never holds the shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+
+from tally.counters import CounterView
+from tally.errors import RateLimited, StorageError, TallyError, Unauthorized
+from tally.live import POLL_INTERVAL, ChangeFeed
+from tally.models import Token
+from tally.web.api import Route, V2Api
+from tally.web.http import Headers, Message, Receive, Scope, Send, client_ip, header, response_start
+
+log = logging.getLogger("tally.web")
+
+HEARTBEAT = 15.0  # seconds between comment lines on a quiet stream
+MIN_GAP = 0.1  # seconds between two events of one stream: at most 10 a second
+RETRY_MS = 2000  # what EventSource waits before reconnecting
+STREAM_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
+    (b"access-control-allow-origin", b"*"),
+]
+
+
+class Streams:
+    def __init__(self, api: V2Api, feed: ChangeFeed, per_client: int, per_node: int) -> None:
+        self.api = api
+        self.feed = feed
+        self.per_client = per_client
+        self.per_node = per_node
+        self.heartbeat = HEARTBEAT
+        self.min_gap = MIN_GAP
+        self.poll_interval = POLL_INTERVAL
+        self.open = 0
+        self.events = 0  # sent, all streams
+        self._by_client: dict[str, int] = {}
+        self._wakes: set[asyncio.Event] = set()
+        self._stopping = False
+        # counter id -> (monotonic start, result) of its latest read, shared by its streams
+        self._reads: dict[int, tuple[float, asyncio.Future[CounterView]]] = {}
+
+    def stop(self) -> None:
+        """End every stream now, and refuse new ones (the server is stopping)."""
+        self._stopping = True
+        for wake in self._wakes:
+            wake.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        _, workspace, name = route
+        now = time.monotonic()
+        auth = header(scope, b"authorization")
+        try:
+            token = await self.api.verifier.verify(auth, now)
+        except Unauthorized:
+            await self.api.limit(scope, route, None, now)
+            raise
+        limits = await self.api.limit(scope, route, token, now) or []
+        view = await self.api.counters.get(workspace, name, token)  # the rules of get
+        client = client_ip(scope, self.api.trusted_proxies)
+        self._admit(client)
+        try:
+            await self._serve(receive, send, route, view.counter.id, auth, limits)
+        finally:
+            self._release(client)
+
+    def _admit(self, client: str) -> None:
+        retry = [(b"retry-after", b"%d" % math.ceil(RETRY_MS / 1000))]
+        if self._stopping:
+            raise RateLimited("the server is stopping: connect again", retry)
+        if self.open >= self.per_node:
+            raise RateLimited(
+                f"this server has {self.per_node} streams open, its limit: try again later",
+                retry,
+            )
+        if self._by_client.get(client, 0) >= self.per_client:
+            raise RateLimited(
+                f"{self.per_client} streams are open from your address, the limit: close one first",
+                retry,
+            )
+        self.open += 1
+        self._by_client[client] = self._by_client.get(client, 0) + 1
+
+    def _release(self, client: str) -> None:
+        self.open -= 1
+        left = self._by_client[client] - 1
+        if left:
+            self._by_client[client] = left
+        else:
+            del self._by_client[client]
+
+    async def _serve(
+        self,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        counter_id: int,
+        auth: bytes | None,
+        limits: Headers,
+    ) -> None:
+        _, workspace, name = route
+        wake = asyncio.Event()
+        gone = asyncio.get_running_loop().create_task(_until_disconnect(receive, wake))
+        self._wakes.add(wake)
+        # watch before reading, so no change between the read and the watch is missed
+        self.feed.watch(counter_id, wake)
+        try:
+            await send(response_start(200, STREAM_HEADERS + limits))
+            view = await self.api.counters.get(workspace, name, await self._token(auth))
+            last = _event_id(view.up_count, view.down_count, view.updated_at)
+            first = b"retry: %d\n" % RETRY_MS + self._event(last, view)
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            self.events += 1
+            sent_at = poll_at = time.monotonic()
+            beat_at = sent_at + self.heartbeat
+            while True:
+                due = beat_at if self.feed.remote else min(beat_at, poll_at + self.poll_interval)
+                if not wake.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, due - time.monotonic())):
+                            await wake.wait()
+                if self._stopping or gone.done():
+                    break
+                now = time.monotonic()
+                if wake.is_set() or (not self.feed.remote and now >= poll_at + self.poll_interval):
+                    if now < sent_at + self.min_gap:  # coalesce what comes in the gap
+                        await asyncio.sleep(sent_at + self.min_gap - now)
+                        if self._stopping or gone.done():
+                            break
+                    since = time.monotonic()
+                    wake.clear()
+                    view = await self._read(route, auth, since)
+                    poll_at = time.monotonic()
+                    current = _event_id(view.up_count, view.down_count, view.updated_at)
+                    if current != last:
+                        last = current
+                        body = self._event(current, view)
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                        self.events += 1
+                        sent_at = time.monotonic()
+                        beat_at = sent_at + self.heartbeat
+                elif now >= beat_at:
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": b": heartbeat\n\n",
+                            "more_body": True,
+                        }
+                    )
+                    beat_at = now + self.heartbeat
+        except (TallyError, StorageError) as exc:
+            # the counter went away, the token was revoked, the database is down: end the
+            # stream; EventSource reconnects, and gets the error as the answer if it lasts
+            log.info("stream %s/%s ended: %s", workspace, name, exc)
+        except OSError:
+            pass  # a send to a client that left fails: that is no error
+        except Exception as exc:
+            if not gone.done():
+                log.warning("stream %s/%s failed: %r", workspace, name, exc)
+        finally:
+            self._wakes.discard(wake)
+            if not self._wakes:  # a set keeps its largest size: give the room back
+                self._wakes = set()
+            self.feed.unwatch(counter_id, wake)
+            if not self.feed.watching(counter_id):
+                self._reads.pop(counter_id, None)
+            gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await gone
+        with contextlib.suppress(Exception):  # the client may be gone
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _token(self, auth: bytes | None) -> Token | None:
+        """The token again (cached): a revoked one ends the stream."""
+        return await self.api.verifier.verify(auth, time.monotonic())
+
+    async def _read(self, route: Route, auth: bytes | None, since: float) -> CounterView:
+        """The counter now, for a stream woken at `since`: its rules checked again (from
+        the caches), its counts from a read begun at `since` or later, which the streams
+        of one counter share (1,000 streams woken by one change make one read)."""
+        _, workspace, name = route
+        counter = await self.api.counters.readable(workspace, name, await self._token(auth))
+        shared = self._reads.get(counter.id)
+        if shared is not None and shared[0] >= since:
+            return await asyncio.shield(shared[1])
+        future: asyncio.Future[CounterView] = asyncio.get_running_loop().create_future()
+        self._reads[counter.id] = (time.monotonic(), future)
+        try:
+            view = await self.api.counters.current(counter)
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else StorageError("stopped"))
+            future.exception()  # retrieved: no stream may be waiting for it
+            raise
+        finally:
+            if not self.feed.watching(counter.id):
+                self._reads.pop(counter.id, None)
+        future.set_result(view)
+        return view
+
+    def _event(self, event_id: bytes, view: CounterView) -> bytes:
+        data = self.api.render.data(view)
+        return b"id: " + event_id + b"\ndata: " + data + b"\n\n"
+
+
+def _event_id(up: int, down: int, updated_at: float) -> bytes:
+    return b"%d-%d-%d" % (up, down, int(updated_at * 1000))
+
+
+async def _until_disconnect(receive: Receive, wake: asyncio.Event) -> None:
+    """Return when the client has gone, and wake its stream."""
+    try:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+    finally:
+        wake.set()

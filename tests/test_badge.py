@@ -1,0 +1,314 @@
+"""Badges: GET /v2/{workspace}/{name}/badge.svg, its options, its rules and its SVG."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import Harness, HarnessFactory
+from test_permissions import ACTIONS, MISSING, PRIVATE, PUBLIC, SEED, make_world
+
+from tally.config import RateLimit
+from tally.errors import BadRequest
+from tally.models import Permission
+from tally.web.badge import (
+    BadgeOptions,
+    format_number,
+    parse_options,
+    render,
+    text_width,
+)
+
+ROOT = Path(__file__).parent.parent
+EXAMPLE = ROOT / "docs" / "badge-example.svg"
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def texts(svg: bytes | str) -> list[str]:
+    """The visible texts of a badge (the shadow copies left out)."""
+    root = ET.fromstring(svg)
+    return [t.text or "" for t in root.iter(f"{SVG}text") if t.get("aria-hidden") != "true"]
+
+
+# the parts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "full", "compact"),
+    [
+        (0, "0", "0"),
+        (999, "999", "999"),
+        (1000, "1,000", "1k"),
+        (1250, "1,250", "1.2k"),
+        (12_345, "12,345", "12k"),
+        (999_999, "999,999", "1M"),
+        (1_500_000, "1,500,000", "1.5M"),
+        (2_000_000_000, "2,000,000,000", "2B"),
+        (-2500, "-2,500", "-2.5k"),
+    ],
+)
+def test_numbers(n: int, full: str, compact: str) -> None:
+    """Numbers have thousands separators, or the compact 1.2k form."""
+    assert format_number(n, "full") == full
+    assert format_number(n, "compact") == compact
+
+
+def test_font_table_is_generated_from_the_font() -> None:
+    """badge_font.json is exactly what tools/badge_font.py reads from DejaVu Sans."""
+    tool = ROOT / "tools" / "badge_font.py"
+    result = subprocess.run(
+        [sys.executable, str(tool), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_text_width_follows_the_font() -> None:
+    """Widths come from the advance widths: 'W' is wider than 'i', bold wider than regular,
+    and a width is the sum of its characters'."""
+    assert text_width("W", 11) > text_width("i", 11)
+    assert text_width("hits", 11, bold=True) > text_width("hits", 11)
+    assert text_width("ab", 11) == pytest.approx(text_width("a", 11) + text_width("b", 11))
+    # DejaVu Sans: '0' advances 1303 units of 2048
+    assert text_width("0", 11) == pytest.approx(1303 * 11 / 2048)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (b"color=notacolour", "invalid color"),
+        (b"labelColor=%23ggg", "invalid labelColor"),
+        (b"style=round", "invalid style"),
+        (b"number=roman", "invalid number"),
+        (b"count=down", "invalid count"),
+        (b"label=" + b"x" * 65, "invalid label"),
+        (b"label=a%00b", "invalid label"),
+        (b"size=3", "unknown parameter"),
+        (b"label=%ff", "invalid query"),
+    ],
+)
+def test_bad_options(query: bytes, message: str) -> None:
+    """Each bad parameter is named in the error."""
+    with pytest.raises(BadRequest, match=message):
+        parse_options(query)
+
+
+def test_options() -> None:
+    """Colours by name or hex, with or without '#'; the style; compact numbers; count=up."""
+    o = parse_options(b"color=red&labelColor=%23ABC&style=for-the-badge&number=compact&count=up")
+    assert o == BadgeOptions(None, "#e05d44", "#abc", "for-the-badge", "compact", True)
+    assert parse_options(b"color=4c1fff&label=").colour == "#4c1fff"
+    assert parse_options(b"label=").label == ""
+
+
+@pytest.mark.parametrize("style", ["flat", "flat-square", "for-the-badge"])
+def test_text_is_escaped(style: str) -> None:
+    """Markup in a label or name stays text: the SVG parses and shows it verbatim."""
+    evil = '<script>alert("x")</script>&"\''
+    svg = render(evil, "12", replace(BadgeOptions(), style=style))  # type: ignore[arg-type]
+    assert b"<script" not in svg
+    shown = texts(svg)
+    expected = evil.upper() if style == "for-the-badge" else evil
+    assert shown == [expected, "12"]
+
+
+def test_width_grows_with_the_text() -> None:
+    """The badge is as wide as its texts plus padding."""
+    narrow = ET.fromstring(render("a", "1", BadgeOptions()))
+    wide = ET.fromstring(render("a much longer label", "1,234,567", BadgeOptions()))
+    assert int(wide.get("width") or 0) > int(narrow.get("width") or 0) + 100
+
+
+def test_example_in_the_readme_is_current() -> None:
+    """docs/badge-example.svg (shown in the README) is what Tally renders today."""
+    svg = render("views", format_number(12_345, "full"), BadgeOptions())
+    assert EXAMPLE.read_bytes() == svg + b"\n"
+    assert "docs/badge-example.svg" in (ROOT / "README.md").read_text()
+
+
+# the endpoint -------------------------------------------------------------------------
+
+
+async def seeded(h: Harness, private: bool = False) -> str:
+    """ws/c at SEED; an Admin token of ws."""
+    ws = await h.workspace("ws")
+    token = await h.token(ws, Permission.ADMIN)
+    await h.counter(ws, "c", private=private)
+    for action, times in (("up", SEED[0]), ("down", SEED[1])):
+        for _ in range(times):
+            assert (await h.get(f"/v2/ws/c/{action}", token)).status_code == 200
+    return token
+
+
+async def test_badge_shows_the_value(harness: Harness) -> None:
+    """The badge shows the name and the value (up - down), as SVG that is never cached."""
+    await seeded(harness)
+    r = await harness.get("/v2/ws/c/badge.svg")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/svg+xml; charset=utf-8"
+    assert r.headers["cache-control"] == "no-cache, max-age=0"
+    assert r.headers["etag"].startswith('"')
+    assert "x-ratelimit-remaining" in r.headers
+    assert "x-request-id" in r.headers
+    assert texts(r.content) == ["c", "1"]
+
+
+async def test_badge_options_reach_the_svg(harness: Harness) -> None:
+    """label, color, labelColor and style shape the SVG."""
+    await seeded(harness)
+    r = await harness.get(
+        "/v2/ws/c/badge.svg?label=views&color=red&labelColor=000&style=flat-square"
+    )
+    assert texts(r.content) == ["views", "1"]
+    fills = [rect.get("fill") for rect in ET.fromstring(r.content).iter(f"{SVG}rect")]
+    assert fills[1:3] == ["#000", "#e05d44"]  # after the clip path's
+
+
+async def test_count_up_counts_and_renders(harness: Harness) -> None:
+    """count=up counts once per request and shows the value after it."""
+    await seeded(harness)
+    for expected in ("2", "3"):
+        r = await harness.get("/v2/ws/c/badge.svg?count=up")
+        assert r.status_code == 200
+        assert texts(r.content) == ["c", expected]
+    counter = await harness.store.read_counter("ws", "c")
+    assert counter is not None
+    assert (counter.up_count, counter.down_count) == (SEED[0] + 2, SEED[1])
+
+
+async def test_count_up_shares_the_budget_of_up(make_harness: HarnessFactory) -> None:
+    """Counting through the badge spends the /up budget: no extra counts per minute."""
+    h = await make_harness(rate_limit=RateLimit(2, 60.0))
+    await h.counter(await h.workspace("ws"), "c")
+    assert (await h.get("/v2/ws/c/up")).status_code == 200
+    assert (await h.get("/v2/ws/c/badge.svg?count=up")).status_code == 200
+    r = await h.get("/v2/ws/c/badge.svg?count=up")
+    assert r.status_code == 429
+    assert "retry-after" in r.headers
+    assert texts(r.content) == ["c", "rate limited"]
+    counter = await h.store.read_counter("ws", "c")
+    assert counter is not None
+    assert counter.up_count == 2
+
+
+async def test_etag_gives_304(harness: Harness) -> None:
+    """A client that has the current badge gets 304; after a change, the new badge."""
+    token = await seeded(harness)
+    first = await harness.get("/v2/ws/c/badge.svg")
+    tag = first.headers["etag"]
+    again = await harness.client.get("/v2/ws/c/badge.svg", headers={"If-None-Match": tag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert (await harness.get("/v2/ws/c/up", token)).status_code == 200
+    changed = await harness.client.get("/v2/ws/c/badge.svg", headers={"If-None-Match": tag})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] != tag
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("color=%3Cscript%3E", "invalid color"),
+        ("style=3d", "invalid style"),
+        ("count=twice", "invalid count"),
+        ("nope=1", "unknown parameter 'nope'"),
+    ],
+)
+async def test_bad_parameters_are_an_error_badge(harness: Harness, query: str, words: str) -> None:
+    """A bad parameter is a 400 badge that says which, and counts nothing."""
+    await seeded(harness)
+    r = await harness.get(f"/v2/ws/c/badge.svg?{query}&count=up")
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "image/svg+xml; charset=utf-8"
+    assert texts(r.content) == ["c", words]
+    counter = await harness.store.read_counter("ws", "c")
+    assert counter is not None
+    assert counter.up_count == SEED[0]
+
+
+async def test_bad_name_and_method(harness: Harness) -> None:
+    """A bad counter name is a JSON 400 like every route; POST is 405."""
+    r = await harness.get("/v2/ws/%00/badge.svg")
+    assert r.status_code == 400
+    r = await harness.client.post("/v2/ws/c/badge.svg")
+    assert r.status_code == 405
+
+
+async def test_label_injection_is_escaped(harness: Harness) -> None:
+    """A label full of markup is shown as text, never as SVG."""
+    await seeded(harness)
+    r = await harness.get("/v2/ws/c/badge.svg?label=%3C/text%3E%3Cscript%3Ealert(1)%3C/script%3E")
+    assert r.status_code == 200
+    assert b"<script" not in r.content
+    assert texts(r.content) == ["</text><script>alert(1)</script>", "1"]
+
+
+def badge_matrix() -> list[object]:
+    """(kind, caller, count, status): badge follows get's column, count=up follows up's."""
+    get, up = ACTIONS.index("get"), ACTIONS.index("up")
+    return [
+        pytest.param(kind, caller, count, row[up if count else get], id=f"{kind}-{caller}-{count}")
+        for kind, table in (("public", PUBLIC), ("private", PRIVATE), ("missing", MISSING))
+        for caller, row in table.items()
+        for count in (False, True)
+    ]
+
+
+@pytest.mark.parametrize(("kind", "caller", "count", "status"), badge_matrix())
+async def test_permission_matrix(
+    harness: Harness, kind: str, caller: str, count: bool, status: int
+) -> None:
+    """Badges follow the rules of get, and with count=up those of up; a refused badge
+    counts nothing and shows why."""
+    world = await make_world(harness, kind)
+    before = await world.counts()
+    path = "/v2/ws/c/badge.svg" + ("?count=up" if count else "")
+    r = await harness.client.get(path, headers=world.header(caller))
+    assert r.status_code == status, r.text
+    after = await world.counts()
+    if status != 200:
+        assert after == before
+        assert texts(r.content)[1] in ("not found", "forbidden", "invalid token")
+        return
+    expected_up = (0 if before is None else before[0]) + (1 if count else 0)
+    assert after is not None
+    assert after[0] == expected_up
+    assert texts(r.content)[1] == str(after[0] - after[1])
+
+
+async def test_private_badge_hides_existence(harness: Harness) -> None:
+    """Without a token, a private counter's badge is the missing counter's badge."""
+    await seeded(harness, private=True)
+    private = await harness.get("/v2/ws/c/badge.svg")
+    missing = await harness.get("/v2/ws/nothing/badge.svg?label=c")
+    assert private.status_code == missing.status_code == 404
+    assert private.content == missing.content
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Referer": "https://blog.example/post"}, 200),
+        ({"Origin": "https://evil.example"}, 403),
+        ({}, 403),
+    ],
+)
+async def test_count_up_follows_allowed_origins(
+    harness: Harness, headers: dict[str, str], status: int
+) -> None:
+    """count=up is held to the counter's allowed origins like up; a refusal counts nothing."""
+    ws = await harness.workspace("ws")
+    c = await harness.counter(ws, "c")
+    await harness.store.set_counter_rules(
+        c.id, floor=None, ceiling=None, origins=("https://blog.example",)
+    )
+    r = await harness.client.get("/v2/ws/c/badge.svg?count=up", headers=headers)
+    assert r.status_code == status
+    counter = await harness.store.read_counter("ws", "c")
+    assert counter is not None
+    assert counter.up_count == (1 if status == 200 else 0)
+    if status == 403:
+        assert texts(r.content) == ["c", "forbidden"]

@@ -1,0 +1,348 @@
+"""Export and import: the format, validation, idempotence, overlaps, the round trip between
+the backends, and the Admin download over the API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import Harness
+
+from tally.exports import export_csv, export_jsonl
+from tally.imports import InvalidFile, import_file, validate
+from tally.models import CounterRecord, Permission
+from tally.stats import summarize
+from tally.storage import Store, store_from_url
+
+HOUR = int(time.time() // 3600)
+
+
+async def opened(url: str, node: str = "test-node") -> Store:
+    store = store_from_url(url, node=node)
+    await store.open()
+    return store
+
+
+async def write(chunks: AsyncIterator[bytes], path: Path) -> Path:
+    with path.open("wb") as f:
+        async for chunk in chunks:
+            f.write(chunk)
+    return path
+
+
+async def export_to(store: Store, path: Path) -> Path:
+    return await write(export_jsonl(store, await store.list_workspaces()), path)
+
+
+async def seed(store: Store) -> None:
+    """Two workspaces; counters with history, a private one, odd names, an empty one."""
+    demo = await store.create_workspace("demo", "Demo")
+    other = await store.create_workspace("other", "Other")
+    plan = [
+        (demo, "hits", False, "", [(HOUR - 30 * 24, 5, 0), (HOUR - 1, 2, 1), (HOUR, 3, 0)]),
+        (demo, "secret", True, 'quoted "text", commas', [(HOUR - 2, 1, 1)]),
+        (demo, "ünïcödé 🎉 name", False, "", [(HOUR - 400 * 24, 7, 2)]),
+        (other, "empty", False, "", []),
+    ]
+    for ws, name, private, description, hours in plan:
+        c = await store.create_counter(ws.id, name, private=private, description=description)
+        ups, downs = sum(h[1] for h in hours), sum(h[2] for h in hours)
+        record = CounterRecord(
+            c.name,
+            description,
+            private,
+            ups,
+            downs,
+            c.created_at,
+            c.updated_at + 1.25,
+            tuple(hours),
+        )
+        assert await store.import_counters(ws.id, [record]) == ["changed"]
+
+
+async def snapshot(store: Store) -> dict[str, Any]:
+    """Everything an export carries, plus the stats each counter's history gives."""
+    out: dict[str, Any] = {}
+    now = time.time()
+    for ws in await store.list_workspaces():
+        for c in await store.list_counters(ws.id):
+            history = await store.read_history(c.id)
+            out[f"{ws.slug}/{c.name}"] = {
+                "fields": (c.description, c.private, c.up_count, c.down_count),
+                "times": (c.created_at, c.updated_at),
+                "hours": sorted(history.buckets),
+                "stats": summarize(history.buckets, now),
+            }
+    return out
+
+
+def body_lines(path: Path) -> list[bytes]:
+    """The file without its first line (which holds the export's time)."""
+    return path.read_bytes().splitlines()[1:]
+
+
+# the round trip ---------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_round_trip_sqlite_postgres_sqlite(
+    tmp_path: Path, sqlite_url: str, postgres_url: str
+) -> None:
+    """SQLite -> PostgreSQL -> SQLite gives identical counters, history and stats, and
+    identical files."""
+    first = await opened(sqlite_url)
+    pg = await opened(postgres_url)
+    last = await opened(f"sqlite:///{tmp_path / 'last.db'}")
+    try:
+        await seed(first)
+        a = await export_to(first, tmp_path / "a.jsonl")
+        await import_file(pg, a, validate(a))
+        b = await export_to(pg, tmp_path / "b.jsonl")
+        await import_file(last, b, validate(b))
+        c = await export_to(last, tmp_path / "c.jsonl")
+        assert body_lines(a) == body_lines(b) == body_lines(c)
+        original = await snapshot(first)
+        assert len(original) == 4
+        assert await snapshot(pg) == original
+        assert await snapshot(last) == original
+    finally:
+        for store in (first, pg, last):
+            await store.close()
+
+
+# import's promises --------------------------------------------------------------------
+
+
+async def test_import_twice_changes_nothing(store: Store, tmp_path: Path) -> None:
+    """Importing a file again reports every counter unchanged and changes nothing."""
+    await seed(store)
+    path = await export_to(store, tmp_path / "x.jsonl")
+    before = await snapshot(store)
+    report = await import_file(store, path, validate(path))
+    assert (report.created, report.changed, report.unchanged) == (0, 0, 4)
+    assert report.workspaces_kept == ["demo", "other"]
+    assert await snapshot(store) == before
+
+
+async def test_file_wins_where_it_speaks(store: Store, tmp_path: Path) -> None:
+    """A counter in the file gets the file's totals, settings and whole history (hours
+    the file lacks go); a counter not in the file is left alone."""
+    await seed(store)
+    path = await export_to(store, tmp_path / "x.jsonl")
+    expected = await snapshot(store)
+    demo = await store.get_workspace("demo")
+    assert demo is not None
+    drifted = CounterRecord("hits", "changed", True, 1, 1, 1.0, 2.0, ((HOUR - 5, 9, 9),))
+    extra = CounterRecord("not-in-file", "", False, 4, 0, 1.0, 2.0, ((HOUR, 4, 0),))
+    await store.import_counters(demo.id, [drifted, extra])
+    report = await import_file(store, path, validate(path))
+    assert (report.created, report.changed, report.unchanged) == (0, 1, 3)
+    after = await snapshot(store)
+    assert after.pop("demo/not-in-file")["fields"] == ("", False, 4, 0)
+    assert after == expected
+
+
+async def test_csv_sets_totals_and_keeps_history(store: Store, tmp_path: Path) -> None:
+    """A CSV import sets totals and settings; the hourly history stays as it was."""
+    await seed(store)
+    workspaces = await store.list_workspaces()
+    path = await write(export_csv(store, workspaces), tmp_path / "x.csv")
+    assert path.read_text().splitlines()[:2] == [
+        "tally-export-csv,1",
+        "workspace,name,description,private,up_count,down_count,created_at,updated_at",
+    ]
+    text = path.read_text().replace("demo,hits,,false,10,1,", "demo,hits,,false,99,1,")
+    path.write_text(text)
+    before = await snapshot(store)
+    report = await import_file(store, path, validate(path))
+    assert (report.created, report.changed, report.unchanged) == (0, 1, 3)
+    after = await snapshot(store)
+    assert after["demo/hits"]["fields"] == ("", False, 99, 1)
+    assert after["demo/hits"]["hours"] == before["demo/hits"]["hours"]
+
+
+async def test_import_into_an_empty_database(store: Store, tmp_path: Path) -> None:
+    """Workspaces and counters are created; the report says so."""
+    source = await opened(f"sqlite:///{tmp_path / 'source.db'}")
+    try:
+        await seed(source)
+        path = await export_to(source, tmp_path / "x.jsonl")
+        expected = await snapshot(source)
+    finally:
+        await source.close()
+    summary = validate(path)
+    assert (summary.counters, summary.buckets) == (4, 5)
+    report = await import_file(store, path, summary)
+    assert report.workspaces_created == ["demo", "other"]
+    assert (report.created, report.changed, report.unchanged) == (4, 0, 0)
+    assert await snapshot(store) == expected
+
+
+# validation --------------------------------------------------------------------------
+
+HEAD = b'{"tally_export":1,"exported_at":"2026-01-01T00:00:00Z"}'
+WS = b'{"workspace":{"slug":"demo","name":"Demo","created_at":1.0}}'
+
+
+def counter_line(**changes: Any) -> bytes:
+    record: dict[str, Any] = {
+        "workspace": "demo",
+        "name": "hits",
+        "description": "",
+        "private": False,
+        "up_count": 3,
+        "down_count": 1,
+        "created_at": 1.0,
+        "updated_at": 2.0,
+        "hours": [[10, 2, 1], [11, 1, 0]],
+    }
+    record.update(changes)
+    return orjson.dumps({"counter": {k: v for k, v in record.items() if v is not ...}})
+
+
+def END(counters: int = 1, buckets: int = 2) -> bytes:
+    return orjson.dumps({"end": {"workspaces": 1, "counters": counters, "buckets": buckets}})
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([b"hello"], "line 1: not a Tally export"),
+        ([b'{"tally_export":2}'], "format version 2"),
+        ([HEAD, WS, b"{nope", END(0, 0)], "line 3: not JSON"),
+        ([HEAD, WS, counter_line(up_count=-1), END()], "up_count must be a whole number"),
+        ([HEAD, WS, counter_line(up_count=True), END()], "up_count must be a whole number"),
+        ([HEAD, WS, counter_line(private="yes"), END()], "private must be true or false"),
+        ([HEAD, WS, counter_line(name=""), END()], "the counter name is empty"),
+        ([HEAD, WS, counter_line(name="a/b"), END()], "must not contain '/'"),
+        ([HEAD, WS, counter_line(created_at="x"), END()], "created_at must be unix seconds"),
+        ([HEAD, WS, counter_line(hours=[[11, 1, 0], [10, 1, 0]]), END()], "increasing order"),
+        ([HEAD, WS, counter_line(hours=[[10, 1]]), END()], "[hour, up, down]"),
+        ([HEAD, WS, counter_line(extra=1), END()], "exactly the fields"),
+        ([HEAD, WS, counter_line(hours=...), END()], "exactly the fields"),
+        ([HEAD, WS, counter_line(workspace="nope"), END()], "workspace 'nope' is not above"),
+        ([HEAD, WS, counter_line(workspace="No Slug"), END()], "workspace must be a slug"),
+        ([HEAD, WS, counter_line(), counter_line(), END(2, 4)], "demo/hits appears twice"),
+        ([HEAD, WS, counter_line()], "the end line is missing"),
+        ([HEAD, WS, counter_line(), END(1, 3)], "the end line says"),
+        ([HEAD, WS, counter_line(), END(), WS], "nothing may follow the end line"),
+        ([HEAD, WS, b'{"token":{}}', END(0, 0)], "unknown line kind 'token'"),
+        ([b"tally-export-csv,1", b"workspace,name"], "the header row must be"),
+        (
+            [b"tally-export-csv,1", b"workspace,name,description,private,up_count,down_count,"
+             b"created_at,updated_at", b"demo,hits,,false,-3,0,1,2"],
+            "up_count must be a whole number",
+        ),
+    ],
+)  # fmt: skip
+async def test_bad_files_are_refused_whole(
+    store: Store, tmp_path: Path, lines: list[bytes], message: str
+) -> None:
+    """A bad file is refused with the line and the reason; nothing is written."""
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(InvalidFile) as info:
+        validate(path)
+    assert message in str(info.value)
+    assert await store.list_workspaces() == []
+
+
+async def test_every_bad_line_is_reported(tmp_path: Path) -> None:
+    """Validation goes on past a bad line: each one is reported with its number."""
+    path = tmp_path / "bad.jsonl"
+    lines = [HEAD, WS, counter_line(up_count=-1), counter_line(name="b", private=1), END(2, 4)]
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(InvalidFile) as info:
+        validate(path)
+    assert [e.split(":")[0] for e in info.value.errors] == ["line 3", "line 4"]
+
+
+def test_not_utf8_is_refused(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 make an invalid file, not a crash."""
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"tally-export-csv,1\n\xff\xfe\n")
+    with pytest.raises(InvalidFile, match=r"not UTF-8|header row"):
+        validate(path)
+
+
+# the download ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("caller", "status"),
+    [
+        ("anon", 401),
+        ("read", 403),
+        ("write", 403),
+        ("admin", 200),
+        ("other_admin", 403),
+    ],
+)
+async def test_download_needs_admin(harness: Harness, caller: str, status: int) -> None:
+    """Only an Admin token of the workspace downloads its export."""
+    ws = await harness.workspace("ws")
+    other = await harness.workspace("other")
+    await harness.counter(ws, "c")
+    tokens = {
+        "read": await harness.token(ws, Permission.READ),
+        "write": await harness.token(ws, Permission.WRITE),
+        "admin": await harness.token(ws, Permission.ADMIN),
+        "other_admin": await harness.token(other, Permission.ADMIN),
+    }
+    r = await harness.get("/export/ws", tokens.get(caller))
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert r.json()["code"] == str(status)
+        return
+    assert r.headers["content-type"] == "application/x-ndjson"
+    assert "x-request-id" in r.headers
+    assert 'filename="tally-ws.jsonl"' in r.headers["content-disposition"]
+    lines = [orjson.loads(line) for line in r.content.splitlines()]
+    assert lines[0]["tally_export"] == 1
+    assert lines[1]["workspace"]["slug"] == "ws"
+    assert lines[2]["counter"]["name"] == "c"
+    assert lines[-1] == {"end": {"workspaces": 1, "counters": 1, "buckets": 0}}
+
+
+async def test_download_is_a_valid_file_of_many_pages(harness: Harness, tmp_path: Path) -> None:
+    """A workspace larger than a page downloads whole, and imports elsewhere."""
+    ws = await harness.workspace("ws")
+    token = await harness.token(ws, Permission.ADMIN)
+    records = [
+        CounterRecord(f"c{i}", "", False, i, 0, 1.0, 2.0, ((HOUR, i, 0),)) for i in range(2500)
+    ]
+    await harness.store.import_counters(ws.id, records)
+    r = await harness.get("/export/ws", token)
+    assert r.status_code == 200
+    path = tmp_path / "download.jsonl"
+    path.write_bytes(r.content)
+    summary = validate(path)
+    assert (summary.counters, summary.buckets) == (2500, 2500)
+    target = await opened(f"sqlite:///{tmp_path / 'copy.db'}")
+    try:
+        report = await import_file(target, path, summary)
+        assert report.created == 2500
+    finally:
+        await target.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/export/No%20Slug", 404), ("/export/", 404), ("/export/nope", 403)]
+)
+async def test_download_bad_paths(harness: Harness, path: str, status: int) -> None:
+    """A path that is no slug is 404; an Admin token of another workspace is 403."""
+    ws = await harness.workspace("ws")
+    token = await harness.token(ws, Permission.ADMIN)
+    r = await harness.get(path, token)
+    assert r.status_code == status
+    assert r.json()["code"] == str(status)
+
+
+async def test_download_refuses_other_methods(harness: Harness) -> None:
+    """POST is 405."""
+    r = await harness.client.post("/export/ws")
+    assert r.status_code == 405
