@@ -53,6 +53,7 @@ http {{
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Request-Id $request_id;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_next_upstream off;
         }}
         # Reads only (a counter, its stats) may be tried again on another node.
@@ -63,6 +64,7 @@ http {{
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Request-Id $request_id;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_next_upstream error timeout;
         }}
     }}

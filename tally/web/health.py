@@ -1,8 +1,13 @@
-"""GET /healthz (the process answers) and GET /readyz (it can serve: the database, and
-Redis in scale-out, answer within READY_TIMEOUT).
+"""GET /healthz (the process answers) and GET /readyz (it can serve: the database answers
+within READY_TIMEOUT).
 
 Neither is rate-limited nor logged: orchestrators and balancers ask every few seconds.
 A failing readiness check answers 503 in the error shape with the checks that failed.
+
+Redis (scale-out) is checked and reported, but a Redis that does not answer does not
+make the node unready: every node then counts on with its own rate limiter (and live
+streams poll the store), so a balancer pulling every node at once because Redis is down
+would turn a degraded cluster into a dead one. Its check then reads "degraded: ...".
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ if TYPE_CHECKING:
     from tally.web.app import Services
 
 READY_TIMEOUT = 2.0  # seconds each dependency has to answer
+# dependencies the node serves without (reported, but the node stays ready)
+DEGRADABLE = ("redis",)
 
 
 async def check(probe: Coroutine[Any, Any, object], within: float) -> str:
@@ -53,7 +60,11 @@ async def readiness(services: Services | None, redis: bool, within: float) -> di
         probes["redis"] = services.api.limiter.ping()
     names = list(probes)
     results = await asyncio.gather(*(check(probes[n], within) for n in names))
-    return dict(zip(names, results, strict=True))
+    checks = dict(zip(names, results, strict=True))
+    for name in DEGRADABLE:
+        if checks.get(name, "ok") != "ok":
+            checks[name] = f"degraded: {checks[name]}"
+    return checks
 
 
 async def send_health(send: Send) -> None:
@@ -62,7 +73,9 @@ async def send_health(send: Send) -> None:
 
 async def send_readiness(send: Send, services: Services | None, redis: bool) -> None:
     checks = await readiness(services, redis, READY_TIMEOUT)
-    failed = {name: state for name, state in checks.items() if state != "ok"}
+    failed = {
+        name: state for name, state in checks.items() if state != "ok" and name not in DEGRADABLE
+    }
     if not failed:
         await send_json(send, 200, {"status": "ready", "checks": checks})
         return
