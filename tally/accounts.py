@@ -18,12 +18,13 @@ from tally.mail import Mail, Mailer
 from tally.models import Account, Session
 from tally.passwords import DUMMY_HASH, check_new_password, hash_password, verify_password
 from tally.storage.base import Store
-from tally.throttle import FailureWindow, LoginThrottle
+from tally.throttle import FailureWindow, LoginThrottle, Window
 
 SESSION_TTL = 14 * 86400.0
 VERIFY_TTL = 3 * 86400.0
 RESET_TTL = 3600.0
 MAILS_PER_HOUR = 5  # verification and reset emails per account (no mail bombing)
+MAIL_WINDOW = 3600.0
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
@@ -47,12 +48,13 @@ class Accounts:
         mailer: Mailer,
         signup: str = "open",
         throttle: LoginThrottle | None = None,
+        mails: Window | None = None,
     ) -> None:
         self.store = store
         self.mailer = mailer
         self.signup = signup
-        self.throttle = throttle or LoginThrottle()
-        self.mails = FailureWindow(MAILS_PER_HOUR, 3600.0)
+        self.throttle = throttle or LoginThrottle.local()
+        self.mails = mails or FailureWindow(MAILS_PER_HOUR, MAIL_WINDOW)
 
     # sign-up and verification ------------------------------------------------
 
@@ -96,17 +98,17 @@ class Accounts:
         await self.send_verification(account, base_url)
         return SignUp(account, personal.slug)
 
-    def _may_mail(self, account: Account) -> bool:
+    async def _may_mail(self, account: Account) -> bool:
         """Count one more email to the account; False once it had MAILS_PER_HOUR."""
-        key, now = account.email.lower(), time.monotonic()
-        if self.mails.retry_after(key, now) > 0:
+        key, now = account.email.lower(), time.time()
+        if await self.mails.retry_after(key, now) > 0:
             return False
-        self.mails.fail(key, now)
+        await self.mails.record(key, now)
         return True
 
     async def send_verification(self, account: Account, base_url: str) -> bool:
         """Mail a confirmation link; False if the account had too many emails lately."""
-        if not self._may_mail(account):
+        if not await self._may_mail(account):
             return False
         secret = new_secret()
         now = time.time()
@@ -144,14 +146,14 @@ class Accounts:
     async def log_in(self, email: str, password: str, ip: str) -> Account:
         """The account, or Unauthorized (wrong email or password, the same message for
         both) or RateLimited (too many failures for the account or the IP)."""
-        now = time.monotonic()
-        self.throttle.check(email.strip(), ip, now)
+        now = time.time()
+        await self.throttle.check(email.strip(), ip, now)
         account = await self.store.find_account(email.strip())
         ok = await verify_password(account.password_hash if account else DUMMY_HASH, password)
         if account is None or not ok:
-            self.throttle.failed(email.strip(), ip, now)
+            await self.throttle.failed(email.strip(), ip, now)
             raise Unauthorized("Wrong email or password.")
-        self.throttle.succeeded(email.strip())
+        await self.throttle.succeeded(email.strip())
         return account
 
     async def start_session(self, account: Account) -> str:
@@ -188,7 +190,7 @@ class Accounts:
     async def request_reset(self, email: str, base_url: str) -> None:
         """Mail a reset link if the account exists (the caller says the same either way)."""
         account = await self.store.find_account(email.strip())
-        if account is None or not self._may_mail(account):
+        if account is None or not await self._may_mail(account):
             return
         secret = new_secret()
         now = time.time()

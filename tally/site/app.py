@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tally.accounts import Accounts
+from tally.accounts import MAIL_WINDOW, MAILS_PER_HOUR, Accounts
 from tally.config import Settings
 from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
@@ -22,6 +22,7 @@ from tally.site import accounts, counters, tokens, workspaces
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
 from tally.site.security import SecurityHeaders
 from tally.storage.base import Store
+from tally.throttle import SharedWindows, shared_windows
 
 log = logging.getLogger("tally.site")
 GET, POST, BOTH = ["GET"], ["POST"], ["GET", "POST"]
@@ -85,10 +86,31 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
     return render_error(request, Unavailable())
 
 
+def site_windows(settings: Settings, token_key: bytes) -> SharedWindows | None:
+    """With Redis, one sign-in throttle and mail limit for the whole cluster (else each
+    process keeps its own: the embedded server is one process)."""
+    if not settings.redis_url:
+        return None
+    return shared_windows(
+        settings.redis_url,
+        settings.redis_prefix + "throttle:",
+        derive_key(token_key, b"throttle"),
+        MAILS_PER_HOUR,
+        MAIL_WINDOW,
+    )
+
+
 def create_site(
-    settings: Settings, store: Store, counters_: Counters, token_key: bytes
+    settings: Settings,
+    store: Store,
+    counters_: Counters,
+    token_key: bytes,
+    windows: SharedWindows | None = None,
 ) -> SecurityHeaders:
     mailer = Mailer(settings)
+    people = Accounts(store, mailer, settings.signup)
+    if windows is not None:
+        people.throttle, people.mails = windows.throttle, windows.mails
     app = Starlette(
         routes=ROUTES,
         exception_handlers={
@@ -102,7 +124,7 @@ def create_site(
         settings=settings,
         store=store,
         counters=counters_,
-        accounts=Accounts(store, mailer, settings.signup),
+        accounts=people,
         mailer=mailer,
         token_key=token_key,
         csrf_key=derive_key(token_key, b"csrf"),

@@ -31,6 +31,7 @@ from tally.logs import REQUEST_ID
 from tally.namespaces import Namespaces
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
+from tally.throttle import SharedWindows
 from tally.web import docs, health, manage, metrics
 from tally.web.api import OTHER, V2Api
 from tally.web.badge import BadgeEndpoint
@@ -150,6 +151,7 @@ class Services:
     export: ExportEndpoint
     feed: ChangeFeed
     streams: Streams
+    windows: SharedWindows | None = None  # the site's sign-in throttle in Redis
 
 
 class App:
@@ -214,9 +216,10 @@ class App:
         namespaces = Namespaces(counters, s.token_cache_ttl)
         v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
         managed = manage.ManageApi(store, counters, verifier, api)
-        from tally.site.app import create_site  # not imported by the API's path
+        from tally.site.app import create_site, site_windows  # not on the API's path
 
-        site = create_site(s, store, counters, verifier.key)
+        windows = site_windows(s, verifier.key)
+        site = create_site(s, store, counters, verifier.key, windows)
         self.services = Services(
             store,
             writes,
@@ -229,6 +232,7 @@ class App:
             ExportEndpoint(api),
             feed,
             streams,
+            windows,
         )
         if self.handle_signals:
             end_streams_on((signal.SIGTERM, signal.SIGINT), streams)
@@ -259,6 +263,8 @@ class App:
             for limiter in (services.api.limiter, services.v1.limiter):
                 if limiter is not None:
                     await limiter.close()
+            if services.windows is not None:
+                await services.windows.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
