@@ -11,6 +11,7 @@ Who may do what (docs/dashboard.md has the same table; a test checks every row):
 | admin_tokens      |        |        | yes   |
 | manage_members    |        |        | yes   |
 | manage_workspace  |        |        | yes   |
+| counter_rules     |        |        | yes   |
 
 A non-member gets NotFound (a workspace's existence is not revealed), a member below
 the action's role Forbidden.
@@ -40,6 +41,7 @@ ACTIONS: dict[str, Role] = {
     "admin_tokens": Role.OWNER,
     "manage_members": Role.OWNER,
     "manage_workspace": Role.OWNER,
+    "counter_rules": Role.OWNER,  # bounds and allowed origins: what an Admin token may set
 }
 
 

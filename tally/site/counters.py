@@ -1,5 +1,6 @@
 """Counter pages: the list (search, sort, pages), create, the counter page with its live
-counts, chart data and snippets, edit, reset and delete."""
+counts, chart data and snippets, edit, its rules (bounds, allowed origins), reset and
+delete."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tally import charts, workspaces
+from tally import charts, rules, workspaces
 from tally.errors import BadRequest, NotFound, TallyError
 from tally.models import Account, Counter, Role, Workspace
 from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
@@ -107,16 +108,38 @@ async def detail(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
     counter = await _counter(request, ws)
+    return await _page(request, ws, role, counter)
+
+
+async def _page(
+    request: Request,
+    ws: Workspace,
+    role: Role,
+    counter: Counter,
+    status: int = 200,
+    rules_error: str | None = None,
+    rules_form: dict[str, str] | None = None,
+) -> Response:
+    """The counter page; with the rules form as submitted and its error, if refused."""
     view = await site(request).counters.current(counter)
+    if rules_form is None:
+        rules_form = {
+            "floor": "" if counter.floor is None else str(counter.floor),
+            "ceiling": "" if counter.ceiling is None else str(counter.ceiling),
+            "origins": "\n".join(counter.origins),
+        }
     return render(
         request,
         "counter.html",
+        status,
         workspace=ws,
         role=role,
         section="counters",
         counter=counter,
         view=view,
         base=base_url(request),
+        rules_error=rules_error,
+        rules_form=rules_form,
     )
 
 
@@ -164,6 +187,27 @@ async def edit(request: Request) -> Response:
         counter.id, description, field(data, "visibility") == "private"
     )
     return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The counter is saved.")
+
+
+async def set_rules(request: Request) -> Response:
+    """The counter's floor, ceiling and allowed origins (rules.py validates them)."""
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "counter_rules")
+    counter = await _counter(request, ws)
+    data = await form(request)
+    submitted = {key: field(data, key) for key in ("floor", "ceiling", "origins")}
+    s = site(request)
+    try:
+        origins = rules.check_origins(submitted["origins"])
+        floor = rules.check_bound(submitted["floor"], "floor")
+        ceiling = rules.check_bound(submitted["ceiling"], "ceiling")
+        view = await s.counters.current(counter)
+        rules.check_bounds(counter, floor, ceiling, view.up_count - view.down_count)
+    except TallyError as exc:
+        return await _page(request, ws, role, counter, exc.status, exc.message, submitted)
+    if await s.store.set_counter_rules(counter.id, floor=floor, ceiling=ceiling, origins=origins):
+        return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The limits are saved.")
+    raise NotFound("No such counter.")
 
 
 async def reset(request: Request) -> Response:
