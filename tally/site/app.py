@@ -19,9 +19,11 @@ from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.mail import Mailer
 from tally.site import accounts, counters, tokens, workspaces
+from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
 from tally.site.security import SecurityHeaders
 from tally.storage.base import Store
+from tally.web.stream import Streams
 
 log = logging.getLogger("tally.site")
 GET, POST, BOTH = ["GET"], ["POST"], ["GET", "POST"]
@@ -52,6 +54,7 @@ ROUTES = [
     Route(W + "/counters/new", counters.create, methods=BOTH),
     Route(W + "/c/{counter_id}", counters.detail, methods=GET),
     Route(W + "/c/{counter_id}/counts", counters.counts, methods=GET),
+    Route(W + "/c/{counter_id}/stream", CounterStream(), methods=GET),
     Route(W + "/c/{counter_id}/data.json", counters.data, methods=GET),
     Route(W + "/c/{counter_id}/edit", counters.edit, methods=POST),
     Route(W + "/c/{counter_id}/rules", counters.set_rules, methods=POST),
@@ -88,7 +91,7 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
 
 
 def create_site(
-    settings: Settings, store: Store, counters_: Counters, token_key: bytes
+    settings: Settings, store: Store, counters_: Counters, token_key: bytes, streams: Streams
 ) -> SecurityHeaders:
     mailer = Mailer(settings)
     app = Starlette(
@@ -108,5 +111,6 @@ def create_site(
         mailer=mailer,
         token_key=token_key,
         csrf_key=derive_key(token_key, b"csrf"),
+        streams=streams,
     )
     return SecurityHeaders(app)

@@ -28,7 +28,7 @@ async def _load(request: Request) -> tuple[Account, Workspace, Role]:
     return session.account, ws, role
 
 
-async def _counter(request: Request, ws: Workspace) -> Counter:
+async def load_counter(request: Request, ws: Workspace) -> Counter:
     """The counter named by the path's id, if it belongs to `ws` (else 404: another
     workspace's counter is not revealed)."""
     try:
@@ -107,7 +107,7 @@ async def create(request: Request) -> Response:
 async def detail(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     return await _page(request, ws, role, counter)
 
 
@@ -147,7 +147,7 @@ async def counts(request: Request) -> Response:
     """The live counts fragment (htmx polls it while the page is open)."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     view = await site(request).counters.current(counter)
     return render(request, "_counts.html", workspace=ws, counter=counter, view=view)
 
@@ -156,7 +156,7 @@ async def data(request: Request) -> Response:
     """The charts' data as JSON."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     s = site(request)
     view = await s.counters.current(counter)
     buckets = await s.counters.history(counter)
@@ -173,7 +173,7 @@ async def data(request: Request) -> Response:
 async def edit(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "edit_counters")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     data = await form(request)
     try:
         description = workspaces.check_description(field(data, "description"))
@@ -193,7 +193,7 @@ async def set_rules(request: Request) -> Response:
     """The counter's floor, ceiling and allowed origins (rules.py validates them)."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "counter_rules")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     data = await form(request)
     submitted = {key: field(data, key) for key in ("floor", "ceiling", "origins")}
     s = site(request)
@@ -213,7 +213,7 @@ async def set_rules(request: Request) -> Response:
 async def reset(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "edit_counters")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     await form(request)
     await site(request).counters.reset_counter(counter)
     return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The counter is reset to zero.")
@@ -222,7 +222,7 @@ async def reset(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "edit_counters")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     data = await form(request)
     if field(data, "confirm").strip() != counter.name:
         return redirect(

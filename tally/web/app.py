@@ -216,7 +216,7 @@ class App:
         managed = manage.ManageApi(store, counters, verifier, api)
         from tally.site.app import create_site  # not imported by the API's path
 
-        site = create_site(s, store, counters, verifier.key)
+        site = create_site(s, store, counters, verifier.key, streams)
         self.services = Services(
             store,
             writes,

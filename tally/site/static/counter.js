@@ -1,5 +1,5 @@
 // The counter page's charts (Chart.js), from the page's data.json; refreshed every 30 s
-// and whenever the live counts change.
+// and whenever the live counts change (at most once a second).
 "use strict";
 
 (function () {
@@ -57,11 +57,15 @@
 
   load();
   setInterval(load, 30000);
-  // the live counts (htmx, every 5 s) changed: redraw the charts too
-  document.body.addEventListener("htmx:afterSettle", () => {
-    const up = document.getElementById("up-count");
-    const down = document.getElementById("down-count");
-    const seen = up && down ? up.textContent + "/" + down.textContent : "";
-    if (seen && seen !== section.dataset.seen) load();
+  // the live counts (live.js) changed: redraw the charts too
+  // (a busy counter changes up to 10 times a second: one reload a second at most)
+  let queued = false;
+  let last = 0;
+  document.addEventListener("tally:counts", (event) => {
+    const seen = event.detail.up_count + "/" + event.detail.down_count;
+    if (seen === section.dataset.seen || queued) return;
+    queued = true;
+    setTimeout(() => { queued = false; last = Date.now(); load(); },
+               Math.max(0, last + 1000 - Date.now()));
   });
 })();
