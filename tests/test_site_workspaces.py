@@ -333,6 +333,7 @@ ACTION_REQUESTS: dict[str, tuple[str, dict[str, str], int]] = {
     "manage_members": ("/w/team/members", {"email": "new@example.com", "role": "viewer"}, 200),
     "manage_workspace": ("/w/team/settings", {"name": "Renamed"}, 303),
     "counter_rules": ("/w/team/c/{counter}/rules", {"floor": "0", "origins": ""}, 303),
+    "export": ("/w/team/export", {}, 200),
 }
 
 

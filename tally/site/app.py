@@ -46,6 +46,7 @@ ROUTES = [
     Route(W + "/settings", workspaces.settings, methods=BOTH),
     Route(W + "/settings/rules", workspaces.set_rules, methods=POST),
     Route(W + "/delete", workspaces.delete, methods=POST),
+    Route(W + "/export", workspaces.export, methods=GET),
     Route(W + "/members", workspaces.members, methods=BOTH),
     Route(W + "/members/{account_id:int}", workspaces.member_change, methods=POST),
     Route(W + "/invites/{invite_id:int}/cancel", workspaces.cancel_invite, methods=POST),

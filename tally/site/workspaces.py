@@ -1,19 +1,24 @@
-"""Workspace pages: create, settings (rename, allowed origins, V1, delete), members and
-invitations."""
+"""Workspace pages: create, settings (rename, allowed origins, V1, delete), the export
+download, members and invitations."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from tally import rules, workspaces
 from tally.accounts import check_email
-from tally.errors import BadRequest, NotFound, TallyError
+from tally.errors import BadRequest, NotFound, StorageError, TallyError
+from tally.exports import export_jsonl
 from tally.models import Role, Workspace
 from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
+
+log = logging.getLogger("tally.site")
 
 
 def _role(text: str) -> Role:
@@ -98,6 +103,30 @@ async def delete(request: Request) -> Response:
         context = _settings_context(ws, role)
         return render(request, "workspace_settings.html", exc.status, error=exc.message, **context)
     return redirect(request, "/", f"Workspace {ws.slug} and everything in it is deleted.")
+
+
+async def export(request: Request) -> Response:
+    """GET /w/{slug}/export: the workspace's export file (tally/exports.py), as the API's
+    Admin download (/export/{slug}) and `tally export` write it, streamed a page of
+    counters at a time. A database failure mid-file leaves out the `end` line, so
+    `tally import` refuses the cut file."""
+    session = await signed_in(request)
+    store = site(request).store
+    ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "export")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in export_jsonl(store, [ws]):
+                yield chunk
+        except StorageError as exc:
+            log.warning("export of %s cut short: %s", ws.slug, exc)
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/x-ndjson",
+        headers={"content-disposition": f'attachment; filename="tally-{ws.slug}.jsonl"'},
+    )
 
 
 async def members(request: Request) -> Response:
