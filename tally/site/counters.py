@@ -74,6 +74,7 @@ async def listing(request: Request) -> Response:
         descending=descending,
         page=page,
         pages=max(1, math.ceil(result.total / PAGE_SIZE)),
+        base=base_url(request),
         sorts=[("name", "Name"), ("updated", "Last update"), ("up", "Up"), ("down", "Down")],
     )
 

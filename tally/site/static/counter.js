@@ -8,6 +8,7 @@
   const UP = "#2563eb";
   const DOWN = "#dc2626";
   const charts = {};
+  const narrow = window.matchMedia("(max-width: 40rem)").matches; // a phone: fewer labels
   const specs = [
     ["chart-hourly", "hourly", "bar"],
     ["chart-daily", "daily", "bar"],
@@ -37,7 +38,7 @@
         options: {
           animation: false,
           maintainAspectRatio: false,
-          scales: { x: { ticks: { maxTicksLimit: 12 } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
+          scales: { x: { ticks: { maxTicksLimit: narrow ? 6 : 12 } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
           plugins: { legend: { position: "bottom" } },
         },
       });
