@@ -4,8 +4,8 @@
 The journey: sign up, confirm the email (the link from the server log: no SMTP), create
 a workspace, create a Write token and copy it from the page, create a counter, count
 `up` three times through the HTTP API with that token while its page is open, see the
-page's counts follow live (its stream, opened again after a refused first attempt) and
-its chart data, revoke the token, and see the API answer 401.
+page's counts follow live (its stream, opened again after a refused and a dropped
+one) and its chart data, revoke the token, and see the API answer 401.
 
 Chromium comes from Debian (`/usr/bin/chromium`); when it is missing and the tests run
 as root (as in CI) the fixture installs it with apt-get, else the tests skip with the
@@ -190,18 +190,23 @@ def test_journey_sign_up_to_counting_and_revoking(
     assert token == page.locator("#new-token").inner_text().strip()
     _shot(page, "tokens", save)
 
-    # a counter; its page's first live stream is refused (503), as by a server that is
-    # restarting: the page fetches the counts and opens the stream again by itself
-    refused: list[str] = []
+    # a counter. Its page's first live stream is refused (503), as by a server that is
+    # restarting: the page fetches the counts and opens the stream again by itself; the
+    # second is dropped after its first line, as by a proxy: the browser reconnects
+    attempts: list[str] = []
+    fetched: list[str] = []  # the counts fragment, fetched after a refusal only
+    page.on("request", lambda r: fetched.append(r.url) if r.url.endswith("/counts") else None)
 
-    def refuse_once(route: Any) -> None:
-        if refused:
-            route.continue_()
-        else:
-            refused.append(route.request.url)
+    def refuse_then_drop(route: Any) -> None:
+        attempts.append(route.request.url)
+        if len(attempts) == 1:
             route.fulfill(status=503, content_type="text/plain", body="restarting")
+        elif len(attempts) == 2:
+            route.fulfill(status=200, content_type="text/event-stream", body="retry: 300\n\n")
+        else:
+            route.continue_()
 
-    page.route(re.compile(r"/c/\d+/stream$"), refuse_once)
+    page.route(re.compile(r"/c/\d+/stream$"), refuse_then_drop)
     tabs.get_by_role("link", name="Counters").click()
     page.get_by_role("link", name="New counter").click()
     page.get_by_label("Name").fill("visits")
@@ -209,7 +214,8 @@ def test_journey_sign_up_to_counting_and_revoking(
     page.get_by_role("button", name="Create counter").click()
     expect(page.locator("#up-count")).to_have_text("0")
     expect(page.locator("#counts")).to_have_attribute("data-live", "open")  # streaming
-    assert len(refused) == 1, refused
+    assert len(attempts) == 3, attempts
+    assert len(fetched) == 1, fetched  # after the refusal; the drop: EventSource itself
     counter_url = page.url
 
     # three ups through the HTTP API with the copied token
