@@ -11,6 +11,8 @@ Who may do what (docs/dashboard.md has the same table; a test checks every row):
 | admin_tokens      |        |        | yes   |
 | manage_members    |        |        | yes   |
 | manage_workspace  |        |        | yes   |
+| counter_rules     |        |        | yes   |
+| export            |        |        | yes   |
 
 A non-member gets NotFound (a workspace's existence is not revealed), a member below
 the action's role Forbidden.
@@ -40,6 +42,8 @@ ACTIONS: dict[str, Role] = {
     "admin_tokens": Role.OWNER,
     "manage_members": Role.OWNER,
     "manage_workspace": Role.OWNER,
+    "counter_rules": Role.OWNER,  # bounds and allowed origins: what an Admin token may set
+    "export": Role.OWNER,  # the whole workspace, as an Admin token downloads it
 }
 
 

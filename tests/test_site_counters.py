@@ -142,8 +142,9 @@ async def test_edit_reset_and_delete(harness: Harness, make_browser: BrowserFact
 async def test_live_refresh_after_sign_out_redirects_the_page(
     harness: Harness, make_browser: BrowserFactory
 ) -> None:
-    """The counts fragment polled by htmx, once signed out, asks for a full-page
-    redirect to sign-in (HX-Redirect) instead of swapping the sign-in form in."""
+    """The counts fragment (which the page fetches when its live stream is refused), once
+    signed out, asks for a full-page redirect to sign-in (HX-Redirect) instead of
+    answering the sign-in form."""
     b, ws = await owner(harness, make_browser)
     counter = await harness.counter(ws, "hits")
     await b.get("/account")

@@ -323,7 +323,8 @@ async def test_api_user_id_is_the_owners_account(
 
 
 # What each action of the roles table does on the website, and what it answers when it
-# is allowed (a refusal is 403 for a member, 404 for a non-member).
+# is allowed (a refusal is 403 for a member, 404 for a non-member). {counter} is the id of
+# the workspace's counter "hits".
 ACTION_REQUESTS: dict[str, tuple[str, dict[str, str], int]] = {
     "view": ("/w/team", {}, 200),
     "edit_counters": ("/w/team/counters/new", {"name": "made", "visibility": "public"}, 303),
@@ -331,6 +332,8 @@ ACTION_REQUESTS: dict[str, tuple[str, dict[str, str], int]] = {
     "admin_tokens": ("/w/team/tokens", {"name": "t", "permission": "admin", "expires": ""}, 200),
     "manage_members": ("/w/team/members", {"email": "new@example.com", "role": "viewer"}, 200),
     "manage_workspace": ("/w/team/settings", {"name": "Renamed"}, 303),
+    "counter_rules": ("/w/team/c/{counter}/rules", {"floor": "0", "origins": ""}, 303),
+    "export": ("/w/team/export", {}, 200),
 }
 
 
@@ -347,11 +350,13 @@ async def test_the_roles_table_on_the_website(
     actor = await accounts.create_by_operator("actor@example.com", "actor password 1", True)
     ws = await harness.store.get_workspace("team")
     assert ws is not None
+    counter = await harness.counter(ws, "hits")
     if role is not None:
         await harness.store.add_member(ws.id, actor.account.id, role, 0.0)
     b = await make_browser(harness)
     assert (await b.log_in("actor@example.com", "actor password 1")).status_code == 303
     path, data, ok = ACTION_REQUESTS[action]
+    path = path.format(counter=counter.id)
     await b.get("/w/actor")  # a page of the actor's own, for the CSRF token
     r = await (b.get(path) if not data else b.post(path, data))
     if role is None:

@@ -19,10 +19,12 @@ from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.mail import Mailer
 from tally.site import accounts, counters, tokens, workspaces
+from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
 from tally.site.security import SecurityHeaders
 from tally.storage.base import Store
 from tally.throttle import SharedWindows, shared_windows
+from tally.web.stream import Streams
 
 log = logging.getLogger("tally.site")
 GET, POST, BOTH = ["GET"], ["POST"], ["GET", "POST"]
@@ -43,7 +45,9 @@ ROUTES = [
     Route("/workspaces/new", workspaces.create, methods=BOTH),
     Route(W, counters.listing, methods=GET),
     Route(W + "/settings", workspaces.settings, methods=BOTH),
+    Route(W + "/settings/rules", workspaces.set_rules, methods=POST),
     Route(W + "/delete", workspaces.delete, methods=POST),
+    Route(W + "/export", workspaces.export, methods=GET),
     Route(W + "/members", workspaces.members, methods=BOTH),
     Route(W + "/members/{account_id:int}", workspaces.member_change, methods=POST),
     Route(W + "/invites/{invite_id:int}/cancel", workspaces.cancel_invite, methods=POST),
@@ -52,8 +56,10 @@ ROUTES = [
     Route(W + "/counters/new", counters.create, methods=BOTH),
     Route(W + "/c/{counter_id}", counters.detail, methods=GET),
     Route(W + "/c/{counter_id}/counts", counters.counts, methods=GET),
+    Route(W + "/c/{counter_id}/stream", CounterStream(), methods=GET),
     Route(W + "/c/{counter_id}/data.json", counters.data, methods=GET),
     Route(W + "/c/{counter_id}/edit", counters.edit, methods=POST),
+    Route(W + "/c/{counter_id}/rules", counters.set_rules, methods=POST),
     Route(W + "/c/{counter_id}/reset", counters.reset, methods=POST),
     Route(W + "/c/{counter_id}/delete", counters.delete, methods=POST),
     Mount("/static", StaticFiles(packages=[("tally.site", "static")]), name="static"),
@@ -105,6 +111,7 @@ def create_site(
     store: Store,
     counters_: Counters,
     token_key: bytes,
+    streams: Streams,
     windows: SharedWindows | None = None,
 ) -> SecurityHeaders:
     mailer = Mailer(settings)
@@ -128,5 +135,6 @@ def create_site(
         mailer=mailer,
         token_key=token_key,
         csrf_key=derive_key(token_key, b"csrf"),
+        streams=streams,
     )
     return SecurityHeaders(app)

@@ -1,5 +1,6 @@
 """Counter pages: the list (search, sort, pages), create, the counter page with its live
-counts, chart data and snippets, edit, reset and delete."""
+counts, chart data and snippets, edit, its rules (bounds, allowed origins), reset and
+delete."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tally import charts, workspaces
+from tally import charts, rules, workspaces
 from tally.errors import BadRequest, NotFound, TallyError
 from tally.models import Account, Counter, Role, Workspace
 from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
@@ -27,7 +28,7 @@ async def _load(request: Request) -> tuple[Account, Workspace, Role]:
     return session.account, ws, role
 
 
-async def _counter(request: Request, ws: Workspace) -> Counter:
+async def load_counter(request: Request, ws: Workspace) -> Counter:
     """The counter named by the path's id, if it belongs to `ws` (else 404: another
     workspace's counter is not revealed)."""
     try:
@@ -73,6 +74,7 @@ async def listing(request: Request) -> Response:
         descending=descending,
         page=page,
         pages=max(1, math.ceil(result.total / PAGE_SIZE)),
+        base=base_url(request),
         sorts=[("name", "Name"), ("updated", "Last update"), ("up", "Up"), ("down", "Down")],
     )
 
@@ -106,17 +108,39 @@ async def create(request: Request) -> Response:
 async def detail(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
+    return await _page(request, ws, role, counter)
+
+
+async def _page(
+    request: Request,
+    ws: Workspace,
+    role: Role,
+    counter: Counter,
+    status: int = 200,
+    rules_error: str | None = None,
+    rules_form: dict[str, str] | None = None,
+) -> Response:
+    """The counter page; with the rules form as submitted and its error, if refused."""
     view = await site(request).counters.current(counter)
+    if rules_form is None:
+        rules_form = {
+            "floor": "" if counter.floor is None else str(counter.floor),
+            "ceiling": "" if counter.ceiling is None else str(counter.ceiling),
+            "origins": "\n".join(counter.origins),
+        }
     return render(
         request,
         "counter.html",
+        status,
         workspace=ws,
         role=role,
         section="counters",
         counter=counter,
         view=view,
         base=base_url(request),
+        rules_error=rules_error,
+        rules_form=rules_form,
     )
 
 
@@ -124,7 +148,7 @@ async def counts(request: Request) -> Response:
     """The live counts fragment (htmx polls it while the page is open)."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     view = await site(request).counters.current(counter)
     return render(request, "_counts.html", workspace=ws, counter=counter, view=view)
 
@@ -133,7 +157,7 @@ async def data(request: Request) -> Response:
     """The charts' data as JSON."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     s = site(request)
     view = await s.counters.current(counter)
     buckets = await s.counters.history(counter)
@@ -150,7 +174,7 @@ async def data(request: Request) -> Response:
 async def edit(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "edit_counters")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     data = await form(request)
     try:
         description = workspaces.check_description(field(data, "description"))
@@ -166,10 +190,31 @@ async def edit(request: Request) -> Response:
     return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The counter is saved.")
 
 
+async def set_rules(request: Request) -> Response:
+    """The counter's floor, ceiling and allowed origins (rules.py validates them)."""
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "counter_rules")
+    counter = await load_counter(request, ws)
+    data = await form(request)
+    submitted = {key: field(data, key) for key in ("floor", "ceiling", "origins")}
+    s = site(request)
+    try:
+        origins = rules.check_origins(submitted["origins"])
+        floor = rules.check_bound(submitted["floor"], "floor")
+        ceiling = rules.check_bound(submitted["ceiling"], "ceiling")
+        view = await s.counters.current(counter)
+        rules.check_bounds(counter, floor, ceiling, view.up_count - view.down_count)
+    except TallyError as exc:
+        return await _page(request, ws, role, counter, exc.status, exc.message, submitted)
+    if await s.store.set_counter_rules(counter.id, floor=floor, ceiling=ceiling, origins=origins):
+        return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The limits are saved.")
+    raise NotFound("No such counter.")
+
+
 async def reset(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "edit_counters")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     await form(request)
     await site(request).counters.reset_counter(counter)
     return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The counter is reset to zero.")
@@ -178,7 +223,7 @@ async def reset(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "edit_counters")
-    counter = await _counter(request, ws)
+    counter = await load_counter(request, ws)
     data = await form(request)
     if field(data, "confirm").strip() != counter.name:
         return redirect(

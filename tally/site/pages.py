@@ -31,6 +31,7 @@ from tally.models import Session
 from tally.site import security
 from tally.storage.base import Store
 from tally.web import http
+from tally.web.stream import Streams
 
 FLASH_COOKIE = "tally_notice"
 
@@ -44,6 +45,7 @@ class Site:
     mailer: Mailer
     token_key: bytes  # the API tokens' HMAC key
     csrf_key: bytes
+    streams: Streams  # the API's live streams, which the counter page's stream joins
 
 
 class LoginRequired(Exception):

@@ -1,18 +1,24 @@
-"""Workspace pages: create, settings (rename, delete), members and invitations."""
+"""Workspace pages: create, settings (rename, allowed origins, V1, delete), the export
+download, members and invitations."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from tally import workspaces
+from tally import rules, workspaces
 from tally.accounts import check_email
-from tally.errors import BadRequest, TallyError
-from tally.models import Role
+from tally.errors import BadRequest, NotFound, StorageError, TallyError
+from tally.exports import export_jsonl
+from tally.models import Role, Workspace
 from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
+
+log = logging.getLogger("tally.site")
 
 
 def _role(text: str) -> Role:
@@ -42,7 +48,7 @@ async def settings(request: Request) -> Response:
     store = site(request).store
     ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
     workspaces.require_role(role, "manage_workspace")
-    context: dict[str, Any] = {"workspace": ws, "role": role, "section": "settings"}
+    context = _settings_context(ws, role)
     if request.method == "GET":
         return render(request, "workspace_settings.html", **context)
     data = await form(request)
@@ -51,6 +57,38 @@ async def settings(request: Request) -> Response:
     except TallyError as exc:
         return render(request, "workspace_settings.html", exc.status, error=exc.message, **context)
     return redirect(request, f"/w/{ws.slug}/settings", "The name is changed.")
+
+
+def _settings_context(ws: Workspace, role: Role, **rules_form: str) -> dict[str, Any]:
+    """The settings page's context; the rules form as stored unless given as submitted."""
+    return {
+        "workspace": ws,
+        "role": role,
+        "section": "settings",
+        "rules_error": None,
+        "rules_form": rules_form
+        or {"origins": "\n".join(ws.origins), "v1": "open" if ws.v1_open else ""},
+    }
+
+
+async def set_rules(request: Request) -> Response:
+    """The workspace's allowed origins and whether it is open for the V1 endpoints."""
+    session = await signed_in(request)
+    store = site(request).store
+    ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "manage_workspace")
+    data = await form(request)
+    v1_open = field(data, "v1") == "open"
+    try:
+        origins = rules.check_origins(field(data, "origins"))
+    except TallyError as exc:
+        submitted = {"origins": field(data, "origins"), "v1": field(data, "v1")}
+        context = _settings_context(ws, role, **submitted)
+        context["rules_error"] = exc.message
+        return render(request, "workspace_settings.html", exc.status, **context)
+    if await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=origins) is None:
+        raise NotFound("No such workspace.")
+    return redirect(request, f"/w/{ws.slug}/settings", "The counting rules are saved.")
 
 
 async def delete(request: Request) -> Response:
@@ -62,16 +100,33 @@ async def delete(request: Request) -> Response:
     try:
         await workspaces.delete(store, ws, field(data, "confirm"))
     except TallyError as exc:
-        return render(
-            request,
-            "workspace_settings.html",
-            exc.status,
-            error=exc.message,
-            workspace=ws,
-            role=role,
-            section="settings",
-        )
+        context = _settings_context(ws, role)
+        return render(request, "workspace_settings.html", exc.status, error=exc.message, **context)
     return redirect(request, "/", f"Workspace {ws.slug} and everything in it is deleted.")
+
+
+async def export(request: Request) -> Response:
+    """GET /w/{slug}/export: the workspace's export file (tally/exports.py), as the API's
+    Admin download (/export/{slug}) and `tally export` write it, streamed a page of
+    counters at a time. A database failure mid-file leaves out the `end` line, so
+    `tally import` refuses the cut file."""
+    session = await signed_in(request)
+    store = site(request).store
+    ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "export")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in export_jsonl(store, [ws]):
+                yield chunk
+        except StorageError as exc:
+            log.warning("export of %s cut short: %s", ws.slug, exc)
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/x-ndjson",
+        headers={"content-disposition": f'attachment; filename="tally-{ws.slug}.jsonl"'},
+    )
 
 
 async def members(request: Request) -> Response:

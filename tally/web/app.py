@@ -219,7 +219,7 @@ class App:
         from tally.site.app import create_site, site_windows  # not on the API's path
 
         windows = site_windows(s, verifier.key)
-        site = create_site(s, store, counters, verifier.key, windows)
+        site = create_site(s, store, counters, verifier.key, streams, windows)
         self.services = Services(
             store,
             writes,

@@ -18,11 +18,12 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 
 from tally.counters import CounterView
 from tally.errors import RateLimited, StorageError, TallyError, Unauthorized
 from tally.live import POLL_INTERVAL, ChangeFeed
-from tally.models import Token
+from tally.models import Counter
 from tally.web.api import Route, V2Api
 from tally.web.http import Headers, Message, Receive, Scope, Send, client_ip, header, response_start
 
@@ -37,6 +38,10 @@ STREAM_HEADERS: Headers = [
     (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
     (b"access-control-allow-origin", b"*"),
 ]
+
+
+# The stream's counter, its access checked again before each read (TallyError: it ended)
+Check = Callable[[], Awaitable[Counter]]
 
 
 class Streams:
@@ -73,10 +78,36 @@ class Streams:
             raise
         limits = await self.api.limit(scope, route, token, now) or []
         view = await self.api.counters.get(workspace, name, token)  # the rules of get
+
+        async def check() -> Counter:
+            # the token again (cached): a revoked one ends the stream
+            token = await self.api.verifier.verify(auth, time.monotonic())
+            return await self.api.counters.readable(workspace, name, token)
+
         client = client_ip(scope, self.api.trusted_proxies)
+        label = f"{workspace}/{name}"
+        await self.serve(
+            receive, send, client, view.counter.id, check, STREAM_HEADERS + limits, label
+        )
+
+    async def serve(
+        self,
+        receive: Receive,
+        send: Send,
+        client: str,
+        counter_id: int,
+        check: Check,
+        headers: Headers,
+        label: str,
+    ) -> None:
+        """Stream the counter `counter_id` to a client whose access the caller checked;
+        `check` is called before every read, returns the counter and raises TallyError
+        once access ends (token revoked, session ended, counter gone). Admission (the
+        limits per client address and per node) and the rest are the same for every
+        caller: the API's route above, and the dashboard's (tally/site/live.py)."""
         self._admit(client)
         try:
-            await self._serve(receive, send, route, view.counter.id, auth, limits)
+            await self._serve(receive, send, counter_id, check, headers, label)
         finally:
             self._release(client)
 
@@ -109,20 +140,19 @@ class Streams:
         self,
         receive: Receive,
         send: Send,
-        route: Route,
         counter_id: int,
-        auth: bytes | None,
-        limits: Headers,
+        check: Check,
+        headers: Headers,
+        label: str,
     ) -> None:
-        _, workspace, name = route
         wake = asyncio.Event()
         gone = asyncio.get_running_loop().create_task(_until_disconnect(receive, wake))
         self._wakes.add(wake)
         # watch before reading, so no change between the read and the watch is missed
         self.feed.watch(counter_id, wake)
         try:
-            await send(response_start(200, STREAM_HEADERS + limits))
-            view = await self.api.counters.get(workspace, name, await self._token(auth))
+            await send(response_start(200, headers))
+            view = await self.api.counters.current(await check())
             last = _event_id(view.up_count, view.down_count, view.updated_at)
             first = b"retry: %d\n" % RETRY_MS + self._event(last, view)
             await send({"type": "http.response.body", "body": first, "more_body": True})
@@ -145,7 +175,7 @@ class Streams:
                             break
                     since = time.monotonic()
                     wake.clear()
-                    view = await self._read(route, auth, since)
+                    view = await self._read(check, since)
                     poll_at = time.monotonic()
                     current = _event_id(view.up_count, view.down_count, view.updated_at)
                     if current != last:
@@ -167,12 +197,12 @@ class Streams:
         except (TallyError, StorageError) as exc:
             # the counter went away, the token was revoked, the database is down: end the
             # stream; EventSource reconnects, and gets the error as the answer if it lasts
-            log.info("stream %s/%s ended: %s", workspace, name, exc)
+            log.info("stream %s ended: %s", label, exc)
         except OSError:
             pass  # a send to a client that left fails: that is no error
         except Exception as exc:
             if not gone.done():
-                log.warning("stream %s/%s failed: %r", workspace, name, exc)
+                log.warning("stream %s failed: %r", label, exc)
         finally:
             self._wakes.discard(wake)
             if not self._wakes:  # a set keeps its largest size: give the room back
@@ -186,16 +216,11 @@ class Streams:
         with contextlib.suppress(Exception):  # the client may be gone
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _token(self, auth: bytes | None) -> Token | None:
-        """The token again (cached): a revoked one ends the stream."""
-        return await self.api.verifier.verify(auth, time.monotonic())
-
-    async def _read(self, route: Route, auth: bytes | None, since: float) -> CounterView:
-        """The counter now, for a stream woken at `since`: its rules checked again (from
+    async def _read(self, check: Check, since: float) -> CounterView:
+        """The counter now, for a stream woken at `since`: its access checked again (from
         the caches), its counts from a read begun at `since` or later, which the streams
         of one counter share (1,000 streams woken by one change make one read)."""
-        _, workspace, name = route
-        counter = await self.api.counters.readable(workspace, name, await self._token(auth))
+        counter = await check()
         shared = self._reads.get(counter.id)
         if shared is not None and shared[0] >= since:
             return await asyncio.shield(shared[1])

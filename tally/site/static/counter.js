@@ -1,5 +1,5 @@
 // The counter page's charts (Chart.js), from the page's data.json; refreshed every 30 s
-// and whenever the live counts change.
+// and whenever the live counts change (at most once a second).
 "use strict";
 
 (function () {
@@ -8,6 +8,7 @@
   const UP = "#2563eb";
   const DOWN = "#dc2626";
   const charts = {};
+  const narrow = window.matchMedia("(max-width: 40rem)").matches; // a phone: fewer labels
   const specs = [
     ["chart-hourly", "hourly", "bar"],
     ["chart-daily", "daily", "bar"],
@@ -37,7 +38,7 @@
         options: {
           animation: false,
           maintainAspectRatio: false,
-          scales: { x: { ticks: { maxTicksLimit: 12 } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
+          scales: { x: { ticks: { maxTicksLimit: narrow ? 6 : 12 } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
           plugins: { legend: { position: "bottom" } },
         },
       });
@@ -57,11 +58,15 @@
 
   load();
   setInterval(load, 30000);
-  // the live counts (htmx, every 5 s) changed: redraw the charts too
-  document.body.addEventListener("htmx:afterSettle", () => {
-    const up = document.getElementById("up-count");
-    const down = document.getElementById("down-count");
-    const seen = up && down ? up.textContent + "/" + down.textContent : "";
-    if (seen && seen !== section.dataset.seen) load();
+  // the live counts (live.js) changed: redraw the charts too
+  // (a busy counter changes up to 10 times a second: one reload a second at most)
+  let queued = false;
+  let last = 0;
+  document.addEventListener("tally:counts", (event) => {
+    const seen = event.detail.up_count + "/" + event.detail.down_count;
+    if (seen === section.dataset.seen || queued) return;
+    queued = true;
+    setTimeout(() => { queued = false; last = Date.now(); load(); },
+               Math.max(0, last + 1000 - Date.now()));
   });
 })();
