@@ -490,22 +490,26 @@ def counter_update(
 
 @counter.command("unique")
 @click.argument("path", metavar="WORKSPACE/NAME")
-@click.argument("window", metavar="WINDOW")
+@click.argument("window", metavar="[WINDOW]", required=False)
 @database_option
-def counter_unique(path: str, window: str, database_url: str | None) -> None:
+def counter_unique(path: str, window: str | None, database_url: str | None) -> None:
     """Count an anonymous up once per visitor within WINDOW: 1h to 30d (like 36h or
-    7d), on (24h) or off. Servers apply it within TALLY_TOKEN_CACHE_TTL."""
+    7d), on (24h) or off; without WINDOW, show it. Servers apply it within
+    TALLY_TOKEN_CACHE_TTL."""
     slug, sep, name = path.partition("/")
     if not sep or not name:
         raise click.BadParameter("use WORKSPACE/NAME", param_hint="WORKSPACE/NAME")
     try:
-        seconds = visitors.parse_window(window)
+        seconds = None if window is None else visitors.parse_window(window)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="WINDOW") from None
 
     async def run(store: Store, _s: Settings) -> Counter:
         c = await store.read_counter(slug, name)
-        updated = None if c is None else await store.set_counter_unique(c.id, seconds)
+        if c is None or seconds is None:
+            updated = c
+        else:
+            updated = await store.set_counter_unique(c.id, seconds)
         if updated is None:
             raise click.ClickException(f"no counter {slug}/{name}")
         return updated

@@ -201,7 +201,7 @@ class LocalVisitors:
         # `key` is the hash under today's salt (the last day of the range)
         if len(seen) >= self.capacity:
             self._make_room(now)
-        mark = Mark(counter_id, key, now + window, local=True)
+        mark = Mark(counter_id, key, float(now + window), local=True)
         number = int.from_bytes(key)
         seen.pop(number, None)  # re-inserted at the end: the order is of recording
         seen[number] = mark.until

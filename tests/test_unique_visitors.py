@@ -491,3 +491,37 @@ def assert_no_rows_contain(url: str, needles: tuple[bytes, ...]) -> None:
             for (text,) in conn.execute(query):
                 for needle in needles:
                     assert needle.decode() not in text, table
+
+
+# the bounded local set ------------------------------------------------------------------
+
+
+def test_the_local_set_is_bounded_and_forgets_the_oldest_first() -> None:
+    """At the bound, ended windows go first; if that is not enough, the oldest visits
+    are forgotten (down to 90 %), and those visitors count again: never too few."""
+    seen = LocalVisitors(capacity=10)
+    for i in range(10):
+        assert seen.admit_now(1, HOUR, (f"10.0.0.{i}", b"ua"), NOON + i) is not None
+    assert len(seen) == 10
+    # all ten windows still run: the oldest are dropped to make room
+    assert seen.admit_now(1, HOUR, ("10.0.0.99", b"ua"), NOON + 20) is not None
+    assert len(seen) == 10
+    assert seen.evicted == 1
+    assert seen.admit_now(1, HOUR, ("10.0.0.0", b"ua"), NOON + 21) is not None  # forgotten
+    assert seen.admit_now(1, HOUR, ("10.0.0.9", b"ua"), NOON + 22) is None  # still known
+    # later, ended windows are swept before anything running is forgotten
+    later = NOON + HOUR + 15
+    evicted = seen.evicted
+    assert seen.admit_now(1, HOUR, ("10.0.1.1", b"ua"), later) is not None
+    assert seen.evicted == evicted
+    assert len(seen) <= 10
+    assert seen.admit_now(1, HOUR, ("10.0.0.99", b"ua"), later) is None
+
+
+def test_raw_values_are_not_kept_in_memory_either() -> None:
+    """The set holds 8-byte hashes and end times, and the salts: no IP, no agent."""
+    seen = LocalVisitors(capacity=10)
+    mark = seen.admit_now(7, DAY, (SECRET_IP, SECRET_AGENT.encode()), NOON)
+    assert mark is not None
+    assert len(mark.key) == 8
+    assert all(isinstance(k, int) and isinstance(v, float) for k, v in seen._seen.items())
