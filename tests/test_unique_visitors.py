@@ -525,3 +525,21 @@ def test_raw_values_are_not_kept_in_memory_either() -> None:
     assert mark is not None
     assert len(mark.key) == 8
     assert all(isinstance(k, int) and isinstance(v, float) for k, v in seen._seen.items())
+
+
+async def test_buffered_mode(make_harness: HarnessFactory) -> None:
+    """In buffered mode too: the first up counts (pending, then committed), the next is
+    answered with the pending total and counts nothing."""
+    h = await make_harness(durability="buffered")
+    set_clock(h, Clock())
+    await unique_counter(h, DAY)
+    assert (await up(h))["counted"] is True
+    again = await up(h)
+    assert again["counted"] is False
+    assert again["up_count"] == 1
+    assert h.app.services is not None
+    await h.app.services.writes.flush()
+    counter = await h.store.read_counter("ws", "c")
+    assert counter is not None
+    assert counter.up_count == 1
+    assert await today_up(h) == 1
