@@ -18,6 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 from conftest import Harness, HarnessFactory
 from helpers import assert_error, bearer
+from hypothesis import given
+from hypothesis import settings as settings_hypothesis
+from hypothesis import strategies as st
 from psycopg import sql
 from services import TcpProxy, require_redis
 
@@ -543,3 +546,61 @@ async def test_buffered_mode(make_harness: HarnessFactory) -> None:
     assert counter is not None
     assert counter.up_count == 1
     assert await today_up(h) == 1
+
+
+@settings_hypothesis(max_examples=200, deadline=None)
+@given(
+    window=st.sampled_from([HOUR, 2 * HOUR, DAY - 1, DAY, 36 * HOUR, 7 * DAY, 30 * DAY]),
+    steps=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 2 * DAY)),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_the_documented_meaning_holds(window: int, steps: list[tuple[int, int, int]]) -> None:
+    """Against the definition in docs/api.md: an up counts iff the visitor's last
+    counted up on the counter is `window` or more seconds back (or there is none),
+    whatever midnights and salt rotations lie between."""
+    seen = LocalVisitors(capacity=1_000)
+    last_counted: dict[tuple[int, int], float] = {}
+    now = float(NOON - 3 * HOUR)
+    for visitor, counter, advance in steps:
+        now += advance
+        expected = (visitor, counter) not in last_counted or (
+            now - last_counted[(visitor, counter)] >= window
+        )
+        mark = seen.admit_now(counter, window, (f"10.0.0.{visitor}", b"ua"), now)
+        assert (mark is not None) == expected
+        if expected:
+            last_counted[(visitor, counter)] = now
+
+
+@pytest.mark.postgres
+async def test_one_redis_call_per_up(settings: Settings, harness: Harness) -> None:
+    """In scale-out an up of a unique counter costs one script call; the salts are
+    fetched once per node and day."""
+    if settings.redis_url is None:
+        pytest.skip("no Redis with SQLite")
+    clock = Clock()
+    set_clock(harness, clock)
+    v = visitors_of(harness)
+    assert isinstance(v, RedisVisitors)
+    calls = {"seen": 0, "salts": 0}
+
+    def counting(name: str, script: Any) -> Any:
+        async def call(**kw: Any) -> Any:
+            calls[name] += 1
+            return await script(**kw)
+
+        return call
+
+    v._seen = counting("seen", v._seen)
+    v._salts_script = counting("salts", v._salts_script)
+    await unique_counter(harness, DAY)
+    for agent in ("a", "b", "a", "c", "a"):
+        await up(harness, agent=agent)
+    assert calls == {"seen": 5, "salts": 1}
+    clock.now += DAY
+    await up(harness, agent="a")
+    await up(harness, agent="a")
+    assert calls == {"seen": 7, "salts": 2}
