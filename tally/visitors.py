@@ -228,6 +228,10 @@ class LocalVisitors:
         if self._seen.get(number) == mark.until:
             del self._seen[number]
 
-    async def close(self) -> None:
+    def clear(self) -> None:
+        """Forget every visit and salt (a fallback whose Redis is back)."""
         self._seen.clear()
         self.salts = DailySalts()
+
+    async def close(self) -> None:
+        self.clear()

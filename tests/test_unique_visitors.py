@@ -411,10 +411,12 @@ async def test_redis_down_falls_back_to_the_node_and_back(
         await proxy.start()
         assert (await up(h))["counted"] is False  # Redis has it
         assert not v.using_fallback
+        assert len(v.fallback) == 0  # the node's own visits are dropped
+        assert (await up(h, agent="new"))["counted"] is True  # Redis never saw it
         assert (await up(h, agent="newer"))["counted"] is True
         counter = await h.store.read_counter("ws", "c")
         assert counter is not None
-        assert counter.up_count == 4
+        assert counter.up_count == 5
     finally:
         await proxy.cut()
 

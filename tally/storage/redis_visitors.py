@@ -126,6 +126,7 @@ class RedisVisitors:
             return await self.fallback.admit(counter_id, window, visitor)
         if self.using_fallback:
             self.using_fallback = False
+            self.fallback.clear()  # Redis decides again: the node's own visits are moot
             log.warning("Redis is back: unique visitors are shared by all nodes again")
         return Mark(counter_id, mark_key, until, local=False) if counted else None
 
