@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import jsonschema  # type: ignore[import-untyped]
 import psycopg
 import pytest
 import redis.asyncio as aioredis
@@ -23,11 +24,13 @@ from hypothesis import settings as settings_hypothesis
 from hypothesis import strategies as st
 from psycopg import sql
 from services import TcpProxy, require_redis
+from test_openapi import check_body
 
 from tally.config import Settings
 from tally.models import Permission
 from tally.storage.redis_visitors import RedisVisitors
 from tally.visitors import DAY, LocalVisitors, Visitors
+from tally.web.openapi import document
 
 HOUR = 3_600
 # noon of a UTC day: a window of an hour stays inside it
@@ -606,3 +609,25 @@ async def test_one_redis_call_per_up(settings: Settings, harness: Harness) -> No
     await up(harness, agent="a")
     await up(harness, agent="a")
     assert calls == {"seen": 7, "salts": 2}
+
+
+async def test_answers_match_the_openapi_document(harness: Harness) -> None:
+    """An up with `counted` (both ways) and a counter with `unique` validate against
+    /openapi.json; so does a PATCH body that sets it."""
+    doc = document()
+    set_clock(harness, Clock())
+    cid = await unique_counter(harness, DAY)
+    for _ in range(2):
+        r = await harness.client.get("/v2/ws/c/up", headers={"User-Agent": AGENT})
+        check_body(doc, r, "/v2/{workspace}/{name}/up", 200)
+    ws = await harness.store.get_workspace("ws")
+    assert ws is not None
+    admin = await harness.token(ws, Permission.ADMIN)
+    body = {"unique": 7 * DAY}
+    schema = doc["paths"]["/v2/{workspace}/-/counters/{counter_id}"]["patch"]["requestBody"]
+    jsonschema.validate(
+        body, {**schema["content"]["application/json"]["schema"], "components": doc["components"]}
+    )
+    r = await patch(harness, cid, admin, body)
+    check_body(doc, r, "/v2/{workspace}/-/counters/{counter_id}", 200, "patch")
+    assert r.json()["data"]["unique"] == 7 * DAY
