@@ -28,6 +28,7 @@ NO_LIMIT = "1000000000/60s"
 METRICS_TOKEN = "bench-metrics-token-0123456789"
 HOT = f"/v2/{fixtures.WORKSPACE}/hot"
 HISTORY = "hist"
+UNIQUE = "unique"  # a counter with a unique-visitor window of 24 h
 HISTORY_DAYS = 90
 RANDOM_PATH = f"/v2/{fixtures.WORKSPACE}/c{{}}/up"  # bench/lua/random.lua fills in {}
 RANDOM_NAMES = "name GLOB 'c[0-9]*'"
@@ -150,6 +151,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "hot",
         f"{HOT}/badge.svg?count=up",
         counted="name = 'hot'",
+    ),
+    Scenario(
+        "up-unique",
+        "up, anonymous, one visitor on a counter with a 24 h unique window (not counted)",
+        "hot",
+        f"/v2/{fixtures.WORKSPACE}/{UNIQUE}/up",
     ),
     Scenario(
         "stats",
@@ -388,13 +395,15 @@ class BaseDatabase:
 
 
 def prepare_base(work: Path) -> BaseDatabase:
-    """Workspace and Write token (CLI), the counters hot, drain, hist and c0 .. c99999
-    (bulk insert), and hist's history (Store API)."""
+    """Workspace and Write token (CLI), the counters hot, drain, hist, unique (with a
+    24 h unique window) and c0 .. c99999 (bulk insert), and hist's history (Store
+    API)."""
     db = work / "base.db"
     progress("preparing the database: workspace, token, 100,000 counters, history")
     workspace_id = fixtures.create_workspace(db)
     token = fixtures.create_token(db, "write")
-    fixtures.bulk_insert(db, workspace_id, ["hot", DRAIN, HISTORY])
+    fixtures.bulk_insert(db, workspace_id, ["hot", DRAIN, HISTORY, UNIQUE])
+    fixtures.cli(db, "counter", "unique", f"{fixtures.WORKSPACE}/{UNIQUE}", "24h")
     seconds = fixtures.bulk_insert(db, workspace_id, fixtures.numbered("c", 100_000))
     events = fixtures.seed_history(db, HISTORY, HISTORY_DAYS)
     progress(f"100,000 counters inserted in {seconds:.2f} s")

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from tally import origins as origin_rules
+from tally import visitors
 from tally.accounts import Accounts
 from tally.auth import issue_token
 from tally.config import Settings, SettingsError
@@ -485,6 +486,36 @@ def counter_update(
         f"counter {slug}/{c.name}: floor={'none' if c.floor is None else c.floor} "
         f"ceiling={'none' if c.ceiling is None else c.ceiling} origins={_origins_text(c.origins)}"
     )
+
+
+@counter.command("unique")
+@click.argument("path", metavar="WORKSPACE/NAME")
+@click.argument("window", metavar="[WINDOW]", required=False)
+@database_option
+def counter_unique(path: str, window: str | None, database_url: str | None) -> None:
+    """Count an anonymous up once per visitor within WINDOW: 1h to 30d (like 36h or
+    7d), on (24h) or off; without WINDOW, show it. Servers apply it within
+    TALLY_TOKEN_CACHE_TTL."""
+    slug, sep, name = path.partition("/")
+    if not sep or not name:
+        raise click.BadParameter("use WORKSPACE/NAME", param_hint="WORKSPACE/NAME")
+    try:
+        seconds = None if window is None else visitors.parse_window(window)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="WINDOW") from None
+
+    async def run(store: Store, _s: Settings) -> Counter:
+        c = await store.read_counter(slug, name)
+        if c is None or seconds is None:
+            updated = c
+        else:
+            updated = await store.set_counter_unique(c.id, seconds)
+        if updated is None:
+            raise click.ClickException(f"no counter {slug}/{name}")
+        return updated
+
+    c = _with_store(database_url, run)
+    click.echo(f"counter {slug}/{c.name}: unique={visitors.format_window(c.unique_window)}")
 
 
 @counter.command("list")

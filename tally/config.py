@@ -54,6 +54,7 @@ class Settings:
     access_log: bool = False
     streams_per_client: int = 10
     streams_per_node: int = 1000
+    unique_capacity: int = 1_000_000
     signup: str = "open"
     public_url: str | None = None
     smtp_host: str | None = None
@@ -392,6 +393,12 @@ SETTINGS: tuple[Setting, ...] = (
         "streams_per_node",
         parse_positive_int,
         "Live streams open at once on one node; 429 beyond.",
+    ),
+    Setting(
+        "unique_capacity",
+        parse_positive_int,
+        "Visitors a node's in-memory unique-visitor set holds (SQLite, or Redis down); at "
+        "the bound the oldest are forgotten and count again.",
     ),
     Setting("signup", parse_signup, "Who may sign up on the dashboard: open, invite or closed."),
     Setting(

@@ -17,6 +17,10 @@ Access rules (docs/api.md has the user-facing table):
   one that would cross a bound is refused by the store at commit time (409), so the
   bounds hold exactly across nodes; these requests are answered after their commit,
   also in buffered mode.
+- An anonymous up of a counter with a unique window (tally.visitors) counts once per
+  visitor within the window; a later one in the window is answered with the current
+  totals, `counted` false, and changes nothing. Ups with a Write or Admin token of the
+  counter's workspace are the owner's own: never deduplicated. down is not affected.
 - V1 (the retired open-source API): see tally.namespaces.
 """
 
@@ -30,7 +34,14 @@ from datetime import UTC, tzinfo
 from typing import Any
 
 from tally import origins
-from tally.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from tally.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TallyError,
+    Unauthorized,
+)
 from tally.models import (
     CHECK_BOUNDS,
     UNCHECKED,
@@ -42,6 +53,7 @@ from tally.models import (
 )
 from tally.stats import add_temporal, settled_before, summarize
 from tally.storage.base import Store
+from tally.visitors import LocalVisitors, Visitor, Visitors
 from tally.writes import GroupCommit, Ticket
 
 MAX_NAME = 128
@@ -72,13 +84,15 @@ def check_name(kind: str, name: str) -> str:
 class CounterView:
     """A counter as a client sees it: committed state plus this node's pending changes."""
 
-    __slots__ = ("counter", "down_count", "up_count", "updated_at")
+    __slots__ = ("counted", "counter", "down_count", "up_count", "updated_at")
 
     def __init__(self, counter: Counter, up_count: int, down_count: int, updated_at: float):
         self.counter = counter
         self.up_count = up_count
         self.down_count = down_count
         self.updated_at = updated_at
+        # an up of a counter with a unique window: did it count? (None: not such an up)
+        self.counted: bool | None = None
 
 
 class CounterCache:
@@ -140,6 +154,8 @@ class Counters:
         self.tz = tz
         self.commit = writes.durability == "commit"
         self.cache = CounterCache(cache_ttl)
+        # the unique visitors' seen-set (the app gives the Redis one in scale-out)
+        self.visitors: Visitors = LocalVisitors()
         # (counter id, split hour) -> (monotonic expiry, temporal sums before the split)
         self._settled_cache: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
         writes.on_commit.append(self._forget_settled)
@@ -247,9 +263,11 @@ class Counters:
         up: int,
         down: int,
         source: origins.Source = origins.NO_SOURCE,
+        visitor: Callable[[], Visitor] | None = None,
     ) -> CounterView:
         """Add `up` / `down` events to a counter (creating it if the token may).
-        `source`: where the request says it comes from (tally.origins)."""
+        `source`: where the request says it comes from (tally.origins); `visitor`: who
+        it is (asked only for an up of a counter with a unique window)."""
         counter = await self._find(workspace, name)
         if counter is None:
             if (
@@ -270,6 +288,46 @@ class Counters:
             token is None or token.workspace_id != counter.workspace_id
         ):
             self.check_origin(counter, source)
+        if counter.unique_window and up:
+            return await self._count_unique(counter, token, up, down, visitor)
+        return await self._count(counter, up, down)
+
+    async def _count_unique(
+        self,
+        counter: Counter,
+        token: Token | None,
+        up: int,
+        down: int,
+        visitor: Callable[[], Visitor] | None,
+    ) -> CounterView:
+        """An up of a counter with a unique window (see tally.visitors)."""
+        owner = (
+            token is not None
+            and token.workspace_id == counter.workspace_id
+            and token.permission >= Permission.WRITE
+        )
+        if owner or visitor is None:
+            view = await self._count(counter, up, down)
+            view.counted = True
+            return view
+        mark = await self.visitors.admit(counter.id, counter.unique_window, visitor())
+        if mark is None:
+            view = await self._fresh(counter)
+            view.counted = False
+            return view
+        try:
+            view = await self._count(counter, up, down)
+        except TallyError:
+            # refused at a bound, or a write that did not commit (the answer says so):
+            # nothing was counted, so the visit is not spent. A request cancelled while
+            # its change waits for the commit keeps it (the change still commits).
+            await self.visitors.forget(mark)
+            raise
+        view.counted = True
+        return view
+
+    async def _count(self, counter: Counter, up: int, down: int) -> CounterView:
+        """Add the events to a counter whose access was checked."""
         if counter.bounded:
             ticket = self.writes.add(counter.id, up, down, time.time(), CHECK_BOUNDS)
             totals = await self.committed(ticket)

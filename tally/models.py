@@ -75,6 +75,9 @@ class Counter:
     origins: tuple[str, ...] = ()  # its own allowed origins; () falls back to the workspace's
     workspace_origins: tuple[str, ...] = ()
     v1_open: bool = False  # its workspace's V1 flag
+    # seconds within which an anonymous up of one visitor counts once; 0: off
+    # (tally.visitors)
+    unique_window: int = 0
 
     @property
     def bounded(self) -> bool:

@@ -105,6 +105,10 @@ class Store(Protocol):
     ) -> Counter | None:
         """Replace the counter's bounds and allowed origins; None if it is missing."""
 
+    async def set_counter_unique(self, counter_id: int, window: int) -> Counter | None:
+        """Set the counter's unique-visitor window in seconds (0: off); None if it is
+        missing. The caller checks the range (tally.visitors.check_window)."""
+
     async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
         """The counter, created public and empty if missing (safe under races)."""
 

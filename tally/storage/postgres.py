@@ -128,6 +128,10 @@ WITH c AS (
 )
 SELECT {COUNTER_COLUMNS}, {_SEQ} FROM c JOIN workspaces w ON w.id = c.workspace_id
 """
+_SET_COUNTER_UNIQUE = f"""
+WITH c AS (UPDATE counters SET unique_window = %(window)s WHERE id = %(id)s RETURNING *)
+SELECT {COUNTER_COLUMNS}, {_SEQ} FROM c JOIN workspaces w ON w.id = c.workspace_id
+"""
 _FIND_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id"
 
 # Deadlocks: two nodes whose batches change overlapping counters would deadlock if
@@ -574,6 +578,12 @@ class PostgresStore(DashboardTables):
                 "node": self.node,
             },
             read=False,
+        )
+        return to_counter(row) if row else None
+
+    async def set_counter_unique(self, counter_id: int, window: int) -> Counter | None:
+        row = await self._row(
+            _SET_COUNTER_UNIQUE, {"id": counter_id, "window": window, "node": self.node}, read=False
         )
         return to_counter(row) if row else None
 

@@ -438,6 +438,16 @@ class SQLiteStore(DashboardTables):
             return None
         return self._counter_by_id(counter_id)
 
+    async def set_counter_unique(self, counter_id: int, window: int) -> Counter | None:
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE counters SET unique_window = ? WHERE id = ?", (window, counter_id)
+            ).rowcount
+
+        if not await self._write(self._tx(run)):
+            return None
+        return self._counter_by_id(counter_id)
+
     async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
         now = time.time()
 

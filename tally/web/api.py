@@ -29,6 +29,7 @@ from tally.errors import (
 )
 from tally.models import Counter, Token
 from tally.ratelimit import Decision, Limiter
+from tally.visitors import Visitor
 from tally.web.http import (
     Headers,
     Receive,
@@ -95,6 +96,8 @@ class CounterJSON:
     def data(self, view: CounterView) -> bytes:
         up, down = view.up_count, view.down_count
         counts = self._COUNTS % (up, down, up - down, self._time(view.updated_at))
+        if view.counted is not None:  # an up of a counter with a unique window
+            counts = counts[:-2] + (b',"counted":true}}' if view.counted else b',"counted":false}}')
         return self._head(view.counter) + counts[:-1]
 
     def response(self, view: CounterView, prefix: bytes = b'{"code":"200","data":') -> bytes:
@@ -229,6 +232,11 @@ class V2Api:
             self._routes[path] = route
         return route
 
+    def visitor(self, scope: Scope) -> Visitor:
+        """Who an up comes from, for unique visitors: the client IP (as the rate limit
+        sees it) and the User-Agent. Hashed at once (tally.visitors), never kept."""
+        return client_ip(scope, self.trusted_proxies), header(scope, b"user-agent") or b""
+
     def template(self, path: bytes) -> str:
         """The route template of `path` (OTHER if it is no route)."""
         try:
@@ -295,7 +303,9 @@ class V2Api:
                 own = token is not None and token.workspace_slug == workspace
                 source = origins.NO_SOURCE if own else origin_source(scope)
                 if action == b"up":
-                    view = await counters.count(workspace, name, token, by, 0, source)
+                    view = await counters.count(
+                        workspace, name, token, by, 0, source, lambda: self.visitor(scope)
+                    )
                 else:
                     view = await counters.count(workspace, name, token, 0, by, source)
             elif action == b"":

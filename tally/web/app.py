@@ -32,6 +32,7 @@ from tally.namespaces import Namespaces
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.throttle import SharedWindows
+from tally.visitors import LocalVisitors, Visitors
 from tally.web import docs, health, manage, metrics
 from tally.web.api import OTHER, V2Api
 from tally.web.badge import BadgeEndpoint
@@ -71,6 +72,18 @@ async def load_secret_key(store: Store, settings: Settings) -> bytes:
 def node_name() -> str:
     """A name of this process's own: host and pid for people, a UUID for uniqueness."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4()}"
+
+
+def make_visitors(s: Settings) -> Visitors:
+    """The unique visitors' seen-set: in Redis if there is one, else in this process."""
+    if s.redis_url:
+        from tally.storage.redis_limiter import redis_client
+        from tally.storage.redis_visitors import RedisVisitors
+
+        return RedisVisitors(
+            redis_client(s.redis_url), prefix=s.redis_prefix, capacity=s.unique_capacity
+        )
+    return LocalVisitors(s.unique_capacity)
 
 
 def make_limiter(s: Settings, rate: RateLimit | None, prefix: str = "") -> Limiter | None:
@@ -204,6 +217,7 @@ class App:
         await store.claim_node()
         writes.start(await store.register_node())
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
+        counters.visitors = make_visitors(s)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
         limiter = make_limiter(s, s.rate_limit)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
@@ -260,6 +274,7 @@ class App:
         finally:
             await services.feed.close()
             await services.store.close()
+            await services.counters.visitors.close()
             for limiter in (services.api.limiter, services.v1.limiter):
                 if limiter is not None:
                     await limiter.close()

@@ -276,7 +276,9 @@ class BadgeEndpoint:
                 # counter's allowed origins (Origin, else Referer)
                 own = token is not None and token.workspace_slug == workspace
                 source = origins.NO_SOURCE if own else origin_source(scope)
-                view = await counters.count(workspace, name, token, 1, 0, source)
+                view = await counters.count(
+                    workspace, name, token, 1, 0, source, lambda: self.api.visitor(scope)
+                )
             else:
                 view = await counters.get(workspace, name, token)
             svg = render(

@@ -3,7 +3,8 @@
     GET    /v2/{workspace}/-/counters[?q=&limit=&offset=]   list, filtered by name, paged
     POST   /v2/{workspace}/-/counters                       create {name, description, visibility}
     GET    /v2/{workspace}/-/counters/{id}                  one counter
-    PATCH  /v2/{workspace}/-/counters/{id}                  change {description, visibility}
+    PATCH  /v2/{workspace}/-/counters/{id}                  change {description, visibility,
+                                                            unique}
     DELETE /v2/{workspace}/-/counters/{id}                  delete it and its history
     GET    /v2/{workspace}/-/tokens                         list
     POST   /v2/{workspace}/-/tokens                         create {permission, name,
@@ -34,7 +35,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from tally import workspaces
+from tally import visitors, workspaces
 from tally.auth import TokenVerifier, issue_token
 from tally.counters import MAX_NAME, Counters
 from tally.errors import (
@@ -119,7 +120,26 @@ def counter_data(c: Counter) -> dict[str, Any]:
         "value": c.up_count - c.down_count,
         "created_at": rfc3339(c.created_at),
         "updated_at": rfc3339(c.updated_at),
+        "unique": c.unique_window or None,
     }
+
+
+def unique_field(data: dict[str, Any]) -> int | None:
+    """`unique` as a window in seconds (0: off); None if absent. Seconds from 3600 to
+    2592000, true (24 h), false or null (off)."""
+    if "unique" not in data:
+        return None
+    value = data["unique"]
+    if value is None or value is False:
+        return 0
+    if value is True:
+        return visitors.DEFAULT_WINDOW
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest("unique must be a window in seconds, true, false or null")
+    try:
+        return visitors.check_window(value) if value else visitors.check_window(-1)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _time(ts: float | None) -> str | None:
@@ -308,9 +328,11 @@ class ManageApi:
         if method == "GET":
             return 200, "Counter retrieved successfully", counter_data(counter)
         if method == "PATCH":
-            body = parse_object(await read_body(receive), frozenset(("description", "visibility")))
+            body = parse_object(
+                await read_body(receive), frozenset(("description", "visibility", "unique"))
+            )
             if not body:
-                raise BadRequest("nothing to change: give description or visibility")
+                raise BadRequest("nothing to change: give description, visibility or unique")
             described = string_field(body, "description")
             description = (
                 counter.description
@@ -319,7 +341,10 @@ class ManageApi:
             )
             visibility = visibility_field(body)
             private = counter.private if visibility is None else visibility
+            window = unique_field(body)
             await store.update_counter(counter.id, description, private)
+            if window is not None and window != counter.unique_window:
+                await store.set_counter_unique(counter.id, window)
             self.counters.cache.forget((counter.workspace_slug, counter.name))
             changed = await self.counter(token, item)
             return 200, "Counter updated successfully", counter_data(changed)

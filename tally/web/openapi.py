@@ -50,6 +50,10 @@ def counts_by(*keys: str) -> JSON:
 
 
 TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC, to the second"}
+UNIQUE = {
+    "type": ["integer", "null"],
+    "description": "The unique-visitor window in seconds; null: off (docs/api.md)",
+}
 V1_TIME = {
     "type": "string",
     "format": "date-time",
@@ -88,6 +92,12 @@ SCHEMAS: JSON = {
             "private": {"type": "boolean"},
             "created_at": TIME,
             "updated_at": TIME,
+            "counted": {
+                "type": "boolean",
+                "description": "Only on an up of a counter with a unique window: whether "
+                "this request counted (false: the visitor was counted within the window; "
+                "nothing changed). Clients that do not know it ignore it.",
+            },
         },
     },
     "CounterEnvelope": {
@@ -202,6 +212,7 @@ SCHEMAS: JSON = {
         "required": [
             "id", "name", "description", "visibility", "private", "workspace_id",
             "workspace_slug", "up_count", "down_count", "value", "created_at", "updated_at",
+            "unique",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -216,6 +227,7 @@ SCHEMAS: JSON = {
             "value": {"type": "integer"},
             "created_at": TIME,
             "updated_at": TIME,
+            "unique": UNIQUE,
         },
     },
     "CounterList": {
@@ -530,6 +542,15 @@ def managed(schema: JSON, message: str, status: str = "200") -> JSON:
 
 VISIBILITY = {"enum": ["public", "private"], "default": "public"}
 DESCRIPTION = {"type": "string", "maxLength": 500}
+UNIQUE_SETTING: JSON = {
+    "description": "The unique-visitor window in seconds (3600 to 2592000); true: 86400 "
+    "(24 h); false or null: off.",
+    "oneOf": [
+        {"type": "integer", "minimum": 3600, "maximum": 2592000},
+        {"type": "boolean"},
+        {"type": "null"},
+    ],
+}
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -547,7 +568,9 @@ OPERATIONS: tuple[Operation, ...] = (
         "Count up",
         "up_count + 1 (or + by), answered with the totals right after this request's own "
         "change. A Write token of the workspace creates a missing counter. Anonymous "
-        "counts may be limited to allowed origins; a counter's ceiling is a 409.",
+        "counts may be limited to allowed origins; a counter's ceiling is a 409. On a "
+        "counter with a unique window, an anonymous up counts once per visitor within "
+        "the window: the answer's `counted` says whether this one did.",
         counter_ok,
         (*COUNTER_ERRORS, "403", "409"),
         counter=True,
@@ -788,7 +811,8 @@ OPERATIONS: tuple[Operation, ...] = (
         f"{MANAGE}/counters/{{counter_id}}",
         "updateCounter",
         "Change a counter",
-        "Its description and/or visibility. Every node sees the change within "
+        "Its description, visibility and/or unique-visitor window. Every node sees the "
+        "change within "
         "TALLY_TOKEN_CACHE_TTL. Admin token of the workspace.",
         managed(ref("schemas", "ManagedCounter"), "The changed counter."),
         MANAGE_ERRORS,
@@ -799,7 +823,11 @@ OPERATIONS: tuple[Operation, ...] = (
             "type": "object",
             "minProperties": 1,
             "additionalProperties": False,
-            "properties": {"description": DESCRIPTION, "visibility": VISIBILITY},
+            "properties": {
+                "description": DESCRIPTION,
+                "visibility": VISIBILITY,
+                "unique": UNIQUE_SETTING,
+            },
         },
     ),
     Operation(
