@@ -16,11 +16,12 @@ from tally.accounts import Accounts
 from tally.auth import issue_token
 from tally.config import Settings, SettingsError
 from tally.counters import check_name
-from tally.errors import Conflict, StorageError, TallyError
+from tally.errors import BadRequest, Conflict, StorageError, TallyError
 from tally.mail import Mailer
 from tally.models import Counter, Permission, Workspace
 from tally.storage import Store, store_from_url
 from tally.web.app import load_secret_key
+from tally.workspaces import check_bounds
 
 T = TypeVar("T")
 
@@ -468,11 +469,10 @@ def counter_update(
             raise click.ClickException(f"no counter {slug}/{name}")
         lo = c.floor if floor is None else new_floor
         hi = c.ceiling if ceiling is None else new_ceiling
-        if lo is not None and hi is not None and lo > hi:
-            raise click.ClickException(f"the floor ({lo}) is above the ceiling ({hi})")
-        for bound in (lo, hi):
-            if bound is not None and abs(bound) > 2**62:
-                raise click.ClickException("a bound must be within +-2**62")
+        try:
+            check_bounds(lo, hi)
+        except BadRequest as exc:
+            raise click.ClickException(exc.message) from None
         updated = await store.set_counter_rules(
             c.id, floor=lo, ceiling=hi, origins=c.origins if allowed is None else allowed
         )

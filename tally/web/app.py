@@ -213,7 +213,7 @@ class App:
         api.handlers[b"stream"] = streams
         namespaces = Namespaces(counters, s.token_cache_ttl)
         v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
-        managed = manage.ManageApi(store, counters, verifier, api)
+        managed = manage.ManageApi(store, namespaces, verifier, api)
         from tally.site.app import create_site  # not imported by the API's path
 
         site = create_site(s, store, counters, verifier.key)
