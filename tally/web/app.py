@@ -256,7 +256,7 @@ class App:
         finally:
             await services.feed.close()
             await services.store.close()
-            for limiter in (services.api.limiter, services.v1.limiter):
+            for limiter in (services.api.gate.limiter, services.v1.gate.limiter):
                 if limiter is not None:
                     await limiter.close()
 

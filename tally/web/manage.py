@@ -45,21 +45,20 @@ from tally.errors import (
     Forbidden,
     MethodNotAllowed,
     NotFound,
-    RateLimited,
     TallyError,
     Unauthorized,
 )
 from tally.models import Counter, Permission, Token, Workspace
 from tally.namespaces import Namespaces
 from tally.storage.base import Store
-from tally.web.api import V2Api, name_segment, query_number, rfc3339
+from tally.web.api import V2Api, query_number, rfc3339
+from tally.web.gate import name_segment
 from tally.web.http import (
     Headers,
     Receive,
     Scope,
     Send,
     error_body,
-    header,
     response_start,
     send_json,
 )
@@ -277,13 +276,7 @@ class ManageApi:
             workspace = name_segment("workspace", route.workspace)
             key = (route.kind, workspace, template)
 
-            now = time.monotonic()
-            try:
-                token = await self.verifier.verify(header(scope, b"authorization"), now)
-            except Unauthorized:
-                limits = await self.api.limit(scope, key, None, now)
-                raise
-            limits = await self.api.limit(scope, key, token, now)
+            token, limits = await self.api.gate.admit(scope, key, time.monotonic())
             if token is None:
                 raise Unauthorized("the management API needs an Admin token of the workspace")
             if token.workspace_slug != workspace:
@@ -303,7 +296,7 @@ class ManageApi:
             body = {"code": str(status), "message": message, "data": data}
             await send_json(send, status, body, limits)
         except TallyError as exc:
-            headers = list(exc.headers if isinstance(exc, RateLimited) else limits or ())
+            headers = list(exc.headers or limits or ())
             if isinstance(exc, MethodNotAllowed):
                 allowed = METHODS[route.kind, route.item is not None]
                 headers.append((b"allow", ", ".join((*allowed, "OPTIONS")).encode()))
