@@ -30,12 +30,12 @@ from typing import Any
 
 import orjson
 
-from tally import origins
 from tally.counters import check_name
 from tally.errors import TallyError
 from tally.exports import CSV_HEADER, CSV_HEADER_V1, PAGE, READS
 from tally.models import CounterRecord, CounterRules
 from tally.storage import Store
+from tally.workspaces import check_origins
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_COUNT = 2**63 - 1
@@ -138,14 +138,12 @@ def _bound(value: Any, what: str) -> int | None:
 
 
 def _origins(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _Bad("allowed_origins must be a list of origins")
-    if any("," in v or len(v.split()) != 1 for v in value):
-        raise _Bad("allowed_origins must hold one origin per item")
     try:
-        return origins.parse_list(" ".join(value))
-    except ValueError as exc:
-        raise _Bad(f"allowed_origins: {exc}") from None
+        return check_origins(value)
+    except TallyError as exc:
+        raise _Bad(f"allowed_origins: {exc.message}") from None
 
 
 def _rules(obj: dict[str, Any]) -> CounterRules:

@@ -106,7 +106,10 @@ def check_bounds(floor: int | None, ceiling: int | None) -> None:
 
 
 def check_origins(items: list[str]) -> tuple[str, ...]:
-    """Allowed origins, normalized and without duplicates (tally.origins), or BadRequest."""
+    """Allowed origins, one per item, normalized and without duplicates (tally.origins),
+    or BadRequest."""
+    if any(not item.strip() or "," in item or len(item.split()) > 1 for item in items):
+        raise BadRequest("allowed_origins must hold one origin per item")
     try:
         return origins.parse_list(" ".join(items))
     except ValueError as exc:
