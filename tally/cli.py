@@ -16,12 +16,13 @@ from tally import visitors
 from tally.accounts import Accounts
 from tally.auth import issue_token
 from tally.config import Settings, SettingsError
-from tally.counters import check_name
-from tally.errors import Conflict, StorageError, TallyError
+from tally.counters import MAX_BY, MAX_SET, check_name
+from tally.errors import BadRequest, Conflict, StorageError, TallyError
 from tally.mail import Mailer
 from tally.models import Counter, Permission, Workspace
 from tally.storage import Store, store_from_url
 from tally.web.app import load_secret_key
+from tally.workspaces import check_bounds
 
 T = TypeVar("T")
 
@@ -469,11 +470,10 @@ def counter_update(
             raise click.ClickException(f"no counter {slug}/{name}")
         lo = c.floor if floor is None else new_floor
         hi = c.ceiling if ceiling is None else new_ceiling
-        if lo is not None and hi is not None and lo > hi:
-            raise click.ClickException(f"the floor ({lo}) is above the ceiling ({hi})")
-        for bound in (lo, hi):
-            if bound is not None and abs(bound) > 2**62:
-                raise click.ClickException("a bound must be within +-2**62")
+        try:
+            check_bounds(lo, hi)
+        except BadRequest as exc:
+            raise click.ClickException(exc.message) from None
         updated = await store.set_counter_rules(
             c.id, floor=lo, ceiling=hi, origins=c.origins if allowed is None else allowed
         )
@@ -586,7 +586,7 @@ token_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the answer's data.")
 
 
-def _call(url: str, token: str | None, action: str, path: str, as_json: bool) -> None:
+def _call(url: str, token: str | None, action: str, path: str, as_json: bool, **args: int) -> None:
     """One client call on WORKSPACE/NAME, printed; an error answer exits 1 with it."""
     import json
 
@@ -599,7 +599,7 @@ def _call(url: str, token: str | None, action: str, path: str, as_json: bool) ->
         raise click.BadParameter("use WORKSPACE/NAME", param_hint="WORKSPACE/NAME")
     try:
         with Client(url, token) as client:
-            result = getattr(client, action)(slug, name)
+            result = getattr(client, action)(slug, name, **args)
     except ApiError as exc:
         raise click.ClickException(f"{exc.status}: {exc.message}") from None
     except httpx.HTTPError as exc:
@@ -622,11 +622,45 @@ def _client_command(action: str, doc: str) -> None:
         _call(url, token, action, path, as_json)
 
 
-_client_command("up", "Count one up on a counter of a running server.")
-_client_command("down", "Count one down on a counter of a running server.")
+by_option = click.option(
+    "--by",
+    type=click.IntRange(1, MAX_BY),
+    default=1,
+    show_default=True,
+    help="Count N at once (more than 1 needs a Write token of the workspace).",
+)
+
+
+def _count_command(action: str, doc: str) -> None:
+    @main.command(action, help=doc)
+    @click.argument("path", metavar="WORKSPACE/NAME")
+    @by_option
+    @url_option
+    @token_option
+    @json_option
+    def command(path: str, by: int, url: str, token: str | None, as_json: bool) -> None:
+        _call(url, token, action, path, as_json, by=by)
+
+
+_count_command("up", "Count up on a counter of a running server (one, or --by N).")
+_count_command("down", "Count down on a counter of a running server (one, or --by N).")
 _client_command("get", "Show a counter's totals.")
 _client_command("stats", "Show a counter's stats (JSON).")
 _client_command("reset", "Set a counter's totals back to zero (needs a Write token).")
+
+
+@main.command("set")
+@click.argument("path", metavar="WORKSPACE/NAME")
+@click.option("--up", "up_count", type=click.IntRange(0, MAX_SET), required=True, help="up_count")
+@click.option("--down", "down_count", type=click.IntRange(0, MAX_SET), default=0, show_default=True)
+@url_option
+@token_option
+@json_option
+def set_command(
+    path: str, up_count: int, down_count: int, url: str, token: str | None, as_json: bool
+) -> None:
+    """Set a counter's totals (needs an Admin token; recorded in its history)."""
+    _call(url, token, "set", path, as_json, up_count=up_count, down_count=down_count)
 
 
 # export / import ------------------------------------------------------------------

@@ -3,203 +3,99 @@
     from tally.client import Client
 
     with Client("http://127.0.0.1:8000", token="tly_...") as tally:
-        counter = tally.up("default", "downloads")
+        counter = tally.up("default", "downloads", by=5)
         print(counter.value)
 
-`AsyncClient` has the same methods, awaited. Results are typed (`Counter`,
-`CounterStats`); every answer but a 2xx raises `ApiError` (or the subclass of its
-status) carrying `status` and `message`. A 429 or 503 is retried, `retries` times at
-most, after the answer's `Retry-After` or else an exponential backoff (never longer than
-`max_delay` seconds): Tally counts nothing for either, so the retry of an `up` counts
-once. A request that could not connect is retried the same way; one whose answer was
-lost is not (it may have been counted).
+`AsyncClient` has the same methods, awaited. Results are typed (tally.client_types);
+every answer but a 2xx raises `ApiError` (or the subclass of its status) carrying
+`status` and `message`. The management API (an Admin token's counters, tokens and
+settings) is there too.
+
+Retries: one policy, `Backoff`, decides for both clients. A 429 is retried `retries`
+times at most, after the answer's `Retry-After` or else an exponential backoff (never
+longer than `max_delay` seconds): Tally refuses it before doing anything. A 503 is
+retried the same way by every call but the management API's creations: Tally counts
+nothing for a 503 of the V2 endpoints, and the other calls are idempotent, but a
+creation answered 503 may have been made. A request that could not connect is retried;
+one whose answer was lost is not (it may have been counted).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from tally.client_types import (
+    ApiError,
+    BadRequestError,
+    ConflictError,
+    Counter,
+    CounterPage,
+    CounterStats,
+    ForbiddenError,
+    ManagedCounter,
+    NotFoundError,
+    RateLimitedError,
+    TokenInfo,
+    UnauthorizedError,
+    UnavailableError,
+    WorkspaceSettings,
+    data_of,
+    error_from,
+    retry_after,
+)
+
 __all__ = [
+    "UNSET",
     "ApiError",
     "AsyncClient",
+    "Backoff",
+    "BadRequestError",
     "Client",
+    "ConflictError",
     "Counter",
+    "CounterPage",
     "CounterStats",
     "ForbiddenError",
+    "ManagedCounter",
     "NotFoundError",
     "RateLimitedError",
+    "TokenInfo",
     "UnauthorizedError",
     "UnavailableError",
+    "WorkspaceSettings",
+    "error_from",
+    "retry_after",
 ]
 
-ACTIONS = ("up", "down", "reset", "stats")
-RETRIED = frozenset((429, 503))
+ACTIONS = ("up", "down", "reset", "stats", "set")
 # the request never reached the server: safe to send again, even an `up`
+UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)
+T = TypeVar("T")
 
 
-class ApiError(Exception):
-    """The server answered an error: `status` (an int) and its `message`."""
-
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after  # seconds, from Retry-After, if the answer had one
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
 
 
-class UnauthorizedError(ApiError):
-    """401: the token is unknown, malformed or revoked, or the action needs one."""
+UNSET: Any = _Unset()  # a field a change leaves as it is (None means "none" there)
 
-
-class ForbiddenError(ApiError):
-    """403: the token lacks the permission, or belongs to another workspace."""
-
-
-class NotFoundError(ApiError):
-    """404: no such workspace or counter (or a private one this token may not see)."""
-
-
-class RateLimitedError(ApiError):
-    """429: over the rate limit, still after the retries."""
-
-
-class UnavailableError(ApiError):
-    """503: the database is unavailable, still after the retries; nothing was counted."""
-
-
-_ERRORS: dict[int, type[ApiError]] = {
-    401: UnauthorizedError,
-    403: ForbiddenError,
-    404: NotFoundError,
-    429: RateLimitedError,
-    503: UnavailableError,
-}
-
-
-def _time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Counter:
-    """A counter as the server answered it (CounterAPI V2 `data`)."""
-
-    id: int
-    name: str
-    workspace_slug: str
-    up_count: int
-    down_count: int
-    value: int
-    private: bool
-    description: str
-    created_at: datetime | None
-    updated_at: datetime | None
-    raw: Mapping[str, Any]  # the whole `data` object, fields this class does not name too
-
-    @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> Counter:
-        up, down = int(data.get("up_count", 0)), int(data.get("down_count", 0))
-        return cls(
-            id=int(data.get("id", 0)),
-            name=str(data.get("name", "")),
-            workspace_slug=str(data.get("workspace_slug", "")),
-            up_count=up,
-            down_count=down,
-            value=int(data.get("value", up - down)),
-            private=bool(data.get("private", False)),
-            description=str(data.get("description") or ""),
-            created_at=_time(data.get("created_at")),
-            updated_at=_time(data.get("updated_at")),
-            raw=data,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CounterStats:
-    """A counter's totals and its time breakdown (docs/stats.md describes `stats`)."""
-
-    counter_id: int
-    up_count: int
-    down_count: int
-    stats: Mapping[str, Any]
-    created_at: datetime | None
-    updated_at: datetime | None
-    raw: Mapping[str, Any]
-
-    @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> CounterStats:
-        return cls(
-            counter_id=int(data.get("counter_id", data.get("id", 0))),
-            up_count=int(data.get("up_count", 0)),
-            down_count=int(data.get("down_count", 0)),
-            stats=data.get("stats") or {},
-            created_at=_time(data.get("created_at")),
-            updated_at=_time(data.get("updated_at")),
-            raw=data,
-        )
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds (delta-seconds or an HTTP date), if there is one."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def error_from(response: httpx.Response) -> ApiError:
-    """The exception for an answer that is not a 2xx."""
-    message = response.reason_phrase or "error"
-    try:
-        body = response.json()
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            message = body["message"]
-    except ValueError:
-        if response.text.strip():
-            message = response.text.strip()[:200]
-    kind = _ERRORS.get(response.status_code, ApiError)
-    return kind(response.status_code, message, retry_after(response))
-
-
-def data_of(response: httpx.Response) -> Mapping[str, Any]:
-    """The `data` object of a success envelope; ApiError for anything else."""
-    if not response.is_success:
-        raise error_from(response)
-    try:
-        body = response.json()
-    except ValueError:
-        raise ApiError(response.status_code, "the answer is not JSON") from None
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, dict):
-        raise ApiError(response.status_code, "the answer has no `data` object")
-    return data
+Outcome = httpx.Response | httpx.TransportError
 
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """When to retry: Retry-After if given, else base * 2**attempt with jitter; never
+    """The retry policy both clients drive: `after` says whether to try again and when.
+    Retry-After if the answer gives one, else base * 2**attempt with jitter; never
     longer than `max_delay`."""
 
     retries: int = 3
@@ -213,8 +109,46 @@ class Backoff:
             told = self.base * 2**attempt * (0.5 + self.jitter() / 2)
         return min(told, self.max_delay)
 
+    def after(self, attempt: int, outcome: Outcome, retry_503: bool) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`, or None: `outcome` is final."""
+        if attempt >= self.retries:
+            return None
+        if isinstance(outcome, httpx.Response):
+            status = outcome.status_code
+            if status == 429 or (status == 503 and retry_503):
+                return self.delay(attempt, outcome)
+            return None
+        return self.delay(attempt, None) if isinstance(outcome, UNSENT) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One request and how to read its answer's `data`."""
+
+    method: str
+    url: str
+    parse: Callable[[Mapping[str, Any]], T]
+    params: Mapping[str, str | int] | None = None
+    body: Mapping[str, Any] | None = None
+    retry_503: bool = True
+
+    def result(self, outcome: Outcome) -> T:
+        if not isinstance(outcome, httpx.Response):
+            raise outcome
+        return self.parse(data_of(outcome))
+
+
+def _changes(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not UNSET}
+
+
+def _no_data(_data: Mapping[str, Any]) -> None:
+    return None
+
 
 class _Base:
+    """What both clients share: the URLs, the headers and the calls they make."""
+
     def __init__(
         self,
         base_url: str,
@@ -235,6 +169,88 @@ class _Base:
             raise ValueError(f"unknown action {action!r}")
         path = f"/v2/{quote(workspace, safe='')}/{quote(name, safe='')}"
         return f"{self.base_url}{path}/{action}" if action else f"{self.base_url}{path}"
+
+    def manage_url(self, workspace: str, kind: str, item: int | None = None) -> str:
+        url = f"{self.base_url}/v2/{quote(workspace, safe='')}/-/{kind}"
+        return url if item is None else f"{url}/{int(item)}"
+
+    # the V2 endpoints ----------------------------------------------------------------
+
+    def _counter(self, workspace: str, name: str, action: str = "", **params: int) -> Call[Counter]:
+        url = self.url(workspace, name, action)
+        return Call("GET", url, Counter.from_data, params or None)
+
+    def _count(self, workspace: str, name: str, action: str, by: int) -> Call[Counter]:
+        if type(by) is not int or by < 1:
+            raise ValueError("by must be a whole number of at least 1")
+        return self._counter(workspace, name, action, **({"by": by} if by != 1 else {}))
+
+    def _stats(self, workspace: str, name: str) -> Call[CounterStats]:
+        return Call("GET", self.url(workspace, name, "stats"), CounterStats.from_data)
+
+    def _set(self, workspace: str, name: str, up_count: int, down_count: int) -> Call[Counter]:
+        return self._counter(workspace, name, "set", up_count=up_count, down_count=down_count)
+
+    # the management API --------------------------------------------------------------
+
+    def _list_counters(self, workspace: str, q: str, limit: int, offset: int) -> Call[CounterPage]:
+        params: dict[str, str | int] = {"limit": limit, "offset": offset}
+        if q:
+            params["q"] = q
+        return Call("GET", self.manage_url(workspace, "counters"), CounterPage.from_data, params)
+
+    def _create_counter(
+        self, workspace: str, name: str, description: str, private: bool
+    ) -> Call[ManagedCounter]:
+        body = {
+            "name": name,
+            "description": description,
+            "visibility": "private" if private else "public",
+        }
+        url = self.manage_url(workspace, "counters")
+        return Call("POST", url, ManagedCounter.from_data, body=body, retry_503=False)
+
+    def _managed(self, workspace: str, counter_id: int) -> Call[ManagedCounter]:
+        url = self.manage_url(workspace, "counters", counter_id)
+        return Call("GET", url, ManagedCounter.from_data)
+
+    def _update_counter(
+        self, workspace: str, counter_id: int, changes: dict[str, Any]
+    ) -> Call[ManagedCounter]:
+        if "private" in changes:
+            changes["visibility"] = "private" if changes.pop("private") else "public"
+        if "allowed_origins" in changes:
+            changes["allowed_origins"] = list(changes["allowed_origins"])
+        url = self.manage_url(workspace, "counters", counter_id)
+        return Call("PATCH", url, ManagedCounter.from_data, body=changes)
+
+    def _delete_counter(self, workspace: str, counter_id: int) -> Call[None]:
+        return Call("DELETE", self.manage_url(workspace, "counters", counter_id), _no_data)
+
+    def _list_tokens(self, workspace: str) -> Call[list[TokenInfo]]:
+        return Call("GET", self.manage_url(workspace, "tokens"), TokenInfo.list_from_data)
+
+    def _create_token(
+        self, workspace: str, permission: str, name: str, expires_in_days: int | None
+    ) -> Call[TokenInfo]:
+        body: dict[str, Any] = {"permission": permission, "name": name}
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        url = self.manage_url(workspace, "tokens")
+        return Call("POST", url, TokenInfo.from_data, body=body, retry_503=False)
+
+    def _revoke_token(self, workspace: str, token_id: int) -> Call[TokenInfo]:
+        return Call("DELETE", self.manage_url(workspace, "tokens", token_id), TokenInfo.from_data)
+
+    def _settings(
+        self, workspace: str, changes: dict[str, Any] | None = None
+    ) -> Call[WorkspaceSettings]:
+        url = self.manage_url(workspace, "settings")
+        if changes is None:
+            return Call("GET", url, WorkspaceSettings.from_data)
+        if "allowed_origins" in changes:
+            changes["allowed_origins"] = list(changes["allowed_origins"])
+        return Call("PATCH", url, WorkspaceSettings.from_data, body=changes)
 
 
 class Client(_Base):
@@ -264,36 +280,103 @@ class Client(_Base):
     def close(self) -> None:
         self.http.close()
 
-    def request(self, url: str) -> Mapping[str, Any]:
-        """GET `url` with the retries; the `data` of its answer."""
-        attempt = 0
-        while True:
-            response: httpx.Response | None = None
+    def run(self, call: Call[T]) -> T:
+        """Send `call`, retried as `Backoff.after` says; its parsed answer."""
+        outcome: Outcome = httpx.ConnectError("not sent")
+        for attempt in range(max(0, self.backoff.retries) + 1):
             try:
-                response = self.http.get(url, headers=self.headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                if attempt >= self.backoff.retries:
-                    raise
-            else:
-                if response.status_code not in RETRIED or attempt >= self.backoff.retries:
-                    return data_of(response)
-            time.sleep(self.backoff.delay(attempt, response))
-            attempt += 1
+                outcome = self.http.request(
+                    call.method, call.url, params=call.params, json=call.body, headers=self.headers
+                )
+            except httpx.TransportError as exc:
+                outcome = exc
+            delay = self.backoff.after(attempt, outcome, call.retry_503)
+            if delay is None:
+                break
+            time.sleep(delay)
+        return call.result(outcome)
 
     def get(self, workspace: str, name: str) -> Counter:
-        return Counter.from_data(self.request(self.url(workspace, name)))
+        return self.run(self._counter(workspace, name))
 
-    def up(self, workspace: str, name: str) -> Counter:
-        return Counter.from_data(self.request(self.url(workspace, name, "up")))
+    def up(self, workspace: str, name: str, by: int = 1) -> Counter:
+        """Count `by` up (more than 1 needs a Write token of the workspace)."""
+        return self.run(self._count(workspace, name, "up", by))
 
-    def down(self, workspace: str, name: str) -> Counter:
-        return Counter.from_data(self.request(self.url(workspace, name, "down")))
+    def down(self, workspace: str, name: str, by: int = 1) -> Counter:
+        return self.run(self._count(workspace, name, "down", by))
 
     def reset(self, workspace: str, name: str) -> Counter:
-        return Counter.from_data(self.request(self.url(workspace, name, "reset")))
+        return self.run(self._counter(workspace, name, "reset"))
+
+    def set(self, workspace: str, name: str, up_count: int, down_count: int = 0) -> Counter:
+        """Set the totals (an Admin token of the workspace)."""
+        return self.run(self._set(workspace, name, up_count, down_count))
 
     def stats(self, workspace: str, name: str) -> CounterStats:
-        return CounterStats.from_data(self.request(self.url(workspace, name, "stats")))
+        return self.run(self._stats(workspace, name))
+
+    def list_counters(
+        self, workspace: str, q: str = "", *, limit: int = 50, offset: int = 0
+    ) -> CounterPage:
+        return self.run(self._list_counters(workspace, q, limit, offset))
+
+    def create_counter(
+        self, workspace: str, name: str, *, description: str = "", private: bool = False
+    ) -> ManagedCounter:
+        return self.run(self._create_counter(workspace, name, description, private))
+
+    def counter(self, workspace: str, counter_id: int) -> ManagedCounter:
+        return self.run(self._managed(workspace, counter_id))
+
+    def update_counter(
+        self,
+        workspace: str,
+        counter_id: int,
+        *,
+        description: str = UNSET,
+        private: bool = UNSET,
+        allowed_origins: tuple[str, ...] | list[str] = UNSET,
+        floor: int | None = UNSET,
+        ceiling: int | None = UNSET,
+    ) -> ManagedCounter:
+        """Change the fields given (None clears a bound, () the origins)."""
+        changes = _changes(
+            description=description,
+            private=private,
+            allowed_origins=allowed_origins,
+            floor=floor,
+            ceiling=ceiling,
+        )
+        return self.run(self._update_counter(workspace, counter_id, changes))
+
+    def delete_counter(self, workspace: str, counter_id: int) -> None:
+        return self.run(self._delete_counter(workspace, counter_id))
+
+    def list_tokens(self, workspace: str) -> list[TokenInfo]:
+        return self.run(self._list_tokens(workspace))
+
+    def create_token(
+        self, workspace: str, permission: str, *, name: str = "", expires_in_days: int | None = None
+    ) -> TokenInfo:
+        """A new token; its `secret` is in this answer only."""
+        return self.run(self._create_token(workspace, permission, name, expires_in_days))
+
+    def revoke_token(self, workspace: str, token_id: int) -> TokenInfo:
+        return self.run(self._revoke_token(workspace, token_id))
+
+    def settings(self, workspace: str) -> WorkspaceSettings:
+        return self.run(self._settings(workspace))
+
+    def update_settings(
+        self,
+        workspace: str,
+        *,
+        v1_open: bool = UNSET,
+        allowed_origins: tuple[str, ...] | list[str] = UNSET,
+    ) -> WorkspaceSettings:
+        changes = _changes(v1_open=v1_open, allowed_origins=allowed_origins)
+        return self.run(self._settings(workspace, changes))
 
 
 class AsyncClient(_Base):
@@ -323,33 +406,100 @@ class AsyncClient(_Base):
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def request(self, url: str) -> Mapping[str, Any]:
-        """GET `url` with the retries; the `data` of its answer."""
-        attempt = 0
-        while True:
-            response: httpx.Response | None = None
+    async def run(self, call: Call[T]) -> T:
+        """Send `call`, retried as `Backoff.after` says; its parsed answer."""
+        outcome: Outcome = httpx.ConnectError("not sent")
+        for attempt in range(max(0, self.backoff.retries) + 1):
             try:
-                response = await self.http.get(url, headers=self.headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                if attempt >= self.backoff.retries:
-                    raise
-            else:
-                if response.status_code not in RETRIED or attempt >= self.backoff.retries:
-                    return data_of(response)
-            await asyncio.sleep(self.backoff.delay(attempt, response))
-            attempt += 1
+                outcome = await self.http.request(
+                    call.method, call.url, params=call.params, json=call.body, headers=self.headers
+                )
+            except httpx.TransportError as exc:
+                outcome = exc
+            delay = self.backoff.after(attempt, outcome, call.retry_503)
+            if delay is None:
+                break
+            await asyncio.sleep(delay)
+        return call.result(outcome)
 
     async def get(self, workspace: str, name: str) -> Counter:
-        return Counter.from_data(await self.request(self.url(workspace, name)))
+        return await self.run(self._counter(workspace, name))
 
-    async def up(self, workspace: str, name: str) -> Counter:
-        return Counter.from_data(await self.request(self.url(workspace, name, "up")))
+    async def up(self, workspace: str, name: str, by: int = 1) -> Counter:
+        """Count `by` up (more than 1 needs a Write token of the workspace)."""
+        return await self.run(self._count(workspace, name, "up", by))
 
-    async def down(self, workspace: str, name: str) -> Counter:
-        return Counter.from_data(await self.request(self.url(workspace, name, "down")))
+    async def down(self, workspace: str, name: str, by: int = 1) -> Counter:
+        return await self.run(self._count(workspace, name, "down", by))
 
     async def reset(self, workspace: str, name: str) -> Counter:
-        return Counter.from_data(await self.request(self.url(workspace, name, "reset")))
+        return await self.run(self._counter(workspace, name, "reset"))
+
+    async def set(self, workspace: str, name: str, up_count: int, down_count: int = 0) -> Counter:
+        """Set the totals (an Admin token of the workspace)."""
+        return await self.run(self._set(workspace, name, up_count, down_count))
 
     async def stats(self, workspace: str, name: str) -> CounterStats:
-        return CounterStats.from_data(await self.request(self.url(workspace, name, "stats")))
+        return await self.run(self._stats(workspace, name))
+
+    async def list_counters(
+        self, workspace: str, q: str = "", *, limit: int = 50, offset: int = 0
+    ) -> CounterPage:
+        return await self.run(self._list_counters(workspace, q, limit, offset))
+
+    async def create_counter(
+        self, workspace: str, name: str, *, description: str = "", private: bool = False
+    ) -> ManagedCounter:
+        return await self.run(self._create_counter(workspace, name, description, private))
+
+    async def counter(self, workspace: str, counter_id: int) -> ManagedCounter:
+        return await self.run(self._managed(workspace, counter_id))
+
+    async def update_counter(
+        self,
+        workspace: str,
+        counter_id: int,
+        *,
+        description: str = UNSET,
+        private: bool = UNSET,
+        allowed_origins: tuple[str, ...] | list[str] = UNSET,
+        floor: int | None = UNSET,
+        ceiling: int | None = UNSET,
+    ) -> ManagedCounter:
+        """Change the fields given (None clears a bound, () the origins)."""
+        changes = _changes(
+            description=description,
+            private=private,
+            allowed_origins=allowed_origins,
+            floor=floor,
+            ceiling=ceiling,
+        )
+        return await self.run(self._update_counter(workspace, counter_id, changes))
+
+    async def delete_counter(self, workspace: str, counter_id: int) -> None:
+        return await self.run(self._delete_counter(workspace, counter_id))
+
+    async def list_tokens(self, workspace: str) -> list[TokenInfo]:
+        return await self.run(self._list_tokens(workspace))
+
+    async def create_token(
+        self, workspace: str, permission: str, *, name: str = "", expires_in_days: int | None = None
+    ) -> TokenInfo:
+        """A new token; its `secret` is in this answer only."""
+        return await self.run(self._create_token(workspace, permission, name, expires_in_days))
+
+    async def revoke_token(self, workspace: str, token_id: int) -> TokenInfo:
+        return await self.run(self._revoke_token(workspace, token_id))
+
+    async def settings(self, workspace: str) -> WorkspaceSettings:
+        return await self.run(self._settings(workspace))
+
+    async def update_settings(
+        self,
+        workspace: str,
+        *,
+        v1_open: bool = UNSET,
+        allowed_origins: tuple[str, ...] | list[str] = UNSET,
+    ) -> WorkspaceSettings:
+        changes = _changes(v1_open=v1_open, allowed_origins=allowed_origins)
+        return await self.run(self._settings(workspace, changes))

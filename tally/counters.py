@@ -131,6 +131,11 @@ class CounterCache:
         creation or deletion here; other nodes see it within `ttl`)."""
         self._entries.pop(key, None)
 
+    def forget_workspace(self, workspace: str) -> None:
+        """Drop every name of the workspace (after a change of its settings here)."""
+        for key in [k for k in self._entries if k[0] == workspace]:
+            del self._entries[key]
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -12,6 +12,8 @@ class TallyError(Exception):
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.default_message)
         self.message = message or self.default_message
+        # headers its response carries (the rate limit's, for a 429 or a refused token)
+        self.headers: list[tuple[bytes, bytes]] = []
 
 
 class BadRequest(TallyError):

@@ -1,22 +1,31 @@
 """Export files: writing a workspace's counters, settings and hourly history as a stream.
 
-Format version 1, JSON lines (one JSON object a line, UTF-8):
+Format version 2, JSON lines (one JSON object a line, UTF-8):
 
-    {"tally_export": 1, "exported_at": "2026-11-28T10:00:00Z"}
-    {"workspace": {"slug": "demo", "name": "Demo", "created_at": 1764323000.5}}
+    {"tally_export": 2, "exported_at": "2026-11-28T10:00:00Z"}
+    {"workspace": {"slug": "demo", "name": "Demo", "created_at": 1764323000.5,
+                   "v1_open": false, "allowed_origins": ["https://demo.example"]}}
     {"counter": {"workspace": "demo", "name": "hits", "description": "", "private": false,
                  "up_count": 4, "down_count": 1, "created_at": ..., "updated_at": ...,
+                 "floor": null, "ceiling": 100, "allowed_origins": [],
                  "hours": [[494534, 3, 1], [494535, 1, 0]]}}
     ...
     {"end": {"workspaces": 1, "counters": 1, "buckets": 2}}
+
+Every setting of a workspace and a counter is in it: the V1 flag and allowed origins of
+a workspace; the description, visibility (`private`), floor, ceiling (null: none) and
+own allowed origins of a counter. Version 1 (still read) had none of the rules: neither
+`v1_open` nor `allowed_origins` nor the bounds.
 
 Times are unix seconds (floats, exactly as stored); an hour is the UTC hour index (unix
 seconds // 3600). A workspace's line comes before its counters. The `end` line tells a
 complete file from a cut one. Tokens are never exported (their keyed hashes are useless
 without the server's key, and a token should not travel in a file).
 
-CSV version 1 carries the totals and settings only: a first row `tally-export-csv,1`,
-then the header row `CSV_HEADER`, then one row per counter.
+CSV version 2 carries the counters' totals and settings only (no history, no workspace
+settings): a first row `tally-export-csv,2`, then the header row `CSV_HEADER`, then one
+row per counter; an empty floor or ceiling is none, `allowed_origins` is separated by
+spaces. Version 1 (still read) had no floor, ceiling or allowed_origins columns.
 
 Export reads a page of counters (and their buckets) at a time: memory stays bounded
 whatever the number of counters. Pages are read one after another, not in one snapshot:
@@ -36,9 +45,10 @@ import orjson
 from tally.models import Counter, Workspace
 from tally.storage import Store
 
-VERSION = 1
-CSV_MAGIC = ("tally-export-csv", "1")
-CSV_HEADER = (
+VERSION = 2
+READS = (1, 2)  # the versions an import reads
+CSV_MAGIC = ("tally-export-csv", str(VERSION))
+CSV_HEADER_V1 = (
     "workspace",
     "name",
     "description",
@@ -48,6 +58,7 @@ CSV_HEADER = (
     "created_at",
     "updated_at",
 )
+CSV_HEADER = (*CSV_HEADER_V1, "floor", "ceiling", "allowed_origins")
 PAGE = 1000  # counters read (and held) at a time
 
 
@@ -65,6 +76,19 @@ def _counter(ws: Workspace, c: Counter) -> dict[str, Any]:
         "down_count": c.down_count,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
+        "floor": c.floor,
+        "ceiling": c.ceiling,
+        "allowed_origins": list(c.origins),
+    }
+
+
+def workspace_line(ws: Workspace) -> dict[str, Any]:
+    return {
+        "slug": ws.slug,
+        "name": ws.name,
+        "created_at": ws.created_at,
+        "v1_open": ws.v1_open,
+        "allowed_origins": list(ws.origins),
     }
 
 
@@ -89,8 +113,7 @@ async def export_jsonl(
     yield orjson.dumps({"tally_export": VERSION, "exported_at": rfc3339(time.time())}) + b"\n"
     counters = buckets = 0
     for ws in workspaces:
-        head = {"slug": ws.slug, "name": ws.name, "created_at": ws.created_at}
-        yield orjson.dumps({"workspace": head}) + b"\n"
+        yield orjson.dumps({"workspace": workspace_line(ws)}) + b"\n"
         async for page in pages(store, ws):
             hours: dict[int, list[tuple[int, int, int]]] = {}
             for counter_id, hour, up, down in await store.read_buckets([c.id for c in page]):
@@ -112,7 +135,7 @@ async def export_jsonl(
 async def export_csv(
     store: Store, workspaces: list[Workspace], progress: Progress | None = None
 ) -> AsyncIterator[bytes]:
-    """The totals and settings of `workspaces` as CSV version 1."""
+    """The counters' totals and settings of `workspaces` as CSV version 2."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_MAGIC)
@@ -123,6 +146,9 @@ async def export_csv(
                 row = _counter(ws, c)
                 row["private"] = "true" if c.private else "false"
                 row["created_at"], row["updated_at"] = repr(c.created_at), repr(c.updated_at)
+                row["floor"] = "" if c.floor is None else str(c.floor)
+                row["ceiling"] = "" if c.ceiling is None else str(c.ceiling)
+                row["allowed_origins"] = " ".join(c.origins)
                 writer.writerow([row[k] for k in CSV_HEADER])
             yield out.getvalue().encode()
             out.seek(0)

@@ -7,11 +7,14 @@ written a page of counters per transaction.
 What an import does, so that running it twice changes nothing the second time:
 
 - A workspace of the file that is missing is created (with the file's name and time);
-  one that exists is kept as it is.
+  one that exists keeps its name and time. From a version 2 JSON lines file its
+  settings (V1 flag, allowed origins) are set to the file's, whether it was created or
+  not; a version 1 file or a CSV file has none, and leaves them as they are.
 - A counter of the file is set to the file's values: created if missing, otherwise its
-  totals, description, private flag and times are replaced by the file's. From a JSON
-  lines file its hourly history is replaced by the file's too (hours the file does not
-  have are removed); a CSV file has no history, and leaves it as it is.
+  totals, description, private flag and times are replaced by the file's, and, from a
+  version 2 file, its floor, ceiling and allowed origins. From a JSON lines file its
+  hourly history is replaced by the file's too (hours the file does not have are
+  removed); a CSV file has no history, and leaves it as it is.
 - Counters that are not in the file are left alone. Tokens are not part of a file.
 """
 
@@ -29,14 +32,16 @@ import orjson
 
 from tally.counters import check_name
 from tally.errors import TallyError
-from tally.exports import CSV_HEADER, CSV_MAGIC, PAGE, VERSION
-from tally.models import CounterRecord
+from tally.exports import CSV_HEADER, CSV_HEADER_V1, PAGE, READS
+from tally.models import CounterRecord, CounterRules
 from tally.storage import Store
+from tally.workspaces import check_origins
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_COUNT = 2**63 - 1
 MAX_DESCRIPTION = 10_000
 MAX_ERRORS = 20  # reported at most; validation stops there
+MAX_BOUND = 2**62  # as tally.workspaces.check_bounds
 
 
 class InvalidFile(ValueError):
@@ -56,6 +61,7 @@ class WorkspaceLine:
     slug: str
     name: str
     created_at: float | None = None  # a CSV file has none
+    settings: tuple[bool, tuple[str, ...]] | None = None  # (v1_open, origins) of version 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,7 @@ Item = WorkspaceLine | CounterLine
 class Report:
     workspaces_created: list[str] = field(default_factory=list)
     workspaces_kept: list[str] = field(default_factory=list)
+    workspaces_changed: int = 0  # existing ones whose settings the file changed
     created: int = 0
     changed: int = 0
     unchanged: int = 0
@@ -79,7 +86,8 @@ class Report:
     def lines(self) -> list[str]:
         return [
             f"workspaces: {len(self.workspaces_created)} created, "
-            f"{len(self.workspaces_kept)} existing (kept)",
+            f"{len(self.workspaces_kept)} existing (kept; settings changed in "
+            f"{self.workspaces_changed})",
             f"counters: {self.created} created, {self.changed} changed, {self.unchanged} unchanged",
             f"hourly buckets in the file: {self.buckets}",
         ]
@@ -121,6 +129,30 @@ def _name(value: Any) -> str:
         raise _Bad(exc.message) from None
 
 
+def _bound(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not -MAX_BOUND <= value <= MAX_BOUND:
+        raise _Bad(f"{what} must be null or a whole number within +-2**62")
+    return value
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Bad("allowed_origins must be a list of origins")
+    try:
+        return check_origins(value)
+    except TallyError as exc:
+        raise _Bad(f"allowed_origins: {exc.message}") from None
+
+
+def _rules(obj: dict[str, Any]) -> CounterRules:
+    floor, ceiling = _bound(obj["floor"], "floor"), _bound(obj["ceiling"], "ceiling")
+    if floor is not None and ceiling is not None and floor > ceiling:
+        raise _Bad(f"the floor ({floor}) is above the ceiling ({ceiling})")
+    return CounterRules(floor, ceiling, _origins(obj["allowed_origins"]))
+
+
 def _hours(value: Any) -> tuple[tuple[int, int, int], ...]:
     if not isinstance(value, list):
         raise _Bad("hours must be a list of [hour, up, down]")
@@ -137,12 +169,18 @@ def _hours(value: Any) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
-_COUNTER_KEYS = {*CSV_HEADER, "hours"}
+# the fields of a counter, by format version (a CSV row's are the same without "hours")
+COUNTER_KEYS = {1: frozenset((*CSV_HEADER_V1, "hours")), 2: frozenset((*CSV_HEADER, "hours"))}
+WORKSPACE_KEYS = {
+    1: frozenset(("slug", "name", "created_at")),
+    2: frozenset(("slug", "name", "created_at", "v1_open", "allowed_origins")),
+}
 
 
-def _counter(obj: Any, hours: bool) -> CounterLine:
-    if not isinstance(obj, dict) or set(obj) != (_COUNTER_KEYS if hours else set(CSV_HEADER)):
-        raise _Bad(f"a counter has exactly the fields {', '.join(sorted(_COUNTER_KEYS))}")
+def _counter(obj: Any, version: int, hours: bool) -> CounterLine:
+    keys = COUNTER_KEYS[version] if hours else COUNTER_KEYS[version] - {"hours"}
+    if not isinstance(obj, dict) or set(obj) != keys:
+        raise _Bad(f"a counter has exactly the fields {', '.join(sorted(keys))}")
     if not isinstance(obj["private"], bool):
         raise _Bad("private must be true or false")
     record = CounterRecord(
@@ -154,6 +192,7 @@ def _counter(obj: Any, hours: bool) -> CounterLine:
         created_at=_time(obj["created_at"], "created_at"),
         updated_at=_time(obj["updated_at"], "updated_at"),
         hours=_hours(obj["hours"]) if hours else None,
+        rules=_rules(obj) if version >= 2 else None,
     )
     return CounterLine(_slug(obj["workspace"]), record)
 
@@ -169,7 +208,20 @@ class Invalid:
 Read = Iterator[tuple[int, Item | Invalid | dict[str, Any]]]
 
 
-def _line(raw: bytes) -> Item | dict[str, Any]:
+def _workspace(body: Any, version: int) -> WorkspaceLine:
+    keys = WORKSPACE_KEYS[version]
+    if not isinstance(body, dict) or set(body) != keys:
+        raise _Bad(f"a workspace has exactly the fields {', '.join(sorted(keys))}")
+    slug, name = _slug(body["slug"]), _str(body["name"], "name", 200)
+    settings = None
+    if version >= 2:
+        if not isinstance(body["v1_open"], bool):
+            raise _Bad("v1_open must be true or false")
+        settings = (body["v1_open"], _origins(body["allowed_origins"]))
+    return WorkspaceLine(slug, name, _time(body["created_at"], "created_at"), settings)
+
+
+def _line(raw: bytes, version: int) -> Item | dict[str, Any]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -178,12 +230,9 @@ def _line(raw: bytes) -> Item | dict[str, Any]:
         raise _Bad("expected one of workspace, counter, end")
     ((kind, body),) = obj.items()
     if kind == "counter":
-        return _counter(body, hours=True)
+        return _counter(body, version, hours=True)
     if kind == "workspace":
-        if not isinstance(body, dict) or set(body) != {"slug", "name", "created_at"}:
-            raise _Bad("a workspace has exactly the fields slug, name, created_at")
-        slug, name = _slug(body["slug"]), _str(body["name"], "name", 200)
-        return WorkspaceLine(slug, name, _time(body["created_at"], "created_at"))
+        return _workspace(body, version)
     if kind == "end":
         if not isinstance(body, dict):
             raise _Bad("end must be an object")
@@ -191,21 +240,21 @@ def _line(raw: bytes) -> Item | dict[str, Any]:
     raise _Bad(f"unknown line kind {str(kind)[:32]!r}")
 
 
-def _jsonl(lines: Iterator[bytes]) -> Read:
+def _jsonl(lines: Iterator[bytes], version: int) -> Read:
     for number, raw in enumerate(lines, start=2):
         if not raw.strip():
             continue
         try:
-            item: Item | Invalid | dict[str, Any] = _line(raw)
+            item: Item | Invalid | dict[str, Any] = _line(raw, version)
         except _Bad as exc:
             item = Invalid(str(exc))
         yield number, item
 
 
-def _csv_row(row: list[str]) -> CounterLine:
-    if len(row) != len(CSV_HEADER):
-        raise _Bad(f"expected {len(CSV_HEADER)} fields, found {len(row)}")
-    obj: dict[str, Any] = dict(zip(CSV_HEADER, row, strict=True))
+def _csv_row(row: list[str], header: tuple[str, ...]) -> CounterLine:
+    if len(row) != len(header):
+        raise _Bad(f"expected {len(header)} fields, found {len(row)}")
+    obj: dict[str, Any] = dict(zip(header, row, strict=True))
     if obj["private"] not in ("true", "false"):
         raise _Bad("private must be true or false")
     obj["private"] = obj["private"] == "true"
@@ -218,20 +267,29 @@ def _csv_row(row: list[str]) -> CounterLine:
             obj[key] = float(obj[key])
         except ValueError:
             raise _Bad(f"{key} must be unix seconds") from None
-    return _counter(obj, hours=False)
+    version = 2 if header == CSV_HEADER else 1
+    if version >= 2:
+        for key in ("floor", "ceiling"):
+            text = obj[key]
+            if text and not (text.isascii() and text.lstrip("-").isdigit()):
+                raise _Bad(f"{key} must be empty or a whole number")
+            obj[key] = int(text) if text else None
+        obj["allowed_origins"] = obj["allowed_origins"].split()
+    return _counter(obj, version, hours=False)
 
 
-def _csv(lines: Iterator[str]) -> Read:
+def _csv(lines: Iterator[str], version: int) -> Read:
     reader = csv.reader(lines)
     header = next(reader, None)
-    if header is None or tuple(header) != CSV_HEADER:
-        yield 2, Invalid(f"the header row must be {','.join(CSV_HEADER)}", fatal=True)
+    expected = CSV_HEADER if version >= 2 else CSV_HEADER_V1
+    if header is None or tuple(header) != expected:
+        yield 2, Invalid(f"the header row must be {','.join(expected)}", fatal=True)
         return
     declared: set[str] = set()
     for row in reader:
         number = reader.line_num
         try:
-            line = _csv_row(row)
+            line = _csv_row(row, expected)
         except _Bad as exc:
             yield number, Invalid(str(exc))
             continue
@@ -257,18 +315,20 @@ def read_items(path: Path) -> Read:
                 return
             if not isinstance(head, dict) or "tally_export" not in head:
                 yield 1, Invalid('not a Tally export: no "tally_export" field', fatal=True)
-            elif head["tally_export"] != VERSION:
+            elif type(head["tally_export"]) is not int or head["tally_export"] not in READS:
                 version = str(head["tally_export"])[:16]
-                yield 1, Invalid(f"format version {version}: this Tally reads 1", fatal=True)
+                reads = " and ".join(map(str, READS))
+                yield 1, Invalid(f"format version {version}: this Tally reads {reads}", fatal=True)
             else:
-                yield from _jsonl(f)
+                yield from _jsonl(f, head["tally_export"])
         return
     with path.open(encoding="utf-8", newline="") as text:
         magic = next(csv.reader([text.readline()]), [])
-        if tuple(magic) != CSV_MAGIC:
-            yield 1, Invalid("not a Tally export (JSON lines, or CSV version 1)", fatal=True)
+        csv_versions: dict[tuple[str, ...], int] = {("tally-export-csv", str(v)): v for v in READS}
+        if tuple(magic) not in csv_versions:
+            yield 1, Invalid("not a Tally export (JSON lines, or CSV version 1 or 2)", fatal=True)
             return
-        yield from _csv(text)
+        yield from _csv(text, csv_versions[tuple(magic)])
 
 
 # validating ------------------------------------------------------------------------
@@ -345,6 +405,11 @@ async def import_file(
             report.workspaces_created.append(line.slug)
         else:
             report.workspaces_kept.append(line.slug)
+            if line.settings is not None and line.settings != (ws.v1_open, ws.origins):
+                report.workspaces_changed += 1
+        if line.settings is not None and line.settings != (ws.v1_open, ws.origins):
+            v1_open, allowed = line.settings
+            await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=allowed)
         ids[line.slug] = ws.id
     page: list[CounterRecord] = []
     page_ws = ""

@@ -175,9 +175,9 @@ class BatchChanges:
 
 @dataclass(frozen=True, slots=True)
 class CounterRecord:
-    """A counter as an export file carries it: by name, with its totals, settings and
-    (unless None: a file of totals only) its whole hourly history, (hour, up, down) in
-    order of hour."""
+    """A counter as an export file carries it: by name, with its totals, settings, rules
+    (unless None) and (unless None: a file of totals only) its whole hourly history,
+    (hour, up, down) in order of hour."""
 
     name: str
     description: str
@@ -187,6 +187,16 @@ class CounterRecord:
     created_at: float
     updated_at: float
     hours: tuple[tuple[int, int, int], ...] | None
+    rules: CounterRules | None = None  # None: the file has none (format 1), keep the counter's
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRules:
+    """A counter's bounds and own allowed origins, as a file carries them."""
+
+    floor: int | None
+    ceiling: int | None
+    origins: tuple[str, ...]
 
 
 class Role(enum.IntEnum):

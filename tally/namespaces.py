@@ -42,6 +42,12 @@ class Namespaces:
         self._workspaces[slug] = (now + self.cache_ttl, found)
         return found
 
+    def forget(self, slug: str) -> None:
+        """Drop what this node remembers of the workspace (after a change of its settings
+        here; other nodes see it within the cache TTL)."""
+        self._workspaces.pop(slug, None)
+        self.counters.cache.forget_workspace(slug)
+
     async def _counter(self, namespace: str, name: str, create: bool) -> Counter:
         """A public counter of a V1 namespace (NotFound: no such namespace open for V1;
         RecordNotFound: no such public counter, and `create` is false)."""

@@ -312,3 +312,33 @@ async def test_count_up_follows_allowed_origins(
     assert counter.up_count == (1 if status == 200 else 0)
     if status == 403:
         assert texts(r.content) == ["c", "forbidden"]
+
+
+async def test_count_up_follows_the_workspace_origins(harness: Harness) -> None:
+    """count=up takes the workspace's allowed origins when the counter has none of its
+    own, like up; a plain badge (a read) is not held to them; a token of the workspace
+    is not either, another workspace's token is."""
+    ws = await harness.workspace("ws")
+    other = await harness.workspace("other")
+    await harness.counter(ws, "c")
+    await harness.store.set_workspace_rules(ws.id, v1_open=False, origins=("https://blog.example",))
+    own = await harness.token(ws, Permission.WRITE)
+    theirs = await harness.token(other, Permission.WRITE)
+    evil = {"Origin": "https://evil.example"}
+    cases = [
+        ({"Referer": "https://blog.example/post"}, None, 200),
+        (evil, None, 403),
+        ({}, None, 403),
+        (evil, own, 200),
+        (evil, theirs, 403),
+    ]
+    for headers, token, status in cases:
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        r = await harness.client.get("/v2/ws/c/badge.svg?count=up", headers={**headers, **auth})
+        assert r.status_code == status, (headers, token)
+    counter = await harness.store.read_counter("ws", "c")
+    assert counter is not None
+    assert counter.up_count == 2  # the 403s counted nothing
+    assert (await harness.client.get("/v2/ws/c/badge.svg", headers=evil)).status_code == 200
+    r = await harness.client.get("/v2/ws/c/up", headers=evil)  # the same rule as up
+    assert r.status_code == 403

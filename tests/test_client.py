@@ -13,6 +13,7 @@ from tally.client import (
     ApiError,
     Backoff,
     Client,
+    ConflictError,
     NotFoundError,
     UnavailableError,
     error_from,
@@ -43,6 +44,24 @@ def test_backoff_honours_retry_after_and_caps() -> None:
     assert [b.delay(n, None) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0]
 
 
+def test_one_policy_decides_every_retry() -> None:
+    """Backoff.after: 429 always retried, 503 unless the call is a creation, a request
+    that never left retried, a lost answer or any other status final, and nothing after
+    `retries` attempts."""
+    b = Backoff(retries=2, base=0.5, max_delay=10.0, jitter=lambda: 1.0)
+    limited = response(429, {"retry-after": "3"})
+    assert b.after(0, limited, retry_503=False) == 3.0
+    assert b.after(1, response(503), retry_503=True) == 1.0
+    assert b.after(0, response(503), retry_503=False) is None
+    for status in (200, 400, 404, 409, 500):
+        assert b.after(0, response(status), retry_503=True) is None
+    request = httpx.Request("GET", "http://127.0.0.1/")
+    assert b.after(0, httpx.ConnectError("refused", request=request), retry_503=True) == 0.5
+    assert b.after(0, httpx.ReadTimeout("lost", request=request), retry_503=True) is None
+    assert b.after(2, limited, retry_503=True) is None
+    assert b.after(2, httpx.ConnectError("refused", request=request), retry_503=True) is None
+
+
 def test_errors_carry_status_and_message() -> None:
     """The documented error body becomes an exception of its status's class."""
     e = error_from(response(404, body=b'{"code":"404","message":"no such counter"}'))
@@ -51,6 +70,8 @@ def test_errors_carry_status_and_message() -> None:
     e = error_from(response(503, {"retry-after": "1"}, b"<html>bad gateway</html>"))
     assert isinstance(e, UnavailableError)
     assert e.retry_after == 1.0
+    e = error_from(response(409, body=b'{"code":"409","message":"ceiling"}'))
+    assert isinstance(e, ConflictError)
     e = error_from(response(418, body=b""))
     assert type(e) is ApiError
     assert e.status == 418

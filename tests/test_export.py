@@ -39,7 +39,8 @@ async def export_to(store: Store, path: Path) -> Path:
 
 
 async def seed(store: Store) -> None:
-    """Two workspaces; counters with history, a private one, odd names, an empty one."""
+    """Two workspaces (one open for V1 with allowed origins); counters with history, a
+    private one, odd names, bounds and allowed origins, an empty one."""
     demo = await store.create_workspace("demo", "Demo")
     other = await store.create_workspace("other", "Other")
     plan = [
@@ -62,6 +63,15 @@ async def seed(store: Store) -> None:
             tuple(hours),
         )
         assert await store.import_counters(ws.id, [record]) == ["changed"]
+    await store.set_workspace_rules(
+        demo.id, v1_open=True, origins=("https://demo.example", "https://*.demo.example")
+    )
+    hits = await store.read_counter("demo", "hits")
+    secret = await store.read_counter("demo", "secret")
+    assert hits is not None
+    assert secret is not None
+    await store.set_counter_rules(hits.id, floor=-5, ceiling=None, origins=("http://x.example:81",))
+    await store.set_counter_rules(secret.id, floor=0, ceiling=2**62, origins=())
 
 
 async def snapshot(store: Store) -> dict[str, Any]:
@@ -73,6 +83,8 @@ async def snapshot(store: Store) -> dict[str, Any]:
             history = await store.read_history(c.id)
             out[f"{ws.slug}/{c.name}"] = {
                 "fields": (c.description, c.private, c.up_count, c.down_count),
+                "rules": (c.floor, c.ceiling, c.origins),
+                "workspace": (ws.name, ws.created_at, ws.v1_open, ws.origins),
                 "times": (c.created_at, c.updated_at),
                 "hours": sorted(history.buckets),
                 "stats": summarize(history.buckets, now),
@@ -107,6 +119,11 @@ async def test_round_trip_sqlite_postgres_sqlite(
         assert body_lines(a) == body_lines(b) == body_lines(c)
         original = await snapshot(first)
         assert len(original) == 4
+        assert original["demo/hits"]["rules"] == (-5, None, ("http://x.example:81",))
+        assert original["demo/secret"]["rules"] == (0, 2**62, ())
+        assert original["demo/hits"]["workspace"][2:] == (
+            True, ("https://demo.example", "https://*.demo.example"),
+        )  # fmt: skip
         assert await snapshot(pg) == original
         assert await snapshot(last) == original
     finally:
@@ -152,8 +169,9 @@ async def test_csv_sets_totals_and_keeps_history(store: Store, tmp_path: Path) -
     workspaces = await store.list_workspaces()
     path = await write(export_csv(store, workspaces), tmp_path / "x.csv")
     assert path.read_text().splitlines()[:2] == [
-        "tally-export-csv,1",
-        "workspace,name,description,private,up_count,down_count,created_at,updated_at",
+        "tally-export-csv,2",
+        "workspace,name,description,private,up_count,down_count,created_at,updated_at,"
+        "floor,ceiling,allowed_origins",
     ]
     text = path.read_text().replace("demo,hits,,false,10,1,", "demo,hits,,false,99,1,")
     path.write_text(text)
@@ -163,6 +181,64 @@ async def test_csv_sets_totals_and_keeps_history(store: Store, tmp_path: Path) -
     after = await snapshot(store)
     assert after["demo/hits"]["fields"] == ("", False, 99, 1)
     assert after["demo/hits"]["hours"] == before["demo/hits"]["hours"]
+    assert after["demo/hits"]["rules"] == before["demo/hits"]["rules"]
+    # the rules come from the file too
+    text = path.read_text().replace(",-5,,http://x.example:81\n", ",-7,3,\n")
+    path.write_text(text)
+    report = await import_file(store, path, validate(path))
+    assert (report.created, report.changed, report.unchanged) == (0, 1, 3)
+    assert (await snapshot(store))["demo/hits"]["rules"] == (-7, 3, ())
+
+
+async def test_version_1_files_still_import(store: Store, tmp_path: Path) -> None:
+    """A version 1 file (JSON lines or CSV) imports; it has no rules or workspace
+    settings, so an existing counter's and workspace's are kept as they are."""
+    await seed(store)
+    before = await snapshot(store)
+    lines = [HEAD, WS, counter_line(up_count=10, down_count=1, hours=...), END(1, 0)]
+    record = orjson.loads(lines[2])["counter"]
+    hits = before["demo/hits"]
+    record.update(up_count=10, down_count=1, created_at=hits["times"][0],
+                  updated_at=hits["times"][1], hours=[list(h) for h in hits["hours"]])  # fmt: skip
+    lines[2] = orjson.dumps({"counter": record})
+    lines[3] = END(1, len(hits["hours"]))
+    path = tmp_path / "v1.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = await import_file(store, path, validate(path))
+    assert (report.changed, report.unchanged, report.workspaces_changed) == (0, 1, 0)
+    assert await snapshot(store) == before
+    csv_path = tmp_path / "v1.csv"
+    csv_path.write_text(
+        "tally-export-csv,1\n"
+        "workspace,name,description,private,up_count,down_count,created_at,updated_at\n"
+        f"demo,hits,,false,12,1,{hits['times'][0]!r},{hits['times'][1]!r}\n"
+    )
+    report = await import_file(store, csv_path, validate(csv_path))
+    assert report.changed == 1
+    after = await snapshot(store)
+    assert after["demo/hits"]["fields"] == ("", False, 12, 1)
+    assert after["demo/hits"]["rules"] == before["demo/hits"]["rules"]
+    assert after["demo/hits"]["workspace"] == before["demo/hits"]["workspace"]
+
+
+async def test_file_sets_rules_and_workspace_settings(store: Store, tmp_path: Path) -> None:
+    """A version 2 file sets an existing workspace's V1 flag and allowed origins and a
+    counter's bounds and origins back to the file's; a second import changes nothing."""
+    await seed(store)
+    path = await export_to(store, tmp_path / "x.jsonl")
+    expected = await snapshot(store)
+    demo = await store.get_workspace("demo")
+    hits = await store.read_counter("demo", "hits")
+    assert demo is not None
+    assert hits is not None
+    await store.set_workspace_rules(demo.id, v1_open=False, origins=())
+    await store.set_counter_rules(hits.id, floor=None, ceiling=1, origins=())
+    report = await import_file(store, path, validate(path))
+    assert (report.changed, report.unchanged, report.workspaces_changed) == (1, 3, 1)
+    assert await snapshot(store) == expected
+    again = await import_file(store, path, validate(path))
+    assert (again.changed, again.unchanged, again.workspaces_changed) == (0, 4, 0)
+    assert await snapshot(store) == expected
 
 
 async def test_import_into_an_empty_database(store: Store, tmp_path: Path) -> None:
@@ -186,6 +262,16 @@ async def test_import_into_an_empty_database(store: Store, tmp_path: Path) -> No
 
 HEAD = b'{"tally_export":1,"exported_at":"2026-01-01T00:00:00Z"}'
 WS = b'{"workspace":{"slug":"demo","name":"Demo","created_at":1.0}}'
+HEAD2 = b'{"tally_export":2,"exported_at":"2026-01-01T00:00:00Z"}'
+WS2 = (
+    b'{"workspace":{"slug":"demo","name":"Demo","created_at":1.0,"v1_open":false,'
+    b'"allowed_origins":[]}}'
+)
+RULES: dict[str, Any] = {"floor": None, "ceiling": None, "allowed_origins": []}
+CSV2 = (
+    b"workspace,name,description,private,up_count,down_count,created_at,updated_at,floor,"
+    b"ceiling,allowed_origins"
+)
 
 
 def counter_line(**changes: Any) -> bytes:
@@ -212,7 +298,29 @@ def END(counters: int = 1, buckets: int = 2) -> bytes:
     ("lines", "message"),
     [
         ([b"hello"], "line 1: not a Tally export"),
-        ([b'{"tally_export":2}'], "format version 2"),
+        ([b'{"tally_export":3}'], "format version 3: this Tally reads 1 and 2"),
+        ([b'{"tally_export":"2"}'], "format version 2: this Tally reads"),
+        ([HEAD2, WS, counter_line(), END()], "a workspace has exactly the fields"),
+        ([HEAD2, WS2, counter_line(), END()], "a counter has exactly the fields"),
+        ([HEAD, WS2, counter_line(), END()], "a workspace has exactly the fields"),
+        ([HEAD, WS, counter_line(**RULES), END()], "a counter has exactly the fields"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "floor": "1"}), END()], "floor must be null"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "floor": True}), END()], "floor must be null"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "ceiling": 2**62 + 1}), END()], "ceiling must be"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "floor": 2, "ceiling": 1}), END()],
+         "the floor (2) is above the ceiling (1)"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "allowed_origins": ["ftp://x"]}), END()],
+         "allowed_origins: 'ftp://x' is not an origin"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "allowed_origins": "https://a.b"}), END()],
+         "allowed_origins must be a list"),
+        ([HEAD2, WS2.replace(b"false", b'"no"'), counter_line(**RULES), END()],
+         "v1_open must be true or false"),
+        ([HEAD2, WS2.replace(b"[]", b'["a b"]'), counter_line(**RULES), END()],
+         "one origin per item"),
+        ([b"tally-export-csv,2", CSV2, b"demo,hits,,false,3,0,1,2,x,,"],
+         "floor must be empty or a whole number"),
+        ([b"tally-export-csv,2", CSV2, b"demo,hits,,false,3,0,1,2,,,nope"],
+         "'nope' is not an origin"),
         ([HEAD, WS, b"{nope", END(0, 0)], "line 3: not JSON"),
         ([HEAD, WS, counter_line(up_count=-1), END()], "up_count must be a whole number"),
         ([HEAD, WS, counter_line(up_count=True), END()], "up_count must be a whole number"),
@@ -302,7 +410,7 @@ async def test_download_needs_admin(harness: Harness, caller: str, status: int) 
     assert "x-request-id" in r.headers
     assert 'filename="tally-ws.jsonl"' in r.headers["content-disposition"]
     lines = [orjson.loads(line) for line in r.content.splitlines()]
-    assert lines[0]["tally_export"] == 1
+    assert lines[0]["tally_export"] == 2
     assert lines[1]["workspace"]["slug"] == "ws"
     assert lines[2]["counter"]["name"] == "c"
     assert lines[-1] == {"end": {"workspaces": 1, "counters": 1, "buckets": 0}}

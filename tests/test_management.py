@@ -19,6 +19,7 @@ from tally.web.openapi import document
 
 COUNTERS = "/v2/ws/-/counters"
 TOKENS = "/v2/ws/-/tokens"
+SETTINGS = "/v2/ws/-/settings"
 
 
 async def call(
@@ -54,9 +55,16 @@ async def setup(h: Harness) -> dict[str, Any]:
 async def state(h: Harness, ws_id: int) -> tuple[Any, ...]:
     """What a refused request must leave as it was."""
     page = await h.store.counter_page(ws_id, limit=1000)
-    counters = [(c.id, c.name, c.description, c.private) for c in page.counters]
+    counters = []
+    for c in page.counters:
+        full = await h.store.get_counter_by_id(c.id)
+        assert full is not None
+        counters.append((c.id, c.name, c.description, c.private, full.floor, full.ceiling,
+                         full.origins))  # fmt: skip
     tokens = [(t.id, t.revoked_at) for t in await h.store.list_tokens(ws_id)]
-    return counters, tokens
+    ws = await h.store.get_workspace_by_id(ws_id)
+    assert ws is not None
+    return counters, tokens, (ws.v1_open, ws.origins)
 
 
 def requests(s: dict[str, Any]) -> list[tuple[str, str, Any]]:
@@ -66,10 +74,13 @@ def requests(s: dict[str, Any]) -> list[tuple[str, str, Any]]:
         ("POST", COUNTERS, {"name": "new"}),
         ("GET", f"{COUNTERS}/{cid}", None),
         ("PATCH", f"{COUNTERS}/{cid}", {"description": "changed"}),
+        ("PATCH", f"{COUNTERS}/{cid}", {"floor": 0, "allowed_origins": ["https://a.example"]}),
         ("DELETE", f"{COUNTERS}/{cid}", None),
         ("GET", TOKENS, None),
         ("POST", TOKENS, {"permission": "read"}),
         ("DELETE", f"{TOKENS}/1", None),
+        ("GET", SETTINGS, None),
+        ("PATCH", SETTINGS, {"v1_open": True, "allowed_origins": ["https://a.example"]}),
     ]
 
 

@@ -656,7 +656,8 @@ class PostgresStore(DashboardTables):
         async with self._tx() as conn:
             cur = await conn.execute(
                 "SELECT name, id, description, private, up_count, down_count, created_at, "
-                "updated_at FROM counters WHERE workspace_id = %s AND name = ANY(%s) "
+                "updated_at, min_value, max_value, origins FROM counters "
+                "WHERE workspace_id = %s AND name = ANY(%s) "
                 'ORDER BY name COLLATE "C" FOR UPDATE',
                 (workspace_id, names),
             )
@@ -682,17 +683,23 @@ class PostgresStore(DashboardTables):
             buckets: dict[int, list[tuple[int, int, int]]] = {}
             for row in await cur.fetchall():
                 buckets.setdefault(row[0], []).append((row[1], row[2], row[3]))
-            outcomes, changed, rehour = [], [], []
+            outcomes, changed, rehour, reruled = [], [], [], []
             for r in records:
                 old = have.get(r.name)
                 if old is None:
                     outcome = "created"
-                elif tuple(old[2:]) != _values(r):
+                elif tuple(old[2:8]) != _values(r):
                     outcome = "changed"
                     changed.append(r)
                 else:
                     outcome = "unchanged"
                 counter_id = ids[r.name]
+                if r.rules is not None:
+                    rules = (r.rules.floor, r.rules.ceiling, join_origins(r.rules.origins))
+                    if old is None or tuple(old[8:]) != rules:
+                        reruled.append((counter_id, *rules))
+                        if outcome == "unchanged":
+                            outcome = "changed"
                 if r.hours is not None and buckets.get(counter_id, []) != list(r.hours):
                     rehour.append((counter_id, r.hours))
                     if outcome == "unchanged":
@@ -706,6 +713,13 @@ class PostgresStore(DashboardTables):
                     "%s::float8[], %s::float8[]) AS v(name, d, p, u, n, c, a) "
                     "WHERE c.workspace_id = %s AND c.name = v.name",
                     (*_columns(changed), workspace_id),
+                )
+            if reruled:
+                await conn.execute(
+                    "UPDATE counters c SET min_value = v.lo, max_value = v.hi, origins = v.o "
+                    "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[]) "
+                    "AS v(id, lo, hi, o) WHERE c.id = v.id",
+                    tuple(list(col) for col in zip(*reruled, strict=True)),
                 )
             if rehour:
                 await conn.execute(

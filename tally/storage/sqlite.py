@@ -681,6 +681,18 @@ def _import_one(conn: sqlite3.Connection, workspace_id: int, r: CounterRecord) -
                 "down_count = ?, created_at = ?, updated_at = ? WHERE id = ?",
                 (*values, counter_id),
             )
+    if r.rules is not None:
+        rules = (r.rules.floor, r.rules.ceiling, join_origins(r.rules.origins))
+        stored = conn.execute(
+            "SELECT min_value, max_value, origins FROM counters WHERE id = ?", (counter_id,)
+        ).fetchone()
+        if tuple(stored) != rules:
+            conn.execute(
+                "UPDATE counters SET min_value = ?, max_value = ?, origins = ? WHERE id = ?",
+                (*rules, counter_id),
+            )
+            if outcome == "unchanged":
+                outcome = "changed"
     if r.hours is not None:
         have = conn.execute(
             "SELECT hour, up, down FROM counter_hours WHERE counter_id = ? ORDER BY hour",

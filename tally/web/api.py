@@ -1,35 +1,31 @@
 """The V2 JSON endpoints: GET /v2/{workspace}/{name}[/up|/down|/reset|/stats|/set].
 
 The hot path reads top to bottom in `V2Api.__call__`: parse, authenticate, limit,
-apply, respond.
+apply, respond. The first three steps are tally.web.gate's, which the management API
+and V1 take too.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, unquote_to_bytes
+from urllib.parse import parse_qs
 
 import orjson
 
 from tally import origins
 from tally.auth import TokenVerifier
 from tally.config import Network
-from tally.counters import MAX_BY, MAX_SET, Counters, CounterView, check_name
-from tally.errors import (
-    BadRequest,
-    MethodNotAllowed,
-    NotFound,
-    RateLimited,
-    TallyError,
-    Unauthorized,
-)
-from tally.models import Counter, Token
-from tally.ratelimit import Decision, Limiter
+from tally.counters import MAX_BY, MAX_SET, Counters, CounterView
+from tally.errors import BadRequest, TallyError
+from tally.models import Counter
+from tally.ratelimit import Limiter
 from tally.visitors import Visitor
+from tally.web import gate
+from tally.web.gate import Gate, other_method
+from tally.web.gate import Route as Route  # re-exported: the endpoints beside V2 take it
 from tally.web.http import (
     Headers,
     Receive,
@@ -40,7 +36,6 @@ from tally.web.http import (
     send_body,
     send_error,
     send_json,
-    send_preflight,
 )
 
 ACTIONS = frozenset((b"up", b"down", b"reset", b"stats", b"set", b"badge.svg", b"stream"))
@@ -117,31 +112,13 @@ def stats_data(view: CounterView, stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def name_segment(kind: str, raw: bytes) -> str:
-    try:
-        text = unquote_to_bytes(raw).decode("utf-8") if b"%" in raw else raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest(f"the {kind} name is not valid UTF-8") from None
-    return check_name(kind, text)
-
-
-Route = tuple[bytes, str, str]  # (action, workspace, name); action b"" is get
 # an endpoint that is not JSON (badge.svg, stream): it reads, limits and answers itself
 Handler = Callable[[Scope, Receive, Send, Route], Awaitable[None]]
 
 
 def parse_route(path: bytes) -> Route:
     """/v2/{workspace}/{name}[/{action}][/] -> Route, or NotFound / BadRequest."""
-    parts = path[4:].split(b"/")
-    if len(parts) > 2 and parts[-1] == b"":
-        parts.pop()
-    if len(parts) == 2:
-        action = b""
-    elif len(parts) == 3 and parts[2] in ACTIONS:
-        action = parts[2]
-    else:
-        raise NotFound()
-    return action, name_segment("workspace", parts[0]), name_segment("counter", parts[1])
+    return gate.parse_route(path, ACTIONS)
 
 
 def query_number(query: bytes, name: str, maximum: int, default: int | None) -> int:
@@ -181,17 +158,6 @@ def origin_source(scope: Scope) -> origins.Source:
     return origin, referer
 
 
-def limit_headers(d: Decision) -> Headers:
-    headers = [
-        (b"x-ratelimit-limit", b"%d" % d.limit),
-        (b"x-ratelimit-remaining", b"%d" % d.remaining),
-        (b"x-ratelimit-reset", b"%d" % math.ceil(d.reset_after)),
-    ]
-    if not d.allowed:
-        headers.append((b"retry-after", b"%d" % max(1, math.ceil(d.retry_after))))
-    return headers
-
-
 # route templates, the `route` label of the request metrics
 TEMPLATES = {
     b"": "/v2/{workspace}/{name}",
@@ -215,12 +181,19 @@ class V2Api:
     ) -> None:
         self.counters = counters
         self.verifier = verifier
-        self.limiter = limiter
+        self.gate = Gate(limiter, trusted_proxies, verifier)
+        self.limiter = limiter  # /readyz and /metrics read it
         self.trusted_proxies = trusted_proxies
+        # the rate-limit step, for the endpoints beside V2 (badge, stream, management)
+        self.limit = self.gate.limit
         self.render = CounterJSON()
         self._routes: dict[bytes, Route] = {}
         self.handlers: dict[bytes, Handler] = {}
-        self.rejections = 0  # requests refused by the rate limit
+
+    @property
+    def rejections(self) -> int:
+        """Requests refused by the rate limit."""
+        return self.gate.rejections
 
     def route(self, path: bytes) -> Route:
         """parse_route, remembered for the paths seen recently."""
@@ -244,24 +217,6 @@ class V2Api:
         except TallyError:
             return OTHER
 
-    async def limit(
-        self, scope: Scope, route: Route, token: Token | None, now: float
-    ) -> Headers | None:
-        """Count the request against its (path, token or client IP) budget; RateLimited if
-        it is spent. The rate-limit headers for the response."""
-        if self.limiter is None:
-            return None
-        who: object = token.id if token else client_ip(scope, self.trusted_proxies)
-        decision = await self.limiter.hit((*route, who), now)
-        if not decision.allowed:
-            self.rejections += 1
-            raise RateLimited(
-                f"rate limit of {decision.limit} requests exceeded for this path, "
-                f"retry in {max(1, math.ceil(decision.retry_after))} s",
-                limit_headers(decision),
-            )
-        return limit_headers(decision)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path: bytes) -> str:
         """Answer the request; its route template."""
         limits: Headers | None = None
@@ -271,28 +226,17 @@ class V2Api:
             route = self.route(path)
             action, workspace, name = route
             template = TEMPLATES[action]
-            method = scope["method"]
-            if method != "GET":
-                if method == "OPTIONS":
-                    await send_preflight(send)
-                    return template
-                raise MethodNotAllowed(f"{method} is not allowed here: use GET")
+            if scope["method"] != "GET":
+                await other_method(scope, send)
+                return template
             handler = self.handlers.get(action)
             if handler is not None:
                 await handler(scope, receive, send, route)
                 return template
 
-            # authenticate
-            now = time.monotonic()
-            try:
-                token = await self.verifier.verify(header(scope, b"authorization"), now)
-            except Unauthorized:
-                # bad tokens count against the client IP's budget: guessing is limited too
-                limits = await self.limit(scope, route, None, now)
-                raise
-
-            # limit, keyed by the decoded path so no spelling of a URL escapes its budget
-            limits = await self.limit(scope, route, token, now)
+            # authenticate and limit, keyed by the decoded path so no spelling of a URL
+            # escapes its budget
+            token, limits = await self.gate.admit(scope, route, time.monotonic())
 
             # apply and respond
             counters = self.counters
@@ -324,8 +268,6 @@ class V2Api:
                 await send_json(send, 200, body, limits)
                 return template
             await send_body(send, self.render.response(view), limits)
-        except RateLimited as exc:
-            await send_error(send, exc, exc.headers)
         except TallyError as exc:
-            await send_error(send, exc, limits)
+            await send_error(send, exc, exc.headers or limits)
         return template

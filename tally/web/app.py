@@ -229,7 +229,7 @@ class App:
         api.handlers[b"stream"] = streams
         namespaces = Namespaces(counters, s.token_cache_ttl)
         v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
-        managed = manage.ManageApi(store, counters, verifier, api)
+        managed = manage.ManageApi(store, namespaces, verifier, api)
         from tally.site.app import create_site, site_windows  # not on the API's path
 
         windows = site_windows(s, verifier.key)
@@ -275,7 +275,7 @@ class App:
             await services.feed.close()
             await services.store.close()
             await services.counters.visitors.close()
-            for limiter in (services.api.limiter, services.v1.limiter):
+            for limiter in (services.api.gate.limiter, services.v1.gate.limiter):
                 if limiter is not None:
                     await limiter.close()
             if services.windows is not None:

@@ -4,19 +4,22 @@
     POST   /v2/{workspace}/-/counters                       create {name, description, visibility}
     GET    /v2/{workspace}/-/counters/{id}                  one counter
     PATCH  /v2/{workspace}/-/counters/{id}                  change {description, visibility,
+                                                            allowed_origins, floor, ceiling,
                                                             unique}
     DELETE /v2/{workspace}/-/counters/{id}                  delete it and its history
     GET    /v2/{workspace}/-/tokens                         list
     POST   /v2/{workspace}/-/tokens                         create {permission, name,
                                                             expires_in_days}
     DELETE /v2/{workspace}/-/tokens/{id}                    revoke
+    GET    /v2/{workspace}/-/settings                       the workspace's settings
+    PATCH  /v2/{workspace}/-/settings                       change {allowed_origins, v1_open}
 
 Why `/-/`: a counter name may be anything without '/' (tally.counters.check_name), so no
 second segment can be reserved. A V2 route has two segments, or three whose last is an
 action (tally.web.api.ACTIONS); `/{workspace}/-/counters` has three whose last is no
 action, `/{workspace}/-/counters/{id}` four, so neither is, nor ever shadows, a V2 route
 (a counter named "-" keeps `/v2/{workspace}/-` and its actions). A future V2 action must
-not be called `counters` or `tokens`.
+not be called `counters`, `tokens` or `settings`.
 
 Every request needs an Admin token of the workspace: none is a 401, a Read or Write one
 a 403, a token of another workspace the 404 of a missing workspace (nothing about it is
@@ -43,20 +46,20 @@ from tally.errors import (
     Forbidden,
     MethodNotAllowed,
     NotFound,
-    RateLimited,
     TallyError,
     Unauthorized,
 )
-from tally.models import Counter, Permission, Token
+from tally.models import Counter, Permission, Token, Workspace
+from tally.namespaces import Namespaces
 from tally.storage.base import Store
-from tally.web.api import V2Api, name_segment, query_number, rfc3339
+from tally.web.api import V2Api, query_number, rfc3339
+from tally.web.gate import name_segment
 from tally.web.http import (
     Headers,
     Receive,
     Scope,
     Send,
     error_body,
-    header,
     response_start,
     send_json,
 )
@@ -74,19 +77,24 @@ TEMPLATES = {
     (b"counters", True): "/v2/{workspace}/-/counters/{counter_id}",
     (b"tokens", False): "/v2/{workspace}/-/tokens",
     (b"tokens", True): "/v2/{workspace}/-/tokens/{token_id}",
+    (b"settings", False): "/v2/{workspace}/-/settings",
 }
 METHODS = {
     (b"counters", False): ("GET", "POST"),
     (b"counters", True): ("GET", "PATCH", "DELETE"),
     (b"tokens", False): ("GET", "POST"),
     (b"tokens", True): ("DELETE",),
+    (b"settings", False): ("GET", "PATCH"),
 }
 VISIBILITY = {"public": False, "private": True}
+RULE_FIELDS = frozenset(("allowed_origins", "floor", "ceiling"))
+COUNTER_FIELDS = frozenset(("description", "visibility", "unique")) | RULE_FIELDS
+SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open"))
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    kind: bytes  # b"counters" or b"tokens"
+    kind: bytes  # b"counters", b"tokens" or b"settings"
     workspace: bytes  # as in the path (decoded later)
     item: bytes | None  # the id segment, if any
 
@@ -100,9 +108,10 @@ def match(path: bytes) -> Route | None:
     parts = path[4:].split(b"/")
     if len(parts) > 3 and parts[-1] == b"":
         parts.pop()
-    if len(parts) not in (3, 4) or parts[1] != b"-" or parts[2] not in (b"counters", b"tokens"):
+    if len(parts) not in (3, 4) or parts[1] != b"-":
         return None
-    return Route(parts[2], parts[0], parts[3] if len(parts) == 4 else None)
+    route = Route(parts[2], parts[0], parts[3] if len(parts) == 4 else None)
+    return route if (route.kind, route.item is not None) in TEMPLATES else None
 
 
 def counter_data(c: Counter) -> dict[str, Any]:
@@ -118,6 +127,9 @@ def counter_data(c: Counter) -> dict[str, Any]:
         "up_count": c.up_count,
         "down_count": c.down_count,
         "value": c.up_count - c.down_count,
+        "floor": c.floor,
+        "ceiling": c.ceiling,
+        "allowed_origins": list(c.origins),
         "created_at": rfc3339(c.created_at),
         "updated_at": rfc3339(c.updated_at),
         "unique": c.unique_window or None,
@@ -140,6 +152,18 @@ def unique_field(data: dict[str, Any]) -> int | None:
         return visitors.check_window(value) if value else visitors.check_window(-1)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+
+
+def settings_data(ws: Workspace) -> dict[str, Any]:
+    """A workspace's settings as the management API shows them."""
+    return {
+        "id": ws.id,
+        "slug": ws.slug,
+        "name": ws.name,
+        "v1_open": ws.v1_open,
+        "allowed_origins": list(ws.origins),
+        "created_at": rfc3339(ws.created_at),
+    }
 
 
 def _time(ts: float | None) -> str | None:
@@ -212,6 +236,26 @@ def visibility_field(data: dict[str, Any]) -> bool | None:
     return VISIBILITY[value]
 
 
+def origins_field(data: dict[str, Any]) -> tuple[str, ...] | None:
+    """`allowed_origins` (a list of origins, [] for any) normalized; None if absent."""
+    if "allowed_origins" not in data:
+        return None
+    value = data["allowed_origins"]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest("allowed_origins must be a list of origins (strings)")
+    return workspaces.check_origins(value)
+
+
+def bound_field(data: dict[str, Any], key: str, current: int | None) -> int | None:
+    """The bound `key` (a whole number, or null for none); `current` if absent."""
+    if key not in data:
+        return current
+    value = data[key]
+    if value is not None and type(value) is not int:
+        raise BadRequest(f"{key} must be a whole number or null")
+    return value
+
+
 def query_text(query: bytes, name: str, maximum: int) -> str:
     """The text parameter `name` ("" if absent), at most `maximum` characters."""
     try:
@@ -227,10 +271,11 @@ def query_text(query: bytes, name: str, maximum: int) -> str:
 
 class ManageApi:
     def __init__(
-        self, store: Store, counters: Counters, verifier: TokenVerifier, api: V2Api
+        self, store: Store, namespaces: Namespaces, verifier: TokenVerifier, api: V2Api
     ) -> None:
         self.store = store
-        self.counters = counters
+        self.namespaces = namespaces  # its workspace cache and the counter cache
+        self.counters: Counters = namespaces.counters
         self.verifier = verifier
         self.api = api  # its rate limit and client IP rules
 
@@ -249,13 +294,7 @@ class ManageApi:
             workspace = name_segment("workspace", route.workspace)
             key = (route.kind, workspace, template)
 
-            now = time.monotonic()
-            try:
-                token = await self.verifier.verify(header(scope, b"authorization"), now)
-            except Unauthorized:
-                limits = await self.api.limit(scope, key, None, now)
-                raise
-            limits = await self.api.limit(scope, key, token, now)
+            token, limits = await self.api.gate.admit(scope, key, time.monotonic())
             if token is None:
                 raise Unauthorized("the management API needs an Admin token of the workspace")
             if token.workspace_slug != workspace:
@@ -268,12 +307,14 @@ class ManageApi:
                 status, message, data = await self.counters_route(
                     method, token, route.item, query, receive
                 )
-            else:
+            elif route.kind == b"tokens":
                 status, message, data = await self.tokens_route(method, token, route.item, receive)
+            else:
+                status, message, data = await self.settings_route(method, token, receive)
             body = {"code": str(status), "message": message, "data": data}
             await send_json(send, status, body, limits)
         except TallyError as exc:
-            headers = list(exc.headers if isinstance(exc, RateLimited) else limits or ())
+            headers = list(exc.headers or limits or ())
             if isinstance(exc, MethodNotAllowed):
                 allowed = METHODS[route.kind, route.item is not None]
                 headers.append((b"allow", ", ".join((*allowed, "OPTIONS")).encode()))
@@ -328,23 +369,7 @@ class ManageApi:
         if method == "GET":
             return 200, "Counter retrieved successfully", counter_data(counter)
         if method == "PATCH":
-            body = parse_object(
-                await read_body(receive), frozenset(("description", "visibility", "unique"))
-            )
-            if not body:
-                raise BadRequest("nothing to change: give description, visibility or unique")
-            described = string_field(body, "description")
-            description = (
-                counter.description
-                if described is None
-                else workspaces.check_description(described)
-            )
-            visibility = visibility_field(body)
-            private = counter.private if visibility is None else visibility
-            window = unique_field(body)
-            await store.update_counter(counter.id, description, private)
-            if window is not None and window != counter.unique_window:
-                await store.set_counter_unique(counter.id, window)
+            await self.change_counter(counter, await read_body(receive))
             self.counters.cache.forget((counter.workspace_slug, counter.name))
             changed = await self.counter(token, item)
             return 200, "Counter updated successfully", counter_data(changed)
@@ -353,6 +378,62 @@ class ManageApi:
             raise NotFound("no such counter in this workspace")
         self.counters.cache.forget((counter.workspace_slug, counter.name))
         return 200, "Counter deleted successfully", {"id": counter.id, "name": counter.name}
+
+    async def change_counter(self, counter: Counter, raw: bytes) -> None:
+        """Apply a PATCH body to the counter: every field is checked before anything is
+        written, so a 400 changes nothing."""
+        body = parse_object(raw, COUNTER_FIELDS)
+        if not body:
+            raise BadRequest(f"nothing to change: give {', '.join(sorted(COUNTER_FIELDS))}")
+        described = string_field(body, "description")
+        description = (
+            counter.description if described is None else workspaces.check_description(described)
+        )
+        visibility = visibility_field(body)
+        private = counter.private if visibility is None else visibility
+        allowed = origins_field(body)
+        floor = bound_field(body, "floor", counter.floor)
+        ceiling = bound_field(body, "ceiling", counter.ceiling)
+        workspaces.check_bounds(floor, ceiling)
+        window = unique_field(body)
+        if "description" in body or "visibility" in body:
+            await self.store.update_counter(counter.id, description, private)
+        if window is not None and window != counter.unique_window:
+            await self.store.set_counter_unique(counter.id, window)
+        if body.keys() & RULE_FIELDS:
+            origins = counter.origins if allowed is None else allowed
+            if (
+                await self.store.set_counter_rules(
+                    counter.id, floor=floor, ceiling=ceiling, origins=origins
+                )
+                is None
+            ):
+                raise NotFound("no such counter in this workspace")
+
+    # settings ----------------------------------------------------------------
+
+    async def settings_route(
+        self, method: str, token: Token, receive: Receive
+    ) -> tuple[int, str, Any]:
+        ws = await self.store.get_workspace_by_id(token.workspace_id)
+        if ws is None:
+            raise NotFound("no such workspace")
+        if method == "GET":
+            return 200, "Settings retrieved successfully", settings_data(ws)
+        body = parse_object(await read_body(receive), SETTINGS_FIELDS)
+        if not body:
+            raise BadRequest(f"nothing to change: give {', '.join(sorted(SETTINGS_FIELDS))}")
+        v1_open = body.get("v1_open", ws.v1_open)
+        if type(v1_open) is not bool:
+            raise BadRequest("v1_open must be true or false")
+        allowed = origins_field(body)
+        changed = await self.store.set_workspace_rules(
+            ws.id, v1_open=v1_open, origins=ws.origins if allowed is None else allowed
+        )
+        self.namespaces.forget(ws.slug)
+        if changed is None:
+            raise NotFound("no such workspace")
+        return 200, "Settings updated successfully", settings_data(changed)
 
     # tokens ------------------------------------------------------------------
 

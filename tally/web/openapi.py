@@ -211,8 +211,8 @@ SCHEMAS: JSON = {
         "description": "A counter as the management API shows it (committed totals).",
         "required": [
             "id", "name", "description", "visibility", "private", "workspace_id",
-            "workspace_slug", "up_count", "down_count", "value", "created_at", "updated_at",
-            "unique",
+            "workspace_slug", "up_count", "down_count", "value", "floor", "ceiling",
+            "allowed_origins", "created_at", "updated_at", "unique",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -225,9 +225,42 @@ SCHEMAS: JSON = {
             "up_count": {"type": "integer", "minimum": 0},
             "down_count": {"type": "integer", "minimum": 0},
             "value": {"type": "integer"},
+            "floor": {
+                "type": ["integer", "null"],
+                "description": "the lowest value a down may reach (null: none)",
+            },
+            "ceiling": {
+                "type": ["integer", "null"],
+                "description": "the highest value an up may reach (null: none)",
+            },
+            "allowed_origins": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "its own allowed origins; empty: the workspace's apply",
+            },
             "created_at": TIME,
             "updated_at": TIME,
             "unique": UNIQUE,
+        },
+    },
+    "WorkspaceSettings": {
+        "type": "object",
+        "required": ["id", "slug", "name", "v1_open", "allowed_origins", "created_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "slug": {"type": "string"},
+            "name": {"type": "string"},
+            "v1_open": {
+                "type": "boolean",
+                "description": "the workspace answers the V1 legacy endpoints",
+            },
+            "allowed_origins": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "origins anonymous counts must come from, for counters "
+                "without their own list (empty: any)",
+            },
+            "created_at": TIME,
         },
     },
     "CounterList": {
@@ -551,6 +584,14 @@ UNIQUE_SETTING: JSON = {
         {"type": "null"},
     ],
 }
+ORIGINS = {
+    "type": "array",
+    "maxItems": 100,
+    "items": {"type": "string", "examples": ["https://example.com", "https://*.example.com"]},
+    "description": "Origins as scheme://host[:port], or https://*.example.com for every "
+    "subdomain; [] clears the list.",
+}
+BOUND = {"type": ["integer", "null"], "minimum": -(2**62), "maximum": 2**62}
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -811,9 +852,10 @@ OPERATIONS: tuple[Operation, ...] = (
         f"{MANAGE}/counters/{{counter_id}}",
         "updateCounter",
         "Change a counter",
-        "Its description, visibility and/or unique-visitor window. Every node sees the "
-        "change within "
-        "TALLY_TOKEN_CACHE_TTL. Admin token of the workspace.",
+        "Its description, visibility, allowed origins, floor and ceiling (null: none), "
+        "and unique-visitor window; fields left out keep their value, and a floor above "
+        "the ceiling is a 400. Every node sees the change within TALLY_TOKEN_CACHE_TTL. "
+        "Admin token of the workspace.",
         managed(ref("schemas", "ManagedCounter"), "The changed counter."),
         MANAGE_ERRORS,
         tags=("management",),
@@ -827,6 +869,9 @@ OPERATIONS: tuple[Operation, ...] = (
                 "description": DESCRIPTION,
                 "visibility": VISIBILITY,
                 "unique": UNIQUE_SETTING,
+                "allowed_origins": ORIGINS,
+                "floor": BOUND,
+                "ceiling": BOUND,
             },
         },
     ),
@@ -889,6 +934,35 @@ OPERATIONS: tuple[Operation, ...] = (
         method="delete",
     ),
     Operation(
+        f"{MANAGE}/settings",
+        "getSettings",
+        "Read the workspace's settings",
+        "Its V1 flag and allowed origins. Admin token of the workspace.",
+        managed(ref("schemas", "WorkspaceSettings"), "The settings."),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="-",
+    ),
+    Operation(
+        f"{MANAGE}/settings",
+        "updateSettings",
+        "Change the workspace's settings",
+        "Open or close it for the V1 legacy endpoints, and replace its allowed origins "
+        "(the list of counters without their own). Fields left out keep their value. Every "
+        "node sees the change within TALLY_TOKEN_CACHE_TTL. Admin token of the workspace.",
+        managed(ref("schemas", "WorkspaceSettings"), "The changed settings."),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="-",
+        method="patch",
+        body={
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {"allowed_origins": ORIGINS, "v1_open": {"type": "boolean"}},
+        },
+    ),
+    Operation(
         "/healthz",
         "health",
         "Liveness",
@@ -942,7 +1016,7 @@ def document() -> JSON:
             {"name": "v1", "description": "The retired V1 API, for old clients."},
             {
                 "name": "management",
-                "description": "A workspace's counters and tokens, for its Admin tokens.",
+                "description": "A workspace's counters, tokens and settings, for its Admin tokens.",
             },
             {"name": "operations", "description": "Health, readiness and this document."},
         ],

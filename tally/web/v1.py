@@ -13,7 +13,6 @@ client IP).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta, tzinfo
@@ -25,7 +24,6 @@ from tally.counters import MAX_SET, CounterView
 from tally.errors import (
     BadRequest,
     MethodNotAllowed,
-    NotFound,
     RateLimited,
     StorageError,
     TallyError,
@@ -34,8 +32,10 @@ from tally.errors import (
 from tally.models import History, Workspace
 from tally.namespaces import Namespaces
 from tally.ratelimit import Limiter
-from tally.web.api import limit_headers, name_segment, origin_source, query_number
-from tally.web.http import Headers, Scope, Send, client_ip, send_json, send_preflight
+from tally.web import gate
+from tally.web.api import origin_source, query_number
+from tally.web.gate import Gate, other_method
+from tally.web.http import Headers, Scope, Send, send_json
 
 log = logging.getLogger("tally.web")
 
@@ -55,16 +55,7 @@ V1_OTHER = "/v1/other"  # a path that is no route
 
 def parse_route(path: bytes) -> Route:
     """/v1/{namespace}/{name}[/{action}][/] -> Route, or NotFound / BadRequest."""
-    parts = path[4:].split(b"/")
-    if len(parts) > 2 and parts[-1] == b"":
-        parts.pop()
-    if len(parts) == 2:
-        action = b""
-    elif len(parts) == 3 and parts[2] in ACTIONS:
-        action = parts[2]
-    else:
-        raise NotFound()
-    return action, name_segment("namespace", parts[0]), name_segment("counter", parts[1])
+    return gate.parse_route(path, ACTIONS, "namespace")
 
 
 def query_choice(query: bytes, name: str, choices: tuple[str, ...], default: str) -> str:
@@ -111,8 +102,7 @@ class V1Api:
         trusted_proxies: tuple[Network, ...] = (),
     ) -> None:
         self.namespaces = namespaces
-        self.limiter = limiter
-        self.trusted_proxies = trusted_proxies
+        self.gate = Gate(limiter, trusted_proxies)  # V1's own limiter; no tokens
         self.tz = namespaces.counters.tz
 
     def _time(self, ts: float) -> str:
@@ -136,19 +126,6 @@ class V1Api:
             },
         }
 
-    async def limit(self, scope: Scope, route: Route, now: float) -> Headers | None:
-        if self.limiter is None:
-            return None
-        who = client_ip(scope, self.trusted_proxies)
-        decision = await self.limiter.hit((b"v1", *route, who), now)
-        if not decision.allowed:
-            raise RateLimited(
-                f"rate limit of {decision.limit} requests exceeded for this path, "
-                f"retry in {max(1, math.ceil(decision.retry_after))} s",
-                limit_headers(decision),
-            )
-        return limit_headers(decision)
-
     async def __call__(self, scope: Scope, send: Send, path: bytes) -> str:
         """Answer the request; its route template."""
         limits: Headers | None = None
@@ -156,13 +133,11 @@ class V1Api:
         try:
             action, namespace, name = route = parse_route(path)
             template = TEMPLATES[action]
-            method = scope["method"]
-            if method != "GET":
-                if method == "OPTIONS":
-                    await send_preflight(send)
-                    return template
-                raise MethodNotAllowed(f"{method} is not allowed here: use GET")
-            limits = await self.limit(scope, route, time.monotonic())
+            if scope["method"] != "GET":
+                await other_method(scope, send)
+                return template
+            # limit (V1 has no tokens: by client IP, its own limiter)
+            limits = await self.gate.limit(scope, route, None, time.monotonic())
             query: bytes = scope.get("query_string", b"")
             namespaces = self.namespaces
             if action == b"list":

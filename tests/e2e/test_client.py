@@ -8,14 +8,18 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from services import TcpProxy
 
 from tally.client import (
     ApiError,
     AsyncClient,
+    BadRequestError,
     Client,
+    ConflictError,
     ForbiddenError,
+    ManagedCounter,
     NotFoundError,
     RateLimitedError,
     UnauthorizedError,
@@ -182,3 +186,136 @@ def test_cli_commands(make_server: ServerFactory, cli: TallyCli) -> None:
     assert "404: " in missing.stderr
     assert "Traceback" not in missing.stderr
     assert _tally("get", "no-slash", "--url", server.base_url).returncode == 2
+
+
+def test_by_set_and_management(tmp_path: Path, backend_url: str) -> None:
+    """up/down by N, set, and the management API (counters, rules, tokens, settings)
+    through the sync client against a real server; errors are the status's exception
+    and change nothing."""
+    cli = TallyCli(backend_url)
+    cli.workspace("ws")
+    admin, write, read = (cli.token("ws", p) for p in ("admin", "write", "read"))
+    server = start(tmp_path, backend_url)
+    try:
+        with Client(server.base_url, admin, retries=0) as boss, Client(server.base_url, write) as w:
+            assert w.up("ws", "hits", by=5).up_count == 5
+            assert w.down("ws", "hits", by=2).value == 3
+            with pytest.raises(ValueError, match="by must be"):
+                w.up("ws", "hits", by=0)
+            with pytest.raises(ForbiddenError):
+                w.set("ws", "hits", 100)
+            counter = boss.set("ws", "hits", 100, 1)
+            assert (counter.up_count, counter.down_count, counter.value) == (100, 1, 99)
+            with pytest.raises(BadRequestError):
+                boss.set("ws", "hits", -1)
+
+            made = boss.create_counter("ws", "stock", description="shelf", private=True)
+            assert isinstance(made, ManagedCounter)
+            assert (made.name, made.description, made.private, made.value) == (
+                "stock", "shelf", True, 0,
+            )  # fmt: skip
+            with pytest.raises(ConflictError):
+                boss.create_counter("ws", "stock")
+            page = boss.list_counters("ws", "STO")
+            assert (page.total, [c.id for c in page.counters]) == (1, [made.id])
+            assert boss.list_counters("ws", limit=1, offset=1).counters[0].name == "stock"
+
+            ruled = boss.update_counter(
+                "ws", made.id, floor=0, ceiling=2, allowed_origins=["HTTPS://Shop.Example/"]
+            )
+            assert (ruled.floor, ruled.ceiling) == (0, 2)
+            assert ruled.allowed_origins == ("https://shop.example",)
+            assert ruled.description == "shelf"
+            assert w.up("ws", "stock", by=2).value == 2
+            with pytest.raises(ConflictError) as crossed:
+                w.up("ws", "stock")
+            assert crossed.value.status == 409
+            with pytest.raises(BadRequestError):
+                boss.update_counter("ws", made.id, floor=5)  # above the ceiling
+            cleared = boss.update_counter("ws", made.id, ceiling=None, private=False)
+            assert (cleared.floor, cleared.ceiling, cleared.private) == (0, None, False)
+            assert boss.counter("ws", made.id) == cleared
+            assert w.up("ws", "stock").value == 3
+            boss.delete_counter("ws", made.id)
+            with pytest.raises(NotFoundError):
+                boss.counter("ws", made.id)
+
+            new = boss.create_token("ws", "read", name="ci", expires_in_days=7)
+            assert new.secret is not None
+            assert new.secret.startswith(new.prefix)
+            assert (new.permission, new.name, new.revoked_at) == ("read", "ci", None)
+            assert new.expires_at is not None
+            listed = {t.id: t for t in boss.list_tokens("ws")}
+            assert listed[new.id].secret is None
+            assert len(listed) == 4
+            with Client(server.base_url, new.secret) as fresh:
+                assert fresh.get("ws", "hits").value == 99
+            assert boss.revoke_token("ws", new.id).revoked_at is not None
+
+            settings = boss.settings("ws")
+            assert (settings.slug, settings.v1_open, settings.allowed_origins) == ("ws", False, ())
+            changed = boss.update_settings(
+                "ws", v1_open=True, allowed_origins=["https://b.example"]
+            )
+            assert (changed.v1_open, changed.allowed_origins) == (True, ("https://b.example",))
+            assert boss.update_settings("ws", allowed_origins=()).v1_open is True
+            v1 = httpx.get(f"{server.base_url}/v1/ws/hits", timeout=10)
+            assert v1.json()["count"] == 99
+            with pytest.raises(BadRequestError):
+                boss.update_settings("ws", allowed_origins=["not an origin"])
+            assert boss.settings("ws").allowed_origins == ()
+
+        with Client(server.base_url, read) as reader, pytest.raises(ForbiddenError):
+            reader.list_counters("ws")
+        with Client(server.base_url) as anonymous:
+            with pytest.raises(UnauthorizedError):
+                anonymous.settings("ws")
+            with pytest.raises(UnauthorizedError):
+                anonymous.up("ws", "hits", by=2)
+            assert anonymous.get("ws", "hits").value == 99
+    finally:
+        server.close()
+
+
+async def test_async_client_by_set_and_management(
+    make_server: ServerFactory, cli: TallyCli
+) -> None:
+    """The async client makes the same calls (one request spec for both clients)."""
+    cli.workspace("ws")
+    admin = cli.token("ws", "admin")
+    server = make_server(args=["--no-bootstrap"])
+    async with AsyncClient(server.base_url, admin) as tally:
+        ups = await asyncio.gather(*(tally.up("ws", "c", by=3) for _ in range(4)))
+        assert sorted(c.up_count for c in ups) == [3, 6, 9, 12]
+        assert (await tally.down("ws", "c", by=2)).value == 10
+        assert (await tally.set("ws", "c", 7)).value == 7
+        made = await tally.create_counter("ws", "made")
+        assert (await tally.update_counter("ws", made.id, floor=-1)).floor == -1
+        assert (await tally.list_counters("ws")).total == 2
+        token = await tally.create_token("ws", "write")
+        assert [t.id for t in await tally.list_tokens("ws")][-1] == token.id
+        assert (await tally.revoke_token("ws", token.id)).revoked_at is not None
+        assert (await tally.update_settings("ws", v1_open=True)).v1_open is True
+        assert (await tally.settings("ws")).v1_open is True
+        await tally.delete_counter("ws", made.id)
+        with pytest.raises(NotFoundError):
+            await tally.counter("ws", made.id)
+
+
+def test_cli_by_and_set(make_server: ServerFactory, cli: TallyCli) -> None:
+    """tally up|down --by N and tally set WORKSPACE/NAME --up N [--down M]."""
+    cli.workspace("ws")
+    admin, write = cli.token("ws", "admin"), cli.token("ws", "write")
+    server = make_server(args=["--no-bootstrap"])
+    env = {"TALLY_URL": server.base_url, "TALLY_TOKEN": write}
+    assert _tally("up", "ws/c", "--by", "5", env=env).stdout == "ws/c: up 5, down 0, value 5\n"
+    assert _tally("down", "ws/c", "--by", "2", env=env).stdout == "ws/c: up 5, down 2, value 3\n"
+    assert _tally("up", "ws/c", "--by", "0", env=env).returncode == 2
+    denied = _tally("set", "ws/c", "--up", "9", env=env)
+    assert denied.returncode == 1
+    assert "403: " in denied.stderr
+    boss = {**env, "TALLY_TOKEN": admin}
+    out = _tally("set", "ws/c", "--up", "9", "--down", "4", env=boss)
+    assert out.stdout == "ws/c: up 9, down 4, value 5\n", out.stderr
+    assert _tally("set", "ws/c", env=boss).returncode == 2  # --up is required
+    assert _tally("set", "ws/c", "--up", "-1", env=boss).returncode == 2

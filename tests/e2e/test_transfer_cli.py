@@ -28,7 +28,7 @@ def test_export_import_round_trip(tmp_path: Path, postgres_url: str) -> None:
     dump = tmp_path / "demo.jsonl"
     out = first.run("export", "--output", str(dump))
     assert "exported 2 counters" in out.stderr
-    assert dump.read_bytes().startswith(b'{"tally_export":1,')
+    assert dump.read_bytes().startswith(b'{"tally_export":2,')
 
     pg = TallyCli(postgres_url)
     proc = pg.run("import", str(dump))
@@ -65,7 +65,8 @@ def test_csv_export(tmp_path: Path) -> None:
     cli.counter("demo/hits")
     lines = cli.run("export", "--format", "csv").stdout.splitlines()
     assert lines[:2] == [
-        "tally-export-csv,1",
-        "workspace,name,description,private,up_count,down_count,created_at,updated_at",
+        "tally-export-csv,2",
+        "workspace,name,description,private,up_count,down_count,created_at,updated_at,"
+        "floor,ceiling,allowed_origins",
     ]
     assert lines[2].startswith("demo,hits,,false,0,0,")
