@@ -180,6 +180,11 @@ def results_table(results: Results) -> list[str]:
     return _table(head, rows)
 
 
+def notes(results: Results) -> list[str]:
+    """The scenarios' notes (a scenario against its baseline, odd warm-up statuses)."""
+    return [f"- `{m.name}`: {note}." for m in results.scenarios for note in m.notes]
+
+
 def details_table(results: Results) -> list[str]:
     rows = []
     so = results.scaleout
@@ -228,6 +233,10 @@ def scale_section(scale: ScaleResult) -> list[str]:
         f"- Worker RSS: max {scale.load.rss_max_mb:.0f} MB over the run (sampled every "
         f"0.5 s; target <= {scale.max_rss_target_mb:g} MB), {scale.load.rss_last_mb:.0f} MB "
         "at its end.",
+    ]
+    if h is None or not scale.flushes:
+        return [*lines, "- Flush and history sizes: not measured in this run (--quick)."]
+    lines += [
         f"- History: {h.bytes_per_counter_day:,.0f} bytes per counter per day of hourly "
         f"buckets ({h.bytes_per_bucket:.1f} bytes per bucket; {h.counters:,} counters x "
         f"{h.hours} hours, file size after VACUUM).",
@@ -355,6 +364,8 @@ def markdown(results: Results) -> str:
         "mean of the two ceiling runs around it (`ceiling req/s`). " + noise_line(results),
         "",
         *results_table(results),
+        "",
+        *notes(results),
         "",
         "Where a target is not met, [performance.md](performance.md) shows the profile that "
         "explains the gap and what it would take to close it.",
