@@ -78,6 +78,9 @@ def bulk_insert(db: Path, workspace_id: int, names: Iterable[str]) -> float:
     rows = ((workspace_id, name, "", 0, 0, 0, now, now) for name in names)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
+        # the unique (workspace, name) index takes the names out of order: a page cache
+        # that holds it makes the 1M insert several times faster
+        conn.execute("PRAGMA cache_size = -262144")
         started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(

@@ -180,6 +180,11 @@ def results_table(results: Results) -> list[str]:
     return _table(head, rows)
 
 
+def notes(results: Results) -> list[str]:
+    """The scenarios' notes (a scenario against its baseline, odd warm-up statuses)."""
+    return [f"- `{m.name}`: {note}." for m in results.scenarios for note in m.notes]
+
+
 def details_table(results: Results) -> list[str]:
     rows = []
     so = results.scaleout
@@ -228,6 +233,10 @@ def scale_section(scale: ScaleResult) -> list[str]:
         f"- Worker RSS: max {scale.load.rss_max_mb:.0f} MB over the run (sampled every "
         f"0.5 s; target <= {scale.max_rss_target_mb:g} MB), {scale.load.rss_last_mb:.0f} MB "
         "at its end.",
+    ]
+    if h is None or not scale.flushes:
+        return [*lines, "- Flush and history sizes: not measured in this run (--quick)."]
+    lines += [
         f"- History: {h.bytes_per_counter_day:,.0f} bytes per counter per day of hourly "
         f"buckets ({h.bytes_per_bucket:.1f} bytes per bucket; {h.counters:,} counters x "
         f"{h.hours} hours, file size after VACUUM).",
@@ -356,6 +365,8 @@ def markdown(results: Results) -> str:
         "",
         *results_table(results),
         "",
+        *notes(results),
+        "",
         "Where a target is not met, [performance.md](performance.md) shows the profile that "
         "explains the gap and what it would take to close it.",
         "",
@@ -379,6 +390,18 @@ METHOD = [
     "the `tally` CLI, 100,000 counters bulk-inserted with sqlite3 in one transaction, and "
     f"{HISTORY_DAYS} days of hourly history for the `get`/`stats` counter through "
     "`Store.apply`.",
+    "- `up-10k` sends `up` with the Write token to the counters c0 .. c9999 in turn "
+    "(bench/lua/roundrobin.lua: the 2 wrk threads interleave, so every batch the server "
+    "commits spreads over as many counters as it carries requests). `naive` is the same "
+    "load against bench/naive.py on a copy of the same database: a Starlette app whose "
+    "synchronous `up` handler opens the SQLite file with the stdlib defaults, runs one "
+    "UPDATE and commits, per request (what a first attempt looks like; kept out of the "
+    "package). The note on `up-10k` gives its throughput against `naive`'s, each as a "
+    "ratio to its own ceiling runs (target: at least 50 x). `naive` is not count-checked: "
+    "wrk gives up on a request after 2 s, and the naive server still counts it.",
+    "- `up-1m` (also `--only up-1m`, and in `--quick`) is `up` over random counters of "
+    "1,000,000 bulk-inserted ones; the worker's RSS over it is reported. The full run adds "
+    "the flush timings and the history size of the scale section.",
     f"- The rate limiter stays on (`TALLY_RATE_LIMIT={NO_LIMIT}`, never rejecting) so its "
     "cost is measured; `limited` sets `10/60s` on one path, so nearly all answers are 429.",
     "- Exact count: after the server stopped (SIGTERM: buffered mode commits then), the sum of "

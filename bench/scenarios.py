@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import fixtures, procstat
 from bench.progress import progress
-from bench.servers import Server, tally_server
+from bench.servers import Server, naive_server, tally_server
 from bench.wrk import Load, run_wrk
 
 NO_LIMIT = "1000000000/60s"
@@ -32,6 +32,8 @@ UNIQUE = "unique"  # a counter with a unique-visitor window of 24 h
 HISTORY_DAYS = 90
 RANDOM_PATH = f"/v2/{fixtures.WORKSPACE}/c{{}}/up"  # bench/lua/random.lua fills in {}
 RANDOM_NAMES = "name GLOB 'c[0-9]*'"
+SPREAD = 10_000  # up-10k and naive: c0 .. c9999, each in turn (bench/lua/roundrobin.lua)
+NAIVE_GAIN = 50.0  # up-10k against naive, both as ratios to their ceilings (issue 10)
 # the drain phase of counting loads (see bench/lua/common.lua)
 DRAIN = "drain"
 DRAIN_PATH = f"/v2/{fixtures.WORKSPACE}/{DRAIN}/up"
@@ -80,6 +82,8 @@ class Scenario:
     # the scenario this one differs from by `env` only: the report gives the ratio of the two
     baseline: str | None = None
     max_cost: float | None = None  # the throughput it may lose against the baseline
+    min_gain: float | None = None  # the least multiple of the baseline's throughput
+    server: str = "tally"  # or "naive": bench/naive.py on the same database
 
     def load(self, token: str | None) -> Load:
         drain = self.counted is not None
@@ -124,6 +128,29 @@ SCENARIOS: tuple[Scenario, ...] = (
         durability="buffered",
         counted="name = 'hot'",
         target=Target(0.9),
+    ),
+    Scenario(
+        "naive",
+        f"naive reference (bench/naive.py): up, Write token, {SPREAD:,} counters in turn",
+        "roundrobin",
+        RANDOM_PATH,
+        count=SPREAD,
+        auth=True,
+        # no count check: wrk gives up on a request after 2 s, and the naive server,
+        # which takes longer at times, still counts it
+        server="naive",
+    ),
+    Scenario(
+        "up-10k",
+        f"up, Write token, commit, {SPREAD:,} counters in turn",
+        "roundrobin",
+        RANDOM_PATH,
+        count=SPREAD,
+        auth=True,
+        counted=RANDOM_NAMES,
+        target=Target(0.6, max_p99_ms=10.0),
+        baseline="naive",
+        min_gain=NAIVE_GAIN,
     ),
     Scenario(
         "up-100k",
@@ -329,14 +356,17 @@ def run_scenario(run: Run, scenario: Scenario, db: Path, token: str | None) -> M
     database's totals (read after the server stopped and committed everything) with the
     200s wrk saw."""
     started = time.monotonic()
-    server = tally_server(
-        db,
-        durability=scenario.durability,
-        rate_limit=scenario.rate_limit,
-        log_dir=run.logs,
-        name=scenario.name,
-        env=dict(scenario.env),
-    )
+    if scenario.server == "naive":
+        server = naive_server(db, log_dir=run.logs, name=scenario.name)
+    else:
+        server = tally_server(
+            db,
+            durability=scenario.durability,
+            rate_limit=scenario.rate_limit,
+            log_dir=run.logs,
+            name=scenario.name,
+            env=dict(scenario.env),
+        )
     with server:
         load = scenario.load(token)
         m = measure(
@@ -377,6 +407,9 @@ def compare_baselines(scenarios: Sequence[Scenario], measured: Sequence[Measurem
         if scenario.max_cost is not None:
             within = relative >= 1 - scenario.max_cost
             verdict = f"; at most {scenario.max_cost:.0%} less: {'yes' if within else 'NO'}"
+        if scenario.min_gain is not None:
+            within = relative >= scenario.min_gain
+            verdict = f"; at least {scenario.min_gain:g} x: {'yes' if within else 'NO'}"
         m.notes.append(
             f"{relative:.3f} x {base.name} ({(relative - 1) * 100:+.1f} %), "
             f"p99 {m.p99_ms:.2f} ms against {base.p99_ms:.2f} ms{verdict}"

@@ -210,3 +210,22 @@ def ceiling_server(log_dir: Path, name: str = "ceiling") -> Server:
         return [sys.executable, "-m", "bench.hello", "--host", HOST, "--port", str(port)]
 
     return Server(name, argv, env=clean_env(), ready_path="/", log_dir=log_dir)
+
+
+def naive_server(db: Path, *, log_dir: Path, name: str = "naive") -> Server:
+    """bench/naive.py on `db` under granian with the options of `tally serve`."""
+
+    def argv(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "bench.naive",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--database",
+            str(db),
+        ]
+
+    return Server(name, argv, env=clean_env(), ready_path="/healthz", log_dir=log_dir)

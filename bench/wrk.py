@@ -57,11 +57,13 @@ def wrk_version(wrk: str) -> str:
 
 @dataclass(frozen=True)
 class Load:
-    """What wrk sends: `script` of bench/lua/ ("hot" or "random") with its settings.
+    """What wrk sends: `script` of bench/lua/ ("hot", "random" or "roundrobin") with its
+    settings.
 
-    `path` is the path of every request ("{}" becomes a random integer below `count` with
-    the random script). With `drain_path`, the last DRAIN_SECONDS go there instead, and
-    200s whose body holds `drain_mark` are counted apart.
+    `path` is the path of every request ("{}" becomes an integer below `count` with the
+    random and roundrobin scripts: a random one, or each in turn). With `drain_path`,
+    the last DRAIN_SECONDS go there instead, and 200s whose body holds `drain_mark` are
+    counted apart.
     """
 
     script: str
@@ -72,7 +74,11 @@ class Load:
     drain_mark: str | None = None
 
     def env(self, seconds: int) -> dict[str, str]:
-        env = {"BENCH_PATH": self.path, "BENCH_COUNT": str(self.count)}
+        env = {
+            "BENCH_PATH": self.path,
+            "BENCH_COUNT": str(self.count),
+            "BENCH_THREADS": str(THREADS),
+        }
         if self.token:
             env["BENCH_TOKEN"] = self.token
         if self.drain_path:

@@ -97,34 +97,71 @@ class CounterView:
 
 class CounterCache:
     """What a node remembers of counters it looked up: (workspace, name) -> Counter, or
-    None for a name that did not exist, trusted for `ttl` seconds. Missing names are
-    remembered like existing ones so that an anonymous lookup of a private counter costs
-    exactly what a lookup of a missing one costs (one store read per `ttl`): neither its
-    timing nor the cache tells whether it exists. Only the settings part (id, private,
-    description) is used from it; counts always come from a fresh snapshot or from the
-    commit. Expired entries are dropped a few per lookup, oldest first, so memory follows
-    the names looked up recently."""
+    None for a name that did not exist. Missing names are remembered like existing ones
+    so that an anonymous lookup of a private counter costs exactly what a lookup of a
+    missing one costs: neither its timing nor the cache tells whether it exists. Only the
+    settings part (id, private, bounds, origins, ...) is used from it; counts always come
+    from a fresh snapshot or from the commit.
 
-    def __init__(self, ttl: float) -> None:
+    How long an entry is trusted depends on what the store knows (Store.settings_known):
+
+    - exactly (SQLite, where this node is the only writer): an entry stays right while
+      the store's settings epoch is the one it was read under, so it is kept until any
+      change of settings, names or workspaces commits here, or another process is seen
+      to have committed; it is never older than `ttl` seconds past the store's last look
+      for other processes' commits (the store looks with every write, so under load an
+      entry lives until a change, when idle `ttl` seconds);
+    - not (PostgreSQL: other nodes change settings too): `ttl` seconds.
+
+    At most `max_entries` names are kept, the least recently used dropped first, so
+    memory stays bounded however many counters exist."""
+
+    def __init__(
+        self,
+        ttl: float,
+        known: Callable[[], tuple[int, float] | None] = lambda: None,
+        max_entries: int = 100_000,
+    ) -> None:
         self.ttl = ttl
-        self._entries: OrderedDict[tuple[str, str], tuple[float, Counter | None]] = OrderedDict()
+        self.known = known
+        self.max_entries = max_entries
+        # key -> (epoch read under, monotonic time read, counter or None)
+        self._entries: OrderedDict[tuple[str, str], tuple[int, float, Counter | None]] = (
+            OrderedDict()
+        )
+
+    def epoch(self) -> int:
+        """The store's settings epoch now (-1 if it has none): take it before a lookup
+        whose result goes to `put`."""
+        known = self.known()
+        return -1 if known is None else known[0]
 
     def get(self, key: tuple[str, str], now: float) -> tuple[float, Counter | None] | None:
-        """The entry (expiry, counter or None if missing), or None if not cached."""
-        entries = self._entries
-        for _ in range(2):
-            if not entries:
-                break
-            oldest = next(iter(entries))
-            if entries[oldest][0] > now:
-                break
-            del entries[oldest]
-        hit = entries.get(key)
-        return hit if hit is not None and hit[0] > now else None
-
-    def put(self, key: tuple[str, str], counter: Counter | None, now: float) -> None:
-        self._entries[key] = (now + self.ttl, counter)
+        """The entry (time read, counter or None if missing), or None if not cached or no
+        longer trusted."""
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        epoch, at, counter = hit
+        known = self.known()
+        if known is None:
+            fresh = now < at + self.ttl
+        else:
+            fresh = epoch == known[0] and now < max(at, known[1]) + self.ttl
+        if not fresh:
+            del self._entries[key]
+            return None
         self._entries.move_to_end(key)
+        return at, counter
+
+    def put(self, key: tuple[str, str], counter: Counter | None, now: float, epoch: int) -> None:
+        """Remember a lookup made at `now` under the settings `epoch` (from `epoch()`,
+        taken before it: a change committed meanwhile makes the entry stale at once)."""
+        entries = self._entries
+        entries[key] = (epoch, now, counter)
+        entries.move_to_end(key)
+        if len(entries) > self.max_entries:
+            entries.popitem(last=False)
 
     def forget(self, key: tuple[str, str]) -> None:
         """Drop what this node remembers of the name (after a change of its settings, its
@@ -158,7 +195,7 @@ class Counters:
         self.writes = writes
         self.tz = tz
         self.commit = writes.durability == "commit"
-        self.cache = CounterCache(cache_ttl)
+        self.cache = CounterCache(cache_ttl, store.settings_known)
         # the unique visitors' seen-set (the app gives the Redis one in scale-out)
         self.visitors: Visitors = LocalVisitors()
         # (counter id, split hour) -> (monotonic expiry, temporal sums before the split)
@@ -171,8 +208,9 @@ class Counters:
         hit = self.cache.get(key, now)
         if hit is not None:
             return hit[1]
+        epoch = self.cache.epoch()
         counter = await self.store.read_counter(workspace, name)
-        self.cache.put(key, counter, now)
+        self.cache.put(key, counter, now, epoch)
         return counter
 
     async def _visible(self, workspace: str, name: str, token: Token | None) -> Counter:
@@ -281,8 +319,9 @@ class Counters:
                 or token.permission < Permission.WRITE
             ):
                 raise NotFound()
+            epoch = self.cache.epoch()
             counter = await self.store.ensure_counter(token.workspace_id, name)
-            self.cache.put((workspace, name), counter, time.monotonic())
+            self.cache.put((workspace, name), counter, time.monotonic(), epoch)
         elif counter.private:
             if token is None or token.workspace_id != counter.workspace_id:
                 raise NotFound()
@@ -394,8 +433,9 @@ class Counters:
                 or token.permission < Permission.ADMIN
             ):
                 raise NotFound()
+            epoch = self.cache.epoch()
             counter = await self.store.ensure_counter(token.workspace_id, name)
-            self.cache.put((workspace, name), counter, time.monotonic())
+            self.cache.put((workspace, name), counter, time.monotonic(), epoch)
         elif counter.private and (token is None or token.workspace_id != counter.workspace_id):
             raise NotFound()
         self._require(counter, token, Permission.ADMIN)

@@ -63,8 +63,9 @@ class Namespaces:
             raise NotFound("no V1 namespace of that name")
         if not create:
             raise RecordNotFound()
+        epoch = self.counters.cache.epoch()
         counter = await self.counters.store.ensure_counter(ws.id, name)
-        self.counters.cache.put((namespace, name), counter, time.monotonic())
+        self.counters.cache.put((namespace, name), counter, time.monotonic(), epoch)
         if counter.private:  # made private by someone else in the meantime
             raise RecordNotFound()
         return counter

@@ -37,6 +37,15 @@ class Store(Protocol):
     # seconds a busy group commit lets its next batch fill (TALLY_COMMIT_LINGER=auto)
     commit_linger: float
 
+    def settings_known(self) -> tuple[int, float] | None:
+        """What this store knows exactly of changes to anything a counter lookup returns
+        besides its counts (settings, names, workspaces; `Counters` caches lookups):
+        (epoch, since) where `epoch` changes with every such change committed before the
+        monotonic time `since`; a lookup read under the current epoch is exact up to then.
+        None where the store cannot know (PostgreSQL: other nodes write), and lookups are
+        trusted for a time to live instead."""
+        ...
+
     async def open(self) -> None:
         """Connect and bring the schema up to date."""
 

@@ -278,6 +278,9 @@ class PostgresStore(DashboardTables):
 
     # connections -------------------------------------------------------------
 
+    def settings_known(self) -> tuple[int, float] | None:
+        return None  # other nodes change settings too: lookups are trusted for a TTL
+
     async def open(self) -> None:
         # Migrate on a connection of its own first: a bad URL or a server that is down
         # fails here with libpq's own message, not with a pool timeout.

@@ -119,6 +119,11 @@ class SQLiteStore(DashboardTables):
         self._writer_conn: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tally-sqlite-writer")
         self._closed = False
+        # settings_known: bumped after every write of this process but a batch's counts,
+        # and when the writer finds that another process committed (PRAGMA data_version
+        # of the writer's connection changes only then), checked with every write
+        self._settings = (0, 0.0)  # (epoch, since): one object, read without a lock
+        self._data_version: int | None = None
 
     @classmethod
     def from_url(cls, url: str, node: str = "local") -> SQLiteStore:
@@ -200,11 +205,40 @@ class SQLiteStore(DashboardTables):
             if self._reader is not None:
                 self._reader.close()
 
-    async def _write(self, fn: Callable[[sqlite3.Connection | None], T]) -> T:
-        """Run `fn(writer_connection)` on the writer thread."""
-        loop = asyncio.get_running_loop()
+    def settings_known(self) -> tuple[int, float] | None:
+        return self._settings
+
+    def _watch(self, conn: sqlite3.Connection | None, counts_only: bool) -> None:
+        """On the writer thread, after a write: bump the settings epoch unless the write
+        changed counts only, or if another process committed since the last look."""
+        since = time.monotonic()
+        if conn is None:
+            return
         try:
-            return await loop.run_in_executor(self._writer, lambda: fn(self._writer_conn))
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            version = None  # unknown: assume a change
+        epoch = self._settings[0]
+        if not counts_only or version is None or version != self._data_version:
+            epoch += 1
+        self._data_version = version
+        self._settings = (epoch, since)
+
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection | None], T], *, counts_only: bool = False
+    ) -> T:
+        """Run `fn(writer_connection)` on the writer thread. `counts_only`: the write
+        changes counts and history only (see settings_known)."""
+        loop = asyncio.get_running_loop()
+
+        def run() -> T:
+            try:
+                return fn(self._writer_conn)
+            finally:
+                self._watch(self._writer_conn, counts_only)
+
+        try:
+            return await loop.run_in_executor(self._writer, run)
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" not in str(exc):
                 raise StorageError(f"sqlite: {exc}") from exc
@@ -576,7 +610,7 @@ class SQLiteStore(DashboardTables):
                 outcome = dict.fromkeys(orjson.loads(done[2]))
             return str(conn.execute(_TOTALS, (ids,)).fetchone()[0]), outcome
 
-        text, outcome = await self._write(self._tx(run))
+        text, outcome = await self._write(self._tx(run), counts_only=True)
         out: dict[int, Totals] = {}
         for t in orjson.loads(text):
             totals = out[t[0]] = Totals(t[1], t[2], float(t[3]))
@@ -614,7 +648,7 @@ class SQLiteStore(DashboardTables):
                 )
             return None
 
-        settled = await self._write(self._tx(run))
+        settled = await self._write(self._tx(run), counts_only=True)
         if settled is None:
             return None
         text, refused = settled

@@ -1,0 +1,158 @@
+"""The node's knowledge of counter settings (tally.counters.CounterCache): exact on
+SQLite, where this node is the only writer (a change is seen by the next lookup however
+long the TTL), the TTL on PostgreSQL, bounded by memory on both."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import pytest
+from conftest import Harness, HarnessFactory
+from helpers import assert_error
+
+from tally.counters import CounterCache
+from tally.models import Counter, Permission
+from tally.storage.sqlite import SQLiteStore
+
+LONG = 3600.0  # a TTL no test waits out
+
+
+def only(h: Harness, dialect: str) -> None:
+    if h.store.dialect != dialect:
+        pytest.skip(f"{dialect} only")
+
+
+def _counter(n: int) -> Counter:
+    return Counter(n, 1, "ws", f"c{n}", "", False, 0, 0, 0.0, 0.0)
+
+
+async def test_sqlite_settings_changes_are_seen_at_once(make_harness: HarnessFactory) -> None:
+    """With a TTL of an hour, each change of a cached counter's settings made through
+    the store of this node (bounds, visibility, deletion, its workspace's origins) holds
+    for the very next request."""
+    h = await make_harness(token_cache_ttl=LONG)
+    only(h, "sqlite")
+    ws = await h.workspace()
+    c = await h.counter(ws, "c")
+    writer = await h.token(ws, Permission.WRITE)
+    assert (await h.get("/v2/ws/c/up?by=5", writer)).status_code == 200
+    assert (await h.get("/v2/ws/c")).status_code == 200  # cached, public
+    await h.store.set_counter_rules(c.id, floor=None, ceiling=5, origins=())
+    assert_error(await h.get("/v2/ws/c/up", writer), 409)
+    await h.store.set_counter_rules(c.id, floor=None, ceiling=None, origins=())
+    assert (await h.get("/v2/ws/c/up", writer)).json()["data"]["up_count"] == 6
+    await h.store.update_counter(c.id, "", True)  # private
+    assert_error(await h.get("/v2/ws/c"), 404)
+    assert (await h.get("/v2/ws/c", writer)).json()["data"]["private"] is True
+    await h.store.update_counter(c.id, "", False)
+    await h.store.set_workspace_rules(ws.id, v1_open=False, origins=("https://a.example",))
+    assert_error(await h.get("/v2/ws/c/up"), 403)  # anonymous, from no allowed origin
+    assert await h.store.delete_counter(c.id)
+    assert_error(await h.get("/v2/ws/c"), 404)
+
+
+async def test_sqlite_another_process_change_is_seen_by_the_next_write(
+    make_harness: HarnessFactory,
+) -> None:
+    """A change committed by another process (the sqlite3 shell, the CLI) is seen once
+    this node writes next (its writer looks with every write), and within the TTL when
+    it does not write."""
+    h = await make_harness(token_cache_ttl=LONG)
+    only(h, "sqlite")
+    ws = await h.workspace()
+    await h.counter(ws, "a")
+    await h.counter(ws, "b")
+    writer = await h.token(ws, Permission.WRITE)
+    assert (await h.get("/v2/ws/a")).status_code == 200  # cached, public
+    store = h.store
+    assert isinstance(store, SQLiteStore)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        other.execute("UPDATE counters SET private = 1 WHERE name = 'a'")
+    finally:
+        other.close()
+    assert (await h.get("/v2/ws/b/up", writer)).status_code == 200  # a write of this node
+    assert_error(await h.get("/v2/ws/a"), 404)
+
+
+async def test_sqlite_idle_node_falls_back_to_the_ttl(make_harness: HarnessFactory) -> None:
+    """Without writes of this node, another process's change shows within the TTL."""
+    h = await make_harness(token_cache_ttl=0.2)
+    only(h, "sqlite")
+    ws = await h.workspace()
+    await h.counter(ws, "a")
+    assert (await h.get("/v2/ws/a")).status_code == 200
+    store = h.store
+    assert isinstance(store, SQLiteStore)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        other.execute("UPDATE counters SET private = 1 WHERE name = 'a'")
+    finally:
+        other.close()
+    await asyncio.sleep(0.3)
+    assert_error(await h.get("/v2/ws/a"), 404)
+
+
+async def test_sqlite_counts_do_not_invalidate(make_harness: HarnessFactory) -> None:
+    """Batches of counts leave the settings epoch alone: a busy node keeps its cache."""
+    h = await make_harness(token_cache_ttl=LONG)
+    only(h, "sqlite")
+    ws = await h.workspace()
+    await h.counter(ws, "c")
+    writer = await h.token(ws, Permission.WRITE)
+    await h.get("/v2/ws/c/up", writer)
+    known = h.store.settings_known()
+    assert known is not None
+    for _ in range(5):
+        assert (await h.get("/v2/ws/c/up", writer)).status_code == 200
+    after = h.store.settings_known()
+    assert after is not None
+    assert after[0] == known[0]
+    assert after[1] >= known[1]
+
+
+async def test_postgres_lookups_live_for_the_ttl(make_harness: HarnessFactory) -> None:
+    """Other nodes change settings too: the store knows nothing exactly, and a change
+    made behind this node's back shows once the TTL passed."""
+    h = await make_harness(token_cache_ttl=0.2)
+    only(h, "postgresql")
+    assert h.store.settings_known() is None
+    ws = await h.workspace()
+    c = await h.counter(ws, "c")
+    assert (await h.get("/v2/ws/c")).status_code == 200
+    await h.store.update_counter(c.id, "", True)
+    await asyncio.sleep(0.3)
+    assert_error(await h.get("/v2/ws/c"), 404)
+
+
+def test_cache_is_bounded_and_keeps_the_recently_used() -> None:
+    cache = CounterCache(LONG, lambda: (7, time.monotonic()), max_entries=3)
+    now = time.monotonic()
+    for n in range(3):
+        cache.put(("ws", f"c{n}"), _counter(n), now, 7)
+    assert cache.get(("ws", "c0"), now) is not None  # c0 now the most recently used
+    cache.put(("ws", "c3"), _counter(3), now, 7)
+    assert len(cache) == 3
+    assert cache.get(("ws", "c1"), now) is None  # the least recently used went
+    assert cache.get(("ws", "c0"), now) is not None
+
+
+def test_cache_entries_of_another_epoch_are_stale() -> None:
+    epoch = [1]
+    cache = CounterCache(LONG, lambda: (epoch[0], time.monotonic()))
+    now = time.monotonic()
+    cache.put(("ws", "c"), _counter(1), now, cache.epoch())
+    assert cache.get(("ws", "c"), now) is not None
+    epoch[0] = 2
+    assert cache.get(("ws", "c"), now) is None
+    cache.put(("ws", "c"), None, now, 1)  # read under an epoch that was gone by then
+    assert cache.get(("ws", "c"), now) is None
+
+
+def test_cache_without_exact_knowledge_uses_the_ttl() -> None:
+    cache = CounterCache(10.0)
+    cache.put(("ws", "c"), _counter(1), 100.0, cache.epoch())
+    assert cache.get(("ws", "c"), 109.0) is not None
+    assert cache.get(("ws", "c"), 110.5) is None
