@@ -16,10 +16,12 @@ import httpx
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from argon2 import PasswordHasher
 from psycopg import sql
 from services import require_redis
 from site_client import SiteClient
 
+from tally import accounts, passwords
 from tally.auth import issue_token
 from tally.config import Settings
 from tally.models import Counter, Permission, Workspace
@@ -27,6 +29,25 @@ from tally.storage import Store, store_from_url
 from tally.web.app import App, create_app, load_secret_key
 
 T = TypeVar("T")
+
+
+# Production hashes dashboard passwords with argon2id at the library's recommended cost
+# (64 MiB, 3 passes: about 0.1 s a hash, several times that on a loaded 2-core CI machine),
+# which the site tests pay at every sign-up and sign-in. In-process tests hash with argon2id
+# at a low cost instead: the same code paths, real hashes and checks, only cheaper.
+# tests/test_site_accounts.py::test_passwords_use_argon2id_at_the_recommended_cost checks
+# what production uses; tally serve (tests/e2e) is never patched.
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(passwords, "_hasher", CHEAP_HASHER)
+    monkeypatch.setattr(passwords, "DUMMY_HASH", _CHEAP_DUMMY_HASH)
+    monkeypatch.setattr(accounts, "DUMMY_HASH", _CHEAP_DUMMY_HASH)
+
+
+_CHEAP_DUMMY_HASH = CHEAP_HASHER.hash("tally: no such account")
 
 
 @pytest.fixture
