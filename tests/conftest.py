@@ -21,7 +21,7 @@ from psycopg import sql
 from services import require_redis
 from site_client import SiteClient
 
-from tally import accounts, passwords
+from tally import passwords
 from tally.auth import issue_token
 from tally.config import Settings
 from tally.models import Counter, Permission, Workspace
@@ -43,8 +43,7 @@ CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 @pytest.fixture(autouse=True)
 def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(passwords, "_hasher", CHEAP_HASHER)
-    monkeypatch.setattr(passwords, "DUMMY_HASH", _CHEAP_DUMMY_HASH)
-    monkeypatch.setattr(accounts, "DUMMY_HASH", _CHEAP_DUMMY_HASH)
+    monkeypatch.setattr(passwords, "_dummy", _CHEAP_DUMMY_HASH)
 
 
 _CHEAP_DUMMY_HASH = CHEAP_HASHER.hash("tally: no such account")
