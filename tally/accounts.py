@@ -16,7 +16,7 @@ from tally.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from tally.links import new_secret, secret_hash
 from tally.mail import Mail, Mailer
 from tally.models import Account, Session
-from tally.passwords import DUMMY_HASH, check_new_password, hash_password, verify_password
+from tally.passwords import check_new_password, dummy_hash, hash_password, verify_password
 from tally.storage.base import Store
 from tally.throttle import FailureWindow, LoginThrottle, Window
 
@@ -149,7 +149,8 @@ class Accounts:
         now = time.time()
         await self.throttle.check(email.strip(), ip, now)
         account = await self.store.find_account(email.strip())
-        ok = await verify_password(account.password_hash if account else DUMMY_HASH, password)
+        stored = account.password_hash if account else await dummy_hash()
+        ok = await verify_password(stored, password)
         if account is None or not ok:
             await self.throttle.failed(email.strip(), ip, now)
             raise Unauthorized("Wrong email or password.")

@@ -7,22 +7,25 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from tally import origins as origin_rules
 from tally import visitors
-from tally.accounts import Accounts
 from tally.auth import issue_token
 from tally.config import Settings, SettingsError
 from tally.counters import MAX_BY, MAX_SET, check_name
 from tally.errors import BadRequest, Conflict, StorageError, TallyError
-from tally.mail import Mailer
 from tally.models import Counter, Permission, Workspace
 from tally.storage import Store, store_from_url
-from tally.web.app import load_secret_key
 from tally.workspaces import check_bounds
+
+if TYPE_CHECKING:
+    from tally.accounts import Accounts
+
+# The web app (load_secret_key), accounts and mail are imported by the commands that use
+# them: every admin command pays its imports, and the web stack alone doubles them.
 
 T = TypeVar("T")
 
@@ -137,6 +140,8 @@ def serve(
 
 
 async def _bootstrap(store: Store, settings: Settings) -> None:
+    from tally.web.app import load_secret_key
+
     """On an empty database, create a workspace and an Admin token and print them once."""
     if await store.list_workspaces():
         return
@@ -281,6 +286,7 @@ def token() -> None:
 @database_option
 def token_create(slug: str, permission: str, name: str, database_url: str | None) -> None:
     """Create a token; it is printed once, alone on the last line."""
+    from tally.web.app import load_secret_key
 
     async def run(store: Store, settings: Settings) -> str:
         ws = await _existing_workspace(store, slug)
@@ -333,6 +339,9 @@ def user() -> None:
 
 
 def _accounts(store: Store, settings: Settings) -> Accounts:
+    from tally.accounts import Accounts
+    from tally.mail import Mailer
+
     return Accounts(store, Mailer(settings), settings.signup)
 
 

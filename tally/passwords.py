@@ -53,5 +53,14 @@ async def verify_password(password_hash: str, password: str) -> bool:
     return await asyncio.to_thread(check)
 
 
-# compared against when there is no such account, so a login takes as long either way
-DUMMY_HASH = _hasher.hash("tally: no such account")
+_dummy: str | None = None
+
+
+async def dummy_hash() -> str:
+    """A hash to check a password against when there is no such account, so a sign-in
+    takes as long either way. Made on first use, off the event loop: made at import, it
+    cost every admin command and every server start a hash."""
+    global _dummy
+    if _dummy is None:
+        _dummy = await asyncio.to_thread(_hasher.hash, "tally: no such account")
+    return _dummy

@@ -2,26 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from argon2 import PasswordHasher
 from psycopg import sql
 from services import require_redis
 from site_client import SiteClient
 
+from tally import passwords
 from tally.auth import issue_token
 from tally.config import Settings
 from tally.models import Counter, Permission, Workspace
 from tally.storage import Store, store_from_url
 from tally.web.app import App, create_app, load_secret_key
+
+T = TypeVar("T")
+
+
+# Production hashes dashboard passwords with argon2id at the library's recommended cost
+# (64 MiB, 3 passes: about 0.1 s a hash, several times that on a loaded 2-core CI machine),
+# which the site tests pay at every sign-up and sign-in. In-process tests hash with argon2id
+# at a low cost instead: the same code paths, real hashes and checks, only cheaper.
+# tests/test_site_accounts.py::test_passwords_use_argon2id_at_the_recommended_cost checks
+# what production uses; tally serve (tests/e2e) is never patched.
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(passwords, "_hasher", CHEAP_HASHER)
+    monkeypatch.setattr(passwords, "_dummy", _CHEAP_DUMMY_HASH)
+
+
+_CHEAP_DUMMY_HASH = CHEAP_HASHER.hash("tally: no such account")
 
 
 @pytest.fixture
@@ -70,6 +95,192 @@ def postgres_url(postgres_base_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+# Schemas of this session that hold every migration and no data, for `migrated_postgres_url`:
+# migrating a schema costs more than a whole API test on PostgreSQL, and most tests only
+# need their own empty, current schema, not a new one.
+
+
+def _in_thread(coro: Coroutine[object, object, T]) -> T:
+    """Run `coro` on an event loop of its own (a session fixture may be set up while a
+    test's loop runs)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _schema_fingerprint(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> list[str]:
+    """Everything a test could change in a schema's definition (relations and their
+    privileges, columns, defaults, constraints, indexes, functions, triggers, types) and
+    its schema version, with the schema's name taken out."""
+    rows = conn.execute(_FINGERPRINT, {"schema": schema}).fetchall()
+    meta = conn.execute(
+        sql.SQL("SELECT 'meta', key, value FROM {}.tally_meta WHERE key = 'schema_version'").format(
+            sql.Identifier(schema)
+        )
+    ).fetchall()
+    return [" ".join(str(v) for v in row).replace(schema, "@") for row in [*rows, *meta]]
+
+
+_FINGERPRINT = """
+WITH rel AS (
+    SELECT oid, relname, relkind, relacl FROM pg_class
+    WHERE relnamespace = %(schema)s::regnamespace
+)
+SELECT 'rel', relname, relkind::text || coalesce(relacl::text, '') FROM rel
+UNION ALL
+SELECT 'col', r.relname || '.' || a.attname, format_type(a.atttypid, a.atttypmod) || ' '
+       || a.attnotnull::text || ' ' || a.attidentity::text || ' '
+       || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+  FROM rel r JOIN pg_attribute a ON a.attrelid = r.oid
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+  WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped
+UNION ALL
+SELECT 'con', conname, pg_get_constraintdef(oid)
+  FROM pg_constraint WHERE connamespace = %(schema)s::regnamespace
+UNION ALL
+SELECT 'idx', r.relname, pg_get_indexdef(r.oid) FROM rel r WHERE r.relkind IN ('i', 'I')
+UNION ALL
+SELECT 'fn', p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
+       md5(p.prosrc) || ' ' || coalesce(array_to_string(p.proconfig, ','), '')
+  FROM pg_proc p WHERE p.pronamespace = %(schema)s::regnamespace
+UNION ALL
+SELECT 'trg', t.tgname, pg_get_triggerdef(t.oid)
+  FROM rel r JOIN pg_trigger t ON t.tgrelid = r.oid WHERE NOT t.tgisinternal
+UNION ALL
+SELECT 'typ', typname, typtype::text FROM pg_type
+  WHERE typnamespace = %(schema)s::regnamespace
+ORDER BY 1, 2, 3
+"""
+
+
+@dataclass
+class _SchemaPool:
+    """Migrated, empty schemas free for the next test, and what one looks like."""
+
+    base_url: str
+    reference: list[str]
+    tables: list[str]  # but tally_meta; every table before the ones it references
+    free: list[str]
+
+    def recycle(self, schema: str) -> None:
+        """Put `schema` back in the pool, emptied, if its definition is still the freshly
+        migrated one; drop it otherwise (or if emptying it fails). DELETE, not TRUNCATE:
+        a TRUNCATE of every table costs as much as migrating a new schema."""
+        with psycopg.connect(self.base_url, autocommit=True) as conn:
+            try:
+                conn.execute("SET lock_timeout = '5s'")
+                if _schema_fingerprint(conn, schema) != self.reference:
+                    raise LookupError(schema)  # changed by the test: never reused
+                # one round trip: a script of statements, sent as one simple query
+                empty = [
+                    sql.SQL("DELETE FROM {}").format(sql.Identifier(schema, table))
+                    for table in self.tables
+                ]
+                empty.append(
+                    sql.SQL("DELETE FROM {} WHERE key <> 'schema_version'").format(
+                        sql.Identifier(schema, "tally_meta")
+                    )
+                )
+                empty.append(
+                    sql.SQL(
+                        "SELECT setval(format('%I.%I', schemaname, sequencename), "
+                        "start_value, false) FROM pg_sequences WHERE schemaname = {}"
+                    ).format(sql.Literal(schema))
+                )
+                script = sql.SQL("BEGIN; {}; COMMIT").format(sql.SQL("; ").join(empty))
+                conn.execute(script.as_string(conn).encode())
+            except (psycopg.Error, LookupError):
+                conn.execute("ROLLBACK")  # if the script failed inside its transaction
+                conn.execute("RESET lock_timeout")
+                _drop_schema(conn, schema)
+                return
+        self.free.append(schema)
+
+
+def _deletion_order(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> list[str] | None:
+    """The schema's tables but tally_meta, each before every table it references; None if
+    the references make a cycle."""
+    tables = [
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename <> 'tally_meta' "
+            "ORDER BY tablename",
+            (schema,),
+        ).fetchall()
+    ]
+    refs = conn.execute(
+        "SELECT c.relname, p.relname FROM pg_constraint k "
+        "JOIN pg_class c ON c.oid = k.conrelid JOIN pg_class p ON p.oid = k.confrelid "
+        "WHERE k.contype = 'f' AND k.connamespace = %s::regnamespace AND c.oid <> p.oid",
+        (schema,),
+    ).fetchall()
+    referencing = {t: {str(c) for c, p in refs if p == t} for t in tables}
+    order: list[str] = []
+    while len(order) < len(tables):
+        ready = [t for t in tables if t not in order and referencing[t] <= set(order)]
+        if not ready:
+            return None
+        order.extend(ready)
+    return order
+
+
+def _drop_schema(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(scope="session")
+def _schema_pool(postgres_base_url: str) -> Iterator[_SchemaPool | None]:
+    """The pool, its first schema migrated by PostgresStore.open; None (every test gets a
+    new schema) if the migrations leave any data besides the schema version, or tables
+    that reference each other in a cycle."""
+    from tally.storage.postgres import PostgresStore
+
+    schema = f"tally_test_{secrets.token_hex(6)}"
+    store = PostgresStore.from_url(with_query(postgres_base_url, schema=schema), node="pool")
+
+    async def migrate() -> None:
+        await store.open()
+        await store.close()
+
+    _in_thread(migrate())
+    with psycopg.connect(postgres_base_url, autocommit=True) as conn:
+        tables = _deletion_order(conn, schema)
+        seeded = tables is None or any(
+            conn.execute(
+                sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(schema, table))
+            ).fetchone()
+            != (False,)
+            for table in tables
+        )
+        reference = _schema_fingerprint(conn, schema)
+    pool = _SchemaPool(postgres_base_url, reference, tables or [], [schema])
+    yield None if seeded else pool
+    with psycopg.connect(postgres_base_url, autocommit=True) as conn:
+        for name in pool.free if not seeded else [schema]:
+            _drop_schema(conn, name)
+
+
+@pytest.fixture
+def migrated_postgres_url(
+    postgres_base_url: str, _schema_pool: _SchemaPool | None
+) -> Iterator[str]:
+    """Like `postgres_url` (a schema no other test uses while this one runs), but the
+    schema may be one an earlier test used: migrated to the latest version, every table
+    emptied (identities restarted), tally_meta holding only the schema version. For tests
+    that open the store (the app) and do not care how the schema came to be; a test of
+    migrations themselves takes `postgres_url` or `store_url`. A schema the test changed
+    the definition of is dropped, never reused."""
+    if _schema_pool is None or not _schema_pool.free:
+        schema = f"tally_test_{secrets.token_hex(6)}"
+    else:
+        schema = _schema_pool.free.pop()
+    yield with_query(postgres_base_url, schema=schema)
+    if _schema_pool is not None:
+        _schema_pool.recycle(schema)
+    else:
+        with psycopg.connect(postgres_base_url, autocommit=True) as conn:
+            _drop_schema(conn, schema)
+
+
 @pytest.fixture(
     params=[
         pytest.param("sqlite", marks=pytest.mark.sqlite),
@@ -100,12 +311,15 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 )
 def settings(request: pytest.FixtureRequest) -> Settings:
     """App settings for each configuration: embedded SQLite, and the scale-out one
-    (PostgreSQL in a schema of the test's own, Redis under a key prefix of its own).
+    (PostgreSQL in a schema of the test's own, see `migrated_postgres_url`, Redis under a
+    key prefix of its own).
     The rate limit is on; tests of it lower it with `replace`."""
     if request.param == "sqlite":
         return Settings(database_url=request.getfixturevalue("sqlite_url"))
+    # a test that takes `postgres_url` too has always shared its schema with the app
+    database = "postgres_url" if "postgres_url" in request.fixturenames else "migrated_postgres_url"
     return Settings(
-        database_url=request.getfixturevalue("postgres_url"),
+        database_url=request.getfixturevalue(database),
         redis_url=require_redis(),
         redis_prefix=request.getfixturevalue("redis_prefix"),
     )

@@ -7,11 +7,35 @@ import time
 from urllib.parse import unquote
 
 import pytest
+from argon2.profiles import RFC_9106_LOW_MEMORY
 from conftest import BrowserFactory, Harness, HarnessFactory
 from site_client import STRONG, capture_mail, mailed_links, path_of, text
 
+from tally import passwords
 from tally.config import parse_networks
 from tally.links import secret_hash
+
+
+async def test_passwords_use_argon2id_at_the_recommended_cost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What production hashes with (the other tests hash cheaply, see tests/conftest.py):
+    argon2id at the library's recommended cost, and the hash checked for an unknown
+    account has the same cost, so a sign-in takes as long either way."""
+    monkeypatch.undo()  # back to the real hasher
+    real = passwords._hasher
+    expected = RFC_9106_LOW_MEMORY  # PasswordHasher()'s defaults
+    assert (real.type, real.memory_cost, real.time_cost, real.parallelism) == (
+        expected.type,
+        expected.memory_cost,
+        expected.time_cost,
+        expected.parallelism,
+    )
+    stored = await passwords.hash_password(STRONG)
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert (await passwords.dummy_hash()).startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert await passwords.verify_password(stored, STRONG)
+    assert not await passwords.verify_password(stored, STRONG + "x")
 
 
 async def test_sign_up_verify_and_land_in_a_personal_workspace(

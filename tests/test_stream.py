@@ -18,7 +18,9 @@ from test_permissions import ACTIONS, MISSING, PRIVATE, PUBLIC, make_world
 
 import tally
 from tally.config import Settings
+from tally.live import ChangeFeed
 from tally.models import Permission
+from tally.storage.redis_feed import RedisBus
 from tally.web.app import create_app
 
 TALLY_DIR = str(Path(tally.__file__).parent)
@@ -365,3 +367,36 @@ async def test_redis_outage_degrades_to_reads(scale_out: Settings) -> None:
         await b.shutdown()
         await a.shutdown()
         await proxy.cut()
+
+
+@pytest.mark.parametrize("in_flight", [0, 1, 2, 5, 10, 50])
+async def test_a_closing_bus_stops_its_tasks_without_cancelling_them(
+    redis_prefix: str, in_flight: int
+) -> None:
+    """Closing a node's Redis bus with a publish just started (after `in_flight` loop
+    turns): both of its tasks end by themselves, none is cancelled (redis-py can swallow
+    a cancellation that lands in a command, which left the publisher waiting out the
+    close bound, 2 s, at every shutdown). Another node hears only real changes: the
+    closing node's wake-up message counts as nothing there."""
+    url = require_redis()
+    closing, other, third = (RedisBus(url, redis_prefix) for _ in range(3))
+    feeds = [ChangeFeed(bus, shared_store=True) for bus in (closing, other, third)]
+    for feed in feeds:
+        feed.start()
+    try:
+        await wait_for(lambda: all(feed.remote for feed in feeds))
+        tasks = list(closing._tasks)
+        closing.publish([1])
+        for _ in range(in_flight):
+            await asyncio.sleep(0)
+        await closing.close()
+        assert len(tasks) == 2
+        assert all(t.done() and not t.cancelled() for t in tasks), tasks
+        heard = asyncio.Event()
+        feeds[1].watch(2, heard)
+        third.publish([2])  # after everything `closing` sent, on the same channel
+        await asyncio.wait_for(heard.wait(), 15)
+        assert other.received == closing.published + 1
+    finally:
+        for feed in feeds:
+            await feed.close()

@@ -45,6 +45,7 @@ class RedisBus:
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._subscribed = False
         self.published = 0
         self.received = 0
         self.failures = 0
@@ -62,26 +63,38 @@ class RedisBus:
         ]
 
     async def close(self) -> None:
-        """Stop both tasks and disconnect, within about CLOSE_WITHIN seconds. The
-        subscriber is asked to stop rather than cancelled inside a Redis call (a
-        cancelled read can leave redis-py's connection waiting on itself)."""
+        """Stop both tasks and disconnect, within about CLOSE_WITHIN seconds. Neither task
+        is cancelled inside a Redis call if it can be helped: redis-py can swallow a
+        cancellation that lands in a command (the call then returns normally), and a
+        cancelled read can leave its connection waiting on itself. So both are asked to
+        stop: the publisher is woken to see `_closing`, the subscriber's read is woken by
+        a message of this node's own on the channel (every node skips those)."""
         self._closing = True
+        self._ready.set()
         tasks, self._tasks = self._tasks, []
         if tasks:
-            tasks[0].cancel()  # the publisher: waits for ids, or publishes (nothing to keep)
+            if self._subscribed:
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    async with asyncio.timeout(WAIT):
+                        await self.client.publish(self.channel, self._own_message([]))
             _, stuck = await asyncio.wait(tasks, timeout=CLOSE_WITHIN)
-            for task in stuck:  # a subscriber still in a call past the bound: leave it
+            for task in stuck:  # still in a call past the bound: leave it
                 task.cancel()
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(CLOSE_WITHIN):
                 await self.client.aclose()
 
+    def _own_message(self, ids: list[int]) -> bytes:
+        return orjson.dumps({"node": self.node, "ids": ids})
+
     async def _publisher(self, feed: ChangeFeed) -> None:
         while True:
             await self._ready.wait()
+            if self._closing:
+                return
             self._ready.clear()
             ids, self._pending = self._pending, set()
-            message = orjson.dumps({"node": self.node, "ids": sorted(ids)})
+            message = self._own_message(sorted(ids))
             try:
                 await self.client.publish(self.channel, message)
                 self.published += 1
@@ -97,6 +110,7 @@ class RedisBus:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
+                self._subscribed = True
                 if not feed.remote:
                     log.info("live streams: hearing other nodes through Redis")
                 feed.set_remote(True)
@@ -110,6 +124,7 @@ class RedisBus:
                     log.warning("live streams: Redis lost (%s); streams read every few s", exc)
                 feed.set_remote(False)
             finally:
+                self._subscribed = False
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             for _ in range(int(RETRY / WAIT)):
@@ -123,6 +138,6 @@ class RedisBus:
             node, ids = body["node"], body["ids"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return  # not ours
-        if node != self.node and isinstance(ids, list):
+        if node != self.node and isinstance(ids, list) and ids:  # []: a node closing
             self.received += 1
             feed.changed(i for i in ids if isinstance(i, int))
