@@ -67,7 +67,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
     for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
         env.pop(key, None)
@@ -95,7 +95,7 @@ class Node:
                 [TALLY, "serve", "--host", HOST, "--port", str(self.port), "--database",
                  self.database, "--durability", self.mode, "--no-bootstrap"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=_env(self.env), start_new_session=True,
+                env=clean_env(self.env), start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -258,7 +258,7 @@ class Chaos:
     def cli(self, database: str, *args: str) -> str:
         done = subprocess.run(
             [TALLY, *args, "--database", database], capture_output=True, text=True,
-            env=_env({}), check=True, timeout=60,
+            env=clean_env({}), check=True, timeout=60,
         )  # fmt: skip
         return done.stdout
 
