@@ -10,7 +10,7 @@ from tools.soak import parse, soak, summary
 async def test_one_minute_at_80_percent_of_the_maximum(tmp_path: Path) -> None:
     """A real server held at 80 % of its measured maximum for a minute: no error, memory
     and file descriptors flat, p99 steady (the checks of tools/soak.py)."""
-    args = parse(["--minutes", "1", "--probe", "5", "--sample", "10", "--quiet"])
+    args = parse(["--minutes", "1", "--probe", "5", "--sample", "5", "--quiet"])
     report = await soak(args, tmp_path)
     print(f"\nsoak: {summary(report)}")
     assert not report.failures, f"{report.failures}\n{summary(report)}\n{report.samples}"
