@@ -11,7 +11,10 @@ its own in-process limiter (so each node then admits the limit on its own), logs
 switch, counts it in `fallbacks`, and tries Redis again after `retry_after` seconds. A
 Redis failure never turns into an error response. The in-process limiter is kept in step
 with every request the node admits while Redis decides, so at the switch a key goes on
-with the backlog this node gave it rather than with a fresh burst.
+with the backlog this node gave it rather than with a fresh burst; and for a period
+after Redis is back, a request Redis admits is still refused if the node's own count
+refuses it (Redis did not see what the node admitted alone), so the switch back grants
+no extra burst either.
 
 A key with several hits in one call is busy on this node: the call also reserves a few
 cells of its budget (see RESERVE_*), which the node hands out for the key's next hits
@@ -125,6 +128,7 @@ class RedisRateLimiter:
         # keys Redis refused, until their next cell is due; by time of refusal
         self._blocked: dict[Hashable, _Block] = {}
         self._retry_at = 0.0
+        self._rejoined_until = 0.0  # until then this node's own count may refuse too
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.TimerHandle | None = None  # gives expired cells back
 
@@ -154,9 +158,14 @@ class RedisRateLimiter:
             return self.fallback.hit(hash(key), now)
         if self.using_fallback:
             self.using_fallback = False
+            self._rejoined_until = now + self.period
             log.warning("Redis is back: the rate limit is shared by all nodes again")
         if decision.allowed:
-            self.fallback.hit(hash(key), now)  # in step, for a switch to it
+            local = self.fallback.hit(hash(key), now)  # in step, for a switch to it
+            if not local.allowed and now < self._rejoined_until:
+                # Redis has not seen what this node admitted on its own while it was
+                # away: for a period after, the node's own count may refuse too
+                return local
         return decision
 
     def _from_reservation(self, reserved: _Reservation, now: float) -> Decision:
