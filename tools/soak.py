@@ -38,7 +38,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tools.chaos import POSTGRES, REDIS, TALLY, Connection, Node, Unanswered, clean_env
+from tools.chaos import POSTGRES, REDIS
+from tools.node import TALLY, Connection, Node, Unanswered, clean_env
 
 
 @dataclass
@@ -186,7 +187,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> Report:
         report.requests += requests
         report.errors += errors
     finally:
-        node.signal(signal.SIGTERM)
+        await asyncio.to_thread(node.signal, signal.SIGTERM)  # the loop runs on meanwhile
         node.teardown()
     report.failures = judge(report)
     return report
