@@ -25,8 +25,13 @@
 -- reserved cells; refused cells change nothing), the backlog (TAT - now, microseconds)
 -- before them, and the TAT after them. The caller derives each request's remaining,
 -- reset and retry from these.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- ARGV[4n+3]   (optional, n = #KEYS) the time to use instead of the server's clock,
+--              integer microseconds: for tests that drive the clock (never in serving)
+local now = tonumber(ARGV[4 * #KEYS + 3])
+if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local interval = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local tolerance = interval * (limit - 1)

@@ -9,7 +9,12 @@ with its number of hits (so a single Redis, or a hash-tagged prefix on a cluster
 keys of one call must share a slot). If Redis cannot be reached, the node falls back to
 its own in-process limiter (so each node then admits the limit on its own), logs the
 switch, counts it in `fallbacks`, and tries Redis again after `retry_after` seconds. A
-Redis failure never turns into an error response.
+Redis failure never turns into an error response. The in-process limiter is kept in step
+with every request the node admits while Redis decides, so at the switch a key goes on
+with the backlog this node gave it rather than with a fresh burst; and for a period
+after Redis is back, a request Redis admits is still refused if the node's own count
+refuses it (Redis did not see what the node admitted alone), so the switch back grants
+no extra burst either.
 
 A key with several hits in one call is busy on this node: the call also reserves a few
 cells of its budget (see RESERVE_*), which the node hands out for the key's next hits
@@ -27,7 +32,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from importlib import resources
 from typing import TypeVar
@@ -95,12 +100,17 @@ class RedisRateLimiter:
         *,
         prefix: str = "tally:",
         retry_after: float = 1.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """`clock`: tests only, a monotonic clock in seconds used for every decision,
+        also in Redis instead of its own clock (so simulated minutes take no minutes)."""
         self.client = client
         self.limit = limit
         self.period = period
         self.prefix = prefix
         self.retry_after = retry_after
+        self.clock = clock
+        self._now = clock or time.monotonic
         self.fallback = MemoryRateLimiter(limit, period)
         self.fallbacks = 0  # times this node switched to its own limiter
         self.batches = 0  # script calls sent (one per event-loop tick with hits)
@@ -118,6 +128,7 @@ class RedisRateLimiter:
         # keys Redis refused, until their next cell is due; by time of refusal
         self._blocked: dict[Hashable, _Block] = {}
         self._retry_at = 0.0
+        self._rejoined_until = 0.0  # until then this node's own count may refuse too
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.TimerHandle | None = None  # gives expired cells back
 
@@ -127,9 +138,10 @@ class RedisRateLimiter:
 
     async def hit(self, key: Hashable, now: float) -> Decision:
         if self.using_fallback and now < self._retry_at:
-            return self.fallback.hit(key, now)
+            return self.fallback.hit(hash(key), now)
         reserved = self._reserved.get(key)
         if reserved is not None and reserved.cells and now < reserved.until:
+            self.fallback.hit(hash(key), now)  # in step, for a switch to it
             return self._from_reservation(reserved, now)
         blocked = self._blocked.get(key)
         if blocked is not None and now < blocked.until:
@@ -143,10 +155,17 @@ class RedisRateLimiter:
             decision = await future
         except Exception as exc:  # Redis or anything under it: limit locally
             self._down(exc, now)
-            return self.fallback.hit(key, now)
+            return self.fallback.hit(hash(key), now)
         if self.using_fallback:
             self.using_fallback = False
+            self._rejoined_until = now + self.period
             log.warning("Redis is back: the rate limit is shared by all nodes again")
+        if decision.allowed:
+            local = self.fallback.hit(hash(key), now)  # in step, for a switch to it
+            if not local.allowed and now < self._rejoined_until:
+                # Redis has not seen what this node admitted on its own while it was
+                # away: for a period after, the node's own count may refuse too
+                return local
         return decision
 
     def _from_reservation(self, reserved: _Reservation, now: float) -> Decision:
@@ -166,7 +185,7 @@ class RedisRateLimiter:
     def _send(self) -> None:
         batch, self._batch = self._batch, []
         give_back, self._give_back = self._give_back, []
-        now = time.monotonic()
+        now = self._now()
         # a refusal expires at its key's next cell; one that lasts longer may keep
         # later ones a while (at most the period), which only costs memory
         _pop_expired(self._blocked, now)
@@ -204,13 +223,15 @@ class RedisRateLimiter:
         try:
             keys = [self.redis_key(k) for k, _, _ in give_back]
             keys += [self.redis_key(k) for k in waiting]
+            if self.clock is not None:
+                args.append(int(self.clock() * 1_000_000))
             flat = await self._script(keys=keys, args=args)
         except Exception as exc:  # any failure: the waiters fall back, never hang
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        now = time.monotonic()
+        now = self._now()
         at = 3 * len(give_back)
         for key, futures in waiting.items():
             granted, backlog, tat = int(flat[at]), int(flat[at + 1]), int(flat[at + 2])
@@ -244,7 +265,7 @@ class RedisRateLimiter:
             self._send()
         if self._reserved:
             first = next(iter(self._reserved.values()))
-            delay = max(0.0, first.until - time.monotonic())
+            delay = max(0.0, first.until - self._now())
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
 
     def _block(self, key: Hashable, backlog: int, admitted: int, sent: float) -> None:
@@ -294,7 +315,7 @@ class RedisRateLimiter:
         self._give_back = []
         if give_back and not self.using_fallback:
             with contextlib.suppress(Exception):  # best effort: they expire by themselves
-                await self._run([], give_back, time.monotonic())
+                await self._run([], give_back, self._now())
         await self.client.aclose()
 
 
