@@ -30,18 +30,17 @@ from typing import Any
 
 import orjson
 
+from tally import rules
 from tally.counters import check_name
 from tally.errors import TallyError
 from tally.exports import CSV_HEADER, CSV_HEADER_V1, PAGE, READS
 from tally.models import CounterRecord, CounterRules
 from tally.storage import Store
-from tally.workspaces import check_origins
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_COUNT = 2**63 - 1
 MAX_DESCRIPTION = 10_000
 MAX_ERRORS = 20  # reported at most; validation stops there
-MAX_BOUND = 2**62  # as tally.workspaces.check_bounds
 
 
 class InvalidFile(ValueError):
@@ -130,10 +129,8 @@ def _name(value: Any) -> str:
 
 
 def _bound(value: Any, what: str) -> int | None:
-    if value is None:
-        return None
-    if type(value) is not int or not -MAX_BOUND <= value <= MAX_BOUND:
-        raise _Bad(f"{what} must be null or a whole number within +-2**62")
+    if value is not None and type(value) is not int:
+        raise _Bad(f"{what} must be null or a whole number")
     return value
 
 
@@ -141,15 +138,17 @@ def _origins(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _Bad("allowed_origins must be a list of origins")
     try:
-        return check_origins(value)
+        return rules.check_origins(value)
     except TallyError as exc:
         raise _Bad(f"allowed_origins: {exc.message}") from None
 
 
 def _rules(obj: dict[str, Any]) -> CounterRules:
     floor, ceiling = _bound(obj["floor"], "floor"), _bound(obj["ceiling"], "ceiling")
-    if floor is not None and ceiling is not None and floor > ceiling:
-        raise _Bad(f"the floor ({floor}) is above the ceiling ({ceiling})")
+    try:
+        rules.check_bounds(floor, ceiling)
+    except TallyError as exc:
+        raise _Bad(exc.message) from None
     return CounterRules(floor, ceiling, _origins(obj["allowed_origins"]))
 
 

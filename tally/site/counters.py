@@ -191,7 +191,7 @@ async def edit(request: Request) -> Response:
 
 
 async def set_rules(request: Request) -> Response:
-    """The counter's floor, ceiling and allowed origins (rules.py validates them)."""
+    """The counter's floor, ceiling and allowed origins (tally.rules checks them)."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "counter_rules")
     counter = await load_counter(request, ws)
@@ -199,13 +199,15 @@ async def set_rules(request: Request) -> Response:
     submitted = {key: field(data, key) for key in ("floor", "ceiling", "origins")}
     s = site(request)
     try:
-        origins = rules.check_origins(submitted["origins"])
-        floor = rules.check_bound(submitted["floor"], "floor")
-        ceiling = rules.check_bound(submitted["ceiling"], "ceiling")
+        origins = rules.parse_origins(submitted["origins"])
+        floor = rules.parse_bound(submitted["floor"], "floor")
+        ceiling = rules.parse_bound(submitted["ceiling"], "ceiling")
+        rules.check_bounds(floor, ceiling)
         view = await s.counters.current(counter)
-        rules.check_bounds(counter, floor, ceiling, view.up_count - view.down_count)
+        rules.check_value(counter, floor, ceiling, view.up_count - view.down_count)
     except TallyError as exc:
-        return await _page(request, ws, role, counter, exc.status, exc.message, submitted)
+        message = rules.sentence(exc.message)
+        return await _page(request, ws, role, counter, exc.status, message, submitted)
     if await s.store.set_counter_rules(counter.id, floor=floor, ceiling=ceiling, origins=origins):
         return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The limits are saved.")
     raise NotFound("No such counter.")
