@@ -42,7 +42,7 @@ ACTIONS: dict[str, Role] = {
     "admin_tokens": Role.OWNER,
     "manage_members": Role.OWNER,
     "manage_workspace": Role.OWNER,
-    "counter_rules": Role.OWNER,  # bounds and allowed origins: what an Admin token may set
+    "counter_rules": Role.OWNER,  # bounds, allowed origins, unique window: an Admin token's
     "export": Role.OWNER,  # the whole workspace, as an Admin token downloads it
 }
 
