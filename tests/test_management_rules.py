@@ -231,5 +231,8 @@ async def test_a_new_bound_the_value_breaks_is_409_and_changes_nothing(
     data = r.json()["data"]
     assert (data["floor"], data["ceiling"], data["allowed_origins"]) == (-5, 1, [SITE])
     assert_error(await call(h, "PATCH", path, admin, {"ceiling": 2}), 409)
+    # above its ceiling, the counter is held to it exactly: no up, downs towards it
+    assert_error(await h.get("/v2/ws/c/up", admin), 409)
+    assert (await h.get("/v2/ws/c/down", admin)).json()["data"]["value"] == 2
     r = await call(h, "PATCH", path, admin, {"ceiling": None})
     assert r.json()["data"]["ceiling"] is None
