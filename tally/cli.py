@@ -434,7 +434,7 @@ def _bound(text: str | None, what: str) -> int | None:
     if text is None:
         return None
     try:
-        return rules.parse_bound(text, what, none="none")
+        return rules.parse_bound(text, what, blank="none")
     except BadRequest as exc:
         raise click.BadParameter(exc.message, param_hint=f"--{what}") from None
 

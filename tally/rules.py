@@ -37,8 +37,8 @@ def sentence(message: str) -> str:
 # bounds --------------------------------------------------------------------------------
 
 
-def _range_error(what: str, empty: str) -> BadRequest:
-    return BadRequest(f"the {what} must be a whole number from -2^62 to 2^62{empty}")
+def _range_error(what: str, blank: str) -> BadRequest:
+    return BadRequest(f"the {what} must be a whole number from -2^62 to 2^62, or {blank}")
 
 
 def check_bounds(floor: int | None, ceiling: int | None) -> None:
@@ -46,19 +46,19 @@ def check_bounds(floor: int | None, ceiling: int | None) -> None:
     not above the ceiling."""
     for what, bound in (("floor", floor), ("ceiling", ceiling)):
         if bound is not None and abs(bound) > MAX_BOUND:
-            raise _range_error(what, ", or null for none")
+            raise _range_error(what, "null for none")
     if floor is not None and ceiling is not None and floor > ceiling:
         raise BadRequest(f"the floor ({floor}) is above the ceiling ({ceiling})")
 
 
-def parse_bound(text: str, what: str, *, none: str = "empty") -> int | None:
+def parse_bound(text: str, what: str, *, blank: str = "empty for none") -> int | None:
     """A floor or ceiling as typed (a form, the CLI): a whole number, or empty (or
-    `none`) for none; BadRequest otherwise."""
+    `none`) for none; BadRequest otherwise (`blank` says how to type none)."""
     text = text.strip().replace("\u2212", "-")  # a typographic minus is meant as one
     if not text or text.lower() == "none":
         return None
     if not _INTEGER.fullmatch(text) or abs(int(text)) > MAX_BOUND:
-        raise _range_error(what, f", or {none} for none")
+        raise _range_error(what, blank)
     return int(text)
 
 
