@@ -11,15 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tally import origins as origin_rules
-from tally import visitors
+from tally import rules, visitors
 from tally.auth import issue_token
 from tally.config import Settings, SettingsError
 from tally.counters import MAX_BY, MAX_SET, check_name
 from tally.errors import BadRequest, Conflict, StorageError, TallyError
 from tally.models import Counter, Permission, Workspace
 from tally.storage import Store, store_from_url
-from tally.workspaces import check_bounds
 
 if TYPE_CHECKING:
     from tally.accounts import Accounts
@@ -202,9 +200,9 @@ def _parse_origins(text: str | None) -> tuple[str, ...] | None:
     if text.strip().lower() == "none":
         return ()
     try:
-        return origin_rules.parse_list(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--origins") from None
+        return rules.parse_origins(text)
+    except BadRequest as exc:
+        raise click.BadParameter(exc.message, param_hint="--origins") from None
 
 
 def _origins_text(origins: tuple[str, ...]) -> str:
@@ -441,13 +439,13 @@ def counter_create(path: str, private: bool, description: str, database_url: str
     click.echo(_with_store(database_url, run))
 
 
-def _bound(text: str | None, hint: str) -> int | None:
-    if text is None or text.strip().lower() == "none":
+def _bound(text: str | None, what: str) -> int | None:
+    if text is None:
         return None
     try:
-        return int(text)
-    except ValueError:
-        raise click.BadParameter("use a whole number or none", param_hint=hint) from None
+        return rules.parse_bound(text, what, blank="none")
+    except BadRequest as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{what}") from None
 
 
 @counter.command("update")
@@ -466,12 +464,13 @@ def counter_update(
     database_url: str | None,
 ) -> None:
     """Change a counter's bounds and allowed origins (servers apply them within
-    TALLY_TOKEN_CACHE_TTL). Options left out keep their value."""
+    TALLY_TOKEN_CACHE_TTL). Options left out keep their value. A new or changed bound
+    that the counter's committed value already breaks is refused."""
     slug, sep, name = path.partition("/")
     if not sep or not name:
         raise click.BadParameter("use WORKSPACE/NAME", param_hint="WORKSPACE/NAME")
     allowed = _parse_origins(origins)
-    new_floor, new_ceiling = _bound(floor, "--floor"), _bound(ceiling, "--ceiling")
+    new_floor, new_ceiling = _bound(floor, "floor"), _bound(ceiling, "ceiling")
 
     async def run(store: Store, _s: Settings) -> Counter:
         c = await store.read_counter(slug, name)
@@ -479,10 +478,8 @@ def counter_update(
             raise click.ClickException(f"no counter {slug}/{name}")
         lo = c.floor if floor is None else new_floor
         hi = c.ceiling if ceiling is None else new_ceiling
-        try:
-            check_bounds(lo, hi)
-        except BadRequest as exc:
-            raise click.ClickException(exc.message) from None
+        rules.check_bounds(lo, hi)
+        rules.check_value(c, lo, hi, c.up_count - c.down_count)
         updated = await store.set_counter_rules(
             c.id, floor=lo, ceiling=hi, origins=c.origins if allowed is None else allowed
         )

@@ -339,14 +339,18 @@ class Client(_Base):
         allowed_origins: tuple[str, ...] | list[str] = UNSET,
         floor: int | None = UNSET,
         ceiling: int | None = UNSET,
+        unique: int | bool | None = UNSET,
     ) -> ManagedCounter:
-        """Change the fields given (None clears a bound, () the origins)."""
+        """Change the fields given (None clears a bound, () the origins). `unique` is the
+        unique-visitor window in seconds (3600 to 2592000), True for 24 h, False or None
+        for off. A new bound the counter's value already breaks is a ConflictError."""
         changes = _changes(
             description=description,
             private=private,
             allowed_origins=allowed_origins,
             floor=floor,
             ceiling=ceiling,
+            unique=unique,
         )
         return self.run(self._update_counter(workspace, counter_id, changes))
 
@@ -465,14 +469,18 @@ class AsyncClient(_Base):
         allowed_origins: tuple[str, ...] | list[str] = UNSET,
         floor: int | None = UNSET,
         ceiling: int | None = UNSET,
+        unique: int | bool | None = UNSET,
     ) -> ManagedCounter:
-        """Change the fields given (None clears a bound, () the origins)."""
+        """Change the fields given (None clears a bound, () the origins). `unique` is the
+        unique-visitor window in seconds (3600 to 2592000), True for 24 h, False or None
+        for off. A new bound the counter's value already breaks is a ConflictError."""
         changes = _changes(
             description=description,
             private=private,
             allowed_origins=allowed_origins,
             floor=floor,
             ceiling=ceiling,
+            unique=unique,
         )
         return await self.run(self._update_counter(workspace, counter_id, changes))
 

@@ -147,6 +147,7 @@ class ManagedCounter:
     floor: int | None
     ceiling: int | None
     allowed_origins: tuple[str, ...]  # its own list; () takes the workspace's
+    unique: int | None  # the unique-visitor window in seconds; None: off
     created_at: datetime | None
     updated_at: datetime | None
     raw: Mapping[str, Any]
@@ -165,6 +166,7 @@ class ManagedCounter:
             floor=_bound(data.get("floor")),
             ceiling=_bound(data.get("ceiling")),
             allowed_origins=tuple(data.get("allowed_origins") or ()),
+            unique=_bound(data.get("unique")) or None,
             created_at=_time(data.get("created_at")),
             updated_at=_time(data.get("updated_at")),
             raw=data,

@@ -7,15 +7,17 @@ Format version 2, JSON lines (one JSON object a line, UTF-8):
                    "v1_open": false, "allowed_origins": ["https://demo.example"]}}
     {"counter": {"workspace": "demo", "name": "hits", "description": "", "private": false,
                  "up_count": 4, "down_count": 1, "created_at": ..., "updated_at": ...,
-                 "floor": null, "ceiling": 100, "allowed_origins": [],
+                 "floor": null, "ceiling": 100, "allowed_origins": [], "unique": 86400,
                  "hours": [[494534, 3, 1], [494535, 1, 0]]}}
     ...
     {"end": {"workspaces": 1, "counters": 1, "buckets": 2}}
 
 Every setting of a workspace and a counter is in it: the V1 flag and allowed origins of
-a workspace; the description, visibility (`private`), floor, ceiling (null: none) and
-own allowed origins of a counter. Version 1 (still read) had none of the rules: neither
-`v1_open` nor `allowed_origins` nor the bounds.
+a workspace; the description, visibility (`private`), floor, ceiling (null: none), own
+allowed origins and unique-visitor window (`unique`: seconds, null: off) of a counter.
+Version 1 (still read) had none of the rules: neither `v1_open` nor `allowed_origins`
+nor the bounds. `unique` came later within version 2: a version 2 counter without it
+is still read, and leaves the counter's window as it is.
 
 Times are unix seconds (floats, exactly as stored); an hour is the UTC hour index (unix
 seconds // 3600). A workspace's line comes before its counters. The `end` line tells a
@@ -25,7 +27,8 @@ without the server's key, and a token should not travel in a file).
 CSV version 2 carries the counters' totals and settings only (no history, no workspace
 settings): a first row `tally-export-csv,2`, then the header row `CSV_HEADER`, then one
 row per counter; an empty floor or ceiling is none, `allowed_origins` is separated by
-spaces. Version 1 (still read) had no floor, ceiling or allowed_origins columns.
+spaces, an empty `unique` is off. Version 1 (still read) had no floor, ceiling or
+allowed_origins columns; a version 2 file without the `unique` column is read too.
 
 Export reads a page of counters (and their buckets) at a time: memory stays bounded
 whatever the number of counters. Pages are read one after another, not in one snapshot:
@@ -58,7 +61,8 @@ CSV_HEADER_V1 = (
     "created_at",
     "updated_at",
 )
-CSV_HEADER = (*CSV_HEADER_V1, "floor", "ceiling", "allowed_origins")
+CSV_HEADER_V2 = (*CSV_HEADER_V1, "floor", "ceiling", "allowed_origins")  # before `unique`
+CSV_HEADER = (*CSV_HEADER_V2, "unique")
 PAGE = 1000  # counters read (and held) at a time
 
 
@@ -79,6 +83,7 @@ def _counter(ws: Workspace, c: Counter) -> dict[str, Any]:
         "floor": c.floor,
         "ceiling": c.ceiling,
         "allowed_origins": list(c.origins),
+        "unique": c.unique_window or None,  # as the management API shows it
     }
 
 
@@ -149,6 +154,7 @@ async def export_csv(
                 row["floor"] = "" if c.floor is None else str(c.floor)
                 row["ceiling"] = "" if c.ceiling is None else str(c.ceiling)
                 row["allowed_origins"] = " ".join(c.origins)
+                row["unique"] = str(c.unique_window) if c.unique_window else ""
                 writer.writerow([row[k] for k in CSV_HEADER])
             yield out.getvalue().encode()
             out.seek(0)

@@ -12,9 +12,10 @@ What an import does, so that running it twice changes nothing the second time:
   not; a version 1 file or a CSV file has none, and leaves them as they are.
 - A counter of the file is set to the file's values: created if missing, otherwise its
   totals, description, private flag and times are replaced by the file's, and, from a
-  version 2 file, its floor, ceiling and allowed origins. From a JSON lines file its
-  hourly history is replaced by the file's too (hours the file does not have are
-  removed); a CSV file has no history, and leaves it as it is.
+  version 2 file, its floor, ceiling and allowed origins, and its unique-visitor window
+  if the file has one (a version 2 file written before `unique` existed leaves it).
+  From a JSON lines file its hourly history is replaced by the file's too (hours the
+  file does not have are removed); a CSV file has no history, and leaves it as it is.
 - Counters that are not in the file are left alone. Tokens are not part of a file.
 """
 
@@ -30,18 +31,17 @@ from typing import Any
 
 import orjson
 
+from tally import rules
 from tally.counters import check_name
 from tally.errors import TallyError
-from tally.exports import CSV_HEADER, CSV_HEADER_V1, PAGE, READS
+from tally.exports import CSV_HEADER, CSV_HEADER_V1, CSV_HEADER_V2, PAGE, READS
 from tally.models import CounterRecord, CounterRules
 from tally.storage import Store
-from tally.workspaces import check_origins
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_COUNT = 2**63 - 1
 MAX_DESCRIPTION = 10_000
 MAX_ERRORS = 20  # reported at most; validation stops there
-MAX_BOUND = 2**62  # as tally.workspaces.check_bounds
 
 
 class InvalidFile(ValueError):
@@ -130,10 +130,8 @@ def _name(value: Any) -> str:
 
 
 def _bound(value: Any, what: str) -> int | None:
-    if value is None:
-        return None
-    if type(value) is not int or not -MAX_BOUND <= value <= MAX_BOUND:
-        raise _Bad(f"{what} must be null or a whole number within +-2**62")
+    if value is not None and type(value) is not int:
+        raise _Bad(f"{what} must be null or a whole number")
     return value
 
 
@@ -141,16 +139,25 @@ def _origins(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _Bad("allowed_origins must be a list of origins")
     try:
-        return check_origins(value)
+        return rules.check_origins(value)
     except TallyError as exc:
         raise _Bad(f"allowed_origins: {exc.message}") from None
 
 
 def _rules(obj: dict[str, Any]) -> CounterRules:
     floor, ceiling = _bound(obj["floor"], "floor"), _bound(obj["ceiling"], "ceiling")
-    if floor is not None and ceiling is not None and floor > ceiling:
-        raise _Bad(f"the floor ({floor}) is above the ceiling ({ceiling})")
+    try:
+        rules.check_bounds(floor, ceiling)
+    except TallyError as exc:
+        raise _Bad(exc.message) from None
     return CounterRules(floor, ceiling, _origins(obj["allowed_origins"]))
+
+
+def _unique(value: Any) -> int:
+    try:
+        return rules.check_unique(value)
+    except TallyError as exc:
+        raise _Bad(exc.message) from None
 
 
 def _hours(value: Any) -> tuple[tuple[int, int, int], ...]:
@@ -170,7 +177,9 @@ def _hours(value: Any) -> tuple[tuple[int, int, int], ...]:
 
 
 # the fields of a counter, by format version (a CSV row's are the same without "hours")
-COUNTER_KEYS = {1: frozenset((*CSV_HEADER_V1, "hours")), 2: frozenset((*CSV_HEADER, "hours"))}
+COUNTER_KEYS = {1: frozenset((*CSV_HEADER_V1, "hours")), 2: frozenset((*CSV_HEADER_V2, "hours"))}
+# fields a counter of that version may leave out (then the counter's value is kept)
+OPTIONAL_KEYS = {1: frozenset[str](), 2: frozenset(("unique",))}
 WORKSPACE_KEYS = {
     1: frozenset(("slug", "name", "created_at")),
     2: frozenset(("slug", "name", "created_at", "v1_open", "allowed_origins")),
@@ -179,8 +188,10 @@ WORKSPACE_KEYS = {
 
 def _counter(obj: Any, version: int, hours: bool) -> CounterLine:
     keys = COUNTER_KEYS[version] if hours else COUNTER_KEYS[version] - {"hours"}
-    if not isinstance(obj, dict) or set(obj) != keys:
-        raise _Bad(f"a counter has exactly the fields {', '.join(sorted(keys))}")
+    optional = OPTIONAL_KEYS[version]
+    if not isinstance(obj, dict) or not keys <= set(obj) <= keys | optional:
+        also = f" (and optionally {', '.join(sorted(optional))})" if optional else ""
+        raise _Bad(f"a counter has exactly the fields {', '.join(sorted(keys))}{also}")
     if not isinstance(obj["private"], bool):
         raise _Bad("private must be true or false")
     record = CounterRecord(
@@ -193,6 +204,7 @@ def _counter(obj: Any, version: int, hours: bool) -> CounterLine:
         updated_at=_time(obj["updated_at"], "updated_at"),
         hours=_hours(obj["hours"]) if hours else None,
         rules=_rules(obj) if version >= 2 else None,
+        unique=_unique(obj["unique"]) if "unique" in obj else None,
     )
     return CounterLine(_slug(obj["workspace"]), record)
 
@@ -267,7 +279,12 @@ def _csv_row(row: list[str], header: tuple[str, ...]) -> CounterLine:
             obj[key] = float(obj[key])
         except ValueError:
             raise _Bad(f"{key} must be unix seconds") from None
-    version = 2 if header == CSV_HEADER else 1
+    version = 1 if header == CSV_HEADER_V1 else 2
+    if "unique" in obj:
+        text = obj["unique"]
+        if text and not (text.isascii() and text.isdigit()):
+            raise _Bad("unique must be empty (off) or a window in seconds")
+        obj["unique"] = int(text) if text else None
     if version >= 2:
         for key in ("floor", "ceiling"):
             text = obj[key]
@@ -281,10 +298,11 @@ def _csv_row(row: list[str], header: tuple[str, ...]) -> CounterLine:
 def _csv(lines: Iterator[str], version: int) -> Read:
     reader = csv.reader(lines)
     header = next(reader, None)
-    expected = CSV_HEADER if version >= 2 else CSV_HEADER_V1
-    if header is None or tuple(header) != expected:
-        yield 2, Invalid(f"the header row must be {','.join(expected)}", fatal=True)
+    headers = (CSV_HEADER, CSV_HEADER_V2) if version >= 2 else (CSV_HEADER_V1,)
+    if header is None or tuple(header) not in headers:
+        yield 2, Invalid(f"the header row must be {','.join(headers[0])}", fatal=True)
         return
+    expected = tuple(header)
     declared: set[str] = set()
     for row in reader:
         number = reader.line_num

@@ -188,6 +188,8 @@ class CounterRecord:
     updated_at: float
     hours: tuple[tuple[int, int, int], ...] | None
     rules: CounterRules | None = None  # None: the file has none (format 1), keep the counter's
+    # the unique-visitor window in seconds (0: off); None: the file has none, keep the counter's
+    unique: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

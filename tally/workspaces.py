@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 import time
 
-from tally import origins
 from tally.counters import check_name
 from tally.errors import BadRequest, Conflict, Forbidden, NotFound
 from tally.links import new_secret, secret_hash
@@ -34,7 +33,6 @@ from tally.storage.base import Store
 INVITE_TTL = 7 * 86400.0
 MAX_DESCRIPTION = 500  # characters of a counter's description
 MAX_TOKEN_NAME = 100
-MAX_BOUND = 2**62  # the largest floor or ceiling, either sign
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 ACTIONS: dict[str, Role] = {
@@ -44,7 +42,7 @@ ACTIONS: dict[str, Role] = {
     "admin_tokens": Role.OWNER,
     "manage_members": Role.OWNER,
     "manage_workspace": Role.OWNER,
-    "counter_rules": Role.OWNER,  # bounds and allowed origins: what an Admin token may set
+    "counter_rules": Role.OWNER,  # bounds, allowed origins, unique window: an Admin token's
     "export": Role.OWNER,  # the whole workspace, as an Admin token downloads it
 }
 
@@ -97,27 +95,6 @@ def check_token_name(name: str, *, required: bool = True) -> str:
     if (required and not name) or len(name) > MAX_TOKEN_NAME:
         raise BadRequest(f"Give the token a name (up to {MAX_TOKEN_NAME} characters).")
     return name
-
-
-def check_bounds(floor: int | None, ceiling: int | None) -> None:
-    """BadRequest unless the bounds (None: none) are within +-MAX_BOUND and the floor is
-    not above the ceiling."""
-    for bound in (floor, ceiling):
-        if bound is not None and abs(bound) > MAX_BOUND:
-            raise BadRequest("a bound must be within +-2**62")
-    if floor is not None and ceiling is not None and floor > ceiling:
-        raise BadRequest(f"the floor ({floor}) is above the ceiling ({ceiling})")
-
-
-def check_origins(items: list[str]) -> tuple[str, ...]:
-    """Allowed origins, one per item, normalized and without duplicates (tally.origins),
-    or BadRequest."""
-    if any(not item.strip() or "," in item or len(item.split()) > 1 for item in items):
-        raise BadRequest("allowed_origins must hold one origin per item")
-    try:
-        return origins.parse_list(" ".join(items))
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
 
 
 async def create_counter(

@@ -40,7 +40,8 @@ async def export_to(store: Store, path: Path) -> Path:
 
 async def seed(store: Store) -> None:
     """Two workspaces (one open for V1 with allowed origins); counters with history, a
-    private one, odd names, bounds and allowed origins, an empty one."""
+    private one, odd names, bounds and allowed origins, unique-visitor windows, an empty
+    one."""
     demo = await store.create_workspace("demo", "Demo")
     other = await store.create_workspace("other", "Other")
     plan = [
@@ -72,6 +73,8 @@ async def seed(store: Store) -> None:
     assert secret is not None
     await store.set_counter_rules(hits.id, floor=-5, ceiling=None, origins=("http://x.example:81",))
     await store.set_counter_rules(secret.id, floor=0, ceiling=2**62, origins=())
+    await store.set_counter_unique(hits.id, 7 * 86400)
+    await store.set_counter_unique(secret.id, 3600)
 
 
 async def snapshot(store: Store) -> dict[str, Any]:
@@ -84,6 +87,7 @@ async def snapshot(store: Store) -> dict[str, Any]:
             out[f"{ws.slug}/{c.name}"] = {
                 "fields": (c.description, c.private, c.up_count, c.down_count),
                 "rules": (c.floor, c.ceiling, c.origins),
+                "unique": c.unique_window,
                 "workspace": (ws.name, ws.created_at, ws.v1_open, ws.origins),
                 "times": (c.created_at, c.updated_at),
                 "hours": sorted(history.buckets),
@@ -121,6 +125,11 @@ async def test_round_trip_sqlite_postgres_sqlite(
         assert len(original) == 4
         assert original["demo/hits"]["rules"] == (-5, None, ("http://x.example:81",))
         assert original["demo/secret"]["rules"] == (0, 2**62, ())
+        assert (original["demo/hits"]["unique"], original["demo/secret"]["unique"]) == (
+            7 * 86400, 3600,
+        )  # fmt: skip
+        assert original["other/empty"]["unique"] == 0
+        assert b'"unique":604800' in a.read_bytes()
         assert original["demo/hits"]["workspace"][2:] == (
             True, ("https://demo.example", "https://*.demo.example"),
         )  # fmt: skip
@@ -171,7 +180,7 @@ async def test_csv_sets_totals_and_keeps_history(store: Store, tmp_path: Path) -
     assert path.read_text().splitlines()[:2] == [
         "tally-export-csv,2",
         "workspace,name,description,private,up_count,down_count,created_at,updated_at,"
-        "floor,ceiling,allowed_origins",
+        "floor,ceiling,allowed_origins,unique",
     ]
     text = path.read_text().replace("demo,hits,,false,10,1,", "demo,hits,,false,99,1,")
     path.write_text(text)
@@ -183,11 +192,21 @@ async def test_csv_sets_totals_and_keeps_history(store: Store, tmp_path: Path) -
     assert after["demo/hits"]["hours"] == before["demo/hits"]["hours"]
     assert after["demo/hits"]["rules"] == before["demo/hits"]["rules"]
     # the rules come from the file too
-    text = path.read_text().replace(",-5,,http://x.example:81\n", ",-7,3,\n")
+    assert after["demo/hits"]["unique"] == 7 * 86400
+    # the rules and the unique window come from the file too
+    text = path.read_text().replace(",-5,,http://x.example:81,604800\n", ",-7,3,,\n")
     path.write_text(text)
     report = await import_file(store, path, validate(path))
     assert (report.created, report.changed, report.unchanged) == (0, 1, 3)
-    assert (await snapshot(store))["demo/hits"]["rules"] == (-7, 3, ())
+    after = await snapshot(store)
+    assert (after["demo/hits"]["rules"], after["demo/hits"]["unique"]) == ((-7, 3, ()), 0)
+    text = path.read_text().replace(",-7,3,,\n", ",-7,3,,172800\n")
+    path.write_text(text)
+    report = await import_file(store, path, validate(path))
+    assert (report.changed, report.unchanged) == (1, 3)
+    assert (await snapshot(store))["demo/hits"]["unique"] == 2 * 86400
+    again = await import_file(store, path, validate(path))
+    assert (again.changed, again.unchanged) == (0, 4)
 
 
 async def test_version_1_files_still_import(store: Store, tmp_path: Path) -> None:
@@ -233,6 +252,7 @@ async def test_file_sets_rules_and_workspace_settings(store: Store, tmp_path: Pa
     assert hits is not None
     await store.set_workspace_rules(demo.id, v1_open=False, origins=())
     await store.set_counter_rules(hits.id, floor=None, ceiling=1, origins=())
+    await store.set_counter_unique(hits.id, 0)
     report = await import_file(store, path, validate(path))
     assert (report.changed, report.unchanged, report.workspaces_changed) == (1, 3, 1)
     assert await snapshot(store) == expected
@@ -321,6 +341,21 @@ def END(counters: int = 1, buckets: int = 2) -> bytes:
          "floor must be empty or a whole number"),
         ([b"tally-export-csv,2", CSV2, b"demo,hits,,false,3,0,1,2,,,nope"],
          "'nope' is not an origin"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "unique": 60}), END()],
+         "the unique window must be from 3600 s"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "unique": 0}), END()],
+         "the unique window must be from 3600 s"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "unique": 31 * 86400}), END()],
+         "the unique window must be from 3600 s"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "unique": "24h"}), END()],
+         "unique must be a window in seconds"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "unique": 3600.0}), END()],
+         "unique must be a window in seconds"),
+        ([HEAD, WS, counter_line(unique=3600), END()], "a counter has exactly the fields"),
+        ([b"tally-export-csv,2", CSV2 + b",unique", b"demo,hits,,false,3,0,1,2,,,,1d"],
+         "unique must be empty (off) or a window in seconds"),
+        ([b"tally-export-csv,2", CSV2 + b",unique", b"demo,hits,,false,3,0,1,2,,,,59"],
+         "the unique window must be from 3600 s"),
         ([HEAD, WS, b"{nope", END(0, 0)], "line 3: not JSON"),
         ([HEAD, WS, counter_line(up_count=-1), END()], "up_count must be a whole number"),
         ([HEAD, WS, counter_line(up_count=True), END()], "up_count must be a whole number"),
@@ -454,3 +489,45 @@ async def test_download_refuses_other_methods(harness: Harness) -> None:
     """POST is 405."""
     r = await harness.client.post("/export/ws")
     assert r.status_code == 405
+
+
+async def test_version_2_files_without_unique_keep_the_window(store: Store, tmp_path: Path) -> None:
+    """A version 2 file written before `unique` was carried (JSON lines or CSV without
+    the column) still imports and leaves each counter's window as it is; `null` or an
+    empty cell turns it off."""
+    await seed(store)
+    path = await export_to(store, tmp_path / "x.jsonl")
+    before = await snapshot(store)
+    older = tmp_path / "older.jsonl"
+    lines = []
+    for raw in path.read_bytes().splitlines():
+        obj = orjson.loads(raw)
+        if "counter" in obj:
+            del obj["counter"]["unique"]
+        lines.append(orjson.dumps(obj))
+    older.write_bytes(b"\n".join(lines) + b"\n")
+    hits = await store.read_counter("demo", "hits")
+    assert hits is not None
+    await store.set_counter_unique(hits.id, 2 * 86400)
+    report = await import_file(store, older, validate(older))
+    assert (report.changed, report.unchanged) == (0, 4)
+    after = await snapshot(store)
+    assert after["demo/hits"]["unique"] == 2 * 86400
+    after["demo/hits"]["unique"] = before["demo/hits"]["unique"]
+    assert after == before
+
+    csv_path = await write(export_csv(store, await store.list_workspaces()), tmp_path / "x.csv")
+    rows = csv_path.read_text().splitlines()
+    assert rows[1].endswith(",unique")
+    assert any(row.endswith(",172800") for row in rows[2:])
+    cut = [rows[0]] + [row.rsplit(",", 1)[0] for row in rows[1:]]
+    csv_path.write_text("\n".join(cut) + "\n")
+    report = await import_file(store, csv_path, validate(csv_path))
+    assert (report.changed, report.unchanged) == (0, 4)
+    assert (await snapshot(store))["demo/hits"]["unique"] == 2 * 86400
+
+    off = tmp_path / "off.jsonl"
+    off.write_bytes(path.read_bytes().replace(b'"unique":604800', b'"unique":null'))
+    report = await import_file(store, off, validate(off))
+    assert (report.changed, report.unchanged) == (1, 3)
+    assert (await snapshot(store))["demo/hits"]["unique"] == 0

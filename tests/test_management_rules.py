@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Harness
+from conftest import Harness, HarnessFactory
 from helpers import assert_error, bearer
 from test_management import COUNTERS, SETTINGS, call, state
 from test_openapi import check_body
@@ -188,3 +188,51 @@ async def test_settings_methods_and_paths(harness: Harness) -> None:
     assert (await h.get("/v2/ws/settings/up", admin)).json()["data"]["name"] == "settings"
     r = await h.client.options(SETTINGS)
     assert r.headers["access-control-allow-methods"] == "GET, PATCH, OPTIONS"
+
+
+@pytest.mark.parametrize("durability", ["commit", "buffered"])
+async def test_a_new_bound_the_value_breaks_is_409_and_changes_nothing(
+    make_harness: HarnessFactory, durability: str
+) -> None:
+    """As in the dashboard and the CLI (tally.rules.check_value): a new or changed floor
+    or ceiling that the counter's value (pending buffered counts included) already breaks
+    is a 409 naming the value, and nothing of the body is written; a bound equal to the
+    value is fine; an unchanged bound is not checked again."""
+    h = await make_harness(durability=durability, flush_interval=60.0)
+    doc = document()
+    ws = await h.workspace()
+    admin = await h.token(ws, Permission.ADMIN)
+    counter = await h.counter(ws, "c", description="keep")
+    path = f"{COUNTERS}/{counter.id}"
+    for _ in range(3):
+        assert (await h.get("/v2/ws/c/up", admin)).status_code == 200
+    before = await state(h, ws.id)
+    for body, says in [
+        ({"ceiling": 2}, "the counter's value is 3, above a ceiling of 2"),
+        ({"floor": 4, "description": "not saved"}, "the counter's value is 3, below a floor of 4"),
+        ({"floor": 0, "ceiling": 2, "unique": True}, "above a ceiling of 2"),
+    ]:
+        r = await call(h, "PATCH", path, admin, body)
+        assert_error(r, 409)
+        check_body(doc, r, ONE, 409, "patch")
+        assert says in r.json()["message"]
+        assert "nothing was changed" in r.json()["message"]
+        assert await state(h, ws.id) == before
+        stored = await h.store.get_counter_by_id(counter.id)
+        assert stored is not None
+        assert stored.unique_window == 0
+    r = await call(h, "PATCH", path, admin, {"floor": 3, "ceiling": 3})
+    assert (r.json()["data"]["floor"], r.json()["data"]["ceiling"]) == (3, 3)
+    # a ceiling set below the value elsewhere (the store, as a race would leave it) may
+    # stay while the floor or the origins change
+    await h.store.set_counter_rules(counter.id, floor=None, ceiling=1, origins=())
+    r = await call(h, "PATCH", path, admin, {"floor": -5, "allowed_origins": [SITE]})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert (data["floor"], data["ceiling"], data["allowed_origins"]) == (-5, 1, [SITE])
+    assert_error(await call(h, "PATCH", path, admin, {"ceiling": 2}), 409)
+    # above its ceiling, the counter is held to it exactly: no up, downs towards it
+    assert_error(await h.get("/v2/ws/c/up", admin), 409)
+    assert (await h.get("/v2/ws/c/down", admin)).json()["data"]["value"] == 2
+    r = await call(h, "PATCH", path, admin, {"ceiling": None})
+    assert r.json()["data"]["ceiling"] is None

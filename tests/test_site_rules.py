@@ -212,3 +212,94 @@ async def test_the_owner_sets_the_workspaces_origins_and_v1(
     ws = await harness.store.get_workspace("ann")
     assert ws is not None
     assert (ws.v1_open, ws.origins) == (False, ())
+
+
+async def window(harness: Harness, counter: Counter) -> int:
+    c = await harness.store.get_counter_by_id(counter.id)
+    assert c is not None
+    return c.unique_window
+
+
+async def test_the_owner_sets_the_unique_visitor_window(
+    make_harness: HarnessFactory, make_browser: BrowserFactory
+) -> None:
+    """The limits form's unique-visitor window (a duration, on, off or empty) is saved
+    as the CLI and the API save it and the API applies it: one anonymous visitor's ups
+    count once while it is on; a form without the field keeps the window."""
+    harness = await make_harness(token_cache_ttl=0.0)
+    b, _ws, counter = await owner_with_counter(harness, make_browser)
+    page = f"/w/ann/c/{counter.id}"
+    r = await b.post(page + "/rules", {"floor": "", "ceiling": "", "origins": "", "unique": "7d"})
+    assert r.status_code == 303, text(r)
+    assert await window(harness, counter) == 7 * 86400
+    shown = await b.get(page)
+    assert 'id="unique" name="unique"' in shown.text
+    assert 'value="7d"' in shown.text
+    first = (await harness.client.get("/v2/ann/stock/up")).json()["data"]
+    second = (await harness.client.get("/v2/ann/stock/up")).json()["data"]
+    assert (first["counted"], second["counted"], second["up_count"]) == (True, False, 1)
+    for typed, seconds in [(" on ", 86400), ("36h", 36 * 3600), ("OFF", 0), ("90m", 5400)]:
+        await b.get(page)
+        r = await b.post(page + "/rules", {"floor": "", "ceiling": "", "unique": typed})
+        assert r.status_code == 303, text(r)
+        assert await window(harness, counter) == seconds
+    await b.get(page)
+    r = await b.post(page + "/rules", {"floor": "", "ceiling": "5", "origins": ""})
+    assert r.status_code == 303
+    assert await window(harness, counter) == 5400  # no field: kept
+    await b.get(page)
+    r = await b.post(page + "/rules", {"floor": "", "ceiling": "5", "unique": ""})
+    assert r.status_code == 303
+    assert await window(harness, counter) == 0  # empty: off
+    third = (await harness.client.get("/v2/ann/stock/up")).json()["data"]
+    assert third["up_count"] == 2
+    assert "counted" not in third
+
+
+@pytest.mark.parametrize(
+    ("form", "status", "message"),
+    [
+        ({"unique": "59m"}, 400, "The unique window must be from 3600 s (1h) to 2592000 s"),
+        ({"unique": "31d"}, 400, "The unique window must be from 3600 s"),
+        ({"unique": "soon"}, 400, "Unknown window 'soon'"),
+        ({"unique": "1.5h"}, 400, "Unknown window"),
+        ({"unique": "24h", "floor": "x"}, 400, "The floor must be a whole number"),
+        ({"unique": "24h", "origins": "nope"}, 400, "is not an origin"),
+        ({"unique": "24h", "ceiling": "2"}, 409, "The counter's value is 3, above a ceiling"),
+    ],
+)
+async def test_a_bad_window_or_limit_changes_neither(
+    harness: Harness,
+    make_browser: BrowserFactory,
+    form: dict[str, str],
+    status: int,
+    message: str,
+) -> None:
+    """A bad window is refused in the form like a bad limit, and any refused field
+    leaves both the limits and the window as they were; what was typed stays."""
+    b, ws, counter = await owner_with_counter(harness, make_browser)
+    await harness.store.set_counter_unique(counter.id, 7200)
+    token = await harness.token(ws, Permission.WRITE)
+    for _ in range(3):
+        await harness.get("/v2/ann/stock/up", token)
+    r = await b.post(
+        f"/w/ann/c/{counter.id}/rules", {"floor": "", "ceiling": "", "origins": "", **form}
+    )
+    assert r.status_code == status
+    assert message in text(r)
+    assert f'value="{form["unique"]}"' in r.text
+    assert await stored(harness, counter) == (None, None, ())
+    assert await window(harness, counter) == 7200
+
+
+async def test_viewers_see_the_window(harness: Harness, make_browser: BrowserFactory) -> None:
+    """Members below owner see the window with the limits, and no field for it."""
+    await verified(harness, make_browser, "ann@example.com")
+    ws = await harness.store.get_workspace("ann")
+    assert ws is not None
+    counter = await harness.counter(ws, "stock")
+    await harness.store.set_counter_unique(counter.id, 86400)
+    b = await member(harness, make_browser, "bob@example.com", "ann", Role.EDITOR)
+    page = await b.get(f"/w/ann/c/{counter.id}")
+    assert "unique visitors: 1d" in text(page)
+    assert 'name="unique"' not in page.text

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tally import charts, rules, workspaces
+from tally import charts, rules, visitors, workspaces
 from tally.errors import BadRequest, NotFound, TallyError
 from tally.models import Account, Counter, Role, Workspace
 from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
@@ -128,6 +128,7 @@ async def _page(
             "floor": "" if counter.floor is None else str(counter.floor),
             "ceiling": "" if counter.ceiling is None else str(counter.ceiling),
             "origins": "\n".join(counter.origins),
+            "unique": visitors.format_window(counter.unique_window),
         }
     return render(
         request,
@@ -191,21 +192,32 @@ async def edit(request: Request) -> Response:
 
 
 async def set_rules(request: Request) -> Response:
-    """The counter's floor, ceiling and allowed origins (rules.py validates them)."""
+    """The counter's floor, ceiling, allowed origins and unique-visitor window (tally.rules
+    checks them all before anything is saved). A form without the window's field keeps
+    the window; an empty one turns it off."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "counter_rules")
     counter = await load_counter(request, ws)
     data = await form(request)
     submitted = {key: field(data, key) for key in ("floor", "ceiling", "origins")}
+    submitted["unique"] = (
+        field(data, "unique") if "unique" in data else visitors.format_window(counter.unique_window)
+    )
     s = site(request)
     try:
-        origins = rules.check_origins(submitted["origins"])
-        floor = rules.check_bound(submitted["floor"], "floor")
-        ceiling = rules.check_bound(submitted["ceiling"], "ceiling")
+        window = rules.parse_unique(field(data, "unique")) if "unique" in data else None
+        origins = rules.parse_origins(submitted["origins"])
+        floor = rules.parse_bound(submitted["floor"], "floor")
+        ceiling = rules.parse_bound(submitted["ceiling"], "ceiling")
+        rules.check_bounds(floor, ceiling)
         view = await s.counters.current(counter)
-        rules.check_bounds(counter, floor, ceiling, view.up_count - view.down_count)
+        rules.check_value(counter, floor, ceiling, view.up_count - view.down_count)
     except TallyError as exc:
-        return await _page(request, ws, role, counter, exc.status, exc.message, submitted)
+        message = rules.sentence(exc.message)
+        return await _page(request, ws, role, counter, exc.status, message, submitted)
+    changed = window is not None and window != counter.unique_window
+    if changed and await s.store.set_counter_unique(counter.id, window or 0) is None:
+        raise NotFound("No such counter.")
     if await s.store.set_counter_rules(counter.id, floor=floor, ceiling=ceiling, origins=origins):
         return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The limits are saved.")
     raise NotFound("No such counter.")

@@ -80,11 +80,11 @@ async def set_rules(request: Request) -> Response:
     data = await form(request)
     v1_open = field(data, "v1") == "open"
     try:
-        origins = rules.check_origins(field(data, "origins"))
+        origins = rules.parse_origins(field(data, "origins"))
     except TallyError as exc:
         submitted = {"origins": field(data, "origins"), "v1": field(data, "v1")}
         context = _settings_context(ws, role, **submitted)
-        context["rules_error"] = exc.message
+        context["rules_error"] = rules.sentence(exc.message)
         return render(request, "workspace_settings.html", exc.status, **context)
     if await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=origins) is None:
         raise NotFound("No such workspace.")

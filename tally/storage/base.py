@@ -142,8 +142,9 @@ class Store(Protocol):
 
     async def import_counters(self, workspace_id: int, records: list[CounterRecord]) -> list[str]:
         """Set each counter of `records` to the record's values, in one transaction:
-        created if missing; totals, settings and times replaced; the hourly history
-        replaced by the record's unless its hours are None. Per record: "created",
+        created if missing; totals, settings and times replaced (rules and the unique
+        window unless None); the hourly history replaced by the record's unless its
+        hours are None. Per record: "created",
         "changed" or "unchanged" (already equal: nothing written). Not for counters a
         server is counting at the same moment (its changes may be overwritten)."""
 

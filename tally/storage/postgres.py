@@ -659,7 +659,7 @@ class PostgresStore(DashboardTables):
         async with self._tx() as conn:
             cur = await conn.execute(
                 "SELECT name, id, description, private, up_count, down_count, created_at, "
-                "updated_at, min_value, max_value, origins FROM counters "
+                "updated_at, min_value, max_value, origins, unique_window FROM counters "
                 "WHERE workspace_id = %s AND name = ANY(%s) "
                 'ORDER BY name COLLATE "C" FOR UPDATE',
                 (workspace_id, names),
@@ -687,6 +687,7 @@ class PostgresStore(DashboardTables):
             for row in await cur.fetchall():
                 buckets.setdefault(row[0], []).append((row[1], row[2], row[3]))
             outcomes, changed, rehour, reruled = [], [], [], []
+            rewindowed: list[tuple[int, int]] = []
             for r in records:
                 old = have.get(r.name)
                 if old is None:
@@ -699,10 +700,14 @@ class PostgresStore(DashboardTables):
                 counter_id = ids[r.name]
                 if r.rules is not None:
                     rules = (r.rules.floor, r.rules.ceiling, join_origins(r.rules.origins))
-                    if old is None or tuple(old[8:]) != rules:
+                    if old is None or tuple(old[8:11]) != rules:
                         reruled.append((counter_id, *rules))
                         if outcome == "unchanged":
                             outcome = "changed"
+                if r.unique is not None and (0 if old is None else old[11]) != r.unique:
+                    rewindowed.append((counter_id, r.unique))
+                    if outcome == "unchanged":
+                        outcome = "changed"
                 if r.hours is not None and buckets.get(counter_id, []) != list(r.hours):
                     rehour.append((counter_id, r.hours))
                     if outcome == "unchanged":
@@ -723,6 +728,12 @@ class PostgresStore(DashboardTables):
                     "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[]) "
                     "AS v(id, lo, hi, o) WHERE c.id = v.id",
                     tuple(list(col) for col in zip(*reruled, strict=True)),
+                )
+            if rewindowed:
+                await conn.execute(
+                    "UPDATE counters c SET unique_window = v.w "
+                    "FROM unnest(%s::bigint[], %s::integer[]) AS v(id, w) WHERE c.id = v.id",
+                    tuple(list(col) for col in zip(*rewindowed, strict=True)),
                 )
             if rehour:
                 await conn.execute(

@@ -727,6 +727,16 @@ def _import_one(conn: sqlite3.Connection, workspace_id: int, r: CounterRecord) -
             )
             if outcome == "unchanged":
                 outcome = "changed"
+    if r.unique is not None:
+        window = conn.execute(
+            "SELECT unique_window FROM counters WHERE id = ?", (counter_id,)
+        ).fetchone()[0]
+        if window != r.unique:
+            conn.execute(
+                "UPDATE counters SET unique_window = ? WHERE id = ?", (r.unique, counter_id)
+            )
+            if outcome == "unchanged":
+                outcome = "changed"
     if r.hours is not None:
         have = conn.execute(
             "SELECT hour, up, down FROM counter_hours WHERE counter_id = ? ORDER BY hour",

@@ -24,8 +24,9 @@ not be called `counters`, `tokens` or `settings`.
 Every request needs an Admin token of the workspace: none is a 401, a Read or Write one
 a 403, a token of another workspace the 404 of a missing workspace (nothing about it is
 revealed). Counters and tokens are named by id; another workspace's id is a 404 too.
-The checks are the dashboard's (tally.workspaces); requests count against the V2 rate
-limit; errors are in the V2 shape; a 400 changes nothing.
+The checks are the dashboard's and the CLI's (tally.rules, tally.workspaces); requests
+count against the V2 rate limit; errors are in the V2 shape; a 400, or the 409 of a new
+bound the counter's value already breaks, changes nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from tally import visitors, workspaces
+from tally import rules, workspaces
 from tally.auth import TokenVerifier, issue_token
 from tally.counters import MAX_NAME, Counters
 from tally.errors import (
@@ -137,21 +138,8 @@ def counter_data(c: Counter) -> dict[str, Any]:
 
 
 def unique_field(data: dict[str, Any]) -> int | None:
-    """`unique` as a window in seconds (0: off); None if absent. Seconds from 3600 to
-    2592000, true (24 h), false or null (off)."""
-    if "unique" not in data:
-        return None
-    value = data["unique"]
-    if value is None or value is False:
-        return 0
-    if value is True:
-        return visitors.DEFAULT_WINDOW
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadRequest("unique must be a window in seconds, true, false or null")
-    try:
-        return visitors.check_window(value) if value else visitors.check_window(-1)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
+    """`unique` as a window in seconds (0: off); None if absent (tally.rules.check_unique)."""
+    return rules.check_unique(data["unique"]) if "unique" in data else None
 
 
 def settings_data(ws: Workspace) -> dict[str, Any]:
@@ -243,7 +231,7 @@ def origins_field(data: dict[str, Any]) -> tuple[str, ...] | None:
     value = data["allowed_origins"]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise BadRequest("allowed_origins must be a list of origins (strings)")
-    return workspaces.check_origins(value)
+    return rules.check_origins(value)
 
 
 def bound_field(data: dict[str, Any], key: str, current: int | None) -> int | None:
@@ -381,7 +369,8 @@ class ManageApi:
 
     async def change_counter(self, counter: Counter, raw: bytes) -> None:
         """Apply a PATCH body to the counter: every field is checked before anything is
-        written, so a 400 changes nothing."""
+        written, so a 400 (or the 409 of a changed bound the value breaks) changes
+        nothing."""
         body = parse_object(raw, COUNTER_FIELDS)
         if not body:
             raise BadRequest(f"nothing to change: give {', '.join(sorted(COUNTER_FIELDS))}")
@@ -394,8 +383,11 @@ class ManageApi:
         allowed = origins_field(body)
         floor = bound_field(body, "floor", counter.floor)
         ceiling = bound_field(body, "ceiling", counter.ceiling)
-        workspaces.check_bounds(floor, ceiling)
+        rules.check_bounds(floor, ceiling)
         window = unique_field(body)
+        if floor != counter.floor or ceiling != counter.ceiling:
+            view = await self.counters.current(counter)
+            rules.check_value(counter, floor, ceiling, view.up_count - view.down_count)
         if "description" in body or "visibility" in body:
             await self.store.update_counter(counter.id, description, private)
         if window is not None and window != counter.unique_window:

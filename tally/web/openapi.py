@@ -388,7 +388,8 @@ ERRORS: dict[str, tuple[str, JSON]] = {
     ),
     "409": (
         "The change would cross the counter's floor or ceiling; nothing was counted. (Create "
-        "a counter: the workspace has a counter of that name.)",
+        "a counter: the workspace has a counter of that name. Change a counter: a new or "
+        "changed bound the counter's value already breaks; nothing was changed.)",
         RATE_LIMIT_HEADERS,
     ),
     "429": (
@@ -854,10 +855,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "Change a counter",
         "Its description, visibility, allowed origins, floor and ceiling (null: none), "
         "and unique-visitor window; fields left out keep their value, and a floor above "
-        "the ceiling is a 400. Every node sees the change within TALLY_TOKEN_CACHE_TTL. "
-        "Admin token of the workspace.",
+        "the ceiling is a 400. A new or changed bound that the counter's value already "
+        "breaks is a 409 (an unchanged one is not checked again); nothing is changed. "
+        "Every node sees the change within TALLY_TOKEN_CACHE_TTL. Admin token of the "
+        "workspace.",
         managed(ref("schemas", "ManagedCounter"), "The changed counter."),
-        MANAGE_ERRORS,
+        (*MANAGE_ERRORS, "409"),
         tags=("management",),
         manage="counter_id",
         method="patch",

@@ -4,6 +4,7 @@ running server where it matters."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -326,6 +327,58 @@ def test_counter_update_refuses_bad_values(cli: TallyCli, args: list[str], says:
     out = cli.run("counter", "update", "acme/c").stdout
     assert out.strip() == "counter acme/c: floor=none ceiling=none origins=any"
     _assert_fails(cli, "counter", "update", "acme/missing", "--floor", "1", says="no counter")
+
+
+STOCK_AT_3 = "\n".join(
+    (
+        '{"tally_export":2,"exported_at":"2026-12-01T00:00:00Z"}',
+        '{"workspace":{"slug":"acme","name":"acme","created_at":1.0,"v1_open":false,'
+        '"allowed_origins":[]}}',
+        '{"counter":{"workspace":"acme","name":"stock","description":"","private":false,'
+        '"up_count":5,"down_count":2,"created_at":1.0,"updated_at":2.0,"floor":null,'
+        '"ceiling":null,"allowed_origins":[],"hours":[]}}',
+        '{"end":{"workspaces":1,"counters":1,"buckets":0}}',
+        "",
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param("sqlite", marks=pytest.mark.sqlite),
+     pytest.param("postgresql", marks=pytest.mark.postgres)],
+)  # fmt: skip
+def test_counter_update_refuses_a_new_bound_the_value_breaks(
+    request: pytest.FixtureRequest, tmp_path: Path, cli: TallyCli, backend: str
+) -> None:
+    """As in the dashboard and the management API: a new or changed bound that the
+    counter's committed value (3, imported) breaks is refused, naming the value, and
+    changes nothing; a bound equal to the value is fine; an unchanged bound is not
+    checked again."""
+    if backend == "postgresql":
+        cli = TallyCli(request.getfixturevalue("postgres_url"))
+    (tmp_path / "stock.jsonl").write_text(STOCK_AT_3)
+    cli.run("import", str(tmp_path / "stock.jsonl"))
+    says = "the counter's value is 3, above a ceiling of 2"
+    _assert_fails(cli, "counter", "update", "acme/stock", "--ceiling", "2", says=says)
+    says = "the counter's value is 3, below a floor of 4"
+    _assert_fails(
+        cli, "counter", "update", "acme/stock", "--floor", "4", "--origins", "https://a.example",
+        says=says,
+    )  # fmt: skip
+    out = cli.run("counter", "update", "acme/stock").stdout
+    assert out.strip() == "counter acme/stock: floor=none ceiling=none origins=any"
+    out = cli.run("counter", "update", "acme/stock", "--floor", "3", "--ceiling", "3").stdout
+    assert out.strip() == "counter acme/stock: floor=3 ceiling=3 origins=any"
+    (tmp_path / "stock.jsonl").write_text(
+        STOCK_AT_3.replace('"ceiling":null', '"ceiling":1').replace('"floor":null', '"floor":0')
+    )
+    cli.run("import", str(tmp_path / "stock.jsonl"))  # a ceiling below the value, kept
+    out = cli.run(
+        "counter", "update", "acme/stock", "--floor", "-1", "--origins", "https://a.example"
+    ).stdout
+    assert out.strip() == "counter acme/stock: floor=-1 ceiling=1 origins=https://a.example"
+    _assert_fails(cli, "counter", "update", "acme/stock", "--ceiling", "2", says="above a ceiling")
 
 
 def test_workspace_v1_flag_and_origins(make_server: ServerFactory, cli: TallyCli) -> None:

@@ -236,6 +236,19 @@ def test_by_set_and_management(tmp_path: Path, backend_url: str) -> None:
             assert (cleared.floor, cleared.ceiling, cleared.private) == (0, None, False)
             assert boss.counter("ws", made.id) == cleared
             assert w.up("ws", "stock").value == 3
+            with pytest.raises(ConflictError) as broken:
+                boss.update_counter("ws", made.id, ceiling=2, unique=True)  # the value is 3
+            assert "the counter's value is 3, above a ceiling of 2" in str(broken.value)
+            kept = boss.counter("ws", made.id)
+            assert (kept.floor, kept.ceiling, kept.unique) == (0, None, None)  # nothing changed
+            assert made.unique is None
+            windowed = boss.update_counter("ws", made.id, unique=7 * 86400)
+            assert (windowed.unique, windowed.raw["unique"]) == (7 * 86400, 7 * 86400)
+            assert boss.update_counter("ws", made.id, unique=True).unique == 86400
+            with pytest.raises(BadRequestError):
+                boss.update_counter("ws", made.id, unique=60)
+            assert boss.counter("ws", made.id).unique == 86400
+            assert boss.update_counter("ws", made.id, unique=None).unique is None
             boss.delete_counter("ws", made.id)
             with pytest.raises(NotFoundError):
                 boss.counter("ws", made.id)
@@ -291,6 +304,7 @@ async def test_async_client_by_set_and_management(
         assert (await tally.set("ws", "c", 7)).value == 7
         made = await tally.create_counter("ws", "made")
         assert (await tally.update_counter("ws", made.id, floor=-1)).floor == -1
+        assert (await tally.update_counter("ws", made.id, unique=3600)).unique == 3600
         assert (await tally.list_counters("ws")).total == 2
         token = await tally.create_token("ws", "write")
         assert [t.id for t in await tally.list_tokens("ws")][-1] == token.id

@@ -67,6 +67,7 @@ def test_csv_export(tmp_path: Path) -> None:
     assert lines[:2] == [
         "tally-export-csv,2",
         "workspace,name,description,private,up_count,down_count,created_at,updated_at,"
-        "floor,ceiling,allowed_origins",
+        "floor,ceiling,allowed_origins,unique",
     ]
     assert lines[2].startswith("demo,hits,,false,0,0,")
+    assert lines[2].endswith(",,,,")  # no bounds, any origin, unique off
