@@ -20,7 +20,7 @@ from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.mail import Mailer
 from tally.site import accounts, counters, tokens, workspaces
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
-from tally.site.security import SecurityHeaders
+from tally.site.security import BodyLimit, SecurityHeaders
 from tally.storage.base import Store
 
 log = logging.getLogger("tally.site")
@@ -107,4 +107,4 @@ def create_site(
         token_key=token_key,
         csrf_key=derive_key(token_key, b"csrf"),
     )
-    return SecurityHeaders(app)
+    return SecurityHeaders(BodyLimit(app))

@@ -44,6 +44,7 @@ from tally.web.http import (
 
 ACTIONS = frozenset((b"up", b"down", b"reset", b"stats", b"set", b"badge.svg", b"stream"))
 _DIGITS = re.compile(r"[0-9]{1,16}")
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")  # a % not followed by two hex digits
 
 
 def rfc3339(ts: float) -> str:
@@ -115,8 +116,15 @@ def stats_data(view: CounterView, stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def name_segment(kind: str, raw: bytes) -> str:
+    """A path segment as a name: percent-decoded once (so `%252F` is the name `%2F`),
+    refused if an escape is malformed or the bytes are no UTF-8, then `check_name`."""
     try:
-        text = unquote_to_bytes(raw).decode("utf-8") if b"%" in raw else raw.decode("utf-8")
+        if b"%" in raw:
+            if _BAD_ESCAPE.search(raw):
+                raise BadRequest(f"the {kind} name has a malformed percent-escape")
+            text = unquote_to_bytes(raw).decode("utf-8")
+        else:
+            text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"the {kind} name is not valid UTF-8") from None
     return check_name(kind, text)
