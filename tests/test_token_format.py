@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 import zlib
+from dataclasses import astuple
 
 import pytest
 from conftest import Harness
@@ -135,3 +136,19 @@ async def test_a_bad_checksum_is_refused_before_any_lookup(harness: Harness, whe
     counter = await h.store.read_counter("ws", "c")
     assert counter is not None
     assert counter.up_count == 1
+
+
+async def test_the_store_keeps_no_token_secret(harness: Harness) -> None:
+    """What the store holds of a token is its keyed hash and a 12-character prefix: the
+    secret itself finds nothing, its HMAC finds the token, no field holds the secret."""
+    h = harness
+    ws = await h.workspace("ws")
+    secret = await h.token(ws, Permission.ADMIN)
+    key = await load_secret_key(h.store, h.app.settings)
+    assert await h.store.find_token(secret) is None
+    token = await h.store.find_token(hash_token(key, secret))
+    assert token is not None
+    assert token.prefix == secret[:12]
+    assert all(secret not in str(value) for value in astuple(token))
+    listed = await h.store.list_tokens(ws.id)
+    assert all(secret not in str(value) for t in listed for value in astuple(t))
