@@ -504,13 +504,15 @@ def id_parameter(name: str) -> JSON:
     }
 
 
-def query(name: str, description: str, maximum: int, *, required: bool = False) -> JSON:
+def query(
+    name: str, description: str, maximum: int, *, required: bool = False, minimum: int = 0
+) -> JSON:
     return {
         "name": name,
         "in": "query",
         "required": required,
         "description": description,
-        "schema": {"type": "integer", "minimum": 0, "maximum": maximum},
+        "schema": {"type": "integer", "minimum": minimum, "maximum": maximum},
     }
 
 
@@ -816,7 +818,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "description": "Only names containing this text (any case).",
                 "schema": {"type": "string", "maxLength": 128},
             },
-            query("limit", "Counters per page, 1 to 200 (default 50).", 200),
+            query("limit", "Counters per page, 1 to 200 (default 50).", 200, minimum=1),
             query("offset", "Counters to skip (default 0).", 10**9),
         ),
     ),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -119,7 +120,8 @@ def fuzz(
                         assert mode is GenerationMode.NEGATIVE, operation.label
                     except (Exception, BaseExceptionGroup) as exc:  # schemathesis' FailureGroup
                         where = f"{mode.value}, {who}, {what} names"
-                        failures.append(f"{operation.label} [{where}]: {exc}")
+                        detail = "".join(traceback.format_exception(exc)[-60:])
+                        failures.append(f"{operation.label} [{where}]: {exc}\n{detail}")
     return failures, statuses
 
 
