@@ -24,7 +24,7 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
+from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
 from schemathesis import GenerationMode
 
 from .server import TallyCli, TallyServer, sqlite_url
@@ -118,6 +118,10 @@ def fuzz(
                         )
                     except Unsatisfiable:  # nothing to make invalid (no parameters, no body)
                         assert mode is GenerationMode.NEGATIVE, operation.label
+                    except FlakyStrategyDefinition:
+                        # schemathesis' generator drew differently when hypothesis replayed
+                        # a case: no request was judged, nothing about the server is known
+                        statuses["generator-flaky"] += 1
                     except (Exception, BaseExceptionGroup) as exc:  # schemathesis' FailureGroup
                         where = f"{mode.value}, {who}, {what} names"
                         detail = "".join(traceback.format_exception(exc)[-60:])
@@ -134,6 +138,7 @@ def test_the_api_answers_as_documented(tmp_path: Path) -> None:
         failures, statuses = fuzz(server.base_url, token, fixed, EXAMPLES)
         seconds = time.monotonic() - started
         print(f"\n{sum(statuses.values())} requests in {seconds:.0f} s: {dict(statuses)}")
+        assert statuses["generator-flaky"] <= 2, statuses  # a rare hypothesis replay quirk
         assert not [s for s in statuses if s.startswith("5")], statuses
         assert not failures, "\n\n".join(failures)
         assert server.running
