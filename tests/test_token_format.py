@@ -7,6 +7,8 @@ import re
 import secrets
 import zlib
 from dataclasses import astuple
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Harness
@@ -152,3 +154,20 @@ async def test_the_store_keeps_no_token_secret(harness: Harness) -> None:
     assert all(secret not in str(value) for value in astuple(token))
     listed = await h.store.list_tokens(ws.id)
     assert all(secret not in str(value) for t in listed for value in astuple(t))
+
+
+def test_the_documented_scanner_check_is_right() -> None:
+    """The Python check docs/security.md gives scanners accepts issued tokens and refuses
+    a changed one; its regular expressions are the ones tally.auth uses."""
+    doc = (Path(__file__).parent.parent / "docs" / "security.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    is_tally_token = namespace["is_tally_token"]
+    for _ in range(100):
+        token = generate_token()
+        assert is_tally_token(token)
+        assert not is_tally_token(token[:-1] + ("0" if token[-1] != "0" else "1"))
+    assert not is_tally_token("tly_" + secrets.token_urlsafe(32))
+    assert f"`\\b{TOKEN_PATTERN}\\b`" in doc
+    assert f"`\\b{LEGACY_TOKEN_PATTERN}(?![A-Za-z0-9_-])`" in doc
