@@ -16,7 +16,13 @@ from tally.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from tally.links import new_secret, secret_hash
 from tally.mail import Mail, Mailer
 from tally.models import Account, Session
-from tally.passwords import check_new_password, dummy_hash, hash_password, verify_password
+from tally.passwords import (
+    check_new_password,
+    dummy_hash,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
 from tally.storage.base import Store
 from tally.throttle import FailureWindow, LoginThrottle, Window
 
@@ -155,6 +161,10 @@ class Accounts:
             await self.throttle.failed(email.strip(), ip, now)
             raise Unauthorized("Wrong email or password.")
         await self.throttle.succeeded(email.strip())
+        if needs_rehash(account.password_hash):
+            # the parameters changed since it was hashed: store today's (sessions stay)
+            await self.store.set_password(account.id, await hash_password(password))
+            account = await self._reload(account.id)
         return account
 
     async def start_session(self, account: Account) -> str:

@@ -1,8 +1,15 @@
 """API tokens: issued once, stored only as a keyed hash, verified with a short-lived cache.
 
-A token reads ``tly_`` followed by 43 URL-safe base64 characters (256 random bits). The
-store keeps HMAC-SHA256(secret_key, token) and the first characters for display, so a
-leaked database does not leak usable tokens, and a lookup is one indexed equality.
+A token issued today reads ``tly_``, 32 random base62 characters (190 bits) and a 6
+character checksum: the CRC32 of the 32 random characters, in base62, zero-padded. A
+secret scanner finds it offline with ``tly_[A-Za-z0-9]{38}`` and checks the checksum
+to drop false positives (docs/security.md). Tokens issued before read ``tly_`` and 43
+URL-safe base64 characters (no checksum); they keep working. A token with the new length
+and a wrong checksum is refused before any lookup.
+
+The store keeps HMAC-SHA256(secret_key, token) and the first characters for display, so a
+leaked database does not leak usable tokens, and a lookup is one indexed equality on a
+keyed hash (an attacker who times it learns nothing about a hash they cannot compute).
 Passwords (for the dashboard) are a different matter and use argon2; tokens are random
 enough that a fast keyed hash is the right tool.
 """
@@ -16,6 +23,7 @@ import logging
 import re
 import secrets
 import time
+import zlib
 from dataclasses import dataclass
 
 from tally.errors import Unauthorized
@@ -23,14 +31,45 @@ from tally.models import Permission, Token
 from tally.storage.base import Store
 
 TOKEN_PREFIX = "tly_"
-_TOKEN_RE = re.compile(rb"tly_[A-Za-z0-9_-]{43}")
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+RANDOM_CHARS = 32  # 62**32 > 2**190
+CHECKSUM_CHARS = 6  # 62**6 > 2**32: a CRC32 always fits
+# what a scanner looks for: the current format, and the one before it (no checksum)
+TOKEN_PATTERN = r"tly_[A-Za-z0-9]{38}"
+LEGACY_TOKEN_PATTERN = r"tly_[A-Za-z0-9_-]{43}"
+_TOKEN_RE = re.compile(rb"tly_[A-Za-z0-9]{38}")
+_LEGACY_TOKEN_RE = re.compile(rb"tly_[A-Za-z0-9_-]{43}")
 _DISPLAY_CHARS = 8
 TOUCH_INTERVAL = 60.0  # seconds: a token's last use is written at most this often
 log = logging.getLogger("tally.auth")
 
 
+def checksum(random_part: str | bytes) -> str:
+    """The 6 base62 characters that end a token: CRC32 of its random part, zero-padded."""
+    raw = random_part.encode() if isinstance(random_part, str) else random_part
+    n = zlib.crc32(raw)
+    digits = []
+    for _ in range(CHECKSUM_CHARS):
+        n, digit = divmod(n, 62)
+        digits.append(BASE62[digit])
+    return "".join(reversed(digits))
+
+
 def generate_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+    random_part = "".join(secrets.choice(BASE62) for _ in range(RANDOM_CHARS))
+    return TOKEN_PREFIX + random_part + checksum(random_part)
+
+
+def well_formed(token: bytes) -> bool:
+    """A token of the current format with a right checksum, or of the legacy format.
+
+    Nothing here is secret (the checksum is public arithmetic): it only spares the store
+    a lookup of what cannot be a token."""
+    if _TOKEN_RE.fullmatch(token):
+        start = len(TOKEN_PREFIX)
+        random_part, given = token[start : start + RANDOM_CHARS], token[start + RANDOM_CHARS :]
+        return hmac.compare_digest(checksum(random_part).encode(), given)
+    return _LEGACY_TOKEN_RE.fullmatch(token) is not None
 
 
 def display_prefix(token: str) -> str:
@@ -69,9 +108,10 @@ async def issue_token(
 class TokenVerifier:
     """Turns an Authorization header into a Token (or None for anonymous).
 
-    A header that is not ``Bearer tly_<43 characters>`` is refused at once: never looked
+    A header that is not ``Bearer`` and a well-formed token (`well_formed`: the current
+    format with its checksum right, or the legacy one) is refused at once: never looked
     up, never cached. Well-formed tokens, verified or rejected, are cached for `ttl`
-    seconds keyed by the token itself (47 bytes, whatever padding the header had), so a
+    seconds keyed by the token itself (42 or 47 bytes, whatever padding the header had), so a
     hot client costs one parse and one dict lookup, and the cache's memory is bounded by
     `max_entries` fixed-size keys. `ttl` bounds how long a revocation or an expiry takes
     to bite. The oldest entries go first.
@@ -145,6 +185,6 @@ def bearer_token(header: bytes) -> bytes | None:
     """The token of a well-formed ``Bearer tly_...`` header, else None."""
     scheme, _, value = header.strip().partition(b" ")
     value = value.strip()
-    if scheme.lower() != b"bearer" or not _TOKEN_RE.fullmatch(value):
+    if scheme.lower() != b"bearer" or not well_formed(value):
         return None
     return value

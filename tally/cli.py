@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,15 +282,26 @@ def token() -> None:
     help="read: get, stats. write: also up, down, reset. admin: also create/delete counters.",
 )
 @click.option("--name", default="", help="What the token is for.")
+@click.option(
+    "--expires-in-days",
+    type=click.IntRange(1, 3650),
+    default=None,
+    help="Refuse the token after this many days (1 to 3650; default: never).",
+)
 @database_option
-def token_create(slug: str, permission: str, name: str, database_url: str | None) -> None:
+def token_create(
+    slug: str, permission: str, name: str, expires_in_days: int | None, database_url: str | None
+) -> None:
     """Create a token; it is printed once, alone on the last line."""
     from tally.web.app import load_secret_key
 
     async def run(store: Store, settings: Settings) -> str:
         ws = await _existing_workspace(store, slug)
         key = await load_secret_key(store, settings)
-        issued = await issue_token(store, key, ws.id, Permission.parse(permission), name)
+        expires_at = None if expires_in_days is None else time.time() + expires_in_days * 86400
+        issued = await issue_token(
+            store, key, ws.id, Permission.parse(permission), name, expires_at
+        )
         click.echo(
             f"created {permission} token {issued.token.id} for workspace {slug}; "
             "it is shown only this once:",
@@ -309,7 +321,13 @@ def token_list(slug: str, database_url: str | None) -> None:
     async def run(store: Store, _s: Settings) -> None:
         ws = await _existing_workspace(store, slug)
         for t in await store.list_tokens(ws.id):
-            state = f"revoked {_when(t.revoked_at)}" if t.revoked_at else "active"
+            if t.revoked_at:
+                state = f"revoked {_when(t.revoked_at)}"
+            elif t.expires_at is not None:
+                state = f"{'expired' if t.expires_at <= time.time() else 'expires'} "
+                state += _when(t.expires_at)
+            else:
+                state = "active"
             click.echo(
                 f"{t.id}\t{t.prefix}…\t{t.permission.label}\t{state}\t{t.name}\t"
                 f"{_when(t.created_at)}"

@@ -74,6 +74,10 @@ def check_name(kind: str, name: str) -> str:
         raise BadRequest(f"the {kind} name is longer than {MAX_NAME} characters")
     if "/" in name:
         raise BadRequest(f"the {kind} name must not contain '/'")
+    if name in (".", ".."):
+        # clients and proxies resolve /v2/ws/../up to /v2/up: such a counter could be
+        # made by some clients and never reached by others
+        raise BadRequest(f"the {kind} name must not be '.' or '..'")
     # isprintable() is the fast path; it also refuses unassigned and separator characters,
     # so only then look at the categories that are really refused
     if not name.isprintable() and any(unicodedata.category(ch) in _REFUSED for ch in name):

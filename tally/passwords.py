@@ -53,6 +53,15 @@ async def verify_password(password_hash: str, password: str) -> bool:
     return await asyncio.to_thread(check)
 
 
+def needs_rehash(password_hash: str) -> bool:
+    """True if the hash was made with other parameters (or another variant) than today's:
+    the next successful login stores a new one (tally.accounts.Accounts.log_in)."""
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
 _dummy: str | None = None
 
 

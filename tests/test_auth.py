@@ -37,7 +37,7 @@ async def test_malformed_headers_are_refused_and_never_cached(tmp_path: Path) ->
 
 async def test_well_formed_tokens_are_cached_by_the_token_alone(tmp_path: Path) -> None:
     """Padding a header differently does not make a new cache entry; each key is the
-    47-byte token, and unknown well-formed tokens are cached (as refused) too."""
+    42-byte token, and unknown well-formed tokens are cached (as refused) too."""
     store, verifier = await _verifier(tmp_path)
     try:
         ws = await store.create_workspace("ws", "ws")
@@ -51,7 +51,7 @@ async def test_well_formed_tokens_are_cached_by_the_token_alone(tmp_path: Path) 
             with pytest.raises(Unauthorized):
                 await verifier.verify(b"bearer " + generate_token().encode(), 0.0)
         assert len(verifier._cache) == 4
-        assert {len(key) for key in verifier._cache} == {47}
+        assert {len(key) for key in verifier._cache} == {42}
     finally:
         await store.close()
 

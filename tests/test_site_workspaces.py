@@ -19,7 +19,7 @@ from tally.models import Permission, Role
 from tally.workspaces import ACTIONS
 
 DOCS = Path(__file__).parent.parent / "docs" / "dashboard.md"
-TOKEN_RE = re.compile(r'<code id="new-token">(tly_[A-Za-z0-9_-]{43})</code>')
+TOKEN_RE = re.compile(r'<code id="new-token">(tly_[A-Za-z0-9]{38})</code>')
 
 
 async def verified(harness: Harness, make_browser: BrowserFactory, email: str) -> SiteClient:

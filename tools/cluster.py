@@ -40,6 +40,7 @@ http {{
     upstream nodes {{
 {servers}
         keepalive 256;
+        keepalive_timeout 5s;  # below the nodes' 10 s request-head timeout
     }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;

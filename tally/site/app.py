@@ -21,7 +21,7 @@ from tally.mail import Mailer
 from tally.site import accounts, counters, tokens, workspaces
 from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
-from tally.site.security import SecurityHeaders
+from tally.site.security import BodyLimit, SecurityHeaders
 from tally.storage.base import Store
 from tally.throttle import SharedWindows, shared_windows
 from tally.web.stream import Streams
@@ -137,4 +137,4 @@ def create_site(
         csrf_key=derive_key(token_key, b"csrf"),
         streams=streams,
     )
-    return SecurityHeaders(app)
+    return SecurityHeaders(BodyLimit(app))

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tally.config import Network
-from tally.web.http import ASGIApp, Message, Receive, Scope, Send, response_start
+from tally.web.http import ASGIApp, Message, Receive, Scope, Send, header, response_start
 
 CSRF_COOKIE = "tally_csrf"
 CSRF_FIELD = "csrf_token"
@@ -58,6 +58,57 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# The largest request body the website reads (its forms are a few hundred bytes; the
+# longest field, a counter's description, is 500 characters). docs/security.md.
+MAX_FORM_BODY = 64 * 1024
+_TOO_LARGE = b"Request body too large: the website accepts at most 64 KB.\n"
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is a 413 before the website's
+    forms see any of it (Starlette would read an urlencoded form whole, however big). The
+    body is read here, at most `limit` bytes of it, and handed on in one piece."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_FORM_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        declared = header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _too_large(send: Send) -> None:
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+        await send(response_start(413, headers))
+        await send({"type": "http.response.body", "body": _TOO_LARGE})
 
 
 def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:

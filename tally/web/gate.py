@@ -13,6 +13,7 @@ drift apart:
 from __future__ import annotations
 
 import math
+import re
 from urllib.parse import unquote_to_bytes
 
 from tally.auth import TokenVerifier
@@ -26,9 +27,19 @@ from tally.web.http import Headers, Scope, Send, client_ip, header, send_preflig
 Route = tuple[bytes, str, str]  # (action, workspace, name); action b"" is get
 
 
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")  # a % not followed by two hex digits
+
+
 def name_segment(kind: str, raw: bytes) -> str:
+    """A path segment as a name: percent-decoded once (so `%252F` is the name `%2F`),
+    refused if an escape is malformed or the bytes are no UTF-8, then `check_name`."""
     try:
-        text = unquote_to_bytes(raw).decode("utf-8") if b"%" in raw else raw.decode("utf-8")
+        if b"%" in raw:
+            if _BAD_ESCAPE.search(raw):
+                raise BadRequest(f"the {kind} name has a malformed percent-escape")
+            text = unquote_to_bytes(raw).decode("utf-8")
+        else:
+            text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"the {kind} name is not valid UTF-8") from None
     return check_name(kind, text)

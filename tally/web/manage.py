@@ -447,6 +447,8 @@ class ManageApi:
                 raise BadRequest('permission must be "read", "write" or "admin"') from None
             name = workspaces.check_token_name(string_field(body, "name", "") or "", required=False)
             days = body.get("expires_in_days")
+            if type(days) is float and days.is_integer():
+                days = int(days)  # 30.0 is a whole number, as JSON Schema's "integer" says
             if days is not None and (type(days) is not int or not 1 <= days <= MAX_EXPIRY_DAYS):
                 raise BadRequest(
                     f"expires_in_days must be a whole number from 1 to {MAX_EXPIRY_DAYS}"

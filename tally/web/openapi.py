@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from tally.web import badge
+
 JSON = dict[str, Any]
 
 
@@ -416,13 +418,55 @@ SECURITY_SCHEMES: JSON = {
     },
 }
 
+# one event of a live stream: its data is a Counter in JSON
+SSE_EVENT: JSON = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/Counter"},
+        },
+        "id": {"type": "string"},
+        "event": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+# the badge's query parameters (tally.web.badge.parse_options)
+BADGE_COLOUR: JSON = {
+    "anyOf": [
+        {"type": "string", "enum": sorted(badge.COLOURS)},
+        {"type": "string", "pattern": "^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"},
+    ]
+}
+# printable ASCII, Latin-1 (without NBSP and the soft hyphen), Latin Extended, IPA,
+# Cyrillic and CJK: all printable, so always accepted; other printable text is too
+BADGE_LABEL: JSON = {
+    "type": "string",
+    "maxLength": badge.MAX_LABEL,
+    "pattern": "^[\\u0020-\\u007e\\u00a1-\\u00ac\\u00ae-\\u02ff\\u0400-\\u04ff\\u4e00-\\u9fef]*$",
+}
+
+# A workspace or counter name (tally.counters.check_name): 1 to 128 characters, no '/',
+# no control characters (C0, DEL, C1), no line or paragraph separator, not '.' or '..'.
+# (Surrogates cannot occur in a decoded UTF-8 string.)
+NAME_SCHEMA: JSON = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 128,
+    "pattern": "^(?!\\.\\.?$)[^/\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]+$",
+}
+
 COUNTER_PARAMETERS = [
     {
         "name": name,
         "in": "path",
         "required": True,
-        "description": f"The {what} name: 1 to 128 characters, percent-encoded, no '/'.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+        "description": f"The {what} name: 1 to 128 characters, percent-encoded, no '/', "
+        "no control characters, not '.' or '..'.",
+        "schema": NAME_SCHEMA,
     }
     for name, what in (("workspace", "workspace"), ("name", "counter"))
 ]
@@ -488,8 +532,9 @@ V1_PARAMETERS = [
         "name": name,
         "in": "path",
         "required": True,
-        "description": f"The {what}: 1 to 128 characters, percent-encoded, no '/'.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+        "description": f"The {what}: 1 to 128 characters, percent-encoded, no '/', no "
+        "control characters, not '.' or '..'.",
+        "schema": NAME_SCHEMA,
     }
     for name, what in (("namespace", "workspace opened for V1"), ("name", "counter name"))
 ]
@@ -505,13 +550,15 @@ def id_parameter(name: str) -> JSON:
     }
 
 
-def query(name: str, description: str, maximum: int, *, required: bool = False) -> JSON:
+def query(
+    name: str, description: str, maximum: int, *, required: bool = False, minimum: int = 0
+) -> JSON:
     return {
         "name": name,
         "in": "query",
         "required": required,
         "description": description,
-        "schema": {"type": "integer", "minimum": 0, "maximum": maximum},
+        "schema": {"type": "integer", "minimum": minimum, "maximum": maximum},
     }
 
 
@@ -678,8 +725,13 @@ OPERATIONS: tuple[Operation, ...] = (
         counter=True,
         extra={
             status: {
-                "description": f"{text} The body is an error badge (SVG).",
-                "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                "description": f"{text} The body is an error badge (SVG); a bad "
+                "workspace or counter name, or a malformed token, is refused before the "
+                "badge is drawn, in JSON as on every route.",
+                "content": {
+                    "image/svg+xml": {"schema": {"type": "string"}},
+                    "application/json": {"schema": ref("schemas", "Error")},
+                },
             }
             for status, text in (
                 ("400", "A bad parameter."),
@@ -691,14 +743,32 @@ OPERATIONS: tuple[Operation, ...] = (
             )
         },
         query=tuple(
-            {"name": name, "in": "query", "description": text, "schema": {"type": "string"}}
-            for name, text in (
-                ("label", "The left text (default: the counter's name)."),
-                ("color", "A colour name (blue, brightgreen, ...) or hex like 4c1."),
-                ("labelColor", "The left side's colour."),
-                ("style", "flat (default), flat-square or for-the-badge."),
-                ("number", "full (12,345, default) or compact (12k)."),
-                ("count", "up: count this request like /up, then draw the new value."),
+            {"name": name, "in": "query", "description": text, "schema": schema}
+            for name, text, schema in (
+                (
+                    "label",
+                    "The left text (default: the counter's name): at most 64 "
+                    "printable characters (the pattern is a subset that is always "
+                    "accepted).",
+                    BADGE_LABEL,
+                ),
+                ("color", "A colour name (blue, brightgreen, ...) or hex like 4c1.", BADGE_COLOUR),
+                ("labelColor", "The left side's colour.", BADGE_COLOUR),
+                (
+                    "style",
+                    "flat (default), flat-square or for-the-badge.",
+                    {"type": "string", "enum": list(badge.STYLES)},
+                ),
+                (
+                    "number",
+                    "full (12,345, default) or compact (12k).",
+                    {"type": "string", "enum": list(badge.NUMBERS)},
+                ),
+                (
+                    "count",
+                    "up: count this request like /up, then draw the new value.",
+                    {"type": "string", "enum": ["up"]},
+                ),
             )
         ),
     ),
@@ -712,7 +782,8 @@ OPERATIONS: tuple[Operation, ...] = (
         {
             "description": "An event stream; each event's data is a Counter.",
             "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **RATE_LIMIT_HEADERS},
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # before OpenAPI 3.2 (itemSchema), an event stream's schema is each event's
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
         },
         (*COUNTER_ERRORS, "403"),
         counter=True,
@@ -812,7 +883,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "description": "Only names containing this text (any case).",
                 "schema": {"type": "string", "maxLength": 128},
             },
-            query("limit", "Counters per page, 1 to 200 (default 50).", 200),
+            query("limit", "Counters per page, 1 to 200 (default 50).", 200, minimum=1),
             query("offset", "Counters to skip (default 0).", 10**9),
         ),
     ),
@@ -833,7 +904,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "required": ["name"],
             "additionalProperties": False,
             "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": 128},
+                "name": NAME_SCHEMA,
                 "description": DESCRIPTION,
                 "visibility": VISIBILITY,
             },

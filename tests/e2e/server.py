@@ -40,7 +40,7 @@ READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 CLI_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
-TOKEN_RE = re.compile(r"tly_[A-Za-z0-9_-]{43}")
+TOKEN_RE = re.compile(r"tly_[A-Za-z0-9]{38}")
 _START_ATTEMPTS = 3  # a free port can be taken between picking and binding it
 
 

@@ -48,7 +48,7 @@ ARGS = [
 ]
 SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
 VERIFY_RE = re.compile(r"http://127\.0\.0\.1:\d+/verify/[A-Za-z0-9_-]+")
-TOKEN_RE = re.compile(r"^tly_[A-Za-z0-9_-]{43}$")
+TOKEN_RE = re.compile(r"^tly_[A-Za-z0-9]{38}$")
 TIMEOUT_MS = 20_000
 EMAIL, PASSWORD = "ada@example.com", "an excellent passphrase"
 

@@ -156,8 +156,29 @@ def test_token_create_bad_input_fails_clearly(cli: TallyCli) -> None:
     _assert_fails(
         cli, "token", "create", "--workspace", "acme", "--permission", "root", says="root"
     )
+    for days in ("0", "3651", "soon"):
+        _assert_fails(
+            cli, "token", "create", "--workspace", "acme", "--permission", "read",
+            "--expires-in-days", days, says="expires-in-days",
+        )  # fmt: skip
     assert cli.run("token", "list", "--workspace", "acme").stdout == ""
     _assert_fails(cli, "token", "list", "--workspace", "nope", says="no workspace 'nope'")
+
+
+def test_token_create_with_an_expiry(make_server: ServerFactory, cli: TallyCli) -> None:
+    """--expires-in-days N: the token works until then, and the list says when it expires."""
+    cli.workspace("acme")
+    cli.counter("acme/secret", private=True)
+    proc = cli.run(
+        "token", "create", "--workspace", "acme", "--permission", "read", "--expires-in-days", "7"
+    )
+    token = proc.stdout.splitlines()[-1]
+    assert TOKEN_RE.fullmatch(token), proc.stdout
+    [row] = _rows(cli, "token", "list", "--workspace", "acme")
+    assert row[3].startswith("expires "), row
+    server = make_server(args=["--no-bootstrap"])
+    with _http(server) as http:
+        assert http.get("/v2/acme/secret", headers=_auth(token)).status_code == 200
 
 
 # counters -----------------------------------------------------------------------------

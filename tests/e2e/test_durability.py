@@ -164,7 +164,7 @@ async def test_buffered_mode_graceful_stop_flushes_everything(
 
 
 _CURL = re.compile(
-    r"curl -H 'Authorization: Bearer (tly_[A-Za-z0-9_-]{43})' "
+    r"curl -H 'Authorization: Bearer (tly_[A-Za-z0-9]{38})' "
     r"http://127\.0\.0\.1:(\d+)/v2/default/first/up"
 )
 

@@ -1,6 +1,7 @@
 """No secret in any log line: servers run with secrets of the test's making, get them in
 every place a request can carry them, fail in ways that log, and their whole output is
-searched for each secret afterwards."""
+searched for each secret afterwards. Tokens of both formats (the current one with its
+checksum, the legacy one) and tokens with a wrong checksum are among them."""
 
 from __future__ import annotations
 
@@ -14,24 +15,38 @@ from urllib.parse import urlsplit
 import httpx
 from services import TcpProxy
 
+from tally.auth import generate_token
+
 from .server import TallyCli, TallyServer, free_port
 
 
 def made_token() -> str:
-    return "tly_" + secrets.token_urlsafe(32)[:43]
+    """A well-formed token no server issued (current format, checksum right)."""
+    return generate_token()
+
+
+def made_legacy_token() -> str:
+    """A token of the format before checksums (still accepted, so still secret)."""
+    return "tly_" + secrets.token_urlsafe(32)
+
+
+def made_bad_checksum_token() -> str:
+    """The current format with a wrong checksum: refused unread, yet never logged."""
+    token = generate_token()
+    return token[:-1] + ("0" if token[-1] != "0" else "1")
 
 
 def exercise(server: TallyServer, secret_list: list[str], tokens: dict[str, str]) -> None:
     """Requests that put secrets in the Authorization header, the path, the query string
     and cookies, with good and bad tokens; the server logs every one (access log)."""
-    bad = made_token()
+    bad = [made_token(), made_legacy_token(), made_bad_checksum_token()]
     password = "pw-" + secrets.token_hex(8)
     cookie = "sess-" + secrets.token_hex(8)
     reset = "reset-" + secrets.token_hex(8)
-    secret_list += [bad, password, cookie, reset]
+    secret_list += [*bad, password, cookie, reset]
     basic = base64.b64encode(f"bob:{password}".encode()).decode()
     with httpx.Client(base_url=server.base_url, trust_env=False, timeout=10) as client:
-        for token in [*tokens.values(), bad]:
+        for token in [*tokens.values(), *bad]:
             auth = {"Authorization": f"Bearer {token}"}
             client.get("/v2/ws/c/up", headers=auth)
             client.get("/v2/ws/c/reset", headers=auth)
