@@ -54,7 +54,7 @@ from tally.models import (
 from tally.stats import add_temporal, settled_before, summarize
 from tally.storage.base import Store
 from tally.visitors import LocalVisitors, Visitor, Visitors
-from tally.writes import GroupCommit, Ticket
+from tally.writes import CounterGone, GroupCommit, Ticket
 
 MAX_NAME = 128
 MAX_BY = 1_000_000  # up / down ?by=
@@ -235,7 +235,8 @@ class Counters:
         try:
             counts = await self.store.read_counts(counter.id)
             if counts is None:  # deleted since it was cached
-                raise NotFound()
+                self.cache.forget((counter.workspace_slug, counter.name))
+                raise CounterGone()
             up, down, updated = self.writes.overlay(counter.id, *counts)
         finally:
             self.writes.end_read(epoch)
@@ -315,6 +316,24 @@ class Counters:
         """Add `up` / `down` events to a counter (creating it if the token may).
         `source`: where the request says it comes from (tally.origins); `visitor`: who
         it is (asked only for an up of a counter with a unique window)."""
+        try:
+            return await self._count_named(workspace, name, token, up, down, source, visitor)
+        except CounterGone:
+            # deleted behind this node's back after the lookup (its name is forgotten
+            # now): once more, as a request that came after the deletion (a Write token
+            # creates it anew, anyone else gets the 404 of a missing counter)
+            return await self._count_named(workspace, name, token, up, down, source, visitor)
+
+    async def _count_named(
+        self,
+        workspace: str,
+        name: str,
+        token: Token | None,
+        up: int,
+        down: int,
+        source: origins.Source,
+        visitor: Callable[[], Visitor] | None,
+    ) -> CounterView:
         counter = await self._find(workspace, name)
         if counter is None:
             if (
@@ -378,13 +397,13 @@ class Counters:
         """Add the events to a counter whose access was checked."""
         if counter.bounded:
             ticket = self.writes.add(counter.id, up, down, time.time(), CHECK_BOUNDS)
-            totals = await self.committed(ticket)
+            totals = await self.committed(ticket, counter)
             if totals.refused:
                 raise bound_error(counter, up, down)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
         if self.commit:
             ticket = self.writes.add(counter.id, up, down, time.time())
-            totals = await self.writes.wait(ticket)
+            totals = await self._wait(counter, ticket)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
         return await self._buffered(
             counter, lambda: self.writes.add(counter.id, up, down, time.time())
@@ -416,11 +435,20 @@ class Counters:
                 else f"this counter does not accept anonymous counts from {origin}"
             )
 
-    async def committed(self, ticket: Ticket) -> Totals:
+    async def committed(self, ticket: Ticket, counter: Counter) -> Totals:
         """The ticket's totals once committed, in either durability mode."""
         if not self.commit:
             self.writes.commit_soon()
-        return await self.writes.wait(ticket)
+        return await self._wait(counter, ticket)
+
+    async def _wait(self, counter: Counter, ticket: Ticket) -> Totals:
+        """`writes.wait`; a counter deleted before the commit is a 404 (nothing counted),
+        and its name is forgotten, so the next request sees it gone at once."""
+        try:
+            return await self.writes.wait(ticket)
+        except CounterGone:
+            self.cache.forget((counter.workspace_slug, counter.name))
+            raise
 
     async def set(
         self, workspace: str, name: str, token: Token | None, up: int, down: int
@@ -429,6 +457,14 @@ class Counters:
         for total in (up, down):
             if not 0 <= total <= MAX_SET:
                 raise BadRequest(f"a total must be a whole number from 0 to {MAX_SET}")
+        try:
+            return await self._set_named(workspace, name, token, up, down)
+        except CounterGone:  # deleted after the lookup: as a set after the deletion
+            return await self._set_named(workspace, name, token, up, down)
+
+    async def _set_named(
+        self, workspace: str, name: str, token: Token | None, up: int, down: int
+    ) -> CounterView:
         counter = await self._find(workspace, name)
         if counter is None:
             if (
@@ -448,7 +484,9 @@ class Counters:
     async def set_totals(self, counter: Counter, up: int, down: int) -> CounterView:
         """Set the totals of a counter the caller may set (see GroupCommit.set)."""
         check = CHECK_BOUNDS if counter.bounded else UNCHECKED
-        totals = await self.committed(self.writes.set(counter.id, up, down, time.time(), check))
+        totals = await self.committed(
+            self.writes.set(counter.id, up, down, time.time(), check), counter
+        )
         if totals.refused:
             raise Conflict(
                 f"{up - down} is outside the counter's bounds "
@@ -457,15 +495,21 @@ class Counters:
         return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
 
     async def reset(self, workspace: str, name: str, token: Token | None) -> CounterView:
-        counter = await self._visible(workspace, name, token)
-        self._require(counter, token, Permission.WRITE)
-        return await self.reset_counter(counter)
+        for last in (False, True):
+            counter = await self._visible(workspace, name, token)
+            self._require(counter, token, Permission.WRITE)
+            try:
+                return await self.reset_counter(counter)
+            except CounterGone:  # deleted after the lookup: look again (a 404 now)
+                if last:
+                    raise
+        raise AssertionError("unreachable")
 
     async def reset_counter(self, counter: Counter) -> CounterView:
         """Reset both totals to zero (access already checked by the caller)."""
         if self.commit:
             ticket = self.writes.reset(counter.id, time.time())
-            totals = await self.writes.wait(ticket)
+            totals = await self._wait(counter, ticket)
             return CounterView(counter, totals.up_count, totals.down_count, totals.updated_at)
         return await self._buffered(counter, lambda: self.writes.reset(counter.id, time.time()))
 
@@ -482,7 +526,8 @@ class Counters:
         try:
             counts = await self.store.read_counts(counter.id)
             if counts is None:  # deleted since it was cached
-                raise NotFound()
+                self.cache.forget((counter.workspace_slug, counter.name))
+                raise CounterGone()
             change()
             up, down, updated = self.writes.overlay(counter.id, *counts)
         finally:

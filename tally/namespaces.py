@@ -84,7 +84,7 @@ class Namespaces:
         check = CHECK_BOUNDS_AND_ZERO if down else CHECK_BOUNDS if counter.bounded else UNCHECKED
         if check or self.counters.commit:
             totals = await self.counters.committed(
-                self.counters.writes.add(counter.id, up, down, time.time(), check)
+                self.counters.writes.add(counter.id, up, down, time.time(), check), counter
             )
             if totals.refused and up:
                 raise bound_error(counter, up, down)

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tally.errors import OutcomeUnknown, StorageError, Unavailable
+from tally.errors import NotFound, OutcomeUnknown, StorageError, Unavailable
 from tally.histogram import LATENCY_BOUNDS, SIZE_BOUNDS, Histogram
 from tally.models import UNCHECKED, BatchChanges, CounterDelta, Totals
 from tally.storage.base import Store
@@ -288,8 +288,8 @@ class GroupCommit:
         except StorageError as exc:
             raise Unavailable() from exc
         final = results.get(ticket.counter_id)
-        if final is None:  # the counter was deleted meanwhile
-            raise Unavailable("the counter changed while writing, try again")
+        if final is None:  # the counter was deleted meanwhile: nothing was counted
+            raise CounterGone()
         if final.refused:  # the totals as committed, without this change
             return final
         delta = ticket.batch.changes.counters[ticket.counter_id]
@@ -486,6 +486,11 @@ class GroupCommit:
             except Exception:  # a listener's bug must not stop the flusher
                 log.exception("on_commit listener %r failed", listener)
         return True
+
+
+class CounterGone(NotFound):
+    """The counter was deleted (on this node or another) between the request's lookup and
+    its batch's commit: the change counted nothing, and the counter does not exist."""
 
 
 class _Unsettled(Exception):

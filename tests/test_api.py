@@ -543,3 +543,29 @@ async def test_concurrent_ups_each_get_their_own_count(
     assert sorted(r.json()["data"]["up_count"] for r in responses) == list(range(1, 51))
     assert_counter_data((await harness.get("/v2/ws/hits")).json()["data"], 50, 0)
     assert await committed(harness, "hits") == (50, 0)
+
+
+@pytest.mark.parametrize("durability", ["commit", "buffered"])
+async def test_a_counter_deleted_behind_the_nodes_back_is_missing_at_once(
+    make_harness: HarnessFactory, durability: str
+) -> None:
+    """A counter this node has cached, deleted by someone else (another node, the CLI),
+    is missing for the very next request, not a 503 to retry: an anonymous up is the
+    404 of a missing counter and counts nothing; a Write token's up creates it anew, as
+    it would any missing counter, and counts from zero. Other counters are unaffected."""
+    h = await make_harness(durability=durability, token_cache_ttl=60.0)
+    ws = await h.store.create_workspace("ws", "ws")
+    write = await h.token(ws, Permission.WRITE)
+    for name in ("gone", "kept"):
+        await h.counter(ws, name)
+        assert (await h.get(f"/v2/ws/{name}/up")).status_code == 200  # cached
+    gone = await h.store.read_counter("ws", "gone")
+    assert gone is not None
+    assert await h.store.delete_counter(gone.id)
+    for _ in range(2):
+        assert_error(await h.get("/v2/ws/gone/up"), 404)
+    assert (await h.get("/v2/ws/kept/up")).json()["data"]["up_count"] == 2
+    again = await h.get("/v2/ws/gone/up", write)
+    assert again.status_code == 200, again.text
+    assert again.json()["data"]["up_count"] == 1
+    assert again.json()["data"]["id"] != gone.id
