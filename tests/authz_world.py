@@ -80,6 +80,8 @@ class World:
     sessions: dict[str, str] = field(default_factory=dict)
     account_ids: dict[str, int] = field(default_factory=dict)
     victim_token: int = 0
+    # requests of a live session sent to sign-in: a 303 cell must not pass that way
+    not_signed_in: list[str] = field(default_factory=list)
     out_session: str = ""
     csrf_cookie: str = ""
     csrf: str = ""
@@ -146,6 +148,8 @@ class World:
             r = await client.post(path, headers=headers, data={"csrf_token": self.csrf})
         else:
             r = await client.request(method, path, headers=headers)
+        if caller in SESSION_CALLERS and r.headers.get("location", "").startswith("/login?"):
+            self.not_signed_in.append(f"{method} {template}{query} [{kind}] {caller}")
         return r.status_code
 
     async def stream_status(self, path: str, headers: dict[str, str]) -> int:

@@ -357,7 +357,8 @@ def test_every_route_has_a_row() -> None:
 
 async def test_authorization_matrix(make_harness: HarnessFactory) -> None:
     """Every cell of MATRIX: the caller gets exactly that status (all cells are run, and
-    every mismatch is reported at once)."""
+    every mismatch is reported at once); a live session's 303 is never the redirect to
+    sign-in (so an owner's 303 is the form's answer, not a session the page ignored)."""
     h = await make_harness(rate_limit=None, v1_rate_limit=None)
     world = await make_world(h)
     wrong: list[str] = []
@@ -370,3 +371,4 @@ async def test_authorization_matrix(make_harness: HarnessFactory) -> None:
             if got != status:
                 wrong.append(f"{method} {template}{query} [{kind}] {caller}: {got}, not {status}")
     assert not wrong, "\n".join(wrong)
+    assert not world.not_signed_in, "sent to sign-in:\n" + "\n".join(world.not_signed_in)
