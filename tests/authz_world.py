@@ -80,6 +80,8 @@ class World:
     sessions: dict[str, str] = field(default_factory=dict)
     account_ids: dict[str, int] = field(default_factory=dict)
     victim_token: int = 0
+    # requests of a live session sent to sign-in: a 303 cell must not pass that way
+    not_signed_in: list[str] = field(default_factory=list)
     out_session: str = ""
     csrf_cookie: str = ""
     csrf: str = ""
@@ -146,6 +148,8 @@ class World:
             r = await client.post(path, headers=headers, data={"csrf_token": self.csrf})
         else:
             r = await client.request(method, path, headers=headers)
+        if caller in SESSION_CALLERS and r.headers.get("location", "").startswith("/login?"):
+            self.not_signed_in.append(f"{method} {template}{query} [{kind}] {caller}")
         return r.status_code
 
     async def stream_status(self, path: str, headers: dict[str, str]) -> int:
@@ -157,8 +161,8 @@ class World:
 
     async def repair(self) -> None:
         """Undo what an allowed request changed: the two counters exist with their
-        visibility, the missing one is missing, the victim token is live, every session
-        is valid, no sign-in throttle."""
+        visibility, the missing one is missing, "ws" is open for V1 with no origin rule, the
+        victim token is live, every session is valid, no sign-in throttle."""
         missing = await self.store.read_counter("ws", NAMES["missing"])
         if missing is not None:  # made by an allowed up: gone again, as the API deletes
             await self.store.delete_counter(missing.id)
@@ -171,6 +175,10 @@ class World:
                 await self.store.update_counter(counter.id, "", private)
             elif counter is None:
                 await self.store.create_counter(self.ws.id, NAMES[kind], private=private)
+        ws = await self.store.get_workspace_by_id(self.ws.id)
+        assert ws is not None
+        if not ws.v1_open or ws.origins:  # an owner's empty rules form closes V1
+            await self.store.set_workspace_rules(ws.id, v1_open=True, origins=())
         tokens = await self.store.list_tokens(self.ws.id)
         if any(t.id == self.victim_token and t.revoked_at for t in tokens):
             await self.new_victim()

@@ -27,8 +27,11 @@ few rows:
   workspace on the management API, a 403 on exports (which never look the workspace up,
   so neither reveals whether it exists).
 - The dashboard reads sessions, never tokens: without a live session every page
-  redirects to sign-in (303). A non-member (o_owner) gets 404; a viewer 403 for any
-  change; an editor 403 for the workspace's settings, deletion and members.
+  redirects to sign-in (303), except the counter's live stream, a 401 (an EventSource
+  would follow the redirect to HTML; an open stream is closed once its status is read).
+  A non-member (o_owner) gets 404; a viewer 403 for any change; an editor 403 for the
+  workspace's settings and rules, deletion, members and export, and a counter's limits.
+  An owner's empty rules form is valid (it clears the rules): 303 back to the page.
 - V1 has no tokens and sees only public counters (its 400 is V1's "record not found").
 
 `test_every_route_has_a_row` derives the routes from the app's own tables, so a new route
@@ -163,6 +166,12 @@ MATRIX: dict[tuple[str, str, str], Row] = {
         "private":  "401 401 401 401 401 403 403 400 404 401 401 401 401 401",
         "missing":  "401 401 401 401 401 403 403 404 404 401 401 401 401 401",
     },
+    ("GET", "/v2/{workspace}/-/settings", ""): {
+        "*":        "401 401 401 401 401 403 403 200 404 401 401 401 401 401",
+    },
+    ("PATCH", "/v2/{workspace}/-/settings", ""): {
+        "*":        "401 401 401 401 401 403 403 400 404 401 401 401 401 401",
+    },
     ("GET", "/v2/{workspace}/-/tokens", ""): {
         "*":        "401 401 401 401 401 403 403 200 404 401 401 401 401 401",
     },
@@ -256,10 +265,20 @@ MATRIX: dict[tuple[str, str, str], Row] = {
         "private":  "303 303 303 303 303 303 303 303 303 303 303 403 404 303",
         "missing":  "303 303 303 303 303 303 303 303 303 404 404 403 404 303",
     },
+    ("POST", "/w/{slug}/c/{counter_id}/rules", ""): {
+        "public":   "303 303 303 303 303 303 303 303 303 303 403 403 404 303",
+        "private":  "303 303 303 303 303 303 303 303 303 303 403 403 404 303",
+        "missing":  "303 303 303 303 303 303 303 303 303 404 403 403 404 303",
+    },
     ("POST", "/w/{slug}/c/{counter_id}/reset", ""): {
         "public":   "303 303 303 303 303 303 303 303 303 303 303 403 404 303",
         "private":  "303 303 303 303 303 303 303 303 303 303 303 403 404 303",
         "missing":  "303 303 303 303 303 303 303 303 303 404 404 403 404 303",
+    },
+    ("GET", "/w/{slug}/c/{counter_id}/stream", ""): {
+        "public":   "401 401 401 401 401 401 401 401 401 200 200 200 404 401",
+        "private":  "401 401 401 401 401 401 401 401 401 200 200 200 404 401",
+        "missing":  "401 401 401 401 401 401 401 401 401 404 404 404 404 401",
     },
     ("GET", "/w/{slug}/counters/new", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 200 200 403 404 303",
@@ -269,6 +288,9 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     },
     ("POST", "/w/{slug}/delete", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 400 403 403 404 303",
+    },
+    ("GET", "/w/{slug}/export", ""): {
+        "*":        "303 303 303 303 303 303 303 303 303 200 403 403 404 303",
     },
     ("POST", "/w/{slug}/invites/{invite_id:int}/cancel", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 303 403 403 404 303",
@@ -287,6 +309,9 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     },
     ("POST", "/w/{slug}/settings", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 400 403 403 404 303",
+    },
+    ("POST", "/w/{slug}/settings/rules", ""): {
+        "*":        "303 303 303 303 303 303 303 303 303 303 403 403 404 303",
     },
     ("GET", "/w/{slug}/tokens", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 200 200 403 404 303",
@@ -332,7 +357,8 @@ def test_every_route_has_a_row() -> None:
 
 async def test_authorization_matrix(make_harness: HarnessFactory) -> None:
     """Every cell of MATRIX: the caller gets exactly that status (all cells are run, and
-    every mismatch is reported at once)."""
+    every mismatch is reported at once); a live session's 303 is never the redirect to
+    sign-in (so an owner's 303 is the form's answer, not a session the page ignored)."""
     h = await make_harness(rate_limit=None, v1_rate_limit=None)
     world = await make_world(h)
     wrong: list[str] = []
@@ -345,3 +371,4 @@ async def test_authorization_matrix(make_harness: HarnessFactory) -> None:
             if got != status:
                 wrong.append(f"{method} {template}{query} [{kind}] {caller}: {got}, not {status}")
     assert not wrong, "\n".join(wrong)
+    assert not world.not_signed_in, "sent to sign-in:\n" + "\n".join(world.not_signed_in)
