@@ -41,6 +41,16 @@ def _range_error(what: str, blank: str) -> BadRequest:
     return BadRequest(f"the {what} must be a whole number from -2^62 to 2^62, or {blank}")
 
 
+def json_int(value: object) -> int | None:
+    """A JSON number that is a whole number (`5` or `5.0`, as JSON Schema counts them),
+    as an int; None for anything else (a fraction, a string, a boolean, null)."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
+
+
 def check_bounds(floor: int | None, ceiling: int | None) -> None:
     """BadRequest unless the bounds (None: none) are within +-MAX_BOUND and the floor is
     not above the ceiling."""
@@ -108,10 +118,11 @@ def check_unique(value: object) -> int:
         return 0
     if value is True:
         return visitors.DEFAULT_WINDOW
-    if type(value) is not int:
+    seconds = json_int(value)
+    if seconds is None:
         raise BadRequest("unique must be a window in seconds, true, false or null")
     try:
-        return visitors.check_window(value) if value else visitors.check_window(-1)
+        return visitors.check_window(seconds) if seconds else visitors.check_window(-1)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
 

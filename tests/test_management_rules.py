@@ -68,7 +68,7 @@ BAD_RULES: list[Any] = [
     {"floor": 2**62 + 1},
     {"ceiling": -(2**62) - 1},
     {"floor": 5, "ceiling": 4},
-    {"floor": 11},  # above the stored ceiling of 10
+    {"floor": 5.5},
     {"allowed_origins": SITE},
     {"allowed_origins": None},
     {"allowed_origins": [1]},
@@ -94,6 +94,29 @@ async def test_bad_counter_rules_are_400_and_change_nothing(harness: Harness, bo
     assert_error(r, 400)
     check_body(document(), r, ONE, 400, "patch")
     assert await state(h, ws.id) == before
+
+
+@pytest.mark.parametrize("body", [{"floor": 11}, {"ceiling": -1}, {"floor": 11.0}])
+async def test_one_bound_past_the_stored_other_is_409_and_changes_nothing(
+    harness: Harness, body: Any
+) -> None:
+    """A body that contradicts itself (floor above ceiling) is a 400; one new bound
+    against the counter's stored other bound (0 to 10) is a conflict with the counter:
+    409, nothing changed. Whole numbers may be written 11.0, as JSON Schema allows."""
+    h = harness
+    ws = await h.workspace()
+    admin = await h.token(ws, Permission.ADMIN)
+    counter = await h.counter(ws, "c", description="keep")
+    await h.store.set_counter_rules(counter.id, floor=0, ceiling=10, origins=(SITE,))
+    before = await state(h, ws.id)
+    r = await call(h, "PATCH", f"{COUNTERS}/{counter.id}", admin, body)
+    assert_error(r, 409)
+    assert "nothing was changed" in r.json()["message"]
+    check_body(document(), r, ONE, 409, "patch")
+    assert await state(h, ws.id) == before
+    r = await call(h, "PATCH", f"{COUNTERS}/{counter.id}", admin, {"floor": -3.0})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["floor"] == -3
 
 
 async def test_rules_of_a_missing_counter_are_404(harness: Harness) -> None:

@@ -44,6 +44,7 @@ from tally.auth import TokenVerifier, issue_token
 from tally.counters import MAX_NAME, Counters
 from tally.errors import (
     BadRequest,
+    Conflict,
     Forbidden,
     MethodNotAllowed,
     NotFound,
@@ -239,9 +240,12 @@ def bound_field(data: dict[str, Any], key: str, current: int | None) -> int | No
     if key not in data:
         return current
     value = data[key]
-    if value is not None and type(value) is not int:
-        raise BadRequest(f"{key} must be a whole number or null")
-    return value
+    if value is None:
+        return None
+    bound = rules.json_int(value)
+    if bound is None or abs(bound) > rules.MAX_BOUND:
+        raise BadRequest(f"{key} must be a whole number from -2^62 to 2^62, or null")
+    return bound
 
 
 def query_text(query: bytes, name: str, maximum: int) -> str:
@@ -383,7 +387,13 @@ class ManageApi:
         allowed = origins_field(body)
         floor = bound_field(body, "floor", counter.floor)
         ceiling = bound_field(body, "ceiling", counter.ceiling)
-        rules.check_bounds(floor, ceiling)
+        try:
+            rules.check_bounds(floor, ceiling)
+        except BadRequest as exc:
+            if "floor" in body and "ceiling" in body:
+                raise  # the body contradicts itself
+            # one new bound against the stored other one: a conflict with the counter
+            raise Conflict(f"{exc.message}; nothing was changed") from None
         window = unique_field(body)
         if floor != counter.floor or ceiling != counter.ceiling:
             view = await self.counters.current(counter)

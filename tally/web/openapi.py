@@ -632,10 +632,20 @@ UNIQUE_SETTING: JSON = {
         {"type": "null"},
     ],
 }
+# an origin as tally.origins.normalize takes it: http(s), a DNS name (its labels of
+# letters, digits and inner hyphens; `*.` before it for every subdomain), a port of 0 to
+# 65535, nothing after but one slash
+_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+ORIGIN_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://(\*\.)?{_LABEL}(\.{_LABEL})*(:{_PORT})?/?$"
 ORIGINS = {
     "type": "array",
     "maxItems": 100,
-    "items": {"type": "string", "examples": ["https://example.com", "https://*.example.com"]},
+    "items": {
+        "type": "string",
+        "pattern": ORIGIN_PATTERN,
+        "examples": ["https://example.com", "https://*.example.com"],
+    },
     "description": "Origins as scheme://host[:port], or https://*.example.com for every "
     "subdomain; [] clears the list.",
 }
