@@ -232,11 +232,13 @@ def stored_up(port: int, token: str, counters: int) -> int:
 def next_delay(delay_ms: float, rate: float, target: float, connections: int) -> float:
     """The wait per request that should give `target`: a connection's cycle is its wait
     plus the rest (latency, the client's own time), the rest estimated from the rate the
-    last wait gave."""
+    last wait gave; half-way from the last wait to that, since the rest itself moves with
+    the rate and the machine's other work (a full step overshoots)."""
     if rate <= 0:
         return delay_ms
     rest = max(0.0, connections / rate * 1000 - delay_ms)
-    return max(0.0, connections / target * 1000 - rest)
+    wanted = max(0.0, connections / target * 1000 - rest)
+    return (delay_ms + wanted) / 2
 
 
 def soak(args: argparse.Namespace, workdir: Path) -> Report:
@@ -254,8 +256,8 @@ def soak(args: argparse.Namespace, workdir: Path) -> Report:
         report.target_rate = probe.rate * args.share
         tally(report, probe)
         connections = report.connections
-        # the probe's cycle (latency and the client's time) at full speed: a start
-        delay_ms = next_delay(0.0, probe.rate, report.target_rate, connections)
+        # from the probe's cycle (latency and the client's time) at full speed, in full
+        delay_ms = 2 * next_delay(0.0, probe.rate, report.target_rate, connections)
         windows = max(1, math.ceil(args.minutes * 60 / args.window))
         began = time.monotonic()
         for _ in range(windows):
