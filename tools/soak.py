@@ -288,7 +288,7 @@ def judge(report: Report) -> list[str]:
     out = []
     if report.errors:
         out.append(f"{report.errors} errors")
-    windows = [s for s in ([report.probe] if report.probe else []) + report.samples]
+    windows = ([report.probe] if report.probe else []) + report.samples
     unanswered = [s.at for s in windows if not s.exact and not s.errors]
     if unanswered:
         out.append(
