@@ -63,7 +63,8 @@ class Load:
     `path` is the path of every request ("{}" becomes an integer below `count` with the
     random and roundrobin scripts: a random one, or each in turn). With `drain_path`,
     the last DRAIN_SECONDS go there instead, and 200s whose body holds `drain_mark` are
-    counted apart.
+    counted apart. `settings` are more environment variables for the script (e.g.
+    soak.lua's paths and pacing).
     """
 
     script: str
@@ -72,6 +73,7 @@ class Load:
     token: str | None = None
     drain_path: str | None = None
     drain_mark: str | None = None
+    settings: tuple[tuple[str, str], ...] = ()
 
     def env(self, seconds: int) -> dict[str, str]:
         env = {
@@ -85,7 +87,7 @@ class Load:
             env["BENCH_DRAIN_PATH"] = self.drain_path
             env["BENCH_DRAIN_MARK"] = self.drain_mark or ""
             env["BENCH_MEASURE"] = str(max(0.0, seconds - DRAIN_SECONDS))
-        return env
+        return env | dict(self.settings)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class WrkResult:
     statuses: dict[int, int]
     errors: dict[str, int]  # socket errors: connect, read, write, timeout (status: >= 400)
     latency_ms: dict[str, float]
+    tallies: dict[str, int]  # the script's own counts (see bench/lua/common.lua)
 
     @property
     def rps(self) -> float:
@@ -164,4 +167,5 @@ def _parse(out: str, err: str, code: int, log: Path) -> WrkResult:
         statuses={int(s): n for s, n in raw["statuses"].items()},
         errors=raw["errors"],
         latency_ms={k: v / 1000 for k, v in raw["latency_us"].items()},
+        tallies=raw.get("tallies", {}),
     )

@@ -1,7 +1,7 @@
-"""Real `tally serve` processes and a minimal keep-alive HTTP client, for the harnesses
-(tools/chaos.py, tools/soak.py): a `Node` on a fixed port in its own process group
-(SIGKILL reaches granian's worker too), and a `Connection` that tells a request never
-answered (`Unanswered`) from one never sent."""
+"""Real `tally serve` processes and a minimal keep-alive HTTP client, for the harnesses:
+a `Node` on a fixed port in its own process group (SIGKILL reaches granian's worker
+too; tools/chaos.py, tools/soak.py), and a `Connection` that tells a request never
+answered (`Unanswered`) from one never sent (tools/chaos.py; the soak's load is wrk's)."""
 
 from __future__ import annotations
 

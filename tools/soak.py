@@ -3,65 +3,97 @@
     python -m tools.soak --minutes 10            # the documented run (docs/durability.md)
     python -m tools.soak --minutes 1 --backend postgresql
 
-First it measures the maximum: `--connections` keep-alive connections send requests
-back to back for `--probe` seconds (the workload below). Then it sends `--share` (80 %)
-of that rate, paced (each connection waits for its next slot, so the rate holds
-whatever the latency), for `--minutes`, and every `--sample` seconds it records the
-rate, the errors, p50 / p99 latency, and the server's memory (RSS of every process of
-its group: granian's main process and its worker) and open file descriptors.
+The load is wrk's (bench/wrk.py: its threads, connections and timeout; the Lua script
+bench/lua/soak.lua): 80 % `up` on one of `--counters` (1,000) counters at random, 15 %
+reading one, 5 % its stats. The counters are created first (one `up` each). Then the
+maximum: wrk sends the workload as fast as it is answered for `--probe` seconds. Then
+`--share` (80 %) of that rate for `--minutes`, in consecutive wrk runs of `--window`
+seconds: wrk has no fixed-rate mode, so each connection waits before each request (the
+Lua `delay()` hook), the wait computed from the target rate and the connection count and
+corrected after each window from the rate it gave, so that the rate holds near the
+target (within ~10 %) whatever the latency. Each window gives its rate, errors (answers
+but 200, and socket errors), p50 / p99 latency, and, sampled in its middle, the
+server's memory (RSS of every process of its group: granian's main process and its
+worker) and open file descriptors.
 
-The workload: 80 % `up` on one of `--counters` (1,000) counters, 15 % reading one, 5 %
-its stats.
+Every wrk run ends with bench's drain phase (bench/lua/common.lua): its last 0.5 s go to
+the counter `drain`, so the requests cut off when wrk stops never touch the counters
+checked. At the end the server's totals of the counters are read: their `up_count`s must
+add up to the 200s wrk saw to `up` (and the creating `up`s), exactly.
 
-The checks (exit status 1 if one fails): no answer but 200 and no connection error;
-memory flat once warm: the mean RSS of the last third of the samples at most 5 % (or
-8 MB) above the mean of the middle third (the first third fills the caches, e.g. the
-stats cache of every counter); file descriptors flat: the last sample's count at most
-8 above the first's; p99 steady: after the first sample (which creates the counters),
-no sample's p99 above 3x the median of the samples' p99s (and 50 ms).
+The checks (exit status 1 if one fails): no answer but 200 and no socket error; every
+request of each window's measured phase answered (which makes the 200s to `up` exactly
+the `up`s wrk sent) and the counts exact; memory flat once warm: the mean RSS of the last
+third of the windows at most 5 % (or 8 MB) above the mean of the middle third (the first
+third fills the caches, e.g. the stats cache of every counter); file descriptors flat:
+the last window's count at most 8 above the first's; p99 steady: after the first window,
+no window's p99 above 3x the median of the windows' p99s (and 50 ms).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import http.client
 import json
-import random
+import math
 import secrets
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench import wrk
 from tools.chaos import POSTGRES, REDIS
-from tools.node import TALLY, Connection, Node, Unanswered, clean_env
+from tools.node import HOST, TALLY, Node, clean_env
+
+WORKSPACE = "ws"
+DRAIN = "drain"  # the counter of the drain phase, never checked
+ON_TARGET = 0.10  # a window's rate within this share of the target counts as held
 
 
 @dataclass
 class Sample:
-    at: float  # seconds since the soak began
-    requests: int
-    rate: float
-    errors: int
+    """One window of the soak (or the probe: `at` 0)."""
+
+    at: float  # seconds since the soak began, at the window's end
+    requests: int  # answers received, drain phase included
+    rate: float  # answers per second
+    errors: int  # answers but 200, and socket errors
     p50_ms: float
     p99_ms: float
     rss_mb: float
     fds: int
+    delay_ms: float  # each connection's wait before each request
+    ups: int  # `up`s of the measured phase, all answered 200 when `exact`
+    exact: bool  # every request of the measured phase answered 200
 
 
 @dataclass
 class Report:
+    backend: str = ""
+    connections: int = wrk.CONNECTIONS
     max_rate: float = 0.0
     target_rate: float = 0.0
     requests: int = 0
     errors: int = 0
+    created: int = 0  # the `up`s creating the counters
+    up_200: int = 0  # 200s to `up` wrk saw (probe and windows)
+    stored_up: int = 0  # the counters' up_count, read at the end
+    probe: Sample | None = None
     samples: list[Sample] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def on_target(self) -> int:
+        """Windows after the first whose rate is within ON_TARGET of the target."""
+        low, high = (1 - ON_TARGET) * self.target_rate, (1 + ON_TARGET) * self.target_rate
+        return sum(low <= s.rate <= high for s in self.samples[1:])
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -90,113 +122,183 @@ def footprint(pgid: int) -> tuple[float, int]:
     return rss_kb / 1024, fds
 
 
-class Load:
-    """The workload over keep-alive connections, with per-interval statistics."""
+class Watch:
+    """The server's footprint in the middle of a window (taken by a thread), while wrk's
+    connections are open."""
 
-    def __init__(self, port: int, token: str, seed: int, counters: int) -> None:
-        self.port = port
-        self.counters = counters
-        self.token = token
-        self.rng = random.Random(seed)
-        self.latencies: list[float] = []
-        self.errors = 0
-        self.requests = 0
+    def __init__(self, pgid: int, after: float) -> None:
+        self.pgid = pgid
+        self.taken = footprint(pgid)
+        self._timer = threading.Timer(after, self._take)
 
-    def path(self) -> str:
-        name = f"c{self.rng.randrange(self.counters)}"
-        roll = self.rng.random()
-        if roll < 0.80:
-            return f"/v2/ws/{name}/up"
-        return f"/v2/ws/{name}" if roll < 0.95 else f"/v2/ws/{name}/stats"
+    def _take(self) -> None:
+        self.taken = footprint(self.pgid)
 
-    async def worker(self, until: float, interval: float) -> None:
-        """Requests until `until`; one every `interval` s (0: back to back)."""
-        conn: Connection | None = None
-        slot = time.monotonic()
-        while (now := time.monotonic()) < until:
-            if interval:
-                slot = max(slot + interval, now - interval)  # no catch-up burst
-                if slot > now:
-                    await asyncio.sleep(slot - now)
-            path = self.path()
-            started = time.perf_counter()
-            try:
-                conn = conn or await Connection.open(self.port)
-                status, _, _ = await conn.get(path, self.token)
-            except (Unanswered, OSError, TimeoutError):
-                self.errors += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-                continue
-            self.requests += 1
-            self.latencies.append(time.perf_counter() - started)
-            if status != 200 and not (status == 404 and "/up" not in path):
-                self.errors += 1  # a read of a counter not counted yet is a 404
-        if conn is not None:
-            conn.close()
+    def __enter__(self) -> Watch:
+        self._timer.start()
+        return self
 
-    def take(self) -> tuple[int, int, list[float]]:
-        out = (self.requests, self.errors, self.latencies)
-        self.requests, self.errors, self.latencies = 0, 0, []
-        return out
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        self._timer.join()
 
 
-def quantile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def workload(args: argparse.Namespace, delay_ms: float | None) -> wrk.Load:
+    """The soak's load (bench/lua/soak.lua), paced by `delay_ms` (None: unpaced)."""
+    base = f"/v2/{WORKSPACE}/c{{}}"
+    settings = [("SOAK_GET_PATH", base), ("SOAK_STATS_PATH", f"{base}/stats")]
+    if delay_ms is not None:
+        settings.append(("SOAK_DELAY_MS", f"{delay_ms:.4f}"))
+    return wrk.Load(
+        script="soak",
+        path=f"{base}/up",
+        count=args.counters,
+        token=args.token,
+        drain_path=f"/v2/{WORKSPACE}/{DRAIN}/up",
+        drain_mark=f'"name":"{DRAIN}"',
+        settings=tuple(settings),
+    )
 
 
-async def soak(args: argparse.Namespace, workdir: Path) -> Report:
-    report = Report()
+def window(
+    args: argparse.Namespace,
+    node: Node,
+    logs: Path,
+    delay_ms: float | None,
+    seconds: int,
+    at: float,
+) -> Sample:
+    """One wrk run of `seconds`, as a Sample (`at`: its end, since the soak began)."""
+    assert node.proc is not None
+    name = f"window-{len(list(logs.glob('window-*')))}"
+    with Watch(node.proc.pid, seconds / 2) as watch:
+        result = wrk.run_wrk(
+            args.wrk, f"http://{HOST}:{node.port}", workload(args, delay_ms), seconds, logs / name
+        )
+    rss, fds = watch.taken
+    ups, reads = result.tallies.get("ups", 0), result.tallies.get("reads", 0)
+    errors = sum(result.other_statuses(200).values()) + sum(result.socket_errors().values())
+    # all answered 200 and as many 200s in the measured phase as requests built there
+    exact = not errors and result.counted_200 == ups + reads
+    return Sample(
+        at=round(at, 1),
+        requests=result.requests,
+        rate=round(result.rps, 1),
+        errors=errors,
+        p50_ms=round(result.latency_ms["p50"], 2),
+        p99_ms=round(result.latency_ms["p99"], 2),
+        rss_mb=round(rss, 1),
+        fds=fds,
+        delay_ms=round(delay_ms or 0.0, 3),
+        ups=ups,
+        exact=exact,
+    )
+
+
+def request(conn: http.client.HTTPConnection, token: str, path: str) -> dict[str, object]:
+    conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    body = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
+    data = json.loads(body)["data"]
+    assert isinstance(data, dict)
+    return data
+
+
+def create_counters(port: int, token: str, counters: int) -> int:
+    """One `up` on each counter (so that every read finds it); the `up`s answered 200."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=20)
+    try:
+        for i in range(counters):
+            request(conn, token, f"/v2/{WORKSPACE}/c{i}/up")
+    finally:
+        conn.close()
+    return counters
+
+
+def stored_up(port: int, token: str, counters: int) -> int:
+    """The sum of the counters' up_count, as the server answers it."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=20)
+    try:
+        return sum(
+            int(str(request(conn, token, f"/v2/{WORKSPACE}/c{i}")["up_count"]))
+            for i in range(counters)
+        )
+    finally:
+        conn.close()
+
+
+def next_delay(delay_ms: float, rate: float, target: float, connections: int) -> float:
+    """The wait per request that should give `target`: a connection's cycle is its wait
+    plus the rest (latency, the client's own time), the rest estimated from the rate the
+    last wait gave; half-way from the last wait to that, since the rest itself moves with
+    the rate and the machine's other work (a full step overshoots)."""
+    if rate <= 0:
+        return delay_ms
+    rest = max(0.0, connections / rate * 1000 - delay_ms)
+    wanted = max(0.0, connections / target * 1000 - rest)
+    return (delay_ms + wanted) / 2
+
+
+def soak(args: argparse.Namespace, workdir: Path) -> Report:
+    report = Report(backend=args.backend)
+    args.wrk = wrk.ensure_wrk()
+    logs = workdir / "wrk"
+    logs.mkdir(exist_ok=True)
     node = setup(args, workdir)
     try:
         assert node.proc is not None
-        load = Load(node.port, args.token, args.seed, args.counters)
-        until = time.monotonic() + args.probe
-        await asyncio.gather(*(load.worker(until, 0) for _ in range(args.connections)))
-        done, errors, _ = load.take()
-        report.max_rate = done / args.probe
-        report.target_rate = report.max_rate * args.share
-        report.errors += errors
-        interval = args.connections / report.target_rate
+        report.created = create_counters(node.port, args.token, args.counters)
+        probe = window(args, node, logs, None, args.probe, 0.0)
+        report.probe = probe
+        report.max_rate = probe.rate
+        report.target_rate = probe.rate * args.share
+        tally(report, probe)
+        connections = report.connections
+        # from the probe's cycle (latency and the client's time) at full speed, in full
+        delay_ms = 2 * next_delay(0.0, probe.rate, report.target_rate, connections)
+        windows = max(1, math.ceil(args.minutes * 60 / args.window))
         began = time.monotonic()
-        end = began + args.minutes * 60
-        workers = [asyncio.create_task(load.worker(end, interval)) for _ in range(args.connections)]
-        last = began
-        while (now := time.monotonic()) < end:
-            await asyncio.sleep(min(args.sample, end - now))
-            requests, errors, latencies = load.take()
-            now = time.monotonic()
-            rss, fds = footprint(node.proc.pid)
-            p50, p99 = (round(quantile(latencies, q) * 1000, 2) for q in (0.50, 0.99))
-            rate = round(requests / (now - last), 1)
-            sample = Sample(
-                round(now - began, 1), requests, rate, errors, p50, p99, round(rss, 1), fds
+        for _ in range(windows):
+            sample = window(
+                args, node, logs, delay_ms, args.window, time.monotonic() - began + args.window
             )
-            last = now
             report.samples.append(sample)
-            report.requests += requests
-            report.errors += errors
+            tally(report, sample)
             if not args.quiet:
                 print(json.dumps(asdict(sample)), flush=True)
-        await asyncio.gather(*workers)
-        requests, errors, _ = load.take()
-        report.requests += requests
-        report.errors += errors
+            delay_ms = next_delay(delay_ms, sample.rate, report.target_rate, connections)
+        report.stored_up = stored_up(node.port, args.token, args.counters)
     finally:
-        await asyncio.to_thread(node.signal, signal.SIGTERM)  # the loop runs on meanwhile
+        if node.running:
+            node.signal(signal.SIGTERM)
         node.teardown()
     report.failures = judge(report)
     return report
+
+
+def tally(report: Report, sample: Sample) -> None:
+    report.requests += sample.requests
+    report.errors += sample.errors
+    report.up_200 += sample.ups
 
 
 def judge(report: Report) -> list[str]:
     out = []
     if report.errors:
         out.append(f"{report.errors} errors")
+    windows = ([report.probe] if report.probe else []) + report.samples
+    unanswered = [s.at for s in windows if not s.exact and not s.errors]
+    if unanswered:
+        out.append(
+            f"requests of the measured phase unanswered in the windows ending at {unanswered}"
+        )
+    if all(s.exact for s in windows) and report.stored_up != report.created + report.up_200:
+        out.append(
+            f"counts not exact: {report.stored_up} stored, {report.created} creating `up`s "
+            f"and {report.up_200} 200s to `up` seen"
+        )
     samples = report.samples
     if len(samples) < 3:
         return [*out, "too few samples to judge drift"]
@@ -207,11 +309,11 @@ def judge(report: Report) -> list[str]:
         out.append(f"memory grew from {middle:.1f} MB to {final:.1f} MB once warm")
     if samples[-1].fds > samples[0].fds + 8:
         out.append(f"file descriptors grew from {samples[0].fds} to {samples[-1].fds}")
-    warm = samples[1:]  # the first sample creates the counters (inserts, not updates)
+    warm = samples[1:]  # the first window fills the caches and settles the pacing
     median = statistics.median(s.p99_ms for s in warm)
     worst = max(s.p99_ms for s in warm)
     if worst > max(3 * median, 50.0):
-        out.append(f"p99 not steady: a sample at {worst} ms, median {median} ms")
+        out.append(f"p99 not steady: a window at {worst} ms, median {median} ms")
     return out
 
 
@@ -261,11 +363,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=["commit", "buffered"], default="commit")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--share", type=float, default=0.8, help="of the measured maximum")
-    parser.add_argument("--probe", type=float, default=10.0, help="seconds to measure it")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--probe", type=int, default=10, help="seconds to measure it")
+    parser.add_argument("--window", type=int, default=10, help="seconds of each wrk run")
     parser.add_argument("--counters", type=int, default=1000)
-    parser.add_argument("--sample", type=float, default=10.0, help="seconds per sample")
-    parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--database", default=POSTGRES)
     parser.add_argument("--redis", default=REDIS)
     parser.add_argument("--json", type=Path, help="write the report here too")
@@ -275,20 +375,26 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def summary(report: Report) -> str:
     s = report.samples[1:] or report.samples
+    if not s:
+        return f"max {report.max_rate:.0f}/s; no window ran"
     return (
         f"max {report.max_rate:.0f}/s, target {report.target_rate:.0f}/s; "
         f"{report.requests} requests, {report.errors} errors; "
-        f"rate {min(x.rate for x in s):.0f}..{max(x.rate for x in s):.0f}/s; "
+        f"rate {min(x.rate for x in s):.0f}..{max(x.rate for x in s):.0f}/s "
+        f"({report.on_target} of {len(s)} windows within {ON_TARGET:.0%}); "
+        f"p50 median {statistics.median(x.p50_ms for x in s)} ms; "
         f"p99 {min(x.p99_ms for x in s)}..{max(x.p99_ms for x in s)} ms; "
         f"RSS {min(x.rss_mb for x in s)}..{max(x.rss_mb for x in s)} MB; "
-        f"fds {min(x.fds for x in s)}..{max(x.fds for x in s)}"
+        f"fds {min(x.fds for x in s)}..{max(x.fds for x in s)}; "
+        f"up_count {report.stored_up} = {report.created} + {report.up_200} 200s to up: "
+        f"{'exact' if report.stored_up == report.created + report.up_200 else 'NOT exact'}"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
     with tempfile.TemporaryDirectory(prefix="tally-soak-") as tmp:
-        report = asyncio.run(soak(args, Path(tmp)))
+        report = soak(args, Path(tmp))
     print(summary(report))
     if args.json:
         args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")

@@ -15,8 +15,10 @@
 -- whose totals are compared with the number of 200s wrk saw.
 --
 -- done() prints "BENCH_RESULT " and one JSON object: statuses, socket errors, latency
--- percentiles (microseconds), and `counted_200` / `drained_200`, the 200s of the measured
--- and of the drain phase, told apart by BENCH_DRAIN_MARK.
+-- percentiles (microseconds), `counted_200` / `drained_200`, the 200s of the measured
+-- and of the drain phase, told apart by BENCH_DRAIN_MARK, and `tallies`: the sum over
+-- the threads of each global a script names in M.run's `tallies` (e.g. soak.lua's
+-- requests of each kind).
 
 local ffi = require("ffi")
 
@@ -58,8 +60,10 @@ function M.template(path)
 end
 
 -- Install wrk's hooks. `make(thread_index)` runs in each thread's init and returns the
--- function producing the measured phase's requests.
-function M.run(make)
+-- function producing the measured phase's requests. `tallies` (optional) names globals
+-- of the thread (numbers that `make`'s function keeps) summed into the result.
+function M.run(make, tallies)
+  tallies = tallies or {}
   local threads = {}
 
   function setup(thread)
@@ -112,16 +116,24 @@ function M.run(make)
     for status, n in pairs(total.statuses) do
       parts[#parts + 1] = string.format('"%d":%d', status, n)
     end
+    local counts = {}
+    for _, name in ipairs(tallies) do
+      local sum = 0
+      for _, thread in ipairs(threads) do
+        sum = sum + (thread:get(name) or 0)
+      end
+      counts[#counts + 1] = string.format('"%s":%d', name, sum)
+    end
     local e = summary.errors
     io.write(string.format(
       'BENCH_RESULT {"duration_us":%d,"requests":%d,"sent":%d,"counted_200":%d,'
         .. '"drained_200":%d,"statuses":{%s},"errors":{"connect":%d,"read":%d,'
         .. '"write":%d,"status":%d,"timeout":%d},"latency_us":{"min":%d,"mean":%.1f,'
-        .. '"p50":%d,"p90":%d,"p99":%d,"max":%d}}\n',
+        .. '"p50":%d,"p90":%d,"p99":%d,"max":%d},"tallies":{%s}}\n',
       summary.duration, summary.requests, total.sent, total.counted, total.drained,
       table.concat(parts, ","), e.connect, e.read, e.write, e.status, e.timeout,
       latency.min, latency.mean, latency:percentile(50), latency:percentile(90),
-      latency:percentile(99), latency.max
+      latency:percentile(99), latency.max, table.concat(counts, ",")
     ))
   end
 end
