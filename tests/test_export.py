@@ -349,7 +349,7 @@ def END(counters: int = 1, buckets: int = 2) -> bytes:
          "the unique window must be from 3600 s"),
         ([HEAD2, WS2, counter_line(**{**RULES, "unique": "24h"}), END()],
          "unique must be a window in seconds"),
-        ([HEAD2, WS2, counter_line(**{**RULES, "unique": 3600.0}), END()],
+        ([HEAD2, WS2, counter_line(**{**RULES, "unique": 3600.5}), END()],
          "unique must be a window in seconds"),
         ([HEAD, WS, counter_line(unique=3600), END()], "a counter has exactly the fields"),
         ([b"tally-export-csv,2", CSV2 + b",unique", b"demo,hits,,false,3,0,1,2,,,,1d"],

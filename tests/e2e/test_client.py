@@ -230,8 +230,10 @@ def test_by_set_and_management(tmp_path: Path, backend_url: str) -> None:
             with pytest.raises(ConflictError) as crossed:
                 w.up("ws", "stock")
             assert crossed.value.status == 409
-            with pytest.raises(BadRequestError):
-                boss.update_counter("ws", made.id, floor=5)  # above the ceiling
+            with pytest.raises(ConflictError):  # past the stored ceiling: a conflict
+                boss.update_counter("ws", made.id, floor=5)
+            with pytest.raises(BadRequestError):  # a request that contradicts itself
+                boss.update_counter("ws", made.id, floor=5, ceiling=4)
             cleared = boss.update_counter("ws", made.id, ceiling=None, private=False)
             assert (cleared.floor, cleared.ceiling, cleared.private) == (0, None, False)
             assert boss.counter("ws", made.id) == cleared
