@@ -184,8 +184,6 @@ class V2Api:
         self.gate = Gate(limiter, trusted_proxies, verifier)
         self.limiter = limiter  # /readyz and /metrics read it
         self.trusted_proxies = trusted_proxies
-        # the rate-limit step, for the endpoints beside V2 (badge, stream, management)
-        self.limit = self.gate.limit
         self.render = CounterJSON()
         self._routes: dict[bytes, Route] = {}
         self.handlers: dict[bytes, Handler] = {}

@@ -22,7 +22,7 @@ from xml.sax.saxutils import escape
 import orjson
 
 from tally import origins
-from tally.errors import BadRequest, RateLimited, StorageError, TallyError, Unauthorized
+from tally.errors import BadRequest, StorageError, TallyError
 from tally.web.api import Route, V2Api, origin_source
 from tally.web.http import Headers, Receive, Scope, Send, header, response_start
 
@@ -264,12 +264,7 @@ class BadgeEndpoint:
             # count=up spends the budget of /up: counting through the badge is not extra
             key = (b"up" if options.count_up else b"badge.svg", workspace, name)
             now = time.monotonic()
-            try:
-                token = await self.api.verifier.verify(header(scope, b"authorization"), now)
-            except Unauthorized:
-                limits = await self.api.limit(scope, key, None, now)
-                raise
-            limits = await self.api.limit(scope, key, token, now)
+            token, limits = await self.api.gate.admit(scope, key, now)
             counters = self.api.counters
             if options.count_up:
                 # like up: a count without a token of the workspace is held to the
@@ -285,8 +280,7 @@ class BadgeEndpoint:
                 label, format_number(view.up_count - view.down_count, options.number), options
             )
         except TallyError as exc:
-            if isinstance(exc, RateLimited):
-                limits = exc.headers
+            limits = exc.headers or limits  # a refused token or budget carries its own
             status = exc.status
             svg = render(label, error_message(exc), replace(options, colour=ERROR_COLOUR))
         except StorageError as exc:

@@ -16,7 +16,7 @@ from tally.exports import export_jsonl
 from tally.imports import SLUG
 from tally.models import Permission
 from tally.web.api import V2Api
-from tally.web.http import Scope, Send, header, response_start, send_preflight
+from tally.web.http import Scope, Send, response_start, send_preflight
 
 log = logging.getLogger("tally.web")
 PREFIX = b"/export/"
@@ -38,12 +38,7 @@ class ExportEndpoint:
             raise MethodNotAllowed(f"{scope['method']} is not allowed here: use GET")
         now = time.monotonic()
         route = (b"export", slug, "")
-        try:
-            token = await self.api.verifier.verify(header(scope, b"authorization"), now)
-        except Unauthorized:
-            await self.api.limit(scope, route, None, now)
-            raise
-        limits = await self.api.limit(scope, route, token, now) or []
+        token, limits = await self.api.gate.admit(scope, route, now)
         need = "an export needs an Admin token of the workspace"
         if token is None:
             raise Unauthorized(need)
@@ -57,7 +52,7 @@ class ExportEndpoint:
             (b"content-type", b"application/x-ndjson"),
             (b"content-disposition", b'attachment; filename="tally-%b.jsonl"' % raw),
             (b"cache-control", b"no-store"),
-            *limits,
+            *(limits or ()),
         ]
         await send(response_start(200, headers))
         try:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from tally.counters import CounterView
-from tally.errors import RateLimited, StorageError, TallyError, Unauthorized
+from tally.errors import RateLimited, StorageError, TallyError
 from tally.live import POLL_INTERVAL, ChangeFeed
 from tally.models import Counter
 from tally.web.api import Route, V2Api
@@ -71,12 +71,7 @@ class Streams:
         _, workspace, name = route
         now = time.monotonic()
         auth = header(scope, b"authorization")
-        try:
-            token = await self.api.verifier.verify(auth, now)
-        except Unauthorized:
-            await self.api.limit(scope, route, None, now)
-            raise
-        limits = await self.api.limit(scope, route, token, now) or []
+        token, limits = await self.api.gate.admit(scope, route, now)
         view = await self.api.counters.get(workspace, name, token)  # the rules of get
 
         async def check() -> Counter:
@@ -87,7 +82,7 @@ class Streams:
         client = client_ip(scope, self.api.trusted_proxies)
         label = f"{workspace}/{name}"
         await self.serve(
-            receive, send, client, view.counter.id, check, STREAM_HEADERS + limits, label
+            receive, send, client, view.counter.id, check, STREAM_HEADERS + (limits or []), label
         )
 
     async def serve(
