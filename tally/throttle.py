@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import secrets
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -125,6 +126,7 @@ class RedisFailureWindow:
         self.local = FailureWindow(limit, window)
         self.fallbacks = 0
         self._seq = 0
+        self._node = secrets.token_hex(8)  # members of two nodes never collide
         self._script = client.register_script(_WINDOW_SCRIPT)
 
     def _key(self, key: str) -> str:
@@ -133,7 +135,7 @@ class RedisFailureWindow:
 
     async def _call(self, key: str, now: float, record: bool) -> float | None:
         self._seq += 1
-        member = f"{now!r}:{id(self)}:{self._seq}"
+        member = f"{now!r}:{self._node}:{self._seq}"
         try:
             answer = await self._script(
                 keys=[self._key(key)],
