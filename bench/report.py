@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from bench.scaleout import NGINX_WORKERS
 from bench.scaleout import NODES as SCALEOUT_NODES
-from bench.scenarios import DRAIN, HISTORY_DAYS, NO_LIMIT, Measurement
+from bench.scenarios import DRAIN, HISTORY_DAYS, NO_LIMIT, SPREAD, Measurement
 from bench.wrk import DRAIN_SECONDS
 
 if TYPE_CHECKING:
     from bench.scale import ScaleResult
-    from bench.scaleout import ScaleoutResult
+    from bench.scaleout import GroupCommit, ScaleoutResult
 
 COMMAND = "bench/run"
 DRIFT_NOTE = (
@@ -73,7 +73,8 @@ class Results:
         """The scenarios' measurements, the scale and scale-out loads included (not the
         ceilings)."""
         scale = [self.scale.load] if self.scale else []
-        scaleout = [self.scaleout.load, self.scaleout.reads] if self.scaleout else []
+        so = self.scaleout
+        scaleout = [so.load, so.spread, so.reads] if so else []
         return [*self.scenarios, *scale, *scaleout]
 
 
@@ -165,8 +166,7 @@ def results_table(results: Results) -> list[str]:
         n = len(so.ceilings)
         title = f"ceiling: {so.nodes} hello ASGI nodes behind nginx (mean of {n} runs)"
         rows.append(_ceiling_row(title, so.ceilings, so.ceiling_rps))
-        rows.append(_result_row(so.load))
-        rows.append(_result_row(so.reads))
+        rows += [_result_row(so.load), _result_row(so.spread), _result_row(so.reads)]
     head = [
         "scenario",
         "req/s",
@@ -190,7 +190,7 @@ def details_table(results: Results) -> list[str]:
     so = results.scaleout
     runs = [*results.ceilings, *results.scenarios]
     runs += [results.scale.load] if results.scale is not None else []
-    runs += [*so.ceilings, so.load, so.reads] if so is not None else []
+    runs += [*so.ceilings, so.load, so.spread, so.reads] if so is not None else []
     for m in runs:
         check = "—"
         if m.check is not None:
@@ -266,49 +266,78 @@ def _cpu_by_process(m: Measurement) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in m.cpu_by_process.items() if round(v, 2))
 
 
-def scaleout_section(so: ScaleoutResult) -> list[str]:
-    m, g = so.load, so.group_commit
-    each = " and ".join(f"{c.rps:,.0f}" for c in so.ceilings)
+def _cpu_per_request(m: Measurement) -> str:
+    """Each process's CPU per answered request, in µs (its cores over the requests per s)."""
+    if not m.rps:
+        return "—"
+    return ", ".join(
+        f"{k} {v / m.rps * 1e6:.0f}" for k, v in m.cpu_by_process.items() if round(v, 2)
+    )
+
+
+def _count(m: Measurement) -> str:
+    if m.check is None:
+        return "not checked"
+    verdict = "exact" if m.check.exact else "**NOT exact**"
+    return (
+        f"{verdict}: {m.check.seen_200:,} 200s seen by wrk, {m.check.in_database:,} in PostgreSQL"
+    )
+
+
+def _group_commit(g: GroupCommit) -> str:
+    each = "; ".join(
+        f"node {i}: {n.batches:,} transactions of {n.ups_per_batch:.1f} ups and "
+        f"{n.changes_per_batch:.1f} counters, {n.commit_ms:.2f} ms each"
+        for i, n in enumerate(g.nodes)
+    )
+    return (
+        f"{g.ups:,} ups (with the drain counter, warm-up and run) in {g.batches:,} PostgreSQL "
+        f"transactions: {g.ups_per_batch:.1f} ups and {g.changes_per_batch:.2f} counter "
+        f"changes per transaction ({each}; {g.failed:,} failed)"
+    )
+
+
+def _load_lines(m: Measurement, g: GroupCommit, what: str) -> list[str]:
+    limiter = "**no**"
+    if g.redis_limiter:
+        limiter = f"yes ({g.redis_fallbacks:,} fallbacks to a node's own limiter)"
     nodes = "; ".join(
         f"node {i}: {w.cpu_cores:.2f} cores, RSS max {w.rss_max_mb:.0f} MB"
         for i, w in enumerate(m.workers)
     )
-    check = "not checked"
-    if m.check is not None:
-        verdict = "exact" if m.check.exact else "**NOT exact**"
-        check = (
-            f"{verdict}: {m.check.seen_200:,} 200s seen by wrk, {m.check.in_database:,} "
-            "in PostgreSQL"
-        )
-    limiter = "**no**"
-    if g.redis_limiter:
-        limiter = f"yes ({g.redis_fallbacks:,} fallbacks to a node's own limiter)"
-    lines = [
+    return [
+        f"- `{m.name}`: `up` {what} with the Write token, commit mode, through nginx: "
+        f"{m.rps:,.0f} req/s, p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms: "
+        f"{m.ratio or 0:.2f} x the ceiling (target: {m.target or '—'}: {_met(m)}).",
+        f"  - Count: {_count(m)}.",
+        f"  - Group commit: {_group_commit(g)}.",
+        f"  - Rate limit through Redis: {limiter}.",
+        f"  - Server CPU over the run and worker RSS: {nodes}.",
+        f"  - CPU of every process over the run, in cores (of {os.cpu_count()}): "
+        f"{_cpu_by_process(m)}; per `up`, in µs: {_cpu_per_request(m)}.",
+        *(f"  - Note: {note}." for note in m.notes),
+    ]
+
+
+def scaleout_section(so: ScaleoutResult) -> list[str]:
+    each = " and ".join(f"{c.rps:,.0f}" for c in so.ceilings)
+    return [
         f"## Scale-out: {so.nodes} nodes on PostgreSQL and Redis behind nginx",
         "",
-        f"- `up` on one hot counter with the Write token, commit mode, through nginx: "
-        f"{m.rps:,.0f} req/s, p50 {m.p50_ms:.2f} ms, p99 {m.p99_ms:.2f} ms: "
-        f"{m.ratio or 0:.2f} x the ceiling of {so.nodes} hello nodes behind the same nginx "
-        f"({so.ceiling_rps:,.0f} req/s, the mean of {each} before and after; target: "
-        f"{m.target or '—'}: {_met(m)}).",
-        f"- Count: {check}.",
-        f"- `get` of the same counter on the same cluster afterwards (reads batched per "
+        f"Each load is judged against the ceiling of {so.nodes} hello nodes behind the same "
+        f"nginx ({so.ceiling_rps:,.0f} req/s, the mean of {each} before and after the loads).",
+        "",
+        *_load_lines(so.load, so.group_commit, "on one hot counter"),
+        *_load_lines(so.spread, so.spread_commit, f"over {SPREAD:,} counters in turn"),
+        f"- `get` of the hot counter on the same cluster afterwards (reads batched per "
         f"node): {so.reads.rps:,.0f} req/s, p50 {so.reads.p50_ms:.2f} ms, p99 "
         f"{so.reads.p99_ms:.2f} ms: {so.reads.ratio or 0:.2f} x the same ceiling.",
-        f"- Group commit: {g.ups:,} ups (hot and drain counters, warm-up and run) in "
-        f"{g.batches:,} PostgreSQL transactions over both nodes: {g.ups_per_batch:.1f} ups "
-        f"per transaction ({g.changes_per_batch:.2f} counter changes each; "
-        f"{g.failed:,} failed).",
-        f"- Rate limit through Redis: {limiter}.",
-        f"- Server CPU over the run and worker RSS: {nodes}.",
-        f"- CPU of every process over the run, in cores (of {os.cpu_count()}): "
-        f"{_cpu_by_process(m)}; over the ceiling's second run: "
-        f"{_cpu_by_process(so.ceilings[-1])} (wrk: the load generator; bench: this "
+        f"- CPU of every process over the ceiling's second run, in cores: "
+        f"{_cpu_by_process(so.ceilings[-1])}; per request, in µs: "
+        f"{_cpu_per_request(so.ceilings[-1])} (wrk: the load generator; bench: this "
         "benchmark's own process; other: anything else running on the machine).",
         f"- PostgreSQL {so.postgres}, Redis {so.redis}.",
-        *(f"- Note: {note}." for note in m.notes),
     ]
-    return lines
 
 
 def machine_line(results: Results) -> str:
@@ -424,13 +453,16 @@ METHOD = [
     "`postgresql://postgres@127.0.0.1:5432/test`, in a schema of the run's own, dropped at "
     "the end) and Redis (`BENCH_REDIS_URL`, default `redis://127.0.0.1:6379/0`, under a key "
     "prefix of the run's own, deleted at the end); the workspace, the Write token and "
-    "the counters come from the `tally` CLI before the nodes start. wrk loads nginx the same "
-    "way as every other scenario. The count is checked in PostgreSQL after the nodes "
-    "stopped, and the nodes' `/metrics` (`tally_batches_committed_total`, read with "
-    "`TALLY_METRICS_TOKEN`) tell the ups per "
-    "transaction; then `scaleout-get` loads `get` of the same counter on the same cluster."
-    f" Its ceiling is `bench/hello.py` as {SCALEOUT_NODES} nodes behind the same "
-    "kind of nginx, loaded before and after it (the ratio is to their mean); the single-node "
+    "the hot and drain counters come from the `tally` CLI before the nodes start, the "
+    f"{SPREAD:,} counters c0 .. c{SPREAD - 1} from one INSERT. wrk loads nginx the same "
+    "way as every other scenario: `scaleout` on the hot counter, then `scaleout-10k` over "
+    "the numbered counters in turn (bench/lua/roundrobin.lua, as `up-10k`), then "
+    "`scaleout-get` loads `get` of the hot counter on the same cluster. Each `up` load's "
+    "count is checked in PostgreSQL after the nodes stopped; each node's `/metrics` (read "
+    "with `TALLY_METRICS_TOKEN` before and after each load, once nothing was pending) tell "
+    "its transactions, the ups and counters each carried and their mean duration."
+    f" Their ceiling is `bench/hello.py` as {SCALEOUT_NODES} nodes behind the same "
+    "kind of nginx, loaded before and after them (each ratio is to its mean); the single-node "
     "ceiling server is stopped by then. PostgreSQL, Redis, nginx, wrk and the nodes all share "
     "the machine's cores: the scale-out section gives the CPU each used.",
 ]

@@ -4,11 +4,14 @@
 TALLY_TRUSTED_PROXIES=127.0.0.1, the rate limiter on but never rejecting, so the Redis
 limiter's cost is measured) behind Debian's nginx, on free ports of 127.0.0.1, with a
 PostgreSQL schema and a Redis key prefix of this run's own: both are removed at the end,
-also on failure. The workspace, the Write token and the counters come from the CLI before
-the nodes start. The load is `up` on one hot counter with the Write token, through nginx,
-with the drain phase of every counting load; after the nodes stopped, the hot counter's
-`up_count` in the database must equal the 200s wrk saw for it. Both nodes' /metrics tell
-how many ups each PostgreSQL transaction (group commit) carried.
+also on failure. The workspace, the Write token and the hot and drain counters come from
+the CLI before the nodes start; the SPREAD numbered counters are inserted in one statement
+(10,000 CLI calls would take minutes). Two loads of `up` with the Write token through
+nginx, each with the drain phase of every counting load: one hot counter, then SPREAD
+counters in turn (bench/lua/roundrobin.lua); after the nodes stopped, each load's
+counters must hold in the database the 200s wrk saw for them. Each node's /metrics,
+read before and after each load, tell how many ups and counters each of its PostgreSQL
+transactions (group commits) carried, and how long they took.
 
 The ceiling is bench/hello.py run the same way: NODES nodes behind the same kind of nginx
 (a second Cluster), measured before and after the Tally cluster's load; the ratio is to
@@ -25,7 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +43,8 @@ from bench.scenarios import (
     HOT,
     METRICS_TOKEN,
     NO_LIMIT,
+    RANDOM_PATH,
+    SPREAD,
     CountCheck,
     Measurement,
     Run,
@@ -63,6 +68,17 @@ SCALEOUT = Scenario(
     auth=True,
     counted="name = 'hot'",
     target=Target(0.5),
+)
+# the same cluster after the hot load; `counted` is a PostgreSQL condition here
+SCALEOUT_SPREAD = Scenario(
+    "scaleout-10k",
+    f"up, Write token, commit, {SPREAD:,} counters in turn: {NODES} nodes on PostgreSQL + "
+    "Redis behind nginx",
+    "roundrobin",
+    RANDOM_PATH,
+    count=SPREAD,
+    auth=True,
+    counted="name ~ '^c[0-9]+$'",
 )
 # measured on the same cluster after the `up` load: the batched reads (no target)
 SCALEOUT_GET = Scenario(
@@ -88,17 +104,47 @@ class Services:
 
 
 @dataclass
-class GroupCommit:
-    """Both nodes' /metrics once the load (warm-up and run) was committed, and the ups the
-    database holds: how many ups each PostgreSQL transaction carried."""
+class NodeCommits:
+    """One node's group commits over one load (warm-up and run), from its /metrics
+    before and after it, once the node held no uncommitted change."""
 
     batches: int  # tally_batches_committed_total: transactions
     changes: int  # tally_changes_committed_total: one per counter per transaction
-    failed: int  # tally_batches_failed_total
-    ups: int  # up_count of the hot and drain counters in the database
+    requests: int  # tally_batch_requests_sum: the ups that waited for them
+    commit_s: float  # tally_commit_duration_seconds_sum: Store.apply, round trip included
+
+    @property
+    def ups_per_batch(self) -> float:
+        return self.requests / self.batches if self.batches else 0.0
+
+    @property
+    def changes_per_batch(self) -> float:
+        return self.changes / self.batches if self.batches else 0.0
+
+    @property
+    def commit_ms(self) -> float:
+        """The mean time of one transaction, seen from the node."""
+        return self.commit_s / self.batches * 1000 if self.batches else 0.0
+
+
+@dataclass
+class GroupCommit:
+    """How the nodes committed one load: each node's transactions, and whether the Redis
+    limiter was used all along."""
+
+    nodes: list[NodeCommits]
+    failed: int  # tally_batches_failed_total, over the nodes
     # tally_ratelimit_redis_fallback(s_total) are there only with the Redis limiter
     redis_limiter: bool
     redis_fallbacks: int  # times a node fell back to its own limiter
+
+    @property
+    def batches(self) -> int:
+        return sum(n.batches for n in self.nodes)
+
+    @property
+    def ups(self) -> int:
+        return sum(n.requests for n in self.nodes)
 
     @property
     def ups_per_batch(self) -> float:
@@ -106,16 +152,18 @@ class GroupCommit:
 
     @property
     def changes_per_batch(self) -> float:
-        return self.changes / self.batches if self.batches else 0.0
+        return sum(n.changes for n in self.nodes) / self.batches if self.batches else 0.0
 
 
 @dataclass
 class ScaleoutResult:
     nodes: int
-    load: Measurement
-    reads: Measurement  # `get` on the same cluster, after `load`
-    ceilings: list[Measurement]  # the ceiling cluster: before and after the load
-    group_commit: GroupCommit
+    load: Measurement  # one hot counter
+    spread: Measurement  # SPREAD counters in turn, after `load`
+    reads: Measurement  # `get` on the same cluster, after `spread`
+    ceilings: list[Measurement]  # the ceiling cluster: before and after the loads
+    group_commit: GroupCommit  # of `load`
+    spread_commit: GroupCommit  # of `spread`
     postgres: str
     redis: str
 
@@ -163,7 +211,7 @@ def hello_command() -> list[str]:
 
 
 def run_scaleout(run: Run, services: Services) -> ScaleoutResult:
-    """The ceiling cluster's first load, the Tally cluster's load and count, the ceiling
+    """The ceiling cluster's first load, the Tally cluster's loads and counts, the ceiling
     cluster's second load; then everything is stopped and removed."""
     tag = secrets.token_hex(4)
     schema = f"tally_bench_{tag}"
@@ -193,6 +241,7 @@ def run_scaleout(run: Run, services: Services) -> ScaleoutResult:
         token = fixtures.create_token(database, "write")
         for name in ("hot", DRAIN):
             fixtures.create_counter(database, name)
+        insert_counters(schema, fixtures.numbered("c", SPREAD))
         started = time.monotonic()
         port = free_port_block(NODES + 1)
         tally = Cluster(run.logs / "scaleout", port, NODES, nginx_workers=NGINX_WORKERS)
@@ -206,9 +255,8 @@ def run_scaleout(run: Run, services: Services) -> ScaleoutResult:
         )
         tally.start_nodes(tally_command(database, REDIS_URL, SCALEOUT.durability), env)
         tally.start_balancer()
-        load = SCALEOUT.load(token)
-        m = measure_cluster(run, tally, SCALEOUT.name, SCALEOUT.title, load, warmup=True)
-        metrics = committed_metrics(tally)
+        m, group = measure_ups(run, tally, SCALEOUT, token)
+        spread, spread_group = measure_ups(run, tally, SCALEOUT_SPREAD, token)
         get = SCALEOUT_GET.load(token)
         reads = measure_cluster(run, tally, SCALEOUT_GET.name, SCALEOUT_GET.title, get, warmup=True)
         codes = stop(tally)
@@ -216,43 +264,88 @@ def run_scaleout(run: Run, services: Services) -> ScaleoutResult:
         m.exit_code = next((c for c in codes if c != 0), 0)
         if m.exit_code != 0:
             m.notes.append(f"node exit codes after SIGTERM: {codes} (see their logs)")
-        ups = up_counts(schema)
-        m.check = CountCheck(m.seen_200, ups.get("hot", 0))
-        verdict = "exact" if m.check.exact else "NOT exact"
-        progress(
-            f"scaleout: {verdict}: {m.check.seen_200:,} 200s seen, "
-            f"{m.check.in_database:,} counted in the database"
-        )
-        group = GroupCommit(
-            batches=int(metrics.get("tally_batches_committed_total", 0)),
-            changes=int(metrics.get("tally_changes_committed_total", 0)),
-            failed=int(metrics.get("tally_batches_failed_total", 0)),
-            ups=sum(ups.values()),
-            redis_limiter="tally_ratelimit_redis_fallbacks_total" in metrics,
-            redis_fallbacks=int(metrics.get("tally_ratelimit_redis_fallbacks_total", 0)),
-        )
-        progress(
-            f"scaleout: {group.ups:,} ups in {group.batches:,} transactions: "
-            f"{group.ups_per_batch:.1f} ups per transaction"
-        )
-        if not group.redis_limiter or group.redis_fallbacks:
-            m.notes.append(
-                "the nodes did not limit through Redis all along (see their /metrics): "
-                f"Redis limiter {group.redis_limiter}, fallbacks {group.redis_fallbacks}"
+        for scenario, measured in ((SCALEOUT, m), (SCALEOUT_SPREAD, spread)):
+            assert scenario.counted is not None
+            measured.check = CountCheck(measured.seen_200, sum_up(schema, scenario.counted))
+            verdict = "exact" if measured.check.exact else "NOT exact"
+            progress(
+                f"{scenario.name}: {verdict}: {measured.check.seen_200:,} 200s seen, "
+                f"{measured.check.in_database:,} counted in the database"
             )
 
         second = measure_cluster(
             run, ceiling, "scaleout-ceiling-1", CEILING_TITLE, hello, warmup=False
         )
     result = ScaleoutResult(
-        NODES, m, reads, [first, second], group, services.postgres, services.redis
+        NODES,
+        m,
+        spread,
+        reads,
+        [first, second],
+        group,
+        spread_group,
+        services.postgres,
+        services.redis,
     )
     for c in result.ceilings:
         c.judge(result.ceiling_rps, None)
     m.judge(result.ceiling_rps, SCALEOUT.target)
+    spread.judge(result.ceiling_rps, SCALEOUT_SPREAD.target)
     reads.judge(result.ceiling_rps, None)
-    progress(f"scaleout: {m.ratio or 0:.2f} x the ceiling of {result.ceiling_rps:,.0f} req/s")
+    for measured in (m, spread):
+        progress(
+            f"{measured.name}: {measured.ratio or 0:.2f} x the ceiling of "
+            f"{result.ceiling_rps:,.0f} req/s"
+        )
     return result
+
+
+def measure_ups(
+    run: Run, cluster: Cluster, scenario: Scenario, token: str
+) -> tuple[Measurement, GroupCommit]:
+    """One load of `up` through the cluster, and how its nodes committed it: each node's
+    /metrics before and after, both once it held no uncommitted change."""
+    before = committed_metrics(cluster)
+    m = measure_cluster(
+        run, cluster, scenario.name, scenario.title, scenario.load(token), warmup=True
+    )
+    after = committed_metrics(cluster)
+
+    def delta(i: int, key: str) -> float:
+        return after[i].get(key, 0.0) - before[i].get(key, 0.0)
+
+    nodes = [
+        NodeCommits(
+            batches=int(delta(i, "tally_batches_committed_total")),
+            changes=int(delta(i, "tally_changes_committed_total")),
+            requests=int(delta(i, "tally_batch_requests_sum")),
+            commit_s=delta(i, "tally_commit_duration_seconds_sum"),
+        )
+        for i in range(cluster.nodes)
+    ]
+    group = GroupCommit(
+        nodes=nodes,
+        failed=int(sum(delta(i, "tally_batches_failed_total") for i in range(cluster.nodes))),
+        redis_limiter=all("tally_ratelimit_redis_fallbacks_total" in n for n in after),
+        redis_fallbacks=int(
+            sum(delta(i, "tally_ratelimit_redis_fallbacks_total") for i in range(cluster.nodes))
+        ),
+    )
+    each = "; ".join(
+        f"node {i}: {n.ups_per_batch:.1f} ups, {n.changes_per_batch:.1f} counters, "
+        f"{n.commit_ms:.2f} ms"
+        for i, n in enumerate(nodes)
+    )
+    progress(
+        f"{scenario.name}: {group.ups:,} ups in {group.batches:,} transactions: "
+        f"{group.ups_per_batch:.1f} ups per transaction ({each})"
+    )
+    if not group.redis_limiter or group.redis_fallbacks:
+        m.notes.append(
+            "the nodes did not limit through Redis all along (see their /metrics): "
+            f"Redis limiter {group.redis_limiter}, fallbacks {group.redis_fallbacks}"
+        )
+    return m, group
 
 
 def measure_cluster(
@@ -283,23 +376,18 @@ def node_metrics(cluster: Cluster) -> list[dict[str, float]]:
     return out
 
 
-def committed_metrics(cluster: Cluster) -> dict[str, float]:
-    """The nodes' metrics summed, once none holds an uncommitted change (requests cut off
-    when wrk stopped may still be in a transaction)."""
+def committed_metrics(cluster: Cluster) -> list[dict[str, float]]:
+    """Each node's metrics, once none holds an uncommitted change (requests cut off when
+    wrk stopped may still be in a transaction)."""
     deadline = time.monotonic() + COMMITTED_TIMEOUT
     while True:
         nodes = node_metrics(cluster)
         if all(n.get("tally_pending_changes", 0) == 0 for n in nodes):
-            break
+            return nodes
         if time.monotonic() > deadline:
             progress(f"scaleout: changes still pending after {COMMITTED_TIMEOUT:g} s")
-            break
+            return nodes
         time.sleep(0.05)
-    total: dict[str, float] = {}
-    for node in nodes:
-        for key, value in node.items():
-            total[key] = total.get(key, 0.0) + value
-    return total
 
 
 def stop(cluster: Cluster) -> list[int | None]:
@@ -329,16 +417,31 @@ def stop(cluster: Cluster) -> list[int | None]:
     return [proc.returncode for proc in procs]
 
 
-def up_counts(schema: str) -> dict[str, int]:
-    """up_count of each counter in `schema`, by name."""
-    query = sql.SQL("SELECT name, up_count FROM {}.counters").format(sql.Identifier(schema))
+def insert_counters(schema: str, names: Iterable[str]) -> None:
+    """Public, empty counters of these names in WORKSPACE, in one statement."""
+    query = sql.SQL(
+        "INSERT INTO {schema}.counters (workspace_id, name, created_at, updated_at) "
+        "SELECT w.id, n, %(now)s, %(now)s FROM {schema}.workspaces w, unnest(%(names)s::text[]) n "
+        "WHERE w.slug = %(slug)s"
+    ).format(schema=sql.Identifier(schema))
+    params = {"now": time.time(), "names": list(names), "slug": fixtures.WORKSPACE}
+    with psycopg.connect(POSTGRES_URL, connect_timeout=5) as conn:
+        conn.execute(query, params)
+
+
+def sum_up(schema: str, where: str) -> int:
+    """Sum of up_count over the counters of `schema` matching `where` (an SQL condition)."""
+    query = sql.SQL("SELECT COALESCE(SUM(up_count), 0) FROM {}.counters WHERE {}").format(
+        sql.Identifier(schema), sql.SQL(where)
+    )
     with psycopg.connect(POSTGRES_URL, connect_timeout=5) as conn:
         try:
-            return {str(name): int(n) for name, n in conn.execute(query).fetchall()}
+            row = conn.execute(query).fetchone()
         except psycopg.errors.UndefinedTable as exc:
             raise ServiceError(
                 f"the schema {schema} is gone: something else dropped it during the run"
             ) from exc
+    return int(row[0]) if row else 0
 
 
 def drop_schema(schema: str) -> None:
