@@ -109,13 +109,13 @@ class CounterCache:
 
     How long an entry is trusted depends on what the store knows (Store.settings_known):
 
-    - exactly (SQLite, where this node is the only writer): an entry stays right while
-      the store's settings epoch is the one it was read under, so it is kept until any
-      change of settings, names or workspaces commits here, or another process is seen
-      to have committed; it is never older than `ttl` seconds past the store's last look
-      for other processes' commits (the store looks with every write, so under load an
-      entry lives until a change, when idle `ttl` seconds);
-    - not (PostgreSQL: other nodes change settings too): `ttl` seconds.
+    - exactly (both stores): an entry stays right while the store's settings epoch is
+      the one it was read under, so it is kept until any change of settings, names or
+      workspaces commits here, or another process or node is seen to have committed one;
+      it is never older than `ttl` seconds past the store's last look for other
+      processes' changes (SQLite looks with every write, PostgreSQL with every group
+      commit, so under load an entry lives until a change, when idle `ttl` seconds);
+    - not (a store whose settings_known is None): `ttl` seconds.
 
     At most `max_entries` names are kept, the least recently used dropped first, so
     memory stays bounded however many counters exist."""

@@ -42,7 +42,8 @@ class Store(Protocol):
         besides its counts (settings, names, workspaces; `Counters` caches lookups):
         (epoch, since) where `epoch` changes with every such change committed before the
         monotonic time `since`; a lookup read under the current epoch is exact up to then.
-        None where the store cannot know (PostgreSQL: other nodes write), and lookups are
+        SQLite looks with every write of its own, PostgreSQL with every group commit (the
+        database's settings epoch). None where a store cannot know: lookups are then
         trusted for a time to live instead."""
         ...
 

@@ -146,15 +146,21 @@ _FIND_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id 
 # of client CPU per batch (a pooled transaction of four statements took ~430 µs).
 # A batch with a checked change or a set (CounterDelta.plain is false) goes through
 # tally_apply_ops (0006_counter_rules.sql) instead, on a connection of its own.
+# The last column is the settings epoch (0008_settings_epoch.sql), read once in the outer
+# statement's snapshot, which the server takes after the call was sent: see
+# PostgresStore.settings_known.
 _APPLY_OPS = b"""
-SELECT r_id, r_up, r_down, r_at, r_refused, r_old_up, r_old_down FROM tally_apply_ops(
+SELECT r_id, r_up, r_down, r_at, r_refused, r_old_up, r_old_down,
+    (SELECT COALESCE(MAX(epoch), 0) FROM settings_epoch)
+FROM tally_apply_ops(
     $1, $2::bigint, $3::float8, $4::bigint[], $5::bigint[], $6::bigint[], $7::boolean[],
     $8::float8[], $9::bigint[], $10::bigint[], $11::smallint[], $12::bigint[],
     $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[]
 )
 """
 _APPLY = b"""
-SELECT r_id, r_up, r_down, r_at FROM tally_apply(
+SELECT r_id, r_up, r_down, r_at, (SELECT COALESCE(MAX(epoch), 0) FROM settings_epoch)
+FROM tally_apply(
     $1, $2::bigint, $3::float8, $4::bigint[], $5::bigint[], $6::bigint[], $7::boolean[],
     $8::float8[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[]
 )
@@ -235,6 +241,11 @@ class PostgresStore(DashboardTables):
         self._kwargs: dict[str, Any] = {"autocommit": True, "row_factory": tuple_row}
         self._flusher: PreparedCall | None = None
         self._ops_flusher: PreparedCall | None = None  # batches with checks or sets
+        # settings_known: moved on after every write of this node but a batch of counts,
+        # and whenever a group commit reads a settings epoch of the database other than
+        # the one the last read
+        self._settings = (0, 0.0)  # (epoch, since): one object, replaced whole
+        self._seen_epoch: bytes | None = None
         # reads of a counter's totals (every get): batched, on a connection of their own
         self.call_timeout = call_timeout
         self._counts = BatchedLookup(
@@ -279,7 +290,23 @@ class PostgresStore(DashboardTables):
     # connections -------------------------------------------------------------
 
     def settings_known(self) -> tuple[int, float] | None:
-        return None  # other nodes change settings too: lookups are trusted for a TTL
+        return self._settings
+
+    def _saw_epoch(self, epoch: bytes | None, sent: float) -> None:
+        """A group commit sent at the monotonic time `sent` read the database's settings
+        epoch `epoch` in a snapshot the server took after that, so every change of
+        settings committed before `sent` (by any node) is counted in it."""
+        known, since = self._settings
+        if epoch != self._seen_epoch:
+            known += 1
+            self._seen_epoch = epoch
+        self._settings = (known, max(since, sent))
+
+    def _wrote(self) -> None:
+        """After a write of this node but a batch of counts (it may have changed
+        settings): what it changed holds for the next lookup, as on SQLite."""
+        known, since = self._settings
+        self._settings = (known + 1, since)
 
     async def open(self) -> None:
         # Migrate on a connection of its own first: a bad URL or a server that is down
@@ -376,6 +403,8 @@ class PostgresStore(DashboardTables):
             raise Conflict(exc.diag.message_primary or str(exc)) from exc
         except psycopg.Error as exc:
             raise StorageError(f"postgresql: {exc}") from exc
+        finally:
+            self._wrote()  # committed or not: a lost COMMIT answer may have changed things
 
     async def _rows(
         self, query: LiteralString, params: Params | None = None, *, read: bool = True
@@ -398,6 +427,9 @@ class PostgresStore(DashboardTables):
                     raise StorageError(f"postgresql: {exc}") from exc
             except psycopg.Error as exc:
                 raise StorageError(f"postgresql: {exc}") from exc
+            finally:
+                if not read:
+                    self._wrote()
         raise AssertionError("unreachable")
 
     async def _row(
@@ -775,8 +807,11 @@ class PostgresStore(DashboardTables):
             _array([h[1] for h in hours]),
         )
         head = (self.node.encode(), b"%d" % changes.seq, repr(time.time()).encode())
+        sent = time.monotonic()
         if all(d.plain for d in deltas):
             rows = await self._call(False, (*head, *counters, *buckets))
+            if rows:
+                self._saw_epoch(rows[0][4], sent)
             return {int(_text(row[0])): _totals(row) for row in rows}
         rules = (
             _array([d.base_up for d in deltas]),
@@ -785,6 +820,8 @@ class PostgresStore(DashboardTables):
             _array([d.record for d in deltas]),
         )
         rows = await self._call(True, (*head, *counters, *rules, *buckets))
+        if rows:
+            self._saw_epoch(rows[0][7], sent)
         out: dict[int, Totals] = {}
         for row in rows:
             counter_id = int(_text(row[0]))

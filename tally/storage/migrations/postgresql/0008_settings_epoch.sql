@@ -1,0 +1,35 @@
+-- Issue 10: a node's knowledge of counter settings, exact from its own group commits.
+-- `settings_epoch.epoch` moves on with every statement that changes anything a counter
+-- lookup returns besides its counts: a counter created, renamed, moved or deleted, its
+-- visibility, bounds, origins or unique window; a workspace created, changed or deleted.
+-- The change and the new epoch commit together, so a snapshot that holds one holds the
+-- other. Every group commit reads the epoch in its own statement's snapshot (see
+-- PostgresStore.apply): a node whose remembered lookups were read under the epoch it
+-- sees there knows they are still right, however many counters it remembers.
+-- A batch of counts (tally_apply, tally_apply_ops) writes up_count, down_count and
+-- updated_at only, which fire nothing: the hot path pays no trigger.
+-- No row until the first change (the epoch is then 0): a migrated schema holds no data.
+CREATE TABLE settings_epoch (
+    id     BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
+    epoch  BIGINT NOT NULL
+);
+
+CREATE FUNCTION tally_settings_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO settings_epoch AS e (id, epoch) VALUES (TRUE, 1)
+    ON CONFLICT (id) DO UPDATE SET epoch = e.epoch + 1;
+    RETURN NULL;
+END
+$$;
+
+-- Per statement, not per row: an import of 10,000 counters moves the epoch once.
+CREATE TRIGGER counters_settings_changed
+AFTER INSERT OR DELETE OR UPDATE OF
+    workspace_id, name, description, private, created_at, min_value, max_value, origins,
+    unique_window
+ON counters FOR EACH STATEMENT EXECUTE FUNCTION tally_settings_changed();
+
+CREATE TRIGGER workspaces_settings_changed
+AFTER INSERT OR DELETE OR UPDATE ON workspaces
+FOR EACH STATEMENT EXECUTE FUNCTION tally_settings_changed();
