@@ -9,13 +9,16 @@ import asyncio
 import sqlite3
 import time
 
+import psycopg
 import pytest
 from conftest import Harness, HarnessFactory
 from helpers import assert_error
+from psycopg import sql
 
 from tally.counters import CounterCache
 from tally.models import BatchChanges, Counter, CounterDelta, Permission
 from tally.storage import Store, store_from_url
+from tally.storage.postgres import PostgresStore
 from tally.storage.sqlite import SQLiteStore
 
 LONG = 3600.0  # a TTL no test waits out
@@ -122,6 +125,30 @@ async def test_postgres_another_node_change_is_seen_by_the_next_commit(
     finally:
         await other.close()
     assert (await h.get("/v2/ws/a")).status_code == 200  # no commit of this node since
+    assert (await h.get("/v2/ws/b/up", writer)).status_code == 200
+    assert_error(await h.get("/v2/ws/a"), 404)
+
+
+async def test_postgres_a_change_from_any_session_is_seen(
+    make_harness: HarnessFactory, postgres_base_url: str
+) -> None:
+    """A change made in a session whose search_path does not name the schema (psql, a
+    script) moves the settings epoch too: the trigger finds its own schema's table."""
+    h = await make_harness(token_cache_ttl=LONG)
+    only(h, "postgresql")
+    store = h.store
+    assert isinstance(store, PostgresStore)
+    assert store.schema is not None
+    ws = await h.workspace()
+    a = await h.counter(ws, "a")
+    await h.counter(ws, "b")
+    writer = await h.token(ws, Permission.WRITE)
+    assert (await h.get("/v2/ws/a")).status_code == 200  # cached, public
+    update = sql.SQL("UPDATE {}.counters SET private = TRUE WHERE id = %s").format(
+        sql.Identifier(store.schema)
+    )
+    async with await psycopg.AsyncConnection.connect(postgres_base_url, autocommit=True) as conn:
+        await conn.execute(update, (a.id,))
     assert (await h.get("/v2/ws/b/up", writer)).status_code == 200
     assert_error(await h.get("/v2/ws/a"), 404)
 

@@ -14,8 +14,10 @@ CREATE TABLE settings_epoch (
     epoch  BIGINT NOT NULL
 );
 
+-- search_path as the migration had it (the schema's own): a trigger also fires in a
+-- session whose search_path does not name the schema (the CLI's, a psql shell's).
 CREATE FUNCTION tally_settings_changed() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO settings_epoch AS e (id, epoch) VALUES (TRUE, 1)
     ON CONFLICT (id) DO UPDATE SET epoch = e.epoch + 1;
