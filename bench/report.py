@@ -13,7 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.scaleout import NGINX_WORKERS
+from bench.scaleout import NGINX_WORKERS, SPREAD_WARMUP
 from bench.scaleout import NODES as SCALEOUT_NODES
 from bench.scenarios import DRAIN, HISTORY_DAYS, NO_LIMIT, SPREAD, Measurement
 from bench.wrk import DRAIN_SECONDS
@@ -456,7 +456,9 @@ METHOD = [
     "the hot and drain counters come from the `tally` CLI before the nodes start, the "
     f"{SPREAD:,} counters c0 .. c{SPREAD - 1} from one INSERT. wrk loads nginx the same "
     "way as every other scenario: `scaleout` on the hot counter, then `scaleout-10k` over "
-    "the numbered counters in turn (bench/lua/roundrobin.lua, as `up-10k`), then "
+    "the numbered counters in turn (bench/lua/roundrobin.lua, as `up-10k`, with a warm-up "
+    f"{SPREAD_WARMUP} times as long, so that every node has looked up every counter before "
+    "the run), then "
     "`scaleout-get` loads `get` of the hot counter on the same cluster. Each `up` load's "
     "count is checked in PostgreSQL after the nodes stopped; each node's `/metrics` (read "
     "with `TALLY_METRICS_TOKEN` before and after each load, once nothing was pending) tell "
