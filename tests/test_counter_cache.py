@@ -190,7 +190,7 @@ async def test_postgres_another_node_counts_do_not_invalidate(
     make_harness: HarnessFactory,
 ) -> None:
     """Another node's batches of counts (plain and checked) move no settings epoch: the
-    triggers of 0008_settings_epoch.sql fire on settings only."""
+    triggers of 0008_spread_writes.sql fire on settings only."""
     h = await make_harness(token_cache_ttl=LONG)
     only(h, "postgresql")
     ws = await h.workspace()

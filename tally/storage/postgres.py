@@ -146,7 +146,7 @@ _FIND_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id 
 # of client CPU per batch (a pooled transaction of four statements took ~430 µs).
 # A batch with a checked change or a set (CounterDelta.plain is false) goes through
 # tally_apply_ops (0006_counter_rules.sql) instead, on a connection of its own.
-# The last column is the settings epoch (0008_settings_epoch.sql), read once in the outer
+# The last column is the settings epoch (0008_spread_writes.sql), read once in the outer
 # statement's snapshot, which the server takes after the call was sent: see
 # PostgresStore.settings_known.
 _APPLY_OPS = b"""
