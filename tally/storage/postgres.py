@@ -242,8 +242,8 @@ class PostgresStore(DashboardTables):
         self._flusher: PreparedCall | None = None
         self._ops_flusher: PreparedCall | None = None  # batches with checks or sets
         # settings_known: moved on after every write of this node but a batch of counts,
-        # and whenever a group commit reads a settings epoch of the database other than
-        # the one the last read
+        # and whenever a group commit reads another settings epoch of the database than
+        # the previous commit read
         self._settings = (0, 0.0)  # (epoch, since): one object, replaced whole
         self._seen_epoch: bytes | None = None
         # reads of a counter's totals (every get): batched, on a connection of their own

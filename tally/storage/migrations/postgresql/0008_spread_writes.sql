@@ -26,7 +26,7 @@ BEGIN
 END
 $$;
 
--- Per statement, not per row: an import of 10,000 counters moves the epoch once.
+-- Per statement, not per row: an INSERT of 10,000 counters moves the epoch once.
 CREATE TRIGGER counters_settings_changed
 AFTER INSERT OR DELETE OR UPDATE OF
     workspace_id, name, description, private, created_at, min_value, max_value, origins,
