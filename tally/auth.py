@@ -138,9 +138,10 @@ class TokenVerifier:
         value = header[7:] if header.startswith(b"Bearer ") else b""
         hit = self._cache.get(value)
         if hit is None:
-            value = bearer_token(header)
-            if value is None:
+            parsed = bearer_token(header)
+            if parsed is None:
                 raise Unauthorized()
+            value = parsed
             hit = self._cache.get(value)
         if hit is not None and hit[0] > now:
             token = hit[1]
