@@ -153,9 +153,13 @@ async def test_a_node_that_loses_redis_stays_accurate(
     assert node.using_fallback is (back_at is None)
 
 
+@pytest.mark.parametrize("per_step", [1, 3], ids=["hit", "batch"])
 @pytest.mark.parametrize("back_at", [None, 125.0], ids=["gone", "gone-and-back"])
 async def test_two_nodes_that_lose_redis_share_the_limit(
-    make: Callable[..., RedisRateLimiter], redis_proxy: TcpProxy, back_at: float | None
+    make: Callable[..., RedisRateLimiter],
+    redis_proxy: TcpProxy,
+    back_at: float | None,
+    per_step: int,
 ) -> None:
     """Two live nodes each drive the key at twice the limit; Redis goes away mid-minute
     (and comes back 35 s later). Alone, each node admits half the limit, going on from
@@ -163,11 +167,13 @@ async def test_two_nodes_that_lose_redis_share_the_limit(
     within 1 % a minute, the bound of one node: the share splits the refill exactly (a
     cell every 0.2 s on each node), and at the switch each node waits for two cells
     where Redis waited for one, which costs at most one request per node. Without the
-    share it would be about 900 in the minute of the cut and 1,200 after."""
+    share it would be about 900 in the minute of the cut and 1,200 after. `batch`: each
+    node's three hits of a step go to Redis in one call."""
     clock = Clock()
     url = f"redis://127.0.0.1:{redis_proxy.port}/0"
     a, b = make(clock, url=url, nodes=2), make(clock, url=url, nodes=2)
-    assert_accurate(await drive(clock, [a, b], at=outage(redis_proxy, back_at)))
+    hits = await drive(clock, [a, b], per_step=per_step, at=outage(redis_proxy, back_at))
+    assert_accurate(hits)
     for node in (a, b):
         assert node.fallbacks == 1
         assert node.using_fallback is (back_at is None)
