@@ -61,6 +61,12 @@ class Store(Protocol):
         """The last batch seq this store's node committed (0 if new); forgets nodes idle
         for a week."""
 
+    async def heartbeat(self, live_within: float) -> int:
+        """Mark this store's node alive now; how many nodes were marked alive (claimed,
+        committed a batch or beat) within the last `live_within` seconds, this one
+        included. Only the database answers it: the rate limit's share while Redis is
+        away (tally.nodes)."""
+
     async def meta_get_or_set(self, key: str, default: str) -> str:
         """The stored value of `key`; stores `default` first if there is none."""
 

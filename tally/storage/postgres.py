@@ -452,6 +452,16 @@ class PostgresStore(DashboardTables):
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def heartbeat(self, live_within: float) -> int:
+        # the outer count does not see the CTE's update (one snapshot): this node is + 1
+        now = time.time()
+        row = await self._row(
+            "WITH beat AS (UPDATE node_seq SET updated_at = %(now)s WHERE node = %(node)s) "
+            "SELECT count(*) FROM node_seq WHERE updated_at >= %(since)s AND node <> %(node)s",
+            {"now": now, "node": self.node, "since": now - live_within},
+        )
+        return 1 + (int(row[0]) if row else 0)
+
     async def meta_get_or_set(self, key: str, default: str) -> str:
         async with self._tx() as conn:
             await conn.execute(

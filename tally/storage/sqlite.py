@@ -429,6 +429,20 @@ class SQLiteStore(DashboardTables):
 
         return await self._write(self._tx(run))
 
+    async def heartbeat(self, live_within: float) -> int:
+        node = self.node
+
+        def run(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            conn.execute("UPDATE node_seq SET updated_at = ? WHERE node = ?", (now, node))
+            row = conn.execute(
+                "SELECT count(*) FROM node_seq WHERE updated_at >= ? AND node <> ?",
+                (now - live_within, node),
+            ).fetchone()
+            return 1 + int(row[0])
+
+        return await self._write(self._tx(run))
+
     async def meta_get_or_set(self, key: str, default: str) -> str:
         def run(conn: sqlite3.Connection) -> str:
             conn.execute(
