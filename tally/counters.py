@@ -47,6 +47,7 @@ from tally.models import (
     UNCHECKED,
     BatchChanges,
     Counter,
+    CounterChange,
     Permission,
     Token,
     Totals,
@@ -412,6 +413,15 @@ class Counters:
     async def current(self, counter: Counter) -> CounterView:
         """The counter's totals now, for the dashboard (which checked access itself)."""
         return await self._fresh(counter)
+
+    async def change_settings(self, counter: Counter, change: CounterChange) -> Counter | None:
+        """Save `change` to the counter's settings in one store call (one transaction),
+        which checks new bounds against the committed value; None if the counter is gone.
+        This node's pending changes are committed first, so that value is the one the
+        node shows (in buffered mode they wait in memory)."""
+        if change.bounds is not None:
+            await self.writes.flush()
+        return await self.store.change_counter(counter.id, change)
 
     async def history(self, counter: Counter, since_hour: int = 0) -> list[tuple[int, int, int]]:
         """The counter's hourly buckets from `since_hour` on, pending changes included."""

@@ -14,7 +14,7 @@ from test_permissions import ACTIONS, MISSING, PRIVATE, PUBLIC, SEED, make_world
 
 from tally.config import RateLimit
 from tally.errors import BadRequest
-from tally.models import Permission
+from tally.models import CounterChange, Permission
 from tally.web.badge import (
     BadgeOptions,
     format_number,
@@ -302,8 +302,8 @@ async def test_count_up_follows_allowed_origins(
     """count=up is held to the counter's allowed origins like up; a refusal counts nothing."""
     ws = await harness.workspace("ws")
     c = await harness.counter(ws, "c")
-    await harness.store.set_counter_rules(
-        c.id, floor=None, ceiling=None, origins=("https://blog.example",)
+    await harness.store.change_counter(
+        c.id, CounterChange(bounds=(None, None), origins=("https://blog.example",))
     )
     r = await harness.client.get("/v2/ws/c/badge.svg?count=up", headers=headers)
     assert r.status_code == status

@@ -31,6 +31,7 @@ from tally.errors import Conflict, StorageError
 from tally.models import (
     BatchChanges,
     Counter,
+    CounterChange,
     CounterRecord,
     History,
     Permission,
@@ -38,7 +39,7 @@ from tally.models import (
     Totals,
     Workspace,
 )
-from tally.storage import migrations
+from tally.storage import counter_change, migrations
 from tally.storage.base import NO_END
 from tally.storage.dashboard import DashboardTables, Params, Statement
 from tally.storage.rows import (
@@ -575,29 +576,16 @@ class SQLiteStore(DashboardTables):
             raise Conflict(f"counter {name!r} already exists in this workspace") from None
         return self._counter_by_id(counter_id)
 
-    async def set_counter_rules(
-        self,
-        counter_id: int,
-        *,
-        floor: int | None,
-        ceiling: int | None,
-        origins: tuple[str, ...],
-    ) -> Counter | None:
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "UPDATE counters SET min_value = ?, max_value = ?, origins = ? WHERE id = ?",
-                (floor, ceiling, join_origins(origins), counter_id),
-            ).rowcount
-
-        if not await self._write(self._tx(run)):
-            return None
-        return self._counter_by_id(counter_id)
-
-    async def set_counter_unique(self, counter_id: int, window: int) -> Counter | None:
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "UPDATE counters SET unique_window = ? WHERE id = ?", (window, counter_id)
-            ).rowcount
+    async def change_counter(self, counter_id: int, change: CounterChange) -> Counter | None:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(counter_change.LOCK.replace("%s", "?"), (counter_id,)).fetchone()
+            if row is None:
+                return False
+            counter_change.check(row, change)
+            update = counter_change.update(counter_id, change)
+            if update is not None:
+                conn.execute(update[0].replace("%s", "?"), update[1])
+            return True
 
         if not await self._write(self._tx(run)):
             return None
