@@ -176,10 +176,7 @@ def workspace_create(slug: str, name: str, v1: bool, database_url: str | None) -
     check_slug(slug)
 
     async def run(store: Store, _s: Settings) -> Workspace:
-        ws = await store.create_workspace(slug, name or slug)
-        if v1:
-            ws = await store.set_workspace_rules(ws.id, v1_open=True, origins=()) or ws
-        return ws
+        return await store.create_workspace(slug, name or slug, v1_open=v1)
 
     ws = _with_store(database_url, run)
     click.echo(f"created workspace {ws.slug} (id {ws.id})" + (", open for V1" if v1 else ""))

@@ -52,6 +52,15 @@ async def test_workspace_and_counter_rules_round_trip(store: Store) -> None:
     assert await store.set_workspace_rules(424242, v1_open=True, origins=()) is None
 
 
+async def test_a_workspace_is_created_with_its_rules(store: Store) -> None:
+    """The V1 flag and allowed origins given at creation are saved with the workspace
+    (one transaction: `tally workspace create --v1`, an import)."""
+    sites = ("https://a.example",)
+    ws = await store.create_workspace("ws", "ws", v1_open=True, origins=sites)
+    assert (ws.v1_open, ws.origins) == (True, sites)
+    assert await store.get_workspace("ws") == ws
+
+
 async def test_checked_changes_stop_at_the_bounds(store: Store) -> None:
     """A checked up past the ceiling or down past the floor changes nothing, its hourly
     bucket included, and comes back refused; one within the bounds is applied."""

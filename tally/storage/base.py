@@ -73,9 +73,16 @@ class Store(Protocol):
 
     # workspaces
     async def create_workspace(
-        self, slug: str, name: str, created_at: float | None = None
+        self,
+        slug: str,
+        name: str,
+        created_at: float | None = None,
+        *,
+        v1_open: bool = False,
+        origins: tuple[str, ...] = (),
     ) -> Workspace:
-        """Raises Conflict if the slug is taken. `created_at`: now unless given (an import)."""
+        """Raises Conflict if the slug is taken. `created_at`: now unless given (an import);
+        the V1 flag and allowed origins are saved with it, in its transaction."""
 
     async def get_workspace(self, slug: str) -> Workspace | None: ...
 

@@ -467,13 +467,20 @@ class PostgresStore(DashboardTables):
     # workspaces --------------------------------------------------------------
 
     async def create_workspace(
-        self, slug: str, name: str, created_at: float | None = None
+        self,
+        slug: str,
+        name: str,
+        created_at: float | None = None,
+        *,
+        v1_open: bool = False,
+        origins: tuple[str, ...] = (),
     ) -> Workspace:
+        now = time.time() if created_at is None else created_at
         try:
             row = await self._row(
-                "INSERT INTO workspaces (slug, name, created_at) VALUES (%s, %s, %s) "
-                f"RETURNING {WORKSPACE_COLUMNS}",
-                (slug, name, time.time() if created_at is None else created_at),
+                "INSERT INTO workspaces (slug, name, created_at, v1_open, origins) "
+                f"VALUES (%s, %s, %s, %s, %s) RETURNING {WORKSPACE_COLUMNS}",
+                (slug, name, now, v1_open, join_origins(origins)),
                 read=False,
             )
         except Conflict:

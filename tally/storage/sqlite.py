@@ -459,15 +459,21 @@ class SQLiteStore(DashboardTables):
     # workspaces --------------------------------------------------------------
 
     async def create_workspace(
-        self, slug: str, name: str, created_at: float | None = None
+        self,
+        slug: str,
+        name: str,
+        created_at: float | None = None,
+        *,
+        v1_open: bool = False,
+        origins: tuple[str, ...] = (),
     ) -> Workspace:
         now = time.time() if created_at is None else created_at
 
         def run(conn: sqlite3.Connection) -> Workspace:
             row = conn.execute(
-                "INSERT INTO workspaces (slug, name, created_at) VALUES (?, ?, ?) "
-                f"RETURNING {WORKSPACE_COLUMNS}",
-                (slug, name, now),
+                "INSERT INTO workspaces (slug, name, created_at, v1_open, origins) "
+                f"VALUES (?, ?, ?, ?, ?) RETURNING {WORKSPACE_COLUMNS}",
+                (slug, name, now, int(v1_open), join_origins(origins)),
             ).fetchone()
             return to_workspace(row)
 
