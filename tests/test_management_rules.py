@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 from conftest import Harness, HarnessFactory
-from helpers import assert_error, bearer, import_bounds
+from helpers import assert_error, bearer, flush, import_bounds
 from test_management import COUNTERS, SETTINGS, call, state
 from test_openapi import check_body
+from test_store_change import outside
 
+from tally import counters
 from tally.models import CounterChange, Permission
 from tally.web.openapi import document
 
@@ -259,3 +261,45 @@ async def test_a_new_bound_the_value_breaks_is_409_and_changes_nothing(
     assert (await h.get("/v2/ws/c/down", admin)).json()["data"]["value"] == 2
     r = await call(h, "PATCH", path, admin, {"ceiling": None})
     assert r.json()["data"]["ceiling"] is None
+
+
+_FAIL_HOURS_SQLITE = """
+CREATE TRIGGER fail_hours BEFORE INSERT ON counter_hours
+BEGIN SELECT RAISE(ABORT, 'injected failure'); END
+"""
+_FAIL_HOURS_POSTGRES = """
+CREATE FUNCTION fail_hours() RETURNS trigger LANGUAGE plpgsql
+AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+CREATE TRIGGER fail_hours BEFORE INSERT ON counter_hours
+FOR EACH ROW EXECUTE FUNCTION fail_hours()
+"""
+
+
+async def test_a_new_bound_waits_a_while_for_the_pending_counts(
+    make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buffered mode: a new bound is checked once this node's pending counts are
+    committed; while the database refuses them, the PATCH is a 503 after
+    counters.PENDING_WAIT that changes nothing, and once it takes them, the PATCH works."""
+    monkeypatch.setattr(counters, "PENDING_WAIT", 0.3)
+    h = await make_harness(durability="buffered", flush_interval=60.0)
+    ws = await h.workspace()
+    admin = await h.token(ws, Permission.ADMIN)
+    counter = await h.counter(ws, "c")
+    path = f"{COUNTERS}/{counter.id}"
+    before = await state(h, ws.id)
+    with outside(h.store) as conn:
+        conn.script(_FAIL_HOURS_SQLITE, _FAIL_HOURS_POSTGRES)
+        try:
+            assert (await h.get("/v2/ws/c/up", admin)).status_code == 200  # pending
+            r = await call(h, "PATCH", path, admin, {"ceiling": 5, "description": "x"})
+            assert_error(r, 503)
+            assert await state(h, ws.id) == before
+        finally:
+            conn.script("DROP TRIGGER fail_hours", "DROP TRIGGER fail_hours ON counter_hours")
+    await flush([h])  # the retried batch lands
+    r = await call(h, "PATCH", path, admin, {"ceiling": 0, "description": "x"})
+    assert_error(r, 409)
+    assert "the counter's value is 1" in r.json()["message"]
+    r = await call(h, "PATCH", path, admin, {"ceiling": 1, "description": "x"})
+    assert (r.json()["data"]["ceiling"], r.json()["data"]["up_count"]) == (1, 1)
