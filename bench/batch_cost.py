@@ -8,7 +8,8 @@ Issue 10 asks that a batch's cost grow with the requests in it, not with how sca
 its counters are nor with how many counters exist. This measures `Store.apply` itself,
 in process, on the store's own path (the SQLite batch runs where the server runs it):
 batches of REQUESTS `up`s spread over 1, 8 and REQUESTS distinct counters (consecutive
-names, moving on each batch, as bench/lua/roundrobin.lua sends them), on a database of
+names, moving on each batch, as bench/lua/roundrobin.lua sends them), and over REQUESTS
+random ones (as bench/lua/random.lua: a leaf page of their own each), on a database of
 each COUNTERS size, with SQLite's `synchronous` at each value given (`normal` leaves
 out the fsync per commit, to show the CPU alone). Each line: microseconds per batch
 (median and p90 of BATCHES), and per request. `--postgres URL` measures a PostgreSQL
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import random
 import secrets
 import statistics
 import tempfile
@@ -30,12 +33,22 @@ from tally.models import BatchChanges, CounterDelta
 from tally.storage import store_from_url
 from tally.storage.base import Store
 
+# how a batch's counters are picked: (distinct counters, 0 for one per request; random)
+SPREADS = [(1, False), (8, False), (0, False), (0, True)]
+_RANDOM = random.Random(10)
 
-def batch(seq: int, ids: list[int], start: int, spread: int, requests: int) -> BatchChanges:
-    """`requests` ups over `spread` consecutive counters from position `start`."""
+
+def batch(
+    seq: int, ids: list[int], start: int, spread: int, requests: int, scattered: bool
+) -> BatchChanges:
+    """`requests` ups over `spread` counters: consecutive from position `start`, or
+    random ones (`scattered`)."""
     now = time.time()
     hour = int(now // 3600)
-    chosen = [ids[(start + i) % len(ids)] for i in range(spread)]
+    if scattered:
+        chosen = _RANDOM.sample(ids, spread)
+    else:
+        chosen = [ids[(start + i) % len(ids)] for i in range(spread)]
     per, extra = divmod(requests, spread)
     counters = {cid: CounterDelta(per + (i < extra), 0, False, now) for i, cid in enumerate(chosen)}
     return BatchChanges(
@@ -45,13 +58,18 @@ def batch(seq: int, ids: list[int], start: int, spread: int, requests: int) -> B
     )
 
 
-async def measure(store: Store, ids: list[int], spread: int, requests: int, n: int) -> list[float]:
+# a batch's seq must grow for its node, or the store takes it for a retry and skips it
+_SEQ = itertools.count(1)
+
+
+async def measure(
+    store: Store, ids: list[int], spread: int, requests: int, n: int, scattered: bool
+) -> list[float]:
     """Seconds of `apply` per batch, for `n` batches after a warm-up of n / 10."""
-    seq = int(time.time() * 1000)  # above any seq this node name used before
     start = 0
     times: list[float] = []
     for i in range(n + n // 10):
-        changes = batch(seq + i, ids, start, spread, requests)
+        changes = batch(next(_SEQ), ids, start, spread, requests, scattered)
         start += spread
         began = time.perf_counter()
         await store.apply(changes)
@@ -70,6 +88,17 @@ def report(label: str, times: list[float], requests: int) -> None:
     )
 
 
+async def measure_spreads(
+    store: Store, ids: list[int], label: str, args: argparse.Namespace
+) -> None:
+    for spread, scattered in SPREADS:
+        distinct = spread or args.requests
+        times = await measure(store, ids, distinct, args.requests, args.batches, scattered)
+        report(
+            f"{label}, {distinct:>3} {'random' if scattered else 'distinct'}", times, args.requests
+        )
+
+
 async def sqlite_run(size: int, synchronous: str, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "batch.db"
@@ -79,10 +108,9 @@ async def sqlite_run(size: int, synchronous: str, args: argparse.Namespace) -> N
         store = store_from_url(f"sqlite:///{db}?synchronous={synchronous}", node="bench")
         await store.open()
         try:
-            for spread in sorted({1, 8, args.requests}):
-                times = await measure(store, ids, spread, args.requests, args.batches)
-                label = f"sqlite {size:>9,} counters, synchronous={synchronous:<6}"
-                report(f"{label}, {spread:>3} distinct", times, args.requests)
+            await measure_spreads(
+                store, ids, f"sqlite {size:>9,} counters, synchronous={synchronous:<6}", args
+            )
         finally:
             await store.close()
 
@@ -105,11 +133,7 @@ async def postgres_run(url: str, size: int, args: argparse.Namespace) -> None:
                 )
                 conn.execute("ANALYZE counters")
                 ids = [r[0] for r in conn.execute("SELECT id FROM counters ORDER BY id")]
-            for spread in sorted({1, 8, args.requests}):
-                times = await measure(store, ids, spread, args.requests, args.batches)
-                report(
-                    f"postgresql {size:>9,} counters, {spread:>3} distinct", times, args.requests
-                )
+            await measure_spreads(store, ids, f"postgresql {size:>9,} counters", args)
         finally:
             await store.close()
     finally:
