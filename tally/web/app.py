@@ -245,7 +245,7 @@ class App:
         managed = manage.ManageApi(store, namespaces, verifier, api)
         from tally.site.app import create_site, site_windows  # not on the API's path
 
-        windows = site_windows(s, verifier.key)
+        windows = site_windows(s, verifier.key, nodes)
         site = create_site(s, store, counters, verifier.key, streams, windows)
         self.services = Services(
             store,
