@@ -309,7 +309,7 @@ def judge(report: Report) -> list[str]:
     median = statistics.median(s.p99_ms for s in warm)
     worst = max(s.p99_ms for s in warm)
     if worst > max(3 * median, 50.0):
-        out.append(f"p99 not steady: a window at {worst} ms, median {median} ms")
+        out.append(f"p99 not steady: a window at {worst} ms, median {median:.2f} ms")
     return out
 
 
@@ -378,7 +378,7 @@ def summary(report: Report) -> str:
         f"{report.requests} requests, {report.errors} errors; "
         f"rate {min(x.rate for x in s):.0f}..{max(x.rate for x in s):.0f}/s "
         f"({report.on_target} of {len(s)} windows within {ON_TARGET:.0%}); "
-        f"p50 median {statistics.median(x.p50_ms for x in s)} ms; "
+        f"p50 median {statistics.median(x.p50_ms for x in s):.2f} ms; "
         f"p99 {min(x.p99_ms for x in s)}..{max(x.p99_ms for x in s)} ms; "
         f"RSS {min(x.rss_mb for x in s)}..{max(x.rss_mb for x in s)} MB; "
         f"fds {min(x.fds for x in s)}..{max(x.fds for x in s)}; "
