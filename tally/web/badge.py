@@ -58,8 +58,9 @@ COLOURS = {
 }
 _HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 ERROR_COLOUR = COLOURS["lightgrey"]
-# rendered badges kept per process (`rendered`); one is under 6 KB (a name of 128
-# characters as its label, each escaped or upper-cased to the most bytes), so 6 MB at most
+# rendered badges kept per process (`rendered`); an entry is under 6 KB (an SVG of at
+# most 5.5 KB, for a 128-character name whose characters all escape to the most bytes,
+# plus its key and ETag), so 6 MB at most
 RENDERED = 1024
 
 
