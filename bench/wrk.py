@@ -14,6 +14,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools import apt
+
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 THREADS = 2
 CONNECTIONS = 64
@@ -33,19 +35,11 @@ def ensure_wrk() -> str:
     if found:
         return found
     print("wrk is missing: apt-get install -y wrk", flush=True)
-    if _apt("install", "-y", "wrk") != 0:
-        print("install failed: apt-get update, then again", flush=True)
-        _apt("update")
-        _apt("install", "-y", "wrk")
+    apt.install("wrk")
     found = shutil.which("wrk")
     if not found:
         raise WrkError("wrk is not installed and `apt-get install -y wrk` did not install it")
     return found
-
-
-def _apt(*args: str) -> int:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run(["apt-get", *args], env=env, check=False, timeout=600).returncode
 
 
 def wrk_version(wrk: str) -> str:

@@ -112,9 +112,9 @@ class TokenVerifier:
     format with its checksum right, or the legacy one) is refused at once: never looked
     up, never cached. Well-formed tokens, verified or rejected, are cached for `ttl`
     seconds keyed by the token itself (42 or 47 bytes, whatever padding the header had), so a
-    hot client costs one parse and one dict lookup, and the cache's memory is bounded by
-    `max_entries` fixed-size keys. `ttl` bounds how long a revocation or an expiry takes
-    to bite. The oldest entries go first.
+    hot client sending ``Bearer <token>`` costs one dict lookup (other spellings a parse
+    more), and the cache's memory is bounded by `max_entries` fixed-size keys. `ttl`
+    bounds how long a revocation or an expiry takes to bite. The oldest entries go first.
 
     A token's last use is written on a cache miss, at most once per TOUCH_INTERVAL per
     token and in the background: never on the request's path, never on every request.
@@ -133,10 +133,16 @@ class TokenVerifier:
         """`now` is a monotonic clock. Raises Unauthorized for a bad or revoked token."""
         if header is None:
             return None
-        value = bearer_token(header)
-        if value is None:
-            raise Unauthorized()
+        # the usual spelling is looked up before it is parsed: only well-formed tokens
+        # are ever cached, so a hit needs no check of the token's form and checksum
+        value = header[7:] if header.startswith(b"Bearer ") else b""
         hit = self._cache.get(value)
+        if hit is None:
+            parsed = bearer_token(header)
+            if parsed is None:
+                raise Unauthorized()
+            value = parsed
+            hit = self._cache.get(value)
         if hit is not None and hit[0] > now:
             token = hit[1]
         else:

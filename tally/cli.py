@@ -17,7 +17,7 @@ from tally.auth import issue_token
 from tally.config import Settings, SettingsError
 from tally.counters import MAX_BY, MAX_SET, check_name
 from tally.errors import BadRequest, Conflict, StorageError, TallyError
-from tally.models import Counter, Permission, Workspace
+from tally.models import Counter, CounterChange, Permission, Workspace
 from tally.storage import Store, store_from_url
 
 if TYPE_CHECKING:
@@ -176,10 +176,7 @@ def workspace_create(slug: str, name: str, v1: bool, database_url: str | None) -
     check_slug(slug)
 
     async def run(store: Store, _s: Settings) -> Workspace:
-        ws = await store.create_workspace(slug, name or slug)
-        if v1:
-            ws = await store.set_workspace_rules(ws.id, v1_open=True, origins=()) or ws
-        return ws
+        return await store.create_workspace(slug, name or slug, v1_open=v1)
 
     ws = _with_store(database_url, run)
     click.echo(f"created workspace {ws.slug} (id {ws.id})" + (", open for V1" if v1 else ""))
@@ -497,10 +494,8 @@ def counter_update(
         lo = c.floor if floor is None else new_floor
         hi = c.ceiling if ceiling is None else new_ceiling
         rules.check_bounds(lo, hi)
-        rules.check_value(c, lo, hi, c.up_count - c.down_count)
-        updated = await store.set_counter_rules(
-            c.id, floor=lo, ceiling=hi, origins=c.origins if allowed is None else allowed
-        )
+        bounds = None if floor is None and ceiling is None else (lo, hi)
+        updated = await store.change_counter(c.id, CounterChange(bounds=bounds, origins=allowed))
         if updated is None:
             raise click.ClickException(f"no counter {slug}/{name}")
         return updated
@@ -533,7 +528,7 @@ def counter_unique(path: str, window: str | None, database_url: str | None) -> N
         if c is None or seconds is None:
             updated = c
         else:
-            updated = await store.set_counter_unique(c.id, seconds)
+            updated = await store.change_counter(c.id, CounterChange(unique_window=seconds))
         if updated is None:
             raise click.ClickException(f"no counter {slug}/{name}")
         return updated

@@ -26,6 +26,7 @@ Access rules (docs/api.md has the user-facing table):
 
 from __future__ import annotations
 
+import asyncio
 import time
 import unicodedata
 from collections import OrderedDict
@@ -41,12 +42,14 @@ from tally.errors import (
     NotFound,
     TallyError,
     Unauthorized,
+    Unavailable,
 )
 from tally.models import (
     CHECK_BOUNDS,
     UNCHECKED,
     BatchChanges,
     Counter,
+    CounterChange,
     Permission,
     Token,
     Totals,
@@ -58,6 +61,8 @@ from tally.writes import CounterGone, GroupCommit, Ticket
 
 MAX_NAME = 128
 MAX_BY = 1_000_000  # up / down ?by=
+# seconds a change of bounds waits for this node's pending changes to commit (then 503)
+PENDING_WAIT = 10.0
 MAX_SET = 2**53 - 1  # a total set with set: still exact in JavaScript's numbers
 # seconds the settled stats sums of a counter are reused (other nodes' late batches)
 SETTLED_TTL = 300.0
@@ -412,6 +417,24 @@ class Counters:
     async def current(self, counter: Counter) -> CounterView:
         """The counter's totals now, for the dashboard (which checked access itself)."""
         return await self._fresh(counter)
+
+    async def change_settings(self, counter: Counter, change: CounterChange) -> Counter | None:
+        """Save `change` to the counter's settings in one store call (one transaction),
+        which checks new bounds against the committed value; None if the counter is gone.
+        This node's pending changes are committed first, so that value is the one the
+        node shows (in buffered mode they wait in memory); Unavailable if they are not
+        within PENDING_WAIT seconds."""
+        if change.bounds is not None:
+            try:
+                async with asyncio.timeout(PENDING_WAIT):
+                    await self.writes.flush()
+            except TimeoutError:
+                # buffered mode retries a failed batch until the database takes it
+                raise Unavailable(
+                    "this node's pending counts are not committed yet (the database is "
+                    "unavailable); nothing was changed, try again shortly"
+                ) from None
+        return await self.store.change_counter(counter.id, change)
 
     async def history(self, counter: Counter, since_hour: int = 0) -> list[tuple[int, int, int]]:
         """The counter's hourly buckets from `since_hour` on, pending changes included."""

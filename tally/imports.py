@@ -419,15 +419,17 @@ async def import_file(
     for line in summary.workspaces:
         ws = await store.get_workspace(line.slug)
         if ws is None:
-            ws = await store.create_workspace(line.slug, line.name, line.created_at)
+            v1_open, allowed = line.settings or (False, ())
+            ws = await store.create_workspace(
+                line.slug, line.name, line.created_at, v1_open=v1_open, origins=allowed
+            )
             report.workspaces_created.append(line.slug)
         else:
             report.workspaces_kept.append(line.slug)
             if line.settings is not None and line.settings != (ws.v1_open, ws.origins):
                 report.workspaces_changed += 1
-        if line.settings is not None and line.settings != (ws.v1_open, ws.origins):
-            v1_open, allowed = line.settings
-            await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=allowed)
+                v1_open, allowed = line.settings
+                await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=allowed)
         ids[line.slug] = ws.id
     page: list[CounterRecord] = []
     page_ws = ""

@@ -90,6 +90,18 @@ class Counter:
 
 
 @dataclass(frozen=True, slots=True)
+class CounterChange:
+    """New settings of one counter, saved together in one transaction
+    (Store.change_counter); a field left None keeps what is stored."""
+
+    description: str | None = None
+    private: bool | None = None
+    bounds: tuple[int | None, int | None] | None = None  # (floor, ceiling), None: no bound
+    origins: tuple[str, ...] | None = None  # its own allowed origins, (): the workspace's
+    unique_window: int | None = None  # seconds, 0: off
+
+
+@dataclass(frozen=True, slots=True)
 class History:
     """Hourly buckets (utc_hour, up, down) of one counter, with the snapshot's `seq`."""
 

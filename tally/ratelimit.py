@@ -68,12 +68,13 @@ class MemoryRateLimiter:
     Keys are any hashables (e.g. ``(path, token_id)``). `now` is the caller's monotonic
     clock in seconds and must never decrease between calls.
 
-    Memory: keys live in an OrderedDict ordered by their last admitted hit. Each hit drops
-    up to `_EVICT_PER_HIT` keys from the old end whose TAT is <= now, so idle keys are
-    reclaimed with O(1) work per hit and no periodic scan. Why this reaches every idle key:
-    an admitted hit leaves TAT <= now + P, so a key that has not been admitted for a full
-    period has TAT <= now; and since keys are ordered by last admission, those keys form a
-    prefix of the dict, which the per-hit eviction eats from the front. Keys that expired
+    Memory: keys live in an OrderedDict ordered by the last change of their TAT (an
+    admitted hit, or a `hold`). Each hit or hold drops up to `_EVICT_PER_HIT` keys from
+    the old end whose TAT is <= now, so idle keys are reclaimed with O(1) work per call
+    and no periodic scan. Why this reaches every idle key: a change leaves TAT <= now + P,
+    so a key unchanged for a full period has TAT <= now; and since keys are ordered by
+    last change, those keys form a prefix of the dict, which the eviction eats from the
+    front. Keys that expired
     sooner (a small backlog) wait until they reach the front, or until `sweep`.
     """
 
@@ -84,7 +85,6 @@ class MemoryRateLimiter:
         "_seconds_per_tick",
         "_tats",
         "_ticks_per_second",
-        "_tolerance",
     )
 
     def __init__(self, limit: int, period: float = 60.0) -> None:
@@ -102,9 +102,8 @@ class MemoryRateLimiter:
         self._ticks_per_second = ticks_per_second
         self._seconds_per_tick = period / (limit * _TICKS_PER_CELL)
         # Backlog (TAT - now, in ticks) after a hit may reach N intervals, so before a hit
-        # it may be at most N - 1 intervals for the hit to be admitted.
+        # of cost c it may be at most N - c intervals for the hit to be admitted.
         self._burst = limit * _TICKS_PER_CELL
-        self._tolerance = (limit - 1) * _TICKS_PER_CELL
         # key -> TAT in ticks, oldest admission first.
         self._tats: OrderedDict[Hashable, int] = OrderedDict()
 
@@ -125,14 +124,55 @@ class MemoryRateLimiter:
     def __repr__(self) -> str:
         return f"MemoryRateLimiter(limit={self._limit}, period={self._period!r})"
 
-    def hit(self, key: Hashable, now: float) -> Decision:
-        """Count one request for `key` at monotonic time `now` (seconds) and decide it."""
+    def hit(self, key: Hashable, now: float, cost: int = 1) -> Decision:
+        """Count one request for `key` at monotonic time `now` (seconds) and decide it.
+
+        `cost` (1 to `limit`): cells the request takes, so the key admits limit // cost at
+        once and limit / cost per period, reported as its limit. A node on its own while
+        Redis is down charges each request the number of live nodes: its share.
+        """
         t = int(now * self._ticks_per_second)
+        self._evict(t)
         tats = self._tats
+        cell = cost * _TICKS_PER_CELL
+        tolerance = self._burst - cell
+        tat = tats.get(key, t)
+        backlog = tat - t if tat > t else 0
+        if backlog > tolerance:
+            # Rejected: no state change, so rejected hits never consume capacity.
+            spt = self._seconds_per_tick
+            limit = self._limit // cost
+            return Decision(False, limit, 0, backlog * spt, (backlog - tolerance) * spt)
+        backlog += cell
+        tats[key] = t + backlog
+        tats.move_to_end(key)
+        return Decision(
+            True,
+            self._limit // cost,
+            (self._burst - backlog) // cell,
+            backlog * self._seconds_per_tick,
+            0.0,
+        )
+
+    def hold(self, key: Hashable, now: float, backlog: float) -> None:
+        """Raise `key`'s backlog at `now` to at least `backlog` seconds (at most the
+        period): what a count kept elsewhere, the shared one in Redis, said of the key,
+        so that this limiter goes on from it rather than from a fresh burst."""
+        t = int(now * self._ticks_per_second)
+        self._evict(t)
+        tats = self._tats
+        tat = t + min(int(backlog * self._ticks_per_second), self._burst)
+        if tat > tats.get(key, t):
+            tats[key] = tat
+            tats.move_to_end(key)
+
+    def _evict(self, t: int) -> None:
+        """Drop up to `_EVICT_PER_HIT` keys from the old end whose TAT is <= `t` (ticks)."""
         # Forgetting a key whose TAT <= now is exact, not an approximation: a stored
         # TAT <= now acts exactly like no entry (max(TAT, now) == now, as for a new key),
         # and because `now` never decreases it stays <= every later `now`, so the entry
         # could never affect another decision.
+        tats = self._tats
         budget = _EVICT_PER_HIT
         while budget and tats:
             oldest = next(iter(tats))
@@ -140,23 +180,6 @@ class MemoryRateLimiter:
                 break
             del tats[oldest]
             budget -= 1
-
-        tat = tats.get(key, t)
-        backlog = tat - t if tat > t else 0
-        if backlog > self._tolerance:
-            # Rejected: no state change, so rejected hits never consume capacity.
-            spt = self._seconds_per_tick
-            return Decision(False, self._limit, 0, backlog * spt, (backlog - self._tolerance) * spt)
-        backlog += _TICKS_PER_CELL
-        tats[key] = t + backlog
-        tats.move_to_end(key)
-        return Decision(
-            True,
-            self._limit,
-            (self._burst - backlog) // _TICKS_PER_CELL,
-            backlog * self._seconds_per_tick,
-            0.0,
-        )
 
     def sweep(self, now: float) -> int:
         """Drop every key that is back to a full burst at `now`; return how many.

@@ -6,10 +6,10 @@ tally.visitors); this module only says whether a value may be saved.
 - Bounds: whole numbers within +-2**62 (None: none), the floor not above the ceiling.
 - A new or changed bound that the counter's current value already breaks is refused
   (Conflict, nothing saved), so nobody saves a ceiling of 10 on a counter at 50
-  believing it holds; a bound that is not changed is not checked again. The value is
-  read before the save, not in its transaction: a count that commits in between may
-  leave the value outside the new bound. Every later change is still checked exactly
-  against the stored bounds when it commits (docs/api.md, "Bounds").
+  believing it holds; a bound that is not changed is not checked again. The store makes
+  this check (`check_value`) in the transaction that saves the change, on the value it
+  reads there with the row locked, so no count commits between the check and the save
+  (Store.change_counter; docs/api.md, "Bounds").
 - Origins: tally.origins' canonical form, at most 100, without duplicates.
 - The unique window: 1 h to 30 days (tally.visitors), or off (0).
 
@@ -23,7 +23,6 @@ import re
 
 from tally import origins, visitors
 from tally.errors import BadRequest, Conflict
-from tally.models import Counter
 
 MAX_BOUND = 2**62  # the largest floor or ceiling, either sign
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -72,15 +71,18 @@ def parse_bound(text: str, what: str, *, blank: str = "empty for none") -> int |
     return int(text)
 
 
-def check_value(counter: Counter, floor: int | None, ceiling: int | None, value: int) -> None:
-    """New bounds for `counter`, whose value (up - down) is `value` now: Conflict if a
-    bound that changes is one the value breaks (an unchanged bound is not checked)."""
-    if floor is not None and floor != counter.floor and value < floor:
+def check_value(
+    stored: tuple[int | None, int | None], floor: int | None, ceiling: int | None, value: int
+) -> None:
+    """New bounds for a counter whose bounds are `stored` (floor, ceiling) and whose value
+    (up - down) is `value`: Conflict if a bound that changes is one the value breaks (an
+    unchanged bound is not checked)."""
+    if floor is not None and floor != stored[0] and value < floor:
         raise Conflict(
             f"the counter's value is {value}, below a floor of {floor}: count it up first, "
             f"or choose a floor of {value} or less; nothing was changed"
         )
-    if ceiling is not None and ceiling != counter.ceiling and value > ceiling:
+    if ceiling is not None and ceiling != stored[1] and value > ceiling:
         raise Conflict(
             f"the counter's value is {value}, above a ceiling of {ceiling}: count it down "
             f"first, or choose a ceiling of {value} or more; nothing was changed"

@@ -10,7 +10,10 @@ A sliding window per key: a key that failed (or was mailed) `limit` times within
   key, expiring with its window), so that every node of a cluster counts against the
   same limit instead of each its own. Keys are hashed: no email address or IP is written
   to Redis. A Redis that fails or is slow is never a reason to refuse or admit
-  everyone: the node falls back to its own window until Redis answers again.
+  everyone: the node falls back to its own window until Redis answers again, and
+  admits there its share of the limit (the limit over the live nodes, at least 1,
+  counted from the database: tally.nodes), so the cluster's limit holds while Redis
+  is away, as the rate limit's does.
 
 Times are wall-clock seconds (`time.time()`), which every node of a cluster shares.
 """
@@ -22,6 +25,7 @@ import logging
 import math
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -113,12 +117,20 @@ return tostring(tonumber(oldest[2]) + window - now)
 
 class RedisFailureWindow:
     """The windows in Redis, shared by every node; this node's own `FailureWindow` while
-    Redis does not answer."""
+    Redis does not answer, holding this node's share of the limit (`nodes`: how many
+    nodes are live now)."""
 
     def __init__(
-        self, client: aioredis.Redis, limit: int, window: float, prefix: str, secret: bytes
+        self,
+        client: aioredis.Redis,
+        limit: int,
+        window: float,
+        prefix: str,
+        secret: bytes,
+        nodes: Callable[[], int] = lambda: 1,
     ) -> None:
         self.limit = limit
+        self.nodes = nodes
         self.window = window
         self.client = client
         self.prefix = prefix
@@ -147,14 +159,19 @@ class RedisFailureWindow:
             return None
         return max(0.0, float(answer))
 
+    def _share(self) -> FailureWindow:
+        """This node's own window, holding its share of the limit."""
+        self.local.limit = max(1, self.limit // max(1, self.nodes()))
+        return self.local
+
     async def retry_after(self, key: str, now: float) -> float:
         shared = await self._call(key, now, record=False)
-        local = await self.local.retry_after(key, now)
+        local = await self._share().retry_after(key, now)
         return local if shared is None else max(shared, local)
 
     async def record(self, key: str, now: float) -> None:
         if await self._call(key, now, record=True) is None:
-            await self.local.record(key, now)
+            await self._share().record(key, now)
 
     async def clear(self, key: str) -> None:
         await self.local.clear(key)
@@ -217,15 +234,21 @@ class SharedWindows:
 
 
 def shared_windows(
-    redis_url: str, prefix: str, secret: bytes, mails_per_hour: int, mail_window: float
+    redis_url: str,
+    prefix: str,
+    secret: bytes,
+    mails_per_hour: int,
+    mail_window: float,
+    nodes: Callable[[], int] = lambda: 1,
 ) -> SharedWindows:
-    """The sign-in throttle and the mail window, kept in Redis under `prefix`."""
+    """The sign-in throttle and the mail window, kept in Redis under `prefix`; while
+    Redis is away, each node's share by `nodes` (the live nodes)."""
     from tally.storage.redis_limiter import redis_client
 
     client = redis_client(redis_url)
 
     def window(name: str, limit: int, seconds: float) -> RedisFailureWindow:
-        return RedisFailureWindow(client, limit, seconds, f"{prefix}{name}:", secret)
+        return RedisFailureWindow(client, limit, seconds, f"{prefix}{name}:", secret, nodes)
 
     throttle = LoginThrottle(
         window("login-account", FAILURES_PER_ACCOUNT, LOGIN_WINDOW),

@@ -15,7 +15,7 @@ from sse import OpenStream
 from tally.accounts import Accounts
 from tally.auth import generate_token, issue_token
 from tally.mail import Mailer
-from tally.models import Permission, Role, Workspace
+from tally.models import CounterChange, Permission, Role, Workspace
 from tally.site.pages import derive_key
 from tally.site.security import CSRF_COOKIE, SESSION_COOKIE, csrf_token
 from tally.storage.base import Store
@@ -172,7 +172,7 @@ class World:
         for kind, private in (("public", False), ("private", True)):
             counter = await self.store.read_counter("ws", NAMES[kind])
             if counter is not None and counter.private != private:
-                await self.store.update_counter(counter.id, "", private)
+                await self.store.change_counter(counter.id, CounterChange(private=private))
             elif counter is None:
                 await self.store.create_counter(self.ws.id, NAMES[kind], private=private)
         ws = await self.store.get_workspace_by_id(self.ws.id)

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from psycopg import sql
-from services import require_redis
+from services import TcpProxy, require_redis
 from site_client import SiteClient
 
 from tally import passwords
@@ -334,6 +334,16 @@ async def redis_prefix() -> AsyncIterator[str]:
     async for key in client.scan_iter(match=f"{prefix}*"):
         await client.delete(key)
     await client.aclose()
+
+
+@pytest.fixture
+async def redis_proxy() -> AsyncIterator[TcpProxy]:
+    """A proxy to the test Redis that a test can cut and restore (cut at teardown)."""
+    target = urlsplit(require_redis())
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    await proxy.start()
+    yield proxy
+    await proxy.cut()
 
 
 @dataclass

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from tally.models import CounterRecord, CounterRules
+from tally.storage import Store
+
 if TYPE_CHECKING:
     from conftest import Harness
 
@@ -31,3 +34,25 @@ async def flush(nodes: Iterable[Harness]) -> None:
     for node in nodes:
         assert node.app.services is not None
         await node.app.services.writes.flush()
+
+
+async def import_bounds(
+    store: Store, counter_id: int, floor: int | None, ceiling: int | None
+) -> None:
+    """Give the counter bounds its value may already break, as an import does (the file
+    is authoritative: import_counters is not checked against the value), keeping the
+    rest of it."""
+    c = await store.get_counter_by_id(counter_id)
+    assert c is not None
+    record = CounterRecord(
+        c.name,
+        c.description,
+        c.private,
+        c.up_count,
+        c.down_count,
+        c.created_at,
+        c.updated_at,
+        hours=None,
+        rules=CounterRules(floor, ceiling, c.origins),
+    )
+    await store.import_counters(c.workspace_id, [record])

@@ -9,14 +9,14 @@ import pytest
 from conftest import Harness, HarnessFactory
 from helpers import assert_error, bearer, flush
 
-from tally.models import Permission
+from tally.models import CounterChange, Permission
 
 
 async def bounded(h: Harness, floor: int | None, ceiling: int | None) -> str:
     """Workspace "ws", its public counter "c" with these bounds; a Write token."""
     ws = await h.workspace()
     c = await h.counter(ws, "c")
-    await h.store.set_counter_rules(c.id, floor=floor, ceiling=ceiling, origins=())
+    await h.store.change_counter(c.id, CounterChange(bounds=(floor, ceiling), origins=()))
     return await h.token(ws, Permission.WRITE)
 
 
@@ -74,7 +74,7 @@ async def test_a_bounds_change_takes_effect_within_the_cache_ttl(
     await h.get("/v2/ws/c/up?by=5", writer)
     counter = await h.store.read_counter("ws", "c")
     assert counter is not None
-    await h.store.set_counter_rules(counter.id, floor=None, ceiling=5, origins=())
+    await h.store.change_counter(counter.id, CounterChange(bounds=(None, 5), origins=()))
     await asyncio.sleep(0.1)
     assert_error(await h.get("/v2/ws/c/up", writer), 409)
     await flush([h])

@@ -10,7 +10,7 @@ import pytest
 from conftest import Harness, HarnessFactory
 from helpers import assert_error
 
-from tally.models import Permission
+from tally.models import CounterChange, Permission
 
 SITE = "https://blog.example"
 
@@ -19,7 +19,7 @@ async def setup(h: Harness, *, counter: tuple[str, ...], workspace: tuple[str, .
     ws = await h.workspace()
     other = await h.workspace("other")
     c = await h.counter(ws, "c")
-    await h.store.set_counter_rules(c.id, floor=None, ceiling=None, origins=counter)
+    await h.store.change_counter(c.id, CounterChange(bounds=(None, None), origins=counter))
     await h.store.set_workspace_rules(ws.id, v1_open=False, origins=workspace)
     await h.store.set_workspace_rules(other.id, v1_open=False, origins=())
 
@@ -82,7 +82,7 @@ async def test_the_workspace_list_applies_and_a_counter_list_replaces_it(
     assert_error(await h.client.get("/v2/ws/c/up", headers={"Origin": SITE}), 403)
     counter = await h.store.read_counter("ws", "c")
     assert counter is not None
-    await h.store.set_counter_rules(counter.id, floor=None, ceiling=None, origins=(SITE,))
+    await h.store.change_counter(counter.id, CounterChange(bounds=(None, None), origins=(SITE,)))
     await asyncio.sleep(0.05)
     assert (await h.client.get("/v2/ws/c/up", headers={"Origin": SITE})).status_code == 200
     assert_error(await h.client.get("/v2/ws/c/up", headers=ws_site), 403)

@@ -13,9 +13,11 @@ import httpx
 import pytest
 from conftest import Harness, HarnessFactory
 from helpers import assert_error, bearer
+from services import TcpProxy
 
-from tally.config import RateLimit
+from tally.config import RateLimit, Settings
 from tally.models import Permission
+from tally.web.app import create_app
 
 LIMIT = 5
 PERIOD = 60.0
@@ -319,3 +321,47 @@ async def test_bad_tokens_spend_the_client_address_budget(make_harness: HarnessF
         assert r.headers["x-ratelimit-remaining"] == str(LIMIT - 1 - i)
     assert_error(await h.client.get("/v2/ws/c", headers=bearer("tly_guess")), 429)
     await assert_limited(h.client, "/v2/ws/c")  # the same address, now without a token
+
+
+# scale-out, Redis gone -------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_without_redis_each_live_node_admits_its_share(
+    postgres_url: str, redis_prefix: str, redis_proxy: TcpProxy
+) -> None:
+    """Two nodes on one database lose Redis: each counts two live nodes (their heartbeats
+    in the database) and admits half the limit, which its headers say."""
+    settings = Settings(
+        database_url=postgres_url,
+        redis_url=f"redis://127.0.0.1:{redis_proxy.port}/0",
+        redis_prefix=redis_prefix,
+        rate_limit=RateLimit(6, PERIOD),
+    )
+    a, b = create_app(settings), create_app(settings)
+    await a.startup()
+    await b.startup()
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://tally.test")
+        for app in (a, b)
+    ]
+    try:
+        for app in (a, b):
+            assert app.services is not None
+            assert app.services.nodes is not None
+            assert await app.services.nodes.refresh() == 2
+        await redis_proxy.cut()
+        for client in clients:
+            for remaining in (2, 1, 0):
+                r = await client.get("/v2/ws/c")
+                assert_error(r, 404)  # no such counter: counted all the same
+                limit = (r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"])
+                assert limit == ("3", str(remaining))
+            r = await client.get("/v2/ws/c")
+            assert_error(r, 429)
+            assert r.headers["x-ratelimit-limit"] == "3"
+    finally:
+        for client in clients:
+            await client.aclose()
+        await b.shutdown()
+        await a.shutdown()

@@ -12,7 +12,7 @@ import pytest
 from conftest import Harness, HarnessFactory
 
 from tally.config import RateLimit
-from tally.models import BatchChanges, CounterDelta, Permission
+from tally.models import BatchChanges, CounterChange, CounterDelta, Permission
 from tally.storage import store_from_url
 
 COUNTER_KEYS = {"id", "name", "count", "created_at", "updated_at", "namespace_id", "namespace"}
@@ -260,8 +260,8 @@ async def test_v1_honours_bounds_and_allowed_origins(harness: Harness) -> None:
     is a V1 403; both count nothing."""
     ws_id = await open_namespace(harness)
     c = await harness.store.create_counter(ws_id, "c")
-    await harness.store.set_counter_rules(
-        c.id, floor=None, ceiling=1, origins=("https://a.example",)
+    await harness.store.change_counter(
+        c.id, CounterChange(bounds=(None, 1), origins=("https://a.example",))
     )
     ok = {"Origin": "https://a.example"}
     assert (await harness.client.get("/v1/site.example/c/up", headers=ok)).status_code == 200

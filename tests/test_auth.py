@@ -56,6 +56,25 @@ async def test_well_formed_tokens_are_cached_by_the_token_alone(tmp_path: Path) 
         await store.close()
 
 
+async def test_a_cached_token_in_another_spelling_is_still_checked(tmp_path: Path) -> None:
+    """A cached token is found by the header's usual spelling without parsing it; any
+    other spelling is parsed first, so a cached token plus junk is still refused."""
+    store, verifier = await _verifier(tmp_path)
+    try:
+        ws = await store.create_workspace("ws", "ws")
+        secret = (await issue_token(store, KEY, ws.id, Permission.WRITE)).secret.encode()
+        assert await verifier.verify(b"Bearer " + secret, 0.0) is not None
+        assert await verifier.verify(b"bearer  " + secret + b" ", 0.0) is not None
+        for junk in (secret + b"x", secret[:-1], b"Bearer " + secret, secret + b" x"):
+            with pytest.raises(Unauthorized):
+                await verifier.verify(b"Bearer " + junk, 0.0)
+        with pytest.raises(Unauthorized):
+            await verifier.verify(b"Basic " + secret, 0.0)
+        assert len(verifier._cache) == 1
+    finally:
+        await store.close()
+
+
 async def test_the_cache_is_bounded(tmp_path: Path) -> None:
     """Distinct unknown tokens beyond max_entries evict the oldest."""
     store = SQLiteStore(tmp_path / "t.db")

@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from conftest import Harness, HarnessFactory
+from hypothesis import given
+from hypothesis import strategies as st
 from test_permissions import ACTIONS, MISSING, PRIVATE, PUBLIC, SEED, make_world
 
 from tally.config import RateLimit
+from tally.counters import MAX_NAME
 from tally.errors import BadRequest
-from tally.models import Permission
+from tally.models import CounterChange, Permission
 from tally.web.badge import (
+    COLOURS,
+    ERROR_COLOUR,
+    MAX_LABEL,
+    NUMBERS,
+    RENDERED,
+    STYLES,
     BadgeOptions,
+    etag,
     format_number,
     parse_options,
     render,
+    rendered,
     text_width,
 )
 
@@ -129,6 +142,87 @@ def test_example_in_the_readme_is_current() -> None:
     assert "docs/badge-example.svg" in (ROOT / "README.md").read_text()
 
 
+# the render cache ---------------------------------------------------------------------
+
+# what a query can say: each parameter absent or one of its accepted spellings
+_colours = st.sampled_from(sorted(COLOURS)) | st.from_regex(r"%23|", fullmatch=True).flatmap(
+    lambda hash_: st.from_regex(r"[0-9a-fA-F]{3}|[0-9a-fA-F]{6}", fullmatch=True).map(
+        lambda hex_: hash_ + hex_
+    )
+)
+_labels = st.text(st.characters(codec="utf-8").filter(str.isprintable), max_size=MAX_LABEL)
+_params = st.fixed_dictionaries(
+    {},
+    optional={
+        "label": _labels,
+        "color": _colours,
+        "labelColor": _colours,
+        "style": st.sampled_from(STYLES),
+        "number": st.sampled_from(NUMBERS),
+        "count": st.just("up"),
+    },
+)
+_values = st.integers(-(10**15), 10**15) | st.integers(-1100, 1100)
+
+
+def _query(params: dict[str, str]) -> bytes:
+    # percent-encode the label; a colour's '#' is already spelt %23
+    encoded = {k: quote(v, safe="%") if k == "label" else v for k, v in params.items()}
+    return "&".join(f"{k}={v}" for k, v in encoded.items()).encode()
+
+
+@given(
+    st.lists(_labels.filter(bool), min_size=1, max_size=2),
+    st.lists(_params, min_size=1, max_size=4),
+    st.lists(_values, min_size=1, max_size=2),
+)
+def test_a_cached_badge_is_a_fresh_render(
+    names: list[str], queries: list[dict[str, str]], values: list[int]
+) -> None:
+    """For every combination of counter names, query parameters and values (so that
+    badges alike in all but one input meet), and their error badges, the cache answers
+    exactly what rendering anew gives: its key never lets two different badges share an
+    entry."""
+    calls = []
+    for name, params, value in itertools.product(names, queries, values):
+        options = parse_options(_query(params))
+        label = name if options.label is None else options.label
+        calls.append((label, format_number(value, options.number), options))
+        calls.append((label, "not found", replace(options, colour=ERROR_COLOUR)))
+    for call in calls:  # fill the cache with all of them first
+        rendered(*call)
+    for call in calls:
+        svg, tag = rendered(*call)
+        fresh = render(*call)
+        assert (svg, tag) == (fresh, etag(fresh))
+
+
+def test_the_render_cache_is_bounded() -> None:
+    """The cache keeps the last RENDERED badges and drops the least recently used."""
+    rendered.cache_clear()
+    for n in range(RENDERED + 10):
+        rendered("views", str(n), BadgeOptions())
+    assert rendered.cache_info().currsize == RENDERED
+    hits, misses = rendered.cache_info().hits, rendered.cache_info().misses
+    rendered("views", str(RENDERED + 9), BadgeOptions())  # the newest: kept
+    assert rendered.cache_info().hits == hits + 1
+    rendered("views", "0", BadgeOptions())  # the oldest: dropped, rendered again
+    assert rendered.cache_info().misses == misses + 1
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_badge_is_small_enough_for_the_stated_bound(style: str) -> None:
+    """The largest badge (a name of MAX_NAME characters that each escape or upper-case to
+    the most bytes, the longest error words) is under 5.5 KB: with its key and ETag an
+    entry is under 6 KB, and the cache's RENDERED entries hold at most 6 MB, as
+    docs/api.md says."""
+    options = replace(BadgeOptions(), style=style)  # type: ignore[arg-type]
+    worst = max(
+        len(render(ch * MAX_NAME, ch * 48, options)) for ch in ("&", '"', "\u1ff7", "\ufb03")
+    )
+    assert worst < 5.5 * 1024
+
+
 # the endpoint -------------------------------------------------------------------------
 
 
@@ -192,6 +286,17 @@ async def test_count_up_shares_the_budget_of_up(make_harness: HarnessFactory) ->
     counter = await h.store.read_counter("ws", "c")
     assert counter is not None
     assert counter.up_count == 2
+
+
+async def test_a_hot_badge_is_cached_and_never_stale(harness: Harness) -> None:
+    """The same badge again is a cache hit; after a count, the badge shows the new value."""
+    token = await seeded(harness)
+    assert texts((await harness.get("/v2/ws/c/badge.svg")).content) == ["c", "1"]
+    hits = rendered.cache_info().hits
+    assert texts((await harness.get("/v2/ws/c/badge.svg")).content) == ["c", "1"]
+    assert rendered.cache_info().hits == hits + 1
+    assert (await harness.get("/v2/ws/c/up", token)).status_code == 200
+    assert texts((await harness.get("/v2/ws/c/badge.svg")).content) == ["c", "2"]
 
 
 async def test_etag_gives_304(harness: Harness) -> None:
@@ -302,8 +407,8 @@ async def test_count_up_follows_allowed_origins(
     """count=up is held to the counter's allowed origins like up; a refusal counts nothing."""
     ws = await harness.workspace("ws")
     c = await harness.counter(ws, "c")
-    await harness.store.set_counter_rules(
-        c.id, floor=None, ceiling=None, origins=("https://blog.example",)
+    await harness.store.change_counter(
+        c.id, CounterChange(bounds=(None, None), origins=("https://blog.example",))
     )
     r = await harness.client.get("/v2/ws/c/badge.svg?count=up", headers=headers)
     assert r.status_code == status

@@ -14,7 +14,7 @@ from conftest import Harness
 
 from tally.exports import export_csv, export_jsonl
 from tally.imports import InvalidFile, import_file, validate
-from tally.models import CounterRecord, Permission
+from tally.models import CounterChange, CounterRecord, Permission
 from tally.stats import summarize
 from tally.storage import Store, store_from_url
 
@@ -71,10 +71,12 @@ async def seed(store: Store) -> None:
     secret = await store.read_counter("demo", "secret")
     assert hits is not None
     assert secret is not None
-    await store.set_counter_rules(hits.id, floor=-5, ceiling=None, origins=("http://x.example:81",))
-    await store.set_counter_rules(secret.id, floor=0, ceiling=2**62, origins=())
-    await store.set_counter_unique(hits.id, 7 * 86400)
-    await store.set_counter_unique(secret.id, 3600)
+    await store.change_counter(
+        hits.id, CounterChange(bounds=(-5, None), origins=("http://x.example:81",))
+    )
+    await store.change_counter(secret.id, CounterChange(bounds=(0, 2**62), origins=()))
+    await store.change_counter(hits.id, CounterChange(unique_window=7 * 86400))
+    await store.change_counter(secret.id, CounterChange(unique_window=3600))
 
 
 async def snapshot(store: Store) -> dict[str, Any]:
@@ -251,8 +253,9 @@ async def test_file_sets_rules_and_workspace_settings(store: Store, tmp_path: Pa
     assert demo is not None
     assert hits is not None
     await store.set_workspace_rules(demo.id, v1_open=False, origins=())
-    await store.set_counter_rules(hits.id, floor=None, ceiling=1, origins=())
-    await store.set_counter_unique(hits.id, 0)
+    await store.change_counter(
+        hits.id, CounterChange(bounds=(None, 100), origins=(), unique_window=0)
+    )
     report = await import_file(store, path, validate(path))
     assert (report.changed, report.unchanged, report.workspaces_changed) == (1, 3, 1)
     assert await snapshot(store) == expected
@@ -508,7 +511,7 @@ async def test_version_2_files_without_unique_keep_the_window(store: Store, tmp_
     older.write_bytes(b"\n".join(lines) + b"\n")
     hits = await store.read_counter("demo", "hits")
     assert hits is not None
-    await store.set_counter_unique(hits.id, 2 * 86400)
+    await store.change_counter(hits.id, CounterChange(unique_window=2 * 86400))
     report = await import_file(store, older, validate(older))
     assert (report.changed, report.unchanged) == (0, 4)
     after = await snapshot(store)

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from conftest import Harness, HarnessFactory
-from helpers import assert_error, bearer
+from helpers import assert_error, bearer, flush, import_bounds
 from test_management import COUNTERS, SETTINGS, call, state
 from test_openapi import check_body
+from test_store_change import outside
 
-from tally.models import Permission
+from tally import counters
+from tally.models import CounterChange, Permission
 from tally.web.openapi import document
 
 ONE = "/v2/{workspace}/-/counters/{counter_id}"
@@ -88,7 +90,7 @@ async def test_bad_counter_rules_are_400_and_change_nothing(harness: Harness, bo
     ws = await h.workspace()
     admin = await h.token(ws, Permission.ADMIN)
     counter = await h.counter(ws, "c", description="keep")
-    await h.store.set_counter_rules(counter.id, floor=0, ceiling=10, origins=(SITE,))
+    await h.store.change_counter(counter.id, CounterChange(bounds=(0, 10), origins=(SITE,)))
     before = await state(h, ws.id)
     r = await call(h, "PATCH", f"{COUNTERS}/{counter.id}", admin, body)
     assert_error(r, 400)
@@ -107,7 +109,7 @@ async def test_one_bound_past_the_stored_other_is_409_and_changes_nothing(
     ws = await h.workspace()
     admin = await h.token(ws, Permission.ADMIN)
     counter = await h.counter(ws, "c", description="keep")
-    await h.store.set_counter_rules(counter.id, floor=0, ceiling=10, origins=(SITE,))
+    await h.store.change_counter(counter.id, CounterChange(bounds=(0, 10), origins=(SITE,)))
     before = await state(h, ws.id)
     r = await call(h, "PATCH", f"{COUNTERS}/{counter.id}", admin, body)
     assert_error(r, 409)
@@ -142,7 +144,7 @@ async def test_settings_are_shown_changed_and_applied(harness: Harness) -> None:
     ws = await h.workspace()
     admin = await h.token(ws, Permission.ADMIN)
     own = await h.counter(ws, "own")
-    await h.store.set_counter_rules(own.id, floor=None, ceiling=None, origins=(SITE,))
+    await h.store.change_counter(own.id, CounterChange(bounds=(None, None), origins=(SITE,)))
     await h.counter(ws, "c")
     r = await call(h, "GET", SETTINGS, admin)
     check_body(doc, r, SETTINGS_ROUTE, 200)
@@ -246,9 +248,9 @@ async def test_a_new_bound_the_value_breaks_is_409_and_changes_nothing(
         assert stored.unique_window == 0
     r = await call(h, "PATCH", path, admin, {"floor": 3, "ceiling": 3})
     assert (r.json()["data"]["floor"], r.json()["data"]["ceiling"]) == (3, 3)
-    # a ceiling set below the value elsewhere (the store, as a race would leave it) may
-    # stay while the floor or the origins change
-    await h.store.set_counter_rules(counter.id, floor=None, ceiling=1, origins=())
+    # a ceiling below the value (as an import may leave it) may stay while the floor or
+    # the origins change
+    await import_bounds(h.store, counter.id, None, 1)
     r = await call(h, "PATCH", path, admin, {"floor": -5, "allowed_origins": [SITE]})
     assert r.status_code == 200, r.text
     data = r.json()["data"]
@@ -259,3 +261,45 @@ async def test_a_new_bound_the_value_breaks_is_409_and_changes_nothing(
     assert (await h.get("/v2/ws/c/down", admin)).json()["data"]["value"] == 2
     r = await call(h, "PATCH", path, admin, {"ceiling": None})
     assert r.json()["data"]["ceiling"] is None
+
+
+_FAIL_HOURS_SQLITE = """
+CREATE TRIGGER fail_hours BEFORE INSERT ON counter_hours
+BEGIN SELECT RAISE(ABORT, 'injected failure'); END
+"""
+_FAIL_HOURS_POSTGRES = """
+CREATE FUNCTION fail_hours() RETURNS trigger LANGUAGE plpgsql
+AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+CREATE TRIGGER fail_hours BEFORE INSERT ON counter_hours
+FOR EACH ROW EXECUTE FUNCTION fail_hours()
+"""
+
+
+async def test_a_new_bound_waits_a_while_for_the_pending_counts(
+    make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buffered mode: a new bound is checked once this node's pending counts are
+    committed; while the database refuses them, the PATCH is a 503 after
+    counters.PENDING_WAIT that changes nothing, and once it takes them, the PATCH works."""
+    monkeypatch.setattr(counters, "PENDING_WAIT", 0.3)
+    h = await make_harness(durability="buffered", flush_interval=60.0)
+    ws = await h.workspace()
+    admin = await h.token(ws, Permission.ADMIN)
+    counter = await h.counter(ws, "c")
+    path = f"{COUNTERS}/{counter.id}"
+    before = await state(h, ws.id)
+    with outside(h.store) as conn:
+        conn.script(_FAIL_HOURS_SQLITE, _FAIL_HOURS_POSTGRES)
+        try:
+            assert (await h.get("/v2/ws/c/up", admin)).status_code == 200  # pending
+            r = await call(h, "PATCH", path, admin, {"ceiling": 5, "description": "x"})
+            assert_error(r, 503)
+            assert await state(h, ws.id) == before
+        finally:
+            conn.script("DROP TRIGGER fail_hours", "DROP TRIGGER fail_hours ON counter_hours")
+    await flush([h])  # the retried batch lands
+    r = await call(h, "PATCH", path, admin, {"ceiling": 0, "description": "x"})
+    assert_error(r, 409)
+    assert "the counter's value is 1" in r.json()["message"]
+    r = await call(h, "PATCH", path, admin, {"ceiling": 1, "description": "x"})
+    assert (r.json()["data"]["ceiling"], r.json()["data"]["up_count"]) == (1, 1)

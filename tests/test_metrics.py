@@ -84,6 +84,7 @@ async def test_requests_commits_and_rejections(make_harness: HarnessFactory) -> 
     if h.app.settings.redis_url:
         assert value(s, "tally_ratelimit_redis_fallback") == 0
         assert ("tally_ratelimit_redis_hits_total", ()) in s
+        assert value(s, "tally_nodes_live") == 1
 
 
 async def test_separate_listener(make_harness: HarnessFactory) -> None:

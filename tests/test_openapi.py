@@ -17,7 +17,7 @@ from conftest import Harness
 from openapi_spec_validator import validate
 
 from tally.config import RateLimit
-from tally.models import Permission
+from tally.models import CounterChange, Permission
 from tally.web.api import TEMPLATES
 from tally.web.download import EXPORT_ROUTE
 from tally.web.manage import METHODS
@@ -104,7 +104,8 @@ async def test_every_route_answers_as_documented(harness: Harness) -> None:
     check_body(doc, await harness.get("/v1/closed/c/up"), "/v1/{namespace}/{name}/up", 404)
     counter = await harness.store.read_counter("ws", "c")
     assert counter is not None
-    await harness.store.set_counter_rules(counter.id, floor=None, ceiling=0, origins=())
+    value = counter.up_count - counter.down_count  # the ceiling: no up passes it
+    await harness.store.change_counter(counter.id, CounterChange(bounds=(None, value)))
     await asyncio.sleep(1.1)  # the node's cached counter (unbounded) expires
     ceiling = await harness.get("/v2/ws/c/up", token)
     check_body(doc, ceiling, "/v2/{workspace}/{name}/up", 409)

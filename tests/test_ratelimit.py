@@ -297,6 +297,65 @@ def test_eviction_waits_for_the_theoretical_arrival_time() -> None:
     assert len(limiter) == 1
 
 
+def test_a_cost_of_c_cells_admits_limit_over_c() -> None:
+    """Hits of cost 3 out of 600 a minute: a burst of 200, then one every 0.3 s, each
+    reporting 200 as the limit."""
+    limiter = MemoryRateLimiter(600, 60.0)
+    for i in range(200):
+        d = limiter.hit("k", 1000.0, 3)
+        assert (d.allowed, d.limit, d.remaining) == (True, 200, 199 - i)
+    d = limiter.hit("k", 1000.0, 3)
+    assert (d.allowed, d.limit, d.remaining) == (False, 200, 0)
+    assert d.retry_after == pytest.approx(0.3, rel=1e-6)
+    assert d.reset_after == pytest.approx(60.0, rel=1e-6)
+    assert not limiter.hit("k", 1000.25, 3).allowed
+    assert limiter.hit("k", 1000.3, 3).allowed
+    # the cells are the same whatever the cost: one cell is back after 0.1 s
+    assert limiter.hit("k", 1000.4, 1).allowed
+    assert not limiter.hit("k", 1000.4, 1).allowed
+
+
+def test_a_cost_of_the_limit_admits_one_per_period() -> None:
+    """The largest cost, the limit itself, still admits one request per period."""
+    limiter = MemoryRateLimiter(600, 60.0)
+    assert limiter.hit("k", 0.0, 600).allowed
+    assert not limiter.hit("k", 59.9, 600).allowed
+    assert limiter.hit("k", 60.0, 600).allowed
+
+
+def test_hold_raises_the_backlog_and_never_lowers_it() -> None:
+    """`hold` sets a key's backlog to what another count said, unless the key's own
+    backlog is larger; at most a period."""
+    limiter = MemoryRateLimiter(600, 60.0)
+    limiter.hold("k", 1000.0, 59.95)  # 599.5 cells taken: no room for one more
+    assert not limiter.hit("k", 1000.0).allowed
+    assert not limiter.hit("k", 1000.04).allowed
+    d = limiter.hit("k", 1000.06)  # 598.9 cells: room for one
+    assert d.allowed
+    assert d.reset_after == pytest.approx(59.99, rel=1e-6)
+    limiter.hold("k", 1000.06, 1.0)  # less than its own backlog: no change
+    assert not limiter.hit("k", 1000.1).allowed
+    limiter.hold("fresh", 1000.0, 600.0)  # beyond a period: held at a period
+    d = limiter.hit("fresh", 1000.0)
+    assert not d.allowed
+    assert d.reset_after == pytest.approx(60.0, rel=1e-6)
+    assert not limiter.hit("fresh", 1000.09).allowed
+    assert limiter.hit("fresh", 1000.11).allowed
+    limiter.hold("idle", 1000.0, 0.0)  # nothing to hold: no entry
+    assert len(limiter) == 2
+
+
+def test_held_keys_are_reclaimed_like_hit_ones() -> None:
+    """Holds evict idle keys as hits do, and a held key is evicted once its TAT passes."""
+    limiter = MemoryRateLimiter(5, 10.0)
+    for i in range(100):
+        limiter.hold(("k", i), i * 0.001, 10.0)
+    assert len(limiter) == 100
+    for i in range(50):
+        limiter.hold("busy", 10.1 + i * 0.001, 10.0)
+    assert len(limiter) == 1
+
+
 def test_sweep_keeps_keys_that_are_still_limited() -> None:
     """sweep only drops keys whose theoretical arrival time has passed."""
     limiter = MemoryRateLimiter(2, 2.0)

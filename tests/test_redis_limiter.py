@@ -6,7 +6,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,14 +18,24 @@ Make = Callable[..., RedisRateLimiter]
 
 @pytest.fixture
 async def make() -> AsyncIterator[Make]:
-    """`make(limit, url=...)`: limiters on Redis under one per-test key prefix."""
+    """`make(limit, url=..., nodes=...)`: limiters on Redis under one per-test key prefix,
+    each counting `nodes` live nodes."""
     url = require_redis()
     prefix = f"tally-test-{uuid.uuid4().hex[:12]}:"
     made: list[RedisRateLimiter] = []
 
-    def factory(limit: int = 5, period: float = 60.0, url: str = url) -> RedisRateLimiter:
+    def factory(
+        limit: int = 5, period: float = 60.0, url: str = url, nodes: int = 1
+    ) -> RedisRateLimiter:
         made.append(
-            RedisRateLimiter(redis_client(url), limit, period, prefix=prefix, retry_after=0.2)
+            RedisRateLimiter(
+                redis_client(url),
+                limit,
+                period,
+                prefix=prefix,
+                retry_after=0.2,
+                nodes=lambda: nodes,
+            )
         )
         return made[-1]
 
@@ -82,20 +91,17 @@ async def test_idle_keys_expire(make: Make) -> None:
     await admin.aclose()
 
 
-async def test_unreachable_redis_falls_back_and_recovers(make: Make) -> None:
+async def test_unreachable_redis_falls_back_and_recovers(make: Make, redis_proxy: TcpProxy) -> None:
     """Without Redis a node limits on its own, never fails, and rejoins when Redis returns."""
-    target = urlsplit(require_redis())
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
-    await proxy.start()
-    limiter = make(3, url=f"redis://127.0.0.1:{proxy.port}/0")
+    limiter = make(3, url=f"redis://127.0.0.1:{redis_proxy.port}/0")
     assert (await limiter.hit("k", time.monotonic())).allowed
-    await proxy.cut()
+    await redis_proxy.cut()
     decisions = [await limiter.hit("k", time.monotonic()) for _ in range(4)]
     # the local budget, which knows of the hit Redis admitted: no fresh burst
     assert [d.allowed for d in decisions] == [True, True, False, False]
     assert limiter.using_fallback
     assert limiter.fallbacks == 1
-    await proxy.start()  # the same port again
+    await redis_proxy.start()  # the same port again
     await asyncio.sleep(0.25)  # past retry_after
     for _ in range(50):  # bounded: the client reconnects on its own
         await limiter.hit("other", time.monotonic())
@@ -108,7 +114,45 @@ async def test_unreachable_redis_falls_back_and_recovers(make: Make) -> None:
     # Redis kept only k's one earlier hit, but the node admitted k's other two alone:
     # its own count still refuses k (no extra burst on the way back)
     assert not (await limiter.hit("k", time.monotonic())).allowed
-    await proxy.cut()
+
+
+async def test_without_redis_a_node_admits_its_share(make: Make, redis_proxy: TcpProxy) -> None:
+    """Alone, each of 3 live nodes admits a third of the limit, rounded down, and says
+    so in its limit; with more nodes than the limit, one per period."""
+    url = f"redis://127.0.0.1:{redis_proxy.port}/0"
+    third, crowded = make(10, url=url, nodes=3), make(10, url=url, nodes=12)
+    await redis_proxy.cut()
+    now = time.monotonic()
+    decisions = [await third.hit("k", now) for _ in range(4)]
+    assert [(d.allowed, d.limit, d.remaining) for d in decisions] == [
+        (True, 3, 2),
+        (True, 3, 1),
+        (True, 3, 0),
+        (False, 3, 0),
+    ]
+    # 9 of 10 cells taken: two more back (6 s each) make room for the next 3
+    assert decisions[-1].retry_after == pytest.approx(12.0, abs=0.01)
+    decisions = [await crowded.hit("k", now) for _ in range(2)]
+    assert [(d.allowed, d.limit) for d in decisions] == [(True, 1), (False, 1)]
+    assert decisions[-1].retry_after == pytest.approx(60.0, abs=0.01)
+
+
+async def test_a_node_goes_on_from_the_shared_backlog(make: Make, redis_proxy: TcpProxy) -> None:
+    """A node that only saw Redis refuse a key (another node spent it) still refuses the
+    key once Redis is gone: its own count was kept in step with the shared one."""
+    url = f"redis://127.0.0.1:{redis_proxy.port}/0"
+    a, b = make(10, url=url, nodes=2), make(10, url=url, nodes=2)
+    now = time.monotonic()
+    assert all([(await a.hit("k", now)).allowed for _ in range(10)])
+    assert not (await b.hit("k", now)).allowed
+    await redis_proxy.cut()
+    # after 7 s (b's own refusal has run out) one cell is back, but a share costs two
+    for node in (a, b):
+        refused = await node.hit("k", now + 7.0)
+        assert (refused.allowed, refused.limit) == (False, 5)
+        assert node.using_fallback
+    assert (await b.hit("k", now + 12.5)).allowed  # two cells back
+    assert not (await b.hit("k", now + 12.5)).allowed
 
 
 async def test_a_busy_key_reserves_cells_for_the_node(make: Make) -> None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 from conftest import BrowserFactory, Harness, HarnessFactory
+from helpers import import_bounds
 from site_client import SiteClient, text
 from test_site_workspaces import member, verified
 
-from tally.models import Counter, Permission, Role, Workspace
+from tally.models import Counter, CounterChange, Permission, Role, Workspace
 
 
 async def owner_with_counter(
@@ -97,8 +98,8 @@ async def test_bad_limits_are_refused_in_the_form_and_change_nothing(
     """Each bad field is named in an error inside the form, the other fields keep what was
     typed, and the counter's rules stay as they were."""
     b, ws, counter = await owner_with_counter(harness, make_browser)
-    await harness.store.set_counter_rules(
-        counter.id, floor=-100, ceiling=100, origins=("https://before.example",)
+    await harness.store.change_counter(
+        counter.id, CounterChange(bounds=(-100, 100), origins=("https://before.example",))
     )
     token = await harness.token(ws, Permission.WRITE)
     for _ in range(3):
@@ -114,13 +115,13 @@ async def test_bad_limits_are_refused_in_the_form_and_change_nothing(
 async def test_a_bound_the_value_breaks_may_stay_when_it_is_not_changed(
     harness: Harness, make_browser: BrowserFactory
 ) -> None:
-    """Only a new or changed bound is checked against the value: a ceiling the CLI set
+    """Only a new or changed bound is checked against the value: a ceiling an import set
     below the value can be kept while the origins change."""
     b, ws, counter = await owner_with_counter(harness, make_browser)
     token = await harness.token(ws, Permission.WRITE)
     for _ in range(5):
         await harness.get("/v2/ann/stock/up", token)
-    await harness.store.set_counter_rules(counter.id, floor=None, ceiling=3, origins=())
+    await import_bounds(harness.store, counter.id, None, 3)
     r = await b.post(
         f"/w/ann/c/{counter.id}/rules",
         {"floor": "", "ceiling": "3", "origins": "https://new.example"},
@@ -139,7 +140,7 @@ async def test_members_below_owner_cannot_change_limits_or_rules(
     ws = await harness.store.get_workspace("ann")
     assert ws is not None
     counter = await harness.counter(ws, "stock")
-    await harness.store.set_counter_rules(counter.id, floor=0, ceiling=9, origins=())
+    await harness.store.change_counter(counter.id, CounterChange(bounds=(0, 9), origins=()))
     b = await member(harness, make_browser, "bob@example.com", "ann", role)
     page = await b.get(f"/w/ann/c/{counter.id}")
     assert page.status_code == 200
@@ -278,7 +279,7 @@ async def test_a_bad_window_or_limit_changes_neither(
     """A bad window is refused in the form like a bad limit, and any refused field
     leaves both the limits and the window as they were; what was typed stays."""
     b, ws, counter = await owner_with_counter(harness, make_browser)
-    await harness.store.set_counter_unique(counter.id, 7200)
+    await harness.store.change_counter(counter.id, CounterChange(unique_window=7200))
     token = await harness.token(ws, Permission.WRITE)
     for _ in range(3):
         await harness.get("/v2/ann/stock/up", token)
@@ -298,7 +299,7 @@ async def test_viewers_see_the_window(harness: Harness, make_browser: BrowserFac
     ws = await harness.store.get_workspace("ann")
     assert ws is not None
     counter = await harness.counter(ws, "stock")
-    await harness.store.set_counter_unique(counter.id, 86400)
+    await harness.store.change_counter(counter.id, CounterChange(unique_window=86400))
     b = await member(harness, make_browser, "bob@example.com", "ann", Role.EDITOR)
     page = await b.get(f"/w/ann/c/{counter.id}")
     assert "unique visitors: 1d" in text(page)

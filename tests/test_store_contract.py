@@ -186,6 +186,19 @@ async def test_seq_is_per_node(store_url: str) -> None:
         assert await two.register_node() == 0
 
 
+async def test_heartbeats_count_the_live_nodes(store_url: str) -> None:
+    """A node counts itself and every node that claimed its name or beat within the
+    window, and a node whose last beat is older drops out of the count."""
+    async with two_nodes(store_url) as (one, two):
+        await one.claim_node()
+        await two.claim_node()
+        assert await one.heartbeat(60.0) == 2
+        await asyncio.sleep(0.3)
+        assert await one.heartbeat(0.2) == 1  # two's claim is 0.3 s old
+        assert await two.heartbeat(0.2) == 2  # one just beat
+        assert await one.heartbeat(0.2) == 2
+
+
 async def test_meta_get_or_set_keeps_the_first_value(store: Store) -> None:
     """meta_get_or_set stores the default once and returns the stored value after."""
     assert await store.meta_get_or_set("k", "first") == "first"

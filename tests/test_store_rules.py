@@ -7,7 +7,7 @@ import asyncio
 
 from test_store_contract import batch, two_nodes
 
-from tally.models import CHECK_BOUNDS, CHECK_BOUNDS_AND_ZERO, CounterDelta
+from tally.models import CHECK_BOUNDS, CHECK_BOUNDS_AND_ZERO, CounterChange, CounterDelta
 from tally.storage import Store
 
 HOUR = 490_000
@@ -38,18 +38,27 @@ async def test_workspace_and_counter_rules_round_trip(store: Store) -> None:
     assert updated is not None
     assert (updated.v1_open, updated.origins) == (True, sites)
     assert await store.get_workspace("ws") == updated
-    rules = await store.set_counter_rules(c.id, floor=-5, ceiling=10, origins=sites[:1])
+    rules = await store.change_counter(c.id, CounterChange(bounds=(-5, 10), origins=sites[:1]))
     assert rules is not None
     read = await store.read_counter("ws", "c")
     assert read == rules
     assert (read.floor, read.ceiling, read.origins) == (-5, 10, sites[:1])
     assert (read.workspace_origins, read.v1_open, read.bounded) == (sites, True, True)
     assert read.allowed_origins == sites[:1]
-    cleared = await store.set_counter_rules(c.id, floor=None, ceiling=None, origins=())
+    cleared = await store.change_counter(c.id, CounterChange(bounds=(None, None), origins=()))
     assert cleared is not None
     assert (cleared.bounded, cleared.allowed_origins) == (False, sites)
-    assert await store.set_counter_rules(424242, floor=1, ceiling=2, origins=()) is None
+    assert await store.change_counter(424242, CounterChange(bounds=(1, 2), origins=())) is None
     assert await store.set_workspace_rules(424242, v1_open=True, origins=()) is None
+
+
+async def test_a_workspace_is_created_with_its_rules(store: Store) -> None:
+    """The V1 flag and allowed origins given at creation are saved with the workspace
+    (one transaction: `tally workspace create --v1`, an import)."""
+    sites = ("https://a.example",)
+    ws = await store.create_workspace("ws", "ws", v1_open=True, origins=sites)
+    assert (ws.v1_open, ws.origins) == (True, sites)
+    assert await store.get_workspace("ws") == ws
 
 
 async def test_checked_changes_stop_at_the_bounds(store: Store) -> None:
@@ -57,7 +66,7 @@ async def test_checked_changes_stop_at_the_bounds(store: Store) -> None:
     bucket included, and comes back refused; one within the bounds is applied."""
     ws = await store.create_workspace("ws", "ws")
     c = await store.create_counter(ws.id, "stock")
-    await store.set_counter_rules(c.id, floor=0, ceiling=10, origins=())
+    await store.change_counter(c.id, CounterChange(bounds=(0, 10), origins=()))
     out = await store.apply(batch(1, (c.id, checked(8, 0)), hours={(c.id, HOUR): [8, 0]}))
     assert (out[c.id].up_count, out[c.id].refused) == (8, False)
     out = await store.apply(batch(2, (c.id, checked(3, 0)), hours={(c.id, HOUR): [3, 0]}))
@@ -76,10 +85,12 @@ async def test_a_counter_outside_its_bounds_may_move_back(store: Store) -> None:
     up, and an up is never refused by the floor."""
     ws = await store.create_workspace("ws", "ws")
     c = await store.create_counter(ws.id, "c")
-    await store.set_counter_rules(c.id, floor=5, ceiling=None, origins=())
-    out = await store.apply(batch(1, (c.id, checked(1, 0))))
-    assert (out[c.id].up_count, out[c.id].refused) == (1, False)
-    out = await store.apply(batch(2, (c.id, checked(0, 1))))
+    await store.apply(batch(1, (c.id, CounterDelta(5, 0, False, 1.0))))
+    await store.change_counter(c.id, CounterChange(bounds=(5, None)))
+    await store.apply(batch(2, (c.id, CounterDelta(0, 5, False, 1.0))))  # unchecked: at 0
+    out = await store.apply(batch(3, (c.id, checked(1, 0))))
+    assert (out[c.id].up_count, out[c.id].down_count, out[c.id].refused) == (6, 5, False)
+    out = await store.apply(batch(4, (c.id, checked(0, 1))))
     assert out[c.id].refused
 
 
@@ -126,7 +137,7 @@ async def test_a_checked_set_outside_the_bounds_is_refused(store: Store) -> None
     """A checked set whose value lies outside either bound changes nothing."""
     ws = await store.create_workspace("ws", "ws")
     c = await store.create_counter(ws.id, "c")
-    await store.set_counter_rules(c.id, floor=0, ceiling=100, origins=())
+    await store.change_counter(c.id, CounterChange(bounds=(0, 100), origins=()))
     for seq, (up, down) in enumerate(((101, 0), (0, 1)), start=1):
         out = await store.apply(
             batch(seq, (c.id, set_to(up, down, check=CHECK_BOUNDS)), hours={(c.id, HOUR): [0, 0]})
@@ -145,8 +156,8 @@ async def test_a_retry_answers_refusals_as_decided(store: Store) -> None:
     ws = await store.create_workspace("ws", "ws")
     a = await store.create_counter(ws.id, "a")
     b = await store.create_counter(ws.id, "b")
-    await store.set_counter_rules(a.id, floor=None, ceiling=1, origins=())
-    await store.set_counter_rules(b.id, floor=None, ceiling=1, origins=())
+    await store.change_counter(a.id, CounterChange(bounds=(None, 1), origins=()))
+    await store.change_counter(b.id, CounterChange(bounds=(None, 1), origins=()))
     await store.apply(batch(1, (a.id, checked(1, 0))))
     changes = batch(2, (a.id, checked(1, 0)), (b.id, checked(1, 0)))
     first = await store.apply(changes)
@@ -164,8 +175,8 @@ async def test_settle_answers_refusals_as_decided(store: Store) -> None:
     ws = await store.create_workspace("ws", "ws")
     a = await store.create_counter(ws.id, "a")
     b = await store.create_counter(ws.id, "b")
-    await store.set_counter_rules(a.id, floor=None, ceiling=0, origins=())
-    await store.set_counter_rules(b.id, floor=None, ceiling=1, origins=())
+    await store.change_counter(a.id, CounterChange(bounds=(None, 0), origins=()))
+    await store.change_counter(b.id, CounterChange(bounds=(None, 1), origins=()))
     changes = batch(1, (a.id, checked(1, 0)), (b.id, checked(1, 0)))
     await store.apply(changes)
     settled = await store.settle(changes)
@@ -181,7 +192,7 @@ async def test_a_mixed_batch_is_idempotent_per_seq(store: Store) -> None:
     a = await store.create_counter(ws.id, "a")
     b = await store.create_counter(ws.id, "b")
     s = await store.create_counter(ws.id, "s")
-    await store.set_counter_rules(b.id, floor=None, ceiling=5, origins=())
+    await store.change_counter(b.id, CounterChange(bounds=(None, 5), origins=()))
     changes = batch(
         4,
         (a.id, CounterDelta(2, 0, False, 1.0)),
@@ -211,7 +222,7 @@ async def test_two_nodes_never_cross_a_ceiling_together(store_url: str) -> None:
         ws = await one.create_workspace("ws", "ws")
         c = await one.create_counter(ws.id, "tickets")
         other = await one.create_counter(ws.id, "other")
-        await one.set_counter_rules(c.id, floor=None, ceiling=45, origins=())
+        await one.change_counter(c.id, CounterChange(bounds=(None, 45), origins=()))
         accepted = 0
         for seq in range(1, 41):
             results = await asyncio.gather(

@@ -143,3 +143,30 @@ async def test_a_redis_outage_falls_back_to_the_nodes_own_window(redis_prefix: s
     finally:
         await proxy.cut()
         await c.aclose()
+
+
+async def test_without_redis_each_live_node_keeps_its_share(redis_prefix: str) -> None:
+    """Two live nodes with Redis cut: each refuses after its half of the account limit,
+    so the two together allow the limit (4), not twice it; one node alone, all of it."""
+    target = urlsplit(require_redis())
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    await proxy.start()
+    c = redis_client(f"redis://127.0.0.1:{proxy.port}/0")
+    live = [2]
+
+    def window() -> RedisFailureWindow:
+        return RedisFailureWindow(c, 4, 60.0, redis_prefix + "a:", SECRET, lambda: live[0])
+
+    nodes = [window(), window()]
+    try:
+        await proxy.cut()
+        for node in nodes:
+            for t in (1.0, 2.0):
+                assert await node.retry_after("a:ann", t) == 0
+                await node.record("a:ann", t)
+            assert await node.retry_after("a:ann", 3.0) > 0  # its 2 of 4 are spent
+        live[0] = 1  # the other node is gone: this one may use the whole limit
+        assert await nodes[0].retry_after("a:ann", 3.0) == 0
+    finally:
+        await proxy.cut()
+        await c.aclose()

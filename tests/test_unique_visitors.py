@@ -27,7 +27,7 @@ from services import TcpProxy, require_redis
 from test_openapi import check_body
 
 from tally.config import Settings
-from tally.models import Permission
+from tally.models import CounterChange, Permission
 from tally.storage.redis_visitors import RedisVisitors
 from tally.visitors import DAY, LocalVisitors, Visitors
 from tally.web.openapi import document
@@ -71,7 +71,7 @@ async def unique_counter(
 ) -> int:
     ws = await h.store.get_workspace("ws") or await h.workspace()
     c = await h.counter(ws, name, private=private)
-    assert await h.store.set_counter_unique(c.id, window) is not None
+    assert await h.store.change_counter(c.id, CounterChange(unique_window=window)) is not None
     return c.id
 
 
@@ -264,12 +264,12 @@ async def test_a_refused_count_does_not_spend_the_visit(harness: Harness) -> Non
     the ceiling allows it, counts."""
     set_clock(harness, Clock())
     cid = await unique_counter(harness, DAY)
-    await harness.store.set_counter_rules(cid, floor=None, ceiling=0, origins=())
+    await harness.store.change_counter(cid, CounterChange(bounds=(None, 0), origins=()))
     assert harness.app.services is not None
     harness.app.services.counters.cache.forget(("ws", "c"))
     r = await harness.client.get("/v2/ws/c/up", headers={"User-Agent": AGENT})
     assert_error(r, 409)
-    await harness.store.set_counter_rules(cid, floor=None, ceiling=5, origins=())
+    await harness.store.change_counter(cid, CounterChange(bounds=(None, 5), origins=()))
     harness.app.services.counters.cache.forget(("ws", "c"))
     assert (await up(harness))["counted"] is True
     assert (await up(harness))["counted"] is False
@@ -331,7 +331,7 @@ async def test_management_api_sets_the_window(harness: Harness) -> None:
 async def test_bad_windows_are_400_and_change_nothing(harness: Harness, value: Any) -> None:
     ws = await harness.workspace()
     c = await harness.counter(ws, "c", description="kept")
-    await harness.store.set_counter_unique(c.id, 7200)
+    await harness.store.change_counter(c.id, CounterChange(unique_window=7200))
     admin = await harness.token(ws, Permission.ADMIN)
     r = await patch(harness, c.id, admin, {"unique": value, "description": "changed"})
     assert_error(r, 400)

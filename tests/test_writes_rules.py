@@ -6,7 +6,7 @@ import asyncio
 
 from test_writes import FlakyStore, counter, read, started
 
-from tally.models import CHECK_BOUNDS, Counter
+from tally.models import CHECK_BOUNDS, Counter, CounterChange
 from tally.storage import Store
 
 __all__ = ["counter"]  # the fixture, shared with test_writes
@@ -53,7 +53,7 @@ async def test_a_checked_change_is_read_only_once_accepted(store: Store, counter
     """A pending checked change is not in the overlay (it may be refused); once its batch
     committed and accepted it, it is, and a refused one never is, even from a
     committed batch kept for a read in flight."""
-    await store.set_counter_rules(counter.id, floor=None, ceiling=3, origins=())
+    await store.change_counter(counter.id, CounterChange(bounds=(None, 3), origins=()))
     flaky = FlakyStore(store)
     writes = await started(flaky)
     try:

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools import apt
+
 NGINX_CONF = """\
 worker_processes {workers};
 pid {dir}/nginx.pid;
@@ -80,10 +82,8 @@ def ensure_nginx() -> str:
     )
     if found:
         return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light"], env=env).returncode:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light"], env=env, check=True)
+    if not apt.install("nginx-light", quiet=True):
+        raise RuntimeError("apt-get install -y nginx-light failed")
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 

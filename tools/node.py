@@ -62,7 +62,10 @@ class Node:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"node {self.index} exited at start: see {log}")
+                # the log's tail in the error: the log itself may be in a temporary
+                # directory removed before anyone reads it
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+                raise RuntimeError(f"node {self.index} exited at start ({log}):\n{tail}")
             url = f"http://{HOST}:{self.port}/healthz"
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:

@@ -2,29 +2,27 @@
 -- `up` (BENCH_PATH, e.g. /v2/ws/c{}/up), 15 % reading it (SOAK_GET_PATH), 5 % its stats
 -- (SOAK_STATS_PATH), "{}" in each becoming the counter's number (see common.lua).
 --
--- Pacing: wrk has no fixed-rate mode, so with SOAK_DELAY_MS set every connection waits
--- that many milliseconds (a fraction is honoured on average: the wait is the whole part,
--- or one more with the fraction's probability) before each request; tools/soak.py picks
--- it from the target rate and the connection count and corrects it between windows.
+-- Pacing: wrk has no fixed-rate mode, so with SOAK_RATE set (requests per second, all
+-- threads together) each thread holds its share, SOAK_RATE / BENCH_THREADS, with the
+-- delay() hook of pacer.lua: an even schedule of slots, slots up to SLACK late still
+-- used, older ones dropped (no catch-up after a slow stretch).
 --
 -- The tallies `ups` and `reads` count the measured phase's requests of each kind as they
 -- are built. wrk builds one request of its first thread to check the script before the
 -- load and never sends it: that one is a read and is not tallied, so every tallied
 -- request was written.
 local common = require("common")
+local pacer = require("pacer")
 
 local random = math.random
-local delay_ms = tonumber(os.getenv("SOAK_DELAY_MS") or "")
+local rate = tonumber(os.getenv("SOAK_RATE") or "")
+-- seconds: longer than the answers' usual jitter (a p99 of 20 to 50 ms on the loaded
+-- 2-core machine), so a late answer costs no request; at most 0.5 % of a 10 s window
+-- made up after a stall
+local SLACK = 0.05
 
-if delay_ms then
-  local whole = math.floor(delay_ms)
-  local fraction = delay_ms - whole
-  function delay()
-    if random() < fraction then
-      return whole + 1
-    end
-    return whole
-  end
+if rate then
+  delay = pacer.new(rate / tonumber(os.getenv("BENCH_THREADS")), common.now, SLACK)
 end
 
 common.run(function(thread_index)

@@ -18,6 +18,7 @@ from tally.config import Settings
 from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.mail import Mailer
+from tally.nodes import LiveNodes
 from tally.site import accounts, counters, tokens, workspaces
 from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
@@ -92,9 +93,12 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
     return render_error(request, Unavailable())
 
 
-def site_windows(settings: Settings, token_key: bytes) -> SharedWindows | None:
+def site_windows(
+    settings: Settings, token_key: bytes, nodes: LiveNodes | None = None
+) -> SharedWindows | None:
     """With Redis, one sign-in throttle and mail limit for the whole cluster (else each
-    process keeps its own: the embedded server is one process)."""
+    process keeps its own: the embedded server is one process); while Redis is away,
+    each node's share of it by the live `nodes`."""
     if not settings.redis_url:
         return None
     return shared_windows(
@@ -103,6 +107,7 @@ def site_windows(settings: Settings, token_key: bytes) -> SharedWindows | None:
         derive_key(token_key, b"throttle"),
         MAILS_PER_HOUR,
         MAIL_WINDOW,
+        (lambda: 1) if nodes is None else (lambda: nodes.count),
     )
 
 

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from tally import charts, rules, visitors, workspaces
 from tally.errors import BadRequest, NotFound, TallyError
-from tally.models import Account, Counter, Role, Workspace
+from tally.models import Account, Counter, CounterChange, Role, Workspace
 from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
 from tally.storage.dashboard import SORTS
 
@@ -185,9 +185,9 @@ async def edit(request: Request) -> Response:
             f"/w/{ws.slug}/c/{counter.id}",
             f"The description is too long ({workspaces.MAX_DESCRIPTION} at most).",
         )
-    await site(request).store.update_counter(
-        counter.id, description, field(data, "visibility") == "private"
-    )
+    change = CounterChange(description=description, private=field(data, "visibility") == "private")
+    if await site(request).store.change_counter(counter.id, change) is None:
+        raise NotFound("No such counter.")
     return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The counter is saved.")
 
 
@@ -203,24 +203,20 @@ async def set_rules(request: Request) -> Response:
     submitted["unique"] = (
         field(data, "unique") if "unique" in data else visitors.format_window(counter.unique_window)
     )
-    s = site(request)
     try:
         window = rules.parse_unique(field(data, "unique")) if "unique" in data else None
         origins = rules.parse_origins(submitted["origins"])
         floor = rules.parse_bound(submitted["floor"], "floor")
         ceiling = rules.parse_bound(submitted["ceiling"], "ceiling")
         rules.check_bounds(floor, ceiling)
-        view = await s.counters.current(counter)
-        rules.check_value(counter, floor, ceiling, view.up_count - view.down_count)
+        change = CounterChange(bounds=(floor, ceiling), origins=origins, unique_window=window)
+        saved = await site(request).counters.change_settings(counter, change)
     except TallyError as exc:
         message = rules.sentence(exc.message)
         return await _page(request, ws, role, counter, exc.status, message, submitted)
-    changed = window is not None and window != counter.unique_window
-    if changed and await s.store.set_counter_unique(counter.id, window or 0) is None:
+    if saved is None:
         raise NotFound("No such counter.")
-    if await s.store.set_counter_rules(counter.id, floor=floor, ceiling=ceiling, origins=origins):
-        return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The limits are saved.")
-    raise NotFound("No such counter.")
+    return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The limits are saved.")
 
 
 async def reset(request: Request) -> Response:

@@ -14,6 +14,7 @@ from tally.models import (
     Account,
     BatchChanges,
     Counter,
+    CounterChange,
     CounterPage,
     CounterRecord,
     History,
@@ -62,14 +63,27 @@ class Store(Protocol):
         """The last batch seq this store's node committed (0 if new); forgets nodes idle
         for a week."""
 
+    async def heartbeat(self, live_within: float) -> int:
+        """Mark this store's node alive now; how many nodes were marked alive (claimed,
+        committed a batch or beat) within the last `live_within` seconds, this one
+        included. Only the database answers it: the rate limit's share while Redis is
+        away (tally.nodes)."""
+
     async def meta_get_or_set(self, key: str, default: str) -> str:
         """The stored value of `key`; stores `default` first if there is none."""
 
     # workspaces
     async def create_workspace(
-        self, slug: str, name: str, created_at: float | None = None
+        self,
+        slug: str,
+        name: str,
+        created_at: float | None = None,
+        *,
+        v1_open: bool = False,
+        origins: tuple[str, ...] = (),
     ) -> Workspace:
-        """Raises Conflict if the slug is taken. `created_at`: now unless given (an import)."""
+        """Raises Conflict if the slug is taken. `created_at`: now unless given (an import);
+        the V1 flag and allowed origins are saved with it, in its transaction."""
 
     async def get_workspace(self, slug: str) -> Workspace | None: ...
 
@@ -105,19 +119,12 @@ class Store(Protocol):
     ) -> Counter:
         """Raises Conflict if the workspace has a counter of that name."""
 
-    async def set_counter_rules(
-        self,
-        counter_id: int,
-        *,
-        floor: int | None,
-        ceiling: int | None,
-        origins: tuple[str, ...],
-    ) -> Counter | None:
-        """Replace the counter's bounds and allowed origins; None if it is missing."""
-
-    async def set_counter_unique(self, counter_id: int, window: int) -> Counter | None:
-        """Set the counter's unique-visitor window in seconds (0: off); None if it is
-        missing. The caller checks the range (tally.visitors.check_window)."""
+    async def change_counter(self, counter_id: int, change: CounterChange) -> Counter | None:
+        """Save every setting of `change` in one transaction (all or nothing); the counter
+        as saved, or None if it is missing. New bounds are checked in that transaction
+        against the counter's committed value, read with its row locked: Conflict
+        (tally.rules.check_value) if a bound that changes is one the value breaks, and
+        then nothing changes. The caller checks each value (tally.rules)."""
 
     async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
         """The counter, created public and empty if missing (safe under races)."""
@@ -251,8 +258,6 @@ class Store(Protocol):
         """Record the token's last use (the verifier calls this at most once a minute)."""
 
     async def get_counter_by_id(self, counter_id: int) -> Counter | None: ...
-
-    async def update_counter(self, counter_id: int, description: str, private: bool) -> None: ...
 
     async def delete_counter(self, counter_id: int) -> bool:
         """Delete the counter and its hourly history."""

@@ -344,16 +344,6 @@ class DashboardTables:
         )
         return to_counter(row) if row else None
 
-    async def update_counter(self, counter_id: int, description: str, private: bool) -> None:
-        await self._change(
-            [
-                (
-                    "UPDATE counters SET description = %s, private = %s WHERE id = %s",
-                    (description, private, counter_id),
-                )
-            ]
-        )
-
     async def delete_counter(self, counter_id: int) -> bool:
         """Delete the counter and its hourly history."""
         rows = await self._change(

@@ -35,6 +35,7 @@ from tally.errors import Conflict, StorageError
 from tally.models import (
     BatchChanges,
     Counter,
+    CounterChange,
     CounterRecord,
     History,
     Permission,
@@ -42,7 +43,7 @@ from tally.models import (
     Totals,
     Workspace,
 )
-from tally.storage import migrations
+from tally.storage import counter_change, migrations
 from tally.storage.base import NO_END
 from tally.storage.dashboard import DashboardTables, Statement
 from tally.storage.dashboard import Params as SqlParams
@@ -120,17 +121,6 @@ WITH t AS (
     VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *
 )
 SELECT {TOKEN_COLUMNS} FROM t JOIN workspaces w ON w.id = t.workspace_id
-"""
-_SET_COUNTER_RULES = f"""
-WITH c AS (
-    UPDATE counters SET min_value = %(floor)s, max_value = %(ceiling)s, origins = %(origins)s
-    WHERE id = %(id)s RETURNING *
-)
-SELECT {COUNTER_COLUMNS}, {_SEQ} FROM c JOIN workspaces w ON w.id = c.workspace_id
-"""
-_SET_COUNTER_UNIQUE = f"""
-WITH c AS (UPDATE counters SET unique_window = %(window)s WHERE id = %(id)s RETURNING *)
-SELECT {COUNTER_COLUMNS}, {_SEQ} FROM c JOIN workspaces w ON w.id = c.workspace_id
 """
 _FIND_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id"
 
@@ -484,6 +474,16 @@ class PostgresStore(DashboardTables):
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def heartbeat(self, live_within: float) -> int:
+        # the outer count does not see the CTE's update (one snapshot): this node is + 1
+        now = time.time()
+        row = await self._row(
+            "WITH beat AS (UPDATE node_seq SET updated_at = %(now)s WHERE node = %(node)s) "
+            "SELECT count(*) FROM node_seq WHERE updated_at >= %(since)s AND node <> %(node)s",
+            {"now": now, "node": self.node, "since": now - live_within},
+        )
+        return 1 + (int(row[0]) if row else 0)
+
     async def meta_get_or_set(self, key: str, default: str) -> str:
         async with self._tx() as conn:
             await conn.execute(
@@ -499,13 +499,20 @@ class PostgresStore(DashboardTables):
     # workspaces --------------------------------------------------------------
 
     async def create_workspace(
-        self, slug: str, name: str, created_at: float | None = None
+        self,
+        slug: str,
+        name: str,
+        created_at: float | None = None,
+        *,
+        v1_open: bool = False,
+        origins: tuple[str, ...] = (),
     ) -> Workspace:
+        now = time.time() if created_at is None else created_at
         try:
             row = await self._row(
-                "INSERT INTO workspaces (slug, name, created_at) VALUES (%s, %s, %s) "
-                f"RETURNING {WORKSPACE_COLUMNS}",
-                (slug, name, time.time() if created_at is None else created_at),
+                "INSERT INTO workspaces (slug, name, created_at, v1_open, origins) "
+                f"VALUES (%s, %s, %s, %s, %s) RETURNING {WORKSPACE_COLUMNS}",
+                (slug, name, now, v1_open, join_origins(origins)),
                 read=False,
             )
         except Conflict:
@@ -595,31 +602,19 @@ class PostgresStore(DashboardTables):
             raise StorageError(f"workspace {workspace_id} vanished")
         return to_counter(row)
 
-    async def set_counter_rules(
-        self,
-        counter_id: int,
-        *,
-        floor: int | None,
-        ceiling: int | None,
-        origins: tuple[str, ...],
-    ) -> Counter | None:
-        row = await self._row(
-            _SET_COUNTER_RULES,
-            {
-                "id": counter_id,
-                "floor": floor,
-                "ceiling": ceiling,
-                "origins": join_origins(origins),
-                "node": self.node,
-            },
-            read=False,
-        )
-        return to_counter(row) if row else None
-
-    async def set_counter_unique(self, counter_id: int, window: int) -> Counter | None:
-        row = await self._row(
-            _SET_COUNTER_UNIQUE, {"id": counter_id, "window": window, "node": self.node}, read=False
-        )
+    async def change_counter(self, counter_id: int, change: CounterChange) -> Counter | None:
+        async with self._tx() as conn:
+            lock = f"{counter_change.LOCK} FOR UPDATE"
+            cur = await conn.execute(lock.encode(), (counter_id,))
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            counter_change.check(row, change)
+            update = counter_change.update(counter_id, change)
+            if update is not None:
+                await conn.execute(update[0].encode(), update[1])
+            cur = await conn.execute(_READ_COUNTER_BY_ID, {"id": counter_id, "node": self.node})
+            row = await cur.fetchone()
         return to_counter(row) if row else None
 
     async def ensure_counter(self, workspace_id: int, name: str) -> Counter:

@@ -7,14 +7,21 @@ burst.
 All hits of one event-loop tick go to Redis as one script call, each distinct key once
 with its number of hits (so a single Redis, or a hash-tagged prefix on a cluster: the
 keys of one call must share a slot). If Redis cannot be reached, the node falls back to
-its own in-process limiter (so each node then admits the limit on its own), logs the
-switch, counts it in `fallbacks`, and tries Redis again after `retry_after` seconds. A
-Redis failure never turns into an error response. The in-process limiter is kept in step
-with every request the node admits while Redis decides, so at the switch a key goes on
-with the backlog this node gave it rather than with a fresh burst; and for a period
-after Redis is back, a request Redis admits is still refused if the node's own count
-refuses it (Redis did not see what the node admitted alone), so the switch back grants
-no extra burst either.
+its own in-process limiter, logs the switch, counts it in `fallbacks`, and tries Redis
+again after `retry_after` seconds. A Redis failure never turns into an error response.
+
+On its own, a node admits its share of the limit: each request takes as many cells of
+the key's budget as there are live nodes (`nodes`, counted from the database by
+tally.nodes, at most the limit), so n nodes admit limit / n each, the limit between them
+(and a key admits at least one request per period on each node). Its decisions then
+report limit // n as the limit, the burst the node grants. With one node it is the whole
+limit, as before. The in-process limiter is kept in step with what Redis says of each
+key the node asks about (the key's shared backlog, whichever node spent it), so at the
+switch the nodes go on from the budget the key has left rather than from fresh bursts
+(a key the node has not asked about within a period starts from the node's share). For
+a period after Redis is back, the node's own count decides first and only what it
+admits goes on to Redis (Redis did not see what the nodes admitted alone), so the
+switch back grants no extra burst either.
 
 A key with several hits in one call is busy on this node: the call also reserves a few
 cells of its budget (see RESERVE_*), which the node hands out for the key's next hits
@@ -100,15 +107,19 @@ class RedisRateLimiter:
         *,
         prefix: str = "tally:",
         retry_after: float = 1.0,
+        nodes: Callable[[], int] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        """`clock`: tests only, a monotonic clock in seconds used for every decision,
+        """`nodes`: how many live nodes share the limit, read while Redis is away (see
+        tally.nodes.LiveNodes); one if not given.
+        `clock`: tests only, a monotonic clock in seconds used for every decision,
         also in Redis instead of its own clock (so simulated minutes take no minutes)."""
         self.client = client
         self.limit = limit
         self.period = period
         self.prefix = prefix
         self.retry_after = retry_after
+        self.nodes = nodes or (lambda: 1)
         self.clock = clock
         self._now = clock or time.monotonic
         self.fallback = MemoryRateLimiter(limit, period)
@@ -137,12 +148,18 @@ class RedisRateLimiter:
         return f"{self.prefix}rl:{digest}"
 
     async def hit(self, key: Hashable, now: float) -> Decision:
-        if self.using_fallback and now < self._retry_at:
-            return self.fallback.hit(hash(key), now)
+        own = None
+        if self.using_fallback or now < self._rejoined_until:
+            # This node's own count decides first: on its own, and for a period after
+            # Redis is back (Redis has not seen what the nodes admitted alone). Only what
+            # it admits goes on to Redis, so Redis spends no cell on a request the node
+            # refuses, and a request Redis then refuses costs only this node's count.
+            own = self._alone(key, now)
+            if not own.allowed or (self.using_fallback and now < self._retry_at):
+                return own
         reserved = self._reserved.get(key)
         if reserved is not None and reserved.cells and now < reserved.until:
-            self.fallback.hit(hash(key), now)  # in step, for a switch to it
-            return self._from_reservation(reserved, now)
+            return self._stricter(own, self._from_reservation(reserved, now))
         blocked = self._blocked.get(key)
         if blocked is not None and now < blocked.until:
             self.blocked_hits += 1
@@ -155,18 +172,24 @@ class RedisRateLimiter:
             decision = await future
         except Exception as exc:  # Redis or anything under it: limit locally
             self._down(exc, now)
-            return self.fallback.hit(hash(key), now)
+            return own or self._alone(key, now)
         if self.using_fallback:
             self.using_fallback = False
             self._rejoined_until = now + self.period
             log.warning("Redis is back: the rate limit is shared by all nodes again")
-        if decision.allowed:
-            local = self.fallback.hit(hash(key), now)  # in step, for a switch to it
-            if not local.allowed and now < self._rejoined_until:
-                # Redis has not seen what this node admitted on its own while it was
-                # away: for a period after, the node's own count may refuse too
-                return local
-        return decision
+        return self._stricter(own, decision)
+
+    def _alone(self, key: Hashable, now: float) -> Decision:
+        """Decide on this node's own count, for its share of the limit."""
+        cost = min(max(1, self.nodes()), self.limit)
+        return self.fallback.hit(hash(key), now, cost)
+
+    @staticmethod
+    def _stricter(own: Decision | None, shared: Decision) -> Decision:
+        """Of a request both counts admitted, the decision with less room left."""
+        if own is None or not shared.allowed or shared.remaining <= own.remaining:
+            return shared
+        return own
 
     def _from_reservation(self, reserved: _Reservation, now: float) -> Decision:
         self.reserved_hits += 1
@@ -232,10 +255,16 @@ class RedisRateLimiter:
                     future.set_exception(exc)
             return
         now = self._now()
+        # keep the own count in step with the shared one, but not while the nodes' own
+        # counts still hold what Redis did not see (Redis is behind them then)
+        in_step = not self.using_fallback and now >= self._rejoined_until
         at = 3 * len(give_back)
         for key, futures in waiting.items():
             granted, backlog, tat = int(flat[at]), int(flat[at + 1]), int(flat[at + 2])
             at += 3
+            if in_step:
+                after = backlog + granted * self._interval_us
+                self.fallback.hold(hash(key), now, after / 1e6)
             admitted = min(granted, len(futures))
             for j, future in enumerate(futures):
                 if not future.done():

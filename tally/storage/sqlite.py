@@ -1,9 +1,11 @@
 """The embedded default: one SQLite file in WAL mode.
 
-All writes go through one writer thread (its own connection, one transaction per call),
-so they never contend for the database lock. Reads run on the caller's thread (the
-event loop) on a second connection: a primary-key lookup costs microseconds, less than
-a hop to a thread pool would. WAL gives every read statement a consistent snapshot.
+All writes go through one writer connection (one transaction per call), so they never
+contend for the database lock. They run on a writer thread, but for a batch of counts
+while its commits are quick: that commits on the event loop's own thread (see
+`InlineCommits`). Reads run on the caller's thread (the event loop) on a second
+connection: a primary-key lookup costs microseconds, less than a hop to a thread pool
+would. WAL gives every read statement a consistent snapshot.
 
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; the query
 ``?synchronous=normal`` trades the fsync per commit for speed (a process crash still
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +31,7 @@ from tally.errors import Conflict, StorageError
 from tally.models import (
     BatchChanges,
     Counter,
+    CounterChange,
     CounterRecord,
     History,
     Permission,
@@ -35,7 +39,7 @@ from tally.models import (
     Totals,
     Workspace,
 )
-from tally.storage import migrations
+from tally.storage import counter_change, migrations
 from tally.storage.base import NO_END
 from tally.storage.dashboard import DashboardTables, Params, Statement
 from tally.storage.rows import (
@@ -50,6 +54,8 @@ from tally.storage.rows import (
 
 T = TypeVar("T")
 NODE_IDLE_DAYS = 7
+# how long a write waits for another process's lock on the database (ms)
+BUSY_TIMEOUT_MS = 10_000
 
 _READ_COUNTER = f"""
 SELECT {COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
@@ -101,6 +107,68 @@ ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updat
 """
 
 
+class InlineCommits:
+    """Whether a batch of counts commits on the event loop's own thread.
+
+    Handing a batch to the writer thread and taking its answer back costs more than the
+    commit itself where an fsync is quick: the thread must be woken and scheduled on a
+    core the event loop and the HTTP server are busy with, and must win the GIL back
+    after every statement. Measured on a 2-core machine, one hot counter, 64
+    connections: the thread's round trip added about 0.4 ms queueing and doubled the
+    batch's own time (0.56 ms against 0.24 ms on the loop's thread), and commit mode
+    answered 24,400 ups/s through the thread against 39,100 inline.
+
+    Inline, the loop waits for the commit; so only small batches go inline (`max_rows`
+    rows written: counters and hourly buckets), and only while the commits measured
+    there stay under `limit` on average: a slow disk (a network volume, a busy one)
+    sends batches back to the writer thread, where the loop keeps serving while the
+    disk works. From there one batch a `probe_every` seconds tries the loop's thread
+    again, so a disk that recovered is noticed. The limit, 1 ms, is about what the
+    round trip through the thread costs: above it the thread's overlap of the commit
+    with the loop's work wins."""
+
+    __slots__ = (
+        "_probe_at",
+        "average",
+        "inline",
+        "limit",
+        "max_rows",
+        "probe_every",
+        "threaded",
+    )
+
+    def __init__(self, limit: float = 0.001, max_rows: int = 512, probe_every: float = 1.0) -> None:
+        self.limit = limit  # seconds: a higher average sends batches to the thread
+        self.max_rows = max_rows  # a bigger batch always goes to the thread
+        self.probe_every = probe_every
+        # of the commits on the loop's thread: an exponential average over about the last
+        # 20, so the odd slow one (a WAL checkpoint: up to 3.4 ms among 20,000 commits of
+        # 250 µs median, 554 µs p99) does not move it over the limit, a slow disk does
+        self.average = 0.0
+        self.inline = 0  # batches committed on the loop's thread
+        self.threaded = 0  # and on the writer thread
+        self._probe_at = 0.0
+
+    def wanted(self, rows: int, now: float) -> bool:
+        """A batch writing `rows` rows may commit inline at monotonic time `now`."""
+        if rows > self.max_rows:
+            return False
+        return self.average <= self.limit or now >= self._probe_at
+
+    def took(self, seconds: float, now: float) -> None:
+        """A commit on the loop's thread took `seconds`."""
+        if self.average > self.limit:  # a probe: judge the disk afresh by it
+            self.average = seconds
+        else:
+            self.average += (seconds - self.average) * 0.05
+        if self.average > self.limit:
+            self._probe_at = now + self.probe_every
+
+
+class _WriterBusy(Exception):
+    """The writer connection cannot be had without waiting."""
+
+
 class SQLiteStore(DashboardTables):
     """Store on one SQLite file. Owns the tables of `migrations/sqlite/`."""
 
@@ -118,6 +186,10 @@ class SQLiteStore(DashboardTables):
         self._reader: sqlite3.Connection | None = None
         self._writer_conn: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tally-sqlite-writer")
+        # the writer connection, used by one thread at a time: the writer thread, or the
+        # event loop's for a batch (which never waits for it: see _write_inline)
+        self._writer_lock = threading.Lock()
+        self.inline = InlineCommits()
         self._closed = False
         # settings_known: bumped after every write of this process but a batch's counts,
         # and when the writer finds that another process committed (PRAGMA data_version
@@ -140,7 +212,10 @@ class SQLiteStore(DashboardTables):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
         )
         for attempt in range(50):  # two processes creating the file at once race here
             try:
@@ -152,7 +227,7 @@ class SQLiteStore(DashboardTables):
                 time.sleep(0.02)
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return conn
 
     async def open(self) -> None:
@@ -209,7 +284,7 @@ class SQLiteStore(DashboardTables):
         return self._settings
 
     def _watch(self, conn: sqlite3.Connection | None, counts_only: bool) -> None:
-        """On the writer thread, after a write: bump the settings epoch unless the write
+        """After a write, on its thread: bump the settings epoch unless the write
         changed counts only, or if another process committed since the last look."""
         since = time.monotonic()
         if conn is None:
@@ -225,26 +300,62 @@ class SQLiteStore(DashboardTables):
         self._settings = (epoch, since)
 
     async def _write(
-        self, fn: Callable[[sqlite3.Connection | None], T], *, counts_only: bool = False
+        self,
+        fn: Callable[[sqlite3.Connection | None], T],
+        *,
+        counts_only: bool = False,
+        inline: int | None = None,
     ) -> T:
         """Run `fn(writer_connection)` on the writer thread. `counts_only`: the write
-        changes counts and history only (see settings_known)."""
-        loop = asyncio.get_running_loop()
+        changes counts and history only (see settings_known). `inline`: the write is a
+        batch of that many rows, which may run on the caller's thread instead (see
+        InlineCommits)."""
 
         def run() -> T:
-            try:
-                return fn(self._writer_conn)
-            finally:
-                self._watch(self._writer_conn, counts_only)
+            with self._writer_lock:
+                try:
+                    return fn(self._writer_conn)
+                finally:
+                    self._watch(self._writer_conn, counts_only)
 
         try:
-            return await loop.run_in_executor(self._writer, run)
+            if inline is not None and self.inline.wanted(inline, time.monotonic()):
+                with contextlib.suppress(_WriterBusy):
+                    return self._write_inline(fn, counts_only)
+            self.inline.threaded += inline is not None
+            return await asyncio.get_running_loop().run_in_executor(self._writer, run)
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" not in str(exc):
                 raise StorageError(f"sqlite: {exc}") from exc
             raise Conflict(str(exc)) from exc
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite: {exc}") from exc
+
+    def _write_inline(self, fn: Callable[[sqlite3.Connection | None], T], counts_only: bool) -> T:
+        """Run `fn(writer_connection)` on this thread if that needs no waiting; raise
+        _WriterBusy if it did not run, or stopped before committing, because the writer
+        thread has the connection or another process has the database's write lock. The
+        event loop never waits for either: the writer thread does."""
+        conn = self._writer_conn
+        if conn is None or not self._writer_lock.acquire(blocking=False):
+            raise _WriterBusy()
+        try:
+            started = time.monotonic()
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                result = fn(conn)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                    raise _WriterBusy() from exc  # rolled back (see _tx): nothing written
+                raise
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                self._watch(conn, counts_only)
+            self.inline.took(time.monotonic() - started, started)
+            self.inline.inline += 1
+            return result
+        finally:
+            self._writer_lock.release()
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         if self._reader is None:
@@ -322,6 +433,20 @@ class SQLiteStore(DashboardTables):
 
         return await self._write(self._tx(run))
 
+    async def heartbeat(self, live_within: float) -> int:
+        node = self.node
+
+        def run(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            conn.execute("UPDATE node_seq SET updated_at = ? WHERE node = ?", (now, node))
+            row = conn.execute(
+                "SELECT count(*) FROM node_seq WHERE updated_at >= ? AND node <> ?",
+                (now - live_within, node),
+            ).fetchone()
+            return 1 + int(row[0])
+
+        return await self._write(self._tx(run))
+
     async def meta_get_or_set(self, key: str, default: str) -> str:
         def run(conn: sqlite3.Connection) -> str:
             conn.execute(
@@ -337,15 +462,21 @@ class SQLiteStore(DashboardTables):
     # workspaces --------------------------------------------------------------
 
     async def create_workspace(
-        self, slug: str, name: str, created_at: float | None = None
+        self,
+        slug: str,
+        name: str,
+        created_at: float | None = None,
+        *,
+        v1_open: bool = False,
+        origins: tuple[str, ...] = (),
     ) -> Workspace:
         now = time.time() if created_at is None else created_at
 
         def run(conn: sqlite3.Connection) -> Workspace:
             row = conn.execute(
-                "INSERT INTO workspaces (slug, name, created_at) VALUES (?, ?, ?) "
-                f"RETURNING {WORKSPACE_COLUMNS}",
-                (slug, name, now),
+                "INSERT INTO workspaces (slug, name, created_at, v1_open, origins) "
+                f"VALUES (?, ?, ?, ?, ?) RETURNING {WORKSPACE_COLUMNS}",
+                (slug, name, now, int(v1_open), join_origins(origins)),
             ).fetchone()
             return to_workspace(row)
 
@@ -454,29 +585,16 @@ class SQLiteStore(DashboardTables):
             raise Conflict(f"counter {name!r} already exists in this workspace") from None
         return self._counter_by_id(counter_id)
 
-    async def set_counter_rules(
-        self,
-        counter_id: int,
-        *,
-        floor: int | None,
-        ceiling: int | None,
-        origins: tuple[str, ...],
-    ) -> Counter | None:
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "UPDATE counters SET min_value = ?, max_value = ?, origins = ? WHERE id = ?",
-                (floor, ceiling, join_origins(origins), counter_id),
-            ).rowcount
-
-        if not await self._write(self._tx(run)):
-            return None
-        return self._counter_by_id(counter_id)
-
-    async def set_counter_unique(self, counter_id: int, window: int) -> Counter | None:
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "UPDATE counters SET unique_window = ? WHERE id = ?", (window, counter_id)
-            ).rowcount
+    async def change_counter(self, counter_id: int, change: CounterChange) -> Counter | None:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(counter_change.LOCK.replace("%s", "?"), (counter_id,)).fetchone()
+            if row is None:
+                return False
+            counter_change.check(row, change)
+            update = counter_change.update(counter_id, change)
+            if update is not None:
+                conn.execute(update[0].replace("%s", "?"), update[1])
+            return True
 
         if not await self._write(self._tx(run)):
             return None
@@ -610,7 +728,9 @@ class SQLiteStore(DashboardTables):
                 outcome = dict.fromkeys(orjson.loads(done[2]))
             return str(conn.execute(_TOTALS, (ids,)).fetchone()[0]), outcome
 
-        text, outcome = await self._write(self._tx(run), counts_only=True)
+        text, outcome = await self._write(
+            self._tx(run), counts_only=True, inline=len(counters) + len(changes.hours)
+        )
         out: dict[int, Totals] = {}
         for t in orjson.loads(text):
             totals = out[t[0]] = Totals(t[1], t[2], float(t[3]))

@@ -29,6 +29,7 @@ from tally.errors import (
 from tally.live import ChangeFeed
 from tally.logs import REQUEST_ID
 from tally.namespaces import Namespaces
+from tally.nodes import LiveNodes
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.throttle import SharedWindows
@@ -86,16 +87,22 @@ def make_visitors(s: Settings) -> Visitors:
     return LocalVisitors(s.unique_capacity)
 
 
-def make_limiter(s: Settings, rate: RateLimit | None, prefix: str = "") -> Limiter | None:
+def make_limiter(
+    s: Settings, rate: RateLimit | None, nodes: LiveNodes | None, prefix: str = ""
+) -> Limiter | None:
     """A limiter of `rate`, shared through Redis if there is one (its keys under
-    TALLY_REDIS_PREFIX + `prefix`)."""
+    TALLY_REDIS_PREFIX + `prefix`; while Redis is away, this node's share by `nodes`)."""
     if rate is None:
         return None
     if s.redis_url:
         from tally.storage.redis_limiter import RedisRateLimiter, redis_client
 
         return RedisRateLimiter(
-            redis_client(s.redis_url), rate.limit, rate.period, prefix=s.redis_prefix + prefix
+            redis_client(s.redis_url),
+            rate.limit,
+            rate.period,
+            prefix=s.redis_prefix + prefix,
+            nodes=None if nodes is None else (lambda: nodes.count),
         )
     return LocalLimiter(rate.limit, rate.period)
 
@@ -165,6 +172,7 @@ class Services:
     feed: ChangeFeed
     streams: Streams
     windows: SharedWindows | None = None  # the site's sign-in throttle in Redis
+    nodes: LiveNodes | None = None  # with Redis: the live nodes, for the limit's share
 
 
 class App:
@@ -216,10 +224,15 @@ class App:
         )
         await store.claim_node()
         writes.start(await store.register_node())
+        nodes = None
+        if s.redis_url:  # while Redis is away each node admits its share of the limit
+            nodes = LiveNodes(store)
+            await nodes.refresh()
+            nodes.start()
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         counters.visitors = make_visitors(s)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
-        limiter = make_limiter(s, s.rate_limit)
+        limiter = make_limiter(s, s.rate_limit, nodes)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
         api.handlers[b"badge.svg"] = BadgeEndpoint(api)
         feed = make_feed(s, store)
@@ -228,11 +241,11 @@ class App:
         streams = Streams(api, feed, s.streams_per_client, s.streams_per_node)
         api.handlers[b"stream"] = streams
         namespaces = Namespaces(counters, s.token_cache_ttl)
-        v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, "v1:"), s.trusted_proxies)
+        v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, nodes, "v1:"), s.trusted_proxies)
         managed = manage.ManageApi(store, namespaces, verifier, api)
         from tally.site.app import create_site, site_windows  # not on the API's path
 
-        windows = site_windows(s, verifier.key)
+        windows = site_windows(s, verifier.key, nodes)
         site = create_site(s, store, counters, verifier.key, streams, windows)
         self.services = Services(
             store,
@@ -247,6 +260,7 @@ class App:
             feed,
             streams,
             windows,
+            nodes,
         )
         if self.handle_signals:
             end_streams_on((signal.SIGTERM, signal.SIGINT), streams)
@@ -272,6 +286,8 @@ class App:
             await services.verifier.drain()
             await services.writes.stop()
         finally:
+            if services.nodes is not None:
+                await services.nodes.close()
             await services.feed.close()
             await services.store.close()
             await services.counters.visitors.close()

@@ -4,6 +4,11 @@ Text is measured with the advance widths of DejaVu Sans (`badge_font.json`, gene
 from the font by tools/badge_font.py), the font the SVG names first; `textLength` then
 holds each text to its measured width in whatever font the viewer really has. Every
 text that reaches the SVG is XML-escaped.
+
+`render` is a pure function of its arguments (the label, the message, the options; the
+font table and the geometry are constants), so `rendered` keeps its result, with the
+ETag, per those arguments in a bounded LRU: a hot badge costs a lookup, and a new value
+(the message) is a new key, never a stale badge.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Literal
 from urllib.parse import parse_qsl
@@ -53,6 +58,10 @@ COLOURS = {
 }
 _HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 ERROR_COLOUR = COLOURS["lightgrey"]
+# rendered badges kept per process (`rendered`); an entry is under 6 KB (an SVG of at
+# most 5.5 KB, for a 128-character name whose characters all escape to the most bytes,
+# plus its key and ETag), so 6 MB at most
+RENDERED = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +229,14 @@ def etag(svg: bytes) -> bytes:
     return b'"' + hashlib.blake2b(svg, digest_size=12).hexdigest().encode() + b'"'
 
 
+@lru_cache(maxsize=RENDERED)
+def rendered(label: str, message: str, options: BadgeOptions) -> tuple[bytes, bytes]:
+    """`render`'s SVG and its ETag, kept per (label, message, options): every input of
+    `render`, so two different badges never share an entry."""
+    svg = render(label, message, options)
+    return svg, etag(svg)
+
+
 def error_message(exc: TallyError) -> str:
     """A few words for an error badge."""
     if isinstance(exc, BadRequest):
@@ -276,18 +293,16 @@ class BadgeEndpoint:
                 )
             else:
                 view = await counters.get(workspace, name, token)
-            svg = render(
-                label, format_number(view.up_count - view.down_count, options.number), options
-            )
+            value = format_number(view.up_count - view.down_count, options.number)
+            svg, tag = rendered(label, value, options)
         except TallyError as exc:
             limits = exc.headers or limits  # a refused token or budget carries its own
             status = exc.status
-            svg = render(label, error_message(exc), replace(options, colour=ERROR_COLOUR))
+            svg, tag = rendered(label, error_message(exc), replace(options, colour=ERROR_COLOUR))
         except StorageError as exc:
             log.warning("storage error on a badge: %s", exc)
             status = 503
-            svg = render(label, "unavailable", replace(options, colour=ERROR_COLOUR))
-        tag = etag(svg)
+            svg, tag = rendered(label, "unavailable", replace(options, colour=ERROR_COLOUR))
         headers = [*SVG_HEADERS, (b"etag", tag), *(limits or ())]
         if status == 503:
             headers.append((b"retry-after", b"1"))

@@ -51,7 +51,7 @@ from tally.errors import (
     TallyError,
     Unauthorized,
 )
-from tally.models import Counter, Permission, Token, Workspace
+from tally.models import Counter, CounterChange, Permission, Token, Workspace
 from tally.namespaces import Namespaces
 from tally.storage.base import Store
 from tally.web.api import V2Api, query_number, rfc3339
@@ -373,17 +373,14 @@ class ManageApi:
 
     async def change_counter(self, counter: Counter, raw: bytes) -> None:
         """Apply a PATCH body to the counter: every field is checked before anything is
-        written, so a 400 (or the 409 of a changed bound the value breaks) changes
-        nothing."""
+        written, then all of it is saved in one transaction, which refuses (409) a changed
+        bound the value breaks; a 400 or a 409 changes nothing."""
         body = parse_object(raw, COUNTER_FIELDS)
         if not body:
             raise BadRequest(f"nothing to change: give {', '.join(sorted(COUNTER_FIELDS))}")
         described = string_field(body, "description")
-        description = (
-            counter.description if described is None else workspaces.check_description(described)
-        )
-        visibility = visibility_field(body)
-        private = counter.private if visibility is None else visibility
+        description = None if described is None else workspaces.check_description(described)
+        private = visibility_field(body)
         allowed = origins_field(body)
         floor = bound_field(body, "floor", counter.floor)
         ceiling = bound_field(body, "ceiling", counter.ceiling)
@@ -394,23 +391,15 @@ class ManageApi:
                 raise  # the body contradicts itself
             # one new bound against the stored other one: a conflict with the counter
             raise Conflict(f"{exc.message}; nothing was changed") from None
-        window = unique_field(body)
-        if floor != counter.floor or ceiling != counter.ceiling:
-            view = await self.counters.current(counter)
-            rules.check_value(counter, floor, ceiling, view.up_count - view.down_count)
-        if "description" in body or "visibility" in body:
-            await self.store.update_counter(counter.id, description, private)
-        if window is not None and window != counter.unique_window:
-            await self.store.set_counter_unique(counter.id, window)
-        if body.keys() & RULE_FIELDS:
-            origins = counter.origins if allowed is None else allowed
-            if (
-                await self.store.set_counter_rules(
-                    counter.id, floor=floor, ceiling=ceiling, origins=origins
-                )
-                is None
-            ):
-                raise NotFound("no such counter in this workspace")
+        change = CounterChange(
+            description=description,
+            private=private,
+            bounds=(floor, ceiling) if body.keys() & {"floor", "ceiling"} else None,
+            origins=allowed,
+            unique_window=unique_field(body),
+        )
+        if await self.counters.change_settings(counter, change) is None:
+            raise NotFound("no such counter in this workspace")
 
     # settings ----------------------------------------------------------------
 

@@ -195,6 +195,12 @@ class TallyCollector(Collector):
             "1 while Redis is unreachable and this node limits on its own.",
             int(fallback),
         )
+        if services.nodes is not None:
+            yield GaugeMetricFamily(
+                "tally_nodes_live",
+                "Live nodes by their heartbeats in the database (alone, each admits 1/n).",
+                services.nodes.count,
+            )
         for name, attribute, help_text in REDIS_LIMITER_COUNTERS:
             yield CounterMetricFamily(name, help_text, value=getattr(limiter, attribute, 0))
 

@@ -344,7 +344,10 @@ SCHEMAS: JSON = {
 
 HEADERS: JSON = {
     "X-RateLimit-Limit": {
-        "description": "Requests admitted per period for this path and token (or client IP).",
+        "description": (
+            "Requests admitted per period for this path and token (or client IP); while "
+            "Redis is unreachable, this node's share: the limit over the live nodes."
+        ),
         "schema": {"type": "integer"},
     },
     "X-RateLimit-Remaining": {

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tools import apt
 
 from .server import TallyServer
 
@@ -59,20 +60,13 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _install_chromium() -> None:
-    """apt-get update, then apt-get install -y chromium (as CI does on a new machine)."""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-        subprocess.run(command, env=env, capture_output=True, timeout=900, check=False)
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """The path of Debian's chromium, installed with apt-get if missing (as root)."""
     if not Path(CHROMIUM).exists():
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             _unavailable(f"{CHROMIUM} is missing; install Debian's chromium (apt-get)")
-        _install_chromium()
+        apt.install("chromium", quiet=True)
         if not Path(CHROMIUM).exists():
             _unavailable("apt-get install -y chromium did not install /usr/bin/chromium")
     return CHROMIUM

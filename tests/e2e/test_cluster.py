@@ -222,6 +222,68 @@ async def test_database_outage_is_503_then_recovers(tmp_path: Path, postgres_url
         await proxy.cut()
 
 
+async def live_nodes(node: TallyServer, token: str) -> int:
+    """The node's count of live nodes, from its /metrics."""
+    conn = await HttpConnection.open(node.port)
+    try:
+        response = await conn.get("/metrics", token)
+    finally:
+        conn.close()
+    assert response.status == 200, response.body
+    for line in response.body.decode().splitlines():
+        if line.startswith("tally_nodes_live "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no tally_nodes_live in /metrics")
+
+
+async def test_without_redis_the_nodes_share_the_rate_limit(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Redis cut off under two nodes: each counts the other from the database and admits
+    half the limit (its X-RateLimit-Limit says 300), so a burst through both admits the
+    limit once (within the refill during the burst), not twice."""
+    target = urlsplit(require_redis())
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    await proxy.start()
+    metrics = "m" * 32
+    env = cluster_env(TALLY_RATE_LIMIT="600/60s", TALLY_METRICS_TOKEN=metrics)
+    env["TALLY_REDIS_URL"] = f"redis://127.0.0.1:{proxy.port}/0"
+    cluster = Cluster(tmp_path, postgres_url, env)
+    # blocking calls run in threads: the proxy lives on this test's event loop
+    await asyncio.to_thread(cluster.cli.workspace, "ws")
+    await asyncio.to_thread(cluster.cli.counter, "ws/limited")
+    await asyncio.to_thread(cluster.start)
+    try:
+        a, b = cluster.nodes
+        deadline = time.monotonic() + 15
+        while await live_nodes(a, metrics) != 2:  # a counts b at its next beat (10 s)
+            assert time.monotonic() < deadline, a.output()
+            await asyncio.sleep(0.2)
+        assert await live_nodes(b, metrics) == 2
+        await proxy.cut()
+        for node in (a, b):
+            conn = await HttpConnection.open(node.port)
+            try:
+                response = await conn.get("/v2/ws/limited")  # a path of its own
+            finally:
+                conn.close()
+            assert response.status == 200, response.body
+            assert response.headers["x-ratelimit-limit"] == "300"
+        started = time.monotonic()
+        results = await asyncio.gather(
+            burst(a.port, "/v2/ws/limited/up", total=1_000, connections=16),
+            burst(b.port, "/v2/ws/limited/up", total=1_000, connections=16),
+        )
+        elapsed = time.monotonic() - started
+        admitted = sum(r.ok for r in results)
+        refill = int(elapsed * 10) + 2  # 5 a second come back on each node meanwhile
+        assert sum(r.ok + r.statuses[429] for r in results) == 2_000, results
+        assert 600 <= admitted <= 600 + max(refill, 6), (admitted, elapsed)
+    finally:
+        await asyncio.to_thread(cluster.close)
+        await proxy.cut()
+
+
 @pytest.mark.parametrize("durability", ["commit", "buffered"])
 async def test_two_nodes_never_cross_a_ceiling(make_cluster: MakeCluster, durability: str) -> None:
     """A counter with a ceiling of 700 and 1,000 ups spread over both nodes at once:
