@@ -199,8 +199,6 @@ async def test_counts_do_not_invalidate(make_harness: HarnessFactory) -> None:
     await h.counter(ws, "c")
     writer = await h.token(ws, Permission.WRITE)
     await h.get("/v2/ws/c/up", writer)
-    assert h.app.services is not None
-    await h.app.services.verifier.drain()  # the token's last-use stamp is not a count
     known = h.store.settings_known()
     assert known is not None
     for _ in range(5):
@@ -209,6 +207,26 @@ async def test_counts_do_not_invalidate(make_harness: HarnessFactory) -> None:
     assert after is not None
     assert after[0] == known[0]
     assert after[1] >= known[1]
+
+
+async def test_a_tokens_last_use_keeps_the_cache(make_harness: HarnessFactory) -> None:
+    """A token's last use (written at most once a minute per token, for every active
+    token) is no settings change: it must not drop the node's cached lookups."""
+    h = await make_harness(token_cache_ttl=LONG)
+    ws = await h.workspace()
+    await h.counter(ws, "c")
+    writer = await h.token(ws, Permission.WRITE)
+    assert (await h.get("/v2/ws/c/up")).status_code == 200  # a commit: the epoch as of now
+    known = h.store.settings_known()
+    assert known is not None
+    assert (await h.get("/v2/ws/c/up", writer)).status_code == 200  # the token's first use
+    assert h.app.services is not None
+    await h.app.services.verifier.drain()
+    assert [t.last_used_at is not None for t in await h.store.list_tokens(ws.id)] == [True]
+    assert (await h.get("/v2/ws/c/up")).status_code == 200  # a commit sees the epoch again
+    after = h.store.settings_known()
+    assert after is not None
+    assert after[0] == known[0]
 
 
 async def test_postgres_another_node_counts_do_not_invalidate(

@@ -79,8 +79,12 @@ class DashboardTables:
     async def _fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-    async def _change(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
-        """Run `statements` in one transaction; the rows each returned."""
+    async def _change(
+        self, statements: Sequence[Statement], *, settings_kept: bool = False
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run `statements` in one transaction; the rows each returned. `settings_kept`:
+        they change nothing a counter lookup returns (the node's cached lookups stay:
+        Store.settings_known)."""
         raise NotImplementedError
 
     async def _one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
@@ -331,8 +335,12 @@ class DashboardTables:
     # tokens ------------------------------------------------------------------
 
     async def touch_token(self, token_id: int, now: float) -> None:
-        """Record the token's last use (the verifier calls this at most once a minute)."""
-        await self._change([("UPDATE tokens SET last_used_at = %s WHERE id = %s", (now, token_id))])
+        """Record the token's last use (the verifier calls this at most once a minute per
+        token, so with many active tokens often: it must not drop the cached lookups)."""
+        await self._change(
+            [("UPDATE tokens SET last_used_at = %s WHERE id = %s", (now, token_id))],
+            settings_kept=True,
+        )
 
     # counters ----------------------------------------------------------------
 

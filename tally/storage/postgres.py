@@ -382,8 +382,9 @@ class PostgresStore(DashboardTables):
             await pool.close()
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[Connection]:
-        """A pooled connection inside one transaction; driver errors become ours."""
+    async def _tx(self, *, settings_kept: bool = False) -> AsyncIterator[Connection]:
+        """A pooled connection inside one transaction; driver errors become ours.
+        `settings_kept`: the transaction changes nothing a counter lookup returns."""
         if self._pool is None:
             raise StorageError("the store is not open")
         try:
@@ -394,7 +395,8 @@ class PostgresStore(DashboardTables):
         except psycopg.Error as exc:
             raise StorageError(f"postgresql: {exc}") from exc
         finally:
-            self._wrote()  # committed or not: a lost COMMIT answer may have changed things
+            if not settings_kept:  # committed or not: a lost COMMIT answer may have changed things
+                self._wrote()
 
     async def _rows(
         self, query: LiteralString, params: Params | None = None, *, read: bool = True
@@ -433,9 +435,11 @@ class PostgresStore(DashboardTables):
         # allow-listed sort columns; values always travel as parameters
         return await self._rows(query.encode(), tuple(params))  # type: ignore[arg-type]
 
-    async def _change(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+    async def _change(
+        self, statements: Sequence[Statement], *, settings_kept: bool = False
+    ) -> list[list[tuple[Any, ...]]]:
         out: list[list[tuple[Any, ...]]] = []
-        async with self._tx() as conn:
+        async with self._tx(settings_kept=settings_kept) as conn:
             for query, params in statements:
                 cur = await conn.execute(query.encode(), tuple(params))
                 out.append(await cur.fetchall() if cur.description else [])

@@ -283,9 +283,9 @@ class SQLiteStore(DashboardTables):
     def settings_known(self) -> tuple[int, float] | None:
         return self._settings
 
-    def _watch(self, conn: sqlite3.Connection | None, counts_only: bool) -> None:
-        """After a write, on its thread: bump the settings epoch unless the write
-        changed counts only, or if another process committed since the last look."""
+    def _watch(self, conn: sqlite3.Connection | None, settings_kept: bool) -> None:
+        """After a write, on its thread: bump the settings epoch unless the write kept
+        every setting, or if another process committed since the last look."""
         since = time.monotonic()
         if conn is None:
             return
@@ -294,7 +294,7 @@ class SQLiteStore(DashboardTables):
         except sqlite3.Error:
             version = None  # unknown: assume a change
         epoch = self._settings[0]
-        if not counts_only or version is None or version != self._data_version:
+        if not settings_kept or version is None or version != self._data_version:
             epoch += 1
         self._data_version = version
         self._settings = (epoch, since)
@@ -303,11 +303,12 @@ class SQLiteStore(DashboardTables):
         self,
         fn: Callable[[sqlite3.Connection | None], T],
         *,
-        counts_only: bool = False,
+        settings_kept: bool = False,
         inline: int | None = None,
     ) -> T:
-        """Run `fn(writer_connection)` on the writer thread. `counts_only`: the write
-        changes counts and history only (see settings_known). `inline`: the write is a
+        """Run `fn(writer_connection)` on the writer thread. `settings_kept`: the write
+        changes nothing a counter lookup returns (counts, history, a token's last use;
+        see settings_known). `inline`: the write is a
         batch of that many rows, which may run on the caller's thread instead (see
         InlineCommits)."""
 
@@ -316,12 +317,12 @@ class SQLiteStore(DashboardTables):
                 try:
                     return fn(self._writer_conn)
                 finally:
-                    self._watch(self._writer_conn, counts_only)
+                    self._watch(self._writer_conn, settings_kept)
 
         try:
             if inline is not None and self.inline.wanted(inline, time.monotonic()):
                 with contextlib.suppress(_WriterBusy):
-                    return self._write_inline(fn, counts_only)
+                    return self._write_inline(fn, settings_kept)
             self.inline.threaded += inline is not None
             return await asyncio.get_running_loop().run_in_executor(self._writer, run)
         except sqlite3.IntegrityError as exc:
@@ -331,7 +332,7 @@ class SQLiteStore(DashboardTables):
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite: {exc}") from exc
 
-    def _write_inline(self, fn: Callable[[sqlite3.Connection | None], T], counts_only: bool) -> T:
+    def _write_inline(self, fn: Callable[[sqlite3.Connection | None], T], settings_kept: bool) -> T:
         """Run `fn(writer_connection)` on this thread if that needs no waiting; raise
         _WriterBusy if it did not run, or stopped before committing, because the writer
         thread has the connection or another process has the database's write lock. The
@@ -350,7 +351,7 @@ class SQLiteStore(DashboardTables):
                 raise
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                self._watch(conn, counts_only)
+                self._watch(conn, settings_kept)
             self.inline.took(time.monotonic() - started, started)
             self.inline.inline += 1
             return result
@@ -392,14 +393,16 @@ class SQLiteStore(DashboardTables):
     async def _fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         return self._read(sql.replace("%s", "?"), params)
 
-    async def _change(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+    async def _change(
+        self, statements: Sequence[Statement], *, settings_kept: bool = False
+    ) -> list[list[tuple[Any, ...]]]:
         def run(conn: sqlite3.Connection) -> list[list[tuple[Any, ...]]]:
             return [
                 conn.execute(sql.replace("%s", "?"), tuple(params)).fetchall()
                 for sql, params in statements
             ]
 
-        return await self._write(self._tx(run))
+        return await self._write(self._tx(run), settings_kept=settings_kept)
 
     # meta --------------------------------------------------------------------
 
@@ -729,7 +732,7 @@ class SQLiteStore(DashboardTables):
             return str(conn.execute(_TOTALS, (ids,)).fetchone()[0]), outcome
 
         text, outcome = await self._write(
-            self._tx(run), counts_only=True, inline=len(counters) + len(changes.hours)
+            self._tx(run), settings_kept=True, inline=len(counters) + len(changes.hours)
         )
         out: dict[int, Totals] = {}
         for t in orjson.loads(text):
@@ -768,7 +771,7 @@ class SQLiteStore(DashboardTables):
                 )
             return None
 
-        settled = await self._write(self._tx(run), counts_only=True)
+        settled = await self._write(self._tx(run), settings_kept=True)
         if settled is None:
             return None
         text, refused = settled
