@@ -5,9 +5,10 @@ result either way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,24 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
         yield s
     finally:
         await s.close()
+
+
+@contextlib.contextmanager
+def ticking() -> Iterator[list[int]]:
+    """Count the event loop's 10 ms ticks while the block runs: [ticks]. A loop blocked
+    by the block ticks about never."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    ticker = asyncio.get_running_loop().create_task(tick())
+    try:
+        yield ticks
+    finally:
+        ticker.cancel()
 
 
 async def up_count(store: SQLiteStore, cid: int) -> int:
@@ -94,21 +113,12 @@ async def test_a_batch_never_waits_on_the_loop_for_the_writer_thread(store: SQLi
 
     long_write = asyncio.create_task(store._write(slow))
     await started.wait()
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    totals = await store.apply(batch(1, cid))
-    ticker.cancel()
+    with ticking() as ticks:
+        totals = await store.apply(batch(1, cid))
     await long_write
     assert totals[cid].up_count == 1
     assert (store.inline.inline, store.inline.threaded) == (0, 1)
-    assert ticks >= 5  # the loop ran while the batch waited for the thread
+    assert ticks[0] >= 5  # the loop ran while the batch waited for the thread
 
 
 async def test_another_process_holding_the_lock_sends_the_batch_to_the_thread(
@@ -123,22 +133,13 @@ async def test_another_process_holding_the_lock_sends_the_batch_to_the_thread(
     loop = asyncio.get_running_loop()
     loop.call_later(0.3, other.execute, "COMMIT")
     started = time.monotonic()
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
     try:
-        totals = await store.apply(batch(1, cid, 2))
+        with ticking() as ticks:
+            totals = await store.apply(batch(1, cid, 2))
     finally:
-        ticker.cancel()
         other.close()
     assert time.monotonic() - started >= 0.25  # it did wait for the lock...
-    assert ticks >= 5  # ...on the thread, not on the loop
+    assert ticks[0] >= 5  # ...on the thread, not on the loop
     assert totals[cid].up_count == 2
     assert await up_count(store, cid) == 2
     assert (store.inline.inline, store.inline.threaded) == (0, 1)
