@@ -126,7 +126,7 @@ class RedisBus:
             finally:
                 self._subscribed = False
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             for _ in range(int(RETRY / WAIT)):
                 if self._closing:
                     return
