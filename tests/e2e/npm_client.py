@@ -1,7 +1,10 @@
 """Run the official npm client ``counterapi@3.1.0`` against a running Tally server.
 
-``install_counterapi`` puts the package in a cache directory once (guarded by a file lock so
-parallel test processes don't collide); ``run_client`` runs ``counterapi_client.mjs`` (next to
+``install_counterapi`` puts the package in a cache directory once (guarded by a file lock
+so parallel test processes don't collide), with ``npm ci`` from the committed
+``npm/package-lock.json``: counterapi and everything it needs (axios, ...) at locked
+versions, each checked against its integrity hash, so a new release of a dependency
+never changes what the tests run. ``run_client`` runs ``counterapi_client.mjs`` (next to
 this file) with node and returns the one line of JSON it prints.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +24,7 @@ from typing import Any
 
 COUNTERAPI_VERSION = "3.1.0"
 SCRIPT = Path(__file__).with_name("counterapi_client.mjs")
+LOCKED = Path(__file__).with_name("npm")  # package.json and package-lock.json
 NPM_TIMEOUT = 300.0
 MIN_NODE_MAJOR = 18  # counterapi's "engines"
 
@@ -38,13 +43,23 @@ def node_available() -> bool:
         return False
 
 
-def _installed_version(cache_dir: Path) -> str | None:
+def _lock_digest() -> str:
+    """What the cache must have been installed from: the manifest and the lock."""
+    digest = hashlib.sha256()
+    for name in ("package.json", "package-lock.json"):
+        digest.update((LOCKED / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _installed(cache_dir: Path) -> bool:
+    """The cache holds counterapi installed from the current lock."""
+    stamp = cache_dir / ".installed-from"
     manifest = cache_dir / "node_modules" / "counterapi" / "package.json"
     try:
         version = json.loads(manifest.read_text(encoding="utf-8")).get("version")
+        return version == COUNTERAPI_VERSION and stamp.read_text() == _lock_digest()
     except (OSError, ValueError):
-        return None
-    return version if isinstance(version, str) else None
+        return False
 
 
 @contextlib.contextmanager
@@ -58,31 +73,28 @@ def _locked(lock_path: Path) -> Iterator[None]:
 
 
 def install_counterapi(cache_dir: Path) -> Path:
-    """Make sure ``counterapi@3.1.0`` is installed under ``cache_dir``; return ``cache_dir``.
+    """Make sure ``counterapi@3.1.0`` is installed under ``cache_dir`` from the lock; return
+    ``cache_dir``.
 
     The returned directory contains ``node_modules/counterapi``.
     """
     cache_dir = cache_dir.resolve()
-    if _installed_version(cache_dir) == COUNTERAPI_VERSION:
+    if _installed(cache_dir):
         return cache_dir
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _locked(cache_dir / ".counterapi-install.lock"):
-        if _installed_version(cache_dir) == COUNTERAPI_VERSION:  # another process did it
+        if _installed(cache_dir):  # another process did it
             return cache_dir
         npm = shutil.which("npm")
         if npm is None:
             raise RuntimeError("npm is not on PATH")
-        cmd = [
-            npm,
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--prefix",
-            str(cache_dir),
-            f"counterapi@{COUNTERAPI_VERSION}",
-        ]
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(LOCKED / name, cache_dir / name)
+        cmd = [npm, "ci", "--no-audit", "--no-fund", "--prefix", str(cache_dir)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=NPM_TIMEOUT, check=False)
-        if proc.returncode != 0 or _installed_version(cache_dir) != COUNTERAPI_VERSION:
+        if proc.returncode == 0:
+            (cache_dir / ".installed-from").write_text(_lock_digest())
+        if proc.returncode != 0 or not _installed(cache_dir):
             raise RuntimeError(
                 f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
             )
