@@ -3,11 +3,13 @@ reset and invitation emails, and the links read from them are followed."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message
@@ -21,6 +23,9 @@ from conftest import BrowserFactory, HarnessFactory
 from services import unavailable
 from site_client import text
 
+from tally.config import SettingsError
+
+MAIL_WAIT = 10.0  # seconds an email may take to arrive (a loaded machine)
 LINK_RE = re.compile(r"http://tally\.test/(?:verify|reset|invite)/[A-Za-z0-9_-]+")
 
 
@@ -33,6 +38,17 @@ class Inbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.content))
         return "250 OK"
+
+    async def wait_for(self, to: str, subject: str) -> Message:
+        """The first email to `to` with `subject`, once it arrived (mail is sent off the
+        request, so it may come a moment after the answer)."""
+        deadline = time.monotonic() + MAIL_WAIT
+        while time.monotonic() < deadline:
+            for message in self.messages:
+                if message["To"] == to and message["Subject"] == subject:
+                    return message
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no email {subject!r} to {to} within {MAIL_WAIT} s")
 
     def link(self, to: str, kind: str) -> str:
         """The one link of `kind` in the last email to `to`, as a path."""
@@ -92,6 +108,7 @@ async def test_verification_reset_and_invitation_by_email(
         smtp_user="tally",
         smtp_password="s3cret",
         mail_from="Tally <tally@tally.test>",
+        public_url="http://tally.test",
     )
     b = await make_browser(harness)
     assert (await b.sign_up("ann@example.com")).status_code == 303
@@ -127,13 +144,44 @@ async def test_verification_reset_and_invitation_by_email(
     assert joined.headers["location"] == "/w/ann"
 
 
+async def test_a_mailed_link_ignores_the_host_header(
+    make_harness: HarnessFactory, make_browser: BrowserFactory, smtp: tuple[Inbox, int]
+) -> None:
+    """A reset asked for with a forged Host header mails a link to TALLY_PUBLIC_URL, not
+    to the forged host (and SMTP without TALLY_PUBLIC_URL does not start at all)."""
+    inbox, port = smtp
+    with pytest.raises(SettingsError, match="TALLY_PUBLIC_URL"):
+        await make_harness(smtp_host="127.0.0.1", smtp_port=port, smtp_security="none")
+    harness = await make_harness(
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_security="none",
+        smtp_user="tally",
+        smtp_password="s3cret",
+        public_url="http://tally.test",
+    )
+    await (await make_browser(harness)).sign_up("ann@example.com")
+    attacker = await make_browser(harness)
+    attacker.client.headers["host"] = "attacker.example"
+    r = await attacker.submit("/forgot", {"email": "ann@example.com"})
+    assert r.status_code == 200
+    await inbox.wait_for("ann@example.com", "Reset your Tally password")
+    body = inbox.messages[-1].get_payload(decode=True)
+    assert isinstance(body, bytes)
+    assert b"attacker.example" not in body
+    assert inbox.link("ann@example.com", "reset").startswith("/reset/")
+
+
 async def test_an_unreachable_smtp_server_does_not_fail_the_form(
     make_harness: HarnessFactory, make_browser: BrowserFactory
 ) -> None:
     """With no SMTP server listening the sign-up still succeeds (the email is logged as
     not sent; the account page can send it again) and nothing crashes."""
     harness = await make_harness(
-        smtp_host="127.0.0.1", smtp_port=_free_port(), smtp_security="none"
+        smtp_host="127.0.0.1",
+        smtp_port=_free_port(),
+        smtp_security="none",
+        public_url="http://tally.test",
     )
     b = await make_browser(harness)
     r = await b.sign_up("ann@example.com")
@@ -214,6 +262,7 @@ async def test_mail_over_starttls_and_tls(
             smtp_security=security,
             smtp_user="tally",
             smtp_password="s3cret",
+            public_url="http://tally.test",
         )
         b = await make_browser(harness)
         assert (await b.sign_up("ann@example.com")).status_code == 303
