@@ -163,7 +163,8 @@ class Accounts:
         await self.throttle.succeeded(email.strip())
         if needs_rehash(account.password_hash):
             # the parameters changed since it was hashed: store today's (sessions stay)
-            await self.store.set_password(account.id, await hash_password(password))
+            new_hash = await hash_password(password)
+            await self.store.set_password(account.id, new_hash, now, rehash=True)
             account = await self._reload(account.id)
         return account
 
@@ -194,8 +195,9 @@ class Accounts:
         await self.set_password(account, new)
 
     async def set_password(self, account: Account, new: str) -> None:
+        """Set it, spend every outstanding reset link, end every session."""
         check_new_password(new, account.email)
-        await self.store.set_password(account.id, await hash_password(new))
+        await self.store.set_password(account.id, await hash_password(new), time.time())
         await self.store.delete_sessions(account.id)
 
     async def request_reset(self, email: str, base_url: str) -> None:

@@ -3,6 +3,8 @@ kind of link or session id good for its own purpose only (docs/security.md)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from argon2 import PasswordHasher, Type
 from conftest import BrowserFactory, Harness
@@ -25,7 +27,7 @@ async def test_a_password_is_rehashed_on_login_when_the_parameters_change(
     assert not needs_rehash(account.password_hash)
     weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(STRONG)
     assert needs_rehash(weak)
-    await harness.store.set_password(account.id, weak)
+    await harness.store.set_password(account.id, weak, time.time(), rehash=True)
     other = await make_browser(harness)
     assert (await other.log_in("ann@example.com", "wrong password 12")).status_code == 401
     after_failure = await harness.store.find_account("ann@example.com")

@@ -9,11 +9,13 @@ from urllib.parse import unquote
 import pytest
 from argon2.profiles import RFC_9106_LOW_MEMORY
 from conftest import BrowserFactory, Harness, HarnessFactory
-from site_client import STRONG, capture_mail, mailed_links, path_of, text
+from site_client import STRONG, capture_mail, mailed_links, mailed_links_soon, path_of, text
 
 from tally import passwords
+from tally.accounts import Accounts
 from tally.config import parse_networks
 from tally.links import secret_hash
+from tally.mail import Mailer
 
 
 async def test_passwords_use_argon2id_at_the_recommended_cost(
@@ -256,6 +258,55 @@ async def test_forgot_and_reset_password(
     fresh = await make_browser(harness)
     assert (await fresh.log_in("ann@example.com")).status_code == 401
     assert (await fresh.log_in("ann@example.com", "brand new secret 9")).status_code == 303
+
+
+async def test_outstanding_reset_links_die_with_the_password(
+    harness: Harness, make_browser: BrowserFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every reset link asked for before a reset, a password change or the operator's
+    reset is dead after it; a rehash at sign-in (the same password) keeps them."""
+    capture_mail(caplog)
+    b = await make_browser(harness)
+    await b.sign_up("ann@example.com")
+    stranger = await make_browser(harness)
+    for _ in range(2):
+        assert (await stranger.submit("/forgot", {"email": "ann@example.com"})).status_code == 200
+    first, second = await mailed_links_soon(caplog, "reset", 2)
+    done = await stranger.submit(path_of(first), {"new_password": "brand new secret 9"})
+    assert done.status_code == 303
+    assert (await stranger.get(path_of(second))).status_code == 400
+    late = await stranger.post(path_of(second), {"new_password": "the attacker's own 1"})
+    assert late.status_code == 400
+    account = await harness.store.find_account("ann@example.com")
+    assert account is not None
+
+    async def link(name: str) -> str:  # as /forgot makes one, without the mail limit
+        now = time.time()
+        await harness.store.create_one_time(
+            "reset", secret_hash(name), now, now + 3600, account_id=account.id
+        )
+        assert (await stranger.get(f"/reset/{name}")).status_code == 200
+        return f"/reset/{name}"
+
+    # a link asked for before a password change
+    third = await link("third")
+    await b.log_in("ann@example.com", "brand new secret 9")
+    changed = await b.submit(
+        "/account", {"current_password": "brand new secret 9", "new_password": "changed again 11"}
+    )
+    assert changed.status_code == 303
+    assert (await stranger.get(third)).status_code == 400
+    # the operator's reset (tally user reset-password) goes the same way
+    fourth = await link("fourth")
+    accounts = Accounts(harness.store, Mailer(harness.app.settings))  # as the CLI makes it
+    await accounts.set_password(account, "operator set 12")
+    assert (await stranger.get(fourth)).status_code == 400
+    # a rehash at sign-in keeps the password, and the links asked for with it
+    fifth = await link("fifth")
+    fresh = await harness.store.get_account(account.id)
+    assert fresh is not None
+    await harness.store.set_password(account.id, fresh.password_hash, time.time(), rehash=True)
+    assert (await stranger.get(fifth)).status_code == 200
 
 
 async def test_a_reset_link_expires(harness: Harness, make_browser: BrowserFactory) -> None:

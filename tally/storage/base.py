@@ -195,7 +195,12 @@ class Store(Protocol):
 
     async def count_accounts(self) -> int: ...
 
-    async def set_password(self, account_id: int, password_hash: str) -> None: ...
+    async def set_password(
+        self, account_id: int, password_hash: str, now: float, *, rehash: bool = False
+    ) -> None:
+        """Store a new password hash; unless it is the same password rehashed, every unused
+        reset link of the account dies with the password it was asked for, in the same
+        transaction."""
 
     async def mark_verified(self, account_id: int, now: float) -> None: ...
 

@@ -120,10 +120,24 @@ class DashboardTables:
         row = await self._one("SELECT COUNT(*) FROM accounts")
         return int(row[0]) if row else 0
 
-    async def set_password(self, account_id: int, password_hash: str) -> None:
-        await self._change(
-            [("UPDATE accounts SET password_hash = %s WHERE id = %s", (password_hash, account_id))]
-        )
+    async def set_password(
+        self, account_id: int, password_hash: str, now: float, *, rehash: bool = False
+    ) -> None:
+        """Store a new password hash; unless it is the same password rehashed, every unused
+        reset link of the account dies with the password it was asked for, in the same
+        transaction."""
+        statements: list[Statement] = [
+            ("UPDATE accounts SET password_hash = %s WHERE id = %s", (password_hash, account_id))
+        ]
+        if not rehash:
+            statements.append(
+                (
+                    "UPDATE one_time_tokens SET used_at = %s WHERE account_id = %s "
+                    "AND purpose = 'reset' AND used_at IS NULL",
+                    (now, account_id),
+                )
+            )
+        await self._change(statements)
 
     async def mark_verified(self, account_id: int, now: float) -> None:
         await self._change(
