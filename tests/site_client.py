@@ -53,7 +53,13 @@ class SiteClient:
         return await self.post(action or page, data)
 
     async def sign_up(self, email: str, password: str = STRONG) -> httpx.Response:
-        return await self.submit("/signup", {"email": email, "password": password})
+        """Sign up, then sign in (sign-up itself signs nobody in: its page must read the
+        same whether the address was free or taken); the sign-in's answer, or the
+        sign-up's if it was refused."""
+        r = await self.submit("/signup", {"email": email, "password": password})
+        if r.status_code != 200 or 'id="signup-sent"' not in r.text:
+            return r
+        return await self.log_in(email, password)
 
     async def log_in(self, email: str, password: str = STRONG) -> httpx.Response:
         return await self.submit("/login", {"email": email, "password": password})
