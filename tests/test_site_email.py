@@ -101,6 +101,47 @@ async def test_a_mailed_link_ignores_the_host_header(
     assert inbox.link("ann@example.com", "reset").startswith("/reset/")
 
 
+async def test_the_owner_of_a_squatted_address_takes_it_back(
+    make_harness: HarnessFactory, make_browser: BrowserFactory, smtp: tuple[Inbox, int]
+) -> None:
+    """An owner who signs up a stranger's address through their own invitation gets an
+    unconfirmed account; the address's real owner, signing up, is told by email that it
+    has an account (not by the page), resets its password through the link only they
+    receive, and so confirms it and ends the squatter's sessions."""
+    inbox, port = smtp
+    harness = await make_harness(**smtp_settings(port))
+    mallory = await make_browser(harness)
+    await mallory.sign_up("mallory@example.com")
+    await harness.mail_sent()
+    await mallory.get(inbox.link("mallory@example.com", "verify"))
+    r = await mallory.submit("/w/mallory/members", {"email": "vic@example.com", "role": "owner"})
+    secret = r.text.split('<code id="invite-link">', 1)[1].split("<", 1)[0].rsplit("/", 1)[1]
+    squat = await make_browser(harness)
+    await squat.get(f"/signup?invite={secret}")
+    await squat.post(
+        "/signup", {"email": "vic@example.com", "password": "mallory's own 1", "invite": secret}
+    )
+    assert (await squat.log_in("vic@example.com", "mallory's own 1")).status_code == 303
+    vic = await make_browser(harness)
+    r = await vic.submit("/signup", {"email": "vic@example.com", "password": "vic's password 2"})
+    assert r.status_code == 200
+    assert "exists" not in text(r)
+    await harness.mail_sent()
+    assert "Your Tally account" in [
+        m["Subject"] for m in inbox.messages if m["To"] == "vic@example.com"
+    ]
+    await vic.submit("/forgot", {"email": "vic@example.com"})
+    await harness.mail_sent()
+    done = await vic.submit(
+        inbox.link("vic@example.com", "reset"), {"new_password": "vic's password 2"}
+    )
+    assert done.status_code == 303
+    account = await harness.store.find_account("vic@example.com")
+    assert account is not None
+    assert account.verified
+    assert (await squat.get("/account")).status_code == 303  # signed out
+
+
 async def test_an_unreachable_smtp_server_does_not_fail_the_form(
     make_harness: HarnessFactory, make_browser: BrowserFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
