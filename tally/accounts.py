@@ -233,10 +233,10 @@ class Accounts:
         """Mail a reset link if the account exists, off the request: the caller answers
         the same, in the same time, either way. Without SMTP no link is made (one in the
         log would let whoever reads the log, wherever it is shipped, take the account
-        over): the log tells the operator to run `tally user reset-password`."""
-        self.outbox.post(
-            lambda: self._mail_reset(email.strip(), base_url), f"the reset for {email.strip()}"
-        )
+        over): the log tells the operator to run `tally user reset-password`. BadRequest
+        for what is no email address (it says nothing of any account)."""
+        address = check_email(email)
+        self.outbox.post(lambda: self._mail_reset(address, base_url), f"the reset for {address}")
 
     async def _mail_reset(self, email: str, base_url: str) -> None:
         account = await self.store.find_account(email)

@@ -288,6 +288,20 @@ async def test_forgot_and_reset_password(
     assert (await fresh.log_in("ann@example.com", "brand new secret 9")).status_code == 303
 
 
+@pytest.mark.parametrize("email", ["", "not an email", "ann@example.com\nfake log line"])
+async def test_forgot_refuses_what_is_no_email_address(
+    harness: Harness, make_browser: BrowserFactory, caplog: pytest.LogCaptureFixture, email: str
+) -> None:
+    """What is no email address is a 400 with the reason, queues nothing, logs nothing."""
+    capture_mail(caplog)
+    b = await make_browser(harness)
+    r = await b.submit("/forgot", {"email": email})
+    assert r.status_code == 400
+    assert "valid email address" in text(r)
+    await harness.mail_sent()
+    assert [rec for rec in caplog.records if rec.name == "tally.mail"] == []
+
+
 async def test_without_smtp_a_reset_says_to_ask_the_operator(
     harness: Harness, make_browser: BrowserFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -141,7 +141,18 @@ async def forgot(request: Request) -> Response:
         return render(request, "forgot.html", email="", sent=False, mails=mails)
     data = await form(request)
     email = field(data, "email")
-    site(request).accounts.request_reset(email, base_url(request))
+    try:
+        site(request).accounts.request_reset(email, base_url(request))
+    except TallyError as exc:
+        return render(
+            request,
+            "forgot.html",
+            exc.status,
+            error=exc.message,
+            email=email,
+            sent=False,
+            mails=mails,
+        )
     # the same answer, in the same time, whether the account exists or not: the lookup
     # and the email happen off the request
     return render(request, "forgot.html", email=email, sent=True, mails=mails)
