@@ -7,6 +7,7 @@ browser or mailed once, and stored only as their SHA-256 hash.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from tally import workspaces
 from tally.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from tally.links import new_secret, secret_hash
-from tally.mail import Mail, Mailer
+from tally.mail import Mail, Mailer, Outbox
 from tally.models import Account, Session
 from tally.passwords import (
     check_new_password,
@@ -26,6 +27,7 @@ from tally.passwords import (
 from tally.storage.base import Store
 from tally.throttle import FailureWindow, LoginThrottle, Window
 
+log = logging.getLogger("tally.mail")
 SESSION_TTL = 14 * 86400.0
 VERIFY_TTL = 3 * 86400.0
 RESET_TTL = 3600.0
@@ -55,25 +57,33 @@ class Accounts:
         signup: str = "open",
         throttle: LoginThrottle | None = None,
         mails: Window | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.store = store
         self.mailer = mailer
         self.signup = signup
         self.throttle = throttle or LoginThrottle.local()
         self.mails = mails or FailureWindow(MAILS_PER_HOUR, MAIL_WINDOW)
+        self.outbox = outbox or Outbox(mailer)
 
     # sign-up and verification ------------------------------------------------
 
     async def sign_up(
         self, email: str, password: str, base_url: str, invite: str | None = None
-    ) -> SignUp:
-        """Create an account with a personal workspace (or join the invitation's); the
-        first account also owns `default`. Mails the verification link unless an
-        invitation to this address already proved it."""
+    ) -> Account | None:
+        """Create an account, unconfirmed, with a personal workspace (or the invitation's
+        membership instead); the first account also owns `default`. The confirmation link
+        is mailed off the request. For an address that has an account, None, and that
+        account is mailed a note instead: the caller answers the same either way (and
+        the password is hashed either way, so it takes as long).
+
+        TALLY_SIGNUP: `open` lets anyone sign up, `invite` only with an invitation to
+        the address, `closed` nobody (the operator's `tally user create`)."""
         email = check_email(email)
         check_new_password(password, email)
         now = time.time()
-        invitation = None
+        if self.signup == "closed":
+            raise Forbidden("Sign-up is closed on this server.")
         if invite:
             invitation = await self.store.peek_one_time("invite", secret_hash(invite), now)
             if invitation is None:
@@ -81,28 +91,47 @@ class Accounts:
             if invitation.email.lower() != email.lower():
                 raise BadRequest(f"This invitation is for {invitation.email}.")
         elif self.signup != "open":
-            raise Forbidden(
-                "Sign-up on this server is by invitation only."
-                if self.signup == "invite"
-                else "Sign-up is closed on this server."
-            )
-        if await self.store.find_account(email) is not None:
-            raise Conflict("An account with this email exists. Sign in, or reset its password.")
+            raise Forbidden("Sign-up on this server is by invitation only.")
+        password_hash = await hash_password(password)
         first = await self.store.count_accounts() == 0
-        try:
-            account = await self.store.create_account(email, await hash_password(password), now)
-        except Conflict:
-            raise Conflict("An account with this email exists. Sign in instead.") from None
+        taken = await self.store.find_account(email)
+        if taken is None:
+            try:
+                account = await self.store.create_account(email, password_hash, now)
+            except Conflict:  # a sign-up with the same address got there first
+                taken = await self.store.find_account(email)
+        if taken is not None:
+            note = taken
+            self.outbox.post(lambda: self._mail_taken(note, base_url), f"the note to {email}")
+            return None
         if first:
             await workspaces.adopt_bootstrap(self.store, account)
-        if invitation is not None:
-            ws = await workspaces.accept_invite(self.store, account, invite or "")
-            await self.store.mark_verified(account.id, now)
-            account = await self._reload(account.id)
-            return SignUp(account, ws.slug)
-        personal = await workspaces.create_personal(self.store, account)
-        await self.send_verification(account, base_url)
-        return SignUp(account, personal.slug)
+        if invite:
+            # the invitation proves nothing about the address: its inviter could read
+            # the link on the members page, so the account confirms it like any other
+            await workspaces.accept_invite(self.store, account, invite)
+        else:
+            await workspaces.create_personal(self.store, account)
+        self.outbox.post(
+            lambda: self.send_verification(account, base_url), f"the confirmation of {email}"
+        )
+        return account
+
+    async def _mail_taken(self, account: Account, base_url: str) -> None:
+        """Tell an account that someone signed up with its address."""
+        if not await self._may_mail(account):
+            return
+        await self.mailer.send(
+            Mail(
+                account.email,
+                "Your Tally account",
+                "Someone, maybe you, tried to sign up for Tally with this email address, "
+                "which has an account already. To use it, sign in:\n\n"
+                f"{base_url}/login\n\nForgot the password? Choose a new one here:\n\n"
+                f"{base_url}/forgot\n\nTo accept an invitation, sign in, then open its link "
+                "again. If it was not you, ignore this email: nothing changed.",
+            )
+        )
 
     async def _may_mail(self, account: Account) -> bool:
         """Count one more email to the account; False once it had MAILS_PER_HOUR."""
@@ -113,7 +142,7 @@ class Accounts:
         return True
 
     async def send_verification(self, account: Account, base_url: str) -> bool:
-        """Mail a confirmation link; False if the account had too many emails lately."""
+        """Queue a confirmation link; False if the account had too many emails lately."""
         if not await self._may_mail(account):
             return False
         secret = new_secret()
@@ -122,7 +151,7 @@ class Accounts:
             "verify", secret_hash(secret), now, now + VERIFY_TTL, account_id=account.id
         )
         link = f"{base_url}/verify/{secret}"
-        await self.mailer.send(
+        self.outbox.send(
             Mail(
                 account.email,
                 "Confirm your email for Tally",
@@ -163,7 +192,8 @@ class Accounts:
         await self.throttle.succeeded(email.strip())
         if needs_rehash(account.password_hash):
             # the parameters changed since it was hashed: store today's (sessions stay)
-            await self.store.set_password(account.id, await hash_password(password))
+            new_hash = await hash_password(password)
+            await self.store.set_password(account.id, new_hash, now, rehash=True)
             account = await self._reload(account.id)
         return account
 
@@ -194,14 +224,35 @@ class Accounts:
         await self.set_password(account, new)
 
     async def set_password(self, account: Account, new: str) -> None:
+        """Set it, spend every outstanding reset link, end every session."""
         check_new_password(new, account.email)
-        await self.store.set_password(account.id, await hash_password(new))
+        await self.store.set_password(account.id, await hash_password(new), time.time())
         await self.store.delete_sessions(account.id)
 
-    async def request_reset(self, email: str, base_url: str) -> None:
-        """Mail a reset link if the account exists (the caller says the same either way)."""
-        account = await self.store.find_account(email.strip())
-        if account is None or not await self._may_mail(account):
+    def request_reset(self, email: str, base_url: str) -> None:
+        """Mail a reset link if the account exists, off the request: the caller answers
+        the same, in the same time, either way. Without SMTP no link is made (one in the
+        log would let whoever reads the log, wherever it is shipped, take the account
+        over): the log tells the operator to run `tally user reset-password`. BadRequest
+        for what is no email address (it says nothing of any account)."""
+        address = check_email(email)
+        self.outbox.post(lambda: self._mail_reset(address, base_url), f"the reset for {address}")
+
+    async def _mail_reset(self, email: str, base_url: str) -> None:
+        account = await self.store.find_account(email)
+        if account is None:
+            log.info("a password reset was asked for %s, which has no account", email)
+            return
+        if not self.mailer.configured:
+            log.warning(
+                "a password reset was asked for %s, but this server sends no email "
+                "(TALLY_SMTP_HOST is unset): to set a new password, run "
+                "`tally user reset-password %s`",
+                account.email,
+                account.email,
+            )
+            return
+        if not await self._may_mail(account):
             return
         secret = new_secret()
         now = time.time()

@@ -97,10 +97,19 @@ async def issue_token(
     permission: Permission,
     name: str = "",
     expires_at: float | None = None,
+    created_by: int | None = None,
 ) -> IssuedToken:
+    """A new token; `created_by`: the account that made it on the dashboard (None: the
+    operator or the management API)."""
     secret = generate_token()
     token = await store.create_token(
-        workspace_id, name, display_prefix(secret), hash_token(key, secret), permission, expires_at
+        workspace_id,
+        name,
+        display_prefix(secret),
+        hash_token(key, secret),
+        permission,
+        expires_at,
+        created_by=created_by,
     )
     return IssuedToken(token, secret)
 

@@ -65,6 +65,16 @@ class Settings:
     mail_from: str = "Tally <tally@localhost>"
     v1_rate_limit: RateLimit | None = RateLimit(30, 60.0)
 
+    def __post_init__(self) -> None:
+        if self.smtp_host and not self.public_url:
+            # else a mailed link would start with whatever Host header the request that
+            # caused the email carried: a reset link to the attacker's site
+            raise SettingsError(
+                "TALLY_SMTP_HOST is set but TALLY_PUBLIC_URL is not: set it to the address "
+                "people open (e.g. https://tally.example.com), which every mailed link "
+                "starts with; Tally never takes it from a request's Host header."
+            )
+
     @classmethod
     def from_env(
         cls,
@@ -404,7 +414,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "public_url",
         parse_public_url,
-        "The URL people open (for links in emails). Unset: taken from each request.",
+        "The URL people open (for links in emails); required with smtp_host.",
         lambda v: v or "",
     ),
     Setting(

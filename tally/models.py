@@ -47,6 +47,7 @@ class Token:
     revoked_at: float | None
     expires_at: float | None = None
     last_used_at: float | None = None
+    created_by: int | None = None  # the account that made it on the dashboard
 
     def usable(self, now: float) -> bool:
         """Not revoked, and not expired at unix time `now`."""

@@ -26,7 +26,7 @@ import time
 from tally.counters import check_name
 from tally.errors import BadRequest, Conflict, Forbidden, NotFound
 from tally.links import new_secret, secret_hash
-from tally.mail import Mail, Mailer
+from tally.mail import Mail, Outbox
 from tally.models import Account, Counter, Permission, Role, Workspace
 from tally.storage.base import Store
 
@@ -148,9 +148,19 @@ async def membership(store: Store, account: Account, slug: str) -> tuple[Workspa
 
 
 async def invite(
-    store: Store, mailer: Mailer, ws: Workspace, email: str, role: Role, base_url: str
+    store: Store,
+    outbox: Outbox,
+    inviter: Account,
+    ws: Workspace,
+    email: str,
+    role: Role,
+    base_url: str,
 ) -> str:
-    """Create an invitation; its link (shown to the inviter, and mailed)."""
+    """Create an invitation; its link (shown to the inviter, and mailed off the request).
+    Only a confirmed account invites (else anyone could have a throwaway account send
+    mail in Tally's name); the invitation records its inviter."""
+    if not inviter.verified:
+        raise Forbidden("Confirm your email address before you invite anyone.")
     secret = new_secret()
     now = time.time()
     await store.create_one_time(
@@ -161,9 +171,10 @@ async def invite(
         workspace_id=ws.id,
         email=email,
         role=role,
+        created_by=inviter.id,
     )
     link = f"{base_url}/invite/{secret}"
-    await mailer.send(
+    outbox.send(
         Mail(
             email,
             f"You are invited to the Tally workspace {ws.name}",
@@ -204,12 +215,18 @@ async def set_role(store: Store, ws: Workspace, account_id: int, role: Role) -> 
     await store.add_member(ws.id, account_id, role, time.time())
 
 
-async def remove_member(store: Store, ws: Workspace, account_id: int) -> None:
+async def remove_member(
+    store: Store, ws: Workspace, account_id: int, *, revoke_tokens: bool = True
+) -> tuple[int, int]:
+    """Remove the member, cancel the invitations they sent and (unless told otherwise)
+    revoke the tokens they made in the workspace: (tokens revoked, invitations
+    cancelled). Removed first, so a removal refused keeps everything."""
     if await store.member_role(ws.id, account_id) is None:
         raise NotFound("No such member.")
     if await _owners(store, ws) == [account_id]:
         raise BadRequest("The last owner cannot leave. Make someone else owner first.")
     await store.remove_member(ws.id, account_id)
+    return await store.drop_grants(ws.id, account_id, time.time(), revoke_tokens=revoke_tokens)
 
 
 async def delete(store: Store, ws: Workspace, confirmation: str) -> None:

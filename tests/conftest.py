@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from psycopg import sql
 from services import TcpProxy, require_redis
 from site_client import SiteClient
+from smtp_inbox import Inbox, smtp_server
 
 from tally import passwords
 from tally.auth import issue_token
@@ -358,6 +359,13 @@ class Harness:
         assert self.app.services is not None
         return self.app.services.store
 
+    async def mail_sent(self) -> None:
+        """Wait until the website's email work queued so far is done (it is off the
+        request: tally.mail.Outbox)."""
+        assert self.app.services is not None
+        assert self.app.services.outbox is not None
+        await self.app.services.outbox.idle()
+
     async def workspace(self, slug: str = "ws") -> Workspace:
         return await self.store.create_workspace(slug, slug)
 
@@ -426,3 +434,10 @@ async def make_browser() -> AsyncIterator[BrowserFactory]:
     yield make
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server on 127.0.0.1 (tests/smtp_inbox.py): its inbox and port."""
+    with smtp_server() as server:
+        yield server

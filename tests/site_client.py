@@ -3,9 +3,11 @@ form's CSRF token from the page, and submits forms the way a browser would."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -14,6 +16,7 @@ import pytest
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 LINK_RE = re.compile(r"https?://\S+/(verify|reset|invite)/[A-Za-z0-9_-]+")
 STRONG = "a long passphrase 42"
+MAIL_WAIT = 10.0  # seconds an email may take to be sent (a loaded machine)
 
 
 @dataclass
@@ -50,7 +53,13 @@ class SiteClient:
         return await self.post(action or page, data)
 
     async def sign_up(self, email: str, password: str = STRONG) -> httpx.Response:
-        return await self.submit("/signup", {"email": email, "password": password})
+        """Sign up, then sign in (sign-up itself signs nobody in: its page must read the
+        same whether the address was free or taken); the sign-in's answer, or the
+        sign-up's if it was refused."""
+        r = await self.submit("/signup", {"email": email, "password": password})
+        if r.status_code != 200 or 'id="signup-sent"' not in r.text:
+            return r
+        return await self.log_in(email, password)
 
     async def log_in(self, email: str, password: str = STRONG) -> httpx.Response:
         return await self.submit("/login", {"email": email, "password": password})
@@ -65,6 +74,21 @@ def mailed_links(caplog: pytest.LogCaptureFixture, kind: str) -> list[str]:
         for m in LINK_RE.finditer(record.getMessage())
         if m.group(1) == kind
     ]
+
+
+async def mailed_links_soon(
+    caplog: pytest.LogCaptureFixture, kind: str, count: int = 1
+) -> list[str]:
+    """The links of `kind` once at least `count` were written (mail is sent off the
+    request, a moment after its answer); AssertionError after MAIL_WAIT seconds."""
+    deadline = time.monotonic() + MAIL_WAIT
+    while True:
+        links = mailed_links(caplog, kind)
+        if len(links) >= count:
+            return links
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(links)} {kind} links mailed, not {count}")
+        await asyncio.sleep(0.02)
 
 
 def path_of(link: str) -> str:

@@ -78,6 +78,19 @@ def test_bad_values_fail_loudly(name: str, value: str) -> None:
         Settings.from_env({name: value})
 
 
+def test_smtp_without_a_public_url_refuses_to_start() -> None:
+    """With SMTP set, TALLY_PUBLIC_URL is required: a mailed link never follows a
+    request's Host header (a reset link to the attacker's site)."""
+    with pytest.raises(SettingsError, match="TALLY_PUBLIC_URL"):
+        Settings.from_env({"TALLY_SMTP_HOST": "mail.example.com"})
+    with pytest.raises(SettingsError, match="TALLY_PUBLIC_URL"):
+        Settings(smtp_host="mail.example.com")
+    s = Settings.from_env(
+        {"TALLY_SMTP_HOST": "mail.example.com", "TALLY_PUBLIC_URL": "https://t.example/"}
+    )
+    assert s.public_url == "https://t.example"
+
+
 def test_round_trip_through_environment() -> None:
     """to_env reproduces the settings in another process (how granian workers get them)."""
     s = Settings.from_env(

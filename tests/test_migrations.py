@@ -187,6 +187,8 @@ async def test_the_accounts_migration_keeps_counters_and_tokens(
         assert token is not None
         assert token.permission is Permission.READ
         assert token.expires_at is None
+        assert token.created_by is None  # made before its creator was recorded
+        assert await new.token_creators(ws_id) == {}
         assert await new.delete_counter(counter_id)
         assert (await new.create_counter(ws_id, "d")).id > counter_id
     finally:

@@ -3,10 +3,12 @@ kind of link or session id good for its own purpose only (docs/security.md)."""
 
 from __future__ import annotations
 
-import pytest
+import time
+
 from argon2 import PasswordHasher, Type
-from conftest import BrowserFactory, Harness
-from site_client import STRONG, capture_mail, mailed_links, path_of
+from conftest import BrowserFactory, Harness, HarnessFactory
+from site_client import STRONG
+from smtp_inbox import Inbox, smtp_settings
 
 from tally.links import secret_hash
 from tally.passwords import needs_rehash
@@ -25,7 +27,7 @@ async def test_a_password_is_rehashed_on_login_when_the_parameters_change(
     assert not needs_rehash(account.password_hash)
     weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(STRONG)
     assert needs_rehash(weak)
-    await harness.store.set_password(account.id, weak)
+    await harness.store.set_password(account.id, weak, time.time(), rehash=True)
     other = await make_browser(harness)
     assert (await other.log_in("ann@example.com", "wrong password 12")).status_code == 401
     after_failure = await harness.store.find_account("ann@example.com")
@@ -52,18 +54,21 @@ def test_a_hash_tally_cannot_read_needs_rehash() -> None:
 
 
 async def test_links_and_sessions_are_single_purpose(
-    harness: Harness, make_browser: BrowserFactory, caplog: pytest.LogCaptureFixture
+    make_harness: HarnessFactory, make_browser: BrowserFactory, smtp: tuple[Inbox, int]
 ) -> None:
     """A confirmation link is no reset link, a reset link no confirmation link, and a
     session id neither; nor is a link a session. Each is refused where it does not
     belong, and still works where it does (once)."""
-    capture_mail(caplog)
+    inbox, port = smtp
+    harness = await make_harness(**smtp_settings(port))
     b = await make_browser(harness)
     await b.sign_up("ann@example.com")
     session = b.client.cookies["tally_session"]
-    [verify] = mailed_links(caplog, "verify")
+    await harness.mail_sent()
+    verify = inbox.link("ann@example.com", "verify")
     await b.submit("/forgot", {"email": "ann@example.com"})
-    [reset] = mailed_links(caplog, "reset")
+    await harness.mail_sent()
+    reset = inbox.link("ann@example.com", "reset")
     verify_secret, reset_secret = verify.rsplit("/", 1)[1], reset.rsplit("/", 1)[1]
     stranger = await make_browser(harness)
     for wrong in (verify_secret, session):
@@ -81,9 +86,9 @@ async def test_links_and_sessions_are_single_purpose(
         assert (await intruder.get("/account")).status_code == 303
     assert await harness.store.find_session(secret_hash(verify_secret), 0.0) is None
     # and each still works for its own purpose
-    await b.get(path_of(verify))
+    await b.get(verify)
     account = await harness.store.find_account("ann@example.com")
     assert account is not None
     assert account.verified
-    done = await stranger.submit(path_of(reset), {"new_password": "brand new secret 9"})
+    done = await stranger.submit(reset, {"new_password": "brand new secret 9"})
     assert done.status_code == 303

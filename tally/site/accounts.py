@@ -41,18 +41,16 @@ async def signup(request: Request) -> Response:
     email, invite = field(data, "email"), field(data, "invite")
     s = site(request)
     try:
-        done = await s.accounts.sign_up(email, field(data, "password"), base_url(request), invite)
+        await s.accounts.sign_up(email, field(data, "password"), base_url(request), invite)
     except TallyError as exc:
         return render(
             request, "signup.html", exc.status, error=exc.message, email=email, invite=invite
         )
-    secret = await s.accounts.start_session(done.account)
-    notice = (
-        "Welcome! Check your email for the link that confirms your address."
-        if not done.account.verified
-        else "Welcome!"
+    # The same page whether the address was free (a new account, a confirmation link
+    # mailed) or taken (its account mailed a note): the page tells nobody which.
+    return render(
+        request, "signup.html", email=email, invite=invite, sent=True, mails=s.mailer.configured
     )
-    return start_session(request, redirect(request, f"/w/{done.workspace_slug}", notice), secret)
 
 
 async def verify(request: Request) -> Response:
@@ -138,13 +136,26 @@ async def account(request: Request) -> Response:
 
 
 async def forgot(request: Request) -> Response:
+    mails = site(request).mailer.configured
     if request.method == "GET":
-        return render(request, "forgot.html", email="", sent=False)
+        return render(request, "forgot.html", email="", sent=False, mails=mails)
     data = await form(request)
     email = field(data, "email")
-    await site(request).accounts.request_reset(email, base_url(request))
-    # the same answer whether the account exists or not
-    return render(request, "forgot.html", email=email, sent=True)
+    try:
+        site(request).accounts.request_reset(email, base_url(request))
+    except TallyError as exc:
+        return render(
+            request,
+            "forgot.html",
+            exc.status,
+            error=exc.message,
+            email=email,
+            sent=False,
+            mails=mails,
+        )
+    # the same answer, in the same time, whether the account exists or not: the lookup
+    # and the email happen off the request
+    return render(request, "forgot.html", email=email, sent=True, mails=mails)
 
 
 async def reset(request: Request) -> Response:

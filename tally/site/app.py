@@ -17,7 +17,7 @@ from tally.accounts import MAIL_WINDOW, MAILS_PER_HOUR, Accounts
 from tally.config import Settings
 from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
-from tally.mail import Mailer
+from tally.mail import Mailer, Outbox
 from tally.nodes import LiveNodes
 from tally.site import accounts, counters, tokens, workspaces
 from tally.site.live import CounterStream
@@ -118,9 +118,12 @@ def create_site(
     token_key: bytes,
     streams: Streams,
     windows: SharedWindows | None = None,
+    outbox: Outbox | None = None,
 ) -> SecurityHeaders:
-    mailer = Mailer(settings)
-    people = Accounts(store, mailer, settings.signup)
+    """The website; its email goes through `outbox` (the app stops it at shutdown)."""
+    outbox = outbox or Outbox(Mailer(settings))
+    mailer = outbox.mailer
+    people = Accounts(store, mailer, settings.signup, outbox=outbox)
     if windows is not None:
         people.throttle, people.mails = windows.throttle, windows.mails
     app = Starlette(

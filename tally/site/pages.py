@@ -104,7 +104,9 @@ def secure(request: Request) -> bool:
 
 
 def base_url(request: Request) -> str:
-    """Where links in emails point: TALLY_PUBLIC_URL, else this request's origin."""
+    """Where links point: TALLY_PUBLIC_URL, else this request's origin. Settings refuse
+    SMTP without TALLY_PUBLIC_URL, so a mailed link never follows a request's Host header
+    (this origin only reaches the server's log and the inviter's own page)."""
     configured = site(request).settings.public_url
     if configured:
         return configured

@@ -37,7 +37,15 @@ async def tokens(request: Request) -> Response:
                 raise BadRequest("Choose when the token expires.")
             days = EXPIRY_DAYS[field(data, "expires")]
             expires_at = None if days is None else time.time() + days * 86400
-            issued = await issue_token(s.store, s.token_key, ws.id, permission, name, expires_at)
+            issued = await issue_token(
+                s.store,
+                s.token_key,
+                ws.id,
+                permission,
+                name,
+                expires_at,
+                created_by=session.account.id,
+            )
         except TallyError as exc:
             error, status = exc.message, exc.status
     return render(
@@ -49,6 +57,7 @@ async def tokens(request: Request) -> Response:
         role=role,
         section="tokens",
         tokens=await s.store.list_tokens(ws.id),
+        creators=await s.store.token_creators(ws.id),
         issued=issued,
         now=time.time(),
     )

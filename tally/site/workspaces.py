@@ -142,7 +142,8 @@ async def members(request: Request) -> Response:
             email = field(data, "email")
             link = await workspaces.invite(
                 s.store,
-                s.mailer,
+                s.accounts.outbox,
+                session.account,
                 ws,
                 check_email(email),
                 _role(field(data, "role")),
@@ -178,14 +179,26 @@ async def member_change(request: Request) -> Response:
     target = f"/w/{ws.slug}/members"
     try:
         if field(data, "action") == "remove":
-            await workspaces.remove_member(store, ws, account_id)
+            revoked, cancelled = await workspaces.remove_member(
+                store, ws, account_id, revoke_tokens=field(data, "revoke_tokens") == "yes"
+            )
+            left = _left_behind(revoked, cancelled)
             if leaving:
-                return redirect(request, "/", f"You left {ws.name}.")
-            return redirect(request, target, "The member is removed.")
+                return redirect(request, "/", f"You left {ws.name}.{left}")
+            return redirect(request, target, f"The member is removed.{left}")
         await workspaces.set_role(store, ws, account_id, _role(field(data, "role")))
     except TallyError as exc:
         return redirect(request, target, exc.message)
     return redirect(request, target, "The role is changed.")
+
+
+def _left_behind(revoked: int, cancelled: int) -> str:
+    said = []
+    if revoked:
+        said.append(f"{revoked} token{'s' if revoked > 1 else ''} revoked")
+    if cancelled:
+        said.append(f"{cancelled} invitation{'s' if cancelled > 1 else ''} cancelled")
+    return f" {' and '.join(said).capitalize()}." if said else ""
 
 
 async def cancel_invite(request: Request) -> Response:

@@ -103,6 +103,8 @@ class Store(Protocol):
         token_hash: str,
         permission: Permission,
         expires_at: float | None = None,
+        *,
+        created_by: int | None = None,
     ) -> Token: ...
 
     async def find_token(self, token_hash: str) -> Token | None:
@@ -195,7 +197,12 @@ class Store(Protocol):
 
     async def count_accounts(self) -> int: ...
 
-    async def set_password(self, account_id: int, password_hash: str) -> None: ...
+    async def set_password(
+        self, account_id: int, password_hash: str, now: float, *, rehash: bool = False
+    ) -> None:
+        """Store a new password hash; unless it is the same password rehashed, every unused
+        reset link of the account dies with the password it was asked for, in the same
+        transaction."""
 
     async def mark_verified(self, account_id: int, now: float) -> None: ...
 
@@ -222,6 +229,7 @@ class Store(Protocol):
         workspace_id: int | None = None,
         email: str = "",
         role: Role | None = None,
+        created_by: int | None = None,
     ) -> None: ...
 
     async def peek_one_time(self, purpose: str, token_hash: str, now: float) -> OneTimeToken | None:
@@ -239,6 +247,17 @@ class Store(Protocol):
         """Add the account to the workspace, or change its role if it is a member."""
 
     async def remove_member(self, workspace_id: int, account_id: int) -> bool: ...
+
+    async def drop_grants(
+        self, workspace_id: int, account_id: int, now: float, *, revoke_tokens: bool
+    ) -> tuple[int, int]:
+        """What a member leaves behind in a workspace: cancel the invitations they sent
+        and (if `revoke_tokens`) revoke the tokens they made there, in one transaction;
+        (tokens revoked, invitations cancelled)."""
+
+    async def token_creators(self, workspace_id: int) -> dict[int, str]:
+        """The email of the account that made each of the workspace's tokens, by token id
+        (tokens the operator or the management API made are not in it)."""
 
     async def list_members(self, workspace_id: int) -> list[Member]: ...
 

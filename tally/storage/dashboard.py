@@ -120,10 +120,24 @@ class DashboardTables:
         row = await self._one("SELECT COUNT(*) FROM accounts")
         return int(row[0]) if row else 0
 
-    async def set_password(self, account_id: int, password_hash: str) -> None:
-        await self._change(
-            [("UPDATE accounts SET password_hash = %s WHERE id = %s", (password_hash, account_id))]
-        )
+    async def set_password(
+        self, account_id: int, password_hash: str, now: float, *, rehash: bool = False
+    ) -> None:
+        """Store a new password hash; unless it is the same password rehashed, every unused
+        reset link of the account dies with the password it was asked for, in the same
+        transaction."""
+        statements: list[Statement] = [
+            ("UPDATE accounts SET password_hash = %s WHERE id = %s", (password_hash, account_id))
+        ]
+        if not rehash:
+            statements.append(
+                (
+                    "UPDATE one_time_tokens SET used_at = %s WHERE account_id = %s "
+                    "AND purpose = 'reset' AND used_at IS NULL",
+                    (now, account_id),
+                )
+            )
+        await self._change(statements)
 
     async def mark_verified(self, account_id: int, now: float) -> None:
         await self._change(
@@ -186,12 +200,14 @@ class DashboardTables:
         workspace_id: int | None = None,
         email: str = "",
         role: Role | None = None,
+        created_by: int | None = None,
     ) -> None:
         await self._change(
             [
                 (
                     "INSERT INTO one_time_tokens (hash, purpose, account_id, workspace_id, "
-                    "email, role, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    "email, role, created_at, expires_at, created_by) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         token_hash,
                         purpose,
@@ -201,6 +217,7 @@ class DashboardTables:
                         None if role is None else int(role),
                         now,
                         expires_at,
+                        created_by,
                     ),
                 ),
                 # links a week past their expiry are of no use, even to explain a refusal
@@ -279,6 +296,40 @@ class DashboardTables:
             ]
         )
         return bool(rows[0])
+
+    async def drop_grants(
+        self, workspace_id: int, account_id: int, now: float, *, revoke_tokens: bool
+    ) -> tuple[int, int]:
+        """What a member leaves behind in a workspace: cancel the invitations they sent
+        and (if `revoke_tokens`) revoke the tokens they made there, in one transaction;
+        (tokens revoked, invitations cancelled)."""
+        statements: list[Statement] = [
+            (
+                "UPDATE one_time_tokens SET used_at = %s WHERE workspace_id = %s "
+                "AND created_by = %s AND purpose = 'invite' AND used_at IS NULL RETURNING id",
+                (now, workspace_id, account_id),
+            )
+        ]
+        if revoke_tokens:
+            statements.append(
+                (
+                    "UPDATE tokens SET revoked_at = %s WHERE workspace_id = %s "
+                    "AND created_by = %s AND revoked_at IS NULL RETURNING id",
+                    (now, workspace_id, account_id),
+                )
+            )
+        rows = await self._change(statements)
+        return (len(rows[1]) if revoke_tokens else 0), len(rows[0])
+
+    async def token_creators(self, workspace_id: int) -> dict[int, str]:
+        """The email of the account that made each of the workspace's tokens, by token id
+        (tokens the operator or the management API made are not in it)."""
+        rows = await self._fetch(
+            "SELECT t.id, a.email FROM tokens t JOIN accounts a ON a.id = t.created_by "
+            "WHERE t.workspace_id = %s",
+            (workspace_id,),
+        )
+        return {int(r[0]): r[1] for r in rows}
 
     async def list_members(self, workspace_id: int) -> list[Member]:
         rows = await self._fetch(

@@ -117,8 +117,9 @@ WHERE w.id = %s ORDER BY c.name COLLATE "C"
 """
 _CREATE_TOKEN = f"""
 WITH t AS (
-    INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at, expires_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *
+    INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at, expires_at,
+        created_by)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING *
 )
 SELECT {TOKEN_COLUMNS} FROM t JOIN workspaces w ON w.id = t.workspace_id
 """
@@ -557,10 +558,21 @@ class PostgresStore(DashboardTables):
         token_hash: str,
         permission: Permission,
         expires_at: float | None = None,
+        *,
+        created_by: int | None = None,
     ) -> Token:
         row = await self._row(
             _CREATE_TOKEN,
-            (workspace_id, name, prefix, token_hash, int(permission), time.time(), expires_at),
+            (
+                workspace_id,
+                name,
+                prefix,
+                token_hash,
+                int(permission),
+                time.time(),
+                expires_at,
+                created_by,
+            ),
             read=False,
         )
         if row is None:

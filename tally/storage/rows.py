@@ -17,7 +17,7 @@ _COUNTER_WIDTH = 17
 WORKSPACE_COLUMNS = "id, slug, name, created_at, v1_open, origins"
 TOKEN_COLUMNS = (
     "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at, "
-    "t.expires_at, t.last_used_at"
+    "t.expires_at, t.last_used_at, t.created_by"
 )
 
 
@@ -66,6 +66,7 @@ def to_token(row: Sequence[Any]) -> Token:
         revoked_at=row[7],
         expires_at=row[8],
         last_used_at=row[9],
+        created_by=row[10],
     )
 
 

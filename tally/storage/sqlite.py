@@ -520,14 +520,25 @@ class SQLiteStore(DashboardTables):
         token_hash: str,
         permission: Permission,
         expires_at: float | None = None,
+        *,
+        created_by: int | None = None,
     ) -> Token:
         now = time.time()
 
         def run(conn: sqlite3.Connection) -> int:
             row = conn.execute(
                 "INSERT INTO tokens (workspace_id, name, prefix, hash, permission, created_at, "
-                "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (workspace_id, name, prefix, token_hash, int(permission), now, expires_at),
+                "expires_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (
+                    workspace_id,
+                    name,
+                    prefix,
+                    token_hash,
+                    int(permission),
+                    now,
+                    expires_at,
+                    created_by,
+                ),
             ).fetchone()
             return int(row[0])
 

@@ -28,6 +28,7 @@ from tally.errors import (
 )
 from tally.live import ChangeFeed
 from tally.logs import REQUEST_ID
+from tally.mail import Mailer, Outbox
 from tally.namespaces import Namespaces
 from tally.nodes import LiveNodes
 from tally.ratelimit import Limiter, LocalLimiter
@@ -173,6 +174,7 @@ class Services:
     streams: Streams
     windows: SharedWindows | None = None  # the site's sign-in throttle in Redis
     nodes: LiveNodes | None = None  # with Redis: the live nodes, for the limit's share
+    outbox: Outbox | None = None  # the site's email, sent off the request
 
 
 class App:
@@ -246,7 +248,8 @@ class App:
         from tally.site.app import create_site, site_windows  # not on the API's path
 
         windows = site_windows(s, verifier.key, nodes)
-        site = create_site(s, store, counters, verifier.key, streams, windows)
+        outbox = Outbox(Mailer(s))
+        site = create_site(s, store, counters, verifier.key, streams, windows, outbox)
         self.services = Services(
             store,
             writes,
@@ -261,6 +264,7 @@ class App:
             streams,
             windows,
             nodes,
+            outbox,
         )
         if self.handle_signals:
             end_streams_on((signal.SIGTERM, signal.SIGINT), streams)
@@ -286,6 +290,8 @@ class App:
             await services.verifier.drain()
             await services.writes.stop()
         finally:
+            if services.outbox is not None:  # before the store it writes links to
+                await services.outbox.close()
             if services.nodes is not None:
                 await services.nodes.close()
             await services.feed.close()
