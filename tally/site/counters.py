@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import tzinfo
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tally import charts, rules, visitors, workspaces
+from tally import charts, rules, stats, visitors, workspaces
 from tally.errors import BadRequest, NotFound, TallyError
 from tally.models import Account, Counter, CounterChange, Role, Workspace
 from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
@@ -105,6 +106,12 @@ async def create(request: Request) -> Response:
     return redirect(request, f"/w/{ws.slug}/c/{counter.id}", f"Counter {name} created.")
 
 
+def periods(buckets: list[tuple[int, int, int]], now: float, tz: tzinfo) -> dict[str, Any]:
+    """`today` and `this_week` as `stats` answers them: {"up": n, "down": m} each."""
+    summary = stats.summarize(buckets, now, tz)
+    return {"today": summary["today"], "this_week": summary["this_week"]}
+
+
 async def detail(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
@@ -122,7 +129,10 @@ async def _page(
     rules_form: dict[str, str] | None = None,
 ) -> Response:
     """The counter page; with the rules form as submitted and its error, if refused."""
-    view = await site(request).counters.current(counter)
+    s = site(request)
+    view = await s.counters.current(counter)
+    since = stats.settled_before(time.time(), s.settings.timezone)  # covers this week
+    recent = periods(await s.counters.history(counter, since), time.time(), s.settings.timezone)
     if rules_form is None:
         rules_form = {
             "floor": "" if counter.floor is None else str(counter.floor),
@@ -139,6 +149,8 @@ async def _page(
         section="counters",
         counter=counter,
         view=view,
+        periods=recent,
+        timezone=str(getattr(s.settings.timezone, "key", "UTC")),
         base=base_url(request),
         rules_error=rules_error,
         rules_form=rules_form,
@@ -162,12 +174,14 @@ async def data(request: Request) -> Response:
     s = site(request)
     view = await s.counters.current(counter)
     buckets = await s.counters.history(counter)
+    now, tz = time.time(), s.settings.timezone
     body = {
         "up_count": view.up_count,
         "down_count": view.down_count,
         "updated_at": view.updated_at,
-        "timezone": str(getattr(s.settings.timezone, "key", "UTC")),
-        **charts.series(buckets, time.time(), s.settings.timezone),
+        "timezone": str(getattr(tz, "key", "UTC")),
+        **periods(buckets, now, tz),
+        **charts.series(buckets, now, tz, born=counter.created_at),
     }
     return JSONResponse(body, headers={"cache-control": "no-store"})
 

@@ -164,3 +164,34 @@ def test_long_name_is_readable_where_it_is_shown(page: Any, world: World) -> Non
     assert LONG in heading.inner_text()
     assert box is not None
     assert box["x"] + box["width"] <= page.viewport_size["width"]
+
+
+def test_charts_fit_a_new_counter(page: Any, world: World) -> None:
+    """A counter made minutes ago: its charts start at its creation (bars, not a sliver at
+    the right edge), their labels are level and of one format, and today and this week
+    show as numbers that follow the counts live."""
+    from playwright.sync_api import expect
+
+    ups = world.api("/v2/default/downloads").json()["data"]["up_count"]  # all of today
+    page.goto(f"{world.base}/w/default/c/{world.ids['downloads']}")
+    expect(page.locator("#charts")).to_have_attribute("data-loaded", str(ups))
+    expect(page.locator("#today-up")).to_have_text(str(ups))
+    expect(page.locator("#week-up")).to_have_text(str(ups))
+    for canvas in ("chart-hourly", "chart-daily", "chart-hour-of-day", "chart-weekday"):
+        chart = page.evaluate(
+            """(id) => { const c = Chart.getChart(id); return {
+                rotation: c.scales.x.labelRotation, bars: c.data.labels.length,
+                width: c.getDatasetMeta(0).data[0].width, area: c.chartArea.width } }""",
+            canvas,
+        )
+        assert chart["rotation"] == 0, (canvas, chart)
+        # a bar is at least an 80th of the plot (48 hourly pairs of bars made 2 px ones)
+        assert chart["width"] >= chart["area"] / 80, (canvas, chart)
+    labels = page.evaluate("Chart.getChart('chart-hourly').data.labels")
+    assert len(labels) == 12
+    assert all(re.fullmatch(r"\d{1,2} [A-Z][a-z]{2} \d\d:00", label) for label in labels)
+    shot(page, "counter-new")
+    world.api("/v2/default/downloads/up")
+    expect(page.locator("#up-count")).to_have_text(str(ups + 1))
+    expect(page.locator("#today-up")).to_have_text(str(ups + 1))
+    expect(page.locator("#week-up")).to_have_text(str(ups + 1))
