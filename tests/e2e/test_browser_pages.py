@@ -29,12 +29,12 @@ WIDTHS = {"laptop": (1280, 800), "phone": (390, 844)}
 SHOTS = os.environ.get("TALLY_PAGE_SHOTS")
 
 
-def shot(page: Any, name: str) -> None:
+def shot(page: Any, name: str, *, full: bool = True) -> None:
     if SHOTS:
         width = page.viewport_size["width"]
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "home"
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{slug}-{width}.png"), full_page=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{slug}-{width}.png"), full_page=full)
 
 
 class World:
@@ -195,3 +195,32 @@ def test_charts_fit_a_new_counter(page: Any, world: World) -> None:
     expect(page.locator("#up-count")).to_have_text(str(ups + 1))
     expect(page.locator("#today-up")).to_have_text(str(ups + 1))
     expect(page.locator("#week-up")).to_have_text(str(ups + 1))
+
+
+def test_api_page_is_self_contained_and_leads_back(page: Any, world: World) -> None:
+    """/docs loads nothing from another host and logs no error, describes names in words
+    (no raw regular expression), and links back to the dashboard."""
+    from playwright.sync_api import expect
+
+    problems: list[str] = []
+    elsewhere: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
+    local = (world.base, "data:", "blob:")
+    page.on("request", lambda r: None if r.url.startswith(local) else elsewhere.append(r.url))
+    page.goto(world.base + "/docs")
+    expect(page.get_by_text("1 to 128 characters").first).to_be_attached()
+    page.get_by_text("/v2/{workspace}/{name}/up").first.wait_for(state="attached")
+    page.wait_for_load_state("networkidle")
+    shot(page, "docs", full=False)  # (the whole page is 50,000 px tall)
+    text = page.locator("redoc").inner_text()
+    assert "(?!" not in text
+    assert "\\u0000" not in text
+    assert missing == []
+    assert problems == []
+    assert elsewhere == []
+    page.get_by_role("link", name="← Dashboard").click()
+    page.wait_for_url(world.base + "/")  # the workspaces of the signed-in account
+    expect(page.get_by_role("link", name=re.compile("Default workspace"))).to_be_visible()
