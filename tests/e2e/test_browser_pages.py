@@ -224,3 +224,59 @@ def test_api_page_is_self_contained_and_leads_back(page: Any, world: World) -> N
     page.get_by_role("link", name="← Dashboard").click()
     page.wait_for_url(world.base + "/")  # the workspaces of the signed-in account
     expect(page.get_by_role("link", name=re.compile("Default workspace"))).to_be_visible()
+
+
+def in_view(page: Any, selector: str) -> bool:
+    """The element is inside the window, where the person is looking."""
+    return bool(
+        page.evaluate(
+            """(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+                return r.top >= 0 && r.bottom <= window.innerHeight; }""",
+            selector,
+        )
+    )
+
+
+def test_a_refused_form_says_so_where_you_look(page: Any, world: World) -> None:
+    """A refused form comes back at the form: its message in view with role=alert, the
+    refused field focused and marked invalid, its values marked "not saved", and a
+    summary at the top of the page; nothing was saved."""
+    from playwright.sync_api import expect
+
+    base, visits = world.base, world.ids["visits"]
+    # the counter's limits: a ceiling below its value
+    page.goto(f"{base}/w/default/c/{visits}")
+    page.locator("#ceiling").fill("1")
+    page.get_by_role("button", name="Save limits").click()
+    expect(page.locator("#rules-error")).to_have_attribute("role", "alert")
+    assert in_view(page, "#rules-error")
+    expect(page.locator("#ceiling")).to_be_focused()
+    expect(page.locator("#ceiling")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#ceiling")).to_have_value("1")
+    expect(page.locator("label[for=ceiling] .unsaved")).to_contain_text("not saved")
+    expect(page.locator("#form-summary a")).to_have_attribute("href", "#rules")
+    shot(page, "refused-limits", full=False)
+    counter = world.api(f"/v2/default/-/counters/{visits}").json()["data"]
+    assert counter["ceiling"] is None
+    # the counter's description: too long
+    page.goto(f"{base}/w/default/c/{visits}")
+    page.locator("#description").fill("d" * 600)
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#edit-error")).to_contain_text("600 characters")
+    assert in_view(page, "#edit-error")
+    expect(page.locator("#description")).to_be_focused()
+    expect(page.locator("#description")).to_have_value("d" * 600)
+    # the workspace's allowed origins: not an origin
+    page.goto(f"{base}/w/default/settings")
+    page.locator("#ws-origins").fill("not an origin")
+    page.get_by_role("button", name="Save rules").click()
+    expect(page.locator("#rules-error")).to_be_visible()
+    assert in_view(page, "#rules-error")
+    expect(page.locator("#ws-origins")).to_be_focused()
+    # the password: the field keeps the focus
+    page.goto(f"{base}/account")
+    page.locator("#current_password").fill(PASSWORD)
+    page.locator("#new_password").fill("1234567890")  # too common
+    page.get_by_role("button", name="Change password").click()
+    expect(page.locator("#form-error")).to_be_visible()
+    expect(page.locator("#new_password")).to_be_focused()
