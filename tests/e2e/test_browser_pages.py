@@ -280,3 +280,45 @@ def test_a_refused_form_says_so_where_you_look(page: Any, world: World) -> None:
     page.get_by_role("button", name="Change password").click()
     expect(page.locator("#form-error")).to_be_visible()
     expect(page.locator("#new_password")).to_be_focused()
+
+
+def test_destructive_actions_ask_first(page: Any, world: World) -> None:
+    """Revoke, remove, leave, cancel an invitation and reset ask for a confirmation, the
+    same way everywhere (deletions ask to type the name); saying no changes nothing."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    page.goto(base + "/w/default/tokens")
+    page.locator("#token-name").fill("doomed")
+    page.get_by_role("button", name="Create token").click()
+    page.goto(base + "/w/default/tokens")
+    revoke = page.get_by_role("button", name="Revoke token doomed")
+    asked: list[str] = []
+
+    def answer(accept: bool) -> None:
+        def handle(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+
+        page.once("dialog", handle)
+
+    answer(False)
+    revoke.click()
+    assert asked
+    assert "doomed" in asked[-1]
+    expect(revoke).to_be_visible()  # still there: not revoked
+    answer(True)
+    revoke.click()
+    expect(page.get_by_text("is revoked")).to_be_visible()
+    # every destructive button of every page asks (or is a typed deletion)
+    unasked = {}
+    for path in ("/w/default/tokens", "/w/default/members", f"/w/default/c/{world.ids['visits']}"):
+        page.goto(base + path)
+        names = page.evaluate(
+            """() => [...document.querySelectorAll("form button[type=submit]")]
+                .filter((b) => /revoke|remove|leave|cancel|reset/i.test(b.textContent))
+                .filter((b) => !b.dataset.confirm).map((b) => b.textContent.trim())"""
+        )
+        if names:
+            unasked[path] = names
+    assert unasked == {}
