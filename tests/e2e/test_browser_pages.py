@@ -40,8 +40,9 @@ def shot(page: Any, name: str, *, full: bool = True) -> None:
 class World:
     """The server, an Admin token of `default`, and the ids of its counters."""
 
-    def __init__(self, server: TallyServer, token: str) -> None:
+    def __init__(self, server: TallyServer, cli: TallyCli, token: str) -> None:
         self.server = server
+        self.cli = cli
         self.base = server.base_url
         self.token = token
         self.ids: dict[str, int] = {}
@@ -61,7 +62,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     server.start()
     try:
         cli.run("user", "create", EMAIL, "--password", PASSWORD, "--verified")
-        w = World(server, cli.token("default", "admin"))
+        w = World(server, cli, cli.token("default", "admin"))
         for name, ups in (("visits", 3), (LONG, 2), ("downloads", 1)):
             for _ in range(ups):
                 w.api(f"/v2/default/{name}/up")
@@ -84,16 +85,25 @@ def browser(chromium: str) -> Iterator[Any]:  # noqa: F811  (the fixture above)
             b.close()
 
 
-def signed_in(browser: Any, world: World, width: int, height: int) -> Any:
-    """A new page of its own context, `width` x `height`, signed in as the owner."""
+def signed_in(
+    browser: Any,
+    world: World,
+    width: int,
+    height: int,
+    email: str = EMAIL,
+    then: str = "/w/default",
+) -> Any:
+    """A new page of its own context, `width` x `height`, signed in as `email` (the
+    owner of `default`), at `then`."""
+    then = then or "/w/default"
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
-    page.goto(world.base + "/login?next=/w/default")
-    page.get_by_label("Email").fill(EMAIL)
+    page.goto(f"{world.base}/login?next={then}")
+    page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(world.base + "/w/default")
+    page.wait_for_url(world.base + then)
     return page
 
 
@@ -322,3 +332,52 @@ def test_destructive_actions_ask_first(page: Any, world: World) -> None:
         if names:
             unasked[path] = names
     assert unasked == {}
+
+
+def test_pages_show_only_what_you_may_do(page: Any, browser: Any, world: World) -> None:
+    """The sole owner gets no Leave or role control (and is told why); an unconfirmed
+    account gets no token form (and one button to send the link again); a viewer's
+    counter page does not send them to the Tokens page they may not open."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    width, height = page.viewport_size["width"], page.viewport_size["height"]
+    page.goto(base + "/w/default/members")
+    me = page.get_by_role("row").filter(has_text=f"{EMAIL} (you)")
+    expect(me.get_by_role("button", name="Leave")).to_have_count(0)
+    expect(me.get_by_role("combobox")).to_have_count(0)
+    expect(me).to_contain_text("the only owner")
+
+    # an unconfirmed account
+    tag = "wide" if width > 800 else "narrow"
+    unconfirmed = f"unconfirmed-{tag}@example.com"
+    out = world.cli.run("user", "create", unconfirmed, "--password", PASSWORD).stdout
+    slug = re.search(r"workspace (\S+)", out)
+    assert slug is not None, out
+    tokens = f"/w/{slug[1].strip('.,`')}/tokens"
+    other = signed_in(browser, world, width, height, unconfirmed, tokens)
+    try:
+        expect(other.get_by_role("button", name="Create token")).to_have_count(0)
+        expect(other.locator("#token-form")).to_contain_text("confirmed accounts")
+        other.get_by_role("button", name="Send it again").click()  # one click
+        expect(other.get_by_text("We sent a new confirmation link")).to_be_visible()
+    finally:
+        other.context.close()
+
+    # a viewer, by invitation
+    viewer = f"viewer-{tag}@example.com"
+    world.cli.run("user", "create", viewer, "--password", PASSWORD, "--verified")
+    page.goto(base + "/w/default/members")
+    page.locator("#invite-email").fill(viewer)
+    page.locator("#invite-role").select_option("viewer")
+    page.get_by_role("button", name="Invite").click()
+    link = page.locator("#invite-link").inner_text().strip()
+    other = signed_in(browser, world, width, height, viewer, link.removeprefix(base))
+    try:
+        other.get_by_role("button", name="Accept the invitation").click()
+        other.wait_for_url(base + "/w/default")
+        other.goto(f"{base}/w/default/c/{world.ids['visits']}")
+        expect(other.get_by_role("link", name="Tokens")).to_have_count(0)
+        expect(other.get_by_text("you are a viewer")).to_be_visible()
+    finally:
+        other.context.close()
