@@ -1,8 +1,11 @@
 """The counter page's chart series, from a counter's hourly buckets.
 
-Hourly: the last 48 hours (UTC hours, labelled in the server's time zone). Daily: the
-last 90 days in the server's time zone (TALLY_TIMEZONE). Hour of day and weekday: all
-of the counter's history, in that zone.
+Hourly: up to the last 48 hours; daily: up to the last 90 days; each starts where the
+counter's data starts (its creation, or an earlier imported bucket), but shows at least
+12 hours and 14 days, so a new counter's first bars are bars and not a sliver at the
+right edge. Hour of day and weekday: all of the counter's history. Every date is in the
+server's time zone (TALLY_TIMEZONE, the zone of `stats`), labelled in one format: "7 Dec"
+for a day, "7 Dec 14:00" for an hour.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
-HOURS = 48
-DAYS = 90
+HOURS, MIN_HOURS = 48, 12
+DAYS, MIN_DAYS = 90, 14
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+HOURS_OF_DAY = [f"{h:02d}:00" for h in range(24)]
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
 def since_hour(now: float) -> int:
@@ -20,13 +25,25 @@ def since_hour(now: float) -> int:
     return int(now // 3600) - (DAYS + 1) * 24
 
 
-def series(buckets: list[tuple[int, int, int]], now: float, tz: tzinfo) -> dict[str, Any]:
+def series(
+    buckets: list[tuple[int, int, int]], now: float, tz: tzinfo, born: float | None = None
+) -> dict[str, Any]:
+    """The four series of the counter page. `born`: when the counter's data starts (its
+    creation time); the hourly and daily ranges start there, or at an earlier bucket."""
     last_hour = int(now // 3600)
-    first_hour = last_hour - HOURS + 1
-    hourly_up, hourly_down = [0] * HOURS, [0] * HOURS
+    first_data_hour = min((hour for hour, _, _ in buckets), default=last_hour)
+    if born is not None:
+        first_data_hour = min(first_data_hour, int(born // 3600))
+    first_hour = max(last_hour - HOURS + 1, min(first_data_hour, last_hour - MIN_HOURS + 1))
+    hours = last_hour - first_hour + 1
     today = datetime.fromtimestamp(now, tz).date()
-    first_day = today - timedelta(days=DAYS - 1)
-    daily_up, daily_down = [0] * DAYS, [0] * DAYS
+    first_data_day = datetime.fromtimestamp(first_data_hour * 3600, tz).date()
+    first_day = max(
+        today - timedelta(days=DAYS - 1), min(first_data_day, today - timedelta(days=MIN_DAYS - 1))
+    )
+    days = (today - first_day).days + 1
+    hourly_up, hourly_down = [0] * hours, [0] * hours
+    daily_up, daily_down = [0] * days, [0] * days
     hod_up, hod_down = [0] * 24, [0] * 24
     wd_up, wd_down = [0] * 7, [0] * 7
     for hour, up, down in buckets:
@@ -35,7 +52,7 @@ def series(buckets: list[tuple[int, int, int]], now: float, tz: tzinfo) -> dict[
             hourly_down[hour - first_hour] += down
         local = datetime.fromtimestamp(hour * 3600, tz)
         day = (local.date() - first_day).days
-        if 0 <= day < DAYS:
+        if 0 <= day < days:
             daily_up[day] += up
             daily_down[day] += down
         hod_up[local.hour] += up
@@ -49,18 +66,19 @@ def series(buckets: list[tuple[int, int, int]], now: float, tz: tzinfo) -> dict[
             "down": hourly_down,
         },
         "daily": {
-            "labels": [_day_label(first_day + timedelta(days=d)) for d in range(DAYS)],
+            "labels": [_day_label(first_day + timedelta(days=d)) for d in range(days)],
             "up": daily_up,
             "down": daily_down,
         },
-        "hour_of_day": {"labels": [f"{h:02d}" for h in range(24)], "up": hod_up, "down": hod_down},
+        "hour_of_day": {"labels": HOURS_OF_DAY, "up": hod_up, "down": hod_down},
         "weekday": {"labels": WEEKDAYS, "up": wd_up, "down": wd_down},
     }
 
 
 def _hour_label(hour: int, tz: tzinfo) -> str:
-    return datetime.fromtimestamp(hour * 3600, tz).strftime("%d %b %H:00")
+    local = datetime.fromtimestamp(hour * 3600, tz)
+    return f"{_day_label(local.date())} {local.hour:02d}:00"
 
 
 def _day_label(day: date) -> str:
-    return day.isoformat()
+    return f"{day.day} {MONTHS[day.month - 1]}"

@@ -101,11 +101,15 @@ async def test_counter_page_counts_and_chart_data(
     assert '<span class="value" id="down-count">1</span>' in counts.text
     data = (await b.get(f"/w/ann/c/{counter.id}/data.json")).json()
     assert (data["up_count"], data["down_count"]) == (3, 1)
-    assert len(data["hourly"]["up"]) == 48
+    # a new counter: the ranges start at its creation, at least 12 hours and 14 days
+    assert len(data["hourly"]["up"]) == 12
     assert data["hourly"]["up"][-1] == 3
     assert data["hourly"]["down"][-1] == 1
-    assert len(data["daily"]["up"]) == 90
+    assert len(data["daily"]["up"]) == 14
     assert data["daily"]["up"][-1] == 3
+    assert data["today"] == {"up": 3, "down": 1}
+    assert data["this_week"] == {"up": 3, "down": 1}
+    assert '<span class="value" id="today-up">3</span>' in page.text
     assert sum(data["hour_of_day"]["up"]) == 3
     assert sum(data["weekday"]["down"]) == 1
 

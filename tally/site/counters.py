@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import tzinfo
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tally import charts, rules, visitors, workspaces
+from tally import charts, rules, stats, visitors, workspaces
 from tally.errors import BadRequest, NotFound, TallyError
 from tally.models import Account, Counter, CounterChange, Role, Workspace
-from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
+from tally.site.pages import (
+    FormError,
+    base_url,
+    field,
+    form,
+    redirect,
+    render,
+    signed_in,
+    site,
+)
 from tally.storage.dashboard import SORTS
 
 PAGE_SIZE = 50
@@ -105,11 +115,27 @@ async def create(request: Request) -> Response:
     return redirect(request, f"/w/{ws.slug}/c/{counter.id}", f"Counter {name} created.")
 
 
+def periods(buckets: list[tuple[int, int, int]], now: float, tz: tzinfo) -> dict[str, Any]:
+    """`today` and `this_week` as `stats` answers them: {"up": n, "down": m} each."""
+    summary = stats.summarize(buckets, now, tz)
+    return {"today": summary["today"], "this_week": summary["this_week"]}
+
+
 async def detail(request: Request) -> Response:
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
     counter = await load_counter(request, ws)
     return await _page(request, ws, role, counter)
+
+
+def _rules_form(counter: Counter) -> dict[str, str]:
+    """The rules form with the counter's saved values."""
+    return {
+        "floor": "" if counter.floor is None else str(counter.floor),
+        "ceiling": "" if counter.ceiling is None else str(counter.ceiling),
+        "origins": "\n".join(counter.origins),
+        "unique": visitors.format_window(counter.unique_window),
+    }
 
 
 async def _page(
@@ -118,18 +144,20 @@ async def _page(
     role: Role,
     counter: Counter,
     status: int = 200,
-    rules_error: str | None = None,
-    rules_form: dict[str, str] | None = None,
+    form_error: FormError | None = None,
+    submitted: dict[str, str] | None = None,
 ) -> Response:
-    """The counter page; with the rules form as submitted and its error, if refused."""
-    view = await site(request).counters.current(counter)
-    if rules_form is None:
-        rules_form = {
-            "floor": "" if counter.floor is None else str(counter.floor),
-            "ceiling": "" if counter.ceiling is None else str(counter.ceiling),
-            "origins": "\n".join(counter.origins),
-            "unique": visitors.format_window(counter.unique_window),
-        }
+    """The counter page; with a refused form's values as submitted and its error."""
+    s = site(request)
+    view = await s.counters.current(counter)
+    since = stats.settled_before(time.time(), s.settings.timezone)  # covers this week
+    recent = periods(await s.counters.history(counter, since), time.time(), s.settings.timezone)
+    saved_rules = _rules_form(counter)
+    edit_form = {
+        "description": counter.description,
+        "visibility": "private" if counter.private else "public",
+    }
+    refused = form_error.form if form_error else None
     return render(
         request,
         "counter.html",
@@ -139,9 +167,14 @@ async def _page(
         section="counters",
         counter=counter,
         view=view,
+        periods=recent,
+        timezone=str(getattr(s.settings.timezone, "key", "UTC")),
         base=base_url(request),
-        rules_error=rules_error,
-        rules_form=rules_form,
+        form_error=form_error,
+        saved_rules=saved_rules,
+        rules_form=submitted if refused == "rules" and submitted else saved_rules,
+        edit_form=submitted if refused == "edit" and submitted else edit_form,
+        max_description=workspaces.MAX_DESCRIPTION,
     )
 
 
@@ -162,12 +195,14 @@ async def data(request: Request) -> Response:
     s = site(request)
     view = await s.counters.current(counter)
     buckets = await s.counters.history(counter)
+    now, tz = time.time(), s.settings.timezone
     body = {
         "up_count": view.up_count,
         "down_count": view.down_count,
         "updated_at": view.updated_at,
-        "timezone": str(getattr(s.settings.timezone, "key", "UTC")),
-        **charts.series(buckets, time.time(), s.settings.timezone),
+        "timezone": str(getattr(tz, "key", "UTC")),
+        **periods(buckets, now, tz),
+        **charts.series(buckets, now, tz, born=counter.created_at),
     }
     return JSONResponse(body, headers={"cache-control": "no-store"})
 
@@ -177,15 +212,18 @@ async def edit(request: Request) -> Response:
     workspaces.require_role(role, "edit_counters")
     counter = await load_counter(request, ws)
     data = await form(request)
+    submitted = {key: field(data, key) for key in ("description", "visibility")}
     try:
-        description = workspaces.check_description(field(data, "description"))
+        description = workspaces.check_description(submitted["description"])
     except BadRequest:
-        return redirect(
-            request,
-            f"/w/{ws.slug}/c/{counter.id}",
-            f"The description is too long ({workspaces.MAX_DESCRIPTION} at most).",
+        refused = FormError(
+            "edit",
+            f"The description is {len(submitted['description'])} characters long: "
+            f"{workspaces.MAX_DESCRIPTION} at most.",
+            ("description",),
         )
-    change = CounterChange(description=description, private=field(data, "visibility") == "private")
+        return await _page(request, ws, role, counter, 400, refused, submitted)
+    change = CounterChange(description=description, private=submitted["visibility"] == "private")
     if await site(request).store.change_counter(counter.id, change) is None:
         raise NotFound("No such counter.")
     return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The counter is saved.")
@@ -203,17 +241,25 @@ async def set_rules(request: Request) -> Response:
     submitted["unique"] = (
         field(data, "unique") if "unique" in data else visitors.format_window(counter.unique_window)
     )
+    fields: tuple[str, ...] = ()  # the field being checked, for the error
     try:
+        fields = ("unique",)
         window = rules.parse_unique(field(data, "unique")) if "unique" in data else None
+        fields = ("origins",)
         origins = rules.parse_origins(submitted["origins"])
+        fields = ("floor",)
         floor = rules.parse_bound(submitted["floor"], "floor")
+        fields = ("ceiling",)
         ceiling = rules.parse_bound(submitted["ceiling"], "ceiling")
+        fields = ("floor", "ceiling")
         rules.check_bounds(floor, ceiling)
         change = CounterChange(bounds=(floor, ceiling), origins=origins, unique_window=window)
         saved = await site(request).counters.change_settings(counter, change)
     except TallyError as exc:
-        message = rules.sentence(exc.message)
-        return await _page(request, ws, role, counter, exc.status, message, submitted)
+        if fields == ("floor", "ceiling"):  # a bound the value breaks: the one it names
+            fields = tuple(f for f in fields if f in exc.message) or fields
+        refused = FormError("rules", rules.sentence(exc.message), fields)
+        return await _page(request, ws, role, counter, exc.status, refused, submitted)
     if saved is None:
         raise NotFound("No such counter.")
     return redirect(request, f"/w/{ws.slug}/c/{counter.id}", "The limits are saved.")

@@ -36,6 +36,18 @@ from tally.web.stream import Streams
 FLASH_COOKIE = "tally_notice"
 
 
+@dataclass(frozen=True, slots=True)
+class FormError:
+    """A form that was refused, to show where the person looks: the message at the form
+    (its section's id is `form`; the form posts to a URL ending in `#form`, so the
+    browser comes back there), the refused `fields` marked and the first one focused,
+    and a summary at the top of the page. Nothing of the form was saved."""
+
+    form: str
+    message: str
+    fields: tuple[str, ...] = ()
+
+
 @dataclass
 class Site:
     settings: Settings
@@ -151,6 +163,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     cookie, new = security.csrf_cookie(request)
     notice = unquote(request.cookies.get(FLASH_COOKIE, ""))
     context.setdefault("error", None)
+    context.setdefault("form_error", None)
     context.setdefault("workspace", None)
     context.setdefault("role", None)
     context.setdefault("section", "")

@@ -16,7 +16,16 @@ from tally.accounts import check_email
 from tally.errors import BadRequest, NotFound, StorageError, TallyError
 from tally.exports import export_jsonl
 from tally.models import Role, Workspace
-from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
+from tally.site.pages import (
+    FormError,
+    base_url,
+    field,
+    form,
+    redirect,
+    render,
+    signed_in,
+    site,
+)
 
 log = logging.getLogger("tally.site")
 
@@ -55,7 +64,9 @@ async def settings(request: Request) -> Response:
     try:
         await store.rename_workspace(ws.id, workspaces.check_display_name(field(data, "name")))
     except TallyError as exc:
-        return render(request, "workspace_settings.html", exc.status, error=exc.message, **context)
+        context["name_form"] = field(data, "name")
+        context["form_error"] = FormError("name-form", rules.sentence(exc.message), ("name",))
+        return render(request, "workspace_settings.html", exc.status, **context)
     return redirect(request, f"/w/{ws.slug}/settings", "The name is changed.")
 
 
@@ -65,7 +76,8 @@ def _settings_context(ws: Workspace, role: Role, **rules_form: str) -> dict[str,
         "workspace": ws,
         "role": role,
         "section": "settings",
-        "rules_error": None,
+        "name_form": ws.name,
+        "saved_origins": "\n".join(ws.origins),
         "rules_form": rules_form
         or {"origins": "\n".join(ws.origins), "v1": "open" if ws.v1_open else ""},
     }
@@ -84,7 +96,7 @@ async def set_rules(request: Request) -> Response:
     except TallyError as exc:
         submitted = {"origins": field(data, "origins"), "v1": field(data, "v1")}
         context = _settings_context(ws, role, **submitted)
-        context["rules_error"] = rules.sentence(exc.message)
+        context["form_error"] = FormError("rules", rules.sentence(exc.message), ("origins",))
         return render(request, "workspace_settings.html", exc.status, **context)
     if await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=origins) is None:
         raise NotFound("No such workspace.")
@@ -101,7 +113,8 @@ async def delete(request: Request) -> Response:
         await workspaces.delete(store, ws, field(data, "confirm"))
     except TallyError as exc:
         context = _settings_context(ws, role)
-        return render(request, "workspace_settings.html", exc.status, error=exc.message, **context)
+        context["form_error"] = FormError("delete", rules.sentence(exc.message), ("confirm",))
+        return render(request, "workspace_settings.html", exc.status, **context)
     return redirect(request, "/", f"Workspace {ws.slug} and everything in it is deleted.")
 
 

@@ -255,6 +255,7 @@ def test_journey_sign_up_to_counting_and_revoking(
 
         # revoke: the API refuses the token (within the 1 s token cache)
         tabs.get_by_role("link", name="Tokens").click()
+        page.once("dialog", lambda dialog: dialog.accept())  # "Revoke the token website?"
         page.get_by_role("button", name="Revoke token website").click()
         expect(page.get_by_text("is revoked")).to_be_visible()
         deadline = time.monotonic() + 10

@@ -38,10 +38,20 @@
         options: {
           animation: false,
           maintainAspectRatio: false,
-          scales: { x: { ticks: { maxTicksLimit: narrow ? 6 : 12 } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
+          scales: {
+            // labels stay level: fewer of them rather than rotated
+            x: { ticks: { maxTicksLimit: narrow ? 4 : 8, maxRotation: 0, autoSkip: true } },
+            y: { beginAtZero: true, ticks: { precision: 0 } },
+          },
           plugins: { legend: { position: "bottom" } },
         },
       });
+    }
+    for (const [key, prefix] of [["today", "today"], ["this_week", "week"]]) {
+      const up = document.getElementById(prefix + "-up");
+      const down = document.getElementById(prefix + "-down");
+      if (up && data[key]) up.textContent = String(data[key].up);
+      if (down && data[key]) down.textContent = data[key].down + " down";
     }
     section.dataset.loaded = String(data.up_count);
     section.dataset.seen = data.up_count + "/" + data.down_count;

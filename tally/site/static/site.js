@@ -1,5 +1,6 @@
-// Tally's dashboard: copy buttons and confirmations. No inline scripts (the CSP forbids
-// them); everything works without JavaScript except copying to the clipboard.
+// Tally's dashboard: copy buttons, confirmations, the focus of a refused form. No inline
+// scripts (the CSP forbids them); everything works without JavaScript except copying to
+// the clipboard.
 "use strict";
 
 document.addEventListener("click", async (event) => {
@@ -28,4 +29,13 @@ document.addEventListener("click", async (event) => {
   if (confirmButton && !window.confirm(confirmButton.dataset.confirm)) {
     event.preventDefault();
   }
+});
+
+// A refused form (tally.site.pages.FormError) posted to its own #fragment, so the page
+// comes back scrolled to it; browsers then skip `autofocus`, so put the focus in the first
+// refused field here, without scrolling away from the message above it.
+// (After `load`: Chromium's scroll to the fragment would take the focus away again.)
+window.addEventListener("load", () => {
+  const refused = document.querySelector("[aria-invalid='true'][autofocus]");
+  if (refused && document.activeElement !== refused) refused.focus({ preventScroll: true });
 });
