@@ -679,6 +679,8 @@ def _call(url: str, token: str | None, action: str, path: str, as_json: bool, **
             result = getattr(client, action)(slug, name, **args)
     except ApiError as exc:
         raise click.ClickException(f"{exc.status}: {exc.message}") from None
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise click.ClickException(f"{exc}\n{_url_hint(url)}") from None
     except httpx.HTTPError as exc:
         raise click.ClickException(f"{url}: {exc}") from None
     if as_json or not isinstance(result, Counter):
@@ -687,6 +689,20 @@ def _call(url: str, token: str | None, action: str, path: str, as_json: bool, **
         click.echo(
             f"{slug}/{name}: up {result.up_count}, down {result.down_count}, value {result.value}"
         )
+
+
+def _url_hint(url: str) -> str:
+    """Where the server address came from, and how to give another."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source("url") if ctx is not None else None
+    if source == click.core.ParameterSource.ENVIRONMENT:
+        return "Is Tally running there? The address comes from TALLY_URL (--url overrides it)."
+    if source == click.core.ParameterSource.COMMANDLINE:
+        return "Is Tally running there? The address comes from --url (else TALLY_URL)."
+    return (
+        f"{url} is the default address: point to your server with --url or TALLY_URL "
+        "(e.g. --url http://127.0.0.1:9000)."
+    )
 
 
 def _client_command(action: str, doc: str) -> None:
