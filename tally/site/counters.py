@@ -86,7 +86,9 @@ async def create(request: Request) -> Response:
     if request.method == "GET":
         return render(request, "counter_new.html", name="", description="", **context)
     data = await form(request)
-    name, description = field(data, "name").strip(), field(data, "description").strip()
+    # the name as typed: one with a space at either end is refused with the API's
+    # reason (tally.counters.check_name), never quietly made into another name
+    name, description = field(data, "name"), field(data, "description").strip()
     try:
         counter = await workspaces.create_counter(
             site(request).store, ws.id, name, description, field(data, "visibility") == "private"
