@@ -592,7 +592,7 @@ def counter_unique(path: str, window: str | None, database_url: str | None) -> N
         return updated
 
     c = _with_store(database_url, run)
-    click.echo(f"counter {slug}/{c.name}: unique={visitors.format_window(c.unique_window)}")
+    click.echo(f"counter {slug}/{c.name}: unique={visitors.describe_window(c.unique_window)}")
 
 
 @counter.command("list")

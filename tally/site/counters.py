@@ -144,6 +144,7 @@ async def _page(
         base=base_url(request),
         rules_error=rules_error,
         rules_form=rules_form,
+        unique_now=visitors.describe_window(counter.unique_window),
     )
 
 
