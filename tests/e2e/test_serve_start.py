@@ -4,9 +4,11 @@ says what to do on the dashboard now."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from .conftest import ServerFactory
 from .server import (
     CLI_TIMEOUT,
     HOST,
+    READY_TIMEOUT,
+    STOP_TIMEOUT,
     TALLY,
     TallyCli,
     TallyServer,
@@ -118,6 +122,40 @@ def test_a_port_taken_after_the_check_is_one_line_too(tmp_path: Path, held_port:
     )
     assert proc.stderr.splitlines()[-1] == says, proc.stderr
     assert not any(word in proc.stderr for word in BACKTRACE), proc.stderr
+
+
+def test_a_restart_on_the_same_port_is_not_refused(tmp_path: Path) -> None:
+    """A port whose last connections are in TIME_WAIT (the server closed them: a
+    restart) is free: the check binds with SO_REUSEADDR, as granian does."""
+    port = free_port()
+    for run in range(2):
+        cmd = [str(TALLY), "serve", "--host", HOST, "--port", str(port), "--no-bootstrap"]
+        cmd += ["--database", sqlite_url(tmp_path / "t.db")]
+        with (tmp_path / f"run-{run}.err").open("wb") as err:
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=err, env=clean_env(), cwd=tmp_path
+            )
+        try:
+            _answers(proc, f"http://{HOST}:{port}/healthz")
+            with httpx.Client(trust_env=False, timeout=5) as http:
+                for _ in range(5):  # the server closes these: TIME_WAIT on its side
+                    r = http.get(f"http://{HOST}:{port}/healthz", headers={"connection": "close"})
+                    assert r.status_code == 200
+        finally:
+            proc.terminate()
+            assert proc.wait(STOP_TIMEOUT) == 0, (tmp_path / f"run-{run}.err").read_text()
+
+
+def _answers(proc: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    with httpx.Client(trust_env=False, timeout=1) as http:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "tally serve exited"
+            with contextlib.suppress(httpx.TransportError):
+                if http.get(url).status_code == 200:
+                    return
+            time.sleep(0.05)
+    raise AssertionError(f"{url} did not answer within {READY_TIMEOUT} s")
 
 
 # item 2: one server per port and per SQLite database ---------------------------------
