@@ -38,6 +38,9 @@ class DatabaseInUse(StorageError):
 
 
 def lock_path(database: Path) -> Path:
+    """The lock file beside the database's real file (through any symlink, so that two
+    paths of one file share one lock)."""
+    database = database.resolve()
     return database.with_name(database.name + ".lock")
 
 
@@ -62,7 +65,7 @@ class ServerLock:
         except BlockingIOError:
             held_by = _read(fd)
             os.close(fd)
-            raise DatabaseInUse(database, held_by) from None
+            raise DatabaseInUse(database.resolve(), held_by) from None
         except BaseException:
             os.close(fd)
             raise

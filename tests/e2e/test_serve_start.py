@@ -193,10 +193,14 @@ def test_a_second_server_on_the_same_database_names_the_first(
     proc = serve(tmp_path, "--port", str(free_port()))
     assert_one_line(
         proc,
-        f"another Tally server (pid {pid}, {first.base_url}) is serving {tmp_path / 't.db'}: "
-        "stop it first, or give this one another database with --database (or "
-        "TALLY_DATABASE_URL)",
+        f"another Tally server (pid {pid}, {first.base_url}) is serving "
+        f"{(tmp_path / 't.db').resolve()}: stop it first, or give this one another "
+        "database with --database (or TALLY_DATABASE_URL)",
     )
+    (tmp_path / "link.db").symlink_to(tmp_path / "t.db")  # the same file by another path
+    proc = serve(tmp_path, "--port", str(free_port()), db="link.db")
+    assert proc.returncode == 1
+    assert f"another Tally server (pid {pid}, {first.base_url})" in proc.stderr
     first.stop()
     assert lock.read_text() == ""  # released on exit
     second = make_server()
