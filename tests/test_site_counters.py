@@ -180,3 +180,17 @@ async def test_live_refresh_after_sign_out_redirects_the_page(
     )
     assert r.status_code == 204
     assert r.headers["hx-redirect"] == f"/login?next={page}"
+
+
+async def test_a_counter_named_before_the_rule_can_be_deleted(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """A counter made before names with a space at an end were refused (straight in
+    the store here) shows on its page and is deleted by typing its name exactly."""
+    b, ws = await owner(harness, make_browser)
+    counter = await harness.store.create_counter(ws.id, " old ")
+    page = f"/w/ann/c/{counter.id}"
+    assert (await b.get(page)).status_code == 200
+    r = await b.post(page + "/delete", {"confirm": " old "})
+    assert r.status_code == 303
+    assert await harness.store.get_counter_by_id(counter.id) is None
