@@ -22,6 +22,7 @@ from tally.storage import Store, store_from_url
 
 if TYPE_CHECKING:
     from tally.accounts import Accounts
+    from tally.storage.server_lock import ServerLock
 
 # The web app (load_secret_key), accounts and mail are imported by the commands that use
 # them: every admin command pays its imports, and the web stack alone doubles them.
@@ -118,7 +119,7 @@ def serve(
 ) -> None:
     """Serve the API (the default command). Flags win over TALLY_* variables, which win
     over the config file."""
-    from tally.server import run
+    from tally.server import METRICS, PORT, CannotListen, check_address, run
 
     overrides: dict[str, Any] = {
         "host": host,
@@ -130,24 +131,81 @@ def serve(
     if no_bootstrap:
         overrides["bootstrap"] = False
     settings = _settings(**overrides)
+    lock = _lock_database(settings)
+    try:
+        check_address(settings.host, settings.port, PORT)
+        if settings.metrics_address is not None:
+            check_address(*settings.metrics_address, METRICS)
+        accounts = _with_store(settings.database_url, lambda store, _s: _prepare(store, settings))
+        click.echo(f"\nTally is starting. {_dashboard_line(settings, accounts)}\n")
+        run(settings)
+    except CannotListen as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _listen_url(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def _dashboard_url(settings: Settings) -> str:
+    """Where people open the dashboard (an address of any interface: 127.0.0.1)."""
+    if settings.public_url:
+        return settings.public_url
+    if settings.host in ("0.0.0.0", "::", ""):
+        return f"http://127.0.0.1:{settings.port}"
+    return _listen_url(settings)
+
+
+def _lock_database(settings: Settings) -> ServerLock | None:
+    """On SQLite, the database's server lock (tally.storage.server_lock), or exit with
+    who holds it."""
+    from tally.storage.backup import sqlite_path
+    from tally.storage.server_lock import ServerLock
+
+    if not settings.database_url.lower().startswith("sqlite:"):
+        return None
+    try:
+        path = sqlite_path(settings.database_url)
+        return ServerLock.acquire(path, _listen_url(settings))
+    except (StorageError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _prepare(store: Store, settings: Settings) -> int:
+    """Bootstrap (if asked for) and count the dashboard's accounts, for the banner."""
     if settings.bootstrap:
-        _with_store(settings.database_url, lambda store, _s: _bootstrap(store, settings))
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    dashboard = settings.public_url or f"http://{shown}:{settings.port}"
-    click.echo(f"\nTally is starting. The dashboard: {dashboard}/ (sign up there)\n")
-    run(settings)
+        await _bootstrap(store, settings)
+    return await store.count_accounts()
+
+
+def _dashboard_line(settings: Settings, accounts: int) -> str:
+    """The banner's line: where the dashboard is, and what to do there now."""
+    url = _dashboard_url(settings)
+    if accounts:
+        return f"The dashboard: {url}/ (sign in there)"
+    if settings.signup == "open":
+        return f"The dashboard: {url}/ (no account yet: sign up at {url}/signup)"
+    why = "by invitation only" if settings.signup == "invite" else "closed"
+    return (
+        f"The dashboard: {url}/ (no account yet, and sign-up is {why}: create the first "
+        "with `tally user create EMAIL`)"
+    )
 
 
 async def _bootstrap(store: Store, settings: Settings) -> None:
+    """On an empty database, create a workspace and an Admin token and print them once."""
     from tally.web.app import load_secret_key
 
-    """On an empty database, create a workspace and an Admin token and print them once."""
     if await store.list_workspaces():
         return
     workspace = await store.create_workspace("default", "Default workspace")
     key = await load_secret_key(store, settings)
     issued = await issue_token(store, key, workspace.id, Permission.ADMIN, "bootstrap admin")
-    base = f"http://{settings.host}:{settings.port}"
+    base = _dashboard_url(settings)
     click.echo(
         "\nA new database: created workspace 'default' and an Admin token.\n"
         "The token is shown only this once; keep it somewhere safe:\n\n"
@@ -534,7 +592,7 @@ def counter_unique(path: str, window: str | None, database_url: str | None) -> N
         return updated
 
     c = _with_store(database_url, run)
-    click.echo(f"counter {slug}/{c.name}: unique={visitors.format_window(c.unique_window)}")
+    click.echo(f"counter {slug}/{c.name}: unique={visitors.describe_window(c.unique_window)}")
 
 
 @counter.command("list")
@@ -621,6 +679,8 @@ def _call(url: str, token: str | None, action: str, path: str, as_json: bool, **
             result = getattr(client, action)(slug, name, **args)
     except ApiError as exc:
         raise click.ClickException(f"{exc.status}: {exc.message}") from None
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise click.ClickException(f"{exc}\n{_url_hint(url)}") from None
     except httpx.HTTPError as exc:
         raise click.ClickException(f"{url}: {exc}") from None
     if as_json or not isinstance(result, Counter):
@@ -629,6 +689,20 @@ def _call(url: str, token: str | None, action: str, path: str, as_json: bool, **
         click.echo(
             f"{slug}/{name}: up {result.up_count}, down {result.down_count}, value {result.value}"
         )
+
+
+def _url_hint(url: str) -> str:
+    """Where the server address came from, and how to give another."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source("url") if ctx is not None else None
+    if source == click.core.ParameterSource.ENVIRONMENT:
+        return "Is Tally running there? The address comes from TALLY_URL (--url overrides it)."
+    if source == click.core.ParameterSource.COMMANDLINE:
+        return "Is Tally running there? The address comes from --url (else TALLY_URL)."
+    return (
+        f"{url} is the default address: point to your server with --url or TALLY_URL "
+        "(e.g. --url http://127.0.0.1:9000)."
+    )
 
 
 def _client_command(action: str, doc: str) -> None:

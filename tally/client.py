@@ -164,6 +164,19 @@ class _Base:
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
 
+    def _named(self, outcome: Outcome) -> Outcome:
+        """A connection that could not be made, as the same httpx error naming the
+        server's address ("[Errno 111] Connection refused" alone does not)."""
+        if not isinstance(outcome, UNSENT):
+            return outcome
+        try:
+            request: httpx.Request | None = outcome.request
+        except RuntimeError:  # an httpx error made without its request
+            request = None
+        named = type(outcome)(f"cannot connect to {self.base_url}: {outcome}", request=request)
+        named.__cause__ = outcome
+        return named
+
     def url(self, workspace: str, name: str, action: str = "") -> str:
         if action and action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
@@ -294,7 +307,7 @@ class Client(_Base):
             if delay is None:
                 break
             time.sleep(delay)
-        return call.result(outcome)
+        return call.result(self._named(outcome))
 
     def get(self, workspace: str, name: str) -> Counter:
         return self.run(self._counter(workspace, name))
@@ -424,7 +437,7 @@ class AsyncClient(_Base):
             if delay is None:
                 break
             await asyncio.sleep(delay)
-        return call.result(outcome)
+        return call.result(self._named(outcome))
 
     async def get(self, workspace: str, name: str) -> Counter:
         return await self.run(self._counter(workspace, name))

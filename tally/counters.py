@@ -69,6 +69,9 @@ SETTLED_TTL = 300.0
 # control characters, surrogates, line and paragraph separators; format characters such
 # as the zero-width joiner are fine (emoji sequences use them)
 _REFUSED = frozenset(("Cc", "Cs", "Zl", "Zp"))
+# spaces and format characters (zero-width space, joiners, soft hyphen): fine inside a
+# name, but not a whole name
+_INVISIBLE = frozenset(("Zs", "Cf"))
 
 
 def check_name(kind: str, name: str) -> str:
@@ -87,6 +90,12 @@ def check_name(kind: str, name: str) -> str:
     # so only then look at the categories that are really refused
     if not name.isprintable() and any(unicodedata.category(ch) in _REFUSED for ch in name):
         raise BadRequest(f"the {kind} name must not contain control characters")
+    # a name that shows as nothing, or as another name, in a link or a list: " ", "a ",
+    # a zero-width space (the control characters of str.strip's set are refused above)
+    if name[0].isspace() or name[-1].isspace():
+        raise BadRequest(f"the {kind} name must not begin or end with a space")
+    if not name.isascii() and all(unicodedata.category(ch) in _INVISIBLE for ch in name):
+        raise BadRequest(f"the {kind} name must have a visible character")
     return name
 
 

@@ -81,13 +81,30 @@ def parse_window(text: str) -> int:
 
 
 def format_window(seconds: int) -> str:
-    """The shortest spelling of a window ('off', '24h', '7d', '90m')."""
+    """A window as parse_window reads it back ('off', '24h', '36h', '7d', '90m'): in
+    hours up to two days, the way `on` (24h) and the help speak of them, so a window
+    typed as 24h comes back as 24h, not 1d; longer whole days in days."""
     if not seconds:
         return "off"
-    for unit, size in (("d", DAY), ("h", 3_600), ("m", 60)):
+    if seconds % DAY == 0 and seconds > 2 * DAY:
+        return f"{seconds // DAY}d"
+    for unit, size in (("h", 3_600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def describe_window(seconds: int) -> str:
+    """A window for people: its spelling and, for whole days, the other unit too, so
+    that what was typed shows whichever way it was ('24h (1 day)', '7d (168 hours)',
+    '36h', 'off')."""
+    short = format_window(seconds)
+    if not seconds or seconds % DAY:
+        return short
+    days, hours = seconds // DAY, seconds // 3_600
+    if short.endswith("d"):
+        return f"{short} ({hours} hours)"
+    return f"{short} ({days} day{'s' if days > 1 else ''})"
 
 
 def day_of(t: float) -> int:

@@ -304,6 +304,14 @@ BAD_PATHS = [
     pytest.param("/v2/w%0As/hits", id="newline-in-workspace"),
     pytest.param("/v2/ws/%FF", id="invalid-utf8"),
     pytest.param("/v2/ws/a%C3", id="truncated-utf8"),
+    pytest.param("/v2/ws/%20", id="one-space"),
+    pytest.param("/v2/ws/%20%20%20", id="spaces"),
+    pytest.param("/v2/ws/%20hits", id="leading-space"),
+    pytest.param("/v2/ws/hits%20", id="trailing-space"),
+    pytest.param("/v2/ws/hits%C2%A0", id="trailing-no-break-space"),
+    pytest.param("/v2/ws/%E3%80%80hits", id="leading-ideographic-space"),
+    pytest.param("/v2/ws/%E2%80%8B", id="zero-width-space-alone"),
+    pytest.param("/v2/ws/%E2%80%8B%C2%AD%20%E2%80%8B", id="invisible-only"),
 ]
 
 
@@ -318,13 +326,32 @@ async def test_bad_name_is_400_and_creates_nothing(
 
 
 @pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/v2/ws/%20/up", "the counter name must not begin or end with a space"),
+        ("/v2/ws/hits%20/set?up_count=3", "the counter name must not begin or end with a space"),
+        ("/v2/ws/%E2%80%8B/down", "the counter name must have a visible character"),
+    ],
+)
+async def test_a_blank_name_says_why(
+    harness: Harness, ws: Workspace, path: str, message: str
+) -> None:
+    """The 400 of a blank or space-edged name says what is wrong (with an Admin token,
+    which would create the counter)."""
+    admin = await harness.token(ws, Permission.ADMIN)
+    r = await harness.get(path, admin)
+    assert_error(r, 400)
+    assert r.json()["message"] == message
+    assert await counter_names(harness, ws) == []
+
+
+@pytest.mark.parametrize(
     ("encoded", "name"),
     [
         pytest.param("x" * 128, "x" * 128, id="128-chars"),
         pytest.param("%C3%A9" * 128, "é" * 128, id="128-multibyte-chars"),
-        pytest.param("%20", " ", id="one-space"),
-        pytest.param("%20%20%20", "   ", id="spaces"),
         pytest.param("caf%C3%A9%20au%20lait", "café au lait", id="utf8-and-spaces"),
+        pytest.param("a%E2%80%8Bb", "a\u200bb", id="zero-width-space-inside"),
         pytest.param(
             "%F0%9F%91%A9%E2%80%8D%F0%9F%92%BB", "\U0001f469\u200d\U0001f4bb", id="emoji-zwj"
         ),
@@ -333,7 +360,8 @@ async def test_bad_name_is_400_and_creates_nothing(
 async def test_fine_names_work(
     harness: Harness, ws: Workspace, writer: str, encoded: str, name: str
 ) -> None:
-    """Names up to 128 characters, of spaces or of non-ASCII text are counters like any other."""
+    """Names up to 128 characters, with spaces inside or of non-ASCII text are counters
+    like any other."""
     r = await harness.get(f"/v2/ws/{encoded}/up", writer)
     assert r.status_code == 200, r.text
     assert r.json()["data"]["name"] == name

@@ -154,6 +154,20 @@ async def test_set_count(harness: Harness) -> None:
     assert (counter.up_count, counter.down_count) == (7, 0)
 
 
+@pytest.mark.parametrize("action", ["up", "down", "set?count=3"])
+@pytest.mark.parametrize("name", ["%20", "%20visits", "visits%20", "%E2%80%8B"])
+async def test_a_blank_or_space_edged_name_is_a_v1_400(
+    harness: Harness, action: str, name: str
+) -> None:
+    """V1 creates on up / down / set, so it refuses the names V2 refuses: blank, or a
+    space at either end; nothing is made."""
+    ws_id = await open_namespace(harness)
+    r = await harness.get(f"/v1/site.example/{name}/{action}")
+    assert r.status_code == 400, r.text
+    assert_v1_error(r.json(), 400)
+    assert await harness.store.list_counters(ws_id) == []
+
+
 @pytest.mark.parametrize(
     "query", ["", "count=", "count=-1", "count=x", "count=1&count=2", "count=9007199254740992"]
 )

@@ -11,6 +11,7 @@ import pytest
 
 from tally.client import (
     ApiError,
+    AsyncClient,
     Backoff,
     Client,
     ConflictError,
@@ -112,7 +113,20 @@ def test_connection_refused_is_retried_then_raised() -> None:
     base = f"http://127.0.0.1:{port}"
     with (
         Client(base, retries=2, max_delay=0.01, http=http) as c,
-        pytest.raises(httpx.ConnectError),
+        pytest.raises(httpx.ConnectError, match=f"^cannot connect to {base}: .*refused") as got,
     ):
         c.get("w", "c")
     assert transport.attempts == 3
+    assert got.value.request.url == f"{base}/v2/w/c"
+
+
+async def test_async_connection_refused_names_the_server() -> None:
+    """The async client's connection error names the server's address too."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    http = httpx.AsyncClient(trust_env=False)
+    async with AsyncClient(base, retries=0, http=http) as c:
+        with pytest.raises(httpx.ConnectError, match=f"^cannot connect to {base}: "):
+            await c.up("w", "c")

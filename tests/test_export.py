@@ -365,6 +365,8 @@ def END(counters: int = 1, buckets: int = 2) -> bytes:
         ([HEAD, WS, counter_line(private="yes"), END()], "private must be true or false"),
         ([HEAD, WS, counter_line(name=""), END()], "the counter name is empty"),
         ([HEAD, WS, counter_line(name="a/b"), END()], "must not contain '/'"),
+        ([HEAD, WS, counter_line(name=" hits"), END()], "must not begin or end with a space"),
+        ([HEAD, WS, counter_line(name=" "), END()], "must not begin or end with a space"),
         ([HEAD, WS, counter_line(created_at="x"), END()], "created_at must be unix seconds"),
         ([HEAD, WS, counter_line(hours=[[11, 1, 0], [10, 1, 0]]), END()], "increasing order"),
         ([HEAD, WS, counter_line(hours=[[10, 1]]), END()], "[hour, up, down]"),

@@ -187,3 +187,22 @@ async def test_private_lookup_costs_what_a_missing_one_costs(harness: Harness, a
             assert r.status_code in (401, 404), r.text
         reads[name] = spy.reads - before
     assert reads["secret"] == reads["missing"] == 1
+
+
+async def test_a_taken_metrics_address_names_the_setting() -> None:
+    """The listener on an address another program holds fails naming
+    TALLY_METRICS_ADDRESS (the worker's log says which setting to change)."""
+    import socket
+
+    from prometheus_client import CollectorRegistry
+
+    from tally.web.metrics import MetricsListener
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        listener = MetricsListener(CollectorRegistry())
+        with pytest.raises(OSError, match=f"^.*TALLY_METRICS_ADDRESS 127.0.0.1:{port}: .*in use"):
+            await listener.start("127.0.0.1", port)
+        await listener.close()

@@ -35,17 +35,41 @@ async def test_create_a_counter(harness: Harness, make_browser: BrowserFactory) 
 
 @pytest.mark.parametrize(
     ("name", "status", "message"),
-    [("", 400, "name is empty"), ("a/b", 400, "must not contain '/'"), ("x" * 129, 400, "longer")],
+    [
+        ("", 400, "name is empty"),
+        ("a/b", 400, "must not contain '/'"),
+        ("x" * 129, 400, "longer"),
+        ("x" * 200, 400, "The counter name is longer than 128 characters"),
+        (" ", 400, "The counter name must not begin or end with a space"),
+        (" visits", 400, "must not begin or end with a space"),
+        ("visits ", 400, "must not begin or end with a space"),
+        ("visits\u3000", 400, "must not begin or end with a space"),
+        ("\u200b", 400, "The counter name must have a visible character"),
+    ],
 )
 async def test_create_refuses_bad_names(
     harness: Harness, make_browser: BrowserFactory, name: str, status: int, message: str
 ) -> None:
-    """A name the API would refuse is refused here, with the reason; nothing is made."""
+    """A name the API would refuse is refused here, with the reason; nothing is made
+    (not even a trimmed or shortened name) and the form shows the name as typed."""
     b, ws = await owner(harness, make_browser)
     r = await b.submit("/w/ann/counters/new", {"name": name, "visibility": "public"})
     assert r.status_code == status
     assert message in text(r)
     assert await harness.store.list_counters(ws.id) == []
+    if name.strip():
+        assert f'value="{name}"' in r.text
+
+
+async def test_the_name_field_cuts_nothing(harness: Harness, make_browser: BrowserFactory) -> None:
+    """The form's name field has no maxlength: a browser would cut a pasted 200-character
+    name to 128 without a word and create a counter of another name; the server's
+    message says what is wrong instead."""
+    b, _ws = await owner(harness, make_browser)
+    form = (await b.get("/w/ann/counters/new")).text
+    field = form[form.index('<input id="name"') :].split(">", 1)[0]
+    assert "maxlength" not in field, field
+    assert "required" in field
 
 
 async def test_create_refuses_a_taken_name(harness: Harness, make_browser: BrowserFactory) -> None:
@@ -160,3 +184,17 @@ async def test_live_refresh_after_sign_out_redirects_the_page(
     )
     assert r.status_code == 204
     assert r.headers["hx-redirect"] == f"/login?next={page}"
+
+
+async def test_a_counter_named_before_the_rule_can_be_deleted(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """A counter made before names with a space at an end were refused (straight in
+    the store here) shows on its page and is deleted by typing its name exactly."""
+    b, ws = await owner(harness, make_browser)
+    counter = await harness.store.create_counter(ws.id, " old ")
+    page = f"/w/ann/c/{counter.id}"
+    assert (await b.get(page)).status_code == 200
+    r = await b.post(page + "/delete", {"confirm": " old "})
+    assert r.status_code == 303
+    assert await harness.store.get_counter_by_id(counter.id) is None

@@ -293,6 +293,32 @@ async def test_a_bad_window_or_limit_changes_neither(
     assert await window(harness, counter) == 7200
 
 
+@pytest.mark.parametrize(
+    ("typed", "field", "now"),
+    [
+        ("24h", "24h", "24h (1 day)"),
+        ("1d", "24h", "24h (1 day)"),
+        ("on", "24h", "24h (1 day)"),
+        ("48h", "48h", "48h (2 days)"),
+        ("168h", "7d", "7d (168 hours)"),
+        ("7d", "7d", "7d (168 hours)"),
+        ("36h", "36h", "36h"),
+    ],
+)
+async def test_the_window_comes_back_as_typed(
+    harness: Harness, make_browser: BrowserFactory, typed: str, field: str, now: str
+) -> None:
+    """A window typed as 24h is shown as 24h (it used to come back as 1d); a whole number
+    of days shows both units, so whichever was typed is on the page."""
+    b, _ws, counter = await owner_with_counter(harness, make_browser)
+    page = f"/w/ann/c/{counter.id}"
+    r = await b.post(page + "/rules", {"floor": "", "ceiling": "", "origins": "", "unique": typed})
+    assert r.status_code == 303, text(r)
+    shown = await b.get(page)
+    assert f'name="unique" autocomplete="off" spellcheck="false" value="{field}"' in shown.text
+    assert f'Now: <strong id="unique-now">{now}</strong>.' in shown.text
+
+
 async def test_viewers_see_the_window(harness: Harness, make_browser: BrowserFactory) -> None:
     """Members below owner see the window with the limits, and no field for it."""
     await verified(harness, make_browser, "ann@example.com")
@@ -302,5 +328,5 @@ async def test_viewers_see_the_window(harness: Harness, make_browser: BrowserFac
     await harness.store.change_counter(counter.id, CounterChange(unique_window=86400))
     b = await member(harness, make_browser, "bob@example.com", "ann", Role.EDITOR)
     page = await b.get(f"/w/ann/c/{counter.id}")
-    assert "unique visitors: 1d" in text(page)
+    assert "unique visitors: 24h (1 day)" in text(page)
     assert 'name="unique"' not in page.text

@@ -96,7 +96,9 @@ async def create(request: Request) -> Response:
     if request.method == "GET":
         return render(request, "counter_new.html", name="", description="", **context)
     data = await form(request)
-    name, description = field(data, "name").strip(), field(data, "description").strip()
+    # the name as typed: one with a space at either end is refused with the API's
+    # reason (tally.counters.check_name), never quietly made into another name
+    name, description = field(data, "name"), field(data, "description").strip()
     try:
         counter = await workspaces.create_counter(
             site(request).store, ws.id, name, description, field(data, "visibility") == "private"
@@ -175,6 +177,7 @@ async def _page(
         rules_form=submitted if refused == "rules" and submitted else saved_rules,
         edit_form=submitted if refused == "edit" and submitted else edit_form,
         max_description=workspaces.MAX_DESCRIPTION,
+        unique_now=visitors.describe_window(counter.unique_window),
     )
 
 
@@ -279,7 +282,10 @@ async def delete(request: Request) -> Response:
     workspaces.require_role(role, "edit_counters")
     counter = await load_counter(request, ws)
     data = await form(request)
-    if field(data, "confirm").strip() != counter.name:
+    typed = field(data, "confirm")
+    # exactly, or trimmed: a counter made before names with a space at an end were
+    # refused (tally.counters.check_name) can still be deleted
+    if counter.name not in (typed, typed.strip()):
         return redirect(
             request,
             f"/w/{ws.slug}/c/{counter.id}",

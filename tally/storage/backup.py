@@ -9,8 +9,9 @@ is checked (`PRAGMA integrity_check`), then renamed into place, so PATH is eithe
 old file or a complete new copy.
 
 `restore` checks a copy the same way and writes it over a database with the backup API
-(which respects the database's locks and its WAL). Stop the servers of that database
-first: a running server would keep serving from its caches and its batch sequence.
+(which respects the database's locks and its WAL). Stop the server of that database
+first: a running server would keep serving from its caches and its batch sequence, so
+`restore` refuses while one holds the database's server lock (tally.storage.server_lock).
 
 PostgreSQL databases are backed up with pg_dump and restored with pg_restore
 (docs/deploying.md).
@@ -24,6 +25,7 @@ import sqlite3
 from pathlib import Path
 
 from tally.errors import StorageError
+from tally.storage import server_lock
 from tally.storage.sqlite import SQLiteStore
 
 
@@ -80,6 +82,9 @@ def restore(copy: Path, database_url: str, *, overwrite: bool = False) -> int:
     """Write the backup `copy` over the database of `database_url`; its schema version.
     The database's servers must be stopped."""
     target = sqlite_path(database_url)
+    running = server_lock.holder(target)
+    if running is not None:
+        raise StorageError(f"a Tally server ({running}) is serving {target}: stop it first")
     if not copy.is_file():
         raise StorageError(f"no backup at {copy}")
     if target.exists() and target.stat().st_size and not overwrite:

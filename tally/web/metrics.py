@@ -228,7 +228,14 @@ class MetricsListener:
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._serve, host, port, limit=self._MAX_HEAD)
+        try:
+            self.server = await asyncio.start_server(self._serve, host, port, limit=self._MAX_HEAD)
+        except OSError as exc:
+            # `tally serve` checked the address before it started granian: another program
+            # took it since. Say which setting to change, not only the socket's complaint.
+            raise OSError(
+                exc.errno, f"TALLY_METRICS_ADDRESS {host}:{port}: {exc.strerror or exc}"
+            ) from None
 
     @property
     def port(self) -> int:

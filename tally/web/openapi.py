@@ -453,13 +453,17 @@ BADGE_LABEL: JSON = {
 }
 
 # A workspace or counter name (tally.counters.check_name): 1 to 128 characters, no '/',
-# no control characters (C0, DEL, C1), no line or paragraph separator, not '.' or '..'.
-# (Surrogates cannot occur in a decoded UTF-8 string.)
+# no control characters (C0, DEL, C1), no line or paragraph separator, not '.' or '..',
+# no space character (Unicode Zs) at either end. (Surrogates cannot occur in a decoded
+# UTF-8 string. Not expressed here: a name of spaces and format characters alone, such
+# as a zero-width space, is refused too.)
+_NOT_IN_NAME = "/\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029"
+_SPACES = "\\u0020\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000"
 NAME_SCHEMA: JSON = {
     "type": "string",
     "minLength": 1,
     "maxLength": 128,
-    "pattern": "^(?!\\.\\.?$)[^/\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]+$",
+    "pattern": f"^(?!\\.\\.?$)(?![{_SPACES}])[^{_NOT_IN_NAME}]*[^{_NOT_IN_NAME}{_SPACES}]$",
 }
 
 COUNTER_PARAMETERS = [
@@ -468,7 +472,7 @@ COUNTER_PARAMETERS = [
         "in": "path",
         "required": True,
         "description": f"The {what} name: 1 to 128 characters, percent-encoded, no '/', "
-        "no control characters, not '.' or '..'.",
+        "no control characters, no space at either end, not '.' or '..'.",
         "schema": NAME_SCHEMA,
     }
     for name, what in (("workspace", "workspace"), ("name", "counter"))

@@ -169,7 +169,7 @@ class TallyServer:
                 self._wait_ready(timeout)
                 return self
             except ServerError:
-                port_taken = "address already in use" in self.stderr().lower()
+                port_taken = "already in use" in self.stderr().lower()
                 self._reap(signal.SIGKILL, 5.0)
                 if not port_taken or attempt == _START_ATTEMPTS:
                     raise

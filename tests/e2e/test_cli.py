@@ -237,8 +237,19 @@ def test_counter_create_duplicate_fails_clearly(cli: TallyCli) -> None:
         ("acme/a/b", "'/'"),
         ("acme", "WORKSPACE/NAME"),
         ("acme/", "empty"),
+        ("acme/ ", "must not begin or end with a space"),
+        ("acme/visits ", "must not begin or end with a space"),
+        ("acme/\u200b", "must have a visible character"),
     ],
-    ids=["unknown-workspace", "slash-in-name", "no-name", "empty-name"],
+    ids=[
+        "unknown-workspace",
+        "slash-in-name",
+        "no-name",
+        "empty-name",
+        "blank-name",
+        "trailing-space",
+        "invisible-name",
+    ],
 )
 def test_counter_create_bad_input_fails_clearly(cli: TallyCli, path: str, says: str) -> None:
     """counter create with an unknown workspace or a bad name exits non-zero, creating nothing."""

@@ -17,14 +17,24 @@ APPLIED_WITHIN = 1.5  # TALLY_TOKEN_CACHE_TTL is 1 s by default
 def test_counter_unique_sets_and_clears_the_window(
     make_server: ServerFactory, cli: TallyCli
 ) -> None:
-    """36h, on (24h), off; the server counts one visitor once while it is on."""
+    """36h, on (24h), off; a window is shown the way it was typed (24h is 24h, not 1d;
+    whole days in both units); the server counts one visitor once while it is on."""
     cli.workspace("acme")
     cli.counter("acme/views")
     assert cli.run("counter", "unique", "acme/views", "36h").stdout.strip() == (
         "counter acme/views: unique=36h"
     )
     assert cli.run("counter", "unique", "acme/views", "on").stdout.strip() == (
-        "counter acme/views: unique=1d"
+        "counter acme/views: unique=24h (1 day)"
+    )
+    assert cli.run("counter", "unique", "acme/views", "24h").stdout.strip() == (
+        "counter acme/views: unique=24h (1 day)"
+    )
+    assert cli.run("counter", "unique", "acme/views", "168h").stdout.strip() == (
+        "counter acme/views: unique=7d (168 hours)"
+    )
+    assert cli.run("counter", "unique", "acme/views", "on").stdout.strip() == (
+        "counter acme/views: unique=24h (1 day)"
     )
     server = make_server(args=["--no-bootstrap"])
     with httpx.Client(base_url=server.base_url, trust_env=False, timeout=5) as http:

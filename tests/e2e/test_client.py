@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from tally.client import (
 )
 
 from .conftest import ServerFactory
-from .server import TALLY, TallyCli, TallyServer, clean_env
+from .server import TALLY, TallyCli, TallyServer, clean_env, free_port
 
 
 @pytest.fixture(
@@ -186,6 +187,32 @@ def test_cli_commands(make_server: ServerFactory, cli: TallyCli) -> None:
     assert "404: " in missing.stderr
     assert "Traceback" not in missing.stderr
     assert _tally("get", "no-slash", "--url", server.base_url).returncode == 2
+
+
+def test_cli_cannot_connect_names_the_url_setting() -> None:
+    """Nothing listens at the address: one clear error naming the address and where it
+    came from (--url, TALLY_URL, or the default), never a bare "Connection refused"."""
+    url = f"http://127.0.0.1:{free_port()}"
+    flag = _tally("get", "default/first", "--url", url)
+    assert flag.returncode == 1
+    assert flag.stderr == (
+        f"Error: cannot connect to {url}: [Errno 111] Connection refused\n"
+        "Is Tally running there? The address comes from --url (else TALLY_URL).\n"
+    )
+    env = _tally("up", "default/first", env={"TALLY_URL": url})
+    assert env.returncode == 1
+    assert "The address comes from TALLY_URL (--url overrides it)." in env.stderr
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 8000))
+        except OSError:
+            pytest.skip("something listens on 127.0.0.1:8000, the default address")
+    default = _tally("get", "default/first")
+    assert default.returncode == 1
+    assert (
+        "http://127.0.0.1:8000 is the default address: point to your server with --url or TALLY_URL"
+    ) in default.stderr
+    assert "Traceback" not in flag.stderr + env.stderr + default.stderr
 
 
 def test_by_set_and_management(tmp_path: Path, backend_url: str) -> None:
