@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tally import rules, visitors
+from tally import rules, visitors, workspaces
 from tally.auth import issue_token
 from tally.config import Settings, SettingsError
 from tally.counters import MAX_BY, MAX_SET, check_name
@@ -202,7 +202,7 @@ async def _bootstrap(store: Store, settings: Settings) -> None:
 
     if await store.list_workspaces():
         return
-    workspace = await store.create_workspace("default", "Default workspace")
+    workspace = await store.create_workspace(workspaces.BOOTSTRAP, "Default workspace")
     key = await load_secret_key(store, settings)
     issued = await issue_token(store, key, workspace.id, Permission.ADMIN, "bootstrap admin")
     base = _dashboard_url(settings)

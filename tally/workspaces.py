@@ -131,9 +131,12 @@ async def create_personal(store: Store, owner: Account) -> Workspace:
     raise Conflict("Could not find a free workspace name; try again.")
 
 
+BOOTSTRAP = "default"  # the workspace `tally serve` makes on a new database
+
+
 async def adopt_bootstrap(store: Store, account: Account) -> None:
     """The first account on the instance owns the bootstrap workspace `default`."""
-    ws = await store.get_workspace("default")
+    ws = await store.get_workspace(BOOTSTRAP)
     if ws is not None and not await store.list_members(ws.id):
         await store.add_member(ws.id, account.id, Role.OWNER, time.time())
 

@@ -8,8 +8,10 @@ from starlette.responses import Response
 
 from tally import workspaces
 from tally.errors import TallyError
+from tally.models import Account, Role
 from tally.site import security
 from tally.site.pages import (
+    Site,
     base_url,
     client_ip,
     field,
@@ -26,6 +28,10 @@ from tally.site.pages import (
 async def home(request: Request) -> Response:
     session = await visitor(request)
     if session is None:
+        s = site(request)
+        # a new instance opens on making its first account (which owns `default`)
+        if s.settings.signup == "open" and await s.store.count_accounts() == 0:
+            return redirect(request, "/signup")
         return redirect(request, "/login")
     memberships = await site(request).store.memberships(session.account.id)
     if len(memberships) == 1:
@@ -36,7 +42,8 @@ async def home(request: Request) -> Response:
 async def signup(request: Request) -> Response:
     invite = request.query_params.get("invite", "")
     if request.method == "GET":
-        return render(request, "signup.html", email="", invite=invite)
+        first = not invite and await site(request).store.count_accounts() == 0
+        return render(request, "signup.html", email="", invite=invite, first=first)
     data = await form(request)
     email, invite = field(data, "email"), field(data, "invite")
     s = site(request)
@@ -93,8 +100,18 @@ async def login(request: Request) -> Response:
         )
     secret = await s.accounts.start_session(account)
     # only a local path: never an open redirect
-    safe = target if target.startswith("/") and not target.startswith("//") else "/"
-    return start_session(request, redirect(request, safe), secret)
+    safe = target if target.startswith("/") and not target.startswith("//") else ""
+    return start_session(request, redirect(request, safe or await _landing(s, account)), secret)
+
+
+async def _landing(s: Site, account: Account) -> str:
+    """Where a sign-in without a `next` lands: the bootstrap workspace for the account
+    that owns it (the Quick start counted there), else the workspaces (or the only one)."""
+    memberships = await s.store.memberships(account.id)
+    for m in memberships:
+        if m.workspace.slug == workspaces.BOOTSTRAP and m.role == Role.OWNER:
+            return f"/w/{m.workspace.slug}"
+    return "/"
 
 
 async def logout(request: Request) -> Response:

@@ -149,8 +149,10 @@ def test_journey_sign_up_to_counting_and_revoking(
 
     # sign up
     page.goto(base + "/")
-    expect(page).to_have_url(re.compile(r"/login"))
-    page.get_by_role("link", name="Create an account").click()
+    # a new instance opens on its first account, which will own `default`
+    expect(page).to_have_url(re.compile(r"/signup$"))
+    expect(page.get_by_role("heading", name="Create the first account")).to_be_visible()
+    expect(page.locator("#first-account")).to_contain_text("default")
     _shot(page, "signup", save)
     page.get_by_label("Email").fill(EMAIL)
     page.get_by_label("Password").fill(PASSWORD)
@@ -164,7 +166,7 @@ def test_journey_sign_up_to_counting_and_revoking(
     page.get_by_label("Email").fill(EMAIL)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(base + "/")  # the workspaces: its own and `default`
+    expect(page).to_have_url(base + "/w/default")  # the first account: where its counts are
 
     # a workspace
     page.goto(base + "/workspaces/new")
