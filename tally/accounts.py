@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass
 
 from tally import workspaces
-from tally.errors import BadRequest, Conflict, Forbidden, Unauthorized
+from tally.errors import BadRequest, Conflict, Forbidden, StorageError, Unauthorized
 from tally.links import new_secret, secret_hash
 from tally.mail import Mail, Mailer
 from tally.models import Account, Session
 from tally.passwords import (
+    PasswordsBusy,
     check_new_password,
     dummy_hash,
     hash_password,
@@ -24,13 +25,19 @@ from tally.passwords import (
     verify_password,
 )
 from tally.storage.base import Store
-from tally.throttle import FailureWindow, LoginThrottle, Window
+from tally.throttle import (
+    MAIL_FROM,
+    MAIL_TO,
+    SIGNUPS_FROM,
+    LocalWindows,
+    LoginThrottle,
+    Windows,
+    refusal,
+)
 
 SESSION_TTL = 14 * 86400.0
 VERIFY_TTL = 3 * 86400.0
 RESET_TTL = 3600.0
-MAILS_PER_HOUR = 5  # verification and reset emails per account (no mail bombing)
-MAIL_WINDOW = 3600.0
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
@@ -53,23 +60,29 @@ class Accounts:
         store: Store,
         mailer: Mailer,
         signup: str = "open",
-        throttle: LoginThrottle | None = None,
-        mails: Window | None = None,
+        windows: Windows | None = None,
     ) -> None:
         self.store = store
         self.mailer = mailer
         self.signup = signup
-        self.throttle = throttle or LoginThrottle.local()
-        self.mails = mails or FailureWindow(MAILS_PER_HOUR, MAIL_WINDOW)
+        self.windows: Windows = windows or LocalWindows()  # tally.throttle's limits
+        self.throttle = LoginThrottle(self.windows)
 
     # sign-up and verification ------------------------------------------------
 
     async def sign_up(
-        self, email: str, password: str, base_url: str, invite: str | None = None
+        self,
+        email: str,
+        password: str,
+        base_url: str,
+        invite: str | None = None,
+        client: str = "",
     ) -> SignUp:
         """Create an account with a personal workspace (or join the invitation's); the
         first account also owns `default`. Mails the verification link unless an
-        invitation to this address already proved it."""
+        invitation to this address already proved it. RateLimited when the `client`
+        address made too many sign-ups (SIGNUPS_FROM) or emailing requests (MAIL_FROM)
+        lately (an invited sign-up mails nothing and is not counted)."""
         email = check_email(email)
         check_new_password(password, email)
         now = time.time()
@@ -88,13 +101,20 @@ class Accounts:
             )
         if await self.store.find_account(email) is not None:
             raise Conflict("An account with this email exists. Sign in, or reset its password.")
-        first = await self.store.count_accounts() == 0
+        ticket = None
+        if invitation is None:
+            ticket = await self.windows.take([(SIGNUPS_FROM, client), (MAIL_FROM, client)], now)
+            if not ticket.taken:
+                raise refusal(ticket, "Too many sign-ups from your network.")
         try:
             account = await self.store.create_account(email, await hash_password(password), now)
-        except Conflict:
-            raise Conflict("An account with this email exists. Sign in instead.") from None
-        if first:
-            await workspaces.adopt_bootstrap(self.store, account)
+        except (Conflict, PasswordsBusy, StorageError) as exc:  # no account was made
+            if ticket is not None:
+                await self.windows.give_back(ticket)
+            if isinstance(exc, Conflict):
+                raise Conflict("An account with this email exists. Sign in instead.") from None
+            raise
+        await workspaces.adopt_bootstrap(self.store, account)
         if invitation is not None:
             ws = await workspaces.accept_invite(self.store, account, invite or "")
             await self.store.mark_verified(account.id, now)
@@ -105,12 +125,9 @@ class Accounts:
         return SignUp(account, personal.slug)
 
     async def _may_mail(self, account: Account) -> bool:
-        """Count one more email to the account; False once it had MAILS_PER_HOUR."""
-        key, now = account.email.lower(), time.time()
-        if await self.mails.retry_after(key, now) > 0:
-            return False
-        await self.mails.record(key, now)
-        return True
+        """Count one more email to the account; False once it had MAIL_TO's."""
+        ticket = await self.windows.take([(MAIL_TO, account.email.lower())], time.time())
+        return ticket.taken
 
     async def send_verification(self, account: Account, base_url: str) -> bool:
         """Mail a confirmation link; False if the account had too many emails lately."""
@@ -151,16 +168,24 @@ class Accounts:
 
     async def log_in(self, email: str, password: str, ip: str) -> Account:
         """The account, or Unauthorized (wrong email or password, the same message for
-        both) or RateLimited (too many failures for the account or the IP)."""
-        now = time.time()
-        await self.throttle.check(email.strip(), ip, now)
-        account = await self.store.find_account(email.strip())
-        stored = account.password_hash if account else await dummy_hash()
-        ok = await verify_password(stored, password)
+        both), RateLimited (too many failures for the account or the IP) or
+        PasswordsBusy (503: the node is checking as many passwords as it may).
+
+        The attempt is counted before the password is checked, so attempts made at
+        once cannot all be checked; a correct one takes its count back and clears the
+        account's failures."""
+        email = email.strip()
+        ticket = await self.throttle.attempt(email, ip, time.time())
+        try:
+            account = await self.store.find_account(email)
+            stored = account.password_hash if account else await dummy_hash()
+            ok = await verify_password(stored, password)
+        except (PasswordsBusy, StorageError):  # no password was checked
+            await self.throttle.not_made(ticket)
+            raise
         if account is None or not ok:
-            await self.throttle.failed(email.strip(), ip, now)
             raise Unauthorized("Wrong email or password.")
-        await self.throttle.succeeded(email.strip())
+        await self.throttle.succeeded(ticket)
         if needs_rehash(account.password_hash):
             # the parameters changed since it was hashed: store today's (sessions stay)
             await self.store.set_password(account.id, await hash_password(password))
@@ -198,8 +223,13 @@ class Accounts:
         await self.store.set_password(account.id, await hash_password(new))
         await self.store.delete_sessions(account.id)
 
-    async def request_reset(self, email: str, base_url: str) -> None:
-        """Mail a reset link if the account exists (the caller says the same either way)."""
+    async def request_reset(self, email: str, base_url: str, client: str = "") -> None:
+        """Mail a reset link if the account exists (the caller says the same either way).
+        RateLimited, whether the account exists or not, when the `client` address made
+        too many emailing requests lately (MAIL_FROM)."""
+        ticket = await self.windows.take([(MAIL_FROM, client)], time.time())
+        if not ticket.taken:
+            raise refusal(ticket, "Too many email requests from your network.")
         account = await self.store.find_account(email.strip())
         if account is None or not await self._may_mail(account):
             return
@@ -241,10 +271,8 @@ class Accounts:
         email = check_email(email)
         check_new_password(password, email)
         now = time.time()
-        first = await self.store.count_accounts() == 0
         account = await self.store.create_account(email, await hash_password(password), now)
-        if first:
-            await workspaces.adopt_bootstrap(self.store, account)
+        await workspaces.adopt_bootstrap(self.store, account)
         personal = await workspaces.create_personal(self.store, account)
         if verified:
             await self.store.mark_verified(account.id, now)

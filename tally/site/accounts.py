@@ -41,7 +41,9 @@ async def signup(request: Request) -> Response:
     email, invite = field(data, "email"), field(data, "invite")
     s = site(request)
     try:
-        done = await s.accounts.sign_up(email, field(data, "password"), base_url(request), invite)
+        done = await s.accounts.sign_up(
+            email, field(data, "password"), base_url(request), invite, client_ip(request)
+        )
     except TallyError as exc:
         return render(
             request, "signup.html", exc.status, error=exc.message, email=email, invite=invite
@@ -142,7 +144,12 @@ async def forgot(request: Request) -> Response:
         return render(request, "forgot.html", email="", sent=False)
     data = await form(request)
     email = field(data, "email")
-    await site(request).accounts.request_reset(email, base_url(request))
+    try:
+        await site(request).accounts.request_reset(email, base_url(request), client_ip(request))
+    except TallyError as exc:  # too many from this client, whether the account exists or not
+        return render(
+            request, "forgot.html", exc.status, error=exc.message, email=email, sent=False
+        )
     # the same answer whether the account exists or not
     return render(request, "forgot.html", email=email, sent=True)
 

@@ -16,7 +16,16 @@ from tally.accounts import check_email
 from tally.errors import BadRequest, NotFound, StorageError, TallyError
 from tally.exports import export_jsonl
 from tally.models import Role, Workspace
-from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
+from tally.site.pages import (
+    base_url,
+    client_ip,
+    field,
+    form,
+    redirect,
+    render,
+    signed_in,
+    site,
+)
 
 log = logging.getLogger("tally.site")
 
@@ -143,6 +152,9 @@ async def members(request: Request) -> Response:
             link = await workspaces.invite(
                 s.store,
                 s.mailer,
+                s.accounts.windows,
+                session.account,
+                client_ip(request),
                 ws,
                 check_email(email),
                 _role(field(data, "role")),
