@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from conftest import Harness
 from sse import OpenStream
@@ -199,7 +200,9 @@ class World:
 def site_accounts(h: Harness) -> Accounts:
     services = h.app.services
     assert services is not None
-    starlette = services.site.app.app  # type: ignore[attr-defined]
+    starlette: Any = services.site
+    while not hasattr(starlette, "state"):  # through the website's middleware
+        starlette = starlette.app
     accounts: Accounts = starlette.state.site.accounts
     return accounts
 

@@ -14,7 +14,9 @@ from site_client import SiteClient, capture_mail, text
 
 from tally import passwords
 from tally.passwords import PasswordsBusy, PasswordWork
+from tally.site.security import FormGate
 from tally.throttle import INVITES_BY, LOGIN_ACCOUNT, MAIL_FROM, MAIL_TO, SIGNUPS_FROM
+from tally.web.http import Message, Receive, Scope, Send
 
 
 def mails(caplog: pytest.LogCaptureFixture, to: str | None = None) -> int:
@@ -181,3 +183,46 @@ async def test_forgot_is_limited_per_client_whether_the_account_exists_or_not(
     r = await b.submit("/forgot", {"email": "ann@example.com"})
     assert "Too many email requests from your network" in text(r)
     assert mails(caplog, "ann@example.com") == MAIL_TO.limit  # the confirmation and 4 resets
+
+
+async def test_the_form_gate_lets_a_few_posts_in_at_once() -> None:
+    """POSTs run at most `at_once` at a time, the others wait their turn (GETs pass);
+    past `waiting` waiting, a POST is a 503 at once."""
+    running, most = 0, 0
+    release = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        if scope["method"] == "POST":
+            await release.wait()
+        running -= 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    gate = FormGate(app, at_once=2, waiting=3)
+    sent: list[int] = []
+
+    async def call(method: str) -> None:
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                sent.append(message["status"])
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b""}
+
+        await gate(
+            {"type": "http", "method": method, "path": "/login", "headers": []}, receive, send
+        )
+
+    posts = [asyncio.ensure_future(call("POST")) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    assert most == 2
+    await call("GET")  # not gated
+    await call("POST")  # 2 running, 3 waiting: refused
+    assert sent == [200, 503]
+    release.set()
+    await asyncio.gather(*posts)
+    assert sent.count(200) == 6
+    assert most <= 3  # the 2 POSTs and the GET

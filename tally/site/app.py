@@ -23,7 +23,7 @@ from tally.nodes import LiveNodes
 from tally.site import accounts, counters, tokens, workspaces
 from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
-from tally.site.security import BodyLimit, SecurityHeaders
+from tally.site.security import BodyLimit, FormGate, SecurityHeaders
 from tally.storage.base import Store
 from tally.throttle import LocalWindows
 from tally.web.stream import Streams
@@ -146,4 +146,4 @@ def create_site(
         csrf_key=derive_key(token_key, b"csrf"),
         streams=streams,
     )
-    return SecurityHeaders(BodyLimit(app))
+    return SecurityHeaders(FormGate(BodyLimit(app)))
