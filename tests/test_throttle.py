@@ -132,20 +132,40 @@ async def test_the_local_windows_drop_the_oldest_keys_when_full() -> None:
 
 
 async def test_every_node_counts_against_one_limit(redis_prefix: str) -> None:
-    """Two nodes' throttles on one Redis: the account's 5 failures are 5 in all."""
-    nodes = [shared_windows(require_redis(), redis_prefix, SECRET) for _ in range(2)]
-    throttles = [n.throttle for n in nodes]
+    """Two nodes' throttles on one Redis: the account's 5 failures are 5 in all. (A try in
+    which a Redis call timed out on the loaded test machine, so that a node decided
+    alone, is repeated under fresh keys.)"""
+    for attempt in range(3):
+        nodes = [
+            shared_windows(require_redis(), f"{redis_prefix}{attempt}:", SECRET) for _ in range(2)
+        ]
+        try:
+            if await _five_in_all([n.throttle for n in nodes]):
+                return
+        finally:
+            for n in nodes:
+                await n.close()
+    pytest.fail("Redis timed out in every try")
+
+
+async def _five_in_all(throttles: list[LoginThrottle]) -> bool:
+    """False if a node fell back to its own windows (Redis timed out)."""
     last = None
     for i in range(5):
         last = await throttles[i % 2].attempt("ann@example.com", f"198.51.100.{i}", 1000.0 + i)
+    refused = 0
     for t in throttles:
-        with pytest.raises(RateLimited):
+        try:
             await t.attempt("ann@example.com", "198.51.100.99", 1010.0)
+        except RateLimited:
+            refused += 1
+    if any(isinstance(t.windows, RedisWindows) and t.windows.fallbacks for t in throttles):
+        return False
+    assert refused == 2
     assert last is not None
     await throttles[0].succeeded(last)
     await throttles[1].attempt("ann@example.com", "198.51.100.99", 1011.0)
-    for n in nodes:
-        await n.close()
+    return True
 
 
 async def test_redis_holds_no_email_or_ip(redis_prefix: str, client: aioredis.Redis) -> None:
