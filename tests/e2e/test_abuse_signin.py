@@ -108,8 +108,11 @@ async def test_a_sign_in_burst_checks_at_most_the_limits_and_spares_the_api(
         f"({len(during)} requests): x{burst_p99 / idle_p99:.2f}"
     )
     assert len(during) >= 20
-    # the goal is 2x; the bound is generous, for a loaded 2-core machine
-    assert burst_p99 <= max(5 * idle_p99, idle_p99 + 0.05)
+    # The goal is 2x. The bound is generous, for a loaded 2-core machine shared with other
+    # work, where the idle p99 alone varies 3-fold between runs; before the attempts were
+    # counted first (every one of 60 checked, 13 s of CPU) the API's p99 was 350 ms here
+    # and it answered 8 requests a second.
+    assert burst_p99 <= max(5 * idle_p99, 0.15)
 
 
 async def test_redis_stalled_during_a_burst_lets_through_no_more_than_the_limit(
