@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass
 
 from tally import workspaces
-from tally.errors import BadRequest, Conflict, Forbidden, Unauthorized
+from tally.errors import BadRequest, Conflict, Forbidden, StorageError, Unauthorized
 from tally.links import new_secret, secret_hash
 from tally.mail import Mail, Mailer, Outbox
 from tally.models import Account, Session
 from tally.passwords import (
+    PasswordsBusy,
     check_new_password,
     dummy_hash,
     hash_password,
@@ -25,14 +26,20 @@ from tally.passwords import (
     verify_password,
 )
 from tally.storage.base import Store
-from tally.throttle import FailureWindow, LoginThrottle, Window
+from tally.throttle import (
+    MAIL_FROM,
+    MAIL_TO,
+    SIGNUPS_FROM,
+    LocalWindows,
+    LoginThrottle,
+    Windows,
+    refusal,
+)
 
 log = logging.getLogger("tally.mail")
 SESSION_TTL = 14 * 86400.0
 VERIFY_TTL = 3 * 86400.0
 RESET_TTL = 3600.0
-MAILS_PER_HOUR = 5  # verification and reset emails per account (no mail bombing)
-MAIL_WINDOW = 3600.0
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
@@ -55,21 +62,25 @@ class Accounts:
         store: Store,
         mailer: Mailer,
         signup: str = "open",
-        throttle: LoginThrottle | None = None,
-        mails: Window | None = None,
+        windows: Windows | None = None,
         outbox: Outbox | None = None,
     ) -> None:
         self.store = store
         self.mailer = mailer
         self.signup = signup
-        self.throttle = throttle or LoginThrottle.local()
-        self.mails = mails or FailureWindow(MAILS_PER_HOUR, MAIL_WINDOW)
+        self.windows: Windows = windows or LocalWindows()  # tally.throttle's limits
+        self.throttle = LoginThrottle(self.windows)
         self.outbox = outbox or Outbox(mailer)
 
     # sign-up and verification ------------------------------------------------
 
     async def sign_up(
-        self, email: str, password: str, base_url: str, invite: str | None = None
+        self,
+        email: str,
+        password: str,
+        base_url: str,
+        invite: str | None = None,
+        client: str = "",
     ) -> Account | None:
         """Create an account, unconfirmed, with a personal workspace (or the invitation's
         membership instead); the first account also owns `default`. The confirmation link
@@ -78,7 +89,9 @@ class Accounts:
         the password is hashed either way, so it takes as long).
 
         TALLY_SIGNUP: `open` lets anyone sign up, `invite` only with an invitation to
-        the address, `closed` nobody (the operator's `tally user create`)."""
+        the address, `closed` nobody (the operator's `tally user create`). RateLimited
+        when the `client` address made too many sign-ups (SIGNUPS_FROM) or emailing
+        requests (MAIL_FROM) lately (an invited sign-up is not counted)."""
         email = check_email(email)
         check_new_password(password, email)
         now = time.time()
@@ -92,8 +105,17 @@ class Accounts:
                 raise BadRequest(f"This invitation is for {invitation.email}.")
         elif self.signup != "open":
             raise Forbidden("Sign-up on this server is by invitation only.")
-        password_hash = await hash_password(password)
-        first = await self.store.count_accounts() == 0
+        ticket = None
+        if not invite:  # counted before the hash; given back if no account was made
+            ticket = await self.windows.take([(SIGNUPS_FROM, client), (MAIL_FROM, client)], now)
+            if not ticket.taken:
+                raise refusal(ticket, "Too many sign-ups from your network.")
+        try:
+            password_hash = await hash_password(password)
+        except PasswordsBusy:
+            if ticket is not None:
+                await self.windows.give_back(ticket)
+            raise
         taken = await self.store.find_account(email)
         if taken is None:
             try:
@@ -104,8 +126,7 @@ class Accounts:
             note = taken
             self.outbox.post(lambda: self._mail_taken(note, base_url), f"the note to {email}")
             return None
-        if first:
-            await workspaces.adopt_bootstrap(self.store, account)
+        await workspaces.adopt_bootstrap(self.store, account)  # if it is the first one
         if invite:
             # the invitation proves nothing about the address: its inviter could read
             # the link on the members page, so the account confirms it like any other
@@ -134,12 +155,9 @@ class Accounts:
         )
 
     async def _may_mail(self, account: Account) -> bool:
-        """Count one more email to the account; False once it had MAILS_PER_HOUR."""
-        key, now = account.email.lower(), time.time()
-        if await self.mails.retry_after(key, now) > 0:
-            return False
-        await self.mails.record(key, now)
-        return True
+        """Count one more email to the account; False once it had MAIL_TO's."""
+        ticket = await self.windows.take([(MAIL_TO, account.email.lower())], time.time())
+        return ticket.taken
 
     async def send_verification(self, account: Account, base_url: str) -> bool:
         """Queue a confirmation link; False if the account had too many emails lately."""
@@ -180,20 +198,28 @@ class Accounts:
 
     async def log_in(self, email: str, password: str, ip: str) -> Account:
         """The account, or Unauthorized (wrong email or password, the same message for
-        both) or RateLimited (too many failures for the account or the IP)."""
-        now = time.time()
-        await self.throttle.check(email.strip(), ip, now)
-        account = await self.store.find_account(email.strip())
-        stored = account.password_hash if account else await dummy_hash()
-        ok = await verify_password(stored, password)
+        both), RateLimited (too many failures for the account or the IP) or
+        PasswordsBusy (503: the node is checking as many passwords as it may).
+
+        The attempt is counted before the password is checked, so attempts made at
+        once cannot all be checked; a correct one takes its count back and clears the
+        account's failures."""
+        email = email.strip()
+        ticket = await self.throttle.attempt(email, ip, time.time())
+        try:
+            account = await self.store.find_account(email)
+            stored = account.password_hash if account else await dummy_hash()
+            ok = await verify_password(stored, password)
+        except (PasswordsBusy, StorageError):  # no password was checked
+            await self.throttle.not_made(ticket)
+            raise
         if account is None or not ok:
-            await self.throttle.failed(email.strip(), ip, now)
             raise Unauthorized("Wrong email or password.")
-        await self.throttle.succeeded(email.strip())
+        await self.throttle.succeeded(ticket)
         if needs_rehash(account.password_hash):
             # the parameters changed since it was hashed: store today's (sessions stay)
             new_hash = await hash_password(password)
-            await self.store.set_password(account.id, new_hash, now, rehash=True)
+            await self.store.set_password(account.id, new_hash, time.time(), rehash=True)
             account = await self._reload(account.id)
         return account
 
@@ -229,13 +255,18 @@ class Accounts:
         await self.store.set_password(account.id, await hash_password(new), time.time())
         await self.store.delete_sessions(account.id)
 
-    def request_reset(self, email: str, base_url: str) -> None:
+    async def request_reset(self, email: str, base_url: str, client: str = "") -> None:
         """Mail a reset link if the account exists, off the request: the caller answers
         the same, in the same time, either way. Without SMTP no link is made (one in the
         log would let whoever reads the log, wherever it is shipped, take the account
         over): the log tells the operator to run `tally user reset-password`. BadRequest
-        for what is no email address (it says nothing of any account)."""
+        for what is no email address (it says nothing of any account); RateLimited,
+        whether the account exists or not, when the `client` address made too many
+        emailing requests lately (MAIL_FROM)."""
         address = check_email(email)
+        ticket = await self.windows.take([(MAIL_FROM, client)], time.time())
+        if not ticket.taken:
+            raise refusal(ticket, "Too many email requests from your network.")
         self.outbox.post(lambda: self._mail_reset(address, base_url), f"the reset for {address}")
 
     async def _mail_reset(self, email: str, base_url: str) -> None:
@@ -292,10 +323,8 @@ class Accounts:
         email = check_email(email)
         check_new_password(password, email)
         now = time.time()
-        first = await self.store.count_accounts() == 0
         account = await self.store.create_account(email, await hash_password(password), now)
-        if first:
-            await workspaces.adopt_bootstrap(self.store, account)
+        await workspaces.adopt_bootstrap(self.store, account)
         personal = await workspaces.create_personal(self.store, account)
         if verified:
             await self.store.mark_verified(account.id, now)

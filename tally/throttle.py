@@ -1,257 +1,197 @@
-"""Login and mail throttling: failed sign-ins counted per account and per client IP, and
-emails per account.
+"""Sign-in and mail throttling: sliding windows of events per key, taken before the work.
 
-A sliding window per key: a key that failed (or was mailed) `limit` times within
-`window` seconds is refused until its oldest event leaves the window.
+A `Limit` allows `limit` events per key within `window` seconds. `Windows.take` records
+one event under several keys at once, or under none: either every key has room, or the
+answer is a refusal saying which limit refused and when it has room again. The work
+(a password check, an email) is done only after the take, so concurrent attempts cannot
+all pass a check made before any of them is counted. What was taken may be given back
+(`give_back`: the attempt was not made after all) or a key cleared (`clear`: a correct
+password ends the account's failures).
 
-- `FailureWindow` keeps the windows in this process: the embedded (SQLite) server is one
+- `LocalWindows` keeps the windows in this process: the embedded (SQLite) server is one
   process, so that is the whole server's limit.
-- `RedisFailureWindow`, with `TALLY_REDIS_URL`, keeps them in Redis (a sorted set per
-  key, expiring with its window), so that every node of a cluster counts against the
-  same limit instead of each its own. Keys are hashed: no email address or IP is written
-  to Redis. A Redis that fails or is slow is never a reason to refuse or admit
-  everyone: the node falls back to its own window until Redis answers again, and
-  admits there its share of the limit (the limit over the live nodes, at least 1,
-  counted from the database: tally.nodes), so the cluster's limit holds while Redis
-  is away, as the rate limit's does.
+- `tally.storage.redis_windows.RedisWindows`, with `TALLY_REDIS_URL`, keeps them in Redis,
+  one script call per take, so that every node of a cluster counts against the same
+  limits; a Redis that fails or is slow makes the node decide alone (its share of each
+  limit), never refuse or admit everyone.
 
 Times are wall-clock seconds (`time.time()`), which every node of a cluster shares.
+
+The limits (docs/dashboard.md has the same):
+
+| limit                | per                                  | events             | window |
+|----------------------|--------------------------------------|--------------------|--------|
+| `LOGIN_ACCOUNT`      | account (the email typed)            | failed sign-ins    | 15 min |
+| `LOGIN_CLIENT`       | client address                       | failed sign-ins    | 15 min |
+| `MAIL_TO`            | recipient address                    | emails             | 1 hour |
+| `INVITES_BY`         | inviting account                     | invitations        | 1 hour |
+| `SIGNUPS_FROM`       | client address                       | sign-ups           | 1 hour |
+| `MAIL_FROM`          | client address                       | emailing requests  | 1 hour |
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
 import secrets
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from tally.errors import RateLimited
 
-if TYPE_CHECKING:
-    from redis import asyncio as aioredis
 
-log = logging.getLogger("tally.throttle")
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """`limit` events per key within `window` seconds; `name` keeps its keys apart."""
 
-
-class Window(Protocol):
-    """Events per key in a sliding window."""
-
+    name: str
     limit: int
     window: float
 
-    async def retry_after(self, key: str, now: float) -> float:
-        """Seconds until `key` may try again (0: now)."""
+
+LOGIN_ACCOUNT = Limit("login-account", 5, 15 * 60.0)
+LOGIN_CLIENT = Limit("login-ip", 20, 15 * 60.0)
+MAIL_TO = Limit("mail", 5, 3600.0)  # confirmation, reset and invitation emails to one address
+INVITES_BY = Limit("invite-by", 20, 3600.0)
+SIGNUPS_FROM = Limit("signup-ip", 10, 3600.0)
+MAIL_FROM = Limit("mail-ip", 30, 3600.0)  # sign-ups, invitations and /forgot from one client
+
+Want = tuple[Limit, str]  # a limit and the key it applies to
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What `take` answered: taken (`refused` None) with the event's `member`, or refused
+    by the limit `refused`, which has room again in `wait` seconds."""
+
+    wants: tuple[Want, ...]
+    member: str
+    refused: Limit | None = None
+    wait: float = 0.0
+
+    @property
+    def taken(self) -> bool:
+        return self.refused is None
+
+
+class Windows(Protocol):
+    """Sliding windows of events per (limit, key)."""
+
+    async def take(self, wants: Sequence[Want], now: float) -> Ticket:
+        """One event under every want's key if each has room; else none, refused."""
         ...
 
-    async def record(self, key: str, now: float) -> None:
-        """One more event of `key` at `now`."""
+    async def give_back(self, ticket: Ticket) -> None:
+        """Forget the ticket's event (it did not happen after all)."""
         ...
 
-    async def clear(self, key: str) -> None: ...
+    async def clear(self, limit: Limit, key: str) -> None:
+        """Forget every event of `key` under `limit`."""
+        ...
 
 
-class FailureWindow:
-    """The windows of this process; at most `max_keys` keys (the least recently
-    started windows are dropped first, never all at once)."""
+class LocalWindows:
+    """The windows of this process; at most `max_keys` keys (the least recently started
+    windows are dropped first, never all at once). Its `take_now` is atomic (no await)."""
 
-    def __init__(self, limit: int, window: float, max_keys: int = 100_000) -> None:
-        self.limit = limit
-        self.window = window
+    def __init__(self, max_keys: int = 100_000) -> None:
         self.max_keys = max_keys
-        self._events: dict[str, deque[float]] = {}
+        self._events: dict[str, deque[tuple[float, str]]] = {}
+        self._node = secrets.token_hex(8)
+        self._seq = 0
 
-    def _recent(self, key: str, now: float) -> deque[float] | None:
-        times = self._events.get(key)
-        if times is None:
+    def member(self, now: float) -> str:
+        """A name for one event, unique among every node's."""
+        self._seq += 1
+        return f"{now!r}:{self._node}:{self._seq}"
+
+    def _recent(self, key: str, window: float, now: float) -> deque[tuple[float, str]] | None:
+        events = self._events.get(key)
+        if events is None:
             return None
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
+        while events and events[0][0] <= now - window:
+            events.popleft()
+        if not events:
             del self._events[key]
             return None
-        return times
+        return events
 
-    async def retry_after(self, key: str, now: float) -> float:
-        times = self._recent(key, now)
-        if times is None or len(times) < self.limit:
-            return 0.0
-        return times[0] + self.window - now
+    def take_now(self, wants: Sequence[Want], now: float, member: str, nodes: int = 1) -> Ticket:
+        """`take`, with each limit divided among `nodes` (at least 1 event each)."""
+        for limit, key in wants:
+            events = self._recent(f"{limit.name}:{key}", limit.window, now)
+            if events is not None and len(events) >= max(1, limit.limit // max(1, nodes)):
+                wait = events[0][0] + limit.window - now
+                return Ticket(tuple(wants), member, limit, wait)
+        for limit, key in wants:
+            name = f"{limit.name}:{key}"
+            events = self._events.get(name)
+            if events is None:
+                while len(self._events) >= self.max_keys:
+                    del self._events[next(iter(self._events))]
+                events = self._events[name] = deque()
+            events.append((now, member))
+            while len(events) > limit.limit:  # only the newest `limit` decide anything
+                events.popleft()
+        return Ticket(tuple(wants), member)
 
-    async def record(self, key: str, now: float) -> None:
-        times = self._recent(key, now)
-        if times is None:
-            while len(self._events) >= self.max_keys:
-                del self._events[next(iter(self._events))]
-            times = self._events[key] = deque()
-        times.append(now)
-        while len(times) > self.limit:  # only the newest `limit` decide anything
-            times.popleft()
+    def forget(self, ticket: Ticket) -> None:
+        for limit, key in ticket.wants:
+            events = self._events.get(f"{limit.name}:{key}")
+            if events is None:
+                continue
+            for event in events:
+                if event[1] == ticket.member:
+                    events.remove(event)
+                    break
+            if not events:
+                del self._events[f"{limit.name}:{key}"]
 
-    async def clear(self, key: str) -> None:
-        self._events.pop(key, None)
+    def clear_now(self, limit: Limit, key: str) -> None:
+        self._events.pop(f"{limit.name}:{key}", None)
 
+    async def take(self, wants: Sequence[Want], now: float) -> Ticket:
+        return self.take_now(wants, now, self.member(now))
 
-# KEYS[1]: the key's sorted set of event times; ARGV: now, window, limit, record (0/1),
-# a unique member. Drops what left the window, records the event if asked, and answers
-# the seconds until the key may try again (as a string: Lua numbers become integers).
-_WINDOW_SCRIPT = """
-local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if ARGV[4] == '1' then
-  redis.call('ZADD', KEYS[1], now, ARGV[5])
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -limit - 1)
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
-  return '0'
-end
-if redis.call('ZCARD', KEYS[1]) < limit then
-  return '0'
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return tostring(tonumber(oldest[2]) + window - now)
-"""
+    async def give_back(self, ticket: Ticket) -> None:
+        self.forget(ticket)
 
-
-class RedisFailureWindow:
-    """The windows in Redis, shared by every node; this node's own `FailureWindow` while
-    Redis does not answer, holding this node's share of the limit (`nodes`: how many
-    nodes are live now)."""
-
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        limit: int,
-        window: float,
-        prefix: str,
-        secret: bytes,
-        nodes: Callable[[], int] = lambda: 1,
-    ) -> None:
-        self.limit = limit
-        self.nodes = nodes
-        self.window = window
-        self.client = client
-        self.prefix = prefix
-        self.secret = secret
-        self.local = FailureWindow(limit, window)
-        self.fallbacks = 0
-        self._seq = 0
-        self._node = secrets.token_hex(8)  # members of two nodes never collide
-        self._script = client.register_script(_WINDOW_SCRIPT)
-
-    def _key(self, key: str) -> str:
-        digest = hashlib.blake2b(key.encode(), key=self.secret[:64], digest_size=16)
-        return self.prefix + digest.hexdigest()
-
-    async def _call(self, key: str, now: float, record: bool) -> float | None:
-        self._seq += 1
-        member = f"{now!r}:{self._node}:{self._seq}"
-        try:
-            answer = await self._script(
-                keys=[self._key(key)],
-                args=[repr(now), repr(self.window), self.limit, "1" if record else "0", member],
-            )
-        except Exception as exc:  # any Redis failure: count on locally
-            self.fallbacks += 1
-            log.warning("throttle: Redis failed (%s); using this node's own window", exc)
-            return None
-        return max(0.0, float(answer))
-
-    def _share(self) -> FailureWindow:
-        """This node's own window, holding its share of the limit."""
-        self.local.limit = max(1, self.limit // max(1, self.nodes()))
-        return self.local
-
-    async def retry_after(self, key: str, now: float) -> float:
-        shared = await self._call(key, now, record=False)
-        local = await self._share().retry_after(key, now)
-        return local if shared is None else max(shared, local)
-
-    async def record(self, key: str, now: float) -> None:
-        if await self._call(key, now, record=True) is None:
-            await self._share().record(key, now)
-
-    async def clear(self, key: str) -> None:
-        await self.local.clear(key)
-        try:
-            await self.client.delete(self._key(key))
-        except Exception as exc:  # the window ends by itself
-            log.warning("throttle: Redis failed (%s); the window expires by itself", exc)
+    async def clear(self, limit: Limit, key: str) -> None:
+        self.clear_now(limit, key)
 
 
-class LoginThrottle:
-    """5 failures per account and 20 per IP within 15 minutes, by default."""
-
-    def __init__(self, accounts: Window, ips: Window) -> None:
-        self.accounts = accounts
-        self.ips = ips
-
-    @classmethod
-    def local(cls) -> LoginThrottle:
-        return cls(
-            FailureWindow(FAILURES_PER_ACCOUNT, LOGIN_WINDOW),
-            FailureWindow(FAILURES_PER_IP, LOGIN_WINDOW),
-        )
-
-    async def check(self, email: str, ip: str, now: float) -> None:
-        """RateLimited, with a message saying when to try again, if either is spent."""
-        wait = max(
-            await self.accounts.retry_after("a:" + email.lower(), now),
-            await self.ips.retry_after("i:" + ip, now),
-        )
-        if wait > 0:
-            minutes = max(1, math.ceil(wait / 60))
-            raise RateLimited(
-                "Too many failed sign-in attempts. "
-                f"Try again in {minutes} minute{'s' if minutes > 1 else ''}."
-            )
-
-    async def failed(self, email: str, ip: str, now: float) -> None:
-        await self.accounts.record("a:" + email.lower(), now)
-        await self.ips.record("i:" + ip, now)
-
-    async def succeeded(self, email: str) -> None:
-        await self.accounts.clear("a:" + email.lower())
-
-
-LOGIN_WINDOW = 15 * 60.0
-FAILURES_PER_ACCOUNT = 5
-FAILURES_PER_IP = 20
+def refusal(ticket: Ticket, what: str) -> RateLimited:
+    """The 429 for a refused ticket: `what` was refused, and when to try again."""
+    minutes = max(1, math.ceil(ticket.wait / 60))
+    return RateLimited(f"{what} Try again in {minutes} minute{'s' if minutes > 1 else ''}.")
 
 
 @dataclass
-class SharedWindows:
-    """The sign-in throttle and the mail window of a cluster, in Redis."""
+class LoginThrottle:
+    """Failed sign-ins per account and per client address (LOGIN_ACCOUNT, LOGIN_CLIENT).
 
-    throttle: LoginThrottle
-    mails: Window
-    client: aioredis.Redis
+    An attempt is counted before its password is checked (`attempt`); a correct password
+    clears the account's failures and gives its own attempt back (`succeeded`), so only
+    failures count, as the limits say."""
 
-    async def close(self) -> None:
-        await self.client.aclose()
+    windows: Windows = field(default_factory=LocalWindows)
 
+    async def attempt(self, email: str, client: str, now: float) -> Ticket:
+        """The attempt's ticket, or RateLimited if either limit is spent."""
+        ticket = await self.windows.take(
+            [(LOGIN_ACCOUNT, email.lower()), (LOGIN_CLIENT, client)], now
+        )
+        if not ticket.taken:
+            raise refusal(ticket, "Too many failed sign-in attempts.")
+        return ticket
 
-def shared_windows(
-    redis_url: str,
-    prefix: str,
-    secret: bytes,
-    mails_per_hour: int,
-    mail_window: float,
-    nodes: Callable[[], int] = lambda: 1,
-) -> SharedWindows:
-    """The sign-in throttle and the mail window, kept in Redis under `prefix`; while
-    Redis is away, each node's share by `nodes` (the live nodes)."""
-    from tally.storage.redis_limiter import redis_client
+    async def not_made(self, ticket: Ticket) -> None:
+        """The attempt's password was never checked (the server was busy)."""
+        await self.windows.give_back(ticket)
 
-    client = redis_client(redis_url)
-
-    def window(name: str, limit: int, seconds: float) -> RedisFailureWindow:
-        return RedisFailureWindow(client, limit, seconds, f"{prefix}{name}:", secret, nodes)
-
-    throttle = LoginThrottle(
-        window("login-account", FAILURES_PER_ACCOUNT, LOGIN_WINDOW),
-        window("login-ip", FAILURES_PER_IP, LOGIN_WINDOW),
-    )
-    return SharedWindows(throttle, window("mail", mails_per_hour, mail_window), client)
+    async def succeeded(self, ticket: Ticket) -> None:
+        await self.windows.give_back(ticket)
+        for limit, key in ticket.wants:
+            if limit is LOGIN_ACCOUNT:
+                await self.windows.clear(limit, key)

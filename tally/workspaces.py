@@ -29,10 +29,16 @@ from tally.links import new_secret, secret_hash
 from tally.mail import Mail, Outbox
 from tally.models import Account, Counter, Permission, Role, Workspace
 from tally.storage.base import Store
+from tally.throttle import INVITES_BY, MAIL_FROM, MAIL_TO, Windows, refusal
 
 INVITE_TTL = 7 * 86400.0
 MAX_DESCRIPTION = 500  # characters of a counter's description
 MAX_TOKEN_NAME = 100
+_REFUSED = {
+    INVITES_BY.name: "You sent too many invitations lately.",
+    MAIL_TO.name: "This address was sent too many emails lately.",
+    MAIL_FROM.name: "Too many email requests from your network.",
+}
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 ACTIONS: dict[str, Role] = {
@@ -136,9 +142,7 @@ BOOTSTRAP = "default"  # the workspace `tally serve` makes on a new database
 
 async def adopt_bootstrap(store: Store, account: Account) -> None:
     """The first account on the instance owns the bootstrap workspace `default`."""
-    ws = await store.get_workspace(BOOTSTRAP)
-    if ws is not None and not await store.list_members(ws.id):
-        await store.add_member(ws.id, account.id, Role.OWNER, time.time())
+    await store.claim_bootstrap(BOOTSTRAP, account.id, time.time())
 
 
 async def membership(store: Store, account: Account, slug: str) -> tuple[Workspace, Role]:
@@ -153,7 +157,9 @@ async def membership(store: Store, account: Account, slug: str) -> tuple[Workspa
 async def invite(
     store: Store,
     outbox: Outbox,
+    windows: Windows,
     inviter: Account,
+    client: str,
     ws: Workspace,
     email: str,
     role: Role,
@@ -161,11 +167,18 @@ async def invite(
 ) -> str:
     """Create an invitation; its link (shown to the inviter, and mailed off the request).
     Only a confirmed account invites (else anyone could have a throwaway account send
-    mail in Tally's name); the invitation records its inviter."""
+    mail in Tally's name); the invitation records its inviter. RateLimited, with nothing
+    made or sent, past the invitations of the inviter (INVITES_BY), the emails to the
+    address (MAIL_TO) or the emailing requests of the client (MAIL_FROM)."""
     if not inviter.verified:
         raise Forbidden("Confirm your email address before you invite anyone.")
-    secret = new_secret()
     now = time.time()
+    ticket = await windows.take(
+        [(INVITES_BY, str(inviter.id)), (MAIL_TO, email.lower()), (MAIL_FROM, client)], now
+    )
+    if ticket.refused is not None:
+        raise refusal(ticket, _REFUSED[ticket.refused.name])
+    secret = new_secret()
     await store.create_one_time(
         "invite",
         secret_hash(secret),
@@ -206,29 +219,24 @@ async def accept_invite(store: Store, account: Account, secret: str) -> Workspac
     return ws
 
 
-async def _owners(store: Store, ws: Workspace) -> list[int]:
-    return [m.account_id for m in await store.list_members(ws.id) if m.role is Role.OWNER]
-
-
 async def set_role(store: Store, ws: Workspace, account_id: int, role: Role) -> None:
-    if await store.member_role(ws.id, account_id) is None:
-        raise NotFound("No such member.")
-    if role is not Role.OWNER and await _owners(store, ws) == [account_id]:
+    if not await store.set_member_role(ws.id, account_id, role):
+        if await store.member_role(ws.id, account_id) is None:
+            raise NotFound("No such member.")
         raise BadRequest("The last owner cannot step down. Make someone else owner first.")
-    await store.add_member(ws.id, account_id, role, time.time())
 
 
 async def remove_member(
     store: Store, ws: Workspace, account_id: int, *, revoke_tokens: bool = True
 ) -> tuple[int, int]:
-    """Remove the member, cancel the invitations they sent and (unless told otherwise)
-    revoke the tokens they made in the workspace: (tokens revoked, invitations
-    cancelled). Removed first, so a removal refused keeps everything."""
-    if await store.member_role(ws.id, account_id) is None:
-        raise NotFound("No such member.")
-    if await _owners(store, ws) == [account_id]:
+    """Remove the member (never the last owner: one transaction), cancel the invitations
+    they sent and (unless told otherwise) revoke the tokens they made in the workspace:
+    (tokens revoked, invitations cancelled). Removed first, so a removal refused keeps
+    everything."""
+    if not await store.remove_member(ws.id, account_id):
+        if await store.member_role(ws.id, account_id) is None:
+            raise NotFound("No such member.")
         raise BadRequest("The last owner cannot leave. Make someone else owner first.")
-    await store.remove_member(ws.id, account_id)
     return await store.drop_grants(ws.id, account_id, time.time(), revoke_tokens=revoke_tokens)
 
 

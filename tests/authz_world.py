@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from conftest import Harness
 from sse import OpenStream
@@ -19,7 +20,7 @@ from tally.models import CounterChange, Permission, Role, Workspace
 from tally.site.pages import derive_key
 from tally.site.security import CSRF_COOKIE, SESSION_COOKIE, csrf_token
 from tally.storage.base import Store
-from tally.throttle import LoginThrottle
+from tally.throttle import LocalWindows, LoginThrottle
 from tally.web import api, download, manage, v1
 from tally.web.app import load_secret_key
 
@@ -162,7 +163,7 @@ class World:
     async def repair(self) -> None:
         """Undo what an allowed request changed: the two counters exist with their
         visibility, the missing one is missing, "ws" is open for V1 with no origin rule, the
-        victim token is live, every session is valid, no sign-in throttle."""
+        victim token is live, every session is valid, no sign-in throttle or mail limit."""
         missing = await self.store.read_counter("ws", NAMES["missing"])
         if missing is not None:  # made by an allowed up: gone again, as the API deletes
             await self.store.delete_counter(missing.id)
@@ -187,7 +188,8 @@ class World:
             assert account is not None
             if await self.accounts.session(self.sessions[caller]) is None:
                 self.sessions[caller] = await self.accounts.start_session(account)
-        self.accounts.throttle = LoginThrottle.local()
+        self.accounts.windows = LocalWindows()  # no sign-in throttle, no mail limit
+        self.accounts.throttle = LoginThrottle(self.accounts.windows)
 
     async def new_victim(self) -> None:
         key = await load_secret_key(self.store, self.h.app.settings)
@@ -198,7 +200,9 @@ class World:
 def site_accounts(h: Harness) -> Accounts:
     services = h.app.services
     assert services is not None
-    starlette = services.site.app.app  # type: ignore[attr-defined]
+    starlette: Any = services.site
+    while not hasattr(starlette, "state"):  # through the website's middleware
+        starlette = starlette.app
     accounts: Accounts = starlette.state.site.accounts
     return accounts
 

@@ -17,7 +17,7 @@ from site_client import SiteClient, capture_mail, mailed_links_soon, path_of, te
 from tally import workspaces
 from tally.accounts import Accounts
 from tally.mail import Mailer
-from tally.models import Permission, Role
+from tally.models import Permission, Role, Workspace
 from tally.workspaces import ACTIONS
 
 DOCS = Path(__file__).parent.parent / "docs" / "dashboard.md"
@@ -469,3 +469,30 @@ async def test_the_roles_table_on_the_website(
         assert r.status_code == ok, r.text
     else:
         assert r.status_code == 403
+
+
+async def test_two_owners_leaving_at_once_leave_one(harness: Harness) -> None:
+    """Both owners of a workspace leave at the same moment: one may, the other is told
+    the last owner cannot leave; the same for both stepping down."""
+    store = harness.store
+    a = await store.create_account("a@example.com", "h", 0.0)
+    b = await store.create_account("b@example.com", "h", 0.0)
+
+    async def change(kind: str, ws: Workspace, who: int) -> None:
+        if kind == "leaving":
+            await workspaces.remove_member(store, ws, who)
+        else:
+            await workspaces.set_role(store, ws, who, Role.EDITOR)
+
+    for slug in ("leaving", "stepping"):
+        ws = await store.create_workspace(slug, slug)
+        for who in (a, b):
+            await store.add_member(ws.id, who.id, Role.OWNER, 0.0)
+        done = await asyncio.gather(
+            change(slug, ws, a.id), change(slug, ws, b.id), return_exceptions=True
+        )
+        refused = [r for r in done if isinstance(r, Exception)]
+        assert len(refused) == 1, done
+        assert "The last owner cannot" in str(refused[0])
+        owners = [m for m in await store.list_members(ws.id) if m.role is Role.OWNER]
+        assert len(owners) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -173,3 +174,69 @@ async def test_a_deleted_counters_id_is_never_reused(store: Store) -> None:
     assert await store.delete_counter(last.id)
     again = await store.create_counter(ws.id, "c")
     assert again.id > last.id > first.id
+
+
+async def _owners(store: Store, ws_id: int) -> list[int]:
+    return [m.account_id for m in await store.list_members(ws_id) if m.role is Role.OWNER]
+
+
+async def test_the_last_owner_stays_when_owners_leave_at_once(store: Store) -> None:
+    """Two owners leaving, stepping down, or one of each, at the same moment, 16 times:
+    one of them stays owner every time (the other's change is refused, False)."""
+    accounts = [await store.create_account(f"o{i}@x.io", "h", time.time()) for i in range(2)]
+    a, b = (x.id for x in accounts)
+
+    async def move(kind: str, ws_id: int, who: int) -> bool:
+        if kind == "leave":
+            return await store.remove_member(ws_id, who)
+        return await store.set_member_role(ws_id, who, Role.VIEWER)
+
+    for trial in range(16):
+        ws = await store.create_workspace(f"ws{trial}", "ws")
+        for who in (a, b):
+            await store.add_member(ws.id, who, Role.OWNER, time.time())
+        first, second = [("leave", "leave"), ("step down", "step down"), ("leave", "step down")][
+            trial % 3
+        ]
+        done = await asyncio.gather(move(first, ws.id, a), move(second, ws.id, b))
+        assert sorted(done) == [False, True], (trial, first, second)
+        assert len(await _owners(store, ws.id)) == 1
+        [owner] = await _owners(store, ws.id)
+        counter = await store.create_counter(ws.id, "c")
+        assert counter.owner_id == owner  # the API's user_id follows
+
+
+async def test_member_changes_keep_an_owner(store: Store) -> None:
+    """The last owner can neither leave nor step down; another owner or member can; a
+    non-member changes nothing (False)."""
+    ws = await store.create_workspace("ws", "ws")
+    a, b, c = [await store.create_account(f"{n}@x.io", "h", time.time()) for n in "abc"]
+    await store.add_member(ws.id, a.id, Role.OWNER, time.time())
+    await store.add_member(ws.id, b.id, Role.EDITOR, time.time())
+    assert not await store.remove_member(ws.id, a.id)
+    assert not await store.set_member_role(ws.id, a.id, Role.EDITOR)
+    assert await store.member_role(ws.id, a.id) is Role.OWNER
+    assert not await store.remove_member(ws.id, c.id)
+    assert not await store.set_member_role(ws.id, c.id, Role.OWNER)
+    assert await store.set_member_role(ws.id, b.id, Role.OWNER)
+    assert await store.set_member_role(ws.id, a.id, Role.VIEWER)
+    assert await store.remove_member(ws.id, a.id)
+    assert await _owners(store, ws.id) == [b.id]
+
+
+async def test_only_the_first_account_owns_the_bootstrap_workspace(store: Store) -> None:
+    """Eight accounts made and claiming `default` at once: exactly one owns it; a later
+    account never does, even of a workspace without members."""
+    ws = await store.create_workspace("default", "default")
+
+    async def sign_up(i: int) -> bool:
+        account = await store.create_account(f"first{i}@x.io", "h", time.time())
+        return await store.claim_bootstrap("default", account.id, time.time())
+
+    claimed = await asyncio.gather(*(sign_up(i) for i in range(8)))
+    assert sum(claimed) == 1
+    assert len(await store.list_members(ws.id)) == 1
+    await store.create_workspace("spare", "spare")
+    late = await store.create_account("late@x.io", "h", time.time())
+    assert not await store.claim_bootstrap("spare", late.id, time.time())
+    assert not await store.claim_bootstrap("default", late.id, time.time())

@@ -48,7 +48,9 @@ async def signup(request: Request) -> Response:
     email, invite = field(data, "email"), field(data, "invite")
     s = site(request)
     try:
-        await s.accounts.sign_up(email, field(data, "password"), base_url(request), invite)
+        await s.accounts.sign_up(
+            email, field(data, "password"), base_url(request), invite, client_ip(request)
+        )
     except TallyError as exc:
         return render(
             request, "signup.html", exc.status, error=exc.message, email=email, invite=invite
@@ -159,7 +161,7 @@ async def forgot(request: Request) -> Response:
     data = await form(request)
     email = field(data, "email")
     try:
-        site(request).accounts.request_reset(email, base_url(request))
+        await site(request).accounts.request_reset(email, base_url(request), client_ip(request))
     except TallyError as exc:
         return render(
             request,

@@ -4,6 +4,7 @@ the API for every path that is not `/v2/`, `/healthz` or `/metrics`."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -13,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tally.accounts import MAIL_WINDOW, MAILS_PER_HOUR, Accounts
+from tally.accounts import Accounts
 from tally.config import Settings
 from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
@@ -22,10 +23,13 @@ from tally.nodes import LiveNodes
 from tally.site import accounts, counters, tokens, workspaces
 from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
-from tally.site.security import BodyLimit, SecurityHeaders
+from tally.site.security import BodyLimit, FormGate, SecurityHeaders
 from tally.storage.base import Store
-from tally.throttle import SharedWindows, shared_windows
+from tally.throttle import LocalWindows
 from tally.web.stream import Streams
+
+if TYPE_CHECKING:
+    from tally.storage.redis_windows import SharedWindows
 
 log = logging.getLogger("tally.site")
 GET, POST, BOTH = ["GET"], ["POST"], ["GET", "POST"]
@@ -96,17 +100,17 @@ async def _storage_error(request: Request, exc: Exception) -> Response:
 def site_windows(
     settings: Settings, token_key: bytes, nodes: LiveNodes | None = None
 ) -> SharedWindows | None:
-    """With Redis, one sign-in throttle and mail limit for the whole cluster (else each
-    process keeps its own: the embedded server is one process); while Redis is away,
-    each node's share of it by the live `nodes`."""
+    """With Redis, one sign-in throttle and one set of mail limits for the whole cluster
+    (else each process keeps its own: the embedded server is one process); while Redis
+    is away, each node's share of them by the live `nodes`."""
     if not settings.redis_url:
         return None
+    from tally.storage.redis_windows import shared_windows
+
     return shared_windows(
         settings.redis_url,
         settings.redis_prefix + "throttle:",
         derive_key(token_key, b"throttle"),
-        MAILS_PER_HOUR,
-        MAIL_WINDOW,
         (lambda: 1) if nodes is None else (lambda: nodes.count),
     )
 
@@ -123,9 +127,13 @@ def create_site(
     """The website; its email goes through `outbox` (the app stops it at shutdown)."""
     outbox = outbox or Outbox(Mailer(settings))
     mailer = outbox.mailer
-    people = Accounts(store, mailer, settings.signup, outbox=outbox)
-    if windows is not None:
-        people.throttle, people.mails = windows.throttle, windows.mails
+    people = Accounts(
+        store,
+        mailer,
+        settings.signup,
+        LocalWindows() if windows is None else windows.windows,
+        outbox=outbox,
+    )
     app = Starlette(
         routes=ROUTES,
         exception_handlers={
@@ -145,4 +153,4 @@ def create_site(
         csrf_key=derive_key(token_key, b"csrf"),
         streams=streams,
     )
-    return SecurityHeaders(BodyLimit(app))
+    return SecurityHeaders(FormGate(BodyLimit(app)))

@@ -9,6 +9,7 @@ the key).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -66,6 +67,42 @@ MAX_FORM_BODY = 64 * 1024
 _TOO_LARGE = b"Request body too large: the website accepts at most 64 KB.\n"
 
 
+FORMS_AT_ONCE = 4  # the website's POSTs handled at once per node
+FORMS_WAITING = 10_000  # and waiting for their turn; past that, 503 at once
+
+
+class FormGate:
+    """ASGI middleware: at most `at_once` of the website's POSTs are handled at a time; the
+    others wait their turn, asleep (a flood of sign-ins or sign-ups then takes turns with
+    the API's requests on the event loop instead of filling it: each waiting form costs
+    the loop nothing until its turn). Past `waiting` waiting, 503 at once."""
+
+    def __init__(
+        self, app: ASGIApp, at_once: int = FORMS_AT_ONCE, waiting: int = FORMS_WAITING
+    ) -> None:
+        self.app = app
+        self.waiting = waiting
+        self._turns = asyncio.Semaphore(at_once)
+        self._queued = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        if self._queued >= self.waiting:
+            await _plain(send, 503, b"The server is busy. Try again in a moment.\n")
+            return
+        self._queued += 1
+        try:
+            await self._turns.acquire()
+        finally:
+            self._queued -= 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._turns.release()
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes is a 413 before the website's
     forms see any of it (Starlette would read an urlencoded form whole, however big). The
@@ -109,6 +146,12 @@ class BodyLimit:
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
         await send(response_start(413, headers))
         await send({"type": "http.response.body", "body": _TOO_LARGE})
+
+
+async def _plain(send: Send, status: int, body: bytes) -> None:
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")]
+    await send(response_start(status, headers))
+    await send({"type": "http.response.body", "body": body})
 
 
 def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:

@@ -19,6 +19,7 @@ from tally.models import Role, Workspace
 from tally.site.pages import (
     FormError,
     base_url,
+    client_ip,
     field,
     form,
     redirect,
@@ -156,7 +157,9 @@ async def members(request: Request) -> Response:
             link = await workspaces.invite(
                 s.store,
                 s.accounts.outbox,
+                s.accounts.windows,
                 session.account,
+                client_ip(request),
                 ws,
                 check_email(email),
                 _role(field(data, "role")),

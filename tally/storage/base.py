@@ -246,7 +246,18 @@ class Store(Protocol):
     async def add_member(self, workspace_id: int, account_id: int, role: Role, now: float) -> None:
         """Add the account to the workspace, or change its role if it is a member."""
 
-    async def remove_member(self, workspace_id: int, account_id: int) -> bool: ...
+    async def remove_member(self, workspace_id: int, account_id: int) -> bool:
+        """Remove the member unless it is the workspace's last owner; False if it was no
+        member or is the last owner (atomic: two owners leaving at once leave one)."""
+
+    async def set_member_role(self, workspace_id: int, account_id: int, role: Role) -> bool:
+        """Change a member's role unless that leaves the workspace without an owner;
+        False if it is no member or the last owner stepping down (atomic)."""
+
+    async def claim_bootstrap(self, slug: str, account_id: int, now: float) -> bool:
+        """Make the account the owner of the workspace `slug` if that has no member and
+        no account is older; whether it did (atomic: of two first accounts made at
+        once, one owns it)."""
 
     async def drop_grants(
         self, workspace_id: int, account_id: int, now: float, *, revoke_tokens: bool

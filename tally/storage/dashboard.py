@@ -38,6 +38,16 @@ _SET_OWNER = (
     "UPDATE workspaces SET owner_id = (SELECT MIN(account_id) FROM members "
     "WHERE workspace_id = %s AND role = 3) WHERE id = %s"
 )
+OWNER = int(Role.OWNER)
+# Taken first by a change of a workspace's members that must see the others' (the last
+# owner stays): PostgreSQL runs each statement on a snapshot taken when it starts (READ
+# COMMITTED), so a concurrent change of the same workspace waits on this row lock and
+# then sees this one's result. SQLite's one writer runs transactions one at a time.
+_LOCK_WORKSPACE = "UPDATE workspaces SET owner_id = owner_id WHERE id = %s"
+_ANOTHER_OWNER = (
+    "EXISTS (SELECT 1 FROM members o WHERE o.workspace_id = %s AND o.role = 3 "
+    "AND o.account_id <> %s)"
+)
 SORTS = {
     "name": "c.name",
     "updated": "c.updated_at",
@@ -285,17 +295,64 @@ class DashboardTables:
         )
 
     async def remove_member(self, workspace_id: int, account_id: int) -> bool:
+        """Remove the member unless it is the workspace's last owner; False if it was no
+        member or is the last owner. One statement after the workspace's lock: two
+        owners leaving at once leave one."""
         rows = await self._change(
             [
+                (_LOCK_WORKSPACE, (workspace_id,)),
                 (
                     "DELETE FROM members WHERE workspace_id = %s AND account_id = %s "
-                    "RETURNING account_id",
-                    (workspace_id, account_id),
+                    f"AND (role <> %s OR {_ANOTHER_OWNER}) RETURNING account_id",
+                    (workspace_id, account_id, OWNER, workspace_id, account_id),
                 ),
                 (_SET_OWNER, (workspace_id, workspace_id)),
             ]
         )
-        return bool(rows[0])
+        return bool(rows[1])
+
+    async def set_member_role(self, workspace_id: int, account_id: int, role: Role) -> bool:
+        """Change a member's role unless that leaves the workspace without an owner;
+        False if it is no member or the last owner stepping down (atomic, as
+        `remove_member`)."""
+        keeps = "" if role is Role.OWNER else f" AND (role <> %s OR {_ANOTHER_OWNER})"
+        guard = () if role is Role.OWNER else (OWNER, workspace_id, account_id)
+        rows = await self._change(
+            [
+                (_LOCK_WORKSPACE, (workspace_id,)),
+                (
+                    "UPDATE members SET role = %s WHERE workspace_id = %s AND account_id = %s"
+                    f"{keeps} RETURNING account_id",
+                    (int(role), workspace_id, account_id, *guard),
+                ),
+                (_SET_OWNER, (workspace_id, workspace_id)),
+            ]
+        )
+        return bool(rows[1])
+
+    async def claim_bootstrap(self, slug: str, account_id: int, now: float) -> bool:
+        """Make the account the owner of the workspace `slug` if that has no member and
+        no account is older (the first account owns the bootstrap workspace); whether it
+        did. Atomic: of two first sign-ups at once, one owns it."""
+        rows = await self._change(
+            [
+                ("UPDATE workspaces SET owner_id = owner_id WHERE slug = %s", (slug,)),
+                (
+                    "INSERT INTO members (workspace_id, account_id, role, created_at) "
+                    "SELECT w.id, %s, %s, %s FROM workspaces w WHERE w.slug = %s "
+                    "AND NOT EXISTS (SELECT 1 FROM members m WHERE m.workspace_id = w.id) "
+                    "AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id < %s) "
+                    "RETURNING workspace_id",
+                    (account_id, OWNER, now, slug, account_id),
+                ),
+                (
+                    "UPDATE workspaces SET owner_id = (SELECT MIN(account_id) FROM members "
+                    "WHERE workspace_id = workspaces.id AND role = 3) WHERE slug = %s",
+                    (slug,),
+                ),
+            ]
+        )
+        return bool(rows[1])
 
     async def drop_grants(
         self, workspace_id: int, account_id: int, now: float, *, revoke_tokens: bool

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tally.auth import TokenVerifier
 from tally.config import RateLimit, Settings
@@ -33,7 +34,6 @@ from tally.namespaces import Namespaces
 from tally.nodes import LiveNodes
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
-from tally.throttle import SharedWindows
 from tally.visitors import LocalVisitors, Visitors
 from tally.web import docs, health, manage, metrics
 from tally.web.api import OTHER, V2Api
@@ -55,6 +55,9 @@ from tally.web.request_id import RequestIds
 from tally.web.stream import Streams
 from tally.web.v1 import V1_OTHER, V1Api
 from tally.writes import GroupCommit
+
+if TYPE_CHECKING:
+    from tally.storage.redis_windows import SharedWindows
 
 log = logging.getLogger("tally.web")
 access_log = logging.getLogger("tally.access")

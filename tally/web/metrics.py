@@ -32,6 +32,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from tally import passwords
 from tally.histogram import LATENCY_BOUNDS, Histogram
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class TallyCollector(Collector):
             yield from self._writes(services)
             yield from self._limiter(services)
             yield from self._streams(services)
+            yield from self._passwords(services)
 
     def _requests(self) -> Iterator[Metric]:
         r = self.requests
@@ -178,6 +180,28 @@ class TallyCollector(Collector):
         yield GaugeMetricFamily(
             "tally_asyncio_tasks", "Tasks of the event loop.", len(asyncio.all_tasks())
         )
+
+    def _passwords(self, services: Services) -> Iterator[Metric]:
+        work = passwords.work
+        yield CounterMetricFamily(
+            "tally_password_verifications",
+            "Passwords checked against a hash (sign-ins, password changes).",
+            value=work.verifications,
+        )
+        yield CounterMetricFamily(
+            "tally_password_hashes", "Password hashes made (sign-ups, new passwords).", work.hashes
+        )
+        yield CounterMetricFamily(
+            "tally_password_busy",
+            "Password checks and hashes refused (503) because the node's were all busy.",
+            value=work.busy,
+        )
+        if services.windows is not None:
+            yield CounterMetricFamily(
+                "tally_throttle_redis_fallbacks",
+                "Sign-in and mail limit decisions this node made alone (Redis failed or slow).",
+                value=services.windows.windows.fallbacks,
+            )
 
     def _limiter(self, services: Services) -> Iterator[Metric]:
         api = services.api
