@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from tally.auth import TokenVerifier
+from tally.auth import TokenVerifier, derive_key
 from tally.config import RateLimit, Settings
 from tally.counters import Counters
 from tally.errors import (
@@ -88,10 +88,15 @@ def make_visitors(s: Settings) -> Visitors:
 
 
 def make_limiter(
-    s: Settings, rate: RateLimit | None, nodes: LiveNodes | None, prefix: str = ""
+    s: Settings,
+    rate: RateLimit | None,
+    nodes: LiveNodes | None,
+    secret: bytes,
+    prefix: str = "",
 ) -> Limiter | None:
     """A limiter of `rate`, shared through Redis if there is one (its keys under
-    TALLY_REDIS_PREFIX + `prefix`; while Redis is away, this node's share by `nodes`)."""
+    TALLY_REDIS_PREFIX + `prefix`, their names hashed with a key derived from `secret`,
+    the server's secret key; while Redis is away, this node's share by `nodes`)."""
     if rate is None:
         return None
     if s.redis_url:
@@ -101,6 +106,7 @@ def make_limiter(
             redis_client(s.redis_url),
             rate.limit,
             rate.period,
+            secret=derive_key(secret, b"ratelimit"),
             prefix=s.redis_prefix + prefix,
             nodes=None if nodes is None else (lambda: nodes.count),
         )
@@ -232,7 +238,7 @@ class App:
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         counters.visitors = make_visitors(s)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
-        limiter = make_limiter(s, s.rate_limit, nodes)
+        limiter = make_limiter(s, s.rate_limit, nodes, verifier.key)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies)
         api.handlers[b"badge.svg"] = BadgeEndpoint(api)
         feed = make_feed(s, store)
@@ -241,7 +247,11 @@ class App:
         streams = Streams(api, feed, s.streams_per_client, s.streams_per_node)
         api.handlers[b"stream"] = streams
         namespaces = Namespaces(counters, s.token_cache_ttl)
-        v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, nodes, "v1:"), s.trusted_proxies)
+        v1 = V1Api(
+            namespaces,
+            make_limiter(s, s.v1_rate_limit, nodes, verifier.key, "v1:"),
+            s.trusted_proxies,
+        )
         managed = manage.ManageApi(store, namespaces, verifier, api)
         from tally.site.app import create_site, site_windows  # not on the API's path
 
