@@ -151,7 +151,8 @@ class Accounts:
 
     async def log_in(self, email: str, password: str, ip: str) -> Account:
         """The account, or Unauthorized (wrong email or password, the same message for
-        both) or RateLimited (too many failures for the account or the IP)."""
+        both) or RateLimited (too many failures for the account or the client). `ip`:
+        the client's key (its IP, an IPv6 client's network: tally.web.http.client_key)."""
         now = time.time()
         await self.throttle.check(email.strip(), ip, now)
         account = await self.store.find_account(email.strip())

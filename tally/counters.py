@@ -40,6 +40,7 @@ from tally.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    StorageError,
     TallyError,
     Unauthorized,
     Unavailable,
@@ -389,10 +390,11 @@ class Counters:
             return view
         try:
             view = await self._count(counter, up, down)
-        except TallyError:
-            # refused at a bound, or a write that did not commit (the answer says so):
-            # nothing was counted, so the visit is not spent. A request cancelled while
-            # its change waits for the commit keeps it (the change still commits).
+        except (TallyError, StorageError):
+            # refused at a bound, a write that did not commit, a buffered up whose read
+            # failed (a 503: its change is never made): nothing was counted, so the
+            # visit is not spent. A request cancelled while its change waits for the
+            # commit keeps it (the change still commits).
             await self.visitors.forget(mark)
             raise
         view.counted = True

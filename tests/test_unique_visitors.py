@@ -27,10 +27,14 @@ from services import TcpProxy, require_redis
 from test_openapi import check_body
 
 from tally.config import Settings
+from tally.counters import Counters
+from tally.errors import StorageError
 from tally.models import CounterChange, Permission
+from tally.storage.postgres import PostgresStore
 from tally.storage.redis_visitors import RedisVisitors
 from tally.visitors import DAY, LocalVisitors, Visitors
 from tally.web.openapi import document
+from tally.writes import GroupCommit
 
 HOUR = 3_600
 # noon of a UTC day: a window of an hour stays inside it
@@ -149,6 +153,20 @@ async def test_user_agent_ip_and_counter_tell_visitors_apart(harness: Harness) -
     assert again["counted"] is False
     assert again["up_count"] == 4
     assert (await up(harness, "d"))["up_count"] == 1
+
+
+async def test_an_ipv6_network_is_one_address(harness: Harness) -> None:
+    """The addresses of one IPv6 /64 (TALLY_IPV6_PREFIX) are one address for unique
+    visitors, as for the rate limit: taking a new address per up counts nothing more."""
+    set_clock(harness, Clock())
+    await unique_counter(harness, DAY)
+    for i, expected in ((1, True), (2, False), (0xFFFF, False)):
+        async with client_from(harness, f"2001:db8:7:8::{i:x}") as client:
+            r = await client.get("/v2/ws/c/up", headers={"User-Agent": AGENT})
+            assert r.json()["data"]["counted"] is expected
+    async with client_from(harness, "2001:db8:7:9::1") as client:  # the next /64
+        r = await client.get("/v2/ws/c/up", headers={"User-Agent": AGENT})
+        assert r.json()["data"]["counted"] is True
 
 
 async def test_window_slides_across_the_daily_salt_rotation(harness: Harness) -> None:
@@ -551,6 +569,40 @@ async def test_buffered_mode(make_harness: HarnessFactory) -> None:
     assert counter is not None
     assert counter.up_count == 1
     assert await today_up(h) == 1
+
+
+@pytest.mark.postgres
+async def test_a_buffered_503_does_not_spend_the_visit(postgres_url: str) -> None:
+    """Buffered: an up whose read fails (the database unreachable) is a 503 that counts
+    nothing, so the visitor's next up, once the database is back, counts."""
+    target = urlsplit(postgres_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    url = postgres_url.replace(target.netloc, f"{target.username}@127.0.0.1:{proxy.port}")
+    store = PostgresStore.from_url(url, node="n", call_timeout=1.0)
+    await store.open()
+    writes = GroupCommit(store, durability="buffered", flush_interval=0.05, retry_delay=0.05)
+    writes.start(await store.register_node())
+    counters = Counters(store, writes, cache_ttl=3600)
+    counters.visitors = LocalVisitors(clock=Clock())
+    try:
+        ws = await store.create_workspace("ws", "ws")
+        c = await store.create_counter(ws.id, "c")
+        await store.change_counter(c.id, CounterChange(unique_window=DAY))
+        visitor = (IP, AGENT.encode())
+        await counters.get("ws", "c", None)  # its settings cached: the up gets to its read
+        await proxy.cut()
+        with pytest.raises(StorageError):
+            await counters.count("ws", "c", None, 1, 0, visitor=lambda: visitor)
+        await proxy.start()
+        view = await counters.count("ws", "c", None, 1, 0, visitor=lambda: visitor)
+        assert (view.counted, view.up_count) == (True, 1)
+        again = await counters.count("ws", "c", None, 1, 0, visitor=lambda: visitor)
+        assert (again.counted, again.up_count) == (False, 1)
+    finally:
+        await writes.stop()
+        await store.close()
+        await proxy.cut()
 
 
 @settings_hypothesis(max_examples=200, deadline=None)

@@ -11,7 +11,7 @@ from tally.errors import TallyError
 from tally.site import security
 from tally.site.pages import (
     base_url,
-    client_ip,
+    client_key,
     field,
     form,
     redirect,
@@ -88,7 +88,7 @@ async def login(request: Request) -> Response:
     email, target = field(data, "email"), field(data, "next")
     s = site(request)
     try:
-        account = await s.accounts.log_in(email, field(data, "password"), client_ip(request))
+        account = await s.accounts.log_in(email, field(data, "password"), client_key(request))
     except TallyError as exc:
         return render(
             request, "login.html", exc.status, error=exc.message, email=email, next=target

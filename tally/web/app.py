@@ -239,18 +239,19 @@ class App:
         counters.visitors = make_visitors(s)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
         limiter = make_limiter(s, s.rate_limit, nodes, verifier.key)
-        api = V2Api(counters, verifier, limiter, s.trusted_proxies)
+        api = V2Api(counters, verifier, limiter, s.trusted_proxies, s.ipv6_prefix)
         api.handlers[b"badge.svg"] = BadgeEndpoint(api)
         feed = make_feed(s, store)
         writes.on_commit.append(feed.on_commit)
         feed.start()
-        streams = Streams(api, feed, s.streams_per_client, s.streams_per_node)
+        streams = Streams(api, feed, s.streams_per_client, s.streams_per_node, s.stream_heartbeat)
         api.handlers[b"stream"] = streams
         namespaces = Namespaces(counters, s.token_cache_ttl)
         v1 = V1Api(
             namespaces,
             make_limiter(s, s.v1_rate_limit, nodes, verifier.key, "v1:"),
             s.trusted_proxies,
+            s.ipv6_prefix,
         )
         managed = manage.ManageApi(store, namespaces, verifier, api)
         from tally.site.app import create_site, site_windows  # not on the API's path
