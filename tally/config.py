@@ -57,6 +57,7 @@ class Settings:
     streams_per_node: int = 1000
     stream_heartbeat: float = 15.0
     unique_capacity: int = 1_000_000
+    unique_per_counter: int = 100_000
     signup: str = "open"
     public_url: str | None = None
     smtp_host: str | None = None
@@ -421,6 +422,12 @@ SETTINGS: tuple[Setting, ...] = (
         parse_positive_int,
         "Visitors a node's in-memory unique-visitor set holds (SQLite, or Redis down); at "
         "the bound the oldest are forgotten and count again.",
+    ),
+    Setting(
+        "unique_per_counter",
+        parse_positive_int,
+        "Visitors one counter's unique window holds (in memory or in Redis); at the bound "
+        "the oldest are forgotten and count again.",
     ),
     Setting("signup", parse_signup, "Who may sign up on the dashboard: open, invite or closed."),
     Setting(

@@ -480,10 +480,16 @@ async def test_raw_ip_and_agent_never_reach_the_database(make_harness: HarnessFa
         assert any(b"uv:" in k for k in keys)
         for key in keys:
             kind = await redis.type(key)
-            value = await redis_bytes(redis, key) if kind == b"string" else b""
+            if kind == b"string":
+                values = [await redis_bytes(redis, key)]
+            else:  # a counter's seen-set: its members
+                assert kind == b"zset", kind
+                values = [m for m in await redis.zrange(key, 0, -1) if isinstance(m, bytes)]
+                assert values
+                assert all(len(m) == 8 for m in values)
             for needle in needles:
                 assert needle not in key
-                assert needle not in value
+                assert all(needle not in value for value in values)
         await redis.aclose()
 
 
@@ -544,13 +550,62 @@ def test_the_local_set_is_bounded_and_forgets_the_oldest_first() -> None:
     assert seen.admit_now(1, HOUR, ("10.0.0.99", b"ua"), later) is None
 
 
+def test_one_counter_is_bounded_on_its_own() -> None:
+    """A flood of new visitors on one counter (a new User-Agent each up) is held to
+    TALLY_UNIQUE_PER_COUNTER: that counter forgets its oldest visits, other counters'
+    visitors are not forgotten."""
+    seen = LocalVisitors(capacity=1_000, per_counter=10)
+    assert seen.admit_now(2, DAY, ("10.0.0.1", b"ua"), NOON) is not None
+    for i in range(100):
+        assert seen.admit_now(1, DAY, ("10.0.0.1", b"ua-%d" % i), NOON + i) is not None
+        assert len([e for e in seen.entries() if e[0] == 1]) <= 10
+    assert len(seen) <= 11
+    assert seen.evicted >= 90
+    assert seen.admit_now(2, DAY, ("10.0.0.1", b"ua"), NOON + 200) is None  # still known
+    assert seen.admit_now(1, DAY, ("10.0.0.1", b"ua-99"), NOON + 200) is None  # the newest
+    assert seen.admit_now(1, DAY, ("10.0.0.1", b"ua-0"), NOON + 200) is not None  # forgotten
+
+
+async def test_a_flood_of_user_agents_is_bounded_per_counter(
+    make_harness: HarnessFactory,
+) -> None:
+    """Through the API, on both backends: 60 ups each with a new User-Agent all count
+    (each is a visitor), but the counter's seen-set holds at most
+    TALLY_UNIQUE_PER_COUNTER (10 here) entries, in memory or in Redis; another
+    counter's visitor is not forgotten."""
+    h = await make_harness(unique_per_counter=10)
+    set_clock(h, Clock())
+    await unique_counter(h, DAY)
+    other = await unique_counter(h, DAY, "d")
+    assert (await up(h, "d"))["counted"] is True
+    for i in range(60):
+        assert (await up(h, agent=f"flood/{i}"))["counted"] is True
+    v = visitors_of(h)
+    if isinstance(v, RedisVisitors):
+        ws_c = await h.store.read_counter("ws", "c")
+        assert ws_c is not None
+        assert await v.client.zcard(v.set_key(ws_c.id)) <= 10
+        assert await v.client.zcard(v.set_key(other)) == 1
+        assert v.evicted >= 50
+        ttl = await v.client.ttl(v.set_key(ws_c.id))
+        assert DAY < ttl <= DAY + 60  # it goes when its last window ends
+    else:
+        assert isinstance(v, LocalVisitors)
+        assert len(v) <= 11
+        assert v.evicted >= 50
+    assert (await up(h, "d"))["counted"] is False
+    assert (await up(h, agent="flood/59"))["counted"] is False
+
+
 def test_raw_values_are_not_kept_in_memory_either() -> None:
     """The set holds 8-byte hashes and end times, and the salts: no IP, no agent."""
     seen = LocalVisitors(capacity=10)
     mark = seen.admit_now(7, DAY, (SECRET_IP, SECRET_AGENT.encode()), NOON)
     assert mark is not None
     assert len(mark.key) == 8
-    assert all(isinstance(k, int) and isinstance(v, float) for k, v in seen._seen.items())
+    entries = seen.entries()
+    assert len(entries) == 1
+    assert all(isinstance(n, int) and isinstance(until, float) for _, n, until in entries)
 
 
 async def test_buffered_mode(make_harness: HarnessFactory) -> None:

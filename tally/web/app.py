@@ -82,9 +82,12 @@ def make_visitors(s: Settings) -> Visitors:
         from tally.storage.redis_visitors import RedisVisitors
 
         return RedisVisitors(
-            redis_client(s.redis_url), prefix=s.redis_prefix, capacity=s.unique_capacity
+            redis_client(s.redis_url),
+            prefix=s.redis_prefix,
+            capacity=s.unique_capacity,
+            per_counter=s.unique_per_counter,
         )
-    return LocalVisitors(s.unique_capacity)
+    return LocalVisitors(s.unique_capacity, per_counter=s.unique_per_counter)
 
 
 def make_limiter(
