@@ -57,7 +57,7 @@ from tally.models import (
 )
 from tally.stats import add_temporal, settled_before, summarize
 from tally.storage.base import Store
-from tally.visitors import LocalVisitors, Visitor, Visitors
+from tally.visitors import LocalVisitors, Visitor, Visitors, by_address
 from tally.writes import CounterGone, GroupCommit, Ticket
 
 MAX_NAME = 128
@@ -383,7 +383,8 @@ class Counters:
             view = await self._count(counter, up, down)
             view.counted = True
             return view
-        mark = await self.visitors.admit(counter.id, counter.unique_window, visitor())
+        who = by_address(visitor()) if counter.unique_by_address else visitor()
+        mark = await self.visitors.admit(counter.id, counter.unique_window, who)
         if mark is None:
             view = await self._fresh(counter)
             view.counted = False

@@ -56,8 +56,19 @@ _DURATION = re.compile(r"([0-9]{1,7})([smhd]?)")
 _UNITS = {"s": 1, "": 1, "m": 60, "h": 3_600, "d": DAY}
 
 Clock = Callable[[], float]
-# what the web layer gives: (client IP as the app derives it, User-Agent bytes)
+# what the web layer gives: (client key as the app derives it, User-Agent bytes)
 Visitor = tuple[str, bytes]
+# how a counter tells visitors apart (its `unique_by`): by address and User-Agent (the
+# default), or by address alone, so that changing the User-Agent counts nothing more
+UNIQUE_BY = ("address_agent", "address")
+# the User-Agent a visitor of a counter counting by address alone is hashed with: no
+# header value may hold a NUL, so it is no real User-Agent
+_ANY_AGENT = b"\x00"
+
+
+def by_address(visitor: Visitor) -> Visitor:
+    """The visitor as a counter counting by address alone sees it."""
+    return visitor[0], _ANY_AGENT
 
 
 def check_window(seconds: int) -> int:

@@ -358,6 +358,48 @@ async def test_bad_windows_are_400_and_change_nothing(harness: Harness, value: A
     assert (stored.unique_window, stored.description) == (7200, "kept")
 
 
+async def test_by_address_alone_a_new_user_agent_counts_nothing_more(harness: Harness) -> None:
+    """PATCH unique_by "address": a visitor is its address alone, so an up with another
+    User-Agent in the window does not count (it does with "address_agent", the
+    default); another address still counts; GET shows it."""
+    set_clock(harness, Clock())
+    cid = await unique_counter(harness, DAY)
+    ws = await harness.store.get_workspace("ws")
+    assert ws is not None
+    admin = await harness.token(ws, Permission.ADMIN)
+    r = await harness.client.get(f"/v2/ws/-/counters/{cid}", headers=bearer(admin))
+    assert r.json()["data"]["unique_by"] == "address_agent"
+    assert (await up(harness, agent="a/1"))["counted"] is True
+    assert (await up(harness, agent="b/2"))["counted"] is True
+    r = await patch(harness, cid, admin, {"unique_by": "address"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["data"]["unique"], r.json()["data"]["unique_by"]) == (DAY, "address")
+    assert (await up(harness, agent="c/3"))["counted"] is True  # first by address alone
+    for agent in ("d/4", "e/5", ""):
+        assert (await up(harness, agent=agent))["counted"] is False
+    async with client_from(harness, "203.0.113.9") as other:
+        r = await other.get("/v2/ws/c/up", headers={"User-Agent": "d/4"})
+        assert r.json()["data"]["counted"] is True
+    assert (await up(harness, agent="f/6"))["up_count"] == 4
+    r = await patch(harness, cid, admin, {"unique_by": "address_agent"})
+    assert r.json()["data"]["unique_by"] == "address_agent"
+    assert (await up(harness, agent="f/6"))["counted"] is True
+
+
+@pytest.mark.parametrize("value", ["ip", "", None, True, 1, ["address"]], ids=repr)
+async def test_a_bad_unique_by_is_400_and_changes_nothing(harness: Harness, value: Any) -> None:
+    cid = await unique_counter(harness, DAY)
+    ws = await harness.store.get_workspace("ws")
+    assert ws is not None
+    admin = await harness.token(ws, Permission.ADMIN)
+    r = await patch(harness, cid, admin, {"unique_by": value, "unique": HOUR})
+    assert_error(r, 400)
+    assert "unique_by must be one of address_agent, address" in r.json()["message"]
+    stored = await harness.store.read_counter("ws", "c")
+    assert stored is not None
+    assert (stored.unique_window, stored.unique_by_address) == (DAY, False)
+
+
 async def test_only_admin_tokens_set_it(harness: Harness) -> None:
     ws = await harness.workspace()
     c = await harness.counter(ws, "c")
@@ -730,7 +772,7 @@ async def test_answers_match_the_openapi_document(harness: Harness) -> None:
     ws = await harness.store.get_workspace("ws")
     assert ws is not None
     admin = await harness.token(ws, Permission.ADMIN)
-    body = {"unique": 7 * DAY}
+    body = {"unique": 7 * DAY, "unique_by": "address"}
     schema = doc["paths"]["/v2/{workspace}/-/counters/{counter_id}"]["patch"]["requestBody"]
     jsonschema.validate(
         body, {**schema["content"]["application/json"]["schema"], "components": doc["components"]}
@@ -738,3 +780,4 @@ async def test_answers_match_the_openapi_document(harness: Harness) -> None:
     r = await patch(harness, cid, admin, body)
     check_body(doc, r, "/v2/{workspace}/-/counters/{counter_id}", 200, "patch")
     assert r.json()["data"]["unique"] == 7 * DAY
+    assert r.json()["data"]["unique_by"] == "address"

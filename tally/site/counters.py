@@ -129,6 +129,7 @@ async def _page(
             "ceiling": "" if counter.ceiling is None else str(counter.ceiling),
             "origins": "\n".join(counter.origins),
             "unique": visitors.format_window(counter.unique_window),
+            "unique_by": rules.unique_by(counter.unique_by_address),
         }
     return render(
         request,
@@ -192,9 +193,9 @@ async def edit(request: Request) -> Response:
 
 
 async def set_rules(request: Request) -> Response:
-    """The counter's floor, ceiling, allowed origins and unique-visitor window (tally.rules
-    checks them all before anything is saved). A form without the window's field keeps
-    the window; an empty one turns it off."""
+    """The counter's floor, ceiling, allowed origins and unique-visitor window and how it
+    tells visitors apart (tally.rules checks them all before anything is saved). A form
+    without the window's field (or `unique_by`) keeps it; an empty window turns it off."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "counter_rules")
     counter = await load_counter(request, ws)
@@ -203,13 +204,24 @@ async def set_rules(request: Request) -> Response:
     submitted["unique"] = (
         field(data, "unique") if "unique" in data else visitors.format_window(counter.unique_window)
     )
+    submitted["unique_by"] = (
+        field(data, "unique_by")
+        if "unique_by" in data
+        else rules.unique_by(counter.unique_by_address)
+    )
     try:
         window = rules.parse_unique(field(data, "unique")) if "unique" in data else None
+        by_address = rules.check_unique_by(submitted["unique_by"]) if "unique_by" in data else None
         origins = rules.parse_origins(submitted["origins"])
         floor = rules.parse_bound(submitted["floor"], "floor")
         ceiling = rules.parse_bound(submitted["ceiling"], "ceiling")
         rules.check_bounds(floor, ceiling)
-        change = CounterChange(bounds=(floor, ceiling), origins=origins, unique_window=window)
+        change = CounterChange(
+            bounds=(floor, ceiling),
+            origins=origins,
+            unique_window=window,
+            unique_by_address=by_address,
+        )
         saved = await site(request).counters.change_settings(counter, change)
     except TallyError as exc:
         message = rules.sentence(exc.message)

@@ -56,6 +56,11 @@ UNIQUE = {
     "type": ["integer", "null"],
     "description": "The unique-visitor window in seconds; null: off (docs/api.md)",
 }
+UNIQUE_BY = {
+    "enum": ["address_agent", "address"],
+    "description": "How unique visitors are told apart: by client address and User-Agent, "
+    "or by address alone (docs/api.md)",
+}
 V1_TIME = {
     "type": "string",
     "format": "date-time",
@@ -214,7 +219,7 @@ SCHEMAS: JSON = {
         "required": [
             "id", "name", "description", "visibility", "private", "workspace_id",
             "workspace_slug", "up_count", "down_count", "value", "floor", "ceiling",
-            "allowed_origins", "created_at", "updated_at", "unique",
+            "allowed_origins", "created_at", "updated_at", "unique", "unique_by",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -243,6 +248,7 @@ SCHEMAS: JSON = {
             "created_at": TIME,
             "updated_at": TIME,
             "unique": UNIQUE,
+            "unique_by": UNIQUE_BY,
         },
     },
     "WorkspaceSettings": {
@@ -938,7 +944,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "updateCounter",
         "Change a counter",
         "Its description, visibility, allowed origins, floor and ceiling (null: none), "
-        "and unique-visitor window; fields left out keep their value, and a floor above "
+        "and unique-visitor window and how it tells visitors apart; fields left out keep "
+        "their value, and a floor above "
         "the ceiling is a 400. A new or changed bound that the counter's value already "
         "breaks is a 409 (an unchanged one is not checked again); nothing is changed. "
         "Every node sees the change within TALLY_TOKEN_CACHE_TTL. Admin token of the "
@@ -956,6 +963,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "description": DESCRIPTION,
                 "visibility": VISIBILITY,
                 "unique": UNIQUE_SETTING,
+                "unique_by": UNIQUE_BY,
                 "allowed_origins": ORIGINS,
                 "floor": BOUND,
                 "ceiling": BOUND,
