@@ -165,9 +165,9 @@ class Streams:
         """Stream the counter `counter_id` to a client whose access the caller checked;
         `check` is called before every read (with True at a heartbeat), returns the
         counter and raises TallyError once access ends (token revoked, session ended,
-        counter gone). Admission (the
-        limits per client address and per node) and the rest are the same for every
-        caller: the API's route above, and the dashboard's (tally/site/live.py)."""
+        counter gone). `client` is the client key (tally.web.http.client_key).
+        Admission (the limits per client key and per node) and the rest are the same
+        for every caller: the API's route above, and the dashboard's (tally/site/live.py)."""
         self._admit(client)
         try:
             await self._serve(receive, send, counter_id, check, headers, label)

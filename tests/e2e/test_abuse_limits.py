@@ -168,6 +168,29 @@ async def test_an_ipv6_network_gets_one_clients_streams(serve: Serve, cli: Tally
         stream.drop()
 
 
+async def test_a_user_agent_flood_counts_once_by_address(serve: Serve, cli: TallyCli) -> None:
+    """A counter counting unique visitors by address alone (`tally counter unique
+    --by address`): 60 ups from one /64, each with a new User-Agent and a new address,
+    count once; by address and User-Agent (the default) each would have counted."""
+    cli.workspace("ws")
+    cli.counter("ws/c")
+    cli.run("counter", "unique", "ws/c", "1d", "--by", "address")
+    server = serve(TALLY_RATE_LIMIT="off")
+    conn = await HttpConnection.open(server.port, host=V6)
+    try:
+        counted = []
+        for i in range(1, 61):
+            extra = {**via(f"{NETWORK}::{i:x}"), "User-Agent": f"flood/{i}"}
+            r = await conn.get("/v2/ws/c/up", extra=extra)
+            assert r.status == 200, r.body
+            counted.append(r.json()["data"]["counted"])
+        r = await conn.get("/v2/ws/c", extra=via("203.0.113.7"))
+    finally:
+        conn.close()
+    assert counted == [True] + [False] * 59
+    assert r.json()["data"]["up_count"] == 1
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [("delete", "not_found"), ("revoke", "unauthorized"), ("private", "not_found")],
