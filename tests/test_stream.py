@@ -10,6 +10,7 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 from conftest import Harness, HarnessFactory
 from services import REDIS_URL, TcpProxy, require_redis
@@ -22,6 +23,7 @@ from tally.live import ChangeFeed
 from tally.models import CounterChange, Permission
 from tally.storage.redis_feed import RedisBus
 from tally.web.app import create_app
+from tally.web.openapi import document
 
 TALLY_DIR = str(Path(tally.__file__).parent)
 
@@ -292,6 +294,7 @@ async def test_a_quiet_stream_ends_within_one_heartbeat(
             await h.counter(ws, "c")
     changed = time.monotonic()
     data, at = await stream.ended_with(within=HEARTBEAT * 2 + 10)
+    jsonschema.validate(data, document()["components"]["schemas"]["StreamEnd"])
     assert data["reason"] == reason
     assert data["code"] == "401" if reason == "unauthorized" else "404"
     # one heartbeat, the cache's TTL, and a loaded machine's slack
