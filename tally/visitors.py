@@ -5,8 +5,10 @@ What "unique" means, exactly: an up of visitor V on counter C at time t counts i
 only if no up of V on C was *counted* in (t - window, t], as far as this deployment's
 seen-set remembers (it forgets at its bound, at a restart of a SQLite server, and a
 Redis outage splits it per node: see below). A visitor is the triple (counter, client
-IP, User-Agent); nothing else (no cookie, no token of another workspace) tells two
-visitors apart.
+key, User-Agent), the client key being the client IP, an IPv6 client's /64
+(tally.web.http.client_key); on a counter counting by address alone (`unique_by`
+"address", `by_address`) the pair (counter, client key). Nothing else (no cookie, no
+token of another workspace) tells two visitors apart.
 
 Nothing personal is kept. The seen-set holds `blake2b(counter | IP | User-Agent,
 key=salt of the UTC day, digest_size=8)` and the time the entry stops deduplicating;
