@@ -4,8 +4,9 @@ and bytes per visitor for VISITORS distinct visitors, and the time an admit take
     .venv/bin/python -m bench.unique_memory [VISITORS] [--redis URL]
 
 With --redis, also the Redis set (tally.storage.redis_visitors): the growth of Redis's
-`used_memory` for VISITORS visits recorded through the real script (`seen.lua`, called
-in pipelined batches), under a key prefix of its own that is deleted afterwards.
+`used_memory` for VISITORS visits of one counter recorded through the real script
+(`seen.lua`, called in pipelined batches, its bound VISITORS), under a key prefix of its
+own that is deleted afterwards.
 
 Admits VISITORS (default 1,000,000) distinct visitors (one per client IP, one
 User-Agent, one counter, a 24 h window) through the real `admit_now` path, each
@@ -56,8 +57,9 @@ async def redis_memory(url: str, n: int) -> None:
         for first in range(0, n, 1_000):
             pipe = client.pipeline(transaction=False)
             for i in range(first, min(n, first + 1_000)):
-                key = visitors.entry_key(1, visitor_hash(salt, 1, (ip(i), AGENT)))
-                await script(keys=[key], args=[repr(now), repr(now + DAY), DAY], client=pipe)
+                hashed = visitor_hash(salt, 1, (ip(i), AGENT))
+                args = [repr(now), repr(now + DAY), n, DAY, hashed]
+                await script(keys=[visitors.set_key(1)], args=args, client=pipe)
             assert all(await pipe.execute())
         took = time.perf_counter() - started
         after = int((await client.info("memory"))["used_memory"])

@@ -199,7 +199,8 @@ class Accounts:
     async def log_in(self, email: str, password: str, ip: str) -> Account:
         """The account, or Unauthorized (wrong email or password, the same message for
         both), RateLimited (too many failures for the account or the IP) or
-        PasswordsBusy (503: the node is checking as many passwords as it may).
+        PasswordsBusy (503: the node is checking as many passwords as it may). `ip`: the
+        client's key (its IP, an IPv6 client's network: tally.web.http.client_key).
 
         The attempt is counted before the password is checked, so attempts made at
         once cannot all be checked; a correct one takes its count back and clears the

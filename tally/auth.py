@@ -82,6 +82,12 @@ def hash_token(key: bytes, token: str | bytes) -> str:
     return hmac.new(key, raw, hashlib.sha256).hexdigest()
 
 
+def derive_key(key: bytes, purpose: bytes) -> bytes:
+    """A key of its own for one use of the server's secret key (the rate limit's Redis
+    key names, ...): knowing it reveals neither the secret key nor another use's key."""
+    return hmac.new(key, b"tally:" + purpose, hashlib.sha256).digest()
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
     """A new token: `secret` is shown once and never stored."""

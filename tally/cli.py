@@ -568,10 +568,17 @@ def counter_update(
 @counter.command("unique")
 @click.argument("path", metavar="WORKSPACE/NAME")
 @click.argument("window", metavar="[WINDOW]", required=False)
+@click.option(
+    "--by",
+    "by",
+    type=click.Choice(visitors.UNIQUE_BY),
+    help="What a visitor is: its address and User-Agent (address_agent, the default), or "
+    "its address alone (address: changing the User-Agent counts nothing more).",
+)
 @database_option
-def counter_unique(path: str, window: str | None, database_url: str | None) -> None:
+def counter_unique(path: str, window: str | None, by: str | None, database_url: str | None) -> None:
     """Count an anonymous up once per visitor within WINDOW: 1h to 30d (like 36h or
-    7d), on (24h) or off; without WINDOW, show it. Servers apply it within
+    7d), on (24h) or off; without WINDOW or --by, show it. Servers apply it within
     TALLY_TOKEN_CACHE_TTL."""
     slug, sep, name = path.partition("/")
     if not sep or not name:
@@ -583,16 +590,23 @@ def counter_unique(path: str, window: str | None, database_url: str | None) -> N
 
     async def run(store: Store, _s: Settings) -> Counter:
         c = await store.read_counter(slug, name)
-        if c is None or seconds is None:
+        if c is None or (seconds is None and by is None):
             updated = c
         else:
-            updated = await store.change_counter(c.id, CounterChange(unique_window=seconds))
+            change = CounterChange(
+                unique_window=seconds,
+                unique_by_address=None if by is None else by == "address",
+            )
+            updated = await store.change_counter(c.id, change)
         if updated is None:
             raise click.ClickException(f"no counter {slug}/{name}")
         return updated
 
     c = _with_store(database_url, run)
-    click.echo(f"counter {slug}/{c.name}: unique={visitors.describe_window(c.unique_window)}")
+    click.echo(
+        f"counter {slug}/{c.name}: unique={visitors.describe_window(c.unique_window)} "
+        f"by={rules.unique_by(c.unique_by_address)}"
+    )
 
 
 @counter.command("list")

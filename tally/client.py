@@ -353,10 +353,12 @@ class Client(_Base):
         floor: int | None = UNSET,
         ceiling: int | None = UNSET,
         unique: int | bool | None = UNSET,
+        unique_by: str = UNSET,
     ) -> ManagedCounter:
         """Change the fields given (None clears a bound, () the origins). `unique` is the
         unique-visitor window in seconds (3600 to 2592000), True for 24 h, False or None
-        for off. A new bound the counter's value already breaks is a ConflictError."""
+        for off; `unique_by` "address_agent" or "address" (a visitor is its address
+        alone). A new bound the counter's value already breaks is a ConflictError."""
         changes = _changes(
             description=description,
             private=private,
@@ -364,6 +366,7 @@ class Client(_Base):
             floor=floor,
             ceiling=ceiling,
             unique=unique,
+            unique_by=unique_by,
         )
         return self.run(self._update_counter(workspace, counter_id, changes))
 
@@ -483,10 +486,12 @@ class AsyncClient(_Base):
         floor: int | None = UNSET,
         ceiling: int | None = UNSET,
         unique: int | bool | None = UNSET,
+        unique_by: str = UNSET,
     ) -> ManagedCounter:
         """Change the fields given (None clears a bound, () the origins). `unique` is the
         unique-visitor window in seconds (3600 to 2592000), True for 24 h, False or None
-        for off. A new bound the counter's value already breaks is a ConflictError."""
+        for off; `unique_by` "address_agent" or "address" (a visitor is its address
+        alone). A new bound the counter's value already breaks is a ConflictError."""
         changes = _changes(
             description=description,
             private=private,
@@ -494,6 +499,7 @@ class AsyncClient(_Base):
             floor=floor,
             ceiling=ceiling,
             unique=unique,
+            unique_by=unique_by,
         )
         return await self.run(self._update_counter(workspace, counter_id, changes))
 

@@ -148,6 +148,7 @@ class ManagedCounter:
     ceiling: int | None
     allowed_origins: tuple[str, ...]  # its own list; () takes the workspace's
     unique: int | None  # the unique-visitor window in seconds; None: off
+    unique_by: str  # "address_agent" or "address": how visitors are told apart
     created_at: datetime | None
     updated_at: datetime | None
     raw: Mapping[str, Any]
@@ -167,6 +168,7 @@ class ManagedCounter:
             ceiling=_bound(data.get("ceiling")),
             allowed_origins=tuple(data.get("allowed_origins") or ()),
             unique=_bound(data.get("unique")) or None,
+            unique_by=str(data.get("unique_by") or "address_agent"),
             created_at=_time(data.get("created_at")),
             updated_at=_time(data.get("updated_at")),
             raw=data,

@@ -44,6 +44,7 @@ class Settings:
     rate_limit: RateLimit | None = RateLimit(600, 60.0)
     timezone: tzinfo = UTC
     trusted_proxies: tuple[Network, ...] = ()
+    ipv6_prefix: int = 64
     secret_key: str | None = None
     bootstrap: bool = True
     token_cache_ttl: float = 1.0
@@ -54,7 +55,9 @@ class Settings:
     access_log: bool = False
     streams_per_client: int = 10
     streams_per_node: int = 1000
+    stream_heartbeat: float = 15.0
     unique_capacity: int = 1_000_000
+    unique_per_counter: int = 100_000
     signup: str = "open"
     public_url: str | None = None
     smtp_host: str | None = None
@@ -188,6 +191,13 @@ def parse_networks(text: str) -> tuple[Network, ...]:
                 f"{net} trusts every address: list only your proxies' addresses or subnets"
             )
     return networks
+
+
+def parse_ipv6_prefix(text: str) -> int:
+    value = int(text)
+    if not 32 <= value <= 128:
+        raise ValueError("use a prefix length from 32 to 128 (64: one subscriber's network)")
+    return value
 
 
 def parse_durability(text: str) -> str:
@@ -343,6 +353,12 @@ SETTINGS: tuple[Setting, ...] = (
         lambda nets: ",".join(str(n) for n in nets),
     ),
     Setting(
+        "ipv6_prefix",
+        parse_ipv6_prefix,
+        "Per-client limits (rate, streams, sign-in) count an IPv6 client by its network of "
+        "this many bits (32 to 128; 128: the address alone).",
+    ),
+    Setting(
         "secret_key",
         str,
         "Key of the token hash. Unset: generated once and kept in the database.",
@@ -405,10 +421,23 @@ SETTINGS: tuple[Setting, ...] = (
         "Live streams open at once on one node; 429 beyond.",
     ),
     Setting(
+        "stream_heartbeat",
+        parse_positive_float,
+        "Seconds between two access checks of a quiet live stream (and its comment line); "
+        "a stream whose access ended ends by then.",
+        lambda v: f"{v:g}",
+    ),
+    Setting(
         "unique_capacity",
         parse_positive_int,
         "Visitors a node's in-memory unique-visitor set holds (SQLite, or Redis down); at "
         "the bound the oldest are forgotten and count again.",
+    ),
+    Setting(
+        "unique_per_counter",
+        parse_positive_int,
+        "Visitors one counter's unique window holds (in memory or in Redis); at the bound "
+        "the oldest are forgotten and count again.",
     ),
     Setting("signup", parse_signup, "Who may sign up on the dashboard: open, invite or closed."),
     Setting(

@@ -40,6 +40,7 @@ from tally.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    StorageError,
     TallyError,
     Unauthorized,
     Unavailable,
@@ -56,7 +57,7 @@ from tally.models import (
 )
 from tally.stats import add_temporal, settled_before, summarize
 from tally.storage.base import Store
-from tally.visitors import LocalVisitors, Visitor, Visitors
+from tally.visitors import LocalVisitors, Visitor, Visitors, by_address
 from tally.writes import CounterGone, GroupCommit, Ticket
 
 MAX_NAME = 128
@@ -391,17 +392,19 @@ class Counters:
             view = await self._count(counter, up, down)
             view.counted = True
             return view
-        mark = await self.visitors.admit(counter.id, counter.unique_window, visitor())
+        who = by_address(visitor()) if counter.unique_by_address else visitor()
+        mark = await self.visitors.admit(counter.id, counter.unique_window, who)
         if mark is None:
             view = await self._fresh(counter)
             view.counted = False
             return view
         try:
             view = await self._count(counter, up, down)
-        except TallyError:
-            # refused at a bound, or a write that did not commit (the answer says so):
-            # nothing was counted, so the visit is not spent. A request cancelled while
-            # its change waits for the commit keeps it (the change still commits).
+        except (TallyError, StorageError):
+            # refused at a bound, a write that did not commit, a buffered up whose read
+            # failed (a 503: its change is never made): nothing was counted, so the
+            # visit is not spent. A request cancelled while its change waits for the
+            # commit keeps it (the change still commits).
             await self.visitors.forget(mark)
             raise
         view.counted = True

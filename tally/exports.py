@@ -8,16 +8,18 @@ Format version 2, JSON lines (one JSON object a line, UTF-8):
     {"counter": {"workspace": "demo", "name": "hits", "description": "", "private": false,
                  "up_count": 4, "down_count": 1, "created_at": ..., "updated_at": ...,
                  "floor": null, "ceiling": 100, "allowed_origins": [], "unique": 86400,
-                 "hours": [[494534, 3, 1], [494535, 1, 0]]}}
+                 "unique_by": "address_agent", "hours": [[494534, 3, 1], [494535, 1, 0]]}}
     ...
     {"end": {"workspaces": 1, "counters": 1, "buckets": 2}}
 
 Every setting of a workspace and a counter is in it: the V1 flag and allowed origins of
 a workspace; the description, visibility (`private`), floor, ceiling (null: none), own
-allowed origins and unique-visitor window (`unique`: seconds, null: off) of a counter.
-Version 1 (still read) had none of the rules: neither `v1_open` nor `allowed_origins`
-nor the bounds. `unique` came later within version 2: a version 2 counter without it
-is still read, and leaves the counter's window as it is.
+allowed origins, unique-visitor window (`unique`: seconds, null: off) and how it tells
+visitors apart (`unique_by`: "address_agent" or "address") of a counter. Version 1
+(still read) had none of the rules: neither `v1_open` nor `allowed_origins` nor the
+bounds. `unique` and `unique_by` came later within version 2: a version 2 counter
+without `unique` is still read, and leaves the counter's window as it is; one with
+`unique` but without `unique_by` counts by address and User-Agent.
 
 Times are unix seconds (floats, exactly as stored); an hour is the UTC hour index (unix
 seconds // 3600). A workspace's line comes before its counters. The `end` line tells a
@@ -28,7 +30,8 @@ CSV version 2 carries the counters' totals and settings only (no history, no wor
 settings): a first row `tally-export-csv,2`, then the header row `CSV_HEADER`, then one
 row per counter; an empty floor or ceiling is none, `allowed_origins` is separated by
 spaces, an empty `unique` is off. Version 1 (still read) had no floor, ceiling or
-allowed_origins columns; a version 2 file without the `unique` column is read too.
+allowed_origins columns; a version 2 file without the `unique` column, or without the
+`unique_by` column, is read too.
 
 Export reads a page of counters (and their buckets) at a time: memory stays bounded
 whatever the number of counters. Pages are read one after another, not in one snapshot:
@@ -45,6 +48,7 @@ from typing import Any
 
 import orjson
 
+from tally import rules
 from tally.models import Counter, Workspace
 from tally.storage import Store
 
@@ -62,7 +66,8 @@ CSV_HEADER_V1 = (
     "updated_at",
 )
 CSV_HEADER_V2 = (*CSV_HEADER_V1, "floor", "ceiling", "allowed_origins")  # before `unique`
-CSV_HEADER = (*CSV_HEADER_V2, "unique")
+CSV_HEADER_UNIQUE = (*CSV_HEADER_V2, "unique")  # before `unique_by`
+CSV_HEADER = (*CSV_HEADER_UNIQUE, "unique_by")
 PAGE = 1000  # counters read (and held) at a time
 
 
@@ -84,6 +89,7 @@ def _counter(ws: Workspace, c: Counter) -> dict[str, Any]:
         "ceiling": c.ceiling,
         "allowed_origins": list(c.origins),
         "unique": c.unique_window or None,  # as the management API shows it
+        "unique_by": rules.unique_by(c.unique_by_address),
     }
 
 

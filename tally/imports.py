@@ -13,7 +13,9 @@ What an import does, so that running it twice changes nothing the second time:
 - A counter of the file is set to the file's values: created if missing, otherwise its
   totals, description, private flag and times are replaced by the file's, and, from a
   version 2 file, its floor, ceiling and allowed origins, and its unique-visitor window
-  if the file has one (a version 2 file written before `unique` existed leaves it).
+  and `unique_by` if the file has a window (a version 2 file written before `unique`
+  existed leaves them; one written before `unique_by` existed counts by address and
+  User-Agent).
   From a JSON lines file its hourly history is replaced by the file's too (hours the
   file does not have are removed); a CSV file has no history, and leaves it as it is.
 - Counters that are not in the file are left alone. Tokens are not part of a file.
@@ -34,7 +36,14 @@ import orjson
 from tally import rules
 from tally.counters import check_name
 from tally.errors import TallyError
-from tally.exports import CSV_HEADER, CSV_HEADER_V1, CSV_HEADER_V2, PAGE, READS
+from tally.exports import (
+    CSV_HEADER,
+    CSV_HEADER_UNIQUE,
+    CSV_HEADER_V1,
+    CSV_HEADER_V2,
+    PAGE,
+    READS,
+)
 from tally.models import CounterRecord, CounterRules
 from tally.storage import Store
 
@@ -160,6 +169,13 @@ def _unique(value: Any) -> int:
         raise _Bad(exc.message) from None
 
 
+def _unique_by(value: Any) -> bool:
+    try:
+        return rules.check_unique_by(value)
+    except TallyError as exc:
+        raise _Bad(exc.message) from None
+
+
 def _hours(value: Any) -> tuple[tuple[int, int, int], ...]:
     if not isinstance(value, list):
         raise _Bad("hours must be a list of [hour, up, down]")
@@ -179,7 +195,7 @@ def _hours(value: Any) -> tuple[tuple[int, int, int], ...]:
 # the fields of a counter, by format version (a CSV row's are the same without "hours")
 COUNTER_KEYS = {1: frozenset((*CSV_HEADER_V1, "hours")), 2: frozenset((*CSV_HEADER_V2, "hours"))}
 # fields a counter of that version may leave out (then the counter's value is kept)
-OPTIONAL_KEYS = {1: frozenset[str](), 2: frozenset(("unique",))}
+OPTIONAL_KEYS = {1: frozenset[str](), 2: frozenset(("unique", "unique_by"))}
 WORKSPACE_KEYS = {
     1: frozenset(("slug", "name", "created_at")),
     2: frozenset(("slug", "name", "created_at", "v1_open", "allowed_origins")),
@@ -205,6 +221,7 @@ def _counter(obj: Any, version: int, hours: bool) -> CounterLine:
         hours=_hours(obj["hours"]) if hours else None,
         rules=_rules(obj) if version >= 2 else None,
         unique=_unique(obj["unique"]) if "unique" in obj else None,
+        unique_by_address=_unique_by(obj["unique_by"]) if "unique_by" in obj else False,
     )
     return CounterLine(_slug(obj["workspace"]), record)
 
@@ -285,6 +302,8 @@ def _csv_row(row: list[str], header: tuple[str, ...]) -> CounterLine:
         if text and not (text.isascii() and text.isdigit()):
             raise _Bad("unique must be empty (off) or a window in seconds")
         obj["unique"] = int(text) if text else None
+    if obj.get("unique_by") == "":
+        del obj["unique_by"]  # by address and User-Agent
     if version >= 2:
         for key in ("floor", "ceiling"):
             text = obj[key]
@@ -298,7 +317,7 @@ def _csv_row(row: list[str], header: tuple[str, ...]) -> CounterLine:
 def _csv(lines: Iterator[str], version: int) -> Read:
     reader = csv.reader(lines)
     header = next(reader, None)
-    headers = (CSV_HEADER, CSV_HEADER_V2) if version >= 2 else (CSV_HEADER_V1,)
+    headers = (CSV_HEADER, CSV_HEADER_UNIQUE, CSV_HEADER_V2) if version >= 2 else (CSV_HEADER_V1,)
     if header is None or tuple(header) not in headers:
         yield 2, Invalid(f"the header row must be {','.join(headers[0])}", fatal=True)
         return

@@ -79,6 +79,8 @@ class Counter:
     # seconds within which an anonymous up of one visitor counts once; 0: off
     # (tally.visitors)
     unique_window: int = 0
+    # a visitor is its address alone, not its address and User-Agent (tally.visitors)
+    unique_by_address: bool = False
 
     @property
     def bounded(self) -> bool:
@@ -100,6 +102,7 @@ class CounterChange:
     bounds: tuple[int | None, int | None] | None = None  # (floor, ceiling), None: no bound
     origins: tuple[str, ...] | None = None  # its own allowed origins, (): the workspace's
     unique_window: int | None = None  # seconds, 0: off
+    unique_by_address: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +206,8 @@ class CounterRecord:
     rules: CounterRules | None = None  # None: the file has none (format 1), keep the counter's
     # the unique-visitor window in seconds (0: off); None: the file has none, keep the counter's
     unique: int | None = None
+    # with `unique`: a visitor is its address alone (tally.visitors)
+    unique_by_address: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,6 +129,19 @@ def check_unique(value: object) -> int:
         raise BadRequest(str(exc)) from None
 
 
+def check_unique_by(value: object) -> bool:
+    """`unique_by` as JSON or a form gives it: "address_agent" (a visitor is its address
+    and User-Agent) or "address" (its address alone); True for "address"."""
+    if value not in visitors.UNIQUE_BY:
+        raise BadRequest(f"unique_by must be one of {', '.join(visitors.UNIQUE_BY)}")
+    return value == "address"
+
+
+def unique_by(by_address: bool) -> str:
+    """How a counter tells visitors apart, as the API and files show it."""
+    return visitors.UNIQUE_BY[1] if by_address else visitors.UNIQUE_BY[0]
+
+
 def parse_unique(text: str) -> int:
     """A window as typed (a form, the CLI): off, on (24h), or a duration like 36h or 7d;
     the window in seconds (0: off), or BadRequest."""

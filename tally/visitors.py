@@ -5,8 +5,10 @@ What "unique" means, exactly: an up of visitor V on counter C at time t counts i
 only if no up of V on C was *counted* in (t - window, t], as far as this deployment's
 seen-set remembers (it forgets at its bound, at a restart of a SQLite server, and a
 Redis outage splits it per node: see below). A visitor is the triple (counter, client
-IP, User-Agent); nothing else (no cookie, no token of another workspace) tells two
-visitors apart.
+key, User-Agent), the client key being the client IP, an IPv6 client's /64
+(tally.web.http.client_key); on a counter counting by address alone (`unique_by`
+"address", `by_address`) the pair (counter, client key). Nothing else (no cookie, no
+token of another workspace) tells two visitors apart.
 
 Nothing personal is kept. The seen-set holds `blake2b(counter | IP | User-Agent,
 key=salt of the UTC day, digest_size=8)` and the time the entry stops deduplicating;
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import secrets
 import time
@@ -45,6 +48,8 @@ MAX_WINDOW = 30 * DAY
 DEFAULT_WINDOW = DAY
 # the local seen-set's default bound (TALLY_UNIQUE_CAPACITY)
 DEFAULT_CAPACITY = 1_000_000
+# the default bound of one counter's seen-set (TALLY_UNIQUE_PER_COUNTER)
+DEFAULT_PER_COUNTER = 100_000
 # after a sweep at the bound that freed too little, the oldest entries are dropped down
 # to this share of the bound, so the next sweep is a tenth of the bound's inserts away
 _AFTER_EVICTION = 0.9
@@ -53,8 +58,19 @@ _DURATION = re.compile(r"([0-9]{1,7})([smhd]?)")
 _UNITS = {"s": 1, "": 1, "m": 60, "h": 3_600, "d": DAY}
 
 Clock = Callable[[], float]
-# what the web layer gives: (client IP as the app derives it, User-Agent bytes)
+# what the web layer gives: (client key as the app derives it, User-Agent bytes)
 Visitor = tuple[str, bytes]
+# how a counter tells visitors apart (its `unique_by`): by address and User-Agent (the
+# default), or by address alone, so that changing the User-Agent counts nothing more
+UNIQUE_BY = ("address_agent", "address")
+# the User-Agent a visitor of a counter counting by address alone is hashed with: no
+# header value may hold a NUL, so it is no real User-Agent
+_ANY_AGENT = b"\x00"
+
+
+def by_address(visitor: Visitor) -> Visitor:
+    """The visitor as a counter counting by address alone sees it."""
+    return visitor[0], _ANY_AGENT
 
 
 def check_window(seconds: int) -> int:
@@ -181,22 +197,41 @@ class DailySalts:
 class LocalVisitors:
     """The seen-set of one process (SQLite, and the fallback of the Redis one).
 
-    Entries: the visitor hash (as an int) -> the time its window ends (a float), in a
-    dict, insertion ordered. At most `capacity` entries: when a visit finds the set
-    full, the entries whose window ended are swept out (one pass); if that frees less
-    than a tenth, the oldest recorded visits are forgotten down to 90 % of the bound.
-    A forgotten visitor counts again at its next up: at the bound Tally counts too many,
+    Entries: per counter, the visitor hash (as an int) -> the time its window ends (a
+    float), in a dict, insertion ordered. Two bounds, so that memory is bounded whatever
+    arrives (a visitor per request, by changing the User-Agent each time):
+
+    - `per_counter` entries per counter (TALLY_UNIQUE_PER_COUNTER): when a visit finds
+      its counter's set full, the counter's ended windows are swept out; if that frees
+      less than a tenth, its oldest visits are forgotten down to 90 % of the bound. So
+      a flood on one counter forgets that counter's visitors, not other counters'.
+    - `capacity` entries in all (TALLY_UNIQUE_CAPACITY): when a visit finds the whole
+      set full, every ended window is swept out; if that frees less than a tenth, each
+      counter's oldest visits are forgotten, in proportion to its size, down to 90 %.
+
+    A forgotten visitor counts again at its next up: at a bound Tally counts too many,
     never too few. Nothing here survives the process."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        capacity: int = DEFAULT_CAPACITY,
+        clock: Clock = time.time,
+        per_counter: int = DEFAULT_PER_COUNTER,
+    ) -> None:
         self.capacity = capacity
+        self.per_counter = per_counter
         self.clock = clock
         self.salts = DailySalts()
-        self._seen: dict[int, float] = {}
-        self.evicted = 0  # entries forgotten early at the bound
+        self._seen: dict[int, dict[int, float]] = {}  # counter id -> hash -> window end
+        self._size = 0
+        self.evicted = 0  # entries forgotten early at a bound
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return self._size
+
+    def entries(self) -> list[tuple[int, int, float]]:
+        """Every entry as (counter id, visitor hash, window end): for tests."""
+        return [(c, n, until) for c, seen in self._seen.items() for n, until in seen.items()]
 
     async def admit(self, counter_id: int, window: int, visitor: Visitor) -> Mark | None:
         return self.admit_now(counter_id, window, visitor, self.clock())
@@ -205,49 +240,91 @@ class LocalVisitors:
         salts = self.salts
         today = day_of(now)
         salts.rotate(today)
-        seen = self._seen
+        seen = self._seen.get(counter_id)
         key = b""
         for day in salt_days(now, window):
             salt = salts.get(day, create=day == today)
             if salt is None:
                 continue
             key = visitor_hash(salt, counter_id, visitor)
-            until = seen.get(int.from_bytes(key))
+            until = seen.get(int.from_bytes(key)) if seen is not None else None
             if until is not None and until > now:
                 return None
         # `key` is the hash under today's salt (the last day of the range)
-        if len(seen) >= self.capacity:
+        if seen is not None and len(seen) >= self.per_counter:
+            self._make_room_in(counter_id, seen, now)
+        if self._size >= self.capacity:
             self._make_room(now)
+        seen = self._seen.setdefault(counter_id, {})
         mark = Mark(counter_id, key, float(now + window), local=True)
         number = int.from_bytes(key)
-        seen.pop(number, None)  # re-inserted at the end: the order is of recording
+        if seen.pop(number, None) is not None:  # re-inserted at the end: recording order
+            self._size -= 1
         seen[number] = mark.until
+        self._size += 1
         return mark
 
-    def _make_room(self, now: float) -> None:
-        seen = self._seen
+    def _make_room_in(self, counter_id: int, seen: dict[int, float], now: float) -> None:
+        """The counter's set is at its bound: drop its ended windows, then if needed its
+        oldest visits, down to 90 % of the bound."""
+        before = len(seen)
         for number in [n for n, until in seen.items() if until <= now]:
             del seen[number]
-        if len(seen) > self.capacity * _AFTER_EVICTION:
-            drop = len(seen) - int(self.capacity * _AFTER_EVICTION)
-            oldest = [n for n, _ in zip(seen, range(drop), strict=False)]
-            for number in oldest:
-                del seen[number]
+        keep = int(self.per_counter * _AFTER_EVICTION)
+        drop = len(seen) - keep if len(seen) > keep else 0
+        for number in [n for n, _ in zip(seen, range(drop), strict=False)]:
+            del seen[number]
+        self._size -= before - len(seen)
+        if drop:
             self.evicted += drop
             log.warning(
-                "unique visitors: the seen-set is full (%d); forgot the %d oldest visits",
-                self.capacity,
+                "unique visitors: counter %d's seen-set is full (%d); forgot its %d oldest visits",
+                counter_id,
+                self.per_counter,
                 drop,
             )
 
+    def _make_room(self, now: float) -> None:
+        """The whole set is at its bound: drop every ended window, then if needed each
+        counter's oldest visits in proportion to its size, down to 90 % of the bound."""
+        for counter_id, seen in list(self._seen.items()):
+            for number in [n for n, until in seen.items() if until <= now]:
+                del seen[number]
+            if not seen:
+                del self._seen[counter_id]
+        size = sum(len(seen) for seen in self._seen.values())
+        keep = int(self.capacity * _AFTER_EVICTION)
+        dropped = 0
+        if size > keep:
+            share = (size - keep) / size
+            for counter_id, seen in list(self._seen.items()):
+                drop = math.ceil(len(seen) * share)
+                for number in [n for n, _ in zip(seen, range(drop), strict=False)]:
+                    del seen[number]
+                dropped += drop
+                if not seen:
+                    del self._seen[counter_id]
+            self.evicted += dropped
+            log.warning(
+                "unique visitors: the seen-set is full (%d); forgot the %d oldest visits",
+                self.capacity,
+                dropped,
+            )
+        self._size = size - dropped
+
     async def forget(self, mark: Mark) -> None:
         number = int.from_bytes(mark.key)
-        if self._seen.get(number) == mark.until:
-            del self._seen[number]
+        seen = self._seen.get(mark.counter_id)
+        if seen is not None and seen.get(number) == mark.until:
+            del seen[number]
+            self._size -= 1
+            if not seen:
+                del self._seen[mark.counter_id]
 
     def clear(self) -> None:
         """Forget every visit and salt (a fallback whose Redis is back)."""
         self._seen.clear()
+        self._size = 0
         self.salts = DailySalts()
 
     async def close(self) -> None:

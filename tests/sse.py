@@ -21,6 +21,7 @@ class Event:
     data: dict[str, Any] | None
     comment: str | None
     at: float  # monotonic time the server sent it
+    name: str | None = None  # the `event:` field (`end`: the stream ends, saying why)
 
 
 @dataclass
@@ -107,7 +108,7 @@ class OpenStream:
                 key, _, value = line.partition(": ")
                 fields[key] = value
         data = orjson.loads(fields["data"]) if "data" in fields else None
-        return Event(fields.get("id"), data, comment, self._at)
+        return Event(fields.get("id"), data, comment, self._at, fields.get("event"))
 
     async def next_data(self, within: float = 10.0) -> dict[str, Any]:
         """The data of the next event that has some (heartbeats skipped)."""
@@ -115,8 +116,22 @@ class OpenStream:
             while True:
                 event = await self.next_event(within)
                 assert event is not None, "the stream ended"
+                assert event.name is None, f"the stream ended: {event.data}"
                 if event.data is not None:
                     return event.data
+
+    async def ended_with(self, within: float = 10.0) -> tuple[dict[str, Any], float]:
+        """The `end` event's data and when it came (values and heartbeats before it are
+        skipped); then the response must be complete."""
+        async with asyncio.timeout(within):
+            while True:
+                event = await self.next_event(within)
+                assert event is not None, "the stream ended without an end event"
+                if event.name is not None:
+                    assert event.name == "end", event
+                    assert event.data is not None
+                    assert await self.next_event(within) is None, "more after the end event"
+                    return event.data, event.at
 
     def drop(self) -> None:
         """The client goes away without a word."""

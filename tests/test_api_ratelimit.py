@@ -312,6 +312,51 @@ async def test_forwarded_for_spellings_of_one_address_share_a_budget(
     await assert_limited(proxy, "/v2/ws/c", {"X-Forwarded-For": "2001:db8:0::1"})
 
 
+async def test_an_ipv6_network_shares_one_budget(
+    make_harness: HarnessFactory, client_at: ClientAt
+) -> None:
+    """Every address of one IPv6 /64 spends one budget, on V2 and V1, whether it is the
+    socket's peer or a trusted proxy's X-Forwarded-For; another /64 has its own."""
+    h = await limited(make_harness, trusted_proxies=TRUSTED, v1_rate_limit=RateLimit(LIMIT, PERIOD))
+    ws = await h.store.get_workspace("ws")
+    assert ws is not None
+    await h.store.set_workspace_rules(ws.id, v1_open=True, origins=())
+    proxy = await client_at(h, PROXY)
+    for path in ("/v2/ws/c", "/v1/ws/c"):
+        for i in range(LIMIT):
+            peer = await client_at(h, f"2001:db8:1:2::{i + 1:x}")
+            await spend(peer, path, n=1)
+        await assert_limited(await client_at(h, "2001:db8:1:2:ffff:ffff:ffff:ffff"), path)
+        forwarded = {"X-Forwarded-For": "2001:db8:1:2:abcd::1"}
+        await assert_limited(proxy, path, forwarded)  # the same /64 through the proxy
+        await assert_admitted(await client_at(h, "2001:db8:1:3::1"), path)  # the next /64
+
+
+async def test_the_ipv6_prefix_is_a_setting(
+    make_harness: HarnessFactory, client_at: ClientAt
+) -> None:
+    """TALLY_IPV6_PREFIX=48 counts a /48 as one client; 128 counts each address."""
+    h = await limited(make_harness, ipv6_prefix=48)
+    for i in range(LIMIT):
+        await spend(await client_at(h, f"2001:db8:1:{i}::1"), "/v2/ws/c", n=1)
+    await assert_limited(await client_at(h, "2001:db8:1:ffff::1"), "/v2/ws/c")
+    await assert_admitted(await client_at(h, "2001:db8:2::1"), "/v2/ws/c")
+    h = await make_harness(rate_limit=RateLimit(LIMIT, PERIOD), ipv6_prefix=128)  # same ws/c
+    await spend(await client_at(h, "2001:db8::1"), "/v2/ws/c")
+    await assert_admitted(await client_at(h, "2001:db8::2"), "/v2/ws/c")
+
+
+async def test_an_ipv4_mapped_peer_is_its_ipv4_address(
+    make_harness: HarnessFactory, client_at: ClientAt
+) -> None:
+    """A dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d: each is its IPv4
+    address, not one ::ffff:0:0/64 shared by every IPv4 client."""
+    h = await limited(make_harness)
+    await spend(await client_at(h, "::ffff:203.0.113.1"), "/v2/ws/c")
+    await assert_limited(await client_at(h, "203.0.113.1"), "/v2/ws/c")
+    await assert_admitted(await client_at(h, "::ffff:203.0.113.2"), "/v2/ws/c")
+
+
 async def test_bad_tokens_spend_the_client_address_budget(make_harness: HarnessFactory) -> None:
     """Requests with invalid tokens count against the client IP, so guessing is limited too."""
     h = await limited(make_harness)

@@ -70,6 +70,9 @@ def test_rate_limit_forms(text: str, expected: RateLimit | None) -> None:
         ("TALLY_TRUSTED_PROXIES", "0.0.0.0/0"),
         ("TALLY_TRUSTED_PROXIES", "10.0.0.1, ::/0"),
         ("TALLY_BOOTSTRAP", "maybe"),
+        ("TALLY_IPV6_PREFIX", "16"),
+        ("TALLY_IPV6_PREFIX", "129"),
+        ("TALLY_IPV6_PREFIX", "/64"),
     ],
 )
 def test_bad_values_fail_loudly(name: str, value: str) -> None:
@@ -98,6 +101,7 @@ def test_round_trip_through_environment() -> None:
             "TALLY_RATE_LIMIT": "50/10s",
             "TALLY_TIMEZONE": "Asia/Tokyo",
             "TALLY_TRUSTED_PROXIES": "10.1.0.0/16",
+            "TALLY_IPV6_PREFIX": "56",
         }
     )
     assert Settings.from_env(s.to_env()) == s

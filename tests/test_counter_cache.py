@@ -152,6 +152,34 @@ async def test_postgres_another_node_change_is_seen_by_the_next_commit(
     assert_error(await h.get("/v2/ws/a"), 404)
 
 
+async def test_postgres_another_nodes_unique_by_is_seen_by_the_next_commit(
+    make_harness: HarnessFactory,
+) -> None:
+    """unique_by (a column added later) moves the settings epoch too: another node's
+    change of it is seen at this node's next group commit, however long the TTL."""
+    h = await make_harness(token_cache_ttl=LONG)
+    only(h, "postgresql")
+    ws = await h.workspace()
+    a = await h.counter(ws, "a")
+    await h.counter(ws, "b")
+    writer = await h.token(ws, Permission.WRITE)
+    await h.store.change_counter(a.id, CounterChange(unique_window=86400))
+    assert h.app.services is not None
+    h.app.services.counters.cache.forget(("ws", "a"))
+    for agent, counted in (("x/1", True), ("y/2", True)):
+        r = await h.client.get("/v2/ws/a/up", headers={"User-Agent": agent})
+        assert r.json()["data"]["counted"] is counted
+    other = await other_node(h)
+    try:
+        await other.change_counter(a.id, CounterChange(unique_by_address=True))
+    finally:
+        await other.close()
+    assert (await h.get("/v2/ws/b/up", writer)).status_code == 200  # a commit: the epoch
+    for agent, counted in (("z/3", True), ("w/4", False)):  # by address alone now
+        r = await h.client.get("/v2/ws/a/up", headers={"User-Agent": agent})
+        assert r.json()["data"]["counted"] is counted
+
+
 async def test_postgres_a_change_from_any_session_is_seen(
     make_harness: HarnessFactory, postgres_base_url: str
 ) -> None:

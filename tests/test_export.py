@@ -77,6 +77,7 @@ async def seed(store: Store) -> None:
     await store.change_counter(secret.id, CounterChange(bounds=(0, 2**62), origins=()))
     await store.change_counter(hits.id, CounterChange(unique_window=7 * 86400))
     await store.change_counter(secret.id, CounterChange(unique_window=3600))
+    await store.change_counter(secret.id, CounterChange(unique_by_address=True))
 
 
 async def snapshot(store: Store) -> dict[str, Any]:
@@ -90,6 +91,7 @@ async def snapshot(store: Store) -> dict[str, Any]:
                 "fields": (c.description, c.private, c.up_count, c.down_count),
                 "rules": (c.floor, c.ceiling, c.origins),
                 "unique": c.unique_window,
+                "unique_by_address": c.unique_by_address,
                 "workspace": (ws.name, ws.created_at, ws.v1_open, ws.origins),
                 "times": (c.created_at, c.updated_at),
                 "hours": sorted(history.buckets),
@@ -132,6 +134,9 @@ async def test_round_trip_sqlite_postgres_sqlite(
         )  # fmt: skip
         assert original["other/empty"]["unique"] == 0
         assert b'"unique":604800' in a.read_bytes()
+        assert original["demo/secret"]["unique_by_address"] is True
+        assert original["demo/hits"]["unique_by_address"] is False
+        assert b'"unique":3600,"unique_by":"address"' in a.read_bytes()
         assert original["demo/hits"]["workspace"][2:] == (
             True, ("https://demo.example", "https://*.demo.example"),
         )  # fmt: skip
@@ -182,7 +187,7 @@ async def test_csv_sets_totals_and_keeps_history(store: Store, tmp_path: Path) -
     assert path.read_text().splitlines()[:2] == [
         "tally-export-csv,2",
         "workspace,name,description,private,up_count,down_count,created_at,updated_at,"
-        "floor,ceiling,allowed_origins,unique",
+        "floor,ceiling,allowed_origins,unique,unique_by",
     ]
     text = path.read_text().replace("demo,hits,,false,10,1,", "demo,hits,,false,99,1,")
     path.write_text(text)
@@ -196,13 +201,15 @@ async def test_csv_sets_totals_and_keeps_history(store: Store, tmp_path: Path) -
     # the rules come from the file too
     assert after["demo/hits"]["unique"] == 7 * 86400
     # the rules and the unique window come from the file too
-    text = path.read_text().replace(",-5,,http://x.example:81,604800\n", ",-7,3,,\n")
+    text = path.read_text().replace(
+        ",-5,,http://x.example:81,604800,address_agent\n", ",-7,3,,,address_agent\n"
+    )
     path.write_text(text)
     report = await import_file(store, path, validate(path))
     assert (report.created, report.changed, report.unchanged) == (0, 1, 3)
     after = await snapshot(store)
     assert (after["demo/hits"]["rules"], after["demo/hits"]["unique"]) == ((-7, 3, ()), 0)
-    text = path.read_text().replace(",-7,3,,\n", ",-7,3,,172800\n")
+    text = path.read_text().replace(",-7,3,,,address_agent\n", ",-7,3,,172800,address_agent\n")
     path.write_text(text)
     report = await import_file(store, path, validate(path))
     assert (report.changed, report.unchanged) == (1, 3)
@@ -355,6 +362,13 @@ def END(counters: int = 1, buckets: int = 2) -> bytes:
         ([HEAD2, WS2, counter_line(**{**RULES, "unique": 3600.5}), END()],
          "unique must be a window in seconds"),
         ([HEAD, WS, counter_line(unique=3600), END()], "a counter has exactly the fields"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "unique": 3600, "unique_by": "cookie"}), END()],
+         "unique_by must be one of address_agent, address"),
+        ([HEAD2, WS2, counter_line(**{**RULES, "unique": 3600, "unique_by": True}), END()],
+         "unique_by must be one of address_agent, address"),
+        ([b"tally-export-csv,2", CSV2 + b",unique,unique_by",
+          b"demo,hits,,false,3,0,1,2,,,,3600,ip"],
+         "unique_by must be one of address_agent, address"),
         ([b"tally-export-csv,2", CSV2 + b",unique", b"demo,hits,,false,3,0,1,2,,,,1d"],
          "unique must be empty (off) or a window in seconds"),
         ([b"tally-export-csv,2", CSV2 + b",unique", b"demo,hits,,false,3,0,1,2,,,,59"],
@@ -523,16 +537,24 @@ async def test_version_2_files_without_unique_keep_the_window(store: Store, tmp_
 
     csv_path = await write(export_csv(store, await store.list_workspaces()), tmp_path / "x.csv")
     rows = csv_path.read_text().splitlines()
-    assert rows[1].endswith(",unique")
-    assert any(row.endswith(",172800") for row in rows[2:])
-    cut = [rows[0]] + [row.rsplit(",", 1)[0] for row in rows[1:]]
+    assert rows[1].endswith(",unique,unique_by")
+    assert any(row.endswith(",172800,address_agent") for row in rows[2:])
+    assert any(row.endswith(",3600,address") for row in rows[2:])
+    cut = [rows[0]] + [row.rsplit(",", 2)[0] for row in rows[1:]]
     csv_path.write_text("\n".join(cut) + "\n")
     report = await import_file(store, csv_path, validate(csv_path))
     assert (report.changed, report.unchanged) == (0, 4)
     assert (await snapshot(store))["demo/hits"]["unique"] == 2 * 86400
+    # written before `unique_by` existed: its windows count by address and User-Agent
+    cut = [rows[0]] + [row.rsplit(",", 1)[0] for row in rows[1:]]
+    csv_path.write_text("\n".join(cut) + "\n")
+    report = await import_file(store, csv_path, validate(csv_path))
+    assert (report.changed, report.unchanged) == (1, 3)
+    secret = (await snapshot(store))["demo/secret"]
+    assert (secret["unique"], secret["unique_by_address"]) == (3600, False)
 
     off = tmp_path / "off.jsonl"
     off.write_bytes(path.read_bytes().replace(b'"unique":604800', b'"unique":null'))
     report = await import_file(store, off, validate(off))
-    assert (report.changed, report.unchanged) == (1, 3)
+    assert (report.changed, report.unchanged) == (2, 2)  # and secret by address again
     assert (await snapshot(store))["demo/hits"]["unique"] == 0

@@ -84,6 +84,7 @@ async def make() -> AsyncIterator[Callable[..., RedisRateLimiter]]:
             redis_client(url),
             LIMIT,
             PERIOD,
+            secret=b"accuracy-test-secret",
             prefix=prefix,
             retry_after=1.0,
             nodes=lambda: nodes,

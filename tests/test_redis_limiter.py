@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from services import TcpProxy, require_redis
 from tally.storage.redis_limiter import RedisRateLimiter, redis_client
 
 Make = Callable[..., RedisRateLimiter]
+SECRET = b"redis-limiter-test-secret"
 
 
 @pytest.fixture
@@ -32,6 +34,7 @@ async def make() -> AsyncIterator[Make]:
                 redis_client(url),
                 limit,
                 period,
+                secret=SECRET,
                 prefix=prefix,
                 retry_after=0.2,
                 nodes=lambda: nodes,
@@ -89,6 +92,22 @@ async def test_idle_keys_expire(make: Make) -> None:
     await asyncio.sleep(0.35)
     assert not await admin.exists(key)
     await admin.aclose()
+
+
+async def test_key_names_are_keyed_with_the_secret(make: Make) -> None:
+    """The Redis key of (path, address) is no plain hash of them: without the server's
+    secret, nobody who reads Redis can test a guessed IPv4 address against it."""
+    limiter = make(5)
+    key = (b"up", "ws", "c", "203.0.113.5")
+    await limiter.hit(key, time.monotonic())
+    admin = aioredis.Redis.from_url(require_redis())
+    names = [k.decode() async for k in admin.scan_iter(match=f"{limiter.prefix}rl:*")]
+    await admin.aclose()
+    plain = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+    assert names == [limiter.redis_key(key)]
+    assert not names[0].endswith(plain)
+    other = RedisRateLimiter(limiter.client, 5, 60.0, secret=b"another", prefix=limiter.prefix)
+    assert other.redis_key(key) != limiter.redis_key(key)  # the secret decides the name
 
 
 async def test_unreachable_redis_falls_back_and_recovers(make: Make, redis_proxy: TcpProxy) -> None:

@@ -210,6 +210,21 @@ async def test_failed_sign_ins_are_throttled_per_account_and_per_ip(
     assert (await other_ip.log_in("bob@example.com")).status_code == 303
 
 
+async def test_failed_sign_ins_are_throttled_per_ipv6_network(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """20 failures from 20 addresses of one IPv6 /64 lock that /64 (TALLY_IPV6_PREFIX),
+    not the next one."""
+    await (await make_browser(harness)).sign_up("bob@example.com")
+    for i in range(20):
+        b = await make_browser(harness, ip=f"2001:db8:5:6::{i + 1:x}")
+        assert (await b.log_in(f"x{i}@example.com", "wrong password")).status_code == 401
+    same = await make_browser(harness, ip="2001:db8:5:6:ffff::1")
+    assert (await same.log_in("bob@example.com")).status_code == 429
+    other = await make_browser(harness, ip="2001:db8:5:7::1")
+    assert (await other.log_in("bob@example.com")).status_code == 303
+
+
 async def test_expired_and_revoked_sessions_sign_out(
     harness: Harness, make_browser: BrowserFactory
 ) -> None:

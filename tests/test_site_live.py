@@ -4,6 +4,9 @@ every change, and it ends when the session or the membership ends."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from conftest import BrowserFactory, Harness, HarnessFactory
 from site_client import SiteClient
@@ -91,7 +94,32 @@ async def test_signing_out_ends_the_stream(
     await b.get("/account")
     assert (await b.post("/logout")).status_code == 303
     assert (await harness.get("/v2/ann/hits/up", token)).status_code == 200
-    assert await stream.next_event() is None
+    data, _ = await stream.ended_with()
+    assert (data["code"], data["reason"]) == ("401", "unauthorized")
+    await stream.closed()
+
+
+@pytest.mark.parametrize("change", ["sign-out", "delete"])
+async def test_a_quiet_stream_ends_within_one_heartbeat(
+    make_harness: HarnessFactory, make_browser: BrowserFactory, change: str
+) -> None:
+    """With no change of its counts, the stream of a signed-out session, or of a deleted
+    counter, ends within one heartbeat with the `end` event giving the reason."""
+    heartbeat = 0.5
+    harness = await make_harness(stream_heartbeat=heartbeat)
+    b, counter, _token = await private_counter(harness, make_browser)
+    stream = await OpenStream(harness.app, f"/w/ann/c/{counter.id}/stream", cookie(b)).open()
+    await stream.next_data()
+    await asyncio.sleep(heartbeat * 1.5)  # a heartbeat went by: the stream was fine then
+    if change == "sign-out":
+        await b.get("/account")
+        assert (await b.post("/logout")).status_code == 303
+    else:
+        await harness.store.delete_counter(counter.id)
+    changed = time.monotonic()
+    data, at = await stream.ended_with(within=heartbeat * 2 + 10)
+    assert data["reason"] == ("unauthorized" if change == "sign-out" else "not_found")
+    assert at - changed < heartbeat + 1.0, at - changed  # a loaded machine's slack
     await stream.closed()
 
 
@@ -109,7 +137,8 @@ async def test_leaving_the_workspace_ends_the_stream(
     assert account is not None
     await harness.store.remove_member(counter.workspace_id, account.id)
     await harness.get("/v2/ann/hits/up", token)
-    assert await theirs.next_event() is None
+    data, _ = await theirs.ended_with()
+    assert data["reason"] == "not_found"  # a non-member's answer: the workspace's 404
     await theirs.closed()
     assert harness.app.services is not None
     assert harness.app.services.streams.open == 0

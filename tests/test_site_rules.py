@@ -257,6 +257,40 @@ async def test_the_owner_sets_the_unique_visitor_window(
     assert "counted" not in third
 
 
+async def test_the_owner_counts_visitors_by_address_alone(
+    make_harness: HarnessFactory, make_browser: BrowserFactory
+) -> None:
+    """The limits form's "A visitor is" choice is saved and applied: by address alone,
+    a new User-Agent counts nothing more; a form without it keeps it; a bad value is
+    a 400 that changes nothing."""
+    harness = await make_harness(token_cache_ttl=0.0)
+    b, _ws, counter = await owner_with_counter(harness, make_browser)
+    page = f"/w/ann/c/{counter.id}"
+    form = {"floor": "", "ceiling": "", "origins": "", "unique": "1d", "unique_by": "address"}
+    r = await b.post(page + "/rules", form)
+    assert r.status_code == 303, text(r)
+    c = await harness.store.get_counter_by_id(counter.id)
+    assert c is not None
+    assert (c.unique_window, c.unique_by_address) == (86400, True)
+    shown = await b.get(page)
+    assert '<option value="address" selected>' in shown.text
+    for agent, counted in (("a/1", True), ("b/2", False)):
+        r = await harness.client.get("/v2/ann/stock/up", headers={"User-Agent": agent})
+        assert r.json()["data"]["counted"] is counted
+    r = await b.post(page + "/rules", {"floor": "", "ceiling": "", "unique": "2d"})
+    assert r.status_code == 303
+    c = await harness.store.get_counter_by_id(counter.id)
+    assert c is not None
+    assert (c.unique_window, c.unique_by_address) == (2 * 86400, True)  # no field: kept
+    await b.get(page)
+    r = await b.post(page + "/rules", {**form, "unique": "3d", "unique_by": "cookie"})
+    assert r.status_code == 400
+    assert "Unique_by must be one of address_agent, address." in text(r)
+    c = await harness.store.get_counter_by_id(counter.id)
+    assert c is not None
+    assert (c.unique_window, c.unique_by_address) == (2 * 86400, True)
+
+
 @pytest.mark.parametrize(
     ("form", "status", "message"),
     [

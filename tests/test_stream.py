@@ -10,6 +10,7 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 from conftest import Harness, HarnessFactory
 from services import REDIS_URL, TcpProxy, require_redis
@@ -19,9 +20,10 @@ from test_permissions import ACTIONS, MISSING, PRIVATE, PUBLIC, make_world
 import tally
 from tally.config import Settings
 from tally.live import ChangeFeed
-from tally.models import Permission
+from tally.models import CounterChange, Permission
 from tally.storage.redis_feed import RedisBus
 from tally.web.app import create_app
+from tally.web.openapi import document
 
 TALLY_DIR = str(Path(tally.__file__).parent)
 
@@ -182,6 +184,24 @@ async def test_streams_per_client_are_bounded(make_harness: HarnessFactory) -> N
         await stream.closed()
 
 
+async def test_streams_per_client_count_an_ipv6_network(make_harness: HarnessFactory) -> None:
+    """The addresses of one IPv6 /64 are one client for TALLY_STREAMS_PER_CLIENT."""
+    h = await make_harness(streams_per_client=2)
+    await counter(h)
+    held = [
+        await OpenStream(h.app, "/v2/ws/c/stream", client=(f"2001:db8:1:2::{i}", 1)).open()
+        for i in (1, 2)
+    ]
+    refused = await OpenStream(h.app, "/v2/ws/c/stream", client=("2001:db8:1:2::3", 1)).open()
+    await refused.closed()
+    assert refused.status == 429
+    other = await OpenStream(h.app, "/v2/ws/c/stream", client=("2001:db8:1:3::1", 1)).open()
+    assert [s.status for s in (*held, other)] == [200, 200, 200]
+    for stream in (*held, other):
+        stream.drop()
+        await stream.closed()
+
+
 async def test_streams_per_node_are_bounded(make_harness: HarnessFactory) -> None:
     """One stream more than TALLY_STREAMS_PER_NODE, from anyone, is a 429."""
     h = await make_harness(streams_per_node=3)
@@ -213,7 +233,8 @@ async def test_stopping_ends_the_streams(make_harness: HarnessFactory) -> None:
 
 
 async def test_a_revoked_token_ends_the_stream(make_harness: HarnessFactory) -> None:
-    """A private counter's stream ends at its next change once its token is revoked."""
+    """A private counter's stream ends at its next change once its token is revoked,
+    with the `end` event saying why and without the new value."""
     h = await make_harness(token_cache_ttl=0.05)
     ws = await h.workspace("ws")
     await h.counter(ws, "c", private=True)
@@ -225,7 +246,73 @@ async def test_a_revoked_token_ends_the_stream(make_harness: HarnessFactory) -> 
     await h.store.revoke_token(tokens[0].id)
     await asyncio.sleep(0.1)
     assert (await h.get("/v2/ws/c/up", writer)).status_code == 200
-    assert await stream.next_event() is None  # ended, without the new value
+    end = await stream.next_event()  # ended, without the new value
+    assert end is not None
+    assert (end.name, end.data) == (
+        "end",
+        {"code": "401", "message": "invalid or revoked token", "reason": "unauthorized"},
+    )
+    assert await stream.next_event() is None
+    await stream.closed()
+
+
+HEARTBEAT = 0.5  # the heartbeat of the tests below: quiet streams are checked this often
+CACHE_TTL = 0.05
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("revoke", "unauthorized"),
+        ("delete", "not_found"),
+        ("private", "not_found"),
+        ("recreate", "replaced"),
+    ],
+)
+async def test_a_quiet_stream_ends_within_one_heartbeat(
+    make_harness: HarnessFactory, change: str, reason: str
+) -> None:
+    """With no change of its counts, a stream whose access ended (its token revoked, its
+    counter deleted, made private, or deleted and created again under its name) ends
+    within one heartbeat (plus the cache's TTL), with the `end` event giving the reason."""
+    h = await make_harness(stream_heartbeat=HEARTBEAT, token_cache_ttl=CACHE_TTL)
+    ws = await h.workspace("ws")
+    c = await h.counter(ws, "c")
+    reader = await h.token(ws, Permission.READ)
+    anonymous = change in ("private", "recreate")  # a Read token may still read it private
+    stream = OpenStream(h.app, "/v2/ws/c/stream", [] if anonymous else bearer(reader))
+    await stream.open()
+    await stream.next_data()
+    await asyncio.sleep(HEARTBEAT * 1.5)  # a heartbeat went by: the stream was fine then
+    if change == "revoke":
+        await h.store.revoke_token((await h.store.list_tokens(ws.id))[0].id)
+    elif change == "private":
+        await h.store.change_counter(c.id, CounterChange(private=True))
+    else:
+        await h.store.delete_counter(c.id)
+        if change == "recreate":
+            await h.counter(ws, "c")
+    changed = time.monotonic()
+    data, at = await stream.ended_with(within=HEARTBEAT * 2 + 10)
+    jsonschema.validate(data, document()["components"]["schemas"]["StreamEnd"])
+    assert data["reason"] == reason
+    assert data["code"] == "401" if reason == "unauthorized" else "404"
+    # one heartbeat, the cache's TTL, and a loaded machine's slack
+    assert at - changed < HEARTBEAT + CACHE_TTL + 1.0, at - changed
+    await stream.closed()
+    assert h.app.services is not None
+    assert h.app.services.streams.open == 0
+
+
+async def test_a_stopping_server_ends_streams_saying_so(make_harness: HarnessFactory) -> None:
+    """Shutdown ends each stream with the `end` event `stopping` (a 503)."""
+    h = await make_harness()
+    await counter(h)
+    stream = await OpenStream(h.app, "/v2/ws/c/stream").open()
+    await stream.next_data()
+    await h.app.shutdown()
+    data, _ = await stream.ended_with()
+    assert (data["code"], data["reason"]) == ("503", "stopping")
     await stream.closed()
 
 

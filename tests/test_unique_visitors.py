@@ -27,10 +27,14 @@ from services import TcpProxy, require_redis
 from test_openapi import check_body
 
 from tally.config import Settings
+from tally.counters import Counters
+from tally.errors import StorageError
 from tally.models import CounterChange, Permission
+from tally.storage.postgres import PostgresStore
 from tally.storage.redis_visitors import RedisVisitors
 from tally.visitors import DAY, LocalVisitors, Visitors
 from tally.web.openapi import document
+from tally.writes import GroupCommit
 
 HOUR = 3_600
 # noon of a UTC day: a window of an hour stays inside it
@@ -149,6 +153,20 @@ async def test_user_agent_ip_and_counter_tell_visitors_apart(harness: Harness) -
     assert again["counted"] is False
     assert again["up_count"] == 4
     assert (await up(harness, "d"))["up_count"] == 1
+
+
+async def test_an_ipv6_network_is_one_address(harness: Harness) -> None:
+    """The addresses of one IPv6 /64 (TALLY_IPV6_PREFIX) are one address for unique
+    visitors, as for the rate limit: taking a new address per up counts nothing more."""
+    set_clock(harness, Clock())
+    await unique_counter(harness, DAY)
+    for i, expected in ((1, True), (2, False), (0xFFFF, False)):
+        async with client_from(harness, f"2001:db8:7:8::{i:x}") as client:
+            r = await client.get("/v2/ws/c/up", headers={"User-Agent": AGENT})
+            assert r.json()["data"]["counted"] is expected
+    async with client_from(harness, "2001:db8:7:9::1") as client:  # the next /64
+        r = await client.get("/v2/ws/c/up", headers={"User-Agent": AGENT})
+        assert r.json()["data"]["counted"] is True
 
 
 async def test_window_slides_across_the_daily_salt_rotation(harness: Harness) -> None:
@@ -340,6 +358,48 @@ async def test_bad_windows_are_400_and_change_nothing(harness: Harness, value: A
     assert (stored.unique_window, stored.description) == (7200, "kept")
 
 
+async def test_by_address_alone_a_new_user_agent_counts_nothing_more(harness: Harness) -> None:
+    """PATCH unique_by "address": a visitor is its address alone, so an up with another
+    User-Agent in the window does not count (it does with "address_agent", the
+    default); another address still counts; GET shows it."""
+    set_clock(harness, Clock())
+    cid = await unique_counter(harness, DAY)
+    ws = await harness.store.get_workspace("ws")
+    assert ws is not None
+    admin = await harness.token(ws, Permission.ADMIN)
+    r = await harness.client.get(f"/v2/ws/-/counters/{cid}", headers=bearer(admin))
+    assert r.json()["data"]["unique_by"] == "address_agent"
+    assert (await up(harness, agent="a/1"))["counted"] is True
+    assert (await up(harness, agent="b/2"))["counted"] is True
+    r = await patch(harness, cid, admin, {"unique_by": "address"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["data"]["unique"], r.json()["data"]["unique_by"]) == (DAY, "address")
+    assert (await up(harness, agent="c/3"))["counted"] is True  # first by address alone
+    for agent in ("d/4", "e/5", ""):
+        assert (await up(harness, agent=agent))["counted"] is False
+    async with client_from(harness, "203.0.113.9") as other:
+        r = await other.get("/v2/ws/c/up", headers={"User-Agent": "d/4"})
+        assert r.json()["data"]["counted"] is True
+    assert (await up(harness, agent="f/6"))["up_count"] == 4
+    r = await patch(harness, cid, admin, {"unique_by": "address_agent"})
+    assert r.json()["data"]["unique_by"] == "address_agent"
+    assert (await up(harness, agent="f/6"))["counted"] is True
+
+
+@pytest.mark.parametrize("value", ["ip", "", None, True, 1, ["address"]], ids=repr)
+async def test_a_bad_unique_by_is_400_and_changes_nothing(harness: Harness, value: Any) -> None:
+    cid = await unique_counter(harness, DAY)
+    ws = await harness.store.get_workspace("ws")
+    assert ws is not None
+    admin = await harness.token(ws, Permission.ADMIN)
+    r = await patch(harness, cid, admin, {"unique_by": value, "unique": HOUR})
+    assert_error(r, 400)
+    assert "unique_by must be one of address_agent, address" in r.json()["message"]
+    stored = await harness.store.read_counter("ws", "c")
+    assert stored is not None
+    assert (stored.unique_window, stored.unique_by_address) == (DAY, False)
+
+
 async def test_only_admin_tokens_set_it(harness: Harness) -> None:
     ws = await harness.workspace()
     c = await harness.counter(ws, "c")
@@ -462,10 +522,16 @@ async def test_raw_ip_and_agent_never_reach_the_database(make_harness: HarnessFa
         assert any(b"uv:" in k for k in keys)
         for key in keys:
             kind = await redis.type(key)
-            value = await redis_bytes(redis, key) if kind == b"string" else b""
+            if kind == b"string":
+                values = [await redis_bytes(redis, key)]
+            else:  # a counter's seen-set: its members
+                assert kind == b"zset", kind
+                values = [m for m in await redis.zrange(key, 0, -1) if isinstance(m, bytes)]
+                assert values
+                assert all(len(m) == 8 for m in values)
             for needle in needles:
                 assert needle not in key
-                assert needle not in value
+                assert all(needle not in value for value in values)
         await redis.aclose()
 
 
@@ -526,13 +592,62 @@ def test_the_local_set_is_bounded_and_forgets_the_oldest_first() -> None:
     assert seen.admit_now(1, HOUR, ("10.0.0.99", b"ua"), later) is None
 
 
+def test_one_counter_is_bounded_on_its_own() -> None:
+    """A flood of new visitors on one counter (a new User-Agent each up) is held to
+    TALLY_UNIQUE_PER_COUNTER: that counter forgets its oldest visits, other counters'
+    visitors are not forgotten."""
+    seen = LocalVisitors(capacity=1_000, per_counter=10)
+    assert seen.admit_now(2, DAY, ("10.0.0.1", b"ua"), NOON) is not None
+    for i in range(100):
+        assert seen.admit_now(1, DAY, ("10.0.0.1", b"ua-%d" % i), NOON + i) is not None
+        assert len([e for e in seen.entries() if e[0] == 1]) <= 10
+    assert len(seen) <= 11
+    assert seen.evicted >= 90
+    assert seen.admit_now(2, DAY, ("10.0.0.1", b"ua"), NOON + 200) is None  # still known
+    assert seen.admit_now(1, DAY, ("10.0.0.1", b"ua-99"), NOON + 200) is None  # the newest
+    assert seen.admit_now(1, DAY, ("10.0.0.1", b"ua-0"), NOON + 200) is not None  # forgotten
+
+
+async def test_a_flood_of_user_agents_is_bounded_per_counter(
+    make_harness: HarnessFactory,
+) -> None:
+    """Through the API, on both backends: 60 ups each with a new User-Agent all count
+    (each is a visitor), but the counter's seen-set holds at most
+    TALLY_UNIQUE_PER_COUNTER (10 here) entries, in memory or in Redis; another
+    counter's visitor is not forgotten."""
+    h = await make_harness(unique_per_counter=10)
+    set_clock(h, Clock())
+    await unique_counter(h, DAY)
+    other = await unique_counter(h, DAY, "d")
+    assert (await up(h, "d"))["counted"] is True
+    for i in range(60):
+        assert (await up(h, agent=f"flood/{i}"))["counted"] is True
+    v = visitors_of(h)
+    if isinstance(v, RedisVisitors):
+        ws_c = await h.store.read_counter("ws", "c")
+        assert ws_c is not None
+        assert await v.client.zcard(v.set_key(ws_c.id)) <= 10
+        assert await v.client.zcard(v.set_key(other)) == 1
+        assert v.evicted >= 50
+        ttl = await v.client.ttl(v.set_key(ws_c.id))
+        assert DAY < ttl <= DAY + 60  # it goes when its last window ends
+    else:
+        assert isinstance(v, LocalVisitors)
+        assert len(v) <= 11
+        assert v.evicted >= 50
+    assert (await up(h, "d"))["counted"] is False
+    assert (await up(h, agent="flood/59"))["counted"] is False
+
+
 def test_raw_values_are_not_kept_in_memory_either() -> None:
     """The set holds 8-byte hashes and end times, and the salts: no IP, no agent."""
     seen = LocalVisitors(capacity=10)
     mark = seen.admit_now(7, DAY, (SECRET_IP, SECRET_AGENT.encode()), NOON)
     assert mark is not None
     assert len(mark.key) == 8
-    assert all(isinstance(k, int) and isinstance(v, float) for k, v in seen._seen.items())
+    entries = seen.entries()
+    assert len(entries) == 1
+    assert all(isinstance(n, int) and isinstance(until, float) for _, n, until in entries)
 
 
 async def test_buffered_mode(make_harness: HarnessFactory) -> None:
@@ -551,6 +666,40 @@ async def test_buffered_mode(make_harness: HarnessFactory) -> None:
     assert counter is not None
     assert counter.up_count == 1
     assert await today_up(h) == 1
+
+
+@pytest.mark.postgres
+async def test_a_buffered_503_does_not_spend_the_visit(postgres_url: str) -> None:
+    """Buffered: an up whose read fails (the database unreachable) is a 503 that counts
+    nothing, so the visitor's next up, once the database is back, counts."""
+    target = urlsplit(postgres_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    url = postgres_url.replace(target.netloc, f"{target.username}@127.0.0.1:{proxy.port}")
+    store = PostgresStore.from_url(url, node="n", call_timeout=1.0)
+    await store.open()
+    writes = GroupCommit(store, durability="buffered", flush_interval=0.05, retry_delay=0.05)
+    writes.start(await store.register_node())
+    counters = Counters(store, writes, cache_ttl=3600)
+    counters.visitors = LocalVisitors(clock=Clock())
+    try:
+        ws = await store.create_workspace("ws", "ws")
+        c = await store.create_counter(ws.id, "c")
+        await store.change_counter(c.id, CounterChange(unique_window=DAY))
+        visitor = (IP, AGENT.encode())
+        await counters.get("ws", "c", None)  # its settings cached: the up gets to its read
+        await proxy.cut()
+        with pytest.raises(StorageError):
+            await counters.count("ws", "c", None, 1, 0, visitor=lambda: visitor)
+        await proxy.start()
+        view = await counters.count("ws", "c", None, 1, 0, visitor=lambda: visitor)
+        assert (view.counted, view.up_count) == (True, 1)
+        again = await counters.count("ws", "c", None, 1, 0, visitor=lambda: visitor)
+        assert (again.counted, again.up_count) == (False, 1)
+    finally:
+        await writes.stop()
+        await store.close()
+        await proxy.cut()
 
 
 @settings_hypothesis(max_examples=200, deadline=None)
@@ -623,7 +772,7 @@ async def test_answers_match_the_openapi_document(harness: Harness) -> None:
     ws = await harness.store.get_workspace("ws")
     assert ws is not None
     admin = await harness.token(ws, Permission.ADMIN)
-    body = {"unique": 7 * DAY}
+    body = {"unique": 7 * DAY, "unique_by": "address"}
     schema = doc["paths"]["/v2/{workspace}/-/counters/{counter_id}"]["patch"]["requestBody"]
     jsonschema.validate(
         body, {**schema["content"]["application/json"]["schema"], "components": doc["components"]}
@@ -631,3 +780,4 @@ async def test_answers_match_the_openapi_document(harness: Harness) -> None:
     r = await patch(harness, cid, admin, body)
     check_body(doc, r, "/v2/{workspace}/-/counters/{counter_id}", 200, "patch")
     assert r.json()["data"]["unique"] == 7 * DAY
+    assert r.json()["data"]["unique_by"] == "address"

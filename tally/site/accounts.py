@@ -13,7 +13,7 @@ from tally.site import security
 from tally.site.pages import (
     Site,
     base_url,
-    client_ip,
+    client_key,
     field,
     form,
     redirect,
@@ -49,7 +49,7 @@ async def signup(request: Request) -> Response:
     s = site(request)
     try:
         await s.accounts.sign_up(
-            email, field(data, "password"), base_url(request), invite, client_ip(request)
+            email, field(data, "password"), base_url(request), invite, client_key(request)
         )
     except TallyError as exc:
         return render(
@@ -95,7 +95,7 @@ async def login(request: Request) -> Response:
     email, target = field(data, "email"), field(data, "next")
     s = site(request)
     try:
-        account = await s.accounts.log_in(email, field(data, "password"), client_ip(request))
+        account = await s.accounts.log_in(email, field(data, "password"), client_key(request))
     except TallyError as exc:
         return render(
             request, "login.html", exc.status, error=exc.message, email=email, next=target
@@ -161,7 +161,7 @@ async def forgot(request: Request) -> Response:
     data = await form(request)
     email = field(data, "email")
     try:
-        await site(request).accounts.request_reset(email, base_url(request), client_ip(request))
+        await site(request).accounts.request_reset(email, base_url(request), client_key(request))
     except TallyError as exc:
         return render(
             request,

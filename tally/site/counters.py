@@ -137,6 +137,7 @@ def _rules_form(counter: Counter) -> dict[str, str]:
         "ceiling": "" if counter.ceiling is None else str(counter.ceiling),
         "origins": "\n".join(counter.origins),
         "unique": visitors.format_window(counter.unique_window),
+        "unique_by": rules.unique_by(counter.unique_by_address),
     }
 
 
@@ -233,9 +234,9 @@ async def edit(request: Request) -> Response:
 
 
 async def set_rules(request: Request) -> Response:
-    """The counter's floor, ceiling, allowed origins and unique-visitor window (tally.rules
-    checks them all before anything is saved). A form without the window's field keeps
-    the window; an empty one turns it off."""
+    """The counter's floor, ceiling, allowed origins and unique-visitor window and how it
+    tells visitors apart (tally.rules checks them all before anything is saved). A form
+    without the window's field (or `unique_by`) keeps it; an empty window turns it off."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "counter_rules")
     counter = await load_counter(request, ws)
@@ -245,9 +246,16 @@ async def set_rules(request: Request) -> Response:
         field(data, "unique") if "unique" in data else visitors.format_window(counter.unique_window)
     )
     fields: tuple[str, ...] = ()  # the field being checked, for the error
+    submitted["unique_by"] = (
+        field(data, "unique_by")
+        if "unique_by" in data
+        else rules.unique_by(counter.unique_by_address)
+    )
     try:
         fields = ("unique",)
         window = rules.parse_unique(field(data, "unique")) if "unique" in data else None
+        fields = ("unique_by",)
+        by_address = rules.check_unique_by(submitted["unique_by"]) if "unique_by" in data else None
         fields = ("origins",)
         origins = rules.parse_origins(submitted["origins"])
         fields = ("floor",)
@@ -256,7 +264,12 @@ async def set_rules(request: Request) -> Response:
         ceiling = rules.parse_bound(submitted["ceiling"], "ceiling")
         fields = ("floor", "ceiling")
         rules.check_bounds(floor, ceiling)
-        change = CounterChange(bounds=(floor, ceiling), origins=origins, unique_window=window)
+        change = CounterChange(
+            bounds=(floor, ceiling),
+            origins=origins,
+            unique_window=window,
+            unique_by_address=by_address,
+        )
         saved = await site(request).counters.change_settings(counter, change)
     except TallyError as exc:
         if fields == ("floor", "ceiling"):  # a bound the value breaks: the one it names

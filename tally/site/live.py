@@ -3,10 +3,11 @@
 
 The page's EventSource sends the session cookie (same origin), so no token is ever put
 in the page. Access is checked as for the page (a member of the workspace, any role)
-when the stream opens, and again at most every `RECHECK` seconds while it is open,
-before a read: a stream ends when its session is signed out or expires, when the
-member leaves the workspace, or when the counter is deleted. The limits on open
-streams (per client address, per node) are the API's.
+when the stream opens, and again at every heartbeat (TALLY_STREAM_HEARTBEAT) and at
+most every `RECHECK` seconds (or heartbeat, if shorter) before a read for a change: a
+stream ends, with its `end` event, when its session is signed out or expires, when the
+member leaves the workspace, or when the counter is deleted. The limits on open streams
+(per client key, per node) are the API's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tally.errors import Unauthorized
 from tally.models import Counter
 from tally.site import security
 from tally.site.counters import load_counter
-from tally.site.pages import client_ip, site, visitor
+from tally.site.pages import client_key, site, visitor
 from tally.web.http import Headers, Receive, Scope, Send
 
 RECHECK = 5.0  # seconds between two checks of the session and membership of a stream
@@ -49,9 +50,11 @@ class CounterStream:
         secret = request.cookies.get(security.SESSION_COOKIE)
         checked_at = time.monotonic()
 
-        async def check() -> Counter:
+        recheck = min(RECHECK, s.streams.heartbeat)
+
+        async def check(heartbeat: bool) -> Counter:
             nonlocal checked_at
-            if time.monotonic() - checked_at >= RECHECK:
+            if heartbeat or time.monotonic() - checked_at >= recheck:
                 current = await s.accounts.session(secret)
                 if current is None:
                     raise Unauthorized("the session ended")
@@ -63,7 +66,7 @@ class CounterStream:
         await s.streams.serve(
             receive,
             send,
-            client_ip(request),
+            client_key(request),
             counter.id,
             check,
             HEADERS,

@@ -106,9 +106,11 @@ def site(request: Request) -> Site:
     return s
 
 
-def client_ip(request: Request) -> str:
-    """The client's address, through trusted proxies (as the API's rate limit sees it)."""
-    return http.client_ip(request.scope, site(request).settings.trusted_proxies)
+def client_key(request: Request) -> str:
+    """Who per-client limits count the request against, as the API's rate limit does:
+    the client IP, an IPv6 client's network (tally.web.http.client_key)."""
+    settings = site(request).settings
+    return http.client_key(request.scope, settings.trusted_proxies, settings.ipv6_prefix)
 
 
 def secure(request: Request) -> bool:

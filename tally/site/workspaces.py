@@ -19,7 +19,7 @@ from tally.models import Role, Workspace
 from tally.site.pages import (
     FormError,
     base_url,
-    client_ip,
+    client_key,
     field,
     form,
     redirect,
@@ -159,7 +159,7 @@ async def members(request: Request) -> Response:
                 s.accounts.outbox,
                 s.accounts.windows,
                 session.account,
-                client_ip(request),
+                client_key(request),
                 ws,
                 check_email(email),
                 _role(field(data, "role")),

@@ -46,6 +46,9 @@ def update(counter_id: int, change: CounterChange) -> tuple[str, list[Any]] | No
     if change.unique_window is not None:
         columns.append("unique_window = %s")
         params.append(change.unique_window)
+    if change.unique_by_address is not None:
+        columns.append("unique_by_address = %s")
+        params.append(change.unique_by_address)
     if not columns:
         return None
     return f"UPDATE counters SET {', '.join(columns)} WHERE id = %s", [*params, counter_id]

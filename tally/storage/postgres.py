@@ -702,7 +702,8 @@ class PostgresStore(DashboardTables):
         async with self._tx() as conn:
             cur = await conn.execute(
                 "SELECT name, id, description, private, up_count, down_count, created_at, "
-                "updated_at, min_value, max_value, origins, unique_window FROM counters "
+                "updated_at, min_value, max_value, origins, unique_window, unique_by_address "
+                "FROM counters "
                 "WHERE workspace_id = %s AND name = ANY(%s) "
                 'ORDER BY name COLLATE "C" FOR UPDATE',
                 (workspace_id, names),
@@ -730,7 +731,7 @@ class PostgresStore(DashboardTables):
             for row in await cur.fetchall():
                 buckets.setdefault(row[0], []).append((row[1], row[2], row[3]))
             outcomes, changed, rehour, reruled = [], [], [], []
-            rewindowed: list[tuple[int, int]] = []
+            rewindowed: list[tuple[int, int, bool]] = []
             for r in records:
                 old = have.get(r.name)
                 if old is None:
@@ -747,8 +748,11 @@ class PostgresStore(DashboardTables):
                         reruled.append((counter_id, *rules))
                         if outcome == "unchanged":
                             outcome = "changed"
-                if r.unique is not None and (0 if old is None else old[11]) != r.unique:
-                    rewindowed.append((counter_id, r.unique))
+                if r.unique is not None and ((0, False) if old is None else (old[11], old[12])) != (
+                    r.unique,
+                    r.unique_by_address,
+                ):
+                    rewindowed.append((counter_id, r.unique, r.unique_by_address))
                     if outcome == "unchanged":
                         outcome = "changed"
                 if r.hours is not None and buckets.get(counter_id, []) != list(r.hours):
@@ -774,8 +778,9 @@ class PostgresStore(DashboardTables):
                 )
             if rewindowed:
                 await conn.execute(
-                    "UPDATE counters c SET unique_window = v.w "
-                    "FROM unnest(%s::bigint[], %s::integer[]) AS v(id, w) WHERE c.id = v.id",
+                    "UPDATE counters c SET unique_window = v.w, unique_by_address = v.a "
+                    "FROM unnest(%s::bigint[], %s::integer[], %s::boolean[]) AS v(id, w, a) "
+                    "WHERE c.id = v.id",
                     tuple(list(col) for col in zip(*rewindowed, strict=True)),
                 )
             if rehour:

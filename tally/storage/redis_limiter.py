@@ -1,8 +1,10 @@
 """The rate limit shared by every node: GCRA in a Redis Lua script (`gcra.lua`).
 
-Keys: ``{prefix}rl:{digest}``, one per (action, workspace, name, token id or client IP),
-holding the key's theoretical arrival time; each expires when its key is back to a full
-burst.
+Keys: ``{prefix}rl:{digest}``, one per (action, workspace, name, token id or client
+key), holding the key's theoretical arrival time; each expires when its key is back to a
+full burst. The digest is keyed (blake2b with `secret`, derived from the server's secret
+key, which every node of a deployment shares): someone who reads Redis cannot test a
+guessed path and IPv4 address against it, as they could a plain hash.
 
 All hits of one event-loop tick go to Redis as one script call, each distinct key once
 with its number of hits (so a single Redis, or a hash-tagged prefix on a cluster: the
@@ -105,12 +107,14 @@ class RedisRateLimiter:
         limit: int,
         period: float,
         *,
+        secret: bytes,
         prefix: str = "tally:",
         retry_after: float = 1.0,
         nodes: Callable[[], int] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        """`nodes`: how many live nodes share the limit, read while Redis is away (see
+        """`secret`: the key of the Redis key names' hash (at most 64 bytes are used).
+        `nodes`: how many live nodes share the limit, read while Redis is away (see
         tally.nodes.LiveNodes); one if not given.
         `clock`: tests only, a monotonic clock in seconds used for every decision,
         also in Redis instead of its own clock (so simulated minutes take no minutes)."""
@@ -118,6 +122,7 @@ class RedisRateLimiter:
         self.limit = limit
         self.period = period
         self.prefix = prefix
+        self._secret = secret[:64]
         self.retry_after = retry_after
         self.nodes = nodes or (lambda: 1)
         self.clock = clock
@@ -144,7 +149,7 @@ class RedisRateLimiter:
         self._expiry: asyncio.TimerHandle | None = None  # gives expired cells back
 
     def redis_key(self, key: Hashable) -> str:
-        digest = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+        digest = hashlib.blake2b(repr(key).encode(), key=self._secret, digest_size=16).hexdigest()
         return f"{self.prefix}rl:{digest}"
 
     async def hit(self, key: Hashable, now: float) -> Decision:

@@ -5,12 +5,14 @@ Keys:
 - ``{prefix}uv:salt:{day}``: the random salt of a UTC day (day = unix time // 86400),
   stored by the first node that needs it (SET NX, `salts.lua`) and expiring when no
   window can reach its day any more (its day plus MAX_WINDOW, plus a day).
-- ``{prefix}uv:{{{counter id}}}:{hash hex}``: a counted visit; the value is the unix
-  time its window ends, its Redis expiry a little later (memory only). The hash tag
-  keeps a counter's keys in one slot, so `seen.lua` may read several on a cluster.
+- ``{prefix}uv:set:{counter id}``: the counter's counted visits, a sorted set: member
+  the visitor's 8-byte hash, score the unix time its window ends. Bounded: at most
+  `per_counter` entries (TALLY_UNIQUE_PER_COUNTER); ended windows are dropped at each
+  recorded visit, and at the bound the windows that end soonest make room (those
+  visitors count again). The key expires a little after its last window ends.
 
 On the hot path an up costs one script call (`seen.lua`): look under the salts of the
-days the window covers, record under today's. A node fetches the salts once a day
+days the window covers, record under today's, within the bound. A node fetches the salts once a day
 (one more call, only when the day is new to it) and keeps them in memory.
 
 If Redis cannot be reached, the node falls back to its own seen-set (a LocalVisitors:
@@ -33,6 +35,7 @@ import redis.asyncio as aioredis
 from tally.visitors import (
     DAY,
     DEFAULT_CAPACITY,
+    DEFAULT_PER_COUNTER,
     MAX_WINDOW,
     Clock,
     LocalVisitors,
@@ -55,7 +58,7 @@ SALTS_LUA = _script("salts.lua")
 FORGET_LUA = _script("forget.lua")
 # a salt's Redis expiry after the start of its day
 SALT_TTL = DAY + MAX_WINDOW + DAY
-# an entry's Redis expiry beyond its window (clock differences between nodes)
+# a seen-set's Redis expiry beyond its last window (clock differences between nodes)
 ENTRY_SLACK = 60
 
 
@@ -66,14 +69,17 @@ class RedisVisitors:
         *,
         prefix: str = "tally:",
         capacity: int = DEFAULT_CAPACITY,
+        per_counter: int = DEFAULT_PER_COUNTER,
         clock: Clock = time.time,
         retry_after: float = 1.0,
     ) -> None:
         self.client = client
         self.prefix = prefix
+        self.per_counter = per_counter
         self.clock = clock
         self.retry_after = retry_after
-        self.fallback = LocalVisitors(capacity, clock)
+        self.fallback = LocalVisitors(capacity, clock, per_counter)
+        self.evicted = 0  # visits that made room at a counter's bound (forgotten)
         self.fallbacks = 0  # times this node switched to its own seen-set
         self.using_fallback = False
         self._retry_at = 0.0  # monotonic
@@ -86,8 +92,8 @@ class RedisVisitors:
     def salt_key(self, day: int) -> str:
         return f"{self.prefix}uv:salt:{day}"
 
-    def entry_key(self, counter_id: int, key: bytes) -> str:
-        return f"{self.prefix}uv:{{{counter_id}}}:{key.hex()}"
+    def set_key(self, counter_id: int) -> str:
+        return f"{self.prefix}uv:set:{counter_id}"
 
     async def _load_salts(self, today: int) -> None:
         """The salts of today and of the days a window may reach, from Redis."""
@@ -107,20 +113,19 @@ class RedisVisitors:
             today = day_of(now)
             if today != self._today:
                 await self._load_salts(today)
-            keys: list[str] = []
-            mark_key = b""
+            hashes: list[bytes] = []  # today's first
             for day in reversed(salt_days(now, window)):
                 salt = self._salts.get(day)
-                if salt is None:
-                    continue
-                hashed = visitor_hash(salt, counter_id, visitor)
-                if day == today:
-                    mark_key = hashed
-                keys.append(self.entry_key(counter_id, hashed))
+                if salt is not None:
+                    hashes.append(visitor_hash(salt, counter_id, visitor))
             until = now + window
-            counted = await self._seen(
-                keys=keys, args=[repr(now), repr(until), window + ENTRY_SLACK]
-            )
+            args: list[bytes | str | int] = [
+                repr(now),
+                repr(until),
+                self.per_counter,
+                window + ENTRY_SLACK,
+            ]
+            counted = await self._seen(keys=[self.set_key(counter_id)], args=[*args, *hashes])
         except Exception as exc:  # Redis or anything under it: deduplicate locally
             self._down(exc)
             return await self.fallback.admit(counter_id, window, visitor)
@@ -128,7 +133,9 @@ class RedisVisitors:
             self.using_fallback = False
             self.fallback.clear()  # Redis decides again: the node's own visits are moot
             log.warning("Redis is back: unique visitors are shared by all nodes again")
-        return Mark(counter_id, mark_key, until, local=False) if counted else None
+        if counted == 2:
+            self.evicted += 1
+        return Mark(counter_id, hashes[0], until, local=False) if counted else None
 
     def _down(self, exc: BaseException) -> None:
         self._retry_at = time.monotonic() + self.retry_after
@@ -144,7 +151,7 @@ class RedisVisitors:
             return
         try:
             await self._forget(
-                keys=[self.entry_key(mark.counter_id, mark.key)], args=[repr(mark.until)]
+                keys=[self.set_key(mark.counter_id)], args=[mark.key, repr(mark.until)]
             )
         except Exception as exc:  # best effort: the entry ends with its window anyway
             log.warning("unique visitors: could not take back a visit (%s)", exc)

@@ -11,9 +11,9 @@ from tally.models import Counter, Permission, Token, Workspace
 COUNTER_COLUMNS = (
     "c.id, c.workspace_id, w.slug, c.name, c.description, c.private, c.up_count, "
     "c.down_count, c.created_at, c.updated_at, w.owner_id, c.min_value, c.max_value, "
-    "c.origins, w.origins, w.v1_open, c.unique_window"
+    "c.origins, w.origins, w.v1_open, c.unique_window, c.unique_by_address"
 )
-_COUNTER_WIDTH = 17
+_COUNTER_WIDTH = 18
 WORKSPACE_COLUMNS = "id, slug, name, created_at, v1_open, origins"
 TOKEN_COLUMNS = (
     "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at, "
@@ -41,6 +41,7 @@ def to_counter(row: Sequence[Any]) -> Counter:
         workspace_origins=split_origins(row[14]),
         v1_open=bool(row[15]),
         unique_window=row[16],
+        unique_by_address=bool(row[17]),
         seq=row[_COUNTER_WIDTH] if len(row) > _COUNTER_WIDTH else 0,
     )
 

@@ -862,12 +862,14 @@ def _import_one(conn: sqlite3.Connection, workspace_id: int, r: CounterRecord) -
             if outcome == "unchanged":
                 outcome = "changed"
     if r.unique is not None:
-        window = conn.execute(
-            "SELECT unique_window FROM counters WHERE id = ?", (counter_id,)
-        ).fetchone()[0]
-        if window != r.unique:
+        unique = (r.unique, int(r.unique_by_address))
+        stored = conn.execute(
+            "SELECT unique_window, unique_by_address FROM counters WHERE id = ?", (counter_id,)
+        ).fetchone()
+        if tuple(stored) != unique:
             conn.execute(
-                "UPDATE counters SET unique_window = ? WHERE id = ?", (r.unique, counter_id)
+                "UPDATE counters SET unique_window = ?, unique_by_address = ? WHERE id = ?",
+                (*unique, counter_id),
             )
             if outcome == "unchanged":
                 outcome = "changed"

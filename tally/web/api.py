@@ -31,7 +31,7 @@ from tally.web.http import (
     Receive,
     Scope,
     Send,
-    client_ip,
+    client_key,
     header,
     send_body,
     send_error,
@@ -178,12 +178,14 @@ class V2Api:
         verifier: TokenVerifier,
         limiter: Limiter | None,
         trusted_proxies: tuple[Network, ...] = (),
+        ipv6_prefix: int = 64,
     ) -> None:
         self.counters = counters
         self.verifier = verifier
-        self.gate = Gate(limiter, trusted_proxies, verifier)
+        self.gate = Gate(limiter, trusted_proxies, verifier, ipv6_prefix)
         self.limiter = limiter  # /readyz and /metrics read it
         self.trusted_proxies = trusted_proxies
+        self.ipv6_prefix = ipv6_prefix
         self.render = CounterJSON()
         self._routes: dict[bytes, Route] = {}
         self.handlers: dict[bytes, Handler] = {}
@@ -204,9 +206,11 @@ class V2Api:
         return route
 
     def visitor(self, scope: Scope) -> Visitor:
-        """Who an up comes from, for unique visitors: the client IP (as the rate limit
-        sees it) and the User-Agent. Hashed at once (tally.visitors), never kept."""
-        return client_ip(scope, self.trusted_proxies), header(scope, b"user-agent") or b""
+        """Who an up comes from, for unique visitors: the client key (as the rate limit
+        sees it: the client IP, an IPv6 client's /64) and the User-Agent. Hashed at once
+        (tally.visitors), never kept."""
+        client = client_key(scope, self.trusted_proxies, self.ipv6_prefix)
+        return client, header(scope, b"user-agent") or b""
 
     def template(self, path: bytes) -> str:
         """The route template of `path` (OTHER if it is no route)."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tally.auth import TokenVerifier
+from tally.auth import TokenVerifier, derive_key
 from tally.config import RateLimit, Settings
 from tally.counters import Counters
 from tally.errors import (
@@ -86,16 +86,24 @@ def make_visitors(s: Settings) -> Visitors:
         from tally.storage.redis_visitors import RedisVisitors
 
         return RedisVisitors(
-            redis_client(s.redis_url), prefix=s.redis_prefix, capacity=s.unique_capacity
+            redis_client(s.redis_url),
+            prefix=s.redis_prefix,
+            capacity=s.unique_capacity,
+            per_counter=s.unique_per_counter,
         )
-    return LocalVisitors(s.unique_capacity)
+    return LocalVisitors(s.unique_capacity, per_counter=s.unique_per_counter)
 
 
 def make_limiter(
-    s: Settings, rate: RateLimit | None, nodes: LiveNodes | None, prefix: str = ""
+    s: Settings,
+    rate: RateLimit | None,
+    nodes: LiveNodes | None,
+    secret: bytes,
+    prefix: str = "",
 ) -> Limiter | None:
     """A limiter of `rate`, shared through Redis if there is one (its keys under
-    TALLY_REDIS_PREFIX + `prefix`; while Redis is away, this node's share by `nodes`)."""
+    TALLY_REDIS_PREFIX + `prefix`, their names hashed with a key derived from `secret`,
+    the server's secret key; while Redis is away, this node's share by `nodes`)."""
     if rate is None:
         return None
     if s.redis_url:
@@ -105,6 +113,7 @@ def make_limiter(
             redis_client(s.redis_url),
             rate.limit,
             rate.period,
+            secret=derive_key(secret, b"ratelimit"),
             prefix=s.redis_prefix + prefix,
             nodes=None if nodes is None else (lambda: nodes.count),
         )
@@ -237,16 +246,21 @@ class App:
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         counters.visitors = make_visitors(s)
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
-        limiter = make_limiter(s, s.rate_limit, nodes)
-        api = V2Api(counters, verifier, limiter, s.trusted_proxies)
+        limiter = make_limiter(s, s.rate_limit, nodes, verifier.key)
+        api = V2Api(counters, verifier, limiter, s.trusted_proxies, s.ipv6_prefix)
         api.handlers[b"badge.svg"] = BadgeEndpoint(api)
         feed = make_feed(s, store)
         writes.on_commit.append(feed.on_commit)
         feed.start()
-        streams = Streams(api, feed, s.streams_per_client, s.streams_per_node)
+        streams = Streams(api, feed, s.streams_per_client, s.streams_per_node, s.stream_heartbeat)
         api.handlers[b"stream"] = streams
         namespaces = Namespaces(counters, s.token_cache_ttl)
-        v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, nodes, "v1:"), s.trusted_proxies)
+        v1 = V1Api(
+            namespaces,
+            make_limiter(s, s.v1_rate_limit, nodes, verifier.key, "v1:"),
+            s.trusted_proxies,
+            s.ipv6_prefix,
+        )
         managed = manage.ManageApi(store, namespaces, verifier, api)
         from tally.site.app import create_site, site_windows  # not on the API's path
 

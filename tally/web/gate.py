@@ -5,8 +5,9 @@ drift apart:
 - parse: `parse_route` turns `/vN/{workspace}/{name}[/{action}][/]` into a Route;
 - method: `other_method` answers a CORS preflight, or refuses anything but GET (405);
 - authenticate and limit: `Gate.admit` verifies the bearer token, then counts the
-  request against its (route, token or client IP) budget. A bad token is counted
-  against the client IP's budget before it is refused, so guessing is limited too.
+  request against its (route, token or client key) budget. A bad token is counted
+  against the client key's budget before it is refused, so guessing is limited too.
+  The client key is the client IP, an IPv6 client's network (tally.web.http.client_key).
   V1 has no tokens and calls `Gate.limit` alone.
 """
 
@@ -22,7 +23,7 @@ from tally.counters import check_name
 from tally.errors import BadRequest, MethodNotAllowed, NotFound, RateLimited, Unauthorized
 from tally.models import Token
 from tally.ratelimit import Decision, Limiter
-from tally.web.http import Headers, Scope, Send, client_ip, header, send_preflight
+from tally.web.http import Headers, Scope, Send, client_key, header, send_preflight
 
 Route = tuple[bytes, str, str]  # (action, workspace, name); action b"" is get
 
@@ -88,20 +89,24 @@ class Gate:
         limiter: Limiter | None,
         trusted_proxies: tuple[Network, ...] = (),
         verifier: TokenVerifier | None = None,
+        ipv6_prefix: int = 64,
     ) -> None:
         self.limiter = limiter
         self.trusted_proxies = trusted_proxies
+        self.ipv6_prefix = ipv6_prefix
         self.verifier = verifier
         self.rejections = 0  # requests refused by the rate limit
 
     async def limit(
         self, scope: Scope, key: tuple[object, ...], token: Token | None, now: float
     ) -> Headers | None:
-        """Count the request against its (key, token or client IP) budget; RateLimited if
+        """Count the request against its (key, token or client key) budget; RateLimited if
         it is spent. The rate-limit headers for the response."""
         if self.limiter is None:
             return None
-        who: object = token.id if token else client_ip(scope, self.trusted_proxies)
+        who: object = (
+            token.id if token else client_key(scope, self.trusted_proxies, self.ipv6_prefix)
+        )
         decision = await self.limiter.hit((*key, who), now)
         if not decision.allowed:
             self.rejections += 1
@@ -116,7 +121,7 @@ class Gate:
         self, scope: Scope, key: tuple[object, ...], now: float
     ) -> tuple[Token | None, Headers | None]:
         """Authenticate, then limit: the token (None: anonymous) and the rate-limit
-        headers. A bad token raises Unauthorized carrying the client IP's headers."""
+        headers. A bad token raises Unauthorized carrying the client key's headers."""
         assert self.verifier is not None, "a gate without a verifier cannot authenticate"
         try:
             token = await self.verifier.verify(header(scope, b"authorization"), now)

@@ -1,4 +1,5 @@
-"""ASGI plumbing shared by the endpoints: JSON responses, errors, headers, client IP."""
+"""ASGI plumbing shared by the endpoints: JSON responses, errors, headers, client IP and
+the client key that per-client limits count by."""
 
 from __future__ import annotations
 
@@ -121,6 +122,34 @@ def client_ip(scope: Scope, trusted: tuple[Network, ...]) -> str:
         if not any(ip in net for net in trusted):
             return known
     return known
+
+
+def client_key(scope: Scope, trusted: tuple[Network, ...], ipv6_prefix: int) -> str:
+    """Who per-client limits count a request against: the client IP (`client_ip`) for
+    IPv4, its network of `ipv6_prefix` bits (TALLY_IPV6_PREFIX, 64 by default) for IPv6.
+
+    One subscriber is given a whole /64 (often a /56 or /48), so an IPv6 client that
+    took a new address per request would otherwise get a fresh budget each time. Logs
+    keep `client_ip`, the address itself."""
+    return address_key(client_ip(scope, trusted), ipv6_prefix)
+
+
+def address_key(address: str, ipv6_prefix: int) -> str:
+    """`address` as a per-client limit's key (see `client_key`): an IPv4 address as it
+    is (also written IPv4-mapped, `::ffff:192.0.2.1`, as a dual-stack socket shows it),
+    an IPv6 one as its network `2001:db8:1:2::/64`; anything else as it is."""
+    if ":" not in address:  # IPv4 (the hot path parses nothing)
+        return address
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if ipv6_prefix < 128:
+            return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    return str(ip)
 
 
 def is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:

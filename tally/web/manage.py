@@ -5,7 +5,7 @@
     GET    /v2/{workspace}/-/counters/{id}                  one counter
     PATCH  /v2/{workspace}/-/counters/{id}                  change {description, visibility,
                                                             allowed_origins, floor, ceiling,
-                                                            unique}
+                                                            unique, unique_by}
     DELETE /v2/{workspace}/-/counters/{id}                  delete it and its history
     GET    /v2/{workspace}/-/tokens                         list
     POST   /v2/{workspace}/-/tokens                         create {permission, name,
@@ -90,7 +90,7 @@ METHODS = {
 }
 VISIBILITY = {"public": False, "private": True}
 RULE_FIELDS = frozenset(("allowed_origins", "floor", "ceiling"))
-COUNTER_FIELDS = frozenset(("description", "visibility", "unique")) | RULE_FIELDS
+COUNTER_FIELDS = frozenset(("description", "visibility", "unique", "unique_by")) | RULE_FIELDS
 SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open"))
 
 
@@ -135,6 +135,7 @@ def counter_data(c: Counter) -> dict[str, Any]:
         "created_at": rfc3339(c.created_at),
         "updated_at": rfc3339(c.updated_at),
         "unique": c.unique_window or None,
+        "unique_by": rules.unique_by(c.unique_by_address),
     }
 
 
@@ -397,6 +398,9 @@ class ManageApi:
             bounds=(floor, ceiling) if body.keys() & {"floor", "ceiling"} else None,
             origins=allowed,
             unique_window=unique_field(body),
+            unique_by_address=rules.check_unique_by(body["unique_by"])
+            if "unique_by" in body
+            else None,
         )
         if await self.counters.change_settings(counter, change) is None:
             raise NotFound("no such counter in this workspace")

@@ -56,6 +56,11 @@ UNIQUE = {
     "type": ["integer", "null"],
     "description": "The unique-visitor window in seconds; null: off (docs/api.md)",
 }
+UNIQUE_BY = {
+    "enum": ["address_agent", "address"],
+    "description": "How unique visitors are told apart: by client address and User-Agent, "
+    "or by address alone (docs/api.md)",
+}
 V1_TIME = {
     "type": "string",
     "format": "date-time",
@@ -63,6 +68,27 @@ V1_TIME = {
 }
 
 SCHEMAS: JSON = {
+    "StreamEnd": {
+        "type": "object",
+        "description": "The data of the `end` event that ends a live stream: why it ended "
+        "(docs/api.md#live-counts), in the shape of an error body.",
+        "required": ["code", "message", "reason"],
+        "properties": {
+            "code": {"type": "string", "enum": ["401", "403", "404", "500", "503"]},
+            "message": {"type": "string"},
+            "reason": {
+                "enum": [
+                    "unauthorized",
+                    "forbidden",
+                    "not_found",
+                    "replaced",
+                    "unavailable",
+                    "stopping",
+                    "error",
+                ]
+            },
+        },
+    },
     "Error": {
         "type": "object",
         "description": "Every error, whatever the status; the request changed nothing.",
@@ -214,7 +240,7 @@ SCHEMAS: JSON = {
         "required": [
             "id", "name", "description", "visibility", "private", "workspace_id",
             "workspace_slug", "up_count", "down_count", "value", "floor", "ceiling",
-            "allowed_origins", "created_at", "updated_at", "unique",
+            "allowed_origins", "created_at", "updated_at", "unique", "unique_by",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -243,6 +269,7 @@ SCHEMAS: JSON = {
             "created_at": TIME,
             "updated_at": TIME,
             "unique": UNIQUE,
+            "unique_by": UNIQUE_BY,
         },
     },
     "WorkspaceSettings": {
@@ -421,20 +448,37 @@ SECURITY_SCHEMES: JSON = {
     },
 }
 
-# one event of a live stream: its data is a Counter in JSON
+# one event of a live stream: a value (its data a Counter in JSON), or the `end` event
+# that ends the stream (its data a StreamEnd)
 SSE_EVENT: JSON = {
-    "type": "object",
-    "required": ["data"],
-    "properties": {
-        "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "contentSchema": {"$ref": "#/components/schemas/Counter"},
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["data"],
+            "not": {"required": ["event"]},
+            "properties": {
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": "#/components/schemas/Counter"},
+                },
+                "id": {"type": "string"},
+                "retry": {"type": "integer", "minimum": 0},
+            },
         },
-        "id": {"type": "string"},
-        "event": {"type": "string"},
-        "retry": {"type": "integer", "minimum": 0},
-    },
+        {
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"const": "end"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"$ref": "#/components/schemas/StreamEnd"},
+                },
+            },
+        },
+    ]
 }
 
 # the badge's query parameters (tally.web.badge.parse_options)
@@ -794,10 +838,14 @@ OPERATIONS: tuple[Operation, ...] = (
         "counterStream",
         "Live counter",
         "Server-Sent Events: get's data now, then after every change on any node (at "
-        "most 10 events a second), a heartbeat comment every 15 s (docs/api.md#live-counts). "
-        "429 beyond the open streams allowed per client IP or per node.",
+        "most 10 events a second), a heartbeat every 15 s (TALLY_STREAM_HEARTBEAT): access "
+        "checked again, and a comment if nothing changed (docs/api.md#live-counts). A "
+        "stream whose access ends (token revoked, counter deleted or made private) ends "
+        "with an `end` event saying why. 429 beyond the open streams allowed per client "
+        "(IP; IPv6 /64) or per node.",
         {
-            "description": "An event stream; each event's data is a Counter.",
+            "description": "An event stream; each value's data is a Counter, the `end` "
+            "event's a StreamEnd.",
             "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **RATE_LIMIT_HEADERS},
             # before OpenAPI 3.2 (itemSchema), an event stream's schema is each event's
             "content": {"text/event-stream": {"schema": SSE_EVENT}},
@@ -942,7 +990,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "updateCounter",
         "Change a counter",
         "Its description, visibility, allowed origins, floor and ceiling (null: none), "
-        "and unique-visitor window; fields left out keep their value, and a floor above "
+        "and unique-visitor window and how it tells visitors apart; fields left out keep "
+        "their value, and a floor above "
         "the ceiling is a 400. A new or changed bound that the counter's value already "
         "breaks is a 409 (an unchanged one is not checked again); nothing is changed. "
         "Every node sees the change within TALLY_TOKEN_CACHE_TTL. Admin token of the "
@@ -960,6 +1009,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "description": DESCRIPTION,
                 "visibility": VISIBILITY,
                 "unique": UNIQUE_SETTING,
+                "unique_by": UNIQUE_BY,
                 "allowed_origins": ORIGINS,
                 "floor": BOUND,
                 "ceiling": BOUND,

@@ -7,7 +7,7 @@ counters of the namespace and creates them on up / down / set, as V1 did. Its bo
 V1's own: the counter object without an envelope, errors with an integer `code` (but a
 429's code is the string "429", as V1 sent it), a missing counter is 400 "record not
 found". Its rate limit is its own (TALLY_V1_RATE_LIMIT, 30 per minute per path and
-client IP).
+client IP, an IPv6 client's /64).
 """
 
 from __future__ import annotations
@@ -100,9 +100,11 @@ class V1Api:
         namespaces: Namespaces,
         limiter: Limiter | None,
         trusted_proxies: tuple[Network, ...] = (),
+        ipv6_prefix: int = 64,
     ) -> None:
         self.namespaces = namespaces
-        self.gate = Gate(limiter, trusted_proxies)  # V1's own limiter; no tokens
+        # V1's own limiter; no tokens
+        self.gate = Gate(limiter, trusted_proxies, ipv6_prefix=ipv6_prefix)
         self.tz = namespaces.counters.tz
 
     def _time(self, ts: float) -> str:

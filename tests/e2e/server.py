@@ -1,6 +1,7 @@
 """Run a real `tally serve` process (granian, a worker process) for end-to-end tests.
 
-`TallyServer` starts the server on a free port of 127.0.0.1, waits for `/healthz`, and
+`TallyServer` starts the server on a free port of 127.0.0.1 (or of `host`, e.g. ::1),
+waits for `/healthz`, and
 stops it with SIGTERM (SIGKILL after a timeout), or kills it outright. Its output goes to
 files in the test's tmp dir, and every failure message carries them. `TallyCli` runs the
 admin commands (`tally workspace ...`, `tally token ...`, `tally counter ...`) against the
@@ -55,10 +56,11 @@ class ServerError(RuntimeError):
     """The server did not start or stop as it should; the message holds its output."""
 
 
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
+def free_port(host: str = HOST) -> int:
+    """A TCP port of `host` (127.0.0.1, or ::1) that nothing listens on right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -88,8 +90,10 @@ class TallyServer:
         durability: str = "commit",
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        host: str = HOST,
     ) -> None:
         self.workdir = workdir
+        self.host = host
         self.database_url = database_url or sqlite_url(workdir / "t.db")
         self.durability = durability
         self.args = list(args)
@@ -103,7 +107,8 @@ class TallyServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def _log(self, stream: str, run: int | None = None) -> Path:
         return self.workdir / f"run-{self.runs if run is None else run}.{stream}"
@@ -133,7 +138,7 @@ class TallyServer:
             str(TALLY),
             "serve",
             "--host",
-            HOST,
+            self.host,
             "--port",
             str(self.port),
             "--database",
@@ -151,7 +156,7 @@ class TallyServer:
             STARTED.append(self)
         for attempt in range(1, _START_ATTEMPTS + 1):
             self.runs += 1
-            self.port = free_port()
+            self.port = free_port(self.host)
             with (
                 self._log("stdout").open("wb") as out,
                 self._log("stderr").open("wb") as err,
@@ -338,20 +343,25 @@ class HttpConnection:
         self.closed = False
 
     @classmethod
-    async def open(cls, port: int, connect_within: float = 5.0) -> HttpConnection:
+    async def open(cls, port: int, connect_within: float = 5.0, host: str = HOST) -> HttpConnection:
         async with asyncio.timeout(connect_within):
-            reader, writer = await asyncio.open_connection(HOST, port)
+            reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer)
 
     async def get(
-        self, path: str, token: str | None = None, within: float = REQUEST_TIMEOUT
+        self,
+        path: str,
+        token: str | None = None,
+        within: float = REQUEST_TIMEOUT,
+        extra: Mapping[str, str] | None = None,
     ) -> Response:
         """GET `path`; TimeoutError (an OSError) if the answer takes over `within` s."""
         async with asyncio.timeout(within):
-            return await self._get(path, token)
+            return await self._get(path, token, extra or {})
 
-    async def _get(self, path: str, token: str | None) -> Response:
+    async def _get(self, path: str, token: str | None, extra: Mapping[str, str]) -> Response:
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        auth += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
         self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{auth}\r\n".encode())
         await self.writer.drain()
         head = await self.reader.readuntil(b"\r\n\r\n")

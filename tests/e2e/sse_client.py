@@ -13,7 +13,9 @@ import orjson
 
 from .server import HOST
 
-_EVENT = re.compile(rb"(?:^|\n)data: (\{[^\n]*\})\n\n")
+# a value's data line; an `end` event's is not one (see end_event)
+_EVENT = re.compile(rb"(?:^|\n)(?<!event: end\n)data: (\{[^\n]*\})\n\n")
+_END = re.compile(rb"event: end\ndata: (\{[^\n]*\})\n\n")
 
 
 @dataclass
@@ -27,10 +29,15 @@ class RawStream:
 
     @classmethod
     async def open(
-        cls, port: int, path: str, headers: dict[str, str] | None = None, within: float = 10.0
+        cls,
+        port: int,
+        path: str,
+        headers: dict[str, str] | None = None,
+        within: float = 10.0,
+        host: str = HOST,
     ) -> RawStream:
         async with asyncio.timeout(within):
-            reader, writer = await asyncio.open_connection(HOST, port)
+            reader, writer = await asyncio.open_connection(host, port)
             lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}"]
             lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -53,6 +60,24 @@ class RawStream:
                 chunk = await self.reader.read(65536)
                 if not chunk:
                     raise EOFError("the stream ended")
+                self.buffer += chunk
+
+    async def end_event(self, within: float = 10.0) -> tuple[dict[str, Any], float]:
+        """The data of the `end` event that ends the stream, and when it came (values
+        and heartbeats before it are skipped); the response must end right after it."""
+        async with asyncio.timeout(within):
+            while True:
+                m = _END.search(self.buffer)
+                if m is not None:
+                    at = time.monotonic()
+                    data: dict[str, Any] = orjson.loads(m.group(1))
+                    rest = self.buffer[m.end() :]
+                    self.buffer = rest
+                    await self.until_end(within)
+                    return data, at
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    raise EOFError("the stream ended without an end event")
                 self.buffer += chunk
 
     async def until_end(self, within: float = 10.0) -> bytes:

@@ -22,19 +22,19 @@ def test_counter_unique_sets_and_clears_the_window(
     cli.workspace("acme")
     cli.counter("acme/views")
     assert cli.run("counter", "unique", "acme/views", "36h").stdout.strip() == (
-        "counter acme/views: unique=36h"
+        "counter acme/views: unique=36h by=address_agent"
     )
     assert cli.run("counter", "unique", "acme/views", "on").stdout.strip() == (
-        "counter acme/views: unique=24h (1 day)"
+        "counter acme/views: unique=24h (1 day) by=address_agent"
     )
     assert cli.run("counter", "unique", "acme/views", "24h").stdout.strip() == (
-        "counter acme/views: unique=24h (1 day)"
+        "counter acme/views: unique=24h (1 day) by=address_agent"
     )
     assert cli.run("counter", "unique", "acme/views", "168h").stdout.strip() == (
-        "counter acme/views: unique=7d (168 hours)"
+        "counter acme/views: unique=7d (168 hours) by=address_agent"
     )
     assert cli.run("counter", "unique", "acme/views", "on").stdout.strip() == (
-        "counter acme/views: unique=24h (1 day)"
+        "counter acme/views: unique=24h (1 day) by=address_agent"
     )
     server = make_server(args=["--no-bootstrap"])
     with httpx.Client(base_url=server.base_url, trust_env=False, timeout=5) as http:
@@ -43,11 +43,31 @@ def test_counter_unique_sets_and_clears_the_window(
         assert (first["counted"], first["up_count"]) == (True, 1)
         assert (second["counted"], second["up_count"]) == (False, 1)
         out = cli.run("counter", "unique", "acme/views", "off").stdout
-        assert out.strip() == "counter acme/views: unique=off"
+        assert out.strip() == "counter acme/views: unique=off by=address_agent"
         time.sleep(APPLIED_WITHIN)
         third = http.get("/v2/acme/views/up").json()["data"]
         assert third["up_count"] == 2
         assert "counted" not in third
+
+
+def test_counter_unique_by_address(make_server: ServerFactory, cli: TallyCli) -> None:
+    """--by address: a visitor is its address alone, so a new User-Agent counts nothing
+    more; --by alone keeps the window, --by address_agent goes back."""
+    cli.workspace("acme")
+    cli.counter("acme/views")
+    assert cli.run("counter", "unique", "acme/views", "1d", "--by", "address").stdout.strip() == (
+        "counter acme/views: unique=24h (1 day) by=address"
+    )
+    server = make_server(args=["--no-bootstrap"])
+    with httpx.Client(base_url=server.base_url, trust_env=False, timeout=5) as http:
+        first = http.get("/v2/acme/views/up", headers={"User-Agent": "a/1"}).json()["data"]
+        other = http.get("/v2/acme/views/up", headers={"User-Agent": "b/2"}).json()["data"]
+        assert (first["counted"], other["counted"], other["up_count"]) == (True, False, 1)
+    out = cli.run("counter", "unique", "acme/views", "--by", "address_agent").stdout
+    assert out.strip() == "counter acme/views: unique=24h (1 day) by=address_agent"
+    proc = cli.run("counter", "unique", "acme/views", "--by", "cookie", check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -72,4 +92,5 @@ def test_counter_unique_refuses_bad_windows(cli: TallyCli, window: str, says: st
     proc = cli.run("counter", "unique", "acme/missing", "2h", check=False)
     assert proc.returncode != 0
     assert "no counter" in proc.stderr
-    assert cli.run("counter", "unique", "acme/c").stdout.strip() == "counter acme/c: unique=2h"
+    shown = cli.run("counter", "unique", "acme/c").stdout.strip()
+    assert shown == "counter acme/c: unique=2h by=address_agent"
