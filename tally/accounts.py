@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from tally import workspaces
-from tally.errors import BadRequest, Conflict, Forbidden, Unauthorized
+from tally.errors import BadRequest, Conflict, Forbidden, RateLimited, Unauthorized
 from tally.links import new_secret, secret_hash
 from tally.mail import Mail, Mailer
 from tally.models import Account, Session
@@ -31,6 +31,8 @@ VERIFY_TTL = 3 * 86400.0
 RESET_TTL = 3600.0
 MAILS_PER_HOUR = 5  # verification and reset emails per account (no mail bombing)
 MAIL_WINDOW = 3600.0
+# what a sign-in came to, for the metrics (tally_signins_total{result})
+SIGNIN_RESULTS = ("ok", "wrong", "throttled")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
@@ -61,6 +63,9 @@ class Accounts:
         self.signup = signup
         self.throttle = throttle or LoginThrottle.local()
         self.mails = mails or FailureWindow(MAILS_PER_HOUR, MAIL_WINDOW)
+        # for the metrics: sign-ins by result, emails the mail window refused
+        self.signins = dict.fromkeys(SIGNIN_RESULTS, 0)
+        self.mails_throttled = 0
 
     # sign-up and verification ------------------------------------------------
 
@@ -108,6 +113,7 @@ class Accounts:
         """Count one more email to the account; False once it had MAILS_PER_HOUR."""
         key, now = account.email.lower(), time.time()
         if await self.mails.retry_after(key, now) > 0:
+            self.mails_throttled += 1
             return False
         await self.mails.record(key, now)
         return True
@@ -153,14 +159,20 @@ class Accounts:
         """The account, or Unauthorized (wrong email or password, the same message for
         both) or RateLimited (too many failures for the account or the IP)."""
         now = time.time()
-        await self.throttle.check(email.strip(), ip, now)
+        try:
+            await self.throttle.check(email.strip(), ip, now)
+        except RateLimited:
+            self.signins["throttled"] += 1
+            raise
         account = await self.store.find_account(email.strip())
         stored = account.password_hash if account else await dummy_hash()
         ok = await verify_password(stored, password)
         if account is None or not ok:
             await self.throttle.failed(email.strip(), ip, now)
+            self.signins["wrong"] += 1
             raise Unauthorized("Wrong email or password.")
         await self.throttle.succeeded(email.strip())
+        self.signins["ok"] += 1
         if needs_rehash(account.password_hash):
             # the parameters changed since it was hashed: store today's (sessions stay)
             await self.store.set_password(account.id, await hash_password(password))

@@ -4,11 +4,13 @@ missing one."""
 
 from __future__ import annotations
 
+import os
+import socket
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import Harness, HarnessFactory
+from conftest import BrowserFactory, Harness, HarnessFactory
 from helpers import assert_error
 from prometheus_client.parser import text_string_to_metric_families
 from services import TcpProxy
@@ -117,7 +119,7 @@ class ReadCounting:
         counters.store.read_counter = counting  # type: ignore[method-assign,assignment]
 
 
-NODE_STATE = ("tally_streams_remote", "tally_asyncio_tasks")
+NODE_STATE = ("tally_streams_remote", "tally_asyncio_tasks", "tally_database_disk_free_bytes")
 
 
 @pytest.mark.parametrize("action", ["", "/up", "/stats"])
@@ -187,3 +189,71 @@ async def test_private_lookup_costs_what_a_missing_one_costs(harness: Harness, a
             assert r.status_code in (401, 404), r.text
         reads[name] = spy.reads - before
     assert reads["secret"] == reads["missing"] == 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_sign_ins_and_emails_are_counted(
+    make_harness: HarnessFactory, make_browser: BrowserFactory
+) -> None:
+    """tally_signins_total counts sign-ins by result (ok, wrong, throttled) and
+    tally_mails_total emails by result (sent, failed, throttled), every result there at 0
+    from the start (an alert's query has data before the first refusal)."""
+    h = await make_harness(
+        metrics_token=METRICS_TOKEN,
+        smtp_host="127.0.0.1",
+        smtp_port=_closed_port(),  # nothing listens: every email fails
+        smtp_security="none",
+    )
+    s = await scrape(h)
+    for result in ("ok", "wrong", "throttled"):
+        assert (("tally_signins_total", (("result", result),))) in s
+    for result in ("sent", "failed", "throttled"):
+        assert (("tally_mails_total", (("result", result),))) in s
+    b = await make_browser(h)
+    assert (await b.sign_up("ann@example.com")).status_code == 303  # its email fails
+    for _ in range(5):  # the account's 2nd to 5th emails fail, the 6th is refused
+        assert (await b.submit("/forgot", {"email": "ann@example.com"})).status_code == 200
+    other = await make_browser(h, ip="203.0.113.9")
+    assert (await other.log_in("ann@example.com")).status_code == 303
+    for _ in range(5):
+        assert (await other.log_in("ann@example.com", "wrong password")).status_code == 401
+    assert (await other.log_in("ann@example.com")).status_code == 429
+    s = await scrape(h)
+    assert value(s, "tally_signins_total", result="ok") == 1
+    assert value(s, "tally_signins_total", result="wrong") == 5
+    assert value(s, "tally_signins_total", result="throttled") == 1
+    assert value(s, "tally_mails_total", result="sent") == 0
+    assert value(s, "tally_mails_total", result="failed") == 5
+    assert value(s, "tally_mails_total", result="throttled") == 1
+
+
+async def test_emails_sent_are_counted(
+    make_harness: HarnessFactory, make_browser: BrowserFactory
+) -> None:
+    """Without SMTP an email goes to the log, and counts as sent."""
+    h = await make_harness(metrics_token=METRICS_TOKEN)
+    assert (await (await make_browser(h)).sign_up("ann@example.com")).status_code == 303
+    assert value(await scrape(h), "tally_mails_total", result="sent") == 1
+
+
+async def test_disk_space_of_the_sqlite_database(make_harness: HarnessFactory) -> None:
+    """On SQLite, the free and total bytes of the database's filesystem (what statvfs
+    says now, within what the test itself may change); a database server has its own."""
+    h = await make_harness(metrics_token=METRICS_TOKEN)
+    s = await scrape(h)
+    free = value(s, "tally_database_disk_free_bytes")
+    size = value(s, "tally_database_disk_size_bytes")
+    if h.store.dialect != "sqlite":
+        assert ("tally_database_disk_free_bytes", ()) not in s
+        assert ("tally_database_disk_size_bytes", ()) not in s
+        return
+    path = h.app.settings.database_url.removeprefix("sqlite:///")
+    st = os.statvfs(os.path.dirname(path))
+    assert size == st.f_blocks * st.f_frsize
+    assert 0 < free <= size
+    assert abs(free - st.f_bavail * st.f_frsize) < 256 * 2**20  # other agents write too

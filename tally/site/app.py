@@ -111,18 +111,26 @@ def site_windows(
     )
 
 
+def site_accounts(
+    settings: Settings, store: Store, windows: SharedWindows | None = None
+) -> Accounts:
+    """The website's accounts and mailer (`windows`: the cluster's sign-in throttle and
+    mail limit in Redis); the metrics read what their sign-ins and emails came to."""
+    people = Accounts(store, Mailer(settings), settings.signup)
+    if windows is not None:
+        people.throttle, people.mails = windows.throttle, windows.mails
+    return people
+
+
 def create_site(
     settings: Settings,
     store: Store,
     counters_: Counters,
     token_key: bytes,
     streams: Streams,
-    windows: SharedWindows | None = None,
+    people: Accounts,
 ) -> SecurityHeaders:
-    mailer = Mailer(settings)
-    people = Accounts(store, mailer, settings.signup)
-    if windows is not None:
-        people.throttle, people.mails = windows.throttle, windows.mails
+    mailer = people.mailer
     app = Starlette(
         routes=ROUTES,
         exception_handlers={

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tally.auth import TokenVerifier
 from tally.config import RateLimit, Settings
@@ -54,6 +55,9 @@ from tally.web.request_id import RequestIds
 from tally.web.stream import Streams
 from tally.web.v1 import V1_OTHER, V1Api
 from tally.writes import GroupCommit
+
+if TYPE_CHECKING:
+    from tally.accounts import Accounts  # the website's, imported with it (lazily)
 
 log = logging.getLogger("tally.web")
 access_log = logging.getLogger("tally.access")
@@ -173,6 +177,7 @@ class Services:
     streams: Streams
     windows: SharedWindows | None = None  # the site's sign-in throttle in Redis
     nodes: LiveNodes | None = None  # with Redis: the live nodes, for the limit's share
+    accounts: Accounts | None = None  # the website's: its sign-ins and emails, for metrics
 
 
 class App:
@@ -186,10 +191,11 @@ class App:
         # metrics: counted only where someone may read them (see tally.web.metrics)
         self.requests: metrics.RequestMetrics | None = None
         self.listener: metrics.MetricsListener | None = None
+        self.collector: metrics.TallyCollector | None = None
         if settings.metrics_token or settings.metrics_address:
             self.requests = metrics.RequestMetrics()
-            collector = metrics.TallyCollector(self.requests, lambda: self.services)
-            self.registry = metrics.registry_for(collector)
+            self.collector = metrics.TallyCollector(self.requests, lambda: self.services)
+            self.registry = metrics.registry_for(self.collector)
         self._metrics_auth = (
             b"Bearer " + settings.metrics_token.encode() if settings.metrics_token else None
         )
@@ -243,10 +249,11 @@ class App:
         namespaces = Namespaces(counters, s.token_cache_ttl)
         v1 = V1Api(namespaces, make_limiter(s, s.v1_rate_limit, nodes, "v1:"), s.trusted_proxies)
         managed = manage.ManageApi(store, namespaces, verifier, api)
-        from tally.site.app import create_site, site_windows  # not on the API's path
+        from tally.site.app import create_site, site_accounts, site_windows  # not /v2's path
 
         windows = site_windows(s, verifier.key, nodes)
-        site = create_site(s, store, counters, verifier.key, streams, windows)
+        people = site_accounts(s, store, windows)
+        site = create_site(s, store, counters, verifier.key, streams, people)
         self.services = Services(
             store,
             writes,
@@ -261,11 +268,15 @@ class App:
             streams,
             windows,
             nodes,
+            people,
         )
+        if self.collector is not None:
+            self.collector.disk = metrics.database_disk(store)
         if self.handle_signals:
             end_streams_on((signal.SIGTERM, signal.SIGINT), streams)
         if s.metrics_address is not None:
-            self.listener = metrics.MetricsListener(self.registry)
+            assert self.collector is not None
+            self.listener = metrics.MetricsListener(self.collector, self.registry)
             await self.listener.start(*s.metrics_address)
 
     async def shutdown(self) -> None:
@@ -415,7 +426,9 @@ class App:
         given = header(scope, b"authorization") or b""
         if not hmac.compare_digest(given, expected):
             raise Unauthorized("/metrics needs the bearer token of TALLY_METRICS_TOKEN")
-        await send_text(send, metrics.render(self.registry), metrics.CONTENT_TYPE)
+        assert self.collector is not None
+        body = await metrics.scrape(self.collector, self.registry)
+        await send_text(send, body, metrics.CONTENT_TYPE)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
