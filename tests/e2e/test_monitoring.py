@@ -1,0 +1,286 @@
+"""The alert rules and the dashboard against the real thing: Debian's Prometheus on
+loopback scrapes real `tally serve` processes (one on SQLite; two on PostgreSQL + Redis,
+each reached through a proxy this test can cut) every second and evaluates the rules of
+deploy/prometheus/ with their durations shrunk (tests/promserver.py).
+
+Each checks that every PromQL expression of the rules and of the dashboard returns data
+from the live servers (so none names a metric Tally does not export, or a label it does
+not set), but those reading metrics the backend has not (Redis's on SQLite, the SQLite
+disk's on PostgreSQL). On PostgreSQL + Redis it then cuts Redis, then the database and a
+node, and sees TallyRedisLost, TallyDatabaseUnreachable, TallyHighErrorRate and
+TallyNodeDown fire on the real server within their (shrunk) `for:` time.
+
+The machine's PostgreSQL and Redis are never stopped: the nodes reach them through
+`TcpProxy`s, and "the database stops" is the proxy refusing and dropping connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from promserver import JOB, RANGE, Prometheus, alerts, binaries, shrink, shrunk_rules
+from services import REDIS_URL, TcpProxy, require_redis
+
+from tools import grafana_dashboard
+
+from .server import HOST, TallyCli, TallyServer, burst, free_port
+
+METRIC_RE = re.compile(r"\b(tally_[a-z_]+)\b")
+COMPARISON_RE = re.compile(r"(==|!=|>=|<=|>|<)\s*(-?[0-9][0-9.e]*)")
+REDIS_ONLY = re.compile(r"tally_ratelimit_redis_|tally_nodes_live")
+SQLITE_ONLY = re.compile(r"tally_database_disk_")
+# the alerts a fault makes fire: they must be silent before it
+FAULT_ALERTS = ("TallyRedisLost", "TallyDatabaseUnreachable", "TallyHighErrorRate", "TallyNodeDown")
+# seconds: scrapes and evaluations every second, `for:` 3 s, but a node notices the
+# database is gone only when its calls time out (tally.storage.postgres: 10 s); the
+# slowest alert took 17 s here
+FIRE_WITHIN = 45.0
+
+
+@pytest.fixture(scope="module")
+def prometheus_binaries() -> tuple[str, str]:
+    return binaries()
+
+
+def expressions() -> list[str]:
+    """Every expression of the rules (shrunk) and of the dashboard (its variables set),
+    each with its comparisons turned into `bool` ones, so that it answers whether or not
+    the alert's condition holds."""
+    dashboard = [
+        q.replace("$instance", ".*").replace("$__rate_interval", RANGE)
+        for q in grafana_dashboard.queries()
+    ]
+    rules = [COMPARISON_RE.sub(r"\1 bool \2", shrink(rule["expr"])) for rule in alerts()]
+    return rules + dashboard
+
+
+def without_data(prom: Prometheus, skip: re.Pattern[str]) -> list[str]:
+    """The expressions that return nothing now, but those reading a metric `skip` matches
+    (the backend has not those)."""
+    return [expr for expr in expressions() if not skip.search(expr) and not prom.query(expr)]
+
+
+def wait_for(
+    prom: Prometheus, wanted: set[tuple[str, str]], within: float
+) -> tuple[set[tuple[str, str]], dict[str, float]]:
+    """Poll the alerts until every (alert, instance) of `wanted` fires: what fires then,
+    and the seconds each of `wanted` took to fire."""
+    started = time.monotonic()
+    took: dict[str, float] = {}
+    while True:
+        firing = prom.firing()
+        now = time.monotonic() - started
+        for name, _ in wanted & firing:
+            took.setdefault(name, round(now, 1))
+        if wanted <= firing or now > within:
+            return firing, took
+        time.sleep(0.5)
+
+
+class ProxyThread:
+    """A `TcpProxy` on an event loop of its own thread, so that the servers reach their
+    service through it while this (synchronous) test waits; cut and restored at will."""
+
+    def __init__(self, url: str, default_port: int) -> None:
+        target = urlsplit(url)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.proxy = TcpProxy(target.hostname or HOST, target.port or default_port)
+        self._run(self.proxy.start())
+        self.port = self.proxy.port
+
+    def _run(self, coro: object) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result(10.0)  # type: ignore[arg-type]
+
+    def cut(self) -> None:
+        self._run(self.proxy.cut())
+
+    def restore(self) -> None:
+        self._run(self.proxy.start())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.cut()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10.0)
+        self.loop.close()
+
+
+class Load:
+    """Ups on one path of each node, over and over in a thread, until `stop`: the traffic
+    that makes a lost service show in the metrics."""
+
+    def __init__(self, nodes: list[TallyServer], token: str) -> None:
+        self.nodes = nodes
+        self.token = token
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            for node in self.nodes:
+                if node.running:
+                    with contextlib.suppress(Exception):
+                        asyncio.run(
+                            burst(
+                                node.port,
+                                "/v2/ws/load/up",
+                                total=30,
+                                connections=3,
+                                token=self.token,
+                                time_limit=10.0,
+                            )
+                        )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(30.0)
+
+
+def wrong_sign_ins(node: TallyServer, times: int) -> None:
+    """`times` sign-ins with a wrong password, through the real form (CSRF and all)."""
+    with httpx.Client(base_url=node.base_url, trust_env=False, timeout=30.0) as client:
+        for _ in range(times):
+            page = client.get("/login").text
+            match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+            assert match is not None, page
+            form = {"email": "ann@example.com", "password": "not it", "csrf_token": match[1]}
+            assert client.post("/login", data=form).status_code == 401
+
+
+def metrics_env(port: int, **extra: str) -> dict[str, str]:
+    return {"TALLY_METRICS_ADDRESS": f"{HOST}:{port}", **extra}
+
+
+@pytest.fixture
+def cleanup() -> Iterator[contextlib.ExitStack]:
+    """Callbacks run at teardown, last added first (servers, proxies, Prometheus)."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+@pytest.mark.timeout(300)  # the first may install prometheus (apt-get) first
+def test_sqlite_every_query_returns_data(
+    prometheus_binaries: tuple[str, str], tmp_path: Path, cleanup: contextlib.ExitStack
+) -> None:
+    """One node on SQLite under load: every expression of the rules and the dashboard
+    returns data (but Redis's), and no fault's alert fires."""
+    metrics = free_port()
+    (tmp_path / "node").mkdir()
+    node = TallyServer(tmp_path / "node", args=["--no-bootstrap"], env=metrics_env(metrics))
+    cleanup.callback(node.close)
+    node.start()
+    cli = TallyCli(node.database_url)
+    cli.workspace("ws")
+    token = cli.token("ws", "write")
+    (tmp_path / "prometheus").mkdir()
+    prom = Prometheus(
+        tmp_path / "prometheus",
+        [f"{HOST}:{metrics}"],
+        shrunk_rules(tmp_path / "rules.yml"),
+        free_port(),
+    )
+    cleanup.callback(prom.close)
+    prom.start()
+    load = Load([node], token)
+    cleanup.callback(load.stop)
+    wrong_sign_ins(node, 2)
+    prom.wait_targets_up(1)
+    time.sleep(4.0)  # a few scrapes: rate() and deriv() need two samples in range
+    missing = without_data(prom, REDIS_ONLY)
+    # only a fault makes 5xx: the error ratio's metric is there, with its status label
+    assert [e for e in missing if 'status=~"5.."' not in e] == [], prom.output()
+    assert prom.series(f'tally_http_requests_total{{job="{JOB}",status="200"}}')
+    wrong = prom.query('tally_signins_total{result="wrong"}')
+    assert [float(s["value"][1]) for s in wrong] == [2.0]
+    assert not {name for name, _ in prom.firing()} & set(FAULT_ALERTS)
+
+
+@pytest.mark.timeout(300)
+def test_postgres_redis_faults_fire_their_alerts(
+    prometheus_binaries: tuple[str, str],
+    tmp_path: Path,
+    postgres_url: str,
+    cleanup: contextlib.ExitStack,
+) -> None:
+    """Two nodes on PostgreSQL + Redis under load: every expression returns data (but the
+    SQLite disk's); Redis cut: TallyRedisLost fires for both nodes; then the database cut
+    and a node stopped: TallyDatabaseUnreachable, TallyHighErrorRate and TallyNodeDown
+    fire, each within seconds of its shrunk `for:`."""
+    require_redis()
+    pg = ProxyThread(postgres_url, 5432)
+    cleanup.callback(pg.close)
+    redis = ProxyThread(REDIS_URL, 6379)
+    cleanup.callback(redis.close)
+    target = urlsplit(postgres_url)
+    proxied = postgres_url.replace(target.netloc, f"{target.username}@{HOST}:{pg.port}")
+    cli = TallyCli(postgres_url)
+    cli.workspace("ws")  # migrates the schema before the nodes race to it
+    token = cli.token("ws", "write")
+    env = {
+        "TALLY_REDIS_URL": f"redis://{HOST}:{redis.port}/0",
+        "TALLY_REDIS_PREFIX": f"tally-test-{uuid.uuid4().hex[:12]}:",
+    }
+    ports = [free_port(), free_port()]
+    nodes = []
+    for i, port in enumerate(ports):
+        (tmp_path / f"node-{i}").mkdir()
+        node = TallyServer(
+            tmp_path / f"node-{i}",
+            database_url=proxied,
+            args=["--no-bootstrap"],
+            env=metrics_env(port, **env),
+        )
+        cleanup.callback(node.close)
+        nodes.append(node.start())
+    (tmp_path / "prometheus").mkdir()
+    prom = Prometheus(
+        tmp_path / "prometheus",
+        [f"{HOST}:{port}" for port in ports],
+        shrunk_rules(tmp_path / "rules.yml"),
+        free_port(),
+    )
+    cleanup.callback(prom.close)
+    prom.start()
+    load = Load(nodes, token)
+    cleanup.callback(load.stop)
+    # the nodes stop with their services back (a stop flushes), before the proxies close
+    cleanup.callback(redis.restore)
+    cleanup.callback(pg.restore)
+    wrong_sign_ins(nodes[0], 1)
+    prom.wait_targets_up(2)
+    time.sleep(4.0)
+    a, b = (f"{HOST}:{port}" for port in ports)
+    assert not {name for name, _ in prom.firing()} & set(FAULT_ALERTS)
+
+    redis.cut()
+    lost = {("TallyRedisLost", a), ("TallyRedisLost", b)}
+    firing, redis_took = wait_for(prom, lost, FIRE_WITHIN)
+    assert lost <= firing, (firing, prom.output())
+
+    pg.cut()
+    nodes[1].stop()
+    faults = {
+        ("TallyDatabaseUnreachable", a),
+        ("TallyHighErrorRate", ""),
+        ("TallyNodeDown", b),
+    }
+    firing, database_took = wait_for(prom, faults, FIRE_WITHIN)
+    assert faults <= firing, (firing, prom.output(), nodes[0].output())
+    print(f"seconds from the cut to the alert firing: {redis_took | database_took}")
+    print(f"firing then: {sorted(firing)}")
+    # every expression has data now, the error ratio's included (the faults made 503s)
+    assert without_data(prom, SQLITE_ONLY) == [], prom.output()
