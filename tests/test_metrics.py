@@ -13,6 +13,7 @@ import pytest
 from conftest import BrowserFactory, Harness, HarnessFactory
 from helpers import assert_error
 from prometheus_client.parser import text_string_to_metric_families
+from promserver import documented_metrics, unknown_metrics
 from services import TcpProxy
 
 from tally.config import RateLimit
@@ -257,3 +258,16 @@ async def test_disk_space_of_the_sqlite_database(make_harness: HarnessFactory) -
     assert size == st.f_blocks * st.f_frsize
     assert 0 < free <= size
     assert abs(free - st.f_bavail * st.f_frsize) < 256 * 2**20  # other agents write too
+
+
+async def test_every_metric_is_documented(
+    make_harness: HarnessFactory, make_browser: BrowserFactory
+) -> None:
+    """Every series a node exports, on each backend (the website's included), is a metric
+    of the table in docs/deploying.md, which the alert rules and the dashboard are
+    checked against (tests/test_monitoring.py)."""
+    h = await make_harness(metrics_token=METRICS_TOKEN)
+    assert (await (await make_browser(h)).sign_up("ann@example.com")).status_code == 303
+    names = {name for name, _ in await scrape(h)}
+    assert "tally_signins_total" in names
+    assert unknown_metrics(" ".join(sorted(names)), documented_metrics()) == set()

@@ -5,43 +5,22 @@ servers: tests/e2e/test_monitoring.py.)"""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
-from promserver import DEPLOY, RULE_TESTS, RULES, alerts, promtool, shrunk_rules
+from promserver import (
+    DEPLOY,
+    DOCS,
+    RULE_TESTS,
+    RULES,
+    alerts,
+    documented_metrics,
+    promtool,
+    shrunk_rules,
+    unknown_metrics,
+)
 
 from tools import grafana_dashboard
-
-DOCS = Path(__file__).parents[1] / "docs" / "deploying.md"
-METRIC_RE = re.compile(r"\b(tally_[a-z_]+|up)\b")
-EXPANSION_RE = re.compile(r"(tally_[a-z_]*)\{([a-z_,]+)\}([a-z_]+)")
-
-
-def documented_metrics() -> set[str]:
-    """The metric names of the table in docs/deploying.md, "Metrics": `name{labels}`
-    without its labels, `prefix_{a,b}_suffix` spelled out."""
-    names: set[str] = set()
-    for line in DOCS.read_text(encoding="utf-8").splitlines():
-        if line.startswith("| `tally_"):
-            for cell in re.findall(r"`(tally_[^`]*)`", line.split("|")[1]):
-                match = EXPANSION_RE.fullmatch(cell)
-                if match:
-                    names.update(f"{match[1]}{part}{match[3]}" for part in match[2].split(","))
-                else:
-                    names.add(cell.split("{")[0])
-    return names
-
-
-def unknown_metrics(expr: str, known: set[str]) -> set[str]:
-    """The metric names `expr` reads that are not in `known` (a histogram's series are
-    known by the histogram's name)."""
-    unknown = set()
-    for name in METRIC_RE.findall(expr):
-        base = re.sub(r"_(bucket|sum|count)$", "", name)
-        if name not in known and base not in known:
-            unknown.add(name)
-    return unknown
 
 
 def test_promtool_checks_the_rules(tmp_path: Path) -> None:
