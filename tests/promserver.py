@@ -145,6 +145,10 @@ class Prometheus:
         )
 
     def start(self, timeout: float = 30.0) -> Prometheus:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> Prometheus:
+        """Start the process, not waiting for it (it starts while the servers do)."""
         prometheus, _ = binaries()
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -161,6 +165,10 @@ class Prometheus:
                 stderr=log,
                 start_new_session=True,
             )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> Prometheus:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -6,9 +6,11 @@ deploy/prometheus/ with their durations shrunk (tests/promserver.py).
 Each checks that every PromQL expression of the rules and of the dashboard returns data
 from the live servers (so none names a metric Tally does not export, or a label it does
 not set), but those reading metrics the backend has not (Redis's on SQLite, the SQLite
-disk's on PostgreSQL). On PostgreSQL + Redis it then cuts Redis, then the database and a
-node, and sees TallyRedisLost, TallyDatabaseUnreachable, TallyHighErrorRate and
-TallyNodeDown fire on the real server within their (shrunk) `for:` time.
+disk's on PostgreSQL). Then it makes alerts fire on the real server, each within
+seconds of its (shrunk) `for:`: on SQLite, abusing the website's sign-in and reset forms
+fires TallySignInRefusals, TallyMailsFailing and TallyMailBurst; on PostgreSQL + Redis,
+cutting Redis fires TallyRedisLost, then cutting the database and stopping a node fires
+TallyDatabaseUnreachable, TallyGroupCommitFailing, TallyHighErrorRate and TallyNodeDown.
 
 The machine's PostgreSQL and Redis are never stopped: the nodes reach them through
 `TcpProxy`s, and "the database stops" is the proxy refusing and dropping connections.
@@ -40,7 +42,16 @@ COMPARISON_RE = re.compile(r"(==|!=|>=|<=|>|<)\s*(-?[0-9][0-9.e]*)")
 REDIS_ONLY = re.compile(r"tally_ratelimit_redis_|tally_nodes_live")
 SQLITE_ONLY = re.compile(r"tally_database_disk_")
 # the alerts a fault makes fire: they must be silent before it
-FAULT_ALERTS = ("TallyRedisLost", "TallyDatabaseUnreachable", "TallyHighErrorRate", "TallyNodeDown")
+FAULT_ALERTS = (
+    "TallyRedisLost",
+    "TallyDatabaseUnreachable",
+    "TallyHighErrorRate",
+    "TallyNodeDown",
+    "TallyGroupCommitFailing",
+)
+WEBSITE_ALERTS = ("TallySignInRefusals", "TallyMailsFailing", "TallyMailBurst")
+STRONG = "a long passphrase 42"
+SIGN_INS, RESETS = 60, 30
 # seconds: scrapes and evaluations every second, `for:` 3 s, but a node notices the
 # database is gone only when its calls time out (tally.storage.postgres: 10 s); the
 # slowest alert took 17 s here
@@ -140,7 +151,7 @@ class Load:
                                 total=30,
                                 connections=3,
                                 token=self.token,
-                                time_limit=10.0,
+                                time_limit=3.0,  # `stop` waits no longer
                             )
                         )
             time.sleep(0.05)
@@ -150,15 +161,50 @@ class Load:
         self.thread.join(30.0)
 
 
-def wrong_sign_ins(node: TallyServer, times: int) -> None:
-    """`times` sign-ins with a wrong password, through the real form (CSRF and all)."""
-    with httpx.Client(base_url=node.base_url, trust_env=False, timeout=30.0) as client:
-        for _ in range(times):
-            page = client.get("/login").text
-            match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+class Website:
+    """The website's forms on a real server, submitted as a browser does (CSRF and all)."""
+
+    def __init__(self, node: TallyServer) -> None:
+        self.client = httpx.Client(base_url=node.base_url, trust_env=False, timeout=30.0)
+        self.csrf = ""  # the form token of this client's CSRF cookie (one per cookie)
+
+    def submit(self, page: str, **form: str) -> int:
+        if not self.csrf:
+            match = re.search(r'name="csrf_token" value="([^"]+)"', self.client.get(page).text)
             assert match is not None, page
-            form = {"email": "ann@example.com", "password": "not it", "csrf_token": match[1]}
-            assert client.post("/login", data=form).status_code == 401
+            self.csrf = match[1]
+        return self.client.post(page, data={**form, "csrf_token": self.csrf}).status_code
+
+    def forget_cookies(self) -> None:
+        self.client.cookies.clear()
+        self.csrf = ""
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def abuse_the_website(node: TallyServer) -> None:
+    """What the website's alerts are for: an account's password guessed 5 times, then
+    more sign-ins refused by the throttle (no hash: cheap), SIGN_INS in all (over the
+    alert's 50); RESETS reset emails asked for, of which the mail limit lets 4 through
+    (the sign-up's was the 5th of the hour) and refuses the rest (over the alert's 20),
+    and the 5 let through fail, the SMTP server being unreachable (over the alert's 2)."""
+    site = Website(node)
+    try:
+        assert site.submit("/signup", email="ann@example.com", password=STRONG) == 303
+        site.forget_cookies()  # signed out
+        for attempt in range(SIGN_INS):
+            status = site.submit("/login", email="ann@example.com", password="not it")
+            assert status == (401 if attempt < 5 else 429)
+        for _ in range(RESETS):
+            assert site.submit("/forgot", email="ann@example.com") == 200
+    finally:
+        site.close()
+
+
+def kill(node: TallyServer) -> None:
+    if node.running:
+        node.kill()
 
 
 def metrics_env(port: int, **extra: str) -> dict[str, str]:
@@ -173,19 +219,14 @@ def cleanup() -> Iterator[contextlib.ExitStack]:
 
 
 @pytest.mark.timeout(300)  # the first may install prometheus (apt-get) first
-def test_sqlite_every_query_returns_data(
+def test_sqlite_queries_return_data_and_the_website_alerts_fire(
     prometheus_binaries: tuple[str, str], tmp_path: Path, cleanup: contextlib.ExitStack
 ) -> None:
     """One node on SQLite under load: every expression of the rules and the dashboard
-    returns data (but Redis's), and no fault's alert fires."""
+    returns data (but Redis's) and no alert of a fault fires; then the website is abused
+    (`abuse_the_website`) and TallySignInRefusals, TallyMailsFailing and TallyMailBurst
+    fire."""
     metrics = free_port()
-    (tmp_path / "node").mkdir()
-    node = TallyServer(tmp_path / "node", args=["--no-bootstrap"], env=metrics_env(metrics))
-    cleanup.callback(node.close)
-    node.start()
-    cli = TallyCli(node.database_url)
-    cli.workspace("ws")
-    token = cli.token("ws", "write")
     (tmp_path / "prometheus").mkdir()
     prom = Prometheus(
         tmp_path / "prometheus",
@@ -194,19 +235,46 @@ def test_sqlite_every_query_returns_data(
         free_port(),
     )
     cleanup.callback(prom.close)
-    prom.start()
-    load = Load([node], token)
+    prom.launch()  # it starts while the server does
+    (tmp_path / "node").mkdir()
+    smtp = {"TALLY_SMTP_HOST": HOST, "TALLY_SMTP_PORT": str(free_port())}  # nobody there
+    node = TallyServer(
+        tmp_path / "node",
+        args=["--no-bootstrap"],
+        env=metrics_env(metrics, TALLY_SMTP_SECURITY="none", **smtp),
+    )
+    cleanup.callback(node.close)
+    node.start()
+    cli = TallyCli(node.database_url)
+    cli.workspace("ws")
+    load = Load([node], cli.token("ws", "write"))
     cleanup.callback(load.stop)
-    wrong_sign_ins(node, 2)
+    prom.wait_ready()
     prom.wait_targets_up(1)
-    time.sleep(4.0)  # a few scrapes: rate() and deriv() need two samples in range
+    time.sleep(2.5)  # a few scrapes: rate() and deriv() need two samples in range
     missing = without_data(prom, REDIS_ONLY)
     # only a fault makes 5xx: the error ratio's metric is there, with its status label
     assert [e for e in missing if 'status=~"5.."' not in e] == [], prom.output()
     assert prom.series(f'tally_http_requests_total{{job="{JOB}",status="200"}}')
-    wrong = prom.query('tally_signins_total{result="wrong"}')
-    assert [float(s["value"][1]) for s in wrong] == [2.0]
-    assert not {name for name, _ in prom.firing()} & set(FAULT_ALERTS)
+    assert not {name for name, _ in prom.firing()} & {*FAULT_ALERTS, *WEBSITE_ALERTS}
+
+    abuse_the_website(node)
+    wanted = {(name, "") for name in WEBSITE_ALERTS}
+    firing, took = wait_for(prom, wanted, FIRE_WITHIN)
+    assert wanted <= firing, (firing, prom.output())
+    print(f"seconds from the abuse to the alert firing: {took}")
+    counts = {
+        (s["metric"]["__name__"], s["metric"]["result"]): float(s["value"][1])
+        for s in prom.query('{__name__=~"tally_signins_total|tally_mails_total"}')
+    }
+    assert counts == {
+        ("tally_signins_total", "ok"): 0,
+        ("tally_signins_total", "wrong"): 5,
+        ("tally_signins_total", "throttled"): SIGN_INS - 5,
+        ("tally_mails_total", "sent"): 0,
+        ("tally_mails_total", "failed"): 5,
+        ("tally_mails_total", "throttled"): RESETS - 4,
+    }
 
 
 @pytest.mark.timeout(300)
@@ -216,10 +284,11 @@ def test_postgres_redis_faults_fire_their_alerts(
     postgres_url: str,
     cleanup: contextlib.ExitStack,
 ) -> None:
-    """Two nodes on PostgreSQL + Redis under load: every expression returns data (but the
-    SQLite disk's); Redis cut: TallyRedisLost fires for both nodes; then the database cut
-    and a node stopped: TallyDatabaseUnreachable, TallyHighErrorRate and TallyNodeDown
-    fire, each within seconds of its shrunk `for:`."""
+    """Two nodes on PostgreSQL + Redis under load (one buffered, one in commit mode):
+    Redis cut, TallyRedisLost fires for both; then the database cut and the commit-mode
+    node killed: TallyDatabaseUnreachable and TallyGroupCommitFailing (the buffered
+    node's retries) fire for the other, TallyHighErrorRate for the job, TallyNodeDown for
+    the killed one; and every expression returns data (but the SQLite disk's)."""
     require_redis()
     pg = ProxyThread(postgres_url, 5432)
     cleanup.callback(pg.close)
@@ -227,25 +296,7 @@ def test_postgres_redis_faults_fire_their_alerts(
     cleanup.callback(redis.close)
     target = urlsplit(postgres_url)
     proxied = postgres_url.replace(target.netloc, f"{target.username}@{HOST}:{pg.port}")
-    cli = TallyCli(postgres_url)
-    cli.workspace("ws")  # migrates the schema before the nodes race to it
-    token = cli.token("ws", "write")
-    env = {
-        "TALLY_REDIS_URL": f"redis://{HOST}:{redis.port}/0",
-        "TALLY_REDIS_PREFIX": f"tally-test-{uuid.uuid4().hex[:12]}:",
-    }
     ports = [free_port(), free_port()]
-    nodes = []
-    for i, port in enumerate(ports):
-        (tmp_path / f"node-{i}").mkdir()
-        node = TallyServer(
-            tmp_path / f"node-{i}",
-            database_url=proxied,
-            args=["--no-bootstrap"],
-            env=metrics_env(port, **env),
-        )
-        cleanup.callback(node.close)
-        nodes.append(node.start())
     (tmp_path / "prometheus").mkdir()
     prom = Prometheus(
         tmp_path / "prometheus",
@@ -254,17 +305,32 @@ def test_postgres_redis_faults_fire_their_alerts(
         free_port(),
     )
     cleanup.callback(prom.close)
-    prom.start()
+    prom.launch()  # it starts while the servers do
+    cli = TallyCli(postgres_url)
+    cli.workspace("ws")  # migrates the schema before the nodes race to it
+    token = cli.token("ws", "write")
+    env = {
+        "TALLY_REDIS_URL": f"redis://{HOST}:{redis.port}/0",
+        "TALLY_REDIS_PREFIX": f"tally-test-{uuid.uuid4().hex[:12]}:",
+    }
+    nodes = []
+    for i, port in enumerate(ports):
+        (tmp_path / f"node-{i}").mkdir()
+        node = TallyServer(
+            tmp_path / f"node-{i}",
+            database_url=proxied,
+            durability=("buffered", "commit")[i],  # a buffered node retries its commits
+            args=["--no-bootstrap"],
+            env=metrics_env(port, **env),
+        )
+        cleanup.callback(node.close)
+        cleanup.callback(kill, node)  # its stop is not under test (nor its database there)
+        nodes.append(node.start())
     load = Load(nodes, token)
     cleanup.callback(load.stop)
-    # the nodes stop with their services back (a stop flushes), before the proxies close
-    cleanup.callback(redis.restore)
-    cleanup.callback(pg.restore)
-    wrong_sign_ins(nodes[0], 1)
+    prom.wait_ready()
     prom.wait_targets_up(2)
-    time.sleep(4.0)
     a, b = (f"{HOST}:{port}" for port in ports)
-    assert not {name for name, _ in prom.firing()} & set(FAULT_ALERTS)
 
     redis.cut()
     lost = {("TallyRedisLost", a), ("TallyRedisLost", b)}
@@ -272,9 +338,10 @@ def test_postgres_redis_faults_fire_their_alerts(
     assert lost <= firing, (firing, prom.output())
 
     pg.cut()
-    nodes[1].stop()
+    nodes[1].kill()  # a node lost as a crash loses it (a graceful stop would flush first)
     faults = {
         ("TallyDatabaseUnreachable", a),
+        ("TallyGroupCommitFailing", a),
         ("TallyHighErrorRate", ""),
         ("TallyNodeDown", b),
     }
