@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml  # type: ignore[import-untyped]
 from promserver import (
     DEPLOY,
@@ -21,6 +22,9 @@ from promserver import (
 )
 
 from tools import grafana_dashboard
+
+# the first test to call promtool may install Debian's prometheus first (tests/promserver.py)
+pytestmark = pytest.mark.timeout(900)
 
 
 def test_promtool_checks_the_rules(tmp_path: Path) -> None:
