@@ -9,7 +9,7 @@ not set), but those reading metrics the backend has not (Redis's on SQLite, the 
 disk's on PostgreSQL). Then it makes alerts fire on the real server, each within
 seconds of its (shrunk) `for:`: on both, abusing the website's sign-in and reset forms
 fires TallySignInRefusals, TallyMailsFailing and TallyMailBurst; on PostgreSQL + Redis,
-cutting Redis fires TallyRedisLost, then cutting the database and stopping a node fires
+cutting Redis fires TallyRedisLost, then cutting the database and killing a node fires
 TallyDatabaseUnreachable, TallyGroupCommitFailing, TallyHighErrorRate and TallyNodeDown.
 
 The machine's PostgreSQL and Redis are never stopped: the nodes reach them through
@@ -24,8 +24,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -62,9 +63,10 @@ ABUSED = {  # what `abuse_the_website` leaves in the metrics
     ("tally_mails_total", "failed"): 5,
     ("tally_mails_total", "throttled"): RESETS - 4,
 }
-# seconds: scrapes and evaluations every second, `for:` 3 s, but a node notices the
-# database is gone only when its calls time out (tally.storage.postgres: 10 s); the
-# slowest alert took 17 s here
+# seconds: scrapes and evaluations every second and `for:` 3 s, but the 5xx ratio
+# rises over 1 % only as the answers from before the cut leave its range (15 s), and a
+# request to a node whose database is gone waits for the pool (3 s, twice) before its
+# 503: that alert took 13 to 17 s here, the others 2.5 to 8 s
 FIRE_WITHIN = 45.0
 
 
@@ -110,7 +112,7 @@ def wait_for(
 
 class ProxyThread:
     """A `TcpProxy` on an event loop of its own thread, so that the servers reach their
-    service through it while this (synchronous) test waits; cut and restored at will."""
+    service through it while this (synchronous) test waits, until `cut`."""
 
     def __init__(self, url: str, default_port: int) -> None:
         target = urlsplit(url)
@@ -121,14 +123,11 @@ class ProxyThread:
         self._run(self.proxy.start())
         self.port = self.proxy.port
 
-    def _run(self, coro: object) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self.loop).result(10.0)  # type: ignore[arg-type]
+    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result(10.0)
 
     def cut(self) -> None:
         self._run(self.proxy.cut())
-
-    def restore(self) -> None:
-        self._run(self.proxy.start())
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -237,7 +236,7 @@ def cleanup() -> Iterator[contextlib.ExitStack]:
         yield stack
 
 
-@pytest.mark.timeout(300)  # the first may install prometheus (apt-get) first
+@pytest.mark.timeout(900)  # the first may install prometheus (apt-get) first
 def test_sqlite_queries_return_data_and_the_website_alerts_fire(
     prometheus_binaries: tuple[str, str], tmp_path: Path, cleanup: contextlib.ExitStack
 ) -> None:
@@ -285,7 +284,7 @@ def test_sqlite_queries_return_data_and_the_website_alerts_fire(
     assert website_counts(prom) == ABUSED
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)  # (this one too, when run alone)
 def test_postgres_redis_faults_fire_their_alerts(
     prometheus_binaries: tuple[str, str],
     tmp_path: Path,
