@@ -211,13 +211,20 @@ def abuse_the_website(node: TallyServer) -> None:
         site.close()
 
 
-def website_counts(prom: Prometheus) -> dict[tuple[str, str], float]:
-    """Sign-ins and emails by result, summed over the nodes."""
+def website_counts(prom: Prometheus, within: float = 10.0) -> dict[tuple[str, str], float]:
+    """Sign-ins and emails by result, summed over the nodes, once they are ABUSED's (or
+    after `within` s: emails may be sent off the request, and Prometheus scrapes every
+    second)."""
     query = 'sum by (__name__, result) ({__name__=~"tally_signins_total|tally_mails_total"})'
-    return {
-        (s["metric"]["__name__"], s["metric"]["result"]): float(s["value"][1])
-        for s in prom.query(query)
-    }
+    deadline = time.monotonic() + within
+    while True:
+        counts = {
+            (s["metric"]["__name__"], s["metric"]["result"]): float(s["value"][1])
+            for s in prom.query(query)
+        }
+        if counts == ABUSED or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.5)
 
 
 def kill(node: TallyServer) -> None:
