@@ -224,6 +224,7 @@ async def test_sign_ins_and_emails_are_counted(
         smtp_host="127.0.0.1",
         smtp_port=_closed_port(),  # nothing listens: every email fails
         smtp_security="none",
+        public_url="http://tally.test",  # mailed links start with it
     )
     s = await scrape(h)
     for result in ("ok", "wrong", "throttled"):

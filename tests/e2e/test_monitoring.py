@@ -263,6 +263,7 @@ def test_sqlite_queries_return_data_and_the_website_alerts_fire(
     prom.launch()  # it starts while the server does
     (tmp_path / "node").mkdir()
     smtp = {"TALLY_SMTP_HOST": HOST, "TALLY_SMTP_PORT": str(free_port())}  # nobody there
+    smtp["TALLY_PUBLIC_URL"] = "http://tally.test"  # mailed links start with it
     node = TallyServer(
         tmp_path / "node",
         args=["--no-bootstrap"],
@@ -330,6 +331,7 @@ def test_postgres_redis_faults_fire_their_alerts(
         "TALLY_SMTP_HOST": HOST,
         "TALLY_SMTP_PORT": str(free_port()),  # nobody there
         "TALLY_SMTP_SECURITY": "none",
+        "TALLY_PUBLIC_URL": "http://tally.test",
     }
     nodes = []
     for i, port in enumerate(ports):
