@@ -232,7 +232,8 @@ async def test_sign_ins_and_emails_are_counted(
     for result in ("sent", "failed", "throttled"):
         assert (("tally_mails_total", (("result", result),))) in s
     b = await make_browser(h)
-    assert (await b.sign_up("ann@example.com")).status_code == 303  # its email fails
+    assert (await b.sign_up("ann@example.com")).status_code in (200, 303)  # its email fails
+    before = await scrape(h)  # (a sign-up may sign its account in)
     for _ in range(5):  # the account's 2nd to 5th emails fail, the 6th is refused
         assert (await b.submit("/forgot", {"email": "ann@example.com"})).status_code == 200
     other = await make_browser(h, ip="203.0.113.9")
@@ -242,9 +243,11 @@ async def test_sign_ins_and_emails_are_counted(
     assert (await other.log_in("ann@example.com")).status_code == 429
     # emails may be sent off the request: wait (bounded) for the last one to be counted
     s = await scrape_until(h, lambda s: value(s, "tally_mails_total", result="failed") >= 5)
-    assert value(s, "tally_signins_total", result="ok") == 1
-    assert value(s, "tally_signins_total", result="wrong") == 5
-    assert value(s, "tally_signins_total", result="throttled") == 1
+    for result, n in (("ok", 1), ("wrong", 5), ("throttled", 1)):
+        moved = value(s, "tally_signins_total", result=result) - value(
+            before, "tally_signins_total", result=result
+        )
+        assert moved == n, result
     assert value(s, "tally_mails_total", result="sent") == 0
     assert value(s, "tally_mails_total", result="failed") == 5
     assert value(s, "tally_mails_total", result="throttled") == 1
@@ -255,7 +258,7 @@ async def test_emails_sent_are_counted(
 ) -> None:
     """Without SMTP an email goes to the log, and counts as sent."""
     h = await make_harness(metrics_token=METRICS_TOKEN)
-    assert (await (await make_browser(h)).sign_up("ann@example.com")).status_code == 303
+    assert (await (await make_browser(h)).sign_up("ann@example.com")).status_code in (200, 303)
     s = await scrape_until(h, lambda s: value(s, "tally_mails_total", result="sent") >= 1)
     assert value(s, "tally_mails_total", result="sent") == 1
 
