@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from tally import workspaces
-from tally.errors import BadRequest, Conflict, Forbidden, StorageError, Unauthorized
+from tally.errors import BadRequest, Conflict, Forbidden, RateLimited, StorageError, Unauthorized
 from tally.links import new_secret, secret_hash
 from tally.mail import Mail, Mailer, Outbox
 from tally.models import Account, Session
@@ -40,6 +40,8 @@ log = logging.getLogger("tally.mail")
 SESSION_TTL = 14 * 86400.0
 VERIFY_TTL = 3 * 86400.0
 RESET_TTL = 3600.0
+# what a sign-in came to, for the metrics (tally_signins_total{result})
+SIGNIN_RESULTS = ("ok", "wrong", "throttled")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
@@ -71,6 +73,9 @@ class Accounts:
         self.windows: Windows = windows or LocalWindows()  # tally.throttle's limits
         self.throttle = LoginThrottle(self.windows)
         self.outbox = outbox or Outbox(mailer)
+        # for the metrics: sign-ins by result, emails the mail limit refused
+        self.signins = dict.fromkeys(SIGNIN_RESULTS, 0)
+        self.mails_throttled = 0
 
     # sign-up and verification ------------------------------------------------
 
@@ -157,6 +162,8 @@ class Accounts:
     async def _may_mail(self, account: Account) -> bool:
         """Count one more email to the account; False once it had MAIL_TO's."""
         ticket = await self.windows.take([(MAIL_TO, account.email.lower())], time.time())
+        if not ticket.taken:
+            self.mails_throttled += 1
         return ticket.taken
 
     async def send_verification(self, account: Account, base_url: str) -> bool:
@@ -206,7 +213,11 @@ class Accounts:
         once cannot all be checked; a correct one takes its count back and clears the
         account's failures."""
         email = email.strip()
-        ticket = await self.throttle.attempt(email, ip, time.time())
+        try:
+            ticket = await self.throttle.attempt(email, ip, time.time())
+        except RateLimited:
+            self.signins["throttled"] += 1
+            raise
         try:
             account = await self.store.find_account(email)
             stored = account.password_hash if account else await dummy_hash()
@@ -215,8 +226,10 @@ class Accounts:
             await self.throttle.not_made(ticket)
             raise
         if account is None or not ok:
+            self.signins["wrong"] += 1
             raise Unauthorized("Wrong email or password.")
         await self.throttle.succeeded(ticket)
+        self.signins["ok"] += 1
         if needs_rehash(account.password_hash):
             # the parameters changed since it was hashed: store today's (sessions stay)
             new_hash = await hash_password(password)

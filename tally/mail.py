@@ -40,6 +40,9 @@ class Mailer:
         self.password = settings.smtp_password
         self.security = settings.smtp_security
         self.sender = settings.mail_from
+        # for the metrics (tally_mails_total): handed to SMTP (or the log), and refused
+        self.sent = 0
+        self.failed = 0
 
     @property
     def configured(self) -> bool:
@@ -50,12 +53,15 @@ class Mailer:
         never fails the action that sent it: the user can ask for it again."""
         if not self.host:
             log.info("email to %s (no SMTP configured): %s\n%s", mail.to, mail.subject, mail.body)
+            self.sent += 1
             return True
         try:
             await asyncio.to_thread(self._send, mail)
         except (OSError, smtplib.SMTPException) as exc:
             log.error("could not send the email %r to %s: %s", mail.subject, mail.to, exc)
+            self.failed += 1
             return False
+        self.sent += 1
         return True
 
     def _send(self, mail: Mail) -> None:

@@ -4,13 +4,19 @@ missing one."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import Harness, HarnessFactory
+from conftest import BrowserFactory, Harness, HarnessFactory
 from helpers import assert_error
 from prometheus_client.parser import text_string_to_metric_families
+from promserver import documented_metrics, unknown_metrics
 from services import TcpProxy
 
 from tally.config import RateLimit
@@ -35,6 +41,18 @@ async def scrape(h: Harness) -> Samples:
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     return samples(r.text)
+
+
+async def scrape_until(
+    h: Harness, done: Callable[[Samples], bool], within: float = 10.0
+) -> Samples:
+    """Scrape until `done` holds of the samples (at most `within` s); the last scrape."""
+    deadline = time.monotonic() + within
+    s = await scrape(h)
+    while not done(s) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        s = await scrape(h)
+    return s
 
 
 def value(s: Samples, name: str, **labels: str) -> float:
@@ -117,7 +135,7 @@ class ReadCounting:
         counters.store.read_counter = counting  # type: ignore[method-assign,assignment]
 
 
-NODE_STATE = ("tally_streams_remote", "tally_asyncio_tasks")
+NODE_STATE = ("tally_streams_remote", "tally_asyncio_tasks", "tally_database_disk_free_bytes")
 
 
 @pytest.mark.parametrize("action", ["", "/up", "/stats"])
@@ -196,13 +214,102 @@ async def test_a_taken_metrics_address_names_the_setting() -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from tally.web.metrics import MetricsListener
+    from tally.web.metrics import MetricsListener, RequestMetrics, TallyCollector
 
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        listener = MetricsListener(CollectorRegistry())
+        registry = CollectorRegistry()
+        collector = TallyCollector(RequestMetrics(), lambda: None)
+        listener = MetricsListener(collector, registry)
         with pytest.raises(OSError, match=f"^.*TALLY_METRICS_ADDRESS 127.0.0.1:{port}: .*in use"):
             await listener.start("127.0.0.1", port)
         await listener.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_sign_ins_and_emails_are_counted(
+    make_harness: HarnessFactory, make_browser: BrowserFactory
+) -> None:
+    """tally_signins_total counts sign-ins by result (ok, wrong, throttled) and
+    tally_mails_total emails by result (sent, failed, throttled), every result there at 0
+    from the start (an alert's query has data before the first refusal)."""
+    h = await make_harness(
+        metrics_token=METRICS_TOKEN,
+        smtp_host="127.0.0.1",
+        smtp_port=_closed_port(),  # nothing listens: every email fails
+        smtp_security="none",
+        public_url="http://tally.test",  # mailed links start with it
+    )
+    s = await scrape(h)
+    for result in ("ok", "wrong", "throttled"):
+        assert (("tally_signins_total", (("result", result),))) in s
+    for result in ("sent", "failed", "throttled"):
+        assert (("tally_mails_total", (("result", result),))) in s
+    b = await make_browser(h)
+    assert (await b.sign_up("ann@example.com")).status_code in (200, 303)  # its email fails
+    before = await scrape(h)  # (a sign-up may sign its account in)
+    for _ in range(5):  # the account's 2nd to 5th emails fail, the 6th is refused
+        assert (await b.submit("/forgot", {"email": "ann@example.com"})).status_code == 200
+    other = await make_browser(h, ip="203.0.113.9")
+    assert (await other.log_in("ann@example.com")).status_code == 303
+    for _ in range(5):
+        assert (await other.log_in("ann@example.com", "wrong password")).status_code == 401
+    assert (await other.log_in("ann@example.com")).status_code == 429
+    # emails may be sent off the request: wait (bounded) for the last one to be counted
+    s = await scrape_until(h, lambda s: value(s, "tally_mails_total", result="failed") >= 5)
+    for result, n in (("ok", 1), ("wrong", 5), ("throttled", 1)):
+        moved = value(s, "tally_signins_total", result=result) - value(
+            before, "tally_signins_total", result=result
+        )
+        assert moved == n, result
+    assert value(s, "tally_mails_total", result="sent") == 0
+    assert value(s, "tally_mails_total", result="failed") == 5
+    assert value(s, "tally_mails_total", result="throttled") == 1
+
+
+async def test_emails_sent_are_counted(
+    make_harness: HarnessFactory, make_browser: BrowserFactory
+) -> None:
+    """Without SMTP an email goes to the log, and counts as sent."""
+    h = await make_harness(metrics_token=METRICS_TOKEN)
+    assert (await (await make_browser(h)).sign_up("ann@example.com")).status_code in (200, 303)
+    s = await scrape_until(h, lambda s: value(s, "tally_mails_total", result="sent") >= 1)
+    assert value(s, "tally_mails_total", result="sent") == 1
+
+
+async def test_disk_space_of_the_sqlite_database(make_harness: HarnessFactory) -> None:
+    """On SQLite, the free and total bytes of the database's filesystem (what statvfs
+    says now, within what the test itself may change); a database server has its own."""
+    h = await make_harness(metrics_token=METRICS_TOKEN)
+    s = await scrape(h)
+    free = value(s, "tally_database_disk_free_bytes")
+    size = value(s, "tally_database_disk_size_bytes")
+    if h.store.dialect != "sqlite":
+        assert ("tally_database_disk_free_bytes", ()) not in s
+        assert ("tally_database_disk_size_bytes", ()) not in s
+        return
+    path = h.app.settings.database_url.removeprefix("sqlite:///")
+    st = os.statvfs(os.path.dirname(path))
+    assert size == st.f_blocks * st.f_frsize
+    assert 0 < free <= size
+    assert abs(free - st.f_bavail * st.f_frsize) < 256 * 2**20  # other agents write too
+
+
+async def test_every_metric_is_documented(
+    make_harness: HarnessFactory, make_browser: BrowserFactory
+) -> None:
+    """Every series a node exports, on each backend (the website's included), is a metric
+    of the table in docs/deploying.md, which the alert rules and the dashboard are
+    checked against (tests/test_monitoring.py)."""
+    h = await make_harness(metrics_token=METRICS_TOKEN)
+    assert (await (await make_browser(h)).sign_up("ann@example.com")).status_code == 303
+    names = {name for name, _ in await scrape(h)}
+    assert "tally_signins_total" in names
+    assert unknown_metrics(" ".join(sorted(names)), documented_metrics()) == set()

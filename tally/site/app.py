@@ -18,7 +18,7 @@ from tally.accounts import Accounts
 from tally.config import Settings
 from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
-from tally.mail import Mailer, Outbox
+from tally.mail import Outbox
 from tally.nodes import LiveNodes
 from tally.site import accounts, counters, tokens, workspaces
 from tally.site.live import CounterStream
@@ -115,25 +115,30 @@ def site_windows(
     )
 
 
+def site_accounts(
+    settings: Settings, store: Store, outbox: Outbox, windows: SharedWindows | None = None
+) -> Accounts:
+    """The website's accounts, their email through `outbox` (the app stops it at
+    shutdown) and `windows` (the cluster's sign-in throttle and mail limits in Redis);
+    the metrics read what their sign-ins and emails came to."""
+    return Accounts(
+        store,
+        outbox.mailer,
+        settings.signup,
+        LocalWindows() if windows is None else windows.windows,
+        outbox=outbox,
+    )
+
+
 def create_site(
     settings: Settings,
     store: Store,
     counters_: Counters,
     token_key: bytes,
     streams: Streams,
-    windows: SharedWindows | None = None,
-    outbox: Outbox | None = None,
+    people: Accounts,
 ) -> SecurityHeaders:
-    """The website; its email goes through `outbox` (the app stops it at shutdown)."""
-    outbox = outbox or Outbox(Mailer(settings))
-    mailer = outbox.mailer
-    people = Accounts(
-        store,
-        mailer,
-        settings.signup,
-        LocalWindows() if windows is None else windows.windows,
-        outbox=outbox,
-    )
+    mailer = people.mailer
     app = Starlette(
         routes=ROUTES,
         exception_handlers={

@@ -57,6 +57,7 @@ from tally.web.v1 import V1_OTHER, V1Api
 from tally.writes import GroupCommit
 
 if TYPE_CHECKING:
+    from tally.accounts import Accounts  # the website's, imported with it (lazily)
     from tally.storage.redis_windows import SharedWindows
 
 log = logging.getLogger("tally.web")
@@ -187,6 +188,7 @@ class Services:
     windows: SharedWindows | None = None  # the site's sign-in throttle in Redis
     nodes: LiveNodes | None = None  # with Redis: the live nodes, for the limit's share
     outbox: Outbox | None = None  # the site's email, sent off the request
+    accounts: Accounts | None = None  # the website's: its sign-ins and emails, for metrics
 
 
 class App:
@@ -200,10 +202,11 @@ class App:
         # metrics: counted only where someone may read them (see tally.web.metrics)
         self.requests: metrics.RequestMetrics | None = None
         self.listener: metrics.MetricsListener | None = None
+        self.collector: metrics.TallyCollector | None = None
         if settings.metrics_token or settings.metrics_address:
             self.requests = metrics.RequestMetrics()
-            collector = metrics.TallyCollector(self.requests, lambda: self.services)
-            self.registry = metrics.registry_for(collector)
+            self.collector = metrics.TallyCollector(self.requests, lambda: self.services)
+            self.registry = metrics.registry_for(self.collector)
         self._metrics_auth = (
             b"Bearer " + settings.metrics_token.encode() if settings.metrics_token else None
         )
@@ -262,11 +265,12 @@ class App:
             s.ipv6_prefix,
         )
         managed = manage.ManageApi(store, namespaces, verifier, api)
-        from tally.site.app import create_site, site_windows  # not on the API's path
+        from tally.site.app import create_site, site_accounts, site_windows  # not /v2's path
 
         windows = site_windows(s, verifier.key, nodes)
         outbox = Outbox(Mailer(s))
-        site = create_site(s, store, counters, verifier.key, streams, windows, outbox)
+        people = site_accounts(s, store, outbox, windows)
+        site = create_site(s, store, counters, verifier.key, streams, people)
         self.services = Services(
             store,
             writes,
@@ -282,11 +286,15 @@ class App:
             windows,
             nodes,
             outbox,
+            people,
         )
+        if self.collector is not None:
+            self.collector.disk = metrics.database_disk(store)
         if self.handle_signals:
             end_streams_on((signal.SIGTERM, signal.SIGINT), streams)
         if s.metrics_address is not None:
-            self.listener = metrics.MetricsListener(self.registry)
+            assert self.collector is not None
+            self.listener = metrics.MetricsListener(self.collector, self.registry)
             await self.listener.start(*s.metrics_address)
 
     async def shutdown(self) -> None:
@@ -438,7 +446,9 @@ class App:
         given = header(scope, b"authorization") or b""
         if not hmac.compare_digest(given, expected):
             raise Unauthorized("/metrics needs the bearer token of TALLY_METRICS_TOKEN")
-        await send_text(send, metrics.render(self.registry), metrics.CONTENT_TYPE)
+        assert self.collector is not None
+        body = await metrics.scrape(self.collector, self.registry)
+        await send_text(send, body, metrics.CONTENT_TYPE)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -2,9 +2,10 @@
 
 `RequestMetrics` counts requests by route template and status, and their latency, in
 plain ints and `Histogram`s (a prometheus-client Counter or Histogram takes a lock per
-observation). `TallyCollector` turns those, the group commit's and the limiters'
-counters into metric families when Prometheus scrapes, and `render` writes them in the
-text format.
+observation). `TallyCollector` turns those, the group commit's, the limiters' and the
+website's (sign-ins, emails) counters into metric families when Prometheus scrapes, and
+`scrape` writes them in the text format (after reading the SQLite disk's free space in a
+thread: `DiskSpace`).
 
 Where it is served (never to everyone by default; docs/deploying.md shows the scrape):
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,7 @@ from tally import passwords
 from tally.histogram import LATENCY_BOUNDS, Histogram
 
 if TYPE_CHECKING:
+    from tally.storage import Store
     from tally.web.app import Services
 
 log = logging.getLogger("tally.metrics")
@@ -93,12 +96,41 @@ def histogram_family(name: str, help_text: str, histograms: dict[str, Histogram]
     return family
 
 
+class DiskSpace:
+    """Free and total bytes of the filesystem that holds the SQLite database, read in a
+    thread before each scrape (statvfs may wait on a slow or network disk), so that an
+    alert can page before the disk is full and every commit fails."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.free: int | None = None  # None until read: the metrics are left out
+        self.size: int | None = None
+
+    async def refresh(self) -> None:
+        try:
+            st = await asyncio.to_thread(os.statvfs, self.path)
+        except OSError as exc:  # keep the last reading: a scrape never fails for it
+            log.warning("metrics: could not read the free space of %s: %s", self.path, exc)
+            return
+        self.free = st.f_bavail * st.f_frsize  # what the server's (unprivileged) user gets
+        self.size = st.f_blocks * st.f_frsize
+
+
+def database_disk(store: Store) -> DiskSpace | None:
+    """The disk of an SQLite store's file; None for a database server (it has its own)."""
+    path = getattr(store, "path", None)
+    if store.dialect != "sqlite" or path is None:
+        return None
+    return DiskSpace(os.path.dirname(os.path.abspath(path)))
+
+
 class TallyCollector(Collector):
     """Reads the node's counters when scraped; `services` gives the running ones."""
 
     def __init__(self, requests: RequestMetrics, services: Callable[[], Services | None]):
         self.requests = requests
         self.services = services
+        self.disk: DiskSpace | None = None  # set at startup on SQLite
 
     def collect(self) -> Iterable[Metric]:
         yield from self._requests()
@@ -108,6 +140,47 @@ class TallyCollector(Collector):
             yield from self._limiter(services)
             yield from self._streams(services)
             yield from self._passwords(services)
+            yield from self._site(services)
+        yield from self._disk()
+
+    def _site(self, services: Services) -> Iterator[Metric]:
+        accounts = services.accounts
+        if accounts is None:
+            return
+        signins = CounterMetricFamily(
+            "tally_signins",
+            "Sign-ins to the website: ok, wrong (email or password), throttled (refused).",
+            labels=["result"],
+        )
+        for result, n in accounts.signins.items():
+            signins.add_metric([result], n)
+        yield signins
+        mails = CounterMetricFamily(
+            "tally_mails",
+            "Emails: sent, failed (the SMTP server refused or was unreachable), throttled "
+            "(the account had its emails for the hour: not sent).",
+            labels=["result"],
+        )
+        mailer = accounts.mailer
+        mails.add_metric(["sent"], mailer.sent)
+        mails.add_metric(["failed"], mailer.failed)
+        mails.add_metric(["throttled"], accounts.mails_throttled)
+        yield mails
+
+    def _disk(self) -> Iterator[Metric]:
+        disk = self.disk
+        if disk is None or disk.free is None or disk.size is None:
+            return
+        yield GaugeMetricFamily(
+            "tally_database_disk_free_bytes",
+            "Bytes free for the server on the filesystem of the SQLite database.",
+            disk.free,
+        )
+        yield GaugeMetricFamily(
+            "tally_database_disk_size_bytes",
+            "Size in bytes of the filesystem of the SQLite database.",
+            disk.size,
+        )
 
     def _requests(self) -> Iterator[Metric]:
         r = self.requests
@@ -239,6 +312,14 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
+async def scrape(collector: TallyCollector, registry: CollectorRegistry) -> bytes:
+    """The text of a scrape: the disk read first (in a thread), then every counter at once
+    on the event loop (between requests, never during one)."""
+    if collector.disk is not None:
+        await collector.disk.refresh()
+    return render(registry)
+
+
 class MetricsListener:
     """TALLY_METRICS_ADDRESS: GET /metrics on a port of its own, on the worker's event
     loop (so a scrape reads the counters between requests, never during one). It speaks
@@ -247,7 +328,8 @@ class MetricsListener:
     _MAX_HEAD = 8192
     _TIMEOUT = 10.0
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, collector: TallyCollector, registry: CollectorRegistry) -> None:
+        self.collector = collector
         self.registry = registry
         self.server: asyncio.Server | None = None
 
@@ -280,7 +362,8 @@ class MetricsListener:
                 method, _, rest = head.partition(b" ")
                 target = rest.split(b" ", 1)[0].split(b"?", 1)[0]
                 if method == b"GET" and target == b"/metrics":
-                    status, ctype, body = b"200 OK", CONTENT_TYPE, render(self.registry)
+                    body = await scrape(self.collector, self.registry)
+                    status, ctype = b"200 OK", CONTENT_TYPE
                 else:
                     status, ctype, body = b"404 Not Found", b"text/plain", b"not found\n"
                 writer.write(
