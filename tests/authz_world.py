@@ -105,9 +105,8 @@ class World:
             "{namespace}": "ws",
             "{name}": NAMES[kind],
             "{token_id}": str(self.victim_token),
-            "{token_id:int}": str(self.victim_token),
-            "{account_id:int}": str(self.account_ids["viewer"]),
-            "{invite_id:int}": str(MISSING_ID),
+            "{account_id}": str(self.account_ids["viewer"]),
+            "{invite_id}": str(MISSING_ID),
             "{secret}": secrets.token_urlsafe(32),
             "{path}": "site.css",
         }
