@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import shlex
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,7 +88,9 @@ templates = Jinja2Templates(
         undefined=jinja2.StrictUndefined,
     )
 )
-templates.env.filters.update(when=_when, ago=_ago, iso=_iso)
+# `shell` quotes a word for a POSIX shell (the curl snippets); JavaScript strings take
+# Jinja's own `tojson` (JSON is a JavaScript literal; it escapes < > & ' for HTML too)
+templates.env.filters.update(when=_when, ago=_ago, iso=_iso, shell=shlex.quote)
 
 
 def site(request: Request) -> Site:

@@ -65,7 +65,7 @@ def test_csv_export(tmp_path: Path) -> None:
     cli.counter("demo/hits")
     lines = cli.run("export", "--format", "csv").stdout.splitlines()
     assert lines[:2] == [
-        "tally-export-csv,2",
+        "tally-export-csv,3",
         "workspace,name,description,private,up_count,down_count,created_at,updated_at,"
         "floor,ceiling,allowed_origins,unique",
     ]
