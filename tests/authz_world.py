@@ -84,7 +84,7 @@ class World:
     not_signed_in: list[str] = field(default_factory=list)
     out_session: str = ""
     csrf_cookie: str = ""
-    csrf: str = ""
+    csrf_key: bytes = b""  # a caller's form token: csrf_token(csrf_key, cookie, its session)
 
     @property
     def store(self) -> Store:
@@ -144,7 +144,9 @@ class World:
         if template.startswith("/v2/") and method in ("POST", "PATCH"):
             r = await client.request(method, path, headers=headers, content=b"{}")
         elif method == "POST":
-            r = await client.post(path, headers=headers, data={"csrf_token": self.csrf})
+            session = self.sessions.get(caller, self.out_session if caller == "out" else "")
+            token = csrf_token(self.csrf_key, self.csrf_cookie, session)
+            r = await client.post(path, headers=headers, data={"csrf_token": token})
         else:
             r = await client.request(method, path, headers=headers)
         if caller in SESSION_CALLERS and r.headers.get("location", "").startswith("/login?"):
@@ -238,5 +240,5 @@ async def make_world(h: Harness) -> World:
     for kind in ("public", "private"):
         await h.counter(ws, NAMES[kind], private=kind == "private")
     world.csrf_cookie = secrets.token_urlsafe(32)
-    world.csrf = csrf_token(derive_key(key, b"csrf"), world.csrf_cookie)
+    world.csrf_key = derive_key(key, b"csrf")
     return world

@@ -9,11 +9,12 @@ from urllib.parse import unquote
 import pytest
 from argon2.profiles import RFC_9106_LOW_MEMORY
 from conftest import BrowserFactory, Harness, HarnessFactory
-from site_client import STRONG, capture_mail, mailed_links, path_of, text
+from site_client import STRONG, SiteClient, capture_mail, mailed_links, path_of, text
 
 from tally import passwords
 from tally.config import parse_networks
 from tally.links import secret_hash
+from tally.site.security import CSRF_COOKIE
 
 
 async def test_passwords_use_argon2id_at_the_recommended_cost(
@@ -121,6 +122,57 @@ async def test_a_csrf_token_of_another_browser_is_refused(
         "/signup", {"email": "ann@example.com", "password": STRONG}, csrf=attacker.csrf
     )
     assert r.status_code == 403
+
+
+def planted(b: SiteClient, value: str) -> None:
+    """A tally_csrf cookie set in `b` from outside (a sibling domain can set one)."""
+    b.client.cookies.set(CSRF_COOKIE, value, domain="tally.test")
+
+
+async def test_a_csrf_token_minted_before_sign_in_fails_after(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """An attacker who planted his own tally_csrf cookie in the victim's browser, and
+    holds the token the site gave him for it while signed out, cannot forge a form of
+    the signed-in victim: once signed in, the token is bound to the session."""
+    attacker, victim = await make_browser(harness), await make_browser(harness)
+    await attacker.get("/login")
+    cookie = attacker.client.cookies[CSRF_COOKIE]
+    minted = attacker.csrf  # signed out, for that cookie
+    planted(victim, cookie)
+    await victim.sign_up("ann@example.com")
+    assert victim.client.cookies[CSRF_COOKIE] == cookie
+    forged = {"name": "forged", "visibility": "public"}
+    r = await victim.post("/w/ann/counters/new", forged, csrf=minted)
+    assert r.status_code == 403
+    ws = await harness.store.get_workspace("ann")
+    assert ws is not None
+    assert await harness.store.list_counters(ws.id) == []
+    # the same browser's pages, signed in, carry the session's token, which works
+    r = await victim.submit("/w/ann/counters/new", forged)
+    assert r.status_code == 303
+    assert victim.csrf != minted
+
+
+async def test_a_csrf_token_of_a_session_dies_with_it(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """Signing out invalidates the tokens of the session; one of another session (the
+    same browser, signed in again, or as someone else) does not pass either."""
+    b = await make_browser(harness)
+    await b.sign_up("ann@example.com")
+    await b.get("/account")
+    first = b.csrf
+    assert (await b.post("/logout", {})).status_code == 303
+    r = await b.post("/login", {"email": "ann@example.com", "password": STRONG}, csrf=first)
+    assert r.status_code == 403
+    await b.log_in("ann@example.com")
+    await b.get("/account")
+    assert b.csrf != first
+    r = await b.post("/w/ann/counters/new", {"name": "x", "visibility": "public"}, csrf=first)
+    assert r.status_code == 403
+    r = await b.post("/w/ann/counters/new", {"name": "x", "visibility": "public"})
+    assert r.status_code == 303
 
 
 async def test_log_in_out_and_wrong_password(

@@ -178,7 +178,9 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     context.setdefault("role", None)
     context.setdefault("section", "")
     context.update(
-        csrf_token=security.csrf_token(site(request).csrf_key, cookie),
+        csrf_token=security.csrf_token(
+            site(request).csrf_key, cookie, security.session_cookie(request)
+        ),
         session=getattr(request.state, "session", None),
         notice=notice,
         signup_mode=site(request).settings.signup,
