@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import pytest
 from conftest import BrowserFactory, Harness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,8 @@ from starlette.routing import Route
 from tally.models import Permission, Role
 from tally.numbers import INT64_MAX, row_id
 from tally.site.app import ROUTES
+from tally.site.security import BodyLimit
+from tally.web.http import Message, Receive, Scope, Send
 
 T = TypeVar("T")
 
@@ -203,3 +206,26 @@ async def test_api_numbers_out_of_range(harness: Harness) -> None:
                 f"/v2/ws/-/tokens/{q}", headers={"Authorization": f"Bearer {admin}"}
             )
             assert r.status_code == 404, value
+
+
+@pytest.mark.parametrize("length", ["9" * 5000, "9" * 25, "\u0663", "-1", "1e3"])
+async def test_a_form_body_length_out_of_range_is_413(length: str) -> None:
+    """A Content-Length of 5,000 digits (int() refuses past 4,300), or one that is no
+    number, is the body limit's 413 before anything reads the body."""
+    reached: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(True)
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-length", length.encode())]}
+    await BodyLimit(app)(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert reached == []

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tally.config import Network
+from tally.numbers import whole_number
 from tally.web.http import ASGIApp, Message, Receive, Scope, Send, header, response_start
 
 CSRF_COOKIE = "tally_csrf"
@@ -84,7 +85,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and whole_number(declared, 0, self.limit) is None:
             await self._too_large(send)
             return
         chunks: list[bytes] = []
