@@ -7,7 +7,6 @@ walked from the site's own route table, so a new route is fuzzed as soon as it e
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -18,70 +17,14 @@ from conftest import BrowserFactory, Harness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from site_client import SiteClient
-from starlette.routing import Route
+from site_routes import BAD_NUMBERS, FORM, QUERY_NAMES, SIGN_OUT, fill, routes
 
 from tally.models import Permission, Role
-from tally.numbers import INT64_MAX, row_id
-from tally.site.app import ROUTES
+from tally.numbers import row_id
 from tally.site.security import BodyLimit
 from tally.web.http import Message, Receive, Scope, Send
 
 T = TypeVar("T")
-
-# out of range, negative, zero, and not a number (as int() would have taken some of them)
-BAD_NUMBERS = [
-    "0",
-    "-1",
-    "-9223372036854775808",
-    str(INT64_MAX + 1),
-    str(2**64),
-    "9" * 25,
-    "9" * 5000,
-    "abc",
-    "1.5",
-    "1e3",
-    "0x10",
-    "\u0663",  # ARABIC-INDIC DIGIT THREE: int() reads it as 3
-    "1_0",
-    " 1",
-    "+1",
-    "",
-]
-QUERY_NAMES = ["page", "q", "sort", "dir", "next", "invite"]
-FORM = {
-    "confirm": "x",
-    "action": "remove",
-    "role": "owner",
-    "floor": "9" * 30,
-    "ceiling": "-" + "9" * 30,
-    "unique": "9" * 30 + "d",
-    "expires": "9" * 30,
-    "permission": "read",
-    "name": "n",
-    "email": "e@example.com",
-}
-PARAM = re.compile(r"\{([a-z_]+)(?::[a-z]+)?\}")
-SIGN_OUT = {"/logout", "/logout-everywhere"}  # walked last: they end the session
-
-
-def routes() -> list[tuple[str, str, list[str]]]:
-    """(method, path template, its parameters but the workspace's slug) of every route."""
-    out = []
-    for route in ROUTES:
-        if not isinstance(route, Route):
-            continue  # the static files' mount
-        if route.path in SIGN_OUT:
-            continue
-        params = [p for p in PARAM.findall(route.path) if p != "slug"]
-        for method in sorted((route.methods or set()) - {"HEAD"}):
-            out.append((method, route.path, params))
-    return out
-
-
-def fill(template: str, value: str) -> str:
-    """The path of `template` in workspace "ann", every other parameter `value`."""
-    path = template.replace("{slug}", "ann")
-    return PARAM.sub(lambda m: quote(value, safe=""), path)
 
 
 async def owner(harness: Harness, make_browser: BrowserFactory) -> SiteClient:
