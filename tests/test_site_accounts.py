@@ -98,7 +98,7 @@ async def test_an_email_signs_up_once_in_any_case(
     assert await harness.store.count_accounts() == 1
 
 
-@pytest.mark.parametrize("csrf", ["", "0" * 64, "wrong"])
+@pytest.mark.parametrize("csrf", ["", "0" * 64, "wrong", "é" * 64])
 async def test_forms_without_the_right_csrf_token_are_refused(
     harness: Harness, make_browser: BrowserFactory, csrf: str
 ) -> None:
@@ -108,6 +108,21 @@ async def test_forms_without_the_right_csrf_token_are_refused(
     r = await b.post("/signup", {"email": "ann@example.com", "password": STRONG}, csrf=csrf)
     assert r.status_code == 403
     assert "form expired or came from another site" in text(r)
+    assert await harness.store.count_accounts() == 0
+
+
+@pytest.mark.parametrize("raw", [b"%ED%B3%BF", b"%FF%FE", b"%C3%A9" * 64])
+async def test_a_csrf_token_that_is_no_text_is_refused(
+    harness: Harness, make_browser: BrowserFactory, raw: bytes
+) -> None:
+    """A token of bytes that are no UTF-8, or of non-ASCII text, is the 403 of a wrong
+    one (hmac.compare_digest raises on a non-ASCII str: that was a 500)."""
+    b = await make_browser(harness)
+    await b.get("/signup")
+    body = b"email=ann%40example.com&password=x&csrf_token=" + raw
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    r = await b.client.post("/signup", content=body, headers=headers)
+    assert r.status_code == 403
     assert await harness.store.count_accounts() == 0
 
 

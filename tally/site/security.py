@@ -138,7 +138,8 @@ def is_https(request: Request, trusted: tuple[Network, ...]) -> bool:
 
 def csrf_token(key: bytes, cookie: str, session: str = "") -> str:
     """The form token of a browser's CSRF cookie and session cookie ("" signed out)."""
-    message = b"csrf:%d:%b:%b" % (len(cookie), cookie.encode(), session.encode())
+    raw = cookie.encode()
+    message = b"csrf:%d:%b:%b" % (len(raw), raw, session.encode())
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
@@ -160,7 +161,9 @@ def csrf_valid(key: bytes, request: Request, submitted: str) -> bool:
     cookie = request.cookies.get(CSRF_COOKIE, "")
     if len(cookie) < 32 or not submitted:
         return False
-    return hmac.compare_digest(csrf_token(key, cookie, session_cookie(request)), submitted)
+    # bytes: compare_digest raises on a str with non-ASCII characters (a 500, not a 403)
+    expected = csrf_token(key, cookie, session_cookie(request)).encode()
+    return hmac.compare_digest(expected, submitted.encode(errors="replace"))
 
 
 def set_cookie(response: Response, name: str, value: str, *, secure: bool, max_age: int) -> None:
