@@ -260,10 +260,11 @@ class Counters:
     @staticmethod
     def _require(counter: Counter, token: Token | None, need: Permission) -> None:
         """Check an action that a public counter does not allow to everyone."""
+        needs = f"this action needs {'an' if need.label[0] in 'aeiou' else 'a'} {need.label} token"
         if token is None:
-            raise Unauthorized(f"this action needs a {need.label} token of the workspace")
+            raise Unauthorized(f"{needs} of the workspace")
         if token.workspace_id != counter.workspace_id or token.permission < need:
-            raise Forbidden(f"this action needs a {need.label} token of the workspace")
+            raise Forbidden(f"{needs} of the workspace")
 
     async def readable(self, workspace: str, name: str, token: Token | None) -> Counter:
         """The counter if `token` may read it (its settings as cached), else the error."""

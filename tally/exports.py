@@ -26,11 +26,16 @@ seconds // 3600). A workspace's line comes before its counters. The `end` line t
 complete file from a cut one. Tokens are never exported (their keyed hashes are useless
 without the server's key, and a token should not travel in a file).
 
-CSV version 2 carries the counters' totals and settings only (no history, no workspace
-settings): a first row `tally-export-csv,2`, then the header row `CSV_HEADER`, then one
+CSV version 3 carries the counters' totals and settings only (no history, no workspace
+settings): a first row `tally-export-csv,3`, then the header row `CSV_HEADER`, then one
 row per counter; an empty floor or ceiling is none, `allowed_origins` is separated by
-spaces, an empty `unique` is off. Version 1 (still read) had no floor, ceiling or
-allowed_origins columns; a version 2 file without the `unique` column, or without the
+spaces, an empty `unique` is off. A text cell (workspace, name, description, origins)
+that a spreadsheet would take for a formula, one starting with = + - @ a tab or a
+carriage return, gets a leading `'` (OWASP's CSV injection advice), and so does one
+that starts with `'` itself, so an import takes exactly one `'` off and every name
+round-trips (`csv_text`, `csv_untext`). Version 2 (still read) wrote cells as they
+were; version 1 (still read) had no floor, ceiling or allowed_origins columns; a
+version 2 file without the `unique` column, or without the
 `unique_by` column, is read too.
 
 Export reads a page of counters (and their buckets) at a time: memory stays bounded
@@ -54,7 +59,9 @@ from tally.storage import Store
 
 VERSION = 2
 READS = (1, 2)  # the versions an import reads
-CSV_MAGIC = ("tally-export-csv", str(VERSION))
+CSV_VERSION = 3  # 3: text cells neutralised against formulas (csv_text)
+CSV_READS = (1, 2, 3)
+CSV_MAGIC = ("tally-export-csv", str(CSV_VERSION))
 CSV_HEADER_V1 = (
     "workspace",
     "name",
@@ -68,7 +75,22 @@ CSV_HEADER_V1 = (
 CSV_HEADER_V2 = (*CSV_HEADER_V1, "floor", "ceiling", "allowed_origins")  # before `unique`
 CSV_HEADER_UNIQUE = (*CSV_HEADER_V2, "unique")  # before `unique_by`
 CSV_HEADER = (*CSV_HEADER_UNIQUE, "unique_by")
+CSV_TEXT = ("workspace", "name", "description", "allowed_origins")  # cells csv_text guards
+# what makes a spreadsheet read a cell as a formula (OWASP, CSV injection), and the
+# quote that marks a guarded cell
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 PAGE = 1000  # counters read (and held) at a time
+
+
+def csv_text(value: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading `'` before one that starts like
+    a formula (or with `'`)."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def csv_untext(value: str) -> str:
+    """The text `csv_text` guarded."""
+    return value[1:] if value.startswith("'") else value
 
 
 def rfc3339(ts: float) -> str:
@@ -146,9 +168,9 @@ async def export_jsonl(
 async def export_csv(
     store: Store, workspaces: list[Workspace], progress: Progress | None = None
 ) -> AsyncIterator[bytes]:
-    """The counters' totals and settings of `workspaces` as CSV version 2."""
+    """The counters' totals and settings of `workspaces` as CSV version 3."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180; a CR in a cell is quoted
     writer.writerow(CSV_MAGIC)
     writer.writerow(CSV_HEADER)
     for ws in workspaces:
@@ -161,6 +183,8 @@ async def export_csv(
                 row["ceiling"] = "" if c.ceiling is None else str(c.ceiling)
                 row["allowed_origins"] = " ".join(c.origins)
                 row["unique"] = str(c.unique_window) if c.unique_window else ""
+                for key in CSV_TEXT:
+                    row[key] = csv_text(row[key])
                 writer.writerow([row[k] for k in CSV_HEADER])
             yield out.getvalue().encode()
             out.seek(0)

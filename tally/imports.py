@@ -41,8 +41,11 @@ from tally.exports import (
     CSV_HEADER_UNIQUE,
     CSV_HEADER_V1,
     CSV_HEADER_V2,
+    CSV_READS,
+    CSV_TEXT,
     PAGE,
     READS,
+    csv_untext,
 )
 from tally.models import CounterRecord, CounterRules
 from tally.storage import Store
@@ -280,10 +283,13 @@ def _jsonl(lines: Iterator[bytes], version: int) -> Read:
         yield number, item
 
 
-def _csv_row(row: list[str], header: tuple[str, ...]) -> CounterLine:
+def _csv_row(row: list[str], header: tuple[str, ...], guarded: bool) -> CounterLine:
     if len(row) != len(header):
         raise _Bad(f"expected {len(header)} fields, found {len(row)}")
     obj: dict[str, Any] = dict(zip(header, row, strict=True))
+    if guarded:  # version 3: text cells as csv_text wrote them
+        for key in CSV_TEXT:
+            obj[key] = csv_untext(obj[key])
     if obj["private"] not in ("true", "false"):
         raise _Bad("private must be true or false")
     obj["private"] = obj["private"] == "true"
@@ -326,7 +332,7 @@ def _csv(lines: Iterator[str], version: int) -> Read:
     for row in reader:
         number = reader.line_num
         try:
-            line = _csv_row(row, expected)
+            line = _csv_row(row, expected, guarded=version >= 3)
         except _Bad as exc:
             yield number, Invalid(str(exc))
             continue
@@ -361,9 +367,11 @@ def read_items(path: Path) -> Read:
         return
     with path.open(encoding="utf-8", newline="") as text:
         magic = next(csv.reader([text.readline()]), [])
-        csv_versions: dict[tuple[str, ...], int] = {("tally-export-csv", str(v)): v for v in READS}
+        csv_versions: dict[tuple[str, ...], int] = {
+            ("tally-export-csv", str(v)): v for v in CSV_READS
+        }
         if tuple(magic) not in csv_versions:
-            yield 1, Invalid("not a Tally export (JSON lines, or CSV version 1 or 2)", fatal=True)
+            yield 1, Invalid("not a Tally export (JSON lines, or CSV version 1 to 3)", fatal=True)
             return
         yield from _csv(text, csv_versions[tuple(magic)])
 

@@ -85,7 +85,7 @@ class World:
     not_signed_in: list[str] = field(default_factory=list)
     out_session: str = ""
     csrf_cookie: str = ""
-    csrf: str = ""
+    csrf_key: bytes = b""  # a caller's form token: csrf_token(csrf_key, cookie, its session)
 
     @property
     def store(self) -> Store:
@@ -106,9 +106,8 @@ class World:
             "{namespace}": "ws",
             "{name}": NAMES[kind],
             "{token_id}": str(self.victim_token),
-            "{token_id:int}": str(self.victim_token),
-            "{account_id:int}": str(self.account_ids["viewer"]),
-            "{invite_id:int}": str(MISSING_ID),
+            "{account_id}": str(self.account_ids["viewer"]),
+            "{invite_id}": str(MISSING_ID),
             "{secret}": secrets.token_urlsafe(32),
             "{path}": "site.css",
         }
@@ -146,7 +145,9 @@ class World:
         if template.startswith("/v2/") and method in ("POST", "PATCH"):
             r = await client.request(method, path, headers=headers, content=b"{}")
         elif method == "POST":
-            r = await client.post(path, headers=headers, data={"csrf_token": self.csrf})
+            session = self.sessions.get(caller, self.out_session if caller == "out" else "")
+            token = csrf_token(self.csrf_key, self.csrf_cookie, session)
+            r = await client.post(path, headers=headers, data={"csrf_token": token})
         else:
             r = await client.request(method, path, headers=headers)
         if caller in SESSION_CALLERS and r.headers.get("location", "").startswith("/login?"):
@@ -243,5 +244,5 @@ async def make_world(h: Harness) -> World:
     for kind in ("public", "private"):
         await h.counter(ws, NAMES[kind], private=kind == "private")
     world.csrf_cookie = secrets.token_urlsafe(32)
-    world.csrf = csrf_token(derive_key(key, b"csrf"), world.csrf_cookie)
+    world.csrf_key = derive_key(key, b"csrf")
     return world

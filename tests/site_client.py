@@ -43,7 +43,12 @@ class SiteClient:
         token = self.csrf if csrf is None else csrf
         if token:
             form["csrf_token"] = token
-        return await self.client.post(path, data=form)
+        r = await self.client.post(path, data=form)
+        if any(c.startswith("tally_session=") for c in r.headers.get_list("set-cookie")):
+            # signed in or out: the forms' tokens are the session's (tally.site.security),
+            # so the next form is the next page's, as a browser loads it
+            self.csrf = ""
+        return r
 
     async def submit(
         self, page: str, data: dict[str, str], action: str | None = None

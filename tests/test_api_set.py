@@ -46,6 +46,22 @@ async def test_bad_set_is_400_and_changes_nothing(harness: Harness, query: str) 
     assert await harness.store.read_counter("ws", "new") is None
 
 
+async def test_set_without_an_admin_token_says_which_it_needs(harness: Harness) -> None:
+    """401 without a token, 403 with a Write one, each naming "an admin token"."""
+    ws = await harness.workspace()
+    write = await harness.token(ws, Permission.WRITE)
+    await harness.counter(ws, "c")
+    message = "this action needs an admin token of the workspace"
+    for r, status in (
+        (await harness.get("/v2/ws/c/set?up_count=1"), 401),
+        (await harness.get("/v2/ws/c/set?up_count=1", write), 403),
+    ):
+        assert_error(r, status)
+        assert r.json()["message"] == message
+    r = await harness.get("/v2/ws/c/reset")
+    assert r.json()["message"] == "this action needs a write token of the workspace"
+
+
 async def test_set_answers_the_counter_and_the_history_sums_to_it(harness: Harness) -> None:
     """set answers the counter envelope with the new totals (down_count 0 if not given);
     the stats' every grouping then sums to the totals, today's included."""

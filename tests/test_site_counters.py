@@ -102,8 +102,9 @@ async def test_the_list_searches_sorts_and_pages(
     assert ">Special</a>" in found.text
     top = await b.get("/w/ann?sort=up&dir=desc")
     assert top.text.index(">page-07</a>") < top.text.index(">page-00</a>")
-    odd = await b.get("/w/ann?sort=nonsense&page=x")
+    odd = await b.get("/w/ann?sort=nonsense")
     assert odd.status_code == 200
+    assert (await b.get("/w/ann?page=x")).status_code == 400  # tests/test_site_inputs.py
 
 
 async def test_counter_page_counts_and_chart_data(

@@ -160,6 +160,32 @@ async def test_reset_inside_a_batch_keeps_every_answer_exact(
     await writes.stop()
 
 
+@pytest.mark.parametrize("kind", ["plain", "checked", "set", "two counters"])
+async def test_a_buffered_change_of_a_counter_deleted_before_its_flush_leaves_no_history(
+    store: Store, counter: Counter, kind: str
+) -> None:
+    """An up acknowledged in buffered mode, then its counter deleted, then the flush: the
+    batch writes no hourly bucket for the deleted counter (nothing would ever delete it),
+    whichever way the store applies it; another counter of the batch still counts."""
+    other = await store.create_counter(counter.workspace_id, "other")
+    writes = await started(store, durability="buffered", flush_interval=3600)
+    now = time.time()
+    if kind == "checked":
+        writes.add(counter.id, 1, 0, now, check=1)
+    elif kind == "set":
+        writes.set(counter.id, 5, 0, now)
+    else:
+        writes.add(counter.id, 1, 0, now)
+    if kind == "two counters":
+        writes.add(other.id, 1, 0, now)
+    assert await store.delete_counter(counter.id)
+    await writes.flush()
+    await writes.stop()
+    assert await store.read_buckets([counter.id]) == []
+    if kind == "two counters":
+        assert [b[2] for b in await store.read_buckets([other.id])] == [1]
+
+
 async def test_read_during_commit_window_counts_once(
     store: Store, flaky: FlakyStore, counter: Counter
 ) -> None:

@@ -20,6 +20,8 @@ from tally.site.pages import (
     base_url,
     field,
     form,
+    path_id,
+    query_number,
     redirect,
     render,
     signed_in,
@@ -28,6 +30,7 @@ from tally.site.pages import (
 from tally.storage.dashboard import SORTS
 
 PAGE_SIZE = 50
+MAX_PAGE = 1_000_000  # 50 million counters: far beyond any workspace, well within 64 bits
 
 
 async def _load(request: Request) -> tuple[Account, Workspace, Role]:
@@ -41,10 +44,7 @@ async def _load(request: Request) -> tuple[Account, Workspace, Role]:
 async def load_counter(request: Request, ws: Workspace) -> Counter:
     """The counter named by the path's id, if it belongs to `ws` (else 404: another
     workspace's counter is not revealed)."""
-    try:
-        counter_id = int(request.path_params["counter_id"])
-    except ValueError:
-        raise NotFound("No such counter.") from None
+    counter_id = path_id(request, "counter_id", "counter")
     counter = await site(request).store.get_counter_by_id(counter_id)
     if counter is None or counter.workspace_id != ws.id:
         raise NotFound("No such counter.")
@@ -60,10 +60,7 @@ async def listing(request: Request) -> Response:
     if sort not in SORTS:
         sort = "name"
     descending = q.get("dir", "desc" if sort != "name" else "asc") == "desc"
-    try:
-        page = max(1, int(q.get("page", "1")))
-    except ValueError:
-        page = 1
+    page = query_number(request, "page", 1, 1, MAX_PAGE)
     result = await site(request).store.counter_page(
         ws.id,
         search=search,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import shlex
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,9 +26,10 @@ from starlette.templating import Jinja2Templates
 from tally.accounts import SESSION_TTL, Accounts
 from tally.config import Settings
 from tally.counters import Counters
-from tally.errors import Forbidden, TallyError
+from tally.errors import BadRequest, Forbidden, NotFound, TallyError
 from tally.mail import Mailer
 from tally.models import Session
+from tally.numbers import row_id, whole_number
 from tally.site import security
 from tally.storage.base import Store
 from tally.web import http
@@ -98,7 +100,9 @@ templates = Jinja2Templates(
         undefined=jinja2.StrictUndefined,
     )
 )
-templates.env.filters.update(when=_when, ago=_ago, iso=_iso)
+# `shell` quotes a word for a POSIX shell (the curl snippets); JavaScript strings take
+# Jinja's own `tojson` (JSON is a JavaScript literal; it escapes < > & ' for HTML too)
+templates.env.filters.update(when=_when, ago=_ago, iso=_iso, shell=shlex.quote)
 
 
 def site(request: Request) -> Site:
@@ -155,6 +159,27 @@ async def form(request: Request) -> FormData:
     return data
 
 
+def path_id(request: Request, name: str, what: str) -> int:
+    """The id `name` of the path (tally.numbers: digits, 1 to 2^63 - 1), else NotFound
+    ("No such {what}."): an id no row can have names nothing."""
+    value = row_id(str(request.path_params[name]))
+    if value is None:
+        raise NotFound(f"No such {what}.")
+    return value
+
+
+def query_number(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """The whole number `name` of the query string (tally.numbers), `default` if absent,
+    else BadRequest naming the range."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    value = whole_number(text, low, high)
+    if value is None:
+        raise BadRequest(f"The {name} must be a whole number from {low} to {high}.")
+    return value
+
+
 def field(data: FormData, name: str) -> str:
     value = data.get(name)
     return value if isinstance(value, str) else ""
@@ -170,7 +195,9 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     context.setdefault("role", None)
     context.setdefault("section", "")
     context.update(
-        csrf_token=security.csrf_token(site(request).csrf_key, cookie),
+        csrf_token=security.csrf_token(
+            site(request).csrf_key, cookie, security.session_cookie(request)
+        ),
         session=getattr(request.state, "session", None),
         notice=notice,
         signup_mode=site(request).settings.signup,

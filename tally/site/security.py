@@ -1,10 +1,14 @@
 """The website's HTTP security: response headers, CSRF tokens, cookies, https detection.
 
 CSRF: every visitor gets a random `tally_csrf` cookie (HttpOnly, SameSite=Lax); each
-form carries HMAC-SHA256(secret key, that cookie) in a hidden `csrf_token` field, and a
-POST is refused unless the two match. A forged form on another site can neither read the
-cookie nor compute the HMAC (and a cookie planted by a sibling domain is useless without
-the key).
+form carries HMAC-SHA256(secret key, that cookie and the session cookie) in a hidden
+`csrf_token` field, and a POST is refused unless it is the one of the cookies the POST
+comes with. A forged form on another site can neither read the cookies nor compute the
+HMAC. Once signed in, the token is bound to the session too: a token minted before
+(or in another session) does not pass, so a `tally_csrf` cookie planted by a sibling
+domain, together with a token the attacker got for it while signed out, is useless
+against a signed-in visitor; signing in or out changes the session cookie, and with it
+every token of the page.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tally.config import Network
+from tally.numbers import whole_number
 from tally.web.http import ASGIApp, Message, Receive, Scope, Send, header, response_start
 
 CSRF_COOKIE = "tally_csrf"
@@ -117,7 +122,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and whole_number(declared, 0, self.limit) is None:
             await self._too_large(send)
             return
         chunks: list[bytes] = []
@@ -174,8 +179,17 @@ def is_https(request: Request, trusted: tuple[Network, ...]) -> bool:
     return False
 
 
-def csrf_token(key: bytes, cookie: str) -> str:
-    return hmac.new(key, b"csrf:" + cookie.encode(), hashlib.sha256).hexdigest()
+def csrf_token(key: bytes, cookie: str, session: str = "") -> str:
+    """The form token of a browser's CSRF cookie and session cookie ("" signed out)."""
+    raw = cookie.encode()
+    message = b"csrf:%d:%b:%b" % (len(raw), raw, session.encode())
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def session_cookie(request: Request) -> str:
+    """The session cookie the request comes with ("" if none): the same value the
+    session is looked up by, so a token is bound to the session the request acts as."""
+    return request.cookies.get(SESSION_COOKIE, "")
 
 
 def csrf_cookie(request: Request) -> tuple[str, bool]:
@@ -190,7 +204,9 @@ def csrf_valid(key: bytes, request: Request, submitted: str) -> bool:
     cookie = request.cookies.get(CSRF_COOKIE, "")
     if len(cookie) < 32 or not submitted:
         return False
-    return hmac.compare_digest(csrf_token(key, cookie), submitted)
+    # bytes: compare_digest raises on a str with non-ASCII characters (a 500, not a 403)
+    expected = csrf_token(key, cookie, session_cookie(request)).encode()
+    return hmac.compare_digest(expected, submitted.encode(errors="replace"))
 
 
 def set_cookie(response: Response, name: str, value: str, *, secure: bool, max_age: int) -> None:

@@ -11,7 +11,7 @@ from tally import workspaces
 from tally.auth import issue_token
 from tally.errors import BadRequest, Forbidden, NotFound, TallyError
 from tally.models import Permission
-from tally.site.pages import field, form, redirect, render, signed_in, site
+from tally.site.pages import field, form, path_id, redirect, render, signed_in, site
 
 EXPIRY_DAYS = {"": None, "7": 7, "30": 30, "90": 90, "365": 365}
 
@@ -69,7 +69,7 @@ async def revoke(request: Request) -> Response:
     ws, role = await workspaces.membership(s.store, session.account, request.path_params["slug"])
     workspaces.require_role(role, "tokens")
     await form(request)
-    token_id = int(request.path_params["token_id"])
+    token_id = path_id(request, "token_id", "token in this workspace")
     token = next((t for t in await s.store.list_tokens(ws.id) if t.id == token_id), None)
     if token is None:  # another workspace's token is not ours to name
         raise NotFound("No such token in this workspace.")

@@ -22,6 +22,7 @@ from tally.site.pages import (
     client_key,
     field,
     form,
+    path_id,
     redirect,
     render,
     signed_in,
@@ -187,7 +188,7 @@ async def member_change(request: Request) -> Response:
     session = await signed_in(request)
     store = site(request).store
     ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
-    account_id = int(request.path_params["account_id"])
+    account_id = path_id(request, "account_id", "member")
     data = await form(request)
     leaving = account_id == session.account.id and field(data, "action") == "remove"
     if not leaving:
@@ -223,5 +224,6 @@ async def cancel_invite(request: Request) -> Response:
     ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
     workspaces.require_role(role, "manage_members")
     await form(request)
-    await store.cancel_invite(ws.id, int(request.path_params["invite_id"]), time.time())
+    invite_id = path_id(request, "invite_id", "invitation")
+    await store.cancel_invite(ws.id, invite_id, time.time())
     return redirect(request, f"/w/{ws.slug}/members", "The invitation is cancelled.")

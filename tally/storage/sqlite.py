@@ -88,11 +88,15 @@ FROM (
 ) AS v
 WHERE counters.id = v.id
 """
+# only for counters that still exist: a change acknowledged before its counter was
+# deleted must not leave a bucket that nothing would ever delete (one writer: nothing
+# deletes a counter between this check and the commit)
 _APPLY_HOURS = """
 INSERT INTO counter_hours (counter_id, hour, up, down)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
        json_extract(value, '$[2]'), json_extract(value, '$[3]')
-FROM json_each(?) WHERE true
+FROM json_each(?)
+WHERE EXISTS (SELECT 1 FROM counters c WHERE c.id = json_extract(value, '$[0]'))
 ON CONFLICT (counter_id, hour) DO UPDATE SET up = up + excluded.up, down = down + excluded.down
 """
 _TOTALS = """

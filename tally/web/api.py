@@ -7,7 +7,6 @@ and V1 take too.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +20,7 @@ from tally.config import Network
 from tally.counters import MAX_BY, MAX_SET, Counters, CounterView
 from tally.errors import BadRequest, TallyError
 from tally.models import Counter
+from tally.numbers import whole_number
 from tally.ratelimit import Limiter
 from tally.visitors import Visitor
 from tally.web import gate
@@ -39,7 +39,6 @@ from tally.web.http import (
 )
 
 ACTIONS = frozenset((b"up", b"down", b"reset", b"stats", b"set", b"badge.svg", b"stream"))
-_DIGITS = re.compile(r"[0-9]{1,16}")
 
 
 def rfc3339(ts: float) -> str:
@@ -121,9 +120,12 @@ def parse_route(path: bytes) -> Route:
     return gate.parse_route(path, ACTIONS)
 
 
-def query_number(query: bytes, name: str, maximum: int, default: int | None) -> int:
-    """The whole number `name` of a query string, 0..maximum; `default` if it is absent
-    (None: required). BadRequest if it is empty, not a number, repeated or too big."""
+def query_number(
+    query: bytes, name: str, maximum: int, default: int | None, minimum: int = 0
+) -> int:
+    """The whole number `name` of a query string, minimum..maximum (tally.numbers);
+    `default` if it is absent (None: required). BadRequest if it is empty, not a number,
+    repeated or out of range."""
     try:
         values = parse_qs(query.decode("utf-8"), keep_blank_values=True).get(name)
     except UnicodeDecodeError:
@@ -134,17 +136,15 @@ def query_number(query: bytes, name: str, maximum: int, default: int | None) -> 
         return default
     if len(values) > 1:
         raise BadRequest(f"{name} is given more than once")
-    if not _DIGITS.fullmatch(values[0]) or int(values[0]) > maximum:
-        raise BadRequest(f"{name} must be a whole number from 0 to {maximum}")
-    return int(values[0])
+    value = whole_number(values[0], minimum, maximum)
+    if value is None:
+        raise BadRequest(f"{name} must be a whole number from {minimum} to {maximum}")
+    return value
 
 
 def parse_by(query: bytes) -> int:
     """?by=N of up and down: 1 to MAX_BY, 1 without it."""
-    by = query_number(query, "by", MAX_BY, 1) if query else 1
-    if by < 1:
-        raise BadRequest(f"by must be a whole number from 1 to {MAX_BY}")
-    return by
+    return query_number(query, "by", MAX_BY, 1, minimum=1) if query else 1
 
 
 def origin_source(scope: Scope) -> origins.Source:

@@ -29,7 +29,7 @@ import orjson
 from tally import origins
 from tally.errors import BadRequest, StorageError, TallyError
 from tally.web.api import Route, V2Api, origin_source
-from tally.web.http import Headers, Receive, Scope, Send, header, response_start
+from tally.web.http import Headers, Receive, Scope, Send, none_match, response_start
 
 log = logging.getLogger("tally.web")
 
@@ -306,7 +306,7 @@ class BadgeEndpoint:
         headers = [*SVG_HEADERS, (b"etag", tag), *(limits or ())]
         if status == 503:
             headers.append((b"retry-after", b"1"))
-        if status == 200 and header(scope, b"if-none-match") == tag:
+        if status == 200 and none_match(scope, tag):
             await send(response_start(304, headers))
             await send({"type": "http.response.body", "body": b""})
             return

@@ -4,6 +4,7 @@ the client key that per-client limits count by."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
@@ -97,6 +98,22 @@ def header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+_ENTITY_TAG = re.compile(rb'(?:W/)?("[^"]*")')
+
+
+def none_match(scope: Scope, tag: bytes) -> bool:
+    """The request's If-None-Match names `tag` (a strong `"..."` tag): `*`, or a list
+    holding it, by the weak comparison RFC 9110 13.1.2 prescribes for this header (a
+    `W/` prefix does not matter). Several header lines form one list."""
+    lines = [bytes(v) for k, v in scope["headers"] if k == b"if-none-match"]
+    if not lines:
+        return False
+    value = b",".join(lines)
+    if value.strip() == b"*":
+        return True
+    return any(m.group(1) == tag for m in _ENTITY_TAG.finditer(value))
 
 
 def client_ip(scope: Scope, trusted: tuple[Network, ...]) -> str:

@@ -31,7 +31,6 @@ bound the counter's value already breaks, changes nothing.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +52,7 @@ from tally.errors import (
 )
 from tally.models import Counter, CounterChange, Permission, Token, Workspace
 from tally.namespaces import Namespaces
+from tally.numbers import row_id
 from tally.storage.base import Store
 from tally.web.api import V2Api, query_number, rfc3339
 from tally.web.gate import name_segment
@@ -71,7 +71,6 @@ MAX_LIMIT = 200  # counters per page
 DEFAULT_LIMIT = 50
 MAX_OFFSET = 10**9
 MAX_EXPIRY_DAYS = 3650
-_ID = re.compile(rb"[1-9][0-9]{0,15}")
 
 # (kind, item?) -> route template, the `route` label of the request metrics
 TEMPLATES = {
@@ -318,7 +317,8 @@ class ManageApi:
 
     async def counter(self, token: Token, item: bytes) -> Counter:
         """The workspace's counter of this id (NotFound for any other id)."""
-        counter = await self.store.get_counter_by_id(int(item)) if _ID.fullmatch(item) else None
+        counter_id = row_id(item)
+        counter = None if counter_id is None else await self.store.get_counter_by_id(counter_id)
         if counter is None or counter.workspace_id != token.workspace_id:
             raise NotFound("no such counter in this workspace")
         return counter
@@ -329,9 +329,7 @@ class ManageApi:
         store = self.store
         if item is None and method == "GET":
             search = query_text(query, "q", MAX_NAME)
-            limit = query_number(query, "limit", MAX_LIMIT, DEFAULT_LIMIT)
-            if limit < 1:
-                raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+            limit = query_number(query, "limit", MAX_LIMIT, DEFAULT_LIMIT, minimum=1)
             offset = query_number(query, "offset", MAX_OFFSET, 0)
             page = await store.counter_page(
                 token.workspace_id, search=search, limit=limit, offset=offset
@@ -464,8 +462,8 @@ class ManageApi:
             return 201, "Token created successfully; it is shown only once", data
         # DELETE
         found = None
-        if item is not None and _ID.fullmatch(item):
-            wanted = int(item)
+        wanted = None if item is None else row_id(item)
+        if wanted is not None:
             found = next(
                 (t for t in await store.list_tokens(token.workspace_id) if t.id == wanted), None
             )

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from tally.numbers import INT64_MAX
 from tally.web import badge
 
 JSON = dict[str, Any]
@@ -596,8 +597,11 @@ def id_parameter(name: str) -> JSON:
         "name": name,
         "in": "path",
         "required": True,
-        "description": "The id (a list shows it); another workspace's is a 404.",
-        "schema": {"type": "integer", "minimum": 1},
+        "description": (
+            "The id (a list shows it); another workspace's, or any that is no id "
+            "(0, negative, over 2^63 - 1, not digits), is a 404."
+        ),
+        "schema": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
     }
 
 

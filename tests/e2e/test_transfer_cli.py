@@ -65,9 +65,9 @@ def test_csv_export(tmp_path: Path) -> None:
     cli.counter("demo/hits")
     lines = cli.run("export", "--format", "csv").stdout.splitlines()
     assert lines[:2] == [
-        "tally-export-csv,2",
+        "tally-export-csv,3",
         "workspace,name,description,private,up_count,down_count,created_at,updated_at,"
-        "floor,ceiling,allowed_origins,unique",
+        "floor,ceiling,allowed_origins,unique,unique_by",
     ]
     assert lines[2].startswith("demo,hits,,false,0,0,")
-    assert lines[2].endswith(",,,,")  # no bounds, any origin, unique off
+    assert lines[2].endswith(",,,,address_agent")  # no bounds, any origin, unique off
