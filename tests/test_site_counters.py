@@ -3,6 +3,9 @@ create, edit, reset, delete, the live counts and the chart data."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 from conftest import BrowserFactory, Harness
 from site_client import SiteClient, text
@@ -70,16 +73,25 @@ async def test_the_list_searches_sorts_and_pages(
     first = await b.get("/w/ann")
     assert "61 counters" in text(first)
     assert first.text.count('href="/w/ann/c/') == 50
-    assert "Page 1 of 2" in text(first)
-    second = await b.get("/w/ann?page=2")
+    assert 'rel="prev"' not in first.text
+    after = re.search(r'href="\?([^"]*after=[^"]*)" rel="next"', first.text)
+    assert after is not None
+    second = await b.get("/w/ann?" + html.unescape(after[1]))
     assert second.text.count('href="/w/ann/c/') == 11
+    assert 'rel="next"' not in second.text
+    before = re.search(r'href="\?([^"]*before=[^"]*)" rel="prev"', second.text)
+    assert before is not None
+    back = await b.get("/w/ann?" + html.unescape(before[1]))
+    assert back.text.count('href="/w/ann/c/') == 50
+    assert 'rel="prev"' not in back.text
     found = await b.get("/w/ann?q=SPECIAL")
     assert "1 counter matching" in text(found)
     assert ">Special</a>" in found.text
     top = await b.get("/w/ann?sort=up&dir=desc")
-    assert top.text.index(">page-07</a>") < top.text.index(">page-00</a>")
-    odd = await b.get("/w/ann?sort=nonsense&page=x")
+    assert top.text.index(">page-07</a>") < top.text.index(">Special</a>")  # ties: newest first
+    odd = await b.get("/w/ann?sort=nonsense&page=x&after=%%%")
     assert odd.status_code == 200
+    assert odd.text.count('href="/w/ann/c/') == 50
 
 
 async def test_counter_page_counts_and_chart_data(

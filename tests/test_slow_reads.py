@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 import pytest
+from conftest import Harness
 
 from tally.models import Permission
 from tally.storage.dashboard import DashboardTables
-from tests.conftest import Harness
 
 # a query that keeps the database busy for a while (about a second on a loaded machine)
 # on both backends, whatever the data
@@ -45,7 +45,7 @@ async def test_api_answers_while_a_slow_list_runs(
     started = time.monotonic()
     listing = asyncio.create_task(h.get("/v2/ws/-/counters", admin))
     await asyncio.sleep(0.05)
-    latencies = []
+    latencies: list[float] = []
     while not listing.done() and len(latencies) < 50:
         sent = time.monotonic()
         assert (await h.get("/v2/ws/c/up", write)).status_code == 200

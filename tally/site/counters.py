@@ -4,9 +4,9 @@ delete."""
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,6 +42,8 @@ async def load_counter(request: Request, ws: Workspace) -> Counter:
 
 
 async def listing(request: Request) -> Response:
+    """The counter list: a page after (or before) a cursor of the list's own, never an
+    offset, so the last page of a million counters costs what the first does."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
     q = request.query_params
@@ -50,18 +52,22 @@ async def listing(request: Request) -> Response:
     if sort not in SORTS:
         sort = "name"
     descending = q.get("dir", "desc" if sort != "name" else "asc") == "desc"
+    store = site(request).store
     try:
-        page = max(1, int(q.get("page", "1")))
-    except ValueError:
-        page = 1
-    result = await site(request).store.counter_page(
-        ws.id,
-        search=search,
-        sort=sort,
-        descending=descending,
-        limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
-    )
+        result = await store.counter_page(
+            ws.id,
+            search=search,
+            sort=sort,
+            descending=descending,
+            limit=PAGE_SIZE,
+            after=q.get("after", ""),
+            before="" if q.get("after") else q.get("before", ""),
+        )
+    except BadRequest:  # a cursor of another sort, or mangled: the first page
+        result = await store.counter_page(
+            ws.id, search=search, sort=sort, descending=descending, limit=PAGE_SIZE
+        )
+    here = {"q": search, "sort": sort, "dir": "desc" if descending else "asc"}
     return render(
         request,
         "counters.html",
@@ -72,8 +78,11 @@ async def listing(request: Request) -> Response:
         search=search,
         sort=sort,
         descending=descending,
-        page=page,
-        pages=max(1, math.ceil(result.total / PAGE_SIZE)),
+        first_link="?" + urlencode(here),
+        next_link="?" + urlencode({**here, "after": result.next}) if result.next else None,
+        previous_link=(
+            "?" + urlencode({**here, "before": result.previous}) if result.previous else None
+        ),
         base=base_url(request),
         sorts=[("name", "Name"), ("updated", "Last update"), ("up", "Up"), ("down", "Down")],
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tally.errors import QuotaReached
 from tally.models import (
     Account,
     Counter,
@@ -25,7 +26,11 @@ from tally.models import (
     Session,
     Workspace,
 )
+from tally.storage import paging
+from tally.storage.paging import SORTS
 from tally.storage.rows import COUNTER_COLUMNS, to_counter, to_workspace
+
+__all__ = ["QUOTA", "SORTS", "DashboardTables", "check_quota", "like_pattern"]
 
 Params = Sequence[Any]
 Statement = tuple[str, Params]
@@ -38,13 +43,19 @@ _SET_OWNER = (
     "UPDATE workspaces SET owner_id = (SELECT MIN(account_id) FROM members "
     "WHERE workspace_id = %s AND role = 3) WHERE id = %s"
 )
-SORTS = {
-    "name": "c.name",
-    "updated": "c.updated_at",
-    "up": "c.up_count",
-    "down": "c.down_count",
-    "created": "c.created_at",
-}
+# the counters a workspace may have, unless it has a quota of its own (the app sets the
+# store's `counter_quota` from TALLY_COUNTER_QUOTA; 0: no quota)
+DEFAULT_COUNTER_QUOTA = 100_000
+# Read in the transaction that creates a counter, after its insert: the count includes
+# it. On PostgreSQL the trigger's update of workspace_counts holds the row's lock until
+# the commit, so a second node's creation waits and then counts this one.
+QUOTA = (
+    "SELECT k.counters, COALESCE(w.counter_quota, %s) FROM workspace_counts k "
+    "JOIN workspaces w ON w.id = k.workspace_id WHERE k.workspace_id = %s"
+)
+# how many matches of a search are counted at most (a count of them all would read
+# every match of a common word)
+SEARCH_COUNT_CAP = 10_000
 
 
 def _account(row: Sequence[Any]) -> Account:
@@ -64,6 +75,15 @@ def _one_time(row: Sequence[Any]) -> OneTimeToken:
     )
 
 
+def check_quota(row: Sequence[Any] | None) -> None:
+    """Raise QuotaReached if QUOTA's row shows more counters than the quota (0: none)."""
+    if row is not None and row[1] and int(row[0]) > int(row[1]):
+        raise QuotaReached(
+            f"the workspace has reached its quota of {int(row[1])} counters: "
+            "delete some, or ask for a bigger quota"
+        )
+
+
 def like_pattern(text: str) -> str:
     """`text` as a LIKE pattern matching it anywhere, its wildcards taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -75,6 +95,7 @@ class DashboardTables:
 
     _ilike = "LIKE"  # case-insensitive LIKE
     _collate = ""  # order by code point
+    counter_quota = DEFAULT_COUNTER_QUOTA  # of a workspace without its own (0: none)
 
     async def _fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
@@ -344,6 +365,24 @@ class DashboardTables:
 
     # counters ----------------------------------------------------------------
 
+    async def counter_usage(self, workspace_id: int) -> tuple[int, int | None]:
+        """How many counters the workspace has, and its own quota (None: the server's)."""
+        row = await self._one(
+            "SELECT k.counters, w.counter_quota FROM workspace_counts k "
+            "JOIN workspaces w ON w.id = k.workspace_id WHERE k.workspace_id = %s",
+            (workspace_id,),
+        )
+        if row is None:
+            return 0, None
+        return int(row[0]), None if row[1] is None else int(row[1])
+
+    async def set_counter_quota(self, workspace_id: int, quota: int | None) -> None:
+        """Give the workspace a quota of its own (0: none), or the server's (None). Its
+        counters beyond a lowered quota stay; no new one is created."""
+        await self._change(
+            [("UPDATE workspaces SET counter_quota = %s WHERE id = %s", (quota, workspace_id))]
+        )
+
     async def get_counter_by_id(self, counter_id: int) -> Counter | None:
         row = await self._one(
             f"SELECT {COUNTER_COLUMNS} FROM counters c JOIN workspaces w "
@@ -370,25 +409,65 @@ class DashboardTables:
         sort: str = "name",
         descending: bool = False,
         limit: int = 50,
+        after: str = "",
+        before: str = "",
         offset: int = 0,
     ) -> CounterPage:
         """One page of the workspace's counters whose name contains `search` (any case),
-        sorted by `sort` (a key of SORTS), and how many match in all."""
+        sorted by `sort` (a key of SORTS): the `limit` after the cursor `after`, or
+        before `before` (tally.storage.paging), or after the first `offset`; and how many
+        match in all (of a search, SEARCH_COUNT_CAP at most). BadRequest for a cursor
+        this list did not give."""
         where = "c.workspace_id = %s"
         params: list[Any] = [workspace_id]
         if search:
             where += f" AND c.name {self._ilike} %s ESCAPE '\\'"
             params.append(like_pattern(search))
-        column = SORTS[sort]
-        order = "DESC" if descending else "ASC"
-        collate = self._collate if sort == "name" else ""
-        # the name breaks ties, so pages never overlap or skip
-        tail = "" if sort == "name" else f", c.name{self._collate} ASC"
+        cursor = before or after
+        forward = not before
+        seek: list[Any] = []
+        if cursor:
+            key = paging.decode(cursor, sort)
+            # the rows after the key in the page's own order
+            seek_where = paging.seek(sort, self._collate, forward != descending)
+            where_page = f"{where} AND {seek_where}"
+            seek = list(key)
+        else:
+            where_page = where
+        # rows before the cursor are read backwards, then put back in order
+        read_descending = descending if forward else not descending
         rows = await self._fetch(
             f"SELECT {COUNTER_COLUMNS} FROM counters c JOIN workspaces w "
-            f"ON w.id = c.workspace_id WHERE {where} "
-            f"ORDER BY {column}{collate} {order}{tail} LIMIT %s OFFSET %s",
-            (*params, limit, offset),
+            f"ON w.id = c.workspace_id WHERE {where_page} "
+            f"ORDER BY {paging.order(sort, self._collate, read_descending)} LIMIT %s OFFSET %s",
+            (*params, *seek, limit + 1, 0 if cursor else offset),
         )
-        total = await self._one(f"SELECT COUNT(*) FROM counters c WHERE {where}", params)
-        return CounterPage([to_counter(r) for r in rows], int(total[0]) if total else 0)
+        more = len(rows) > limit
+        counters = [to_counter(r) for r in rows[:limit]]
+        if not forward:
+            counters.reverse()
+        total, exact = await self._matches(workspace_id, where, params, search)
+        first = paging.encode(paging.key_of(counters[0], sort)) if counters else None
+        last = paging.encode(paging.key_of(counters[-1], sort)) if counters else None
+        if forward:
+            earlier = bool(cursor) or offset > 0
+            return CounterPage(
+                counters, total, exact, last if more else None, first if earlier else None
+            )
+        return CounterPage(counters, total, exact, last, first if more else None)
+
+    async def _matches(
+        self, workspace_id: int, where: str, params: Params, search: str
+    ) -> tuple[int, bool]:
+        """How many counters match (exact), or SEARCH_COUNT_CAP and False if more do."""
+        if not search:
+            row = await self._one(
+                "SELECT counters FROM workspace_counts WHERE workspace_id = %s", (workspace_id,)
+            )
+            return (int(row[0]) if row else 0), True
+        row = await self._one(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM counters c WHERE {where} LIMIT %s) m",
+            (*params, SEARCH_COUNT_CAP + 1),
+        )
+        found = int(row[0]) if row else 0
+        return min(found, SEARCH_COUNT_CAP), found <= SEARCH_COUNT_CAP

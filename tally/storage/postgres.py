@@ -45,7 +45,7 @@ from tally.models import (
 )
 from tally.storage import counter_change, migrations
 from tally.storage.base import NO_END
-from tally.storage.dashboard import DashboardTables, Statement
+from tally.storage.dashboard import QUOTA, DashboardTables, Statement, check_quota
 from tally.storage.dashboard import Params as SqlParams
 from tally.storage.pgcall import BatchedLookup, PreparedCall, Row
 from tally.storage.rows import (
@@ -599,7 +599,10 @@ class PostgresStore(DashboardTables):
             "node": self.node,
         }
         try:
-            row = await self._row(_CREATE_COUNTER, params, read=False)
+            async with self._tx() as conn:
+                cur = await conn.execute(_CREATE_COUNTER, params)
+                row = await cur.fetchone()
+                await self._check_quota(conn, workspace_id)
         except Conflict:
             raise Conflict(f"counter {name!r} already exists in this workspace") from None
         if row is None:
@@ -626,11 +629,13 @@ class PostgresStore(DashboardTables):
         async with self._tx() as conn:
             # a racing insert of the same name makes this one wait for its commit, then
             # do nothing; the SELECT (a new snapshot under READ COMMITTED) then sees it
-            await conn.execute(
+            cur = await conn.execute(
                 "INSERT INTO counters (workspace_id, name, created_at, updated_at) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (workspace_id, name) DO NOTHING",
                 (workspace_id, name, now, now),
             )
+            if cur.rowcount == 1:
+                await self._check_quota(conn, workspace_id)
             cur = await conn.execute(
                 f"SELECT {COUNTER_COLUMNS}, {_SEQ} FROM workspaces w "
                 "JOIN counters c ON c.workspace_id = w.id "
@@ -641,6 +646,11 @@ class PostgresStore(DashboardTables):
         if row is None:
             raise StorageError(f"counter {name!r} vanished")
         return to_counter(row)
+
+    async def _check_quota(self, conn: Connection, workspace_id: int) -> None:
+        """After a counter's insert, in its transaction: QuotaReached rolls it back."""
+        cur = await conn.execute(QUOTA.encode(), (self.counter_quota, workspace_id))
+        check_quota(await cur.fetchone())
 
     async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
         row = await self._row(

@@ -44,7 +44,7 @@ from tally.models import (
 )
 from tally.storage import counter_change, migrations
 from tally.storage.base import NO_END
-from tally.storage.dashboard import DashboardTables, Params, Statement
+from tally.storage.dashboard import QUOTA, DashboardTables, Params, Statement, check_quota
 from tally.storage.rows import (
     COUNTER_COLUMNS,
     TOKEN_COLUMNS,
@@ -625,6 +625,7 @@ class SQLiteStore(DashboardTables):
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (workspace_id, name, description, int(private), now, now),
             ).fetchone()
+            self._check_quota(conn, workspace_id)
             return int(row[0])
 
         try:
@@ -652,17 +653,24 @@ class SQLiteStore(DashboardTables):
         now = time.time()
 
         def run(conn: sqlite3.Connection) -> int:
-            conn.execute(
+            cur = conn.execute(
                 "INSERT INTO counters (workspace_id, name, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO NOTHING",
                 (workspace_id, name, now, now),
             )
+            if cur.rowcount == 1:
+                self._check_quota(conn, workspace_id)
             row = conn.execute(
                 "SELECT id FROM counters WHERE workspace_id = ? AND name = ?", (workspace_id, name)
             ).fetchone()
             return int(row[0])
 
         return self._counter_by_id(await self._write(self._tx(run)))
+
+    def _check_quota(self, conn: sqlite3.Connection, workspace_id: int) -> None:
+        """After a counter's insert, in its transaction: QuotaReached rolls it back."""
+        sql = QUOTA.replace("%s", "?")
+        check_quota(conn.execute(sql, (self.counter_quota, workspace_id)).fetchone())
 
     def _counter_by_id(self, counter_id: int) -> Counter:
         rows = self._read_now(_READ_COUNTER_BY_ID, (self.node, counter_id))
@@ -929,6 +937,17 @@ def _import_one(conn: sqlite3.Connection, workspace_id: int, r: CounterRecord) -
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration script into statements (no triggers with inner `;` in ours)."""
+    """Split a migration script into statements; a CREATE TRIGGER's body (its inner `;`)
+    runs to its END."""
     lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    out: list[str] = []
+    for part in "\n".join(lines).split(";"):
+        if (
+            out
+            and out[-1].upper().startswith("CREATE TRIGGER")
+            and not out[-1].upper().endswith("END")
+        ):
+            out[-1] = f"{out[-1]};{part}".strip()
+        elif part.strip():
+            out.append(part.strip())
+    return out

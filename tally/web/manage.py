@@ -1,6 +1,7 @@
 """The management API, for Admin tokens: a workspace's counters and tokens.
 
-    GET    /v2/{workspace}/-/counters[?q=&limit=&offset=]   list, filtered by name, paged
+    GET    /v2/{workspace}/-/counters[?q=&limit=&after=]    list, filtered by name, paged
+                                                            (or &offset=, slow when deep)
     POST   /v2/{workspace}/-/counters                       create {name, description, visibility}
     GET    /v2/{workspace}/-/counters/{id}                  one counter
     PATCH  /v2/{workspace}/-/counters/{id}                  change {description, visibility,
@@ -332,14 +333,19 @@ class ManageApi:
             if limit < 1:
                 raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
             offset = query_number(query, "offset", MAX_OFFSET, 0)
+            after = query_text(query, "after", 1024)
+            if after and offset:
+                raise BadRequest("give after or offset, not both")
             page = await store.counter_page(
-                token.workspace_id, search=search, limit=limit, offset=offset
+                token.workspace_id, search=search, limit=limit, offset=offset, after=after
             )
             data = {
                 "counters": [counter_data(c) for c in page.counters],
                 "total": page.total,
+                "total_exact": page.exact,
                 "limit": limit,
                 "offset": offset,
+                "next": page.next,
             }
             return 200, "Counters listed successfully", data
         if item is None:  # POST

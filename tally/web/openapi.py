@@ -270,9 +270,21 @@ SCHEMAS: JSON = {
         "required": ["counters", "total", "limit", "offset"],
         "properties": {
             "counters": {"type": "array", "items": ref("schemas", "ManagedCounter")},
-            "total": {"type": "integer", "description": "counters matching q, all pages"},
+            "total": {
+                "type": "integer",
+                "description": "counters matching q, all pages (of a search: 10,000 at most, "
+                "see total_exact)",
+            },
+            "total_exact": {
+                "type": "boolean",
+                "description": "false: more than `total` counters match the search",
+            },
             "limit": {"type": "integer"},
             "offset": {"type": "integer"},
+            "next": {
+                "type": ["string", "null"],
+                "description": "the cursor of the next page, for `after` (null: none)",
+            },
         },
     },
     "DeletedCounter": {
@@ -897,7 +909,18 @@ OPERATIONS: tuple[Operation, ...] = (
                 "schema": {"type": "string", "maxLength": 128},
             },
             query("limit", "Counters per page, 1 to 200 (default 50).", 200, minimum=1),
-            query("offset", "Counters to skip (default 0).", 10**9),
+            {
+                "name": "after",
+                "in": "query",
+                "description": "The `next` cursor of the page before: the next page, as "
+                "quick at any depth (not with offset).",
+                "schema": {"type": "string", "maxLength": 1024},
+            },
+            query(
+                "offset",
+                "Counters to skip (default 0); slower the deeper: prefer after.",
+                10**9,
+            ),
         ),
     ),
     Operation(

@@ -1,0 +1,57 @@
+-- Issue 21, as sqlite/0006_counter_lists.sql. 1. An index for every sort of the counter
+-- list (keyset paging, tally/storage/paging.py), the id in each to break ties; the
+-- name's in code-point order (the list sorts by COLLATE "C", whatever the database's).
+-- What they cost: every count is a non-HOT update again, the price 0008 saved by
+-- dropping the updated index (docs/performance.md).
+CREATE INDEX counters_workspace_name_c ON counters (workspace_id, name COLLATE "C");
+CREATE INDEX counters_workspace_up ON counters (workspace_id, up_count, id);
+CREATE INDEX counters_workspace_down ON counters (workspace_id, down_count, id);
+CREATE INDEX counters_workspace_updated ON counters (workspace_id, updated_at, id);
+CREATE INDEX counters_workspace_created ON counters (workspace_id, created_at, id);
+
+-- 2. How many counters each workspace has, kept by triggers on the creation and
+-- deletion of counters (never on a count): the list's total, and the quota's count.
+-- The row's lock orders two nodes creating counters in one workspace, so the count a
+-- transaction reads after its insert is exact (tally/storage/dashboard.py, QUOTA).
+CREATE TABLE workspace_counts (
+    workspace_id  BIGINT PRIMARY KEY REFERENCES workspaces(id) ON DELETE CASCADE,
+    counters      BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO workspace_counts (workspace_id, counters)
+SELECT w.id, (SELECT count(*) FROM counters c WHERE c.workspace_id = w.id) FROM workspaces w;
+
+CREATE FUNCTION tally_workspace_counts_new() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO workspace_counts (workspace_id, counters) VALUES (NEW.id, 0);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER workspace_counts_new AFTER INSERT ON workspaces
+FOR EACH ROW EXECUTE FUNCTION tally_workspace_counts_new();
+
+-- per statement, with transition tables: an import of 10,000 counters updates the row once
+CREATE FUNCTION tally_counters_counted() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        UPDATE workspace_counts k SET counters = k.counters + n.added
+        FROM (SELECT workspace_id, count(*) AS added FROM new_rows GROUP BY workspace_id) n
+        WHERE k.workspace_id = n.workspace_id;
+    ELSE
+        UPDATE workspace_counts k SET counters = k.counters - o.removed
+        FROM (SELECT workspace_id, count(*) AS removed FROM old_rows GROUP BY workspace_id) o
+        WHERE k.workspace_id = o.workspace_id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER counters_counted AFTER INSERT ON counters
+REFERENCING NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION tally_counters_counted();
+CREATE TRIGGER counters_uncounted AFTER DELETE ON counters
+REFERENCING OLD TABLE AS old_rows
+FOR EACH STATEMENT EXECUTE FUNCTION tally_counters_counted();
+
+-- 3. A workspace's own counter quota; NULL: the server's (TALLY_COUNTER_QUOTA).
+ALTER TABLE workspaces ADD COLUMN counter_quota BIGINT;
