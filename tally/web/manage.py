@@ -92,7 +92,8 @@ METHODS = {
 VISIBILITY = {"public": False, "private": True}
 RULE_FIELDS = frozenset(("allowed_origins", "floor", "ceiling"))
 COUNTER_FIELDS = frozenset(("description", "visibility", "unique")) | RULE_FIELDS
-SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open"))
+SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open", "counter_quota"))
+MAX_QUOTA = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +145,10 @@ def unique_field(data: dict[str, Any]) -> int | None:
     return rules.check_unique(data["unique"]) if "unique" in data else None
 
 
-def settings_data(ws: Workspace) -> dict[str, Any]:
-    """A workspace's settings as the management API shows them."""
+def settings_data(ws: Workspace, usage: tuple[int, int | None], server: int) -> dict[str, Any]:
+    """A workspace's settings as the management API shows them; `usage`: its counters
+    and own quota (Store.counter_usage), `server`: TALLY_COUNTER_QUOTA."""
+    counters, own = usage
     return {
         "id": ws.id,
         "slug": ws.slug,
@@ -153,7 +156,23 @@ def settings_data(ws: Workspace) -> dict[str, Any]:
         "v1_open": ws.v1_open,
         "allowed_origins": list(ws.origins),
         "created_at": rfc3339(ws.created_at),
+        "counters": counters,
+        "counter_quota": server if own is None else own,
+        "counter_quota_own": own is not None,
     }
+
+
+def quota_field(body: dict[str, Any], server: int) -> int | None:
+    """The workspace's own counter quota of a settings body: a whole number up to the
+    server's (TALLY_COUNTER_QUOTA, a ceiling an Admin token cannot raise), or null for
+    the server's."""
+    value = body["counter_quota"]
+    if value is None:
+        return None
+    top = server or MAX_QUOTA
+    if type(value) is not int or not 1 <= value <= top:
+        raise BadRequest(f"counter_quota must be a whole number from 1 to {top}, or null")
+    return value
 
 
 def _time(ts: float | None) -> str | None:
@@ -357,6 +376,7 @@ class ManageApi:
                 raise BadRequest("name is missing")
             description = string_field(body, "description", "") or ""
             private = visibility_field(body) or False
+            await self.counters.may_create(token.id)
             counter = await workspaces.create_counter(
                 store, token.workspace_id, name, description, private
             )
@@ -415,8 +435,10 @@ class ManageApi:
         ws = await self.store.get_workspace_by_id(token.workspace_id)
         if ws is None:
             raise NotFound("no such workspace")
+        server = self.store.counter_quota
         if method == "GET":
-            return 200, "Settings retrieved successfully", settings_data(ws)
+            usage = await self.store.counter_usage(ws.id)
+            return 200, "Settings retrieved successfully", settings_data(ws, usage, server)
         body = parse_object(await read_body(receive), SETTINGS_FIELDS)
         if not body:
             raise BadRequest(f"nothing to change: give {', '.join(sorted(SETTINGS_FIELDS))}")
@@ -424,13 +446,19 @@ class ManageApi:
         if type(v1_open) is not bool:
             raise BadRequest("v1_open must be true or false")
         allowed = origins_field(body)
-        changed = await self.store.set_workspace_rules(
-            ws.id, v1_open=v1_open, origins=ws.origins if allowed is None else allowed
-        )
-        self.namespaces.forget(ws.slug)
-        if changed is None:
-            raise NotFound("no such workspace")
-        return 200, "Settings updated successfully", settings_data(changed)
+        quota = quota_field(body, server) if "counter_quota" in body else None
+        if "v1_open" in body or "allowed_origins" in body:
+            changed = await self.store.set_workspace_rules(
+                ws.id, v1_open=v1_open, origins=ws.origins if allowed is None else allowed
+            )
+            self.namespaces.forget(ws.slug)
+            if changed is None:
+                raise NotFound("no such workspace")
+            ws = changed
+        if "counter_quota" in body:
+            await self.store.set_counter_quota(ws.id, quota)
+        usage = await self.store.counter_usage(ws.id)
+        return 200, "Settings updated successfully", settings_data(ws, usage, server)
 
     # tokens ------------------------------------------------------------------
 

@@ -247,7 +247,17 @@ SCHEMAS: JSON = {
     },
     "WorkspaceSettings": {
         "type": "object",
-        "required": ["id", "slug", "name", "v1_open", "allowed_origins", "created_at"],
+        "required": [
+            "id",
+            "slug",
+            "name",
+            "v1_open",
+            "allowed_origins",
+            "created_at",
+            "counters",
+            "counter_quota",
+            "counter_quota_own",
+        ],
         "properties": {
             "id": {"type": "integer"},
             "slug": {"type": "string"},
@@ -263,6 +273,15 @@ SCHEMAS: JSON = {
                 "without their own list (empty: any)",
             },
             "created_at": TIME,
+            "counters": {"type": "integer", "description": "how many it has"},
+            "counter_quota": {
+                "type": "integer",
+                "description": "how many it may have (0: no quota); new ones beyond are a 403",
+            },
+            "counter_quota_own": {
+                "type": "boolean",
+                "description": "the quota is the workspace's own, not the server's",
+            },
         },
     },
     "CounterList": {
@@ -395,7 +414,9 @@ ERRORS: dict[str, tuple[str, JSON]] = {
     ),
     "403": (
         "The token lacks the permission, or belongs to another workspace; or an anonymous "
-        "count from an origin the counter does not allow.",
+        "count from an origin the counter does not allow; or a new counter (an up, down or "
+        "set of a new name, a created one) in a workspace at its counter quota "
+        "(TALLY_COUNTER_QUOTA, the settings' counter_quota): nothing was created.",
         RATE_LIMIT_HEADERS,
     ),
     "404": (
@@ -410,7 +431,8 @@ ERRORS: dict[str, tuple[str, JSON]] = {
         RATE_LIMIT_HEADERS,
     ),
     "429": (
-        "Over the rate limit; nothing was counted.",
+        "Over the rate limit; nothing was counted. Or over the token's (or client IP's) "
+        "budget of new counters (TALLY_CREATE_RATE_LIMIT): the counter was not created.",
         {**RATE_LIMIT_HEADERS, "Retry-After": ref("headers", "Retry-After")},
     ),
     "503": (
@@ -1069,7 +1091,16 @@ OPERATIONS: tuple[Operation, ...] = (
             "type": "object",
             "minProperties": 1,
             "additionalProperties": False,
-            "properties": {"allowed_origins": ORIGINS, "v1_open": {"type": "boolean"}},
+            "properties": {
+                "allowed_origins": ORIGINS,
+                "v1_open": {"type": "boolean"},
+                "counter_quota": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "description": "the workspace's own counter quota, at most the "
+                    "server's (TALLY_COUNTER_QUOTA); null: the server's",
+                },
+            },
         },
     ),
     Operation(
