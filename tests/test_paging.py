@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from tally.errors import BadRequest
 from tally.models import Counter
-from tally.storage import paging, store_from_url
+from tally.storage import dashboard, paging, store_from_url
+from tally.storage.base import Store
 from tally.storage.dashboard import DashboardTables
 
 _slugs = itertools.count()
@@ -86,14 +87,14 @@ async def check(
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     data=rows,
     sort=st.sampled_from(sorted(paging.SORTS)),
     desc=st.booleans(),
     limit=st.integers(1, 7),
-    q=st.sampled_from(["", "a", "B", "_", "%"]),
+    q=st.sampled_from(["", "a", "B", "_", "%", "aba", "AB_", "%_a", "bbbb"]),
 )
 def test_pages_walk_every_counter_once_in_order(
     store_url: str,
@@ -124,3 +125,32 @@ def test_a_foreign_cursor_is_refused(sort: str, cursor: str) -> None:
     """A cursor of another sort, or no cursor at all, is a BadRequest."""
     with pytest.raises(BadRequest):
         paging.decode(cursor, sort)
+
+
+async def test_search_paths_agree(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search of 3+ characters from the index (few matches) or the list's index (many:
+    over the cap) finds the same counters; a short one in a big workspace is refused."""
+    ws = await store.create_workspace("ws", "ws")
+    names = ["xabcx", "ABC", "abd", "zabcz", "q%_abc", 'a"bc', "abc\\"]
+    for name in names:
+        await store.create_counter(ws.id, name)
+
+    async def walk(search: str) -> tuple[list[str], int, bool]:
+        page = await store.counter_page(ws.id, search=search, limit=2)
+        seen = [c.name for c in page.counters]
+        while page.next:
+            page = await store.counter_page(ws.id, search=search, limit=2, after=page.next)
+            seen += [c.name for c in page.counters]
+        return seen, page.total, page.exact
+
+    want = ["ABC", "abc\\", "q%_abc", "xabcx", "zabcz"]
+    assert await walk("abc") == (want, 5, True)
+    assert (await walk('a"b'))[0] == ['a"bc']
+    assert (await walk("%_a"))[0] == ["q%_abc"]
+    monkeypatch.setattr(dashboard, "SEARCH_COUNT_CAP", 2)
+    assert await walk("abc") == (want, 2, False)
+    assert await walk("ab") == ([*want[:2], "abd", *want[2:]], 2, False)
+    monkeypatch.setattr(dashboard, "SHORT_SEARCH_MAX", 6)
+    assert (await walk("abc"))[0] == want
+    with pytest.raises(BadRequest):
+        await store.counter_page(ws.id, search="ab")

@@ -11,6 +11,7 @@ from conftest import BrowserFactory, Harness
 from site_client import SiteClient, text
 
 from tally.models import Permission, Workspace
+from tally.storage import dashboard
 
 
 async def owner(harness: Harness, make_browser: BrowserFactory) -> tuple[SiteClient, Workspace]:
@@ -168,3 +169,18 @@ async def test_live_refresh_after_sign_out_redirects_the_page(
     )
     assert r.status_code == 204
     assert r.headers["hx-redirect"] == f"/login?next={page}"
+
+
+async def test_a_short_search_of_a_big_workspace_says_why(
+    harness: Harness, make_browser: BrowserFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search under 3 characters in a workspace past SHORT_SEARCH_MAX: a message."""
+    b, ws = await owner(harness, make_browser)
+    for name in ("ab-1", "ab-2"):
+        await harness.counter(ws, name)
+    monkeypatch.setattr(dashboard, "SHORT_SEARCH_MAX", 1)
+    r = await b.get("/w/ann?q=ab")
+    assert r.status_code == 200
+    assert "Search for 3 characters or more" in text(r)
+    r = await b.get("/w/ann?q=ab-")
+    assert ">ab-2</a>" in r.text

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from tally import charts, rules, visitors, workspaces
 from tally.errors import BadRequest, NotFound, TallyError
-from tally.models import Account, Counter, CounterChange, Role, Workspace
+from tally.models import Account, Counter, CounterChange, CounterPage, Role, Workspace
 from tally.site.pages import base_url, field, form, redirect, render, signed_in, site
 from tally.storage.dashboard import SORTS
 
@@ -53,20 +53,27 @@ async def listing(request: Request) -> Response:
         sort = "name"
     descending = q.get("dir", "desc" if sort != "name" else "asc") == "desc"
     store = site(request).store
-    try:
-        result = await store.counter_page(
+    error = None
+    after, before = q.get("after", ""), q.get("before", "")
+
+    async def read(after: str = "", before: str = "") -> CounterPage:
+        return await store.counter_page(
             ws.id,
             search=search,
             sort=sort,
             descending=descending,
             limit=PAGE_SIZE,
-            after=q.get("after", ""),
-            before="" if q.get("after") else q.get("before", ""),
+            after=after,
+            before=before,
         )
-    except BadRequest:  # a cursor of another sort, or mangled: the first page
-        result = await store.counter_page(
-            ws.id, search=search, sort=sort, descending=descending, limit=PAGE_SIZE
-        )
+
+    try:
+        try:
+            result = await read(after, "" if after else before)
+        except BadRequest:  # a cursor of another sort, or mangled: the first page
+            result = await read()
+    except BadRequest as exc:  # a search the workspace is too big for
+        result, error = CounterPage([], 0), exc.message[0].upper() + exc.message[1:] + "."
     here = {"q": search, "sort": sort, "dir": "desc" if descending else "asc"}
     return render(
         request,
@@ -78,6 +85,7 @@ async def listing(request: Request) -> Response:
         search=search,
         sort=sort,
         descending=descending,
+        error=error,
         first_link="?" + urlencode(here),
         next_link="?" + urlencode({**here, "after": result.next}) if result.next else None,
         previous_link=(

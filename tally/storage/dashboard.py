@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tally.errors import QuotaReached
+from tally.errors import BadRequest, QuotaReached
 from tally.models import (
     Account,
     Counter,
@@ -56,6 +56,9 @@ QUOTA = (
 # how many matches of a search are counted at most (a count of them all would read
 # every match of a common word)
 SEARCH_COUNT_CAP = 10_000
+# a search the index cannot serve (under 3 characters) reads the workspace's counters:
+# refused in a workspace bigger than this, where it would take long
+SHORT_SEARCH_MAX = 100_000
 
 
 def _account(row: Sequence[Any]) -> Account:
@@ -418,26 +421,17 @@ class DashboardTables:
         before `before` (tally.storage.paging), or after the first `offset`; and how many
         match in all (of a search, SEARCH_COUNT_CAP at most). BadRequest for a cursor
         this list did not give."""
-        where = "c.workspace_id = %s"
-        params: list[Any] = [workspace_id]
-        if search:
-            where += f" AND c.name {self._ilike} %s ESCAPE '\\'"
-            params.append(like_pattern(search))
         cursor = before or after
         forward = not before
-        seek: list[Any] = []
-        if cursor:
-            key = paging.decode(cursor, sort)
-            # the rows after the key in the page's own order
-            seek_where = paging.seek(sort, self._collate, forward != descending)
-            where_page = f"{where} AND {seek_where}"
-            seek = list(key)
-        else:
-            where_page = where
+        seek = list(paging.decode(cursor, sort)) if cursor else []
+        source, where, params, total, exact = await self._search(workspace_id, search)
+        where_page = where
+        if cursor:  # the rows after the key in the page's own order
+            where_page += f" AND {paging.seek(sort, self._collate, forward != descending)}"
         # rows before the cursor are read backwards, then put back in order
         read_descending = descending if forward else not descending
         rows = await self._fetch(
-            f"SELECT {COUNTER_COLUMNS} FROM counters c JOIN workspaces w "
+            f"SELECT {COUNTER_COLUMNS} FROM {source} JOIN workspaces w "
             f"ON w.id = c.workspace_id WHERE {where_page} "
             f"ORDER BY {paging.order(sort, self._collate, read_descending)} LIMIT %s OFFSET %s",
             (*params, *seek, limit + 1, 0 if cursor else offset),
@@ -446,7 +440,6 @@ class DashboardTables:
         counters = [to_counter(r) for r in rows[:limit]]
         if not forward:
             counters.reverse()
-        total, exact = await self._matches(workspace_id, where, params, search)
         first = paging.encode(paging.key_of(counters[0], sort)) if counters else None
         last = paging.encode(paging.key_of(counters[-1], sort)) if counters else None
         if forward:
@@ -456,18 +449,54 @@ class DashboardTables:
             )
         return CounterPage(counters, total, exact, last, first if more else None)
 
-    async def _matches(
-        self, workspace_id: int, where: str, params: Params, search: str
-    ) -> tuple[int, bool]:
-        """How many counters match (exact), or SEARCH_COUNT_CAP and False if more do."""
-        if not search:
+    def _indexed(self, workspace_id: int, search: str) -> tuple[str, str, list[Any]] | None:
+        """The counters whose name contains `search`, from the search index (a
+        backend's own): what to read them from (in place of `counters c`), a condition,
+        and its parameters; None if the index cannot tell (a search under 3 characters,
+        trigrams being its unit)."""
+        return None
+
+    async def _search(
+        self, workspace_id: int, search: str
+    ) -> tuple[str, str, list[Any], int, bool]:
+        """What the list of `search` reads from, its WHERE and parameters, how many
+        counters match (of a search, SEARCH_COUNT_CAP at most) and whether that is all.
+
+        A search the index serves, with few matches, is read from the index's matches
+        (sorted, at most SEARCH_COUNT_CAP of them); one with many reads the list's own
+        index in order and filters, where a page's 51 matches come after about
+        51 x counters / matches rows; so is a search too short for the index."""
+        source = "counters c"
+        where = "c.workspace_id = %s"
+        params: list[Any] = [workspace_id]
+        indexed = self._indexed(workspace_id, search) if search else None
+        if indexed is None:
             row = await self._one(
                 "SELECT counters FROM workspace_counts WHERE workspace_id = %s", (workspace_id,)
             )
-            return (int(row[0]) if row else 0), True
+            counters = int(row[0]) if row else 0
+            if not search:
+                return source, where, params, counters, True
+            if counters > SHORT_SEARCH_MAX:
+                raise BadRequest(
+                    f"search for 3 characters or more in a workspace of more than "
+                    f"{SHORT_SEARCH_MAX:,} counters"
+                )
+        where += f" AND c.name {self._ilike} %s ESCAPE '\\'"
+        params.append(like_pattern(search))
+        if indexed is not None:
+            sparse, condition, more = indexed
+            found = await self._count_capped(sparse, f"{where} AND {condition}", [*params, *more])
+            if found <= SEARCH_COUNT_CAP:
+                return sparse, f"{where} AND {condition}", [*params, *more], found, True
+        else:
+            found = await self._count_capped(source, where, params)
+        return source, where, params, min(found, SEARCH_COUNT_CAP), found <= SEARCH_COUNT_CAP
+
+    async def _count_capped(self, source: str, where: str, params: Params) -> int:
+        """How many counters match `where`, SEARCH_COUNT_CAP + 1 at most."""
         row = await self._one(
-            f"SELECT COUNT(*) FROM (SELECT 1 FROM counters c WHERE {where} LIMIT %s) m",
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {source} WHERE {where} LIMIT %s) m",
             (*params, SEARCH_COUNT_CAP + 1),
         )
-        found = int(row[0]) if row else 0
-        return min(found, SEARCH_COUNT_CAP), found <= SEARCH_COUNT_CAP
+        return int(row[0]) if row else 0

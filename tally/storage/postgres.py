@@ -45,7 +45,13 @@ from tally.models import (
 )
 from tally.storage import counter_change, migrations
 from tally.storage.base import NO_END
-from tally.storage.dashboard import QUOTA, DashboardTables, Statement, check_quota
+from tally.storage.dashboard import (
+    QUOTA,
+    DashboardTables,
+    Statement,
+    check_quota,
+    like_pattern,
+)
 from tally.storage.dashboard import Params as SqlParams
 from tally.storage.pgcall import BatchedLookup, PreparedCall, Row
 from tally.storage.rows import (
@@ -646,6 +652,16 @@ class PostgresStore(DashboardTables):
         if row is None:
             raise StorageError(f"counter {name!r} vanished")
         return to_counter(row)
+
+    def _indexed(self, workspace_id: int, search: str) -> tuple[str, str, list[Any]] | None:
+        if len(search) < 3:
+            return None
+        return (
+            "counters c",
+            "c.id IN (SELECT n.id FROM counter_names n WHERE n.workspace_id = %s "
+            "AND n.name ILIKE %s ESCAPE '\\')",
+            [workspace_id, like_pattern(search)],
+        )
 
     async def _check_quota(self, conn: Connection, workspace_id: int) -> None:
         """After a counter's insert, in its transaction: QuotaReached rolls it back."""

@@ -30,3 +30,23 @@ END;
 
 -- 3. A workspace's own counter quota; NULL: the server's (TALLY_COUNTER_QUOTA).
 ALTER TABLE workspaces ADD COLUMN counter_quota INTEGER;
+
+-- 4. Search by any part of a name: an FTS5 index of the names' trigrams (any case),
+-- external content (the names stay in counters), kept by triggers on creation and
+-- deletion, never on a count. A search of 3 characters or more asks it for the
+-- matching ids; a shorter one reads the list's index and filters (tally/storage/
+-- sqlite.py, SQLiteStore._search).
+CREATE VIRTUAL TABLE counter_names USING fts5(
+    name, content = 'counters', content_rowid = 'id', tokenize = 'trigram'
+);
+INSERT INTO counter_names (counter_names) VALUES ('rebuild');
+CREATE TRIGGER counter_names_add AFTER INSERT ON counters BEGIN
+    INSERT INTO counter_names (rowid, name) VALUES (NEW.id, NEW.name);
+END;
+CREATE TRIGGER counter_names_drop AFTER DELETE ON counters BEGIN
+    INSERT INTO counter_names (counter_names, rowid, name) VALUES ('delete', OLD.id, OLD.name);
+END;
+CREATE TRIGGER counter_names_rename AFTER UPDATE OF name ON counters BEGIN
+    INSERT INTO counter_names (counter_names, rowid, name) VALUES ('delete', OLD.id, OLD.name);
+    INSERT INTO counter_names (rowid, name) VALUES (NEW.id, NEW.name);
+END;
