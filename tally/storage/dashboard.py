@@ -423,19 +423,31 @@ class DashboardTables:
         this list did not give."""
         cursor = before or after
         forward = not before
-        seek = list(paging.decode(cursor, sort)) if cursor else []
+        key = paging.decode(cursor, sort) if cursor else None
         source, where, params, total, exact = await self._search(workspace_id, search)
-        where_page = where
-        if cursor:  # the rows after the key in the page's own order
-            where_page += f" AND {paging.seek(sort, self._collate, forward != descending)}"
         # rows before the cursor are read backwards, then put back in order
         read_descending = descending if forward else not descending
-        rows = await self._fetch(
-            f"SELECT {COUNTER_COLUMNS} FROM {source} JOIN workspaces w "
-            f"ON w.id = c.workspace_id WHERE {where_page} "
-            f"ORDER BY {paging.order(sort, self._collate, read_descending)} LIMIT %s OFFSET %s",
-            (*params, *seek, limit + 1, 0 if cursor else offset),
-        )
+        order = paging.order(sort, self._collate, read_descending)
+
+        def select(condition: str) -> str:
+            return (
+                f"SELECT {COUNTER_COLUMNS} FROM {source} JOIN workspaces w "
+                f"ON w.id = c.workspace_id WHERE {condition} "
+                f"ORDER BY {order} LIMIT %s OFFSET %s"
+            )
+
+        if key is None:
+            rows = await self._fetch(select(where), (*params, limit + 1, offset))
+        else:  # the rows after the key in the page's own order, part by part
+            rows = []
+            greater = forward != descending
+            for condition, values in paging.seek(sort, self._collate, greater, key):
+                rows += await self._fetch(
+                    select(f"{where} AND {condition}"),
+                    (*params, *values, limit + 1 - len(rows), 0),
+                )
+                if len(rows) > limit:
+                    break
         more = len(rows) > limit
         counters = [to_counter(r) for r in rows[:limit]]
         if not forward:

@@ -82,14 +82,21 @@ def decode(cursor: str, sort: str) -> Key:
     return (float(key[0]) if number is not int else key[0], key[1])
 
 
-def seek(sort: str, collate: str, forward: bool) -> str:
-    """The condition of the rows after (`forward`) or before a key (its values as
-    `%s` parameters), in the order of `sort` ascending."""
+def seek(sort: str, collate: str, greater: bool, key: Key) -> list[tuple[str, list[Any]]]:
+    """The rows after `key` in the order of `sort` ascending (`greater`) or before it:
+    conditions (with `%s` parameters) and their values, each part of the answer, in
+    order. Two for a key with a tie-breaker: the key's ties beyond it, then the values
+    beyond. (One row-value condition, `(up_count, id) < (?, ?)`, is a range of the
+    index on PostgreSQL, but SQLite ranges over up_count alone and reads every tie.)"""
     columns = SORTS[sort]
-    op = ">" if forward else "<"
+    op = ">" if greater else "<"
     if len(columns) == 1:
-        return f"{columns[0]}{collate} {op} %s"
-    return f"({', '.join(columns)}) {op} ({', '.join(['%s'] * len(columns))})"
+        return [(f"{columns[0]}{collate} {op} %s", [key[0]])]
+    column, tie = columns
+    return [
+        (f"{column} = %s AND {tie} {op} %s", [key[0], key[1]]),
+        (f"{column} {op} %s", [key[0]]),
+    ]
 
 
 def order(sort: str, collate: str, descending: bool) -> str:
