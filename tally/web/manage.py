@@ -93,7 +93,6 @@ VISIBILITY = {"public": False, "private": True}
 RULE_FIELDS = frozenset(("allowed_origins", "floor", "ceiling"))
 COUNTER_FIELDS = frozenset(("description", "visibility", "unique")) | RULE_FIELDS
 SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open", "counter_quota"))
-MAX_QUOTA = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,16 +162,12 @@ def settings_data(ws: Workspace, usage: tuple[int, int | None], server: int) -> 
 
 
 def quota_field(body: dict[str, Any], server: int) -> int | None:
-    """The workspace's own counter quota of a settings body: a whole number up to the
-    server's (TALLY_COUNTER_QUOTA, a ceiling an Admin token cannot raise), or null for
-    the server's."""
+    """The workspace's own counter quota of a settings body (workspaces.check_counter_quota),
+    or null for the server's."""
     value = body["counter_quota"]
-    if value is None:
-        return None
-    top = server or MAX_QUOTA
-    if type(value) is not int or not 1 <= value <= top:
-        raise BadRequest(f"counter_quota must be a whole number from 1 to {top}, or null")
-    return value
+    if value is not None and type(value) is not int:
+        raise BadRequest("counter_quota must be a whole number, or null")
+    return workspaces.check_counter_quota(value, server)
 
 
 def _time(ts: float | None) -> str | None:
