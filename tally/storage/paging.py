@@ -29,7 +29,6 @@ SORTS: dict[str, tuple[str, ...]] = {
     "updated": ("c.updated_at", "c.id"),
     "up": ("c.up_count", "c.id"),
     "down": ("c.down_count", "c.id"),
-    "created": ("c.created_at", "c.id"),
 }
 _MAX_CURSOR = 1024  # characters: a name of 512 bytes, base64'd, fits
 
@@ -40,12 +39,9 @@ def key_of(counter: Counter, sort: str) -> Key:
     """The key of `counter` in the order of `sort`."""
     if sort == "name":
         return (counter.name,)
-    value = {
-        "updated": counter.updated_at,
-        "up": counter.up_count,
-        "down": counter.down_count,
-        "created": counter.created_at,
-    }[sort]
+    value = {"updated": counter.updated_at, "up": counter.up_count, "down": counter.down_count}[
+        sort
+    ]
     return (value, counter.id)
 
 

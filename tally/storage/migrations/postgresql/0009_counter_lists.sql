@@ -1,13 +1,15 @@
 -- Issue 21, as sqlite/0006_counter_lists.sql. 1. An index for every sort of the counter
--- list (keyset paging, tally/storage/paging.py), the id in each to break ties; the
--- name's in code-point order (the list sorts by COLLATE "C", whatever the database's).
+-- list (keyset paging, tally/storage/paging.py), the id in each to break ties. The
+-- name's is the unique one, now in code-point order (the list sorts by COLLATE "C",
+-- whatever the database's; equal names are equal in any deterministic collation, so
+-- it refuses what the old one refused, and ON CONFLICT (workspace_id, name) finds it).
 -- What they cost: every count is a non-HOT update again, the price 0008 saved by
 -- dropping the updated index (docs/performance.md).
-CREATE INDEX counters_workspace_name_c ON counters (workspace_id, name COLLATE "C");
+CREATE UNIQUE INDEX counters_workspace_name ON counters (workspace_id, name COLLATE "C");
+ALTER TABLE counters DROP CONSTRAINT IF EXISTS counters_workspace_id_name_key;
 CREATE INDEX counters_workspace_up ON counters (workspace_id, up_count, id);
 CREATE INDEX counters_workspace_down ON counters (workspace_id, down_count, id);
 CREATE INDEX counters_workspace_updated ON counters (workspace_id, updated_at, id);
-CREATE INDEX counters_workspace_created ON counters (workspace_id, created_at, id);
 
 -- 2. How many counters each workspace has, kept by triggers on the creation and
 -- deletion of counters (never on a count): the list's total, and the quota's count.

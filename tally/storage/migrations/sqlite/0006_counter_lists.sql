@@ -7,7 +7,6 @@
 CREATE INDEX counters_workspace_up ON counters (workspace_id, up_count);
 CREATE INDEX counters_workspace_down ON counters (workspace_id, down_count);
 CREATE INDEX counters_workspace_updated ON counters (workspace_id, updated_at);
-CREATE INDEX counters_workspace_created ON counters (workspace_id, created_at);
 
 -- 2. How many counters each workspace has, kept by triggers: the list's total without
 -- counting a million rows, and the counter quota's count (checked in the transaction
