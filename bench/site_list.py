@@ -66,7 +66,15 @@ async def fill(store: Store, workspace_id: int, n: int) -> None:
         await run([(_SQLITE_FILL, (n, workspace_id, now, now))])
     else:
         await run([(_POSTGRES_FILL, (workspace_id, now, now, n))])
-        await run([("ANALYZE counters", ())])
+        # as autovacuum would soon: the trigram index's pending entries merged (a
+        # search reads them one by one), the planner's statistics taken
+        await run(
+            [
+                ("SELECT gin_clean_pending_list('counter_names_trgm'::regclass)", ()),
+                ("ANALYZE counters", ()),
+                ("ANALYZE counter_names", ()),
+            ]
+        )
 
 
 async def deep_cursor(store: Store, workspace_id: int, sort: str, desc: bool, n: int) -> str:
