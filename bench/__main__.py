@@ -128,9 +128,7 @@ def measure_all(args: argparse.Namespace, run: Run, work: Path) -> Results:
             for m in viewer.run_viewer(run, work, args.viewer_counters):
                 results.ceilings.append(scenarios.run_ceiling(run, ceiling, len(results.ceilings)))
                 around = (results.ceilings[-2].rps + results.ceilings[-1].rps) / 2
-                target, met = m.target, m.met
-                m.judge(around, None)
-                m.target, m.met = target, met
+                m.judge(around, None)  # its target, set by run_viewer, is kept
                 results.scenarios.append(m)
     for c in results.ceilings:
         c.judge(results.ceiling_rps, None)
