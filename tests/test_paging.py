@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tally.errors import BadRequest
 from tally.models import Counter
-from tally.storage import dashboard, paging, store_from_url
+from tally.storage import counter_lists, paging, store_from_url
 from tally.storage.base import Store
 from tally.storage.dashboard import DashboardTables
 
@@ -147,10 +147,10 @@ async def test_search_paths_agree(store: Store, monkeypatch: pytest.MonkeyPatch)
     assert await walk("abc") == (want, 5, True)
     assert (await walk('a"b'))[0] == ['a"bc']
     assert (await walk("%_a"))[0] == ["q%_abc"]
-    monkeypatch.setattr(dashboard, "SEARCH_COUNT_CAP", 2)
+    monkeypatch.setattr(counter_lists, "SEARCH_COUNT_CAP", 2)
     assert await walk("abc") == (want, 2, False)
     assert await walk("ab") == ([*want[:2], "abd", *want[2:]], 2, False)
-    monkeypatch.setattr(dashboard, "SHORT_SEARCH_MAX", 6)
+    monkeypatch.setattr(counter_lists, "SHORT_SEARCH_MAX", 6)
     assert (await walk("abc"))[0] == want
     with pytest.raises(BadRequest):
         await store.counter_page(ws.id, search="ab")

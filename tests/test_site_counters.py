@@ -11,7 +11,7 @@ from conftest import BrowserFactory, Harness
 from site_client import SiteClient, text
 
 from tally.models import Permission, Workspace
-from tally.storage import dashboard
+from tally.storage import counter_lists
 
 
 async def owner(harness: Harness, make_browser: BrowserFactory) -> tuple[SiteClient, Workspace]:
@@ -178,7 +178,7 @@ async def test_a_short_search_of_a_big_workspace_says_why(
     b, ws = await owner(harness, make_browser)
     for name in ("ab-1", "ab-2"):
         await harness.counter(ws, name)
-    monkeypatch.setattr(dashboard, "SHORT_SEARCH_MAX", 1)
+    monkeypatch.setattr(counter_lists, "SHORT_SEARCH_MAX", 1)
     r = await b.get("/w/ann?q=ab")
     assert r.status_code == 200
     assert "Search for 3 characters or more" in text(r)
