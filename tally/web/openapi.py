@@ -935,7 +935,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "name": "after",
                 "in": "query",
                 "description": "The `next` cursor of the page before: the next page, as "
-                "quick at any depth (not with offset).",
+                "quick at any depth. Not with offset; a string no list gave is a 400.",
                 "schema": {"type": "string", "maxLength": 1024},
             },
             query(
