@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import fixtures, hello, report, scale, scaleout, scenarios
+from bench import fixtures, hello, report, scale, scaleout, scenarios, viewer
 from bench.progress import progress
 from bench.report import Results
 from bench.scenarios import SCENARIOS, Run
@@ -27,7 +27,12 @@ from bench.wrk import CONNECTIONS, THREADS, ensure_wrk, wrk_version
 ROOT = Path(__file__).resolve().parent.parent
 FULL = {"warmup_s": 2, "seconds": 10}
 QUICK = {"warmup_s": 1, "seconds": 3}
-NAMES = [s.name for s in SCENARIOS] + [scale.UP_1M.name, "scale", scaleout.SCALEOUT.name]
+NAMES = [s.name for s in SCENARIOS] + [
+    scale.UP_1M.name,
+    "scale",
+    scaleout.SCALEOUT.name,
+    viewer.NAME,
+]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=ROOT / "bench" / "results",
         help="where latest.json and the logs go (default: bench/results)",
     )
+    parser.add_argument(
+        "--viewer-counters",
+        type=int,
+        default=viewer.COUNTERS,
+        help=f"counters of the workspace {viewer.NAME}'s viewer pages through "
+        f"(default {viewer.COUNTERS:,}; fewer for a quick check)",
+    )
     args = parser.parse_args(argv)
     only = [n.strip() for item in args.only or [] for n in item.split(",") if n.strip()]
     unknown = sorted(set(only) - set(NAMES))
@@ -69,6 +81,7 @@ def measure_all(args: argparse.Namespace, run: Run, work: Path) -> Results:
     with_scale = bool({"scale", scale.UP_1M.name} & set(args.only)) or not args.only
     scale_details = "scale" in args.only or (not args.quick and not args.only)
     with_scaleout = scaleout.SCALEOUT.name in args.only or not args.only
+    with_viewer = viewer.NAME in args.only or not args.only
     # PostgreSQL and Redis must be there: find out now, not after minutes of loads
     services = scaleout.check_services() if with_scaleout else None
     mode = "partial" if args.only else ("quick" if args.quick else "full")
@@ -111,6 +124,12 @@ def measure_all(args: argparse.Namespace, run: Run, work: Path) -> Results:
             else:
                 results.scenarios.append(m)
                 db.unlink()
+        if with_viewer:
+            for m in viewer.run_viewer(run, work, args.viewer_counters):
+                results.ceilings.append(scenarios.run_ceiling(run, ceiling, len(results.ceilings)))
+                around = (results.ceilings[-2].rps + results.ceilings[-1].rps) / 2
+                m.judge(around, None)  # its target, set by run_viewer, is kept
+                results.scenarios.append(m)
     for c in results.ceilings:
         c.judge(results.ceiling_rps, None)
     scenarios.compare_baselines(selected, results.scenarios)

@@ -183,6 +183,8 @@ class CounterPage:
     total: int
     limit: int
     offset: int
+    next: str | None = None  # the cursor of the next page (after=)
+    total_exact: bool = True
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> CounterPage:
@@ -191,6 +193,8 @@ class CounterPage:
             total=int(data.get("total", 0)),
             limit=int(data.get("limit", 0)),
             offset=int(data.get("offset", 0)),
+            next=data.get("next"),
+            total_exact=bool(data.get("total_exact", True)),
         )
 
 

@@ -67,6 +67,8 @@ class Settings:
     smtp_security: str = "starttls"
     mail_from: str = "Tally <tally@localhost>"
     v1_rate_limit: RateLimit | None = RateLimit(30, 60.0)
+    counter_quota: int = 100_000  # 0: no quota
+    create_rate_limit: RateLimit | None = RateLimit(1000, 3600.0)
 
     def __post_init__(self) -> None:
         if self.smtp_host and not self.public_url:
@@ -243,6 +245,16 @@ def parse_positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def parse_quota(text: str) -> int:
+    text = text.strip().lower()
+    if text in ("off", "none"):
+        return 0
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be a whole number (0 or off: no quota)")
     return value
 
 
@@ -461,6 +473,17 @@ SETTINGS: tuple[Setting, ...] = (
         "v1_rate_limit",
         parse_rate_limit,
         "The V1 legacy endpoints' own limit per URL path and client IP (like rate_limit).",
+        render_rate_limit,
+    ),
+    Setting(
+        "counter_quota",
+        parse_quota,
+        "Counters a workspace may have, unless it has a quota of its own (0 or off: none).",
+    ),
+    Setting(
+        "create_rate_limit",
+        parse_rate_limit,
+        "New counters one token (or client IP) may create through the API (like rate_limit).",
         render_rate_limit,
     ),
 )

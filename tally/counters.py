@@ -27,6 +27,7 @@ Access rules (docs/api.md has the user-facing table):
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import unicodedata
 from collections import OrderedDict
@@ -40,6 +41,7 @@ from tally.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    RateLimited,
     StorageError,
     TallyError,
     Unauthorized,
@@ -55,6 +57,7 @@ from tally.models import (
     Token,
     Totals,
 )
+from tally.ratelimit import Limiter
 from tally.stats import add_temporal, settled_before, summarize
 from tally.storage.base import Store
 from tally.visitors import LocalVisitors, Visitor, Visitors, by_address
@@ -217,6 +220,8 @@ class Counters:
         self.cache = CounterCache(cache_ttl, store.settings_known)
         # the unique visitors' seen-set (the app gives the Redis one in scale-out)
         self.visitors: Visitors = LocalVisitors()
+        # new counters per token or client IP (TALLY_CREATE_RATE_LIMIT; the app sets it)
+        self.creations: Limiter | None = None
         # (counter id, split hour) -> (monotonic expiry, temporal sums before the split)
         self._settled_cache: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
         writes.on_commit.append(self._forget_settled)
@@ -239,6 +244,21 @@ class Counters:
         ):
             raise NotFound()
         return counter
+
+    async def may_create(self, who: object) -> None:
+        """Spend one of `who`'s new counters (a token's id, a client IP): RateLimited if
+        its budget is spent. Apart from the per-path rate limit, where every new name has
+        a fresh budget of its own."""
+        if self.creations is None:
+            return
+        decision = await self.creations.hit(("create", who), time.monotonic())
+        if not decision.allowed:
+            retry = max(1, math.ceil(decision.retry_after))
+            raise RateLimited(
+                f"too many new counters: {decision.limit} at most in a while, retry in {retry} s "
+                "(counting existing counters goes on)",
+                [(b"retry-after", b"%d" % retry)],
+            )
 
     async def find(self, workspace: str, name: str) -> Counter | None:
         """The counter, its settings from the node's cache (tally.namespaces)."""
@@ -358,6 +378,7 @@ class Counters:
                 or token.permission < Permission.WRITE
             ):
                 raise NotFound()
+            await self.may_create(token.id)
             epoch = self.cache.epoch()
             counter = await self.store.ensure_counter(token.workspace_id, name)
             self.cache.put((workspace, name), counter, time.monotonic(), epoch)
@@ -509,6 +530,7 @@ class Counters:
                 or token.permission < Permission.ADMIN
             ):
                 raise NotFound()
+            await self.may_create(token.id)
             epoch = self.cache.epoch()
             counter = await self.store.ensure_counter(token.workspace_id, name)
             self.cache.put((workspace, name), counter, time.monotonic(), epoch)

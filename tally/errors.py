@@ -46,6 +46,13 @@ class Conflict(TallyError):
     default_message = "already exists"
 
 
+class QuotaReached(TallyError):
+    """The workspace has as many counters as its quota allows: no new one."""
+
+    status = 403
+    default_message = "the workspace has reached its counter quota"
+
+
 class RateLimited(TallyError):
     status = 429
     default_message = "too many requests, slow down"

@@ -289,7 +289,12 @@ class Membership:
 
 @dataclass(frozen=True, slots=True)
 class CounterPage:
-    """One page of a workspace's counters, and how many match in all."""
+    """One page of a workspace's counters, how many match in all (`exact`: all of them
+    were counted, else at least `total` match), and the cursors of the pages after it
+    and before it (None: there is none; tally.storage.paging)."""
 
     counters: list[Counter]
     total: int
+    exact: bool = True
+    next: str | None = None
+    previous: str | None = None

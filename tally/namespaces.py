@@ -48,9 +48,10 @@ class Namespaces:
         self._workspaces.pop(slug, None)
         self.counters.cache.forget_workspace(slug)
 
-    async def _counter(self, namespace: str, name: str, create: bool) -> Counter:
+    async def _counter(self, namespace: str, name: str, create: bool, client: str = "") -> Counter:
         """A public counter of a V1 namespace (NotFound: no such namespace open for V1;
-        RecordNotFound: no such public counter, and `create` is false)."""
+        RecordNotFound: no such public counter, and `create` is false). A new one spends
+        one of `client`'s (its IP's) new counters (Counters.may_create)."""
         counter = await self.counters.find(namespace, name)
         if counter is not None:
             if not counter.v1_open:
@@ -63,6 +64,7 @@ class Namespaces:
             raise NotFound("no V1 namespace of that name")
         if not create:
             raise RecordNotFound()
+        await self.counters.may_create(client)
         epoch = self.counters.cache.epoch()
         counter = await self.counters.store.ensure_counter(ws.id, name)
         self.counters.cache.put((namespace, name), counter, time.monotonic(), epoch)
@@ -74,11 +76,11 @@ class Namespaces:
         return await self.counters.current(await self._counter(namespace, name, create=False))
 
     async def count(
-        self, namespace: str, name: str, up: int, source: origins.Source
+        self, namespace: str, name: str, up: int, source: origins.Source, client: str = ""
     ) -> CounterView:
         """V1 up (`up` 1) or down (`up` 0): never below 0; a refused down answers the
         counter as it is."""
-        counter = await self._counter(namespace, name, create=True)
+        counter = await self._counter(namespace, name, create=True, client=client)
         self.counters.check_origin(counter, source)
         down = 1 - up
         check = CHECK_BOUNDS_AND_ZERO if down else CHECK_BOUNDS if counter.bounded else UNCHECKED
@@ -94,11 +96,11 @@ class Namespaces:
         )
 
     async def set(
-        self, namespace: str, name: str, count: int, source: origins.Source
+        self, namespace: str, name: str, count: int, source: origins.Source, client: str = ""
     ) -> CounterView:
         if not 0 <= count <= MAX_SET:
             raise BadRequest(f"count must be a whole number from 0 to {MAX_SET}")
-        counter = await self._counter(namespace, name, create=True)
+        counter = await self._counter(namespace, name, create=True, client=client)
         self.counters.check_origin(counter, source)
         return await self.counters.set_totals(counter, count, 0)
 

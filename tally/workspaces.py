@@ -103,6 +103,21 @@ def check_token_name(name: str, *, required: bool = True) -> str:
     return name
 
 
+MAX_QUOTA = 10**12
+
+
+def check_counter_quota(quota: int | None, server: int) -> int | None:
+    """A workspace's own counter quota: 1 up to the server's (TALLY_COUNTER_QUOTA, a
+    ceiling its members cannot raise; any, if the server has none), or None for the
+    server's."""
+    if quota is None:
+        return None
+    top = server or MAX_QUOTA
+    if not 1 <= quota <= top:
+        raise BadRequest(f"the counter quota must be a whole number from 1 to {top}")
+    return quota
+
+
 async def create_counter(
     store: Store, workspace_id: int, name: str, description: str, private: bool
 ) -> Counter:

@@ -154,6 +154,15 @@ async def test_list_pages_and_filters(harness: Harness) -> None:
         assert page["total"] == 9
         seen += [c["name"] for c in page["counters"]]
     assert seen == [c["name"] for c in data["counters"]]
+    seen, after = [], ""
+    for _ in range(3):  # by cursor: the same pages
+        r = await call(h, "GET", COUNTERS, admin, params={"limit": 4, "after": after})
+        check_body(document(), r, "/v2/{workspace}/-/counters", 200)
+        page = r.json()["data"]
+        seen += [c["name"] for c in page["counters"]]
+        after = page["next"]
+    assert after is None
+    assert seen == [c["name"] for c in data["counters"]]
     r = await call(h, "GET", f"{COUNTERS}?q=PAGE-0&limit=2", admin)
     assert r.json()["data"]["total"] == 7
     assert [c["name"] for c in r.json()["data"]["counters"]] == ["page-00", "page-01"]
@@ -167,7 +176,7 @@ async def test_list_pages_and_filters(harness: Harness) -> None:
 @pytest.mark.parametrize(
     "query",
     ["limit=0", "limit=201", "limit=x", "limit=", "offset=-1", "offset=1.5", "limit=1&limit=2",
-     "q=a&q=b", "q=" + "x" * 129],
+     "q=a&q=b", "q=" + "x" * 129, "after=%25%25", "after=WzFd", "after=WyJhIl0&offset=1"],
 )  # fmt: skip
 async def test_bad_list_query_is_400(harness: Harness, query: str) -> None:
     h = harness

@@ -3,11 +3,15 @@ create, edit, reset, delete, the live counts and the chart data."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 from conftest import BrowserFactory, Harness
 from site_client import SiteClient, text
 
 from tally.models import Permission, Workspace
+from tally.storage import counter_lists
 
 
 async def owner(harness: Harness, make_browser: BrowserFactory) -> tuple[SiteClient, Workspace]:
@@ -94,17 +98,25 @@ async def test_the_list_searches_sorts_and_pages(
     first = await b.get("/w/ann")
     assert "61 counters" in text(first)
     assert first.text.count('href="/w/ann/c/') == 50
-    assert "Page 1 of 2" in text(first)
-    second = await b.get("/w/ann?page=2")
+    assert 'rel="prev"' not in first.text
+    after = re.search(r'href="\?([^"]*after=[^"]*)" rel="next"', first.text)
+    assert after is not None
+    second = await b.get("/w/ann?" + html.unescape(after[1]))
     assert second.text.count('href="/w/ann/c/') == 11
+    assert 'rel="next"' not in second.text
+    before = re.search(r'href="\?([^"]*before=[^"]*)" rel="prev"', second.text)
+    assert before is not None
+    back = await b.get("/w/ann?" + html.unescape(before[1]))
+    assert back.text.count('href="/w/ann/c/') == 50
+    assert 'rel="prev"' not in back.text
     found = await b.get("/w/ann?q=SPECIAL")
     assert "1 counter matching" in text(found)
     assert ">Special</a>" in found.text
     top = await b.get("/w/ann?sort=up&dir=desc")
-    assert top.text.index(">page-07</a>") < top.text.index(">page-00</a>")
-    odd = await b.get("/w/ann?sort=nonsense")
+    assert top.text.index(">page-07</a>") < top.text.index(">Special</a>")  # ties: newest first
+    odd = await b.get("/w/ann?sort=nonsense&page=x&after=%%%")
     assert odd.status_code == 200
-    assert (await b.get("/w/ann?page=x")).status_code == 400  # tests/test_site_inputs.py
+    assert odd.text.count('href="/w/ann/c/') == 50
 
 
 async def test_counter_page_counts_and_chart_data(
@@ -199,3 +211,18 @@ async def test_a_counter_named_before_the_rule_can_be_deleted(
     r = await b.post(page + "/delete", {"confirm": " old "})
     assert r.status_code == 303
     assert await harness.store.get_counter_by_id(counter.id) is None
+
+
+async def test_a_short_search_of_a_big_workspace_says_why(
+    harness: Harness, make_browser: BrowserFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search under 3 characters in a workspace past SHORT_SEARCH_MAX: a message."""
+    b, ws = await owner(harness, make_browser)
+    for name in ("ab-1", "ab-2"):
+        await harness.counter(ws, name)
+    monkeypatch.setattr(counter_lists, "SHORT_SEARCH_MAX", 1)
+    r = await b.get("/w/ann?q=ab")
+    assert r.status_code == 200
+    assert "Search for 3 characters or more" in text(r)
+    r = await b.get("/w/ann?q=ab-")
+    assert ">ab-2</a>" in r.text

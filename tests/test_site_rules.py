@@ -364,3 +364,23 @@ async def test_viewers_see_the_window(harness: Harness, make_browser: BrowserFac
     page = await b.get(f"/w/ann/c/{counter.id}")
     assert "unique visitors: 24h (1 day)" in text(page)
     assert 'name="unique"' not in page.text
+
+
+async def test_the_counter_quota_form(harness: Harness, make_browser: BrowserFactory) -> None:
+    """An owner sets the workspace's counter quota, up to the server's, or clears it;
+    a bad one is refused with the reason and changes nothing."""
+    b, ws, _counter = await owner_with_counter(harness, make_browser)
+    page = await b.get("/w/ann/settings")
+    assert "1 counter, of 100,000 at most (the server's quota)" in text(page)
+    r = await b.post("/w/ann/settings/quota", {"quota": "5"})
+    assert r.status_code == 303
+    assert await harness.store.counter_usage(ws.id) == (1, 5)
+    assert "1 counter, of 5 at most." in text(await b.get("/w/ann/settings"))
+    for bad in ("x", "0", "-3", "100001", "1.5"):
+        r = await b.post("/w/ann/settings/quota", {"quota": bad})
+        assert r.status_code == 400, bad
+        assert "counter quota must be a whole number" in text(r)
+        assert await harness.store.counter_usage(ws.id) == (1, 5)
+    r = await b.post("/w/ann/settings/quota", {"quota": ""})
+    assert r.status_code == 303
+    assert await harness.store.counter_usage(ws.id) == (1, None)

@@ -51,6 +51,7 @@ ROUTES = [
     Route(W, counters.listing, methods=GET),
     Route(W + "/settings", workspaces.settings, methods=BOTH),
     Route(W + "/settings/rules", workspaces.set_rules, methods=POST),
+    Route(W + "/settings/quota", workspaces.set_quota, methods=POST),
     Route(W + "/delete", workspaces.delete, methods=POST),
     Route(W + "/export", workspaces.export, methods=GET),
     Route(W + "/members", workspaces.members, methods=BOTH),

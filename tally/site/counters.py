@@ -4,24 +4,23 @@ delete."""
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import tzinfo
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tally import charts, rules, stats, visitors, workspaces
 from tally.errors import BadRequest, NotFound, TallyError
-from tally.models import Account, Counter, CounterChange, Role, Workspace
+from tally.models import Account, Counter, CounterChange, CounterPage, Role, Workspace
 from tally.site.pages import (
     FormError,
     base_url,
     field,
     form,
     path_id,
-    query_number,
     redirect,
     render,
     signed_in,
@@ -52,6 +51,8 @@ async def load_counter(request: Request, ws: Workspace) -> Counter:
 
 
 async def listing(request: Request) -> Response:
+    """The counter list: a page after (or before) a cursor of the list's own, never an
+    offset, so the last page of a million counters costs what the first does."""
     _, ws, role = await _load(request)
     workspaces.require_role(role, "view")
     q = request.query_params
@@ -60,15 +61,29 @@ async def listing(request: Request) -> Response:
     if sort not in SORTS:
         sort = "name"
     descending = q.get("dir", "desc" if sort != "name" else "asc") == "desc"
-    page = query_number(request, "page", 1, 1, MAX_PAGE)
-    result = await site(request).store.counter_page(
-        ws.id,
-        search=search,
-        sort=sort,
-        descending=descending,
-        limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
-    )
+    store = site(request).store
+    error = None
+    after, before = q.get("after", ""), q.get("before", "")
+
+    async def read(after: str = "", before: str = "") -> CounterPage:
+        return await store.counter_page(
+            ws.id,
+            search=search,
+            sort=sort,
+            descending=descending,
+            limit=PAGE_SIZE,
+            after=after,
+            before=before,
+        )
+
+    try:
+        try:
+            result = await read(after, "" if after else before)
+        except BadRequest:  # a cursor of another sort, or mangled: the first page
+            result = await read()
+    except BadRequest as exc:  # a search the workspace is too big for
+        result, error = CounterPage([], 0), exc.message[0].upper() + exc.message[1:] + "."
+    here = {"q": search, "sort": sort, "dir": "desc" if descending else "asc"}
     return render(
         request,
         "counters.html",
@@ -79,8 +94,12 @@ async def listing(request: Request) -> Response:
         search=search,
         sort=sort,
         descending=descending,
-        page=page,
-        pages=max(1, math.ceil(result.total / PAGE_SIZE)),
+        error=error,
+        first_link="?" + urlencode(here),
+        next_link="?" + urlencode({**here, "after": result.next}) if result.next else None,
+        previous_link=(
+            "?" + urlencode({**here, "before": result.previous}) if result.previous else None
+        ),
         base=base_url(request),
         sorts=[("name", "Name"), ("updated", "Last update"), ("up", "Up"), ("down", "Down")],
     )

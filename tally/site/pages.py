@@ -26,10 +26,10 @@ from starlette.templating import Jinja2Templates
 from tally.accounts import SESSION_TTL, Accounts
 from tally.config import Settings
 from tally.counters import Counters
-from tally.errors import BadRequest, Forbidden, NotFound, TallyError
+from tally.errors import Forbidden, NotFound, TallyError
 from tally.mail import Mailer
 from tally.models import Session
-from tally.numbers import row_id, whole_number
+from tally.numbers import row_id
 from tally.site import security
 from tally.storage.base import Store
 from tally.web import http
@@ -165,18 +165,6 @@ def path_id(request: Request, name: str, what: str) -> int:
     value = row_id(str(request.path_params[name]))
     if value is None:
         raise NotFound(f"No such {what}.")
-    return value
-
-
-def query_number(request: Request, name: str, default: int, low: int, high: int) -> int:
-    """The whole number `name` of the query string (tally.numbers), `default` if absent,
-    else BadRequest naming the range."""
-    text = request.query_params.get(name)
-    if text is None:
-        return default
-    value = whole_number(text, low, high)
-    if value is None:
-        raise BadRequest(f"The {name} must be a whole number from {low} to {high}.")
     return value
 
 

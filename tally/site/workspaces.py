@@ -28,6 +28,7 @@ from tally.site.pages import (
     signed_in,
     site,
 )
+from tally.storage.base import Store
 
 log = logging.getLogger("tally.site")
 
@@ -59,7 +60,7 @@ async def settings(request: Request) -> Response:
     store = site(request).store
     ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
     workspaces.require_role(role, "manage_workspace")
-    context = _settings_context(ws, role)
+    context = await _settings_context(store, ws, role)
     if request.method == "GET":
         return render(request, "workspace_settings.html", **context)
     data = await form(request)
@@ -72,8 +73,11 @@ async def settings(request: Request) -> Response:
     return redirect(request, f"/w/{ws.slug}/settings", "The name is changed.")
 
 
-def _settings_context(ws: Workspace, role: Role, **rules_form: str) -> dict[str, Any]:
+async def _settings_context(
+    store: Store, ws: Workspace, role: Role, **rules_form: str
+) -> dict[str, Any]:
     """The settings page's context; the rules form as stored unless given as submitted."""
+    counters, own = await store.counter_usage(ws.id)
     return {
         "workspace": ws,
         "role": role,
@@ -82,7 +86,34 @@ def _settings_context(ws: Workspace, role: Role, **rules_form: str) -> dict[str,
         "saved_origins": "\n".join(ws.origins),
         "rules_form": rules_form
         or {"origins": "\n".join(ws.origins), "v1": "open" if ws.v1_open else ""},
+        "quota": {
+            "counters": counters,
+            "limit": store.counter_quota if own is None else own,  # 0: none
+            "own": "" if own is None else str(own),
+            "server": store.counter_quota,
+        },
     }
+
+
+async def set_quota(request: Request) -> Response:
+    """The workspace's own counter quota (empty: the server's, TALLY_COUNTER_QUOTA)."""
+    session = await signed_in(request)
+    store = site(request).store
+    ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "manage_workspace")
+    data = await form(request)
+    text = field(data, "quota").strip().replace(",", "").replace("_", "")
+    try:
+        if text and not (text.isascii() and text.isdigit()):
+            raise BadRequest("the counter quota must be a whole number")
+        quota = workspaces.check_counter_quota(int(text) if text else None, store.counter_quota)
+    except TallyError as exc:
+        context = await _settings_context(store, ws, role)
+        context["quota"]["own"] = field(data, "quota")
+        context["form_error"] = FormError("quota", rules.sentence(exc.message), ("quota",))
+        return render(request, "workspace_settings.html", exc.status, **context)
+    await store.set_counter_quota(ws.id, quota)
+    return redirect(request, f"/w/{ws.slug}/settings", "The counter quota is saved.")
 
 
 async def set_rules(request: Request) -> Response:
@@ -97,7 +128,7 @@ async def set_rules(request: Request) -> Response:
         origins = rules.parse_origins(field(data, "origins"))
     except TallyError as exc:
         submitted = {"origins": field(data, "origins"), "v1": field(data, "v1")}
-        context = _settings_context(ws, role, **submitted)
+        context = await _settings_context(store, ws, role, **submitted)
         context["form_error"] = FormError("rules", rules.sentence(exc.message), ("origins",))
         return render(request, "workspace_settings.html", exc.status, **context)
     if await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=origins) is None:
@@ -114,7 +145,7 @@ async def delete(request: Request) -> Response:
     try:
         await workspaces.delete(store, ws, field(data, "confirm"))
     except TallyError as exc:
-        context = _settings_context(ws, role)
+        context = await _settings_context(store, ws, role)
         context["form_error"] = FormError("delete", rules.sentence(exc.message), ("confirm",))
         return render(request, "workspace_settings.html", exc.status, **context)
     return redirect(request, "/", f"Workspace {ws.slug} and everything in it is deleted.")

@@ -37,6 +37,8 @@ class Store(Protocol):
     dialect: str  # "sqlite", "postgresql": which migrations/ folder is ours
     # seconds a busy group commit lets its next batch fill (TALLY_COMMIT_LINGER=auto)
     commit_linger: float
+    # counters a workspace without a quota of its own may have (0: no quota)
+    counter_quota: int
 
     def settings_known(self) -> tuple[int, float] | None:
         """What this store knows exactly of changes to anything a counter lookup returns
@@ -292,6 +294,13 @@ class Store(Protocol):
     async def delete_counter(self, counter_id: int) -> bool:
         """Delete the counter and its hourly history."""
 
+    async def counter_usage(self, workspace_id: int) -> tuple[int, int | None]:
+        """How many counters the workspace has, and its own quota (None: the server's)."""
+
+    async def set_counter_quota(self, workspace_id: int, quota: int | None) -> None:
+        """Give the workspace a counter quota of its own (0: none), or the server's
+        (None). Creating a counter past the quota raises QuotaReached."""
+
     async def counter_page(
         self,
         workspace_id: int,
@@ -300,7 +309,10 @@ class Store(Protocol):
         sort: str = "name",
         descending: bool = False,
         limit: int = 50,
+        after: str = "",
+        before: str = "",
         offset: int = 0,
     ) -> CounterPage:
         """One page of the workspace's counters whose name contains `search` (any case),
-        sorted by `sort` (a key of SORTS), and how many match in all."""
+        sorted by `sort` (a key of SORTS), after the cursor `after` or before `before`
+        (tally.storage.paging) or the first `offset`, and how many match in all."""

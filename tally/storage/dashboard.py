@@ -1,6 +1,8 @@
 """The dashboard's tables, one SQL for both backends: accounts, sessions, single-use
-links (`one_time_tokens`), workspace members, and the dashboard's workspace, token and
-counter management (rename, delete, paging, last use).
+links (`one_time_tokens`), workspace members, the dashboard's workspace, token and
+counter management (rename, delete, last use), and the counter quota (`QUOTA`, checked
+by each store in the transaction that creates a counter). The counter list is
+`CounterLists` (tally/storage/counter_lists.py), a base of this class.
 
 `DashboardTables` is mixed into `SQLiteStore` and `PostgresStore`. It writes its SQL
 with `%s` placeholders; each backend runs it through `_fetch` (one read statement) and
@@ -14,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tally.errors import QuotaReached
 from tally.models import (
     Account,
     Counter,
-    CounterPage,
     Member,
     Membership,
     OneTimeToken,
@@ -25,7 +27,11 @@ from tally.models import (
     Session,
     Workspace,
 )
+from tally.storage.counter_lists import CounterLists, like_pattern
+from tally.storage.paging import SORTS
 from tally.storage.rows import COUNTER_COLUMNS, to_counter, to_workspace
+
+__all__ = ["QUOTA", "SORTS", "DashboardTables", "check_quota", "like_pattern"]
 
 Params = Sequence[Any]
 Statement = tuple[str, Params]
@@ -48,13 +54,16 @@ _ANOTHER_OWNER = (
     "EXISTS (SELECT 1 FROM members o WHERE o.workspace_id = %s AND o.role = 3 "
     "AND o.account_id <> %s)"
 )
-SORTS = {
-    "name": "c.name",
-    "updated": "c.updated_at",
-    "up": "c.up_count",
-    "down": "c.down_count",
-    "created": "c.created_at",
-}
+# the counters a workspace may have, unless it has a quota of its own (the app sets the
+# store's `counter_quota` from TALLY_COUNTER_QUOTA; 0: no quota)
+DEFAULT_COUNTER_QUOTA = 100_000
+# Read in the transaction that creates a counter, after its insert: the count includes
+# it. On PostgreSQL the trigger's update of workspace_counts holds the row's lock until
+# the commit, so a second node's creation waits and then counts this one.
+QUOTA = (
+    "SELECT k.counters, COALESCE(w.counter_quota, %s) FROM workspace_counts k "
+    "JOIN workspaces w ON w.id = k.workspace_id WHERE k.workspace_id = %s"
+)
 
 
 def _account(row: Sequence[Any]) -> Account:
@@ -74,20 +83,19 @@ def _one_time(row: Sequence[Any]) -> OneTimeToken:
     )
 
 
-def like_pattern(text: str) -> str:
-    """`text` as a LIKE pattern matching it anywhere, its wildcards taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+def check_quota(row: Sequence[Any] | None) -> None:
+    """Raise QuotaReached if QUOTA's row shows more counters than the quota (0: none)."""
+    if row is not None and row[1] and int(row[0]) > int(row[1]):
+        raise QuotaReached(
+            f"the workspace has reached its quota of {int(row[1])} counters: "
+            "delete some, or ask for a bigger quota"
+        )
 
 
-class DashboardTables:
+class DashboardTables(CounterLists):
     """The dashboard's store methods over `_fetch` and `_change` (see the module doc)."""
 
-    _ilike = "LIKE"  # case-insensitive LIKE
-    _collate = ""  # order by code point
-
-    async def _fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+    counter_quota = DEFAULT_COUNTER_QUOTA  # of a workspace without its own (0: none)
 
     async def _change(
         self, statements: Sequence[Statement], *, settings_kept: bool = False
@@ -96,10 +104,6 @@ class DashboardTables:
         they change nothing a counter lookup returns (the node's cached lookups stay:
         Store.settings_known)."""
         raise NotImplementedError
-
-    async def _one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
-        rows = await self._fetch(sql, params)
-        return rows[0] if rows else None
 
     # accounts ----------------------------------------------------------------
 
@@ -452,6 +456,24 @@ class DashboardTables:
 
     # counters ----------------------------------------------------------------
 
+    async def counter_usage(self, workspace_id: int) -> tuple[int, int | None]:
+        """How many counters the workspace has, and its own quota (None: the server's)."""
+        row = await self._one(
+            "SELECT k.counters, w.counter_quota FROM workspace_counts k "
+            "JOIN workspaces w ON w.id = k.workspace_id WHERE k.workspace_id = %s",
+            (workspace_id,),
+        )
+        if row is None:
+            return 0, None
+        return int(row[0]), None if row[1] is None else int(row[1])
+
+    async def set_counter_quota(self, workspace_id: int, quota: int | None) -> None:
+        """Give the workspace a quota of its own (0: none), or the server's (None). Its
+        counters beyond a lowered quota stay; no new one is created."""
+        await self._change(
+            [("UPDATE workspaces SET counter_quota = %s WHERE id = %s", (quota, workspace_id))]
+        )
+
     async def get_counter_by_id(self, counter_id: int) -> Counter | None:
         row = await self._one(
             f"SELECT {COUNTER_COLUMNS} FROM counters c JOIN workspaces w "
@@ -469,34 +491,3 @@ class DashboardTables:
             ]
         )
         return bool(rows[1])
-
-    async def counter_page(
-        self,
-        workspace_id: int,
-        *,
-        search: str = "",
-        sort: str = "name",
-        descending: bool = False,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> CounterPage:
-        """One page of the workspace's counters whose name contains `search` (any case),
-        sorted by `sort` (a key of SORTS), and how many match in all."""
-        where = "c.workspace_id = %s"
-        params: list[Any] = [workspace_id]
-        if search:
-            where += f" AND c.name {self._ilike} %s ESCAPE '\\'"
-            params.append(like_pattern(search))
-        column = SORTS[sort]
-        order = "DESC" if descending else "ASC"
-        collate = self._collate if sort == "name" else ""
-        # the name breaks ties, so pages never overlap or skip
-        tail = "" if sort == "name" else f", c.name{self._collate} ASC"
-        rows = await self._fetch(
-            f"SELECT {COUNTER_COLUMNS} FROM counters c JOIN workspaces w "
-            f"ON w.id = c.workspace_id WHERE {where} "
-            f"ORDER BY {column}{collate} {order}{tail} LIMIT %s OFFSET %s",
-            (*params, limit, offset),
-        )
-        total = await self._one(f"SELECT COUNT(*) FROM counters c WHERE {where}", params)
-        return CounterPage([to_counter(r) for r in rows], int(total[0]) if total else 0)

@@ -45,7 +45,13 @@ from tally.models import (
 )
 from tally.storage import counter_change, migrations
 from tally.storage.base import NO_END
-from tally.storage.dashboard import DashboardTables, Statement
+from tally.storage.dashboard import (
+    QUOTA,
+    DashboardTables,
+    Statement,
+    check_quota,
+    like_pattern,
+)
 from tally.storage.dashboard import Params as SqlParams
 from tally.storage.pgcall import BatchedLookup, PreparedCall, Row
 from tally.storage.rows import (
@@ -611,7 +617,10 @@ class PostgresStore(DashboardTables):
             "node": self.node,
         }
         try:
-            row = await self._row(_CREATE_COUNTER, params, read=False)
+            async with self._tx() as conn:
+                cur = await conn.execute(_CREATE_COUNTER, params)
+                row = await cur.fetchone()
+                await self._check_quota(conn, workspace_id)
         except Conflict:
             raise Conflict(f"counter {name!r} already exists in this workspace") from None
         if row is None:
@@ -638,11 +647,13 @@ class PostgresStore(DashboardTables):
         async with self._tx() as conn:
             # a racing insert of the same name makes this one wait for its commit, then
             # do nothing; the SELECT (a new snapshot under READ COMMITTED) then sees it
-            await conn.execute(
+            cur = await conn.execute(
                 "INSERT INTO counters (workspace_id, name, created_at, updated_at) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (workspace_id, name) DO NOTHING",
                 (workspace_id, name, now, now),
             )
+            if cur.rowcount == 1:
+                await self._check_quota(conn, workspace_id)
             cur = await conn.execute(
                 f"SELECT {COUNTER_COLUMNS}, {_SEQ} FROM workspaces w "
                 "JOIN counters c ON c.workspace_id = w.id "
@@ -653,6 +664,21 @@ class PostgresStore(DashboardTables):
         if row is None:
             raise StorageError(f"counter {name!r} vanished")
         return to_counter(row)
+
+    def _indexed(self, workspace_id: int, search: str) -> tuple[str, str, list[Any]] | None:
+        if len(search) < 3:
+            return None
+        return (
+            "counters c",
+            "c.id IN (SELECT n.id FROM counter_names n WHERE n.workspace_id = %s "
+            "AND n.name ILIKE %s ESCAPE '\\')",
+            [workspace_id, like_pattern(search)],
+        )
+
+    async def _check_quota(self, conn: Connection, workspace_id: int) -> None:
+        """After a counter's insert, in its transaction: QuotaReached rolls it back."""
+        cur = await conn.execute(QUOTA.encode(), (self.counter_quota, workspace_id))
+        check_quota(await cur.fetchone())
 
     async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
         row = await self._row(

@@ -3,9 +3,12 @@
 All writes go through one writer connection (one transaction per call), so they never
 contend for the database lock. They run on a writer thread, but for a batch of counts
 while its commits are quick: that commits on the event loop's own thread (see
-`InlineCommits`). Reads run on the caller's thread (the event loop) on a second
-connection: a primary-key lookup costs microseconds, less than a hop to a thread pool
-would. WAL gives every read statement a consistent snapshot.
+`InlineCommits`). The API's own reads (a counter, its counts, a token: primary-key and
+unique-key lookups) run on the caller's thread (the event loop) on a second connection:
+they cost microseconds, less than a hop to a thread would. Every other read (the
+dashboard's pages and lists, exports, a counter's history for stats) runs on a small pool
+of reader threads, each with its own connection (`_off_loop`), so that a slow one never
+stalls the loop. WAL gives every read statement a consistent snapshot.
 
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; the query
 ``?synchronous=normal`` trades the fsync per commit for speed (a process crash still
@@ -41,7 +44,7 @@ from tally.models import (
 )
 from tally.storage import counter_change, migrations
 from tally.storage.base import NO_END
-from tally.storage.dashboard import DashboardTables, Params, Statement
+from tally.storage.dashboard import QUOTA, DashboardTables, Params, Statement, check_quota
 from tally.storage.rows import (
     COUNTER_COLUMNS,
     TOKEN_COLUMNS,
@@ -56,6 +59,9 @@ T = TypeVar("T")
 NODE_IDLE_DAYS = 7
 # how long a write waits for another process's lock on the database (ms)
 BUSY_TIMEOUT_MS = 10_000
+# reader threads (and connections) for the reads kept off the event loop: they bound how
+# many run at once; more wait in the pool's queue
+READER_THREADS = 2
 
 _READ_COUNTER = f"""
 SELECT {COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
@@ -187,7 +193,13 @@ class SQLiteStore(DashboardTables):
         if synchronous.lower() not in ("full", "normal", "extra"):
             raise ValueError("synchronous must be full, normal or extra")
         self.synchronous = synchronous.upper()
-        self._reader: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None  # the event loop's
+        self._readers = ThreadPoolExecutor(
+            max_workers=READER_THREADS, thread_name_prefix="tally-sqlite-reader"
+        )
+        self._reader_local = threading.local()  # each reader thread's connection
+        self._reader_conns: list[sqlite3.Connection] = []  # all of them, to close
+        self._reader_conns_lock = threading.Lock()
         self._writer_conn: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tally-sqlite-writer")
         # the writer connection, used by one thread at a time: the writer thread, or the
@@ -281,6 +293,11 @@ class SQLiteStore(DashboardTables):
             await self._write(shut)
         finally:
             self._writer.shutdown(wait=True)
+            self._readers.shutdown(wait=True)
+            with self._reader_conns_lock:
+                for conn in self._reader_conns:
+                    conn.close()
+                self._reader_conns.clear()
             if self._reader is not None:
                 self._reader.close()
 
@@ -362,13 +379,38 @@ class SQLiteStore(DashboardTables):
         finally:
             self._writer_lock.release()
 
-    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    def _read_now(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """A quick read (a key lookup) on the caller's thread, the event loop's."""
         if self._reader is None:
             raise StorageError("the store is not open")
         try:
             return self._reader.execute(sql, tuple(params)).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite: {exc}") from exc
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        """This reader thread's connection (made on its first read)."""
+        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            with self._reader_conns_lock:
+                self._reader_conns.append(conn)
+            self._reader_local.conn = conn
+        return conn
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read on a reader thread (see _off_loop)."""
+        try:
+            return self._reader_conn().execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: {exc}") from exc
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on a reader thread: the loop keeps serving while it runs."""
+        if self._reader is None or self._closed:
+            raise StorageError("the store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
 
     def _tx(
         self, fn: Callable[[sqlite3.Connection], T]
@@ -395,7 +437,7 @@ class SQLiteStore(DashboardTables):
         return run
 
     async def _fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
-        return self._read(sql.replace("%s", "?"), params)
+        return await self._off_loop(self._read, sql.replace("%s", "?"), params)
 
     async def _change(
         self, statements: Sequence[Statement], *, settings_kept: bool = False
@@ -411,7 +453,7 @@ class SQLiteStore(DashboardTables):
     # meta --------------------------------------------------------------------
 
     async def schema_version(self) -> int:
-        rows = self._read("SELECT value FROM tally_meta WHERE key = 'schema_version'")
+        rows = self._read_now("SELECT value FROM tally_meta WHERE key = 'schema_version'")
         return int(rows[0][0]) if rows else 0
 
     async def claim_node(self) -> None:
@@ -493,11 +535,13 @@ class SQLiteStore(DashboardTables):
             raise Conflict(f"workspace {slug!r} already exists") from None
 
     async def get_workspace(self, slug: str) -> Workspace | None:
-        rows = self._read(f"SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE slug = ?", (slug,))
+        rows = self._read_now(f"SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE slug = ?", (slug,))
         return to_workspace(rows[0]) if rows else None
 
     async def list_workspaces(self) -> list[Workspace]:
-        rows = self._read(f"SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY slug")
+        rows = await self._off_loop(
+            self._read, f"SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY slug"
+        )
         return [to_workspace(r) for r in rows]
 
     async def set_workspace_rules(
@@ -547,7 +591,7 @@ class SQLiteStore(DashboardTables):
             return int(row[0])
 
         token_id = await self._write(self._tx(run))
-        rows = self._read(
+        rows = self._read_now(
             f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
             "WHERE t.id = ?",
             (token_id,),
@@ -555,7 +599,7 @@ class SQLiteStore(DashboardTables):
         return to_token(rows[0])
 
     async def find_token(self, token_hash: str) -> Token | None:
-        rows = self._read(
+        rows = self._read_now(
             f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
             "WHERE t.hash = ?",
             (token_hash,),
@@ -563,7 +607,8 @@ class SQLiteStore(DashboardTables):
         return to_token(rows[0]) if rows else None
 
     async def list_tokens(self, workspace_id: int) -> list[Token]:
-        rows = self._read(
+        rows = await self._off_loop(
+            self._read,
             f"SELECT {TOKEN_COLUMNS} FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
             "WHERE t.workspace_id = ? ORDER BY t.id",
             (workspace_id,),
@@ -595,6 +640,7 @@ class SQLiteStore(DashboardTables):
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (workspace_id, name, description, int(private), now, now),
             ).fetchone()
+            self._check_quota(conn, workspace_id)
             return int(row[0])
 
         try:
@@ -622,11 +668,13 @@ class SQLiteStore(DashboardTables):
         now = time.time()
 
         def run(conn: sqlite3.Connection) -> int:
-            conn.execute(
+            cur = conn.execute(
                 "INSERT INTO counters (workspace_id, name, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO NOTHING",
                 (workspace_id, name, now, now),
             )
+            if cur.rowcount == 1:
+                self._check_quota(conn, workspace_id)
             row = conn.execute(
                 "SELECT id FROM counters WHERE workspace_id = ? AND name = ?", (workspace_id, name)
             ).fetchone()
@@ -634,22 +682,37 @@ class SQLiteStore(DashboardTables):
 
         return self._counter_by_id(await self._write(self._tx(run)))
 
+    def _indexed(self, workspace_id: int, search: str) -> tuple[str, str, list[Any]] | None:
+        if len(search) < 3:
+            return None
+        phrase = '"' + search.replace('"', '""') + '"'  # the text itself, not a query
+        # CROSS JOIN: SQLite reads the tables in this order, the index's matches first
+        # (else it may walk the workspace's counters and look each up in the matches)
+        source = "counter_names f CROSS JOIN counters c ON c.id = f.rowid"
+        return source, "f.counter_names MATCH %s", [phrase]
+
+    def _check_quota(self, conn: sqlite3.Connection, workspace_id: int) -> None:
+        """After a counter's insert, in its transaction: QuotaReached rolls it back."""
+        sql = QUOTA.replace("%s", "?")
+        check_quota(conn.execute(sql, (self.counter_quota, workspace_id)).fetchone())
+
     def _counter_by_id(self, counter_id: int) -> Counter:
-        rows = self._read(_READ_COUNTER_BY_ID, (self.node, counter_id))
+        rows = self._read_now(_READ_COUNTER_BY_ID, (self.node, counter_id))
         if not rows:
             raise StorageError(f"counter {counter_id} vanished")
         return to_counter(rows[0])
 
     async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
-        rows = self._read(_READ_COUNTER, (self.node, workspace_slug, name))
+        rows = self._read_now(_READ_COUNTER, (self.node, workspace_slug, name))
         return to_counter(rows[0]) if rows else None
 
     async def read_counts(self, counter_id: int) -> tuple[int, int, float, int] | None:
-        rows = self._read(_READ_COUNTS, (self.node, counter_id))
+        rows = self._read_now(_READ_COUNTS, (self.node, counter_id))
         return rows[0] if rows else None
 
     async def list_counters(self, workspace_id: int) -> list[Counter]:
-        rows = self._read(
+        rows = await self._off_loop(
+            self._read,
             f"SELECT {COUNTER_COLUMNS} FROM workspaces w JOIN counters c "
             "ON c.workspace_id = w.id WHERE w.id = ? ORDER BY c.name",
             (workspace_id,),
@@ -657,13 +720,16 @@ class SQLiteStore(DashboardTables):
         return [to_counter(r) for r in rows]
 
     async def count_counters(self, workspace_id: int) -> int:
-        rows = self._read("SELECT count(*) FROM counters WHERE workspace_id = ?", (workspace_id,))
+        rows = await self._off_loop(
+            self._read, "SELECT count(*) FROM counters WHERE workspace_id = ?", (workspace_id,)
+        )
         return int(rows[0][0])
 
     async def list_counters_after(
         self, workspace_id: int, after_id: int, limit: int
     ) -> list[Counter]:
-        rows = self._read(
+        rows = await self._off_loop(
+            self._read,
             f"SELECT {COUNTER_COLUMNS} FROM workspaces w JOIN counters c "
             # `+c.workspace_id`: walk the rowids from `after_id`, not the (workspace, name)
             # index, which would sort the whole workspace for every page
@@ -674,7 +740,8 @@ class SQLiteStore(DashboardTables):
         return [to_counter(r) for r in rows]
 
     async def read_buckets(self, counter_ids: list[int]) -> list[tuple[int, int, int, int]]:
-        return self._read(
+        return await self._off_loop(
+            self._read,
             "SELECT counter_id, hour, up, down FROM counter_hours "
             "WHERE counter_id IN (SELECT value FROM json_each(?)) ORDER BY counter_id, hour",
             (orjson.dumps(counter_ids),),
@@ -689,10 +756,12 @@ class SQLiteStore(DashboardTables):
     async def read_history(
         self, counter_id: int, since_hour: int = 0, before_hour: int = NO_END
     ) -> History:
-        if self._reader is None:
-            raise StorageError("the store is not open")
-        conn = self._reader
+        return await self._off_loop(self._history, counter_id, since_hour, before_hour)
+
+    def _history(self, counter_id: int, since_hour: int, before_hour: int) -> History:
+        """read_history on a reader thread: the seq and the buckets of one snapshot."""
         try:
+            conn = self._reader_conn()
             conn.execute("BEGIN")
             try:
                 seq_row = conn.execute(
@@ -894,6 +963,17 @@ def _import_one(conn: sqlite3.Connection, workspace_id: int, r: CounterRecord) -
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration script into statements (no triggers with inner `;` in ours)."""
+    """Split a migration script into statements; a CREATE TRIGGER's body (its inner `;`)
+    runs to its END."""
     lines = [ln for ln in script.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    out: list[str] = []
+    for part in "\n".join(lines).split(";"):
+        if (
+            out
+            and out[-1].upper().startswith("CREATE TRIGGER")
+            and not out[-1].upper().endswith("END")
+        ):
+            out[-1] = f"{out[-1]};{part}".strip()
+        elif part.strip():
+            out.append(part.strip())
+    return out

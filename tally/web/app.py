@@ -248,7 +248,9 @@ class App:
             nodes.start()
         counters = Counters(store, writes, s.timezone, s.token_cache_ttl)
         counters.visitors = make_visitors(s)
+        store.counter_quota = s.counter_quota
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
+        counters.creations = make_limiter(s, s.create_rate_limit, nodes, verifier.key, "create:")
         limiter = make_limiter(s, s.rate_limit, nodes, verifier.key)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies, s.ipv6_prefix)
         api.handlers[b"badge.svg"] = BadgeEndpoint(api)
@@ -322,7 +324,8 @@ class App:
             await services.feed.close()
             await services.store.close()
             await services.counters.visitors.close()
-            for limiter in (services.api.gate.limiter, services.v1.gate.limiter):
+            limiters = (services.api.gate.limiter, services.v1.gate.limiter)
+            for limiter in (*limiters, services.counters.creations):
                 if limiter is not None:
                     await limiter.close()
             if services.windows is not None:

@@ -1,6 +1,7 @@
 """The management API, for Admin tokens: a workspace's counters and tokens.
 
-    GET    /v2/{workspace}/-/counters[?q=&limit=&offset=]   list, filtered by name, paged
+    GET    /v2/{workspace}/-/counters[?q=&limit=&after=]    list, filtered by name, paged
+                                                            (or &offset=, slow when deep)
     POST   /v2/{workspace}/-/counters                       create {name, description, visibility}
     GET    /v2/{workspace}/-/counters/{id}                  one counter
     PATCH  /v2/{workspace}/-/counters/{id}                  change {description, visibility,
@@ -90,7 +91,7 @@ METHODS = {
 VISIBILITY = {"public": False, "private": True}
 RULE_FIELDS = frozenset(("allowed_origins", "floor", "ceiling"))
 COUNTER_FIELDS = frozenset(("description", "visibility", "unique", "unique_by")) | RULE_FIELDS
-SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open"))
+SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open", "counter_quota"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +144,10 @@ def unique_field(data: dict[str, Any]) -> int | None:
     return rules.check_unique(data["unique"]) if "unique" in data else None
 
 
-def settings_data(ws: Workspace) -> dict[str, Any]:
-    """A workspace's settings as the management API shows them."""
+def settings_data(ws: Workspace, usage: tuple[int, int | None], server: int) -> dict[str, Any]:
+    """A workspace's settings as the management API shows them; `usage`: its counters
+    and own quota (Store.counter_usage), `server`: TALLY_COUNTER_QUOTA."""
+    counters, own = usage
     return {
         "id": ws.id,
         "slug": ws.slug,
@@ -152,7 +155,19 @@ def settings_data(ws: Workspace) -> dict[str, Any]:
         "v1_open": ws.v1_open,
         "allowed_origins": list(ws.origins),
         "created_at": rfc3339(ws.created_at),
+        "counters": counters,
+        "counter_quota": server if own is None else own,
+        "counter_quota_own": own is not None,
     }
+
+
+def quota_field(body: dict[str, Any], server: int) -> int | None:
+    """The workspace's own counter quota of a settings body (workspaces.check_counter_quota),
+    or null for the server's."""
+    value = body["counter_quota"]
+    if value is not None and type(value) is not int:
+        raise BadRequest("counter_quota must be a whole number, or null")
+    return workspaces.check_counter_quota(value, server)
 
 
 def _time(ts: float | None) -> str | None:
@@ -331,14 +346,19 @@ class ManageApi:
             search = query_text(query, "q", MAX_NAME)
             limit = query_number(query, "limit", MAX_LIMIT, DEFAULT_LIMIT, minimum=1)
             offset = query_number(query, "offset", MAX_OFFSET, 0)
+            after = query_text(query, "after", 1024)
+            if after and offset:
+                raise BadRequest("give after or offset, not both")
             page = await store.counter_page(
-                token.workspace_id, search=search, limit=limit, offset=offset
+                token.workspace_id, search=search, limit=limit, offset=offset, after=after
             )
             data = {
                 "counters": [counter_data(c) for c in page.counters],
                 "total": page.total,
+                "total_exact": page.exact,
                 "limit": limit,
                 "offset": offset,
+                "next": page.next,
             }
             return 200, "Counters listed successfully", data
         if item is None:  # POST
@@ -350,6 +370,7 @@ class ManageApi:
                 raise BadRequest("name is missing")
             description = string_field(body, "description", "") or ""
             private = visibility_field(body) or False
+            await self.counters.may_create(token.id)
             counter = await workspaces.create_counter(
                 store, token.workspace_id, name, description, private
             )
@@ -411,8 +432,10 @@ class ManageApi:
         ws = await self.store.get_workspace_by_id(token.workspace_id)
         if ws is None:
             raise NotFound("no such workspace")
+        server = self.store.counter_quota
         if method == "GET":
-            return 200, "Settings retrieved successfully", settings_data(ws)
+            usage = await self.store.counter_usage(ws.id)
+            return 200, "Settings retrieved successfully", settings_data(ws, usage, server)
         body = parse_object(await read_body(receive), SETTINGS_FIELDS)
         if not body:
             raise BadRequest(f"nothing to change: give {', '.join(sorted(SETTINGS_FIELDS))}")
@@ -420,13 +443,19 @@ class ManageApi:
         if type(v1_open) is not bool:
             raise BadRequest("v1_open must be true or false")
         allowed = origins_field(body)
-        changed = await self.store.set_workspace_rules(
-            ws.id, v1_open=v1_open, origins=ws.origins if allowed is None else allowed
-        )
-        self.namespaces.forget(ws.slug)
-        if changed is None:
-            raise NotFound("no such workspace")
-        return 200, "Settings updated successfully", settings_data(changed)
+        quota = quota_field(body, server) if "counter_quota" in body else None
+        if "v1_open" in body or "allowed_origins" in body:
+            changed = await self.store.set_workspace_rules(
+                ws.id, v1_open=v1_open, origins=ws.origins if allowed is None else allowed
+            )
+            self.namespaces.forget(ws.slug)
+            if changed is None:
+                raise NotFound("no such workspace")
+            ws = changed
+        if "counter_quota" in body:
+            await self.store.set_counter_quota(ws.id, quota)
+        usage = await self.store.counter_usage(ws.id)
+        return 200, "Settings updated successfully", settings_data(ws, usage, server)
 
     # tokens ------------------------------------------------------------------
 

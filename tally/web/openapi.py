@@ -275,7 +275,17 @@ SCHEMAS: JSON = {
     },
     "WorkspaceSettings": {
         "type": "object",
-        "required": ["id", "slug", "name", "v1_open", "allowed_origins", "created_at"],
+        "required": [
+            "id",
+            "slug",
+            "name",
+            "v1_open",
+            "allowed_origins",
+            "created_at",
+            "counters",
+            "counter_quota",
+            "counter_quota_own",
+        ],
         "properties": {
             "id": {"type": "integer"},
             "slug": {"type": "string"},
@@ -291,6 +301,15 @@ SCHEMAS: JSON = {
                 "without their own list (empty: any)",
             },
             "created_at": TIME,
+            "counters": {"type": "integer", "description": "how many it has"},
+            "counter_quota": {
+                "type": "integer",
+                "description": "how many it may have (0: no quota); new ones beyond are a 403",
+            },
+            "counter_quota_own": {
+                "type": "boolean",
+                "description": "the quota is the workspace's own, not the server's",
+            },
         },
     },
     "CounterList": {
@@ -298,9 +317,21 @@ SCHEMAS: JSON = {
         "required": ["counters", "total", "limit", "offset"],
         "properties": {
             "counters": {"type": "array", "items": ref("schemas", "ManagedCounter")},
-            "total": {"type": "integer", "description": "counters matching q, all pages"},
+            "total": {
+                "type": "integer",
+                "description": "counters matching q, all pages (of a search: 10,000 at most, "
+                "see total_exact)",
+            },
+            "total_exact": {
+                "type": "boolean",
+                "description": "false: more than `total` counters match the search",
+            },
             "limit": {"type": "integer"},
             "offset": {"type": "integer"},
+            "next": {
+                "type": ["string", "null"],
+                "description": "the cursor of the next page, for `after` (null: none)",
+            },
         },
     },
     "DeletedCounter": {
@@ -411,7 +442,9 @@ ERRORS: dict[str, tuple[str, JSON]] = {
     ),
     "403": (
         "The token lacks the permission, or belongs to another workspace; or an anonymous "
-        "count from an origin the counter does not allow.",
+        "count from an origin the counter does not allow; or a new counter (an up, down or "
+        "set of a new name, a created one) in a workspace at its counter quota "
+        "(TALLY_COUNTER_QUOTA, the settings' counter_quota): nothing was created.",
         RATE_LIMIT_HEADERS,
     ),
     "404": (
@@ -426,7 +459,8 @@ ERRORS: dict[str, tuple[str, JSON]] = {
         RATE_LIMIT_HEADERS,
     ),
     "429": (
-        "Over the rate limit; nothing was counted.",
+        "Over the rate limit; nothing was counted. Or over the token's (or client IP's) "
+        "budget of new counters (TALLY_CREATE_RATE_LIMIT): the counter was not created.",
         {**RATE_LIMIT_HEADERS, "Retry-After": ref("headers", "Retry-After")},
     ),
     "503": (
@@ -456,8 +490,9 @@ SSE_EVENT: JSON = {
         {
             "type": "object",
             "required": ["data"],
-            "not": {"required": ["event"]},
             "properties": {
+                # no `event` line: an SSE parser reports the default type, "message"
+                "event": {"const": "message"},
                 "data": {
                     "type": "string",
                     "contentMediaType": "application/json",
@@ -953,7 +988,18 @@ OPERATIONS: tuple[Operation, ...] = (
                 "schema": {"type": "string", "maxLength": 128},
             },
             query("limit", "Counters per page, 1 to 200 (default 50).", 200, minimum=1),
-            query("offset", "Counters to skip (default 0).", 10**9),
+            {
+                "name": "after",
+                "in": "query",
+                "description": "The `next` cursor of the page before: the next page, as "
+                "quick at any depth. Not with offset; a string no list gave is a 400.",
+                "schema": {"type": "string", "maxLength": 1024},
+            },
+            query(
+                "offset",
+                "Counters to skip (default 0); slower the deeper: prefer after.",
+                10**9,
+            ),
         ),
     ),
     Operation(
@@ -1104,7 +1150,16 @@ OPERATIONS: tuple[Operation, ...] = (
             "type": "object",
             "minProperties": 1,
             "additionalProperties": False,
-            "properties": {"allowed_origins": ORIGINS, "v1_open": {"type": "boolean"}},
+            "properties": {
+                "allowed_origins": ORIGINS,
+                "v1_open": {"type": "boolean"},
+                "counter_quota": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "description": "the workspace's own counter quota, at most the "
+                    "server's (TALLY_COUNTER_QUOTA); null: the server's",
+                },
+            },
         },
     ),
     Operation(

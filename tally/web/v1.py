@@ -35,7 +35,7 @@ from tally.ratelimit import Limiter
 from tally.web import gate
 from tally.web.api import origin_source, query_number
 from tally.web.gate import Gate, other_method
-from tally.web.http import Headers, Scope, Send, send_json
+from tally.web.http import Headers, Scope, Send, client_ip, send_json
 
 log = logging.getLogger("tally.web")
 
@@ -107,6 +107,10 @@ class V1Api:
         self.gate = Gate(limiter, trusted_proxies, ipv6_prefix=ipv6_prefix)
         self.tz = namespaces.counters.tz
 
+    def client(self, scope: Scope) -> str:
+        """The client IP, as the rate limit sees it (behind trusted proxies too)."""
+        return client_ip(scope, self.gate.trusted_proxies)
+
     def _time(self, ts: float) -> str:
         return datetime.fromtimestamp(ts, self.tz).isoformat(timespec="seconds")
 
@@ -153,10 +157,14 @@ class V1Api:
                 view = await namespaces.get(namespace, name)
             elif action == b"set":
                 count = query_number(query, "count", MAX_SET, None)
-                view = await namespaces.set(namespace, name, count, origin_source(scope))
+                view = await namespaces.set(
+                    namespace, name, count, origin_source(scope), self.client(scope)
+                )
             else:
                 up = 1 if action == b"up" else 0
-                view = await namespaces.count(namespace, name, up, origin_source(scope))
+                view = await namespaces.count(
+                    namespace, name, up, origin_source(scope), self.client(scope)
+                )
             ws = await namespaces.workspace(namespace)
             await send_json(send, 200, self.counter_json(view, ws), limits)
         except RateLimited as exc:  # V1 sent this code as a string

@@ -70,11 +70,20 @@ def within_cross_field_rules(case: schemathesis.Case) -> bool:  # type: ignore[t
     """What JSON Schema cannot say, which the document says in words: a body that gives
     both a floor and a ceiling has the floor at most the ceiling (else a 400). Valid
     input must keep to it; a single new bound against the counter's stored other one
-    is a 409 (a conflict with the counter), which the checks accept."""
+    is a 409 (a conflict with the counter), which the checks accept. A list's `after`
+    is a cursor the list gave (any other string is a 400), never with `offset`; a
+    workspace's `counter_quota` is at most the server's (TALLY_COUNTER_QUOTA, 100,000
+    here)."""
     body = case.body if isinstance(case.body, dict) else {}
     floor, ceiling = body.get("floor"), body.get("ceiling")
     numbers = (int, float)
-    return not (isinstance(floor, numbers) and isinstance(ceiling, numbers) and floor > ceiling)
+    if isinstance(floor, numbers) and isinstance(ceiling, numbers) and floor > ceiling:
+        return False
+    quota = body.get("counter_quota")
+    if isinstance(quota, numbers) and quota > 100_000:
+        return False
+    query = case.query if isinstance(case.query, dict) else {}
+    return "after" not in query
 
 
 def fuzz_operation(
