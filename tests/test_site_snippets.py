@@ -112,3 +112,26 @@ async def test_the_new_token_box_holds_the_token_alone(
     secret = snippet(r.text, "new-token")
     assert re.fullmatch(r"tly_[A-Za-z0-9_-]+", secret)
     assert (await harness.get("/v2/ann/-/counters", secret)).status_code == 403  # a Read token
+
+
+async def test_the_new_token_box_gives_ready_lines_with_the_token(
+    harness: Harness, make_browser: BrowserFactory, tmp_path: Path
+) -> None:
+    """Beside the token, a curl line and a JavaScript client snippet with the token filled
+    in: the curl line, run in sh (a `curl` that prints its arguments), asks for
+    /v2/ann/visits/up with the token; the client snippet carries it as a JSON string."""
+    b: SiteClient = await make_browser(harness)
+    assert (await b.sign_up("ann@example.com")).status_code == 303
+    account = await harness.store.find_account("ann@example.com")
+    assert account is not None
+    await harness.store.mark_verified(account.id, 0.0)
+    r = await b.submit("/w/ann/tokens", {"name": "site", "permission": "write", "expires": ""})
+    secret = snippet(r.text, "new-token")
+    line = snippet(r.text, "new-token-curl")
+    script = "curl() { for a; do printf '%s\\n' \"$a\"; done; }\n" + line + "\n"
+    args = (await run(["sh", "-c", script], tmp_path)).splitlines()
+    assert args[:2] == ["-H", f"Authorization: Bearer {secret}"]
+    assert urlsplit(args[2]).path == "/v2/ann/visits/up"
+    client = snippet(r.text, "new-token-client")
+    assert f"accessToken: {json.dumps(secret)}" in client
+    assert 'counter.up("visits")' in client

@@ -11,7 +11,7 @@ from tally import workspaces
 from tally.auth import issue_token
 from tally.errors import BadRequest, Forbidden, NotFound, TallyError
 from tally.models import Permission
-from tally.site.pages import field, form, path_id, redirect, render, signed_in, site
+from tally.site.pages import base_url, field, form, path_id, redirect, render, signed_in, site
 
 EXPIRY_DAYS = {"": None, "7": 7, "30": 30, "90": 90, "365": 365}
 
@@ -59,6 +59,7 @@ async def tokens(request: Request) -> Response:
         tokens=await s.store.list_tokens(ws.id),
         creators=await s.store.token_creators(ws.id),
         issued=issued,
+        base=base_url(request),
         now=time.time(),
     )
 
