@@ -184,7 +184,7 @@ def test_journey_sign_up_to_counting_and_revoking(
     page.get_by_label("Name").fill("website")
     page.get_by_label("Permission").select_option("write")
     page.get_by_role("button", name="Create token").click()
-    page.get_by_role("button", name="Copy").click()
+    page.get_by_role("button", name="Copy", exact=True).click()
     expect(page.get_by_role("button", name="Copied")).to_be_visible()
     token = page.evaluate("navigator.clipboard.readText()")
     assert TOKEN_RE.match(token), token
