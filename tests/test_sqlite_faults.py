@@ -39,7 +39,9 @@ def small_disk(path: Path, size: str = "4m") -> Iterator[Path]:
 def fill(path: Path) -> Path:
     """Write a file in `path` until the disk is full."""
     filler = path / "filler"
-    with open(filler, "wb") as f, contextlib.suppress(OSError):
+    # (suppress outermost: closing the file flushes what the last write left, and
+    # that fails on the full disk too)
+    with contextlib.suppress(OSError), open(filler, "wb") as f:
         while True:
             f.write(b"x" * 65536)
             f.flush()
