@@ -101,6 +101,11 @@ async def test_api_quota_is_a_403_and_settings_show_it(harness: Harness) -> None
             "/v2/ws/-/settings", json={"counter_quota": bad}, headers=bearer(admin)
         )
         assert_error(r, 400)
+    # a whole number written with a fraction of zero is one, as JSON Schema counts them
+    r = await h.client.patch(
+        "/v2/ws/-/settings", json={"counter_quota": 284.0}, headers=bearer(admin)
+    )
+    assert r.json()["data"]["counter_quota"] == 284
     r = await h.client.patch(
         "/v2/ws/-/settings", json={"counter_quota": None}, headers=bearer(admin)
     )

@@ -36,7 +36,7 @@ async def test_api_errors_stay_json_and_pages_are_html(
     b = await make_browser(harness)
     r = await b.get("/")
     assert r.status_code == 303
-    assert r.headers["location"] == "/login"
+    assert r.headers["location"] == "/signup"  # a new instance: its first account
     page = await b.get("/login")
     assert page.headers["content-type"].startswith("text/html")
     assert page.headers["x-request-id"]  # like every answer of Tally's

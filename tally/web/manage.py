@@ -165,9 +165,12 @@ def quota_field(body: dict[str, Any], server: int) -> int | None:
     """The workspace's own counter quota of a settings body (workspaces.check_counter_quota),
     or null for the server's."""
     value = body["counter_quota"]
-    if value is not None and type(value) is not int:
+    if value is None:
+        return workspaces.check_counter_quota(None, server)
+    whole = rules.json_int(value)  # 284 or 284.0, as JSON Schema counts whole numbers
+    if whole is None:
         raise BadRequest("counter_quota must be a whole number, or null")
-    return workspaces.check_counter_quota(value, server)
+    return workspaces.check_counter_quota(whole, server)
 
 
 def _time(ts: float | None) -> str | None:
