@@ -42,20 +42,26 @@ class Backend:
         return TallyServer(workdir, database_url=self.url, env=env)
 
 
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path, env: Mapping[str, str]
+) -> tuple[str, dict[str, str]]:
+    """The database URL of the backend `request.param` names ("sqlite", or
+    "postgresql+redis": a schema and a Redis key prefix of the test's own) and `env`
+    with what its processes need for it."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "t.db"), dict(env)
+    url = str(request.getfixturevalue("postgres_url"))
+    require_redis()
+    prefix = str(request.getfixturevalue("redis_prefix"))
+    return url, {**env, "TALLY_REDIS_URL": REDIS_URL, "TALLY_REDIS_PREFIX": prefix}
+
+
 @pytest.fixture(params=["sqlite", "postgresql+redis"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """SQLite, and PostgreSQL + Redis (a schema and a key prefix of the test's own); the
     rate limit off (the API client measures latency, not the limit), metrics on."""
     env = {"TALLY_RATE_LIMIT": "off", "TALLY_METRICS_TOKEN": METRICS_TOKEN}
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "t.db")
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-        require_redis()
-        env |= {
-            "TALLY_REDIS_URL": REDIS_URL,
-            "TALLY_REDIS_PREFIX": str(request.getfixturevalue("redis_prefix")),
-        }
+    url, env = database(request, tmp_path, env)
     return Backend(request.param, url, env, tmp_path)
 
 

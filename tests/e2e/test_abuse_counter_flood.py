@@ -9,7 +9,6 @@ count on."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from services import REDIS_URL, require_redis
 
-from .server import TallyCli, TallyServer, sqlite_url
+from .abuse import database
+from .server import TallyCli, TallyServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.abuse]
 
@@ -41,15 +40,7 @@ def two_nodes(
         "TALLY_CREATE_RATE_LIMIT": f"{BUDGET}/hour",
         "TALLY_COUNTER_QUOTA": str(QUOTA),
     }
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "t.db")
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-        require_redis()
-        env |= {
-            "TALLY_REDIS_URL": REDIS_URL,
-            "TALLY_REDIS_PREFIX": f"tally-test-{uuid.uuid4().hex[:12]}:",
-        }
+    url, env = database(request, tmp_path, env)
     cli = TallyCli(url, env=env)
     cli.workspace("ws")
     cli.counter("ws/c")

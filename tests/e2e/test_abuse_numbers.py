@@ -8,16 +8,15 @@ version, with hypothesis-generated values, is tests/test_site_inputs.py."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from services import REDIS_URL, require_redis
 from site_routes import BAD_NUMBERS, FORM, QUERY_NAMES, fill, routes
 
-from .server import TallyCli, TallyServer, sqlite_url
+from .abuse import database
+from .server import TallyCli, TallyServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.abuse]
 PASSWORD = "a long passphrase 42"
@@ -29,15 +28,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TallyServ
     """A started server (rate limits off) whose account ann@example.com owns "ann" with
     the counter "c"."""
     env = {"TALLY_RATE_LIMIT": "off"}
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "t.db")
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-        require_redis()
-        env |= {
-            "TALLY_REDIS_URL": REDIS_URL,
-            "TALLY_REDIS_PREFIX": f"tally-test-{uuid.uuid4().hex[:12]}:",
-        }
+    url, env = database(request, tmp_path, env)
     cli = TallyCli(url, env=env | {"TALLY_USER_PASSWORD": PASSWORD})
     cli.run("user", "create", "ann@example.com", "--verified")
     cli.counter("ann/c")

@@ -6,7 +6,6 @@ counters exist, with exactly the counts the 200s acknowledged, and the server is
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -14,11 +13,11 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
-from services import REDIS_URL, require_redis
 
 from tally.counters import MAX_NAME
 
-from .server import TallyCli, TallyServer, sqlite_url
+from .abuse import database
+from .server import TallyCli, TallyServer
 from .test_request_limits import get, raw
 
 # Names that are odd but valid: each is created by an up, under exactly this name.
@@ -77,15 +76,7 @@ def server_and_cli(
 ) -> Iterator[tuple[TallyServer, TallyCli]]:
     """A started server (rate limit off) and the admin CLI, on each backend."""
     env = {"TALLY_RATE_LIMIT": "off"}
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "t.db")
-    else:
-        url = str(request.getfixturevalue("postgres_url"))
-        require_redis()
-        env |= {
-            "TALLY_REDIS_URL": REDIS_URL,
-            "TALLY_REDIS_PREFIX": f"tally-test-{uuid.uuid4().hex[:12]}:",
-        }
+    url, env = database(request, tmp_path, env)
     cli = TallyCli(url, env=env)
     cli.workspace("ws")
     cli.counter("ws/c")
