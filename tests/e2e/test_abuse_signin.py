@@ -72,6 +72,16 @@ async def test_a_sign_in_burst_checks_at_most_the_limits_and_spares_the_api(
         await attacker.get("/login")
         idle = await samples(await probe(server, token, 3.0))
 
+        # the floor: 200 requests at once that do nothing (each on a connection of its
+        # own, as the sign-ins below), so what the server's accepting them costs the API
+        floor = await probe(server, token, 3.0)
+        await asyncio.sleep(1.0)
+        started = time.time()
+        nothing = await raw_posts(attacker, "/healthz", [{}] * 200)
+        ended = time.time()
+        floor_during = [s for s in await samples(floor) if started <= s[0] <= ended]
+        assert set(nothing) == {405}, nothing
+
         api = await probe(server, token, 8.0)
         await asyncio.sleep(1.0)
         before = await metric(server, VERIFICATIONS)
@@ -99,20 +109,25 @@ async def test_a_sign_in_burst_checks_at_most_the_limits_and_spares_the_api(
         await attacker.aclose()
         server.close()
 
-    assert all(s[2] == 200 for s in idle + during)
+    assert all(s[2] == 200 for s in idle + floor_during + during)
     idle_p99, burst_p99 = p99([s[1] for s in idle]), p99([s[1] for s in during])
+    floor_p99 = p99([s[1] for s in floor_during])
     print(
         f"\n{backend.name}: {on_account:g} of 200 checked for the account, {in_all:g} for the "
         f"client; burst {ended - started:.2f} s; API p99 idle {idle_p99 * 1000:.2f} ms "
-        f"({len(idle)} requests), during the burst {burst_p99 * 1000:.2f} ms "
-        f"({len(during)} requests): x{burst_p99 / idle_p99:.2f}"
+        f"({len(idle)} requests), during 200 requests that do nothing "
+        f"{floor_p99 * 1000:.2f} ms ({len(floor_during)}), during the sign-in burst "
+        f"{burst_p99 * 1000:.2f} ms ({len(during)}): x{burst_p99 / idle_p99:.2f} of idle, "
+        f"x{burst_p99 / floor_p99:.2f} of the floor"
     )
     assert len(during) >= 20
-    # The goal is 2x. The bound is generous, for a loaded 2-core machine shared with other
-    # work, where the idle p99 alone varies 3-fold between runs; before the attempts were
-    # counted first (every one of 60 checked, 13 s of CPU) the API's p99 was 350 ms here
-    # and it answered 8 requests a second.
-    assert burst_p99 <= max(5 * idle_p99, 0.15)
+    # The goal was 2x of idle; on this 2-core host 200 connections at once that do
+    # nothing at all (405) already take the API's p99 from ~0.5 ms to ~20 ms (accepting
+    # them: docs/security.md), so the sign-ins are held to the floor measured in the same
+    # run. The slack is for a loaded machine shared with other work, where one p99 alone
+    # varies 3-fold between runs; before the attempts were counted first (every one of 60
+    # checked, 13 s of CPU) the API's p99 was 350 ms here, 8 requests a second.
+    assert burst_p99 <= max(3 * floor_p99, 5 * idle_p99, 0.15)
 
 
 async def test_redis_stalled_during_a_burst_lets_through_no_more_than_the_limit(
