@@ -13,6 +13,8 @@ from conftest import Harness
 from tally.models import Permission
 from tally.storage.dashboard import DashboardTables
 
+pytestmark = pytest.mark.serial  # the API's latency beside a slow read: alone on the machine
+
 
 def slow(steps: int) -> str:
     """A query that keeps the database busy for a while, on both backends, whatever the

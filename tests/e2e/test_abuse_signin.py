@@ -22,7 +22,8 @@ from tally.throttle import LOGIN_ACCOUNT, LOGIN_CLIENT
 from .abuse import Backend, Browser, backend, make_account, metric, random_email, raw_posts
 from .server import TallyServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.abuse]
+# serial: it measures the API's latency beside the burst, alone on the machine
+pytestmark = [pytest.mark.e2e, pytest.mark.abuse, pytest.mark.serial]
 __all__ = ["backend"]  # the fixture, for pytest
 
 PROBE = Path(__file__).parent / "latency_probe.py"

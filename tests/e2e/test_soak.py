@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tools.soak import parse, soak, summary
+
+pytestmark = pytest.mark.serial  # it measures the server's maximum: alone on the machine
 
 
 def test_one_minute_at_80_percent_of_the_maximum(tmp_path: Path) -> None:
