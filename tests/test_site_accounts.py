@@ -60,10 +60,15 @@ async def test_sign_up_verify_and_land_in_a_personal_workspace(
     lands in its workspace."""
     capture_mail(caplog)
     b = await make_browser(harness)
-    r = await b.submit("/signup", {"email": "Ann.Lee@Example.com", "password": STRONG})
-    assert r.status_code == 200
+    posted = await b.submit("/signup", {"email": "Ann.Lee@Example.com", "password": STRONG})
+    assert posted.status_code == 303  # Post/Redirect/Get: a reload signs up nobody twice
+    assert "Ann.Lee" not in posted.headers["location"]
+    assert "tally_session" not in posted.headers.get("set-cookie", "")
+    r = await b.follow(posted)
     assert "tally_session" not in r.headers.get("set-cookie", "")
     assert "This server sends no email" in text(r)
+    assert "Ann.Lee@Example.com" in text(r)
+    assert 'id="signup-sent"' not in (await b.get("/signup")).text  # shown once
     assert (await b.log_in("ann.lee@example.com")).status_code == 303
     assert (await b.get("/")).headers["location"] == "/w/ann-lee"
     page = await b.get("/w/ann-lee")
@@ -113,12 +118,14 @@ async def test_a_taken_email_gets_the_same_answer_and_its_account_a_note(
     inbox, port = smtp
     harness = await make_harness(**smtp_settings(port))
     await (await make_browser(harness)).sign_up("ann@example.com")
-    new = await (await make_browser(harness)).submit(
-        "/signup", {"email": "bob@example.com", "password": STRONG}
-    )
-    taken = await (await make_browser(harness)).submit(
+    b_new, b_taken = await make_browser(harness), await make_browser(harness)
+    new = await b_new.submit("/signup", {"email": "bob@example.com", "password": STRONG})
+    taken = await b_taken.submit(
         "/signup", {"email": "ANN@example.com", "password": "another long one 7"}
     )
+    assert new.status_code == taken.status_code == 303
+    assert new.headers["location"] == taken.headers["location"]
+    new, taken = await b_new.follow(new), await b_taken.follow(taken)
     assert new.status_code == taken.status_code == 200
     assert text(new).replace("bob@example.com", "X") == text(taken).replace("ANN@example.com", "X")
     assert "exists" not in text(taken)
@@ -358,8 +365,12 @@ async def test_forgot_and_reset_password(
     await (await make_browser(harness)).sign_up("ann@example.com")
     b = await make_browser(harness)
     unknown = await b.submit("/forgot", {"email": "nobody@example.com"})
+    assert unknown.status_code == 303
+    unknown_page = await b.follow(unknown)
     known = await b.submit("/forgot", {"email": "ann@example.com"})
-    assert unknown.status_code == known.status_code == 200
+    assert known.status_code == 303
+    assert unknown.headers["location"] == known.headers["location"] == "/forgot"
+    unknown, known = unknown_page, await b.follow(known)
     assert text(unknown).replace("nobody@", "X@") == text(known).replace("ann@", "X@")
     assert "If an account exists" in text(known)
     await harness.mail_sent()
@@ -404,7 +415,8 @@ async def test_without_smtp_a_reset_says_to_ask_the_operator(
     page = await b.get("/forgot")
     assert "tally user reset-password EMAIL" in text(page)
     r = await b.submit("/forgot", {"email": "ann@example.com"})
-    assert r.status_code == 200
+    assert r.status_code == 303
+    r = await b.follow(r)
     assert "tally user reset-password ann@example.com" in text(r)
     await harness.mail_sent()
     assert mailed_links(caplog, "reset") == []
@@ -426,7 +438,7 @@ async def test_outstanding_reset_links_die_with_the_password(
     stranger = await make_browser(harness)
     first = second = ""
     for _ in range(2):
-        assert (await stranger.submit("/forgot", {"email": "ann@example.com"})).status_code == 200
+        assert (await stranger.submit("/forgot", {"email": "ann@example.com"})).status_code == 303
         await harness.mail_sent()
         first, second = second, inbox.link("ann@example.com", "reset")
     done = await stranger.submit(first, {"new_password": "brand new secret 9"})
@@ -500,7 +512,9 @@ async def test_sign_up_modes(
     await owner.log_in("owner@example.com", "owner password 1")
 
     async def invitation(email: str) -> str:
-        r = await owner.submit("/w/owner/members", {"email": email, "role": "viewer"})
+        r = await owner.follow(
+            await owner.submit("/w/owner/members", {"email": email, "role": "viewer"})
+        )
         match = INVITE_RE.search(r.text)
         assert match, r.text
         return match.group(1)
@@ -516,7 +530,7 @@ async def test_sign_up_modes(
         {"email": "eve@example.com", "password": "eve password 12", "invite": secret},
         action="/signup",
     )
-    assert r.status_code == (403 if mode == "closed" else 200)
+    assert r.status_code == (403 if mode == "closed" else 303)
     eve_account = await harness.store.find_account("eve@example.com")
     assert (eve_account is None) == (mode == "closed")
     # an existing account accepts an invitation in every mode
@@ -610,7 +624,7 @@ async def test_confirmation_and_reset_emails_are_limited_per_account(
         assert (await b.post("/verify/resend")).status_code == 303
     other = await make_browser(harness)
     for _ in range(4):  # 5, then refused
-        assert (await other.submit("/forgot", {"email": "ann@example.com"})).status_code == 200
+        assert (await other.submit("/forgot", {"email": "ann@example.com"})).status_code == 303
     await harness.mail_sent()
     subjects = [m["Subject"] for m in inbox.messages]
     assert subjects.count("Confirm your email for Tally") == 4

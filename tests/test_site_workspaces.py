@@ -94,8 +94,12 @@ async def test_tokens_are_shown_once_listed_and_revoked(
     working once revoked."""
     b = await verified(harness, make_browser, "ann@example.com")
     r = await b.submit("/w/ann/tokens", {"name": "site", "permission": "write", "expires": "30"})
-    assert r.status_code == 200
-    secret = TOKEN_RE.search(r.text)
+    assert r.status_code == 303  # Post/Redirect/Get: a reload makes no second token
+    assert r.headers["location"] == "/w/ann/tokens"
+    assert "tly_" not in r.headers["location"]
+    assert "tly_" not in r.text
+    shown = await b.follow(r)
+    secret = TOKEN_RE.search(shown.text)
     assert secret is not None
     token = secret.group(1)
     assert (await harness.get("/v2/ann/hits/up", token)).json()["data"]["up_count"] == 1
@@ -154,7 +158,9 @@ async def test_an_invitation_confirms_no_address(
     confirmed, so an owner could mint a confirmed account with Admin tokens for any
     address); an unconfirmed account invites nobody (403, no invitation made)."""
     owner = await verified(harness, make_browser, "owner@example.com")
-    r = await owner.submit("/w/owner/members", {"email": "victim@example.com", "role": "owner"})
+    r = await owner.follow(
+        await owner.submit("/w/owner/members", {"email": "victim@example.com", "role": "owner"})
+    )
     match = re.search(r"/invite/([A-Za-z0-9_-]+)</code>", r.text)
     assert match
     secret = match.group(1)
@@ -163,7 +169,7 @@ async def test_an_invitation_confirms_no_address(
     r = await squatter.post(
         "/signup", {"email": "victim@example.com", "password": "squatter pass 1", "invite": secret}
     )
-    assert r.status_code == 200
+    assert r.status_code == 303
     await squatter.log_in("victim@example.com", "squatter pass 1")
     account = await harness.store.find_account("victim@example.com")
     assert account is not None
@@ -208,8 +214,10 @@ async def test_removing_a_member_revokes_their_tokens_and_cancels_their_invitati
     ed = await member(harness, make_browser, "ed@example.com", "owner", Role.EDITOR)
     secrets = {}
     for who, browser in (("co", co), ("ed", ed), ("owner", owner)):
-        r = await browser.submit(
-            "/w/owner/tokens", {"name": f"{who}'s", "permission": "write", "expires": ""}
+        r = await browser.follow(
+            await browser.submit(
+                "/w/owner/tokens", {"name": f"{who}'s", "permission": "write", "expires": ""}
+            )
         )
         found = TOKEN_RE.search(r.text)
         assert found
@@ -342,9 +350,12 @@ async def test_invite_accept_change_role_and_the_last_owner(
     bad = await owner.submit("/w/owner/members", {"email": "nope", "role": "editor"})
     assert bad.status_code == 400
     r = await owner.submit("/w/owner/members", {"email": "eve@example.com", "role": "editor"})
-    assert r.status_code == 200
+    assert r.status_code == 303
     [link] = await mailed_links_soon(caplog, "invite")
-    assert link in r.text
+    assert link not in r.headers["location"]
+    shown = await owner.follow(r)
+    assert link in shown.text
+    assert link not in (await owner.get("/w/owner/members")).text  # shown once
     eve = await make_browser(harness)
     landing = await eve.get(path_of(link))
     assert landing.status_code == 303
@@ -367,7 +378,7 @@ async def test_invite_accept_change_role_and_the_last_owner(
             "invite": path_of(link).split("/")[-1],
         },
     )
-    assert joined.status_code == 200
+    assert joined.status_code == 303
     assert (await eve.log_in("eve@example.com", "eve password 12")).status_code == 303
     assert (await eve.get("/")).headers["location"] == "/w/owner"
     ws = await harness.store.get_workspace("owner")
@@ -432,9 +443,9 @@ async def test_api_user_id_is_the_owners_account(
 ACTION_REQUESTS: dict[str, tuple[str, dict[str, str], int]] = {
     "view": ("/w/team", {}, 200),
     "edit_counters": ("/w/team/counters/new", {"name": "made", "visibility": "public"}, 303),
-    "tokens": ("/w/team/tokens", {"name": "t", "permission": "write", "expires": ""}, 200),
-    "admin_tokens": ("/w/team/tokens", {"name": "t", "permission": "admin", "expires": ""}, 200),
-    "manage_members": ("/w/team/members", {"email": "new@example.com", "role": "viewer"}, 200),
+    "tokens": ("/w/team/tokens", {"name": "t", "permission": "write", "expires": ""}, 303),
+    "admin_tokens": ("/w/team/tokens", {"name": "t", "permission": "admin", "expires": ""}, 303),
+    "manage_members": ("/w/team/members", {"email": "new@example.com", "role": "viewer"}, 303),
     "manage_workspace": ("/w/team/settings", {"name": "Renamed"}, 303),
     "counter_rules": ("/w/team/c/{counter}/rules", {"floor": "0", "origins": ""}, 303),
     "export": ("/w/team/export", {}, 200),

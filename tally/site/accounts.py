@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tally import workspaces
+from tally.accounts import check_email
 from tally.errors import TallyError
 from tally.models import Account, Role
 from tally.site import security
@@ -17,7 +18,9 @@ from tally.site.pages import (
     field,
     form,
     redirect,
+    redirect_revealing,
     render,
+    revealed,
     signed_in,
     site,
     start_session,
@@ -42,7 +45,18 @@ async def home(request: Request) -> Response:
 async def signup(request: Request) -> Response:
     invite = request.query_params.get("invite", "")
     if request.method == "GET":
-        first = not invite and await site(request).store.count_accounts() == 0
+        s = site(request)
+        sent_to = _sent_to(request)
+        if sent_to:
+            return render(
+                request,
+                "signup.html",
+                email=sent_to,
+                invite="",
+                sent=True,
+                mails=s.mailer.configured,
+            )
+        first = not invite and await s.store.count_accounts() == 0
         return render(request, "signup.html", email="", invite=invite, first=first)
     data = await form(request)
     email, invite = field(data, "email"), field(data, "invite")
@@ -56,10 +70,18 @@ async def signup(request: Request) -> Response:
             request, "signup.html", exc.status, error=exc.message, email=email, invite=invite
         )
     # The same page whether the address was free (a new account, a confirmation link
-    # mailed) or taken (its account mailed a note): the page tells nobody which.
-    return render(
-        request, "signup.html", email=email, invite=invite, sent=True, mails=s.mailer.configured
-    )
+    # mailed) or taken (its account mailed a note): the page tells nobody which. After a
+    # redirect (a reload signs up nobody twice), which shows the address once.
+    return redirect_revealing(request, "/signup", email.strip())
+
+
+def _sent_to(request: Request) -> str:
+    """The address a sign-up or reset request just went to, shown once after its
+    redirect ("" if none, or not an address)."""
+    try:
+        return check_email(revealed(request))
+    except TallyError:
+        return ""
 
 
 async def verify(request: Request) -> Response:
@@ -157,7 +179,8 @@ async def account(request: Request) -> Response:
 async def forgot(request: Request) -> Response:
     mails = site(request).mailer.configured
     if request.method == "GET":
-        return render(request, "forgot.html", email="", sent=False, mails=mails)
+        sent_to = _sent_to(request)
+        return render(request, "forgot.html", email=sent_to, sent=bool(sent_to), mails=mails)
     data = await form(request)
     email = field(data, "email")
     try:
@@ -173,8 +196,8 @@ async def forgot(request: Request) -> Response:
             mails=mails,
         )
     # the same answer, in the same time, whether the account exists or not: the lookup
-    # and the email happen off the request
-    return render(request, "forgot.html", email=email, sent=True, mails=mails)
+    # and the email happen off the request; after a redirect, which shows the address once
+    return redirect_revealing(request, "/forgot", email.strip())
 
 
 async def reset(request: Request) -> Response:

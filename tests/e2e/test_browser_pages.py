@@ -381,3 +381,63 @@ def test_pages_show_only_what_you_may_do(page: Any, browser: Any, world: World) 
         expect(other.get_by_text("you are a viewer")).to_be_visible()
     finally:
         other.context.close()
+
+
+def test_a_new_token_and_invitation_are_made_once_and_shown_once(
+    browser: Any, world: World
+) -> None:
+    """Post/Redirect/Get: creating a token or an invitation ends on a GET of its page, so
+    a reload or Back re-posts nothing (before: the POST answered with the page, a reload
+    made a second token and a second invitation, Back asked to resubmit the form). The
+    secret is shown once, after the redirect, and on no reload or Back; never in a URL."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    page = signed_in(browser, world, 1280, 800, then="/w/default/tokens")
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    try:
+        shown: list[str] = []
+
+        def secret_on_page() -> None:
+            found = page.locator("#new-token")
+            if found.count():
+                shown.append(found.inner_text().strip())
+
+        page.locator("#token-name").fill("made-once")
+        page.get_by_role("button", name="Create token").click()
+        page.wait_for_url(base + "/w/default/tokens")
+        expect(page.locator("#new-token")).to_be_visible()
+        secret_on_page()
+        [secret] = shown
+        assert re.fullmatch(r"tly_[A-Za-z0-9]{38}", secret)
+        page.reload()
+        secret_on_page()
+        page.go_back()
+        secret_on_page()
+        page.go_forward()
+        secret_on_page()
+        assert shown == [secret]  # exactly once
+        assert posted == [base + "/w/default/tokens"]  # no reload or Back re-posted it
+        assert not any(secret in url for url in [*posted, page.url])
+        assert [c for c in page.context.cookies() if c["name"] == "tally_reveal"] == []
+        tokens = world.api("/v2/default/-/tokens").json()["data"]["tokens"]
+        assert [t["name"] for t in tokens].count("made-once") == 1
+
+        posted.clear()
+        page.goto(base + "/w/default/members")
+        page.locator("#invite-email").fill("once@example.com")
+        page.get_by_role("button", name="Invite").click()
+        page.wait_for_url(base + "/w/default/members")
+        link = page.locator("#invite-link").inner_text().strip()
+        assert "/invite/" in link
+        page.reload()
+        expect(page.locator("#invite-link")).to_have_count(0)
+        page.go_back()
+        expect(page.locator("#invite-link")).to_have_count(0)
+        page.go_forward()
+        expect(page.locator("#invite-link")).to_have_count(0)
+        assert posted == [base + "/w/default/members"]
+        expect(page.get_by_text("once@example.com as editor")).to_have_count(1)
+    finally:
+        page.context.close()
