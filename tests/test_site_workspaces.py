@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
+import httpx
 import pytest
 from conftest import BrowserFactory, Harness, HarnessFactory
 from helpers import bearer
@@ -16,6 +18,7 @@ from site_client import SiteClient, capture_mail, mailed_links_soon, path_of, te
 
 from tally import workspaces
 from tally.accounts import Accounts
+from tally.links import secret_hash
 from tally.mail import Mailer
 from tally.models import Permission, Role, Workspace
 from tally.workspaces import ACTIONS
@@ -358,9 +361,10 @@ async def test_invite_accept_change_role_and_the_last_owner(
     assert link not in (await owner.get("/w/owner/members")).text  # shown once
     eve = await make_browser(harness)
     landing = await eve.get(path_of(link))
-    assert landing.status_code == 303
-    assert landing.headers["location"].startswith("/signup?invite=")
-    await eve.get(landing.headers["location"])
+    assert landing.status_code == 200  # who invited whom, where, as what; the form
+    assert "owner@example.com invited eve@example.com to the workspace" in words(landing)
+    assert "as editor" in words(landing)
+    assert re.search(r'name="email"[^>]*value="eve@example.com" readonly', landing.text)
     wrong_email = await eve.post(
         "/signup",
         {
@@ -402,6 +406,10 @@ async def test_invite_accept_change_role_and_the_last_owner(
     )
     assert spent.status_code == 400
     assert "invalid, used or expired" in text(spent)
+    reopened = await late.get(path_of(link))
+    assert reopened.status_code == 410
+    assert "This invitation was already accepted" in words(reopened)
+    assert 'name="password"' not in reopened.text
     await owner.get("/w/owner/members")
     step_down = await owner.post(
         f"/w/owner/members/{owner_account.id}", {"action": "role", "role": "editor"}
@@ -507,3 +515,65 @@ async def test_two_owners_leaving_at_once_leave_one(harness: Harness) -> None:
         assert "The last owner cannot" in str(refused[0])
         owners = [m for m in await store.list_members(ws.id) if m.role is Role.OWNER]
         assert len(owners) == 1
+
+
+def words(r: httpx.Response) -> str:
+    """The page's words without markup, as read."""
+    return " ".join(re.sub(r"<[^>]+>", "", text(r)).split())
+
+
+async def test_an_invitation_link_says_why_it_works_no_more(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """A cancelled, an expired and an unknown invitation link each say so, signed out and
+    signed in (before: a plain sign-up form, or "invalid, used or expired"), with no form
+    to fill; an open one shows its facts, and signed in as another address says so."""
+    owner = await verified(harness, make_browser, "owner@example.com")
+    ws = await harness.store.get_workspace("owner")
+    assert ws is not None
+
+    async def invite(email: str) -> str:
+        r = await owner.follow(
+            await owner.submit("/w/owner/members", {"email": email, "role": "viewer"})
+        )
+        match = re.search(r"/invite/([A-Za-z0-9_-]+)</code>", r.text)
+        assert match
+        return match.group(1)
+
+    cancelled = await invite("cat@example.com")
+    [pending] = await harness.store.list_invites(ws.id, time.time())
+    await owner.get("/w/owner/members")
+    assert (await owner.post(f"/w/owner/invites/{pending.id}/cancel")).status_code == 303
+    expired = await invite("exp@example.com")
+    await harness.store.create_one_time(
+        "invite",
+        secret_hash("an-old-link-0123456789"),
+        time.time() - 8 * 86400,
+        time.time() - 86400,
+        workspace_id=ws.id,
+        email="old@example.com",
+        role=Role.VIEWER,
+    )
+    open_one = await invite("pal@example.com")
+    stranger = await make_browser(harness)
+    other = await verified(harness, make_browser, "other@example.com")
+    for who in (stranger, other):
+        gone = await who.get(f"/invite/{cancelled}")
+        assert gone.status_code == 410
+        assert "This invitation was cancelled" in words(gone)
+        assert 'name="password"' not in gone.text
+        assert "Accept the invitation" not in gone.text
+        old = await who.get("/invite/an-old-link-0123456789")
+        assert old.status_code == 410
+        assert "This invitation expired on" in words(old)
+        assert "Accept the invitation" not in old.text
+        unknown = await who.get("/invite/no-such-link-0123456789")
+        assert unknown.status_code == 404
+        assert "This invitation link is not valid" in words(unknown)
+        page = await who.get(f"/invite/{open_one}")
+        assert page.status_code == 200
+        said = "owner@example.com invited pal@example.com to the workspace"
+        assert said in words(page)
+    assert "but this invitation is for pal@example.com" in words(page)
+    assert "Accept the invitation" not in page.text
+    assert expired  # still open: only its twin was made old

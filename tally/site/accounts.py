@@ -3,6 +3,9 @@ accept an invitation."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -57,7 +60,7 @@ async def signup(request: Request) -> Response:
                 mails=s.mailer.configured,
             )
         first = not invite and await s.store.count_accounts() == 0
-        return render(request, "signup.html", email="", invite=invite, first=first)
+        return await _signup_page(request, 200, email="", invite=invite, first=first)
     data = await form(request)
     email, invite = field(data, "email"), field(data, "invite")
     s = site(request)
@@ -66,13 +69,25 @@ async def signup(request: Request) -> Response:
             email, field(data, "password"), base_url(request), invite, client_key(request)
         )
     except TallyError as exc:
-        return render(
-            request, "signup.html", exc.status, error=exc.message, email=email, invite=invite
+        return await _signup_page(
+            request, exc.status, error=exc.message, email=email, invite=invite
         )
     # The same page whether the address was free (a new account, a confirmation link
     # mailed) or taken (its account mailed a note): the page tells nobody which. After a
     # redirect (a reload signs up nobody twice), which shows the address once.
     return redirect_revealing(request, "/signup", email.strip())
+
+
+async def _signup_page(request: Request, status: int, **context: Any) -> Response:
+    """The sign-up page; with an invitation, what it is (who invited whom, to which
+    workspace, in which role) or why it works no more."""
+    invite = context.get("invite", "")
+    invitation = None
+    if invite:
+        invitation = await workspaces.read_invitation(site(request).store, invite, time.time())
+        if status == 200 and invitation.state != "open":
+            status = 404 if invitation.state == "unknown" else 410
+    return render(request, "signup.html", status, invitation=invitation, **context)
 
 
 def _sent_to(request: Request) -> str:
@@ -216,15 +231,31 @@ async def reset(request: Request) -> Response:
 
 
 async def invitation(request: Request) -> Response:
+    """An invitation link: who invited whom, to which workspace, in which role, or why
+    it works no more (accepted, cancelled, expired, not a link); signed out, the sign-up
+    form for the invited address (or a way to sign in); signed in, the button to accept."""
     secret = request.path_params["secret"]
     session = await visitor(request)
     if session is None:
-        return redirect(request, f"/signup?invite={secret}")
+        if request.method == "POST":
+            return redirect(request, f"/invite/{secret}")
+        return await _signup_page(request, 200, email="", invite=secret, first=False)
+    s = site(request)
+    invitation = await workspaces.read_invitation(s.store, secret, time.time())
+    status = 200 if invitation.state == "open" else 404 if invitation.state == "unknown" else 410
     if request.method == "GET":
-        return render(request, "invite.html", secret=secret)
+        return render(request, "invite.html", status, secret=secret, invitation=invitation)
     await form(request)
     try:
-        ws = await workspaces.accept_invite(site(request).store, session.account, secret)
+        ws = await workspaces.accept_invite(s.store, session.account, secret)
     except TallyError as exc:
-        return render(request, "invite.html", exc.status, error=exc.message, secret=secret)
+        invitation = await workspaces.read_invitation(s.store, secret, time.time())
+        return render(
+            request,
+            "invite.html",
+            exc.status,
+            error=exc.message,
+            secret=secret,
+            invitation=invitation,
+        )
     return redirect(request, f"/w/{ws.slug}", f"You joined {ws.name}.")

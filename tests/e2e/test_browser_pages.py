@@ -441,3 +441,70 @@ def test_a_new_token_and_invitation_are_made_once_and_shown_once(
         expect(page.get_by_text("once@example.com as editor")).to_have_count(1)
     finally:
         page.context.close()
+
+
+def test_an_invitation_link_says_who_invited_whom(page: Any, browser: Any, world: World) -> None:
+    """An invitation link, signed out, shows who invited whom, to which workspace and in
+    which role, with the address filled in and read-only (before: a plain sign-up form);
+    signed in as another address it says so; once cancelled it says that, with no form,
+    signed out and signed in; nothing scrolls sideways."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    width, height = page.viewport_size["width"], page.viewport_size["height"]
+    invited = f"guest-{width}@example.com"
+    page.goto(base + "/w/default/members")
+    page.locator("#invite-email").fill(invited)
+    page.locator("#invite-role").select_option("viewer")
+    page.get_by_role("button", name="Invite").click()
+    link = page.locator("#invite-link").inner_text().strip()
+
+    context = browser.new_context(viewport={"width": width, "height": height})
+    guest = context.new_page()
+    guest.set_default_timeout(TIMEOUT_MS)
+    try:
+        guest.goto(link)
+        facts = guest.locator("#invitation")
+        expect(facts).to_contain_text(f"{EMAIL} invited {invited} to the workspace")
+        expect(facts).to_contain_text("(default) as viewer")
+        email = guest.get_by_label("Email")
+        expect(email).to_have_value(invited)
+        expect(email).to_have_attribute("readonly", "")
+        expect(guest.get_by_label("Password")).to_be_focused()
+        expect(guest.get_by_role("button", name="Sign up and join")).to_be_visible()
+        assert overflow(guest) == 0
+        shot(guest, f"invitation-{width}")
+    finally:
+        context.close()
+    other = signed_in(browser, world, width, height, then=link.removeprefix(base))
+    try:
+        expect(other.locator("#invitation-other")).to_contain_text(f"is for {invited}")
+        expect(other.get_by_role("button", name="Accept the invitation")).to_have_count(0)
+        assert overflow(other) == 0
+    finally:
+        other.context.close()
+
+    page.goto(base + "/w/default/members")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("listitem").filter(has_text=invited).get_by_role(
+        "button", name="Cancel"
+    ).click()
+    expect(page.get_by_text("The invitation is cancelled.")).to_be_visible()
+    for who in ("signed out", "signed in"):
+        if who == "signed out":
+            context = browser.new_context(viewport={"width": width, "height": height})
+            gone = context.new_page()
+            gone.set_default_timeout(TIMEOUT_MS)
+            gone.goto(link)
+        else:
+            gone = signed_in(browser, world, width, height)
+            gone.goto(link)
+        try:
+            expect(gone.locator("#invitation-gone")).to_contain_text(
+                "This invitation was cancelled"
+            )
+            expect(gone.get_by_label("Password")).to_have_count(0)
+            expect(gone.get_by_role("button", name="Accept the invitation")).to_have_count(0)
+            assert overflow(gone) == 0
+        finally:
+            gone.context.close()
