@@ -84,7 +84,10 @@ async def test_sign_up_verify_and_land_in_a_personal_workspace(
     assert account is not None
     assert account.verified
     again = await b.get(path_of(link))
-    assert again.status_code == 400  # single use
+    assert again.status_code == 200  # single use: it says the address is confirmed already
+    assert "is confirmed already" in " ".join(re.sub(r"<[^>]+>", "", text(again)).split())
+    assert "invalid" not in text(again)
+    assert 'href="/" class="button primary">Go to your workspaces' in again.text  # a way on
 
 
 @pytest.mark.parametrize(
@@ -632,3 +635,74 @@ async def test_confirmation_and_reset_emails_are_limited_per_account(
     await b.get("/account")
     r = await b.post("/verify/resend")
     assert "several links" in unquote(r.headers["set-cookie"])
+
+
+async def test_an_expired_confirmation_link_offers_a_new_one(
+    harness: Harness, make_browser: BrowserFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An expired confirmation link says so and has a button for a new link (before: "invalid,
+    used or expired", sign in and find the account page): a CSRF-checked POST that mails
+    a new link to the account's address, within the mail limits (MAIL_TO: 5 an hour,
+    the sign-up's included), then 429 with nothing sent; a link that names no
+    unconfirmed account sends nothing."""
+    capture_mail(caplog)
+    await (await make_browser(harness)).sign_up("ann@example.com")
+    await mailed_links_soon(caplog, "verify")
+    account = await harness.store.find_account("ann@example.com")
+    assert account is not None
+    now = time.time()
+    await harness.store.create_one_time(
+        "verify",
+        secret_hash("expired-link-0123456789"),
+        now - 4 * 86400,
+        now - 86400,
+        account_id=account.id,
+    )
+    stranger = await make_browser(harness)  # signed out: the link came by email
+    page = await stranger.get("/verify/expired-link-0123456789")
+    assert page.status_code == 410
+    assert "This link has expired" in text(page)
+    assert 'action="/verify/expired-link-0123456789/resend"' in page.text
+    forged = await stranger.post("/verify/expired-link-0123456789/resend", csrf="")
+    assert forged.status_code == 403
+    statuses = []
+    for _ in range(5):
+        await stranger.get("/verify/expired-link-0123456789")
+        r = await stranger.post("/verify/expired-link-0123456789/resend")
+        statuses.append(r.status_code)
+    assert statuses == [303] * 4 + [429]
+    assert "We sent several links to this address" in text(r)
+    links = await mailed_links_soon(caplog, "verify", 5)
+    await harness.mail_sent()
+    assert len(mailed_links(caplog, "verify")) == 5  # the sign-up's and 4 new ones
+    # a new link confirms; the expired one then reads "already confirmed"
+    assert (await stranger.get(path_of(links[-1]))).status_code == 303
+    confirmed = await stranger.get("/verify/expired-link-0123456789")
+    assert confirmed.status_code == 200
+    assert "is confirmed already" in " ".join(re.sub(r"<[^>]+>", "", text(confirmed)).split())
+    await stranger.get("/login")
+    done = await stranger.post("/verify/expired-link-0123456789/resend")
+    assert done.status_code == 400
+    unknown = await stranger.post("/verify/no-such-link-0123456789/resend")
+    assert unknown.status_code == 400
+    await harness.mail_sent()
+    assert len(mailed_links(caplog, "verify")) == 5
+
+
+async def test_error_pages_show_the_signed_in_header(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """A 404 of an unknown page, a 404 of another workspace and a bad confirmation link
+    show the header of the signed-in visitor (before: "Sign in", as if signed out)."""
+    b = await make_browser(harness)
+    assert (await b.sign_up("ann@example.com")).status_code == 303
+    for path, status in (
+        ("/no/such/page", 404),
+        ("/w/nobody", 404),
+        ("/verify/no-such-link-0123456789", 400),
+    ):
+        r = await b.get(path)
+        assert r.status_code == status, path
+        assert "ann@example.com" in r.text, path
+        assert 'action="/logout"' in r.text, path
+        assert 'href="/login">Sign in' not in r.text, path

@@ -100,17 +100,48 @@ def _sent_to(request: Request) -> str:
 
 
 async def verify(request: Request) -> Response:
-    account = await site(request).accounts.verify_email(request.path_params["secret"])
-    if account is None:
+    """A confirmation link: confirms its account; if it no longer works, says why: the
+    address is confirmed already (with a way on), or the link expired (with a button
+    for a new one), or it is not a link at all."""
+    s = site(request)
+    secret = request.path_params["secret"]
+    account = await s.accounts.verify_email(secret)
+    if account is not None:
+        return redirect(request, "/", f"Thank you: {account.email} is confirmed.")
+    await visitor(request)  # the page's header as the visitor is signed in
+    found = await s.accounts.account_of_link(secret)
+    if found is not None and found[0].verified:
+        return render(request, "verify.html", 200, state="confirmed", email=found[0].email)
+    if found is not None:  # expired (or used, but the address is not confirmed)
+        return render(request, "verify.html", 410, state="expired", secret=secret, email="")
+    return render(request, "verify.html", 400, state="unknown", email="")
+
+
+async def resend_from_link(request: Request) -> Response:
+    """POST /verify/{secret}/resend: a new confirmation link for the account of an expired
+    one, signed in or not (the mail limits apply: MAIL_FROM, MAIL_TO)."""
+    await form(request)
+    s = site(request)
+    secret = request.path_params["secret"]
+    session = await visitor(request)
+    try:
+        account = await s.accounts.resend_verification(
+            secret, base_url(request), client_key(request)
+        )
+    except TallyError as exc:
         return render(
             request,
-            "error.html",
-            400,
-            status=400,
-            message="This confirmation link is invalid, used or expired. "
-            "Sign in and ask for a new one on your account page.",
+            "verify.html",
+            exc.status,
+            state="expired",
+            secret=secret,
+            email="",
+            error=exc.message,
         )
-    return redirect(request, "/", f"Thank you: {account.email} is confirmed.")
+    where = "/account" if session is not None else "/login"
+    return redirect(
+        request, where, f"We sent a new confirmation link to {account.email}: it works for 3 days."
+    )
 
 
 async def resend_verification(request: Request) -> Response:

@@ -8,6 +8,7 @@ with its workspace, `tally.workspaces.membership`), may they (`require_role`), d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import shlex
@@ -26,7 +27,7 @@ from starlette.templating import Jinja2Templates
 from tally.accounts import SESSION_TTL, Accounts
 from tally.config import Settings
 from tally.counters import Counters
-from tally.errors import Forbidden, NotFound, TallyError
+from tally.errors import Forbidden, NotFound, StorageError, TallyError
 from tally.mail import Mailer
 from tally.models import Session
 from tally.numbers import row_id
@@ -210,7 +211,11 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     return response
 
 
-def render_error(request: Request, exc: TallyError) -> Response:
+async def render_error(request: Request, exc: TallyError) -> Response:
+    """The error page, with the header of the visitor as they are signed in (a 404 of an
+    unknown path is answered before any handler looked the session up)."""
+    with contextlib.suppress(StorageError):  # the store is away: the page says so
+        await visitor(request)
     return render(request, "error.html", exc.status, message=exc.message, status=exc.status)
 
 

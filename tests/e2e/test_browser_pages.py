@@ -508,3 +508,69 @@ def test_an_invitation_link_says_who_invited_whom(page: Any, browser: Any, world
             assert overflow(gone) == 0
         finally:
             gone.context.close()
+
+
+def _link(world: World, email: str, secret: str, expires_in: float, *, used: bool = False) -> None:
+    """A confirmation link `secret` for `email`'s account, expiring in `expires_in` s (as
+    the server writes one: tally.accounts.send_verification), used already if `used`."""
+    import sqlite3
+    import time
+
+    from tally.links import secret_hash
+
+    path = world.server.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        [(account_id,)] = db.execute("SELECT id FROM accounts WHERE email = ?", (email,))
+        db.execute(
+            "INSERT INTO one_time_tokens (hash, purpose, account_id, created_at, expires_at, "
+            "used_at) VALUES (?, 'verify', ?, ?, ?, ?)",
+            (
+                secret_hash(secret),
+                account_id,
+                time.time(),
+                time.time() + expires_in,
+                time.time() if used else None,
+            ),
+        )
+
+
+def test_error_and_link_pages_know_who_is_signed_in(page: Any, browser: Any, world: World) -> None:
+    """A 404 shows the signed-in header (before: "Sign in"); an expired confirmation link
+    has a button that sends a new one (before: "invalid, used or expired", go find the
+    account page), signed out; a confirmed account reopening its link reads "already
+    confirmed", with a way on."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    width, height = page.viewport_size["width"], page.viewport_size["height"]
+    page.goto(base + "/no/such/page")
+    header = page.get_by_role("navigation", name="Account")
+    expect(header).to_contain_text(EMAIL)
+    expect(header.get_by_role("button", name="Sign out")).to_be_visible()
+    expect(header.get_by_role("link", name="Sign in")).to_have_count(0)
+    assert overflow(page) == 0
+    shot(page, "not-found-signed-in")
+
+    late = f"late-{width}@example.com"
+    world.cli.run("user", "create", late, "--password", PASSWORD)
+    _link(world, late, f"expired-{width}-0123456789", -60)
+    context = browser.new_context(viewport={"width": width, "height": height})
+    stranger = context.new_page()
+    stranger.set_default_timeout(TIMEOUT_MS)
+    try:
+        stranger.goto(f"{base}/verify/expired-{width}-0123456789")
+        expect(stranger.get_by_role("heading", name="This link has expired")).to_be_visible()
+        assert overflow(stranger) == 0
+        shot(stranger, "verify-expired")
+        stranger.get_by_role("button", name="Send me a new link").click()
+        stranger.wait_for_url(base + "/login")
+        expect(stranger.get_by_text(f"We sent a new confirmation link to {late}")).to_be_visible()
+    finally:
+        context.close()
+
+    _link(world, EMAIL, f"spent-{width}-0123456789", 3600, used=True)  # the one it took
+    page.goto(f"{base}/verify/spent-{width}-0123456789")
+    expect(page.get_by_role("heading", name="Already confirmed")).to_be_visible()
+    page.get_by_role("link", name="Go to your workspaces").click()
+    page.wait_for_url(re.compile(re.escape(base) + r"/(w/default)?$"))
+    assert overflow(page) == 0
