@@ -473,7 +473,7 @@ def test_an_invitation_link_says_who_invited_whom(page: Any, browser: Any, world
         expect(guest.get_by_label("Password")).to_be_focused()
         expect(guest.get_by_role("button", name="Sign up and join")).to_be_visible()
         assert overflow(guest) == 0
-        shot(guest, f"invitation-{width}")
+        shot(guest, "invitation")
     finally:
         context.close()
     other = signed_in(browser, world, width, height, then=link.removeprefix(base))
