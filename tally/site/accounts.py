@@ -65,12 +65,21 @@ async def signup(request: Request) -> Response:
     email, invite = field(data, "email"), field(data, "invite")
     s = site(request)
     try:
-        await s.accounts.sign_up(
+        account = await s.accounts.sign_up(
             email, field(data, "password"), base_url(request), invite, client_key(request)
         )
     except TallyError as exc:
         return await _signup_page(
             request, exc.status, error=exc.message, email=email, invite=invite
+        )
+    if account is not None and await _landing(s, account) == f"/w/{workspaces.BOOTSTRAP}":
+        # The instance's first account, which now owns `default`: signed in at once and
+        # taken where the Quick start counted. Nothing to hide here: no address had an
+        # account, and one account only ever claims `default`.
+        secret = await s.accounts.start_session(account)
+        notice = f"Welcome: {account.email} owns the workspace {workspaces.BOOTSTRAP}."
+        return start_session(
+            request, redirect(request, f"/w/{workspaces.BOOTSTRAP}", notice), secret
         )
     # The same page whether the address was free (a new account, a confirmation link
     # mailed) or taken (its account mailed a note): the page tells nobody which. After a
@@ -107,7 +116,9 @@ async def verify(request: Request) -> Response:
     secret = request.path_params["secret"]
     account = await s.accounts.verify_email(secret)
     if account is not None:
-        return redirect(request, "/", f"Thank you: {account.email} is confirmed.")
+        # where its counts are: `default` for the account that owns it
+        where = await _landing(s, account)
+        return redirect(request, where, f"Thank you: {account.email} is confirmed.")
     await visitor(request)  # the page's header as the visitor is signed in
     found = await s.accounts.account_of_link(secret)
     if found is not None and found[0].verified:
