@@ -74,6 +74,8 @@ async def test_sign_up_verify_and_land_in_a_personal_workspace(
     page = await b.get("/w/ann-lee")
     assert page.status_code == 200
     assert "Confirm your email address" in text(page)
+    assert "this server sends no email, so the link is in the server's log" in text(page)
+    assert "we sent" not in text(page)
     account = await harness.store.find_account("ann.lee@example.com")
     assert account is not None
     assert not account.verified

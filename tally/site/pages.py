@@ -193,6 +193,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         notice=notice,
         signup_mode=site(request).settings.signup,
     )
+    context.setdefault("mails", site(request).mailer.configured)
     response = templates.TemplateResponse(request, template, context, status_code=status_code)
     if new:
         security.set_cookie(
