@@ -186,6 +186,36 @@ class Accounts:
         )
         return True
 
+    async def account_of_link(self, secret: str) -> tuple[Account, bool] | None:
+        """The account a confirmation link was made for, whatever the link's state, and
+        whether the link has expired (to say "already confirmed", or to offer a new
+        link); None for a link that names no account."""
+        link = await self.store.find_one_time("verify", secret_hash(secret))
+        if link is None or link.account_id is None:
+            return None
+        account = await self.store.get_account(link.account_id)
+        if account is None:
+            return None
+        return account, link.used_at is None and link.expires_at <= time.time()
+
+    async def resend_verification(self, secret: str, base_url: str, client: str = "") -> Account:
+        """A new confirmation link for the unconfirmed account of a used or expired one
+        (whoever holds the old link got it by email). BadRequest if the link names no
+        unconfirmed account; RateLimited past the client's emailing requests (MAIL_FROM)
+        or the address's emails (MAIL_TO), with nothing sent."""
+        found = await self.account_of_link(secret)
+        if found is None or found[0].verified:
+            raise BadRequest("This confirmation link names no account waiting to be confirmed.")
+        account = found[0]
+        ticket = await self.windows.take([(MAIL_FROM, client)], time.time())
+        if not ticket.taken:
+            raise refusal(ticket, "Too many email requests from your network.")
+        if not await self.send_verification(account, base_url):
+            raise RateLimited(
+                "We sent several links to this address in the last hour: check its inbox."
+            )
+        return account
+
     async def verify_email(self, secret: str) -> Account | None:
         """Use a verification link; the account, or None if the link is bad or spent."""
         now = time.time()

@@ -268,6 +268,8 @@ class OneTimeToken:
     role: Role | None
     created_at: float
     expires_at: float
+    used_at: float | None = None  # used, or cancelled (an invitation nobody accepted)
+    created_by: int | None = None  # an invitation's inviter
 
 
 @dataclass(frozen=True, slots=True)

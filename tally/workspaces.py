@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 
 from tally.counters import check_name
 from tally.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -216,6 +217,47 @@ async def invite(
     return link
 
 
+@dataclass(frozen=True, slots=True)
+class Invitation:
+    """What an invitation link says, shown before it is accepted: who invited whom, to
+    which workspace, in which role; or why it works no more."""
+
+    state: str  # "open", "accepted", "cancelled", "expired" or "unknown"
+    email: str = ""
+    role: Role | None = None
+    workspace: Workspace | None = None
+    inviter: str = ""  # the inviter's email ("" if that account is gone)
+    expires_at: float = 0.0
+    used_at: float | None = None
+
+
+async def read_invitation(store: Store, secret: str, now: float) -> Invitation:
+    """The invitation of a link, whatever its state. Accepted and cancelled both spend
+    a link; an accepted one records the account that accepted it, a cancelled one none."""
+    link = await store.find_one_time("invite", secret_hash(secret))
+    if link is None or link.workspace_id is None or link.role is None:
+        return Invitation("unknown")
+    ws = await store.get_workspace_by_id(link.workspace_id)
+    if ws is None:
+        return Invitation("unknown")
+    inviter = None if link.created_by is None else await store.get_account(link.created_by)
+    if link.used_at is not None:
+        state = "cancelled" if link.account_id is None else "accepted"
+    elif link.expires_at <= now:
+        state = "expired"
+    else:
+        state = "open"
+    return Invitation(
+        state,
+        link.email,
+        link.role,
+        ws,
+        "" if inviter is None else inviter.email,
+        link.expires_at,
+        link.used_at,
+    )
+
+
 async def accept_invite(store: Store, account: Account, secret: str) -> Workspace:
     """Join the invitation's workspace with its role (the invitation is then spent)."""
     now = time.time()
@@ -224,7 +266,7 @@ async def accept_invite(store: Store, account: Account, secret: str) -> Workspac
         raise BadRequest("This invitation link is invalid, used or expired.")
     if link.email.lower() != account.email.lower():
         raise Forbidden(f"This invitation is for {link.email}; you are signed in as another.")
-    if await store.use_one_time("invite", secret_hash(secret), now) is None:
+    if await store.use_one_time("invite", secret_hash(secret), now, account_id=account.id) is None:
         raise BadRequest("This invitation link is invalid, used or expired.")
     ws = await store.get_workspace_by_id(link.workspace_id)
     if ws is None:

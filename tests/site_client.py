@@ -50,6 +50,13 @@ class SiteClient:
             self.csrf = ""
         return r
 
+    async def follow(self, r: httpx.Response) -> httpx.Response:
+        """The page a 303 (Post/Redirect/Get) leads to, as a browser opens it; any other
+        answer as it is."""
+        if r.status_code != 303:
+            return r
+        return await self.get(r.headers["location"])
+
     async def submit(
         self, page: str, data: dict[str, str], action: str | None = None
     ) -> httpx.Response:
@@ -61,7 +68,10 @@ class SiteClient:
         """Sign up, then sign in (sign-up itself signs nobody in: its page must read the
         same whether the address was free or taken); the sign-in's answer, or the
         sign-up's if it was refused."""
-        r = await self.submit("/signup", {"email": email, "password": password})
+        posted = await self.submit("/signup", {"email": email, "password": password})
+        if any(c.startswith("tally_session=") for c in posted.headers.get_list("set-cookie")):
+            return posted  # the instance's first account, which owns `default`: signed in
+        r = await self.follow(posted)
         if r.status_code != 200 or 'id="signup-sent"' not in r.text:
             return r
         return await self.log_in(email, password)

@@ -108,7 +108,9 @@ async def test_the_new_token_box_holds_the_token_alone(
     account = await harness.store.find_account("ann@example.com")
     assert account is not None
     await harness.store.mark_verified(account.id, 0.0)
-    r = await b.submit("/w/ann/tokens", {"name": HOSTILE[0], "permission": "read", "expires": ""})
+    r = await b.follow(
+        await b.submit("/w/ann/tokens", {"name": HOSTILE[0], "permission": "read", "expires": ""})
+    )
     secret = snippet(r.text, "new-token")
     assert re.fullmatch(r"tly_[A-Za-z0-9_-]+", secret)
     assert (await harness.get("/v2/ann/-/counters", secret)).status_code == 403  # a Read token
@@ -125,7 +127,9 @@ async def test_the_new_token_box_gives_ready_lines_with_the_token(
     account = await harness.store.find_account("ann@example.com")
     assert account is not None
     await harness.store.mark_verified(account.id, 0.0)
-    r = await b.submit("/w/ann/tokens", {"name": "site", "permission": "write", "expires": ""})
+    r = await b.follow(
+        await b.submit("/w/ann/tokens", {"name": "site", "permission": "write", "expires": ""})
+    )
     secret = snippet(r.text, "new-token")
     line = snippet(r.text, "new-token-curl")
     script = "curl() { for a; do printf '%s\\n' \"$a\"; done; }\n" + line + "\n"

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
+import httpx
 import pytest
 from conftest import BrowserFactory, Harness, HarnessFactory
 from helpers import bearer
@@ -16,6 +18,7 @@ from site_client import SiteClient, capture_mail, mailed_links_soon, path_of, te
 
 from tally import workspaces
 from tally.accounts import Accounts
+from tally.links import secret_hash
 from tally.mail import Mailer
 from tally.models import Permission, Role, Workspace
 from tally.workspaces import ACTIONS
@@ -94,8 +97,12 @@ async def test_tokens_are_shown_once_listed_and_revoked(
     working once revoked."""
     b = await verified(harness, make_browser, "ann@example.com")
     r = await b.submit("/w/ann/tokens", {"name": "site", "permission": "write", "expires": "30"})
-    assert r.status_code == 200
-    secret = TOKEN_RE.search(r.text)
+    assert r.status_code == 303  # Post/Redirect/Get: a reload makes no second token
+    assert r.headers["location"] == "/w/ann/tokens"
+    assert "tly_" not in r.headers["location"]
+    assert "tly_" not in r.text
+    shown = await b.follow(r)
+    secret = TOKEN_RE.search(shown.text)
     assert secret is not None
     token = secret.group(1)
     assert (await harness.get("/v2/ann/hits/up", token)).json()["data"]["up_count"] == 1
@@ -154,7 +161,9 @@ async def test_an_invitation_confirms_no_address(
     confirmed, so an owner could mint a confirmed account with Admin tokens for any
     address); an unconfirmed account invites nobody (403, no invitation made)."""
     owner = await verified(harness, make_browser, "owner@example.com")
-    r = await owner.submit("/w/owner/members", {"email": "victim@example.com", "role": "owner"})
+    r = await owner.follow(
+        await owner.submit("/w/owner/members", {"email": "victim@example.com", "role": "owner"})
+    )
     match = re.search(r"/invite/([A-Za-z0-9_-]+)</code>", r.text)
     assert match
     secret = match.group(1)
@@ -163,7 +172,7 @@ async def test_an_invitation_confirms_no_address(
     r = await squatter.post(
         "/signup", {"email": "victim@example.com", "password": "squatter pass 1", "invite": secret}
     )
-    assert r.status_code == 200
+    assert r.status_code == 303
     await squatter.log_in("victim@example.com", "squatter pass 1")
     account = await harness.store.find_account("victim@example.com")
     assert account is not None
@@ -208,8 +217,10 @@ async def test_removing_a_member_revokes_their_tokens_and_cancels_their_invitati
     ed = await member(harness, make_browser, "ed@example.com", "owner", Role.EDITOR)
     secrets = {}
     for who, browser in (("co", co), ("ed", ed), ("owner", owner)):
-        r = await browser.submit(
-            "/w/owner/tokens", {"name": f"{who}'s", "permission": "write", "expires": ""}
+        r = await browser.follow(
+            await browser.submit(
+                "/w/owner/tokens", {"name": f"{who}'s", "permission": "write", "expires": ""}
+            )
         )
         found = TOKEN_RE.search(r.text)
         assert found
@@ -342,14 +353,18 @@ async def test_invite_accept_change_role_and_the_last_owner(
     bad = await owner.submit("/w/owner/members", {"email": "nope", "role": "editor"})
     assert bad.status_code == 400
     r = await owner.submit("/w/owner/members", {"email": "eve@example.com", "role": "editor"})
-    assert r.status_code == 200
+    assert r.status_code == 303
     [link] = await mailed_links_soon(caplog, "invite")
-    assert link in r.text
+    assert link not in r.headers["location"]
+    shown = await owner.follow(r)
+    assert link in shown.text
+    assert link not in (await owner.get("/w/owner/members")).text  # shown once
     eve = await make_browser(harness)
     landing = await eve.get(path_of(link))
-    assert landing.status_code == 303
-    assert landing.headers["location"].startswith("/signup?invite=")
-    await eve.get(landing.headers["location"])
+    assert landing.status_code == 200  # who invited whom, where, as what; the form
+    assert "owner@example.com invited eve@example.com to the workspace" in words(landing)
+    assert "as editor" in words(landing)
+    assert re.search(r'name="email"[^>]*value="eve@example.com" readonly', landing.text)
     wrong_email = await eve.post(
         "/signup",
         {
@@ -367,7 +382,7 @@ async def test_invite_accept_change_role_and_the_last_owner(
             "invite": path_of(link).split("/")[-1],
         },
     )
-    assert joined.status_code == 200
+    assert joined.status_code == 303
     assert (await eve.log_in("eve@example.com", "eve password 12")).status_code == 303
     assert (await eve.get("/")).headers["location"] == "/w/owner"
     ws = await harness.store.get_workspace("owner")
@@ -391,6 +406,10 @@ async def test_invite_accept_change_role_and_the_last_owner(
     )
     assert spent.status_code == 400
     assert "invalid, used or expired" in text(spent)
+    reopened = await late.get(path_of(link))
+    assert reopened.status_code == 410
+    assert "This invitation was already accepted" in words(reopened)
+    assert 'name="password"' not in reopened.text
     await owner.get("/w/owner/members")
     step_down = await owner.post(
         f"/w/owner/members/{owner_account.id}", {"action": "role", "role": "editor"}
@@ -432,9 +451,9 @@ async def test_api_user_id_is_the_owners_account(
 ACTION_REQUESTS: dict[str, tuple[str, dict[str, str], int]] = {
     "view": ("/w/team", {}, 200),
     "edit_counters": ("/w/team/counters/new", {"name": "made", "visibility": "public"}, 303),
-    "tokens": ("/w/team/tokens", {"name": "t", "permission": "write", "expires": ""}, 200),
-    "admin_tokens": ("/w/team/tokens", {"name": "t", "permission": "admin", "expires": ""}, 200),
-    "manage_members": ("/w/team/members", {"email": "new@example.com", "role": "viewer"}, 200),
+    "tokens": ("/w/team/tokens", {"name": "t", "permission": "write", "expires": ""}, 303),
+    "admin_tokens": ("/w/team/tokens", {"name": "t", "permission": "admin", "expires": ""}, 303),
+    "manage_members": ("/w/team/members", {"email": "new@example.com", "role": "viewer"}, 303),
     "manage_workspace": ("/w/team/settings", {"name": "Renamed"}, 303),
     "counter_rules": ("/w/team/c/{counter}/rules", {"floor": "0", "origins": ""}, 303),
     "export": ("/w/team/export", {}, 200),
@@ -496,3 +515,65 @@ async def test_two_owners_leaving_at_once_leave_one(harness: Harness) -> None:
         assert "The last owner cannot" in str(refused[0])
         owners = [m for m in await store.list_members(ws.id) if m.role is Role.OWNER]
         assert len(owners) == 1
+
+
+def words(r: httpx.Response) -> str:
+    """The page's words without markup, as read."""
+    return " ".join(re.sub(r"<[^>]+>", "", text(r)).split())
+
+
+async def test_an_invitation_link_says_why_it_works_no_more(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """A cancelled, an expired and an unknown invitation link each say so, signed out and
+    signed in (before: a plain sign-up form, or "invalid, used or expired"), with no form
+    to fill; an open one shows its facts, and signed in as another address says so."""
+    owner = await verified(harness, make_browser, "owner@example.com")
+    ws = await harness.store.get_workspace("owner")
+    assert ws is not None
+
+    async def invite(email: str) -> str:
+        r = await owner.follow(
+            await owner.submit("/w/owner/members", {"email": email, "role": "viewer"})
+        )
+        match = re.search(r"/invite/([A-Za-z0-9_-]+)</code>", r.text)
+        assert match
+        return match.group(1)
+
+    cancelled = await invite("cat@example.com")
+    [pending] = await harness.store.list_invites(ws.id, time.time())
+    await owner.get("/w/owner/members")
+    assert (await owner.post(f"/w/owner/invites/{pending.id}/cancel")).status_code == 303
+    expired = await invite("exp@example.com")
+    await harness.store.create_one_time(
+        "invite",
+        secret_hash("an-old-link-0123456789"),
+        time.time() - 8 * 86400,
+        time.time() - 86400,
+        workspace_id=ws.id,
+        email="old@example.com",
+        role=Role.VIEWER,
+    )
+    open_one = await invite("pal@example.com")
+    stranger = await make_browser(harness)
+    other = await verified(harness, make_browser, "other@example.com")
+    for who in (stranger, other):
+        gone = await who.get(f"/invite/{cancelled}")
+        assert gone.status_code == 410
+        assert "This invitation was cancelled" in words(gone)
+        assert 'name="password"' not in gone.text
+        assert "Accept the invitation" not in gone.text
+        old = await who.get("/invite/an-old-link-0123456789")
+        assert old.status_code == 410
+        assert "This invitation expired on" in words(old)
+        assert "Accept the invitation" not in old.text
+        unknown = await who.get("/invite/no-such-link-0123456789")
+        assert unknown.status_code == 404
+        assert "This invitation link is not valid" in words(unknown)
+        page = await who.get(f"/invite/{open_one}")
+        assert page.status_code == 200
+        said = "owner@example.com invited pal@example.com to the workspace"
+        assert said in words(page)
+    assert "but this invitation is for pal@example.com" in words(page)
+    assert "Accept the invitation" not in page.text
+    assert expired  # still open: only its twin was made old

@@ -3,10 +3,14 @@ accept an invitation."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tally import workspaces
+from tally.accounts import check_email
 from tally.errors import TallyError
 from tally.models import Account, Role
 from tally.site import security
@@ -17,7 +21,9 @@ from tally.site.pages import (
     field,
     form,
     redirect,
+    redirect_revealing,
     render,
+    revealed,
     signed_in,
     site,
     start_session,
@@ -42,38 +48,111 @@ async def home(request: Request) -> Response:
 async def signup(request: Request) -> Response:
     invite = request.query_params.get("invite", "")
     if request.method == "GET":
-        first = not invite and await site(request).store.count_accounts() == 0
-        return render(request, "signup.html", email="", invite=invite, first=first)
+        s = site(request)
+        sent_to = _sent_to(request)
+        if sent_to:
+            return render(
+                request,
+                "signup.html",
+                email=sent_to,
+                invite="",
+                sent=True,
+                mails=s.mailer.configured,
+            )
+        first = not invite and await s.store.count_accounts() == 0
+        return await _signup_page(request, 200, email="", invite=invite, first=first)
     data = await form(request)
     email, invite = field(data, "email"), field(data, "invite")
     s = site(request)
     try:
-        await s.accounts.sign_up(
+        account = await s.accounts.sign_up(
             email, field(data, "password"), base_url(request), invite, client_key(request)
         )
     except TallyError as exc:
-        return render(
-            request, "signup.html", exc.status, error=exc.message, email=email, invite=invite
+        return await _signup_page(
+            request, exc.status, error=exc.message, email=email, invite=invite
+        )
+    if account is not None and await _landing(s, account) == f"/w/{workspaces.BOOTSTRAP}":
+        # The instance's first account, which now owns `default`: signed in at once and
+        # taken where the Quick start counted. Nothing to hide here: no address had an
+        # account, and one account only ever claims `default`.
+        secret = await s.accounts.start_session(account)
+        notice = f"Welcome: {account.email} owns the workspace {workspaces.BOOTSTRAP}."
+        return start_session(
+            request, redirect(request, f"/w/{workspaces.BOOTSTRAP}", notice), secret
         )
     # The same page whether the address was free (a new account, a confirmation link
-    # mailed) or taken (its account mailed a note): the page tells nobody which.
-    return render(
-        request, "signup.html", email=email, invite=invite, sent=True, mails=s.mailer.configured
-    )
+    # mailed) or taken (its account mailed a note): the page tells nobody which. After a
+    # redirect (a reload signs up nobody twice), which shows the address once.
+    return redirect_revealing(request, "/signup", email.strip())
+
+
+async def _signup_page(request: Request, status: int, **context: Any) -> Response:
+    """The sign-up page; with an invitation, what it is (who invited whom, to which
+    workspace, in which role) or why it works no more."""
+    invite = context.get("invite", "")
+    invitation = None
+    if invite:
+        invitation = await workspaces.read_invitation(site(request).store, invite, time.time())
+        if status == 200 and invitation.state != "open":
+            status = 404 if invitation.state == "unknown" else 410
+    return render(request, "signup.html", status, invitation=invitation, **context)
+
+
+def _sent_to(request: Request) -> str:
+    """The address a sign-up or reset request just went to, shown once after its
+    redirect ("" if none, or not an address)."""
+    try:
+        return check_email(revealed(request))
+    except TallyError:
+        return ""
 
 
 async def verify(request: Request) -> Response:
-    account = await site(request).accounts.verify_email(request.path_params["secret"])
-    if account is None:
+    """A confirmation link: confirms its account; if it no longer works, says why: the
+    address is confirmed already (with a way on), or the link expired (with a button
+    for a new one), or it is not a link at all."""
+    s = site(request)
+    secret = request.path_params["secret"]
+    account = await s.accounts.verify_email(secret)
+    if account is not None:
+        # where its counts are: `default` for the account that owns it
+        where = await _landing(s, account)
+        return redirect(request, where, f"Thank you: {account.email} is confirmed.")
+    await visitor(request)  # the page's header as the visitor is signed in
+    found = await s.accounts.account_of_link(secret)
+    if found is not None and found[0].verified:
+        return render(request, "verify.html", 200, state="confirmed", email=found[0].email)
+    if found is not None:  # expired (or used, but the address is not confirmed)
+        return render(request, "verify.html", 410, state="expired", secret=secret, email="")
+    return render(request, "verify.html", 400, state="unknown", email="")
+
+
+async def resend_from_link(request: Request) -> Response:
+    """POST /verify/{secret}/resend: a new confirmation link for the account of an expired
+    one, signed in or not (the mail limits apply: MAIL_FROM, MAIL_TO)."""
+    await form(request)
+    s = site(request)
+    secret = request.path_params["secret"]
+    session = await visitor(request)
+    try:
+        account = await s.accounts.resend_verification(
+            secret, base_url(request), client_key(request)
+        )
+    except TallyError as exc:
         return render(
             request,
-            "error.html",
-            400,
-            status=400,
-            message="This confirmation link is invalid, used or expired. "
-            "Sign in and ask for a new one on your account page.",
+            "verify.html",
+            exc.status,
+            state="expired",
+            secret=secret,
+            email="",
+            error=exc.message,
         )
-    return redirect(request, "/", f"Thank you: {account.email} is confirmed.")
+    where = "/account" if session is not None else "/login"
+    return redirect(
+        request, where, f"We sent a new confirmation link to {account.email}: it works for 3 days."
+    )
 
 
 async def resend_verification(request: Request) -> Response:
@@ -157,7 +236,8 @@ async def account(request: Request) -> Response:
 async def forgot(request: Request) -> Response:
     mails = site(request).mailer.configured
     if request.method == "GET":
-        return render(request, "forgot.html", email="", sent=False, mails=mails)
+        sent_to = _sent_to(request)
+        return render(request, "forgot.html", email=sent_to, sent=bool(sent_to), mails=mails)
     data = await form(request)
     email = field(data, "email")
     try:
@@ -173,8 +253,8 @@ async def forgot(request: Request) -> Response:
             mails=mails,
         )
     # the same answer, in the same time, whether the account exists or not: the lookup
-    # and the email happen off the request
-    return render(request, "forgot.html", email=email, sent=True, mails=mails)
+    # and the email happen off the request; after a redirect, which shows the address once
+    return redirect_revealing(request, "/forgot", email.strip())
 
 
 async def reset(request: Request) -> Response:
@@ -193,15 +273,31 @@ async def reset(request: Request) -> Response:
 
 
 async def invitation(request: Request) -> Response:
+    """An invitation link: who invited whom, to which workspace, in which role, or why
+    it works no more (accepted, cancelled, expired, not a link); signed out, the sign-up
+    form for the invited address (or a way to sign in); signed in, the button to accept."""
     secret = request.path_params["secret"]
     session = await visitor(request)
     if session is None:
-        return redirect(request, f"/signup?invite={secret}")
+        if request.method == "POST":
+            return redirect(request, f"/invite/{secret}")
+        return await _signup_page(request, 200, email="", invite=secret, first=False)
+    s = site(request)
+    invitation = await workspaces.read_invitation(s.store, secret, time.time())
+    status = 200 if invitation.state == "open" else 404 if invitation.state == "unknown" else 410
     if request.method == "GET":
-        return render(request, "invite.html", secret=secret)
+        return render(request, "invite.html", status, secret=secret, invitation=invitation)
     await form(request)
     try:
-        ws = await workspaces.accept_invite(site(request).store, session.account, secret)
+        ws = await workspaces.accept_invite(s.store, session.account, secret)
     except TallyError as exc:
-        return render(request, "invite.html", exc.status, error=exc.message, secret=secret)
+        invitation = await workspaces.read_invitation(s.store, secret, time.time())
+        return render(
+            request,
+            "invite.html",
+            exc.status,
+            error=exc.message,
+            secret=secret,
+            invitation=invitation,
+        )
     return redirect(request, f"/w/{ws.slug}", f"You joined {ws.name}.")

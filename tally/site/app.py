@@ -43,6 +43,7 @@ ROUTES = [
     Route("/logout-everywhere", accounts.logout_everywhere, methods=POST),
     Route("/verify/resend", accounts.resend_verification, methods=POST),
     Route("/verify/{secret}", accounts.verify, methods=GET),
+    Route("/verify/{secret}/resend", accounts.resend_from_link, methods=POST),
     Route("/forgot", accounts.forgot, methods=BOTH),
     Route("/reset/{secret}", accounts.reset, methods=BOTH),
     Route("/account", accounts.account, methods=BOTH),
@@ -83,19 +84,19 @@ async def _login_required(request: Request, exc: Exception) -> Response:
 
 async def _tally_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TallyError)
-    return render_error(request, exc)
+    return await render_error(request, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error = NotFound("Page not found.") if exc.status_code == 404 else TallyError(exc.detail)
     error.status = exc.status_code
-    return render_error(request, error)
+    return await render_error(request, error)
 
 
 async def _storage_error(request: Request, exc: Exception) -> Response:
     log.warning("storage error on %s: %s", request.url.path, exc)
-    return render_error(request, Unavailable())
+    return await render_error(request, Unavailable())
 
 
 def site_windows(

@@ -8,6 +8,7 @@ with its workspace, `tally.workspaces.membership`), may they (`require_role`), d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import shlex
@@ -15,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 import jinja2
 from starlette.datastructures import FormData
@@ -26,7 +27,7 @@ from starlette.templating import Jinja2Templates
 from tally.accounts import SESSION_TTL, Accounts
 from tally.config import Settings
 from tally.counters import Counters
-from tally.errors import Forbidden, NotFound, TallyError
+from tally.errors import Forbidden, NotFound, StorageError, TallyError
 from tally.mail import Mailer
 from tally.models import Session
 from tally.numbers import row_id
@@ -36,6 +37,8 @@ from tally.web import http
 from tally.web.stream import Streams
 
 FLASH_COOKIE = "tally_notice"
+REVEAL_COOKIE = "tally_reveal"
+REVEAL_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +193,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         notice=notice,
         signup_mode=site(request).settings.signup,
     )
+    context.setdefault("mails", site(request).mailer.configured)
     response = templates.TemplateResponse(request, template, context, status_code=status_code)
     if new:
         security.set_cookie(
@@ -197,10 +201,22 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         )
     if notice:
         response.delete_cookie(FLASH_COOKIE, path="/")
+    if REVEAL_COOKIE in request.cookies:  # shown (or refused) once: gone from now on
+        response.delete_cookie(
+            REVEAL_COOKIE,
+            path=request.url.path,
+            secure=secure(request),
+            httponly=True,
+            samesite="strict",
+        )
     return response
 
 
-def render_error(request: Request, exc: TallyError) -> Response:
+async def render_error(request: Request, exc: TallyError) -> Response:
+    """The error page, with the header of the visitor as they are signed in (a 404 of an
+    unknown path is answered before any handler looked the session up)."""
+    with contextlib.suppress(StorageError):  # the store is away: the page says so
+        await visitor(request)
     return render(request, "error.html", exc.status, message=exc.message, status=exc.status)
 
 
@@ -215,6 +231,34 @@ def redirect(request: Request, url: str, notice: str = "") -> Response:
             response, FLASH_COOKIE, quote(notice), secure=secure(request), max_age=60
         )
     return response
+
+
+def redirect_revealing(request: Request, url: str, value: str, notice: str = "") -> Response:
+    """303 to `url`, whose page shows `value` once: Post/Redirect/Get for what a POST made
+    and the person must see once (the token just created, an invitation link, where a
+    link was sent). The value rides in a cookie for that path alone (HttpOnly,
+    SameSite=Strict, a minute long) that the page clears as it renders, so a reload or
+    Back shows it no more and makes nothing again. Never in a URL (nor so in a log), and
+    in no node's memory: any node of a cluster answers the GET. The page checks the
+    value against the store before it shows it (`revealed`)."""
+    response = redirect(request, url, notice)
+    response.set_cookie(
+        REVEAL_COOKIE,
+        quote(value, safe=""),
+        max_age=REVEAL_SECONDS,
+        path=urlsplit(url).path,
+        secure=secure(request),
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+def revealed(request: Request) -> str:
+    """The value `redirect_revealing` left for this page ("" if none); `render` clears it."""
+    if request.method != "GET":
+        return ""
+    return unquote(request.cookies.get(REVEAL_COOKIE, ""))[:1000]
 
 
 def start_session(request: Request, response: Response, secret: str) -> Response:

@@ -15,6 +15,7 @@ from tally import rules, workspaces
 from tally.accounts import check_email
 from tally.errors import BadRequest, NotFound, StorageError, TallyError
 from tally.exports import export_jsonl
+from tally.links import secret_hash
 from tally.models import Role, Workspace
 from tally.site.pages import (
     FormError,
@@ -24,7 +25,9 @@ from tally.site.pages import (
     form,
     path_id,
     redirect,
+    redirect_revealing,
     render,
+    revealed,
     signed_in,
     site,
 )
@@ -180,7 +183,7 @@ async def members(request: Request) -> Response:
     s = site(request)
     ws, role = await workspaces.membership(s.store, session.account, request.path_params["slug"])
     workspaces.require_role(role, "view")
-    error, link, status = None, None, 200
+    error, status = None, 200
     if request.method == "POST":
         data = await form(request)
         workspaces.require_role(role, "manage_members")
@@ -199,6 +202,13 @@ async def members(request: Request) -> Response:
             )
         except TallyError as exc:
             error, status = exc.message, exc.status
+        else:
+            # Post/Redirect/Get: a reload or Back invites nobody twice; the page after
+            # the redirect shows the link, once
+            secret = link.rsplit("/", 1)[1]
+            return redirect_revealing(
+                request, f"/w/{ws.slug}/members", secret, f"{email.strip()} is invited."
+            )
     return render(
         request,
         "members.html",
@@ -209,9 +219,21 @@ async def members(request: Request) -> Response:
         section="members",
         members=await s.store.list_members(ws.id),
         invites=await s.store.list_invites(ws.id, time.time()),
-        invite_link=link,
+        invite_link=await _just_invited(request, ws),
         me=session.account.id,
     )
+
+
+async def _just_invited(request: Request, ws: Workspace) -> str | None:
+    """The invitation link just made here, to show once: only the secret of a live
+    invitation to this workspace (a planted cookie shows nothing)."""
+    secret = revealed(request)
+    if not secret:
+        return None
+    link = await site(request).store.peek_one_time("invite", secret_hash(secret), time.time())
+    if link is None or link.workspace_id != ws.id:
+        return None
+    return f"{base_url(request)}/invite/{secret}"
 
 
 async def member_change(request: Request) -> Response:

@@ -237,9 +237,17 @@ class Store(Protocol):
     async def peek_one_time(self, purpose: str, token_hash: str, now: float) -> OneTimeToken | None:
         """The unused, unexpired link with this hash, left unused."""
 
-    async def use_one_time(self, purpose: str, token_hash: str, now: float) -> OneTimeToken | None:
+    async def use_one_time(
+        self, purpose: str, token_hash: str, now: float, *, account_id: int | None = None
+    ) -> OneTimeToken | None:
         """Mark the link used and return it; None if it is unknown, used or expired (so of
-        two racing uses, one wins)."""
+        two racing uses, one wins). `account_id`: the account that used it (an accepted
+        invitation records who accepted it; a cancelled one records nobody)."""
+
+    async def find_one_time(self, purpose: str, token_hash: str) -> OneTimeToken | None:
+        """The link with this hash whatever its state (used, cancelled, expired), with its
+        `used_at` and `created_by`, to say why it no longer works; None if unknown (or
+        deleted, a week past its expiry)."""
 
     async def list_invites(self, workspace_id: int, now: float) -> list[OneTimeToken]: ...
 

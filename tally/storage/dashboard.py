@@ -80,6 +80,8 @@ def _one_time(row: Sequence[Any]) -> OneTimeToken:
         role=Role(row[5]) if row[5] is not None else None,
         created_at=row[6],
         expires_at=row[7],
+        used_at=row[8] if len(row) > 8 else None,
+        created_by=row[9] if len(row) > 9 else None,
     )
 
 
@@ -248,19 +250,31 @@ class DashboardTables(CounterLists):
         )
         return _one_time(row) if row else None
 
-    async def use_one_time(self, purpose: str, token_hash: str, now: float) -> OneTimeToken | None:
+    async def use_one_time(
+        self, purpose: str, token_hash: str, now: float, *, account_id: int | None = None
+    ) -> OneTimeToken | None:
         """Mark the link used and return it; None if it is unknown, used or expired (so of
-        two racing uses, one wins)."""
+        two racing uses, one wins). `account_id`: the account that used it, if given."""
         rows = await self._change(
             [
                 (
-                    "UPDATE one_time_tokens SET used_at = %s WHERE hash = %s AND purpose = %s "
+                    "UPDATE one_time_tokens SET used_at = %s, "
+                    "account_id = COALESCE(%s, account_id) WHERE hash = %s AND purpose = %s "
                     f"AND used_at IS NULL AND expires_at > %s RETURNING {_ONE_TIME}",
-                    (now, token_hash, purpose, now),
+                    (now, account_id, token_hash, purpose, now),
                 )
             ]
         )
         return _one_time(rows[0][0]) if rows[0] else None
+
+    async def find_one_time(self, purpose: str, token_hash: str) -> OneTimeToken | None:
+        """The link with this hash whatever its state, with `used_at` and `created_by`."""
+        row = await self._one(
+            f"SELECT {_ONE_TIME}, used_at, created_by FROM one_time_tokens "
+            "WHERE hash = %s AND purpose = %s",
+            (token_hash, purpose),
+        )
+        return _one_time(row) if row else None
 
     async def list_invites(self, workspace_id: int, now: float) -> list[OneTimeToken]:
         rows = await self._fetch(

@@ -381,3 +381,196 @@ def test_pages_show_only_what_you_may_do(page: Any, browser: Any, world: World) 
         expect(other.get_by_text("you are a viewer")).to_be_visible()
     finally:
         other.context.close()
+
+
+def test_a_new_token_and_invitation_are_made_once_and_shown_once(
+    browser: Any, world: World
+) -> None:
+    """Post/Redirect/Get: creating a token or an invitation ends on a GET of its page, so
+    a reload or Back re-posts nothing (before: the POST answered with the page, a reload
+    made a second token and a second invitation, Back asked to resubmit the form). The
+    secret is shown once, after the redirect, and on no reload or Back; never in a URL."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    page = signed_in(browser, world, 1280, 800, then="/w/default/tokens")
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    try:
+        shown: list[str] = []
+
+        def secret_on_page() -> None:
+            found = page.locator("#new-token")
+            if found.count():
+                shown.append(found.inner_text().strip())
+
+        page.locator("#token-name").fill("made-once")
+        page.get_by_role("button", name="Create token").click()
+        page.wait_for_url(base + "/w/default/tokens")
+        expect(page.locator("#new-token")).to_be_visible()
+        secret_on_page()
+        [secret] = shown
+        assert re.fullmatch(r"tly_[A-Za-z0-9]{38}", secret)
+        page.reload()
+        secret_on_page()
+        page.go_back()
+        secret_on_page()
+        page.go_forward()
+        secret_on_page()
+        assert shown == [secret]  # exactly once
+        assert posted == [base + "/w/default/tokens"]  # no reload or Back re-posted it
+        assert not any(secret in url for url in [*posted, page.url])
+        assert [c for c in page.context.cookies() if c["name"] == "tally_reveal"] == []
+        tokens = world.api("/v2/default/-/tokens").json()["data"]["tokens"]
+        assert [t["name"] for t in tokens].count("made-once") == 1
+
+        posted.clear()
+        page.goto(base + "/w/default/members")
+        page.locator("#invite-email").fill("once@example.com")
+        page.get_by_role("button", name="Invite").click()
+        page.wait_for_url(base + "/w/default/members")
+        link = page.locator("#invite-link").inner_text().strip()
+        assert "/invite/" in link
+        page.reload()
+        expect(page.locator("#invite-link")).to_have_count(0)
+        page.go_back()
+        expect(page.locator("#invite-link")).to_have_count(0)
+        page.go_forward()
+        expect(page.locator("#invite-link")).to_have_count(0)
+        assert posted == [base + "/w/default/members"]
+        expect(page.get_by_text("once@example.com as editor")).to_have_count(1)
+    finally:
+        page.context.close()
+
+
+def test_an_invitation_link_says_who_invited_whom(page: Any, browser: Any, world: World) -> None:
+    """An invitation link, signed out, shows who invited whom, to which workspace and in
+    which role, with the address filled in and read-only (before: a plain sign-up form);
+    signed in as another address it says so; once cancelled it says that, with no form,
+    signed out and signed in; nothing scrolls sideways."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    width, height = page.viewport_size["width"], page.viewport_size["height"]
+    invited = f"guest-{width}@example.com"
+    page.goto(base + "/w/default/members")
+    page.locator("#invite-email").fill(invited)
+    page.locator("#invite-role").select_option("viewer")
+    page.get_by_role("button", name="Invite").click()
+    link = page.locator("#invite-link").inner_text().strip()
+
+    context = browser.new_context(viewport={"width": width, "height": height})
+    guest = context.new_page()
+    guest.set_default_timeout(TIMEOUT_MS)
+    try:
+        guest.goto(link)
+        facts = guest.locator("#invitation")
+        expect(facts).to_contain_text(f"{EMAIL} invited {invited} to the workspace")
+        expect(facts).to_contain_text("(default) as viewer")
+        email = guest.get_by_label("Email")
+        expect(email).to_have_value(invited)
+        expect(email).to_have_attribute("readonly", "")
+        expect(guest.get_by_label("Password")).to_be_focused()
+        expect(guest.get_by_role("button", name="Sign up and join")).to_be_visible()
+        assert overflow(guest) == 0
+        shot(guest, "invitation")
+    finally:
+        context.close()
+    other = signed_in(browser, world, width, height, then=link.removeprefix(base))
+    try:
+        expect(other.locator("#invitation-other")).to_contain_text(f"is for {invited}")
+        expect(other.get_by_role("button", name="Accept the invitation")).to_have_count(0)
+        assert overflow(other) == 0
+    finally:
+        other.context.close()
+
+    page.goto(base + "/w/default/members")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("listitem").filter(has_text=invited).get_by_role(
+        "button", name="Cancel"
+    ).click()
+    expect(page.get_by_text("The invitation is cancelled.")).to_be_visible()
+    for who in ("signed out", "signed in"):
+        if who == "signed out":
+            context = browser.new_context(viewport={"width": width, "height": height})
+            gone = context.new_page()
+            gone.set_default_timeout(TIMEOUT_MS)
+            gone.goto(link)
+        else:
+            gone = signed_in(browser, world, width, height)
+            gone.goto(link)
+        try:
+            expect(gone.locator("#invitation-gone")).to_contain_text(
+                "This invitation was cancelled"
+            )
+            expect(gone.get_by_label("Password")).to_have_count(0)
+            expect(gone.get_by_role("button", name="Accept the invitation")).to_have_count(0)
+            assert overflow(gone) == 0
+        finally:
+            gone.context.close()
+
+
+def _link(world: World, email: str, secret: str, expires_in: float, *, used: bool = False) -> None:
+    """A confirmation link `secret` for `email`'s account, expiring in `expires_in` s (as
+    the server writes one: tally.accounts.send_verification), used already if `used`."""
+    import sqlite3
+    import time
+
+    from tally.links import secret_hash
+
+    path = world.server.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        [(account_id,)] = db.execute("SELECT id FROM accounts WHERE email = ?", (email,))
+        db.execute(
+            "INSERT INTO one_time_tokens (hash, purpose, account_id, created_at, expires_at, "
+            "used_at) VALUES (?, 'verify', ?, ?, ?, ?)",
+            (
+                secret_hash(secret),
+                account_id,
+                time.time(),
+                time.time() + expires_in,
+                time.time() if used else None,
+            ),
+        )
+
+
+def test_error_and_link_pages_know_who_is_signed_in(page: Any, browser: Any, world: World) -> None:
+    """A 404 shows the signed-in header (before: "Sign in"); an expired confirmation link
+    has a button that sends a new one (before: "invalid, used or expired", go find the
+    account page), signed out; a confirmed account reopening its link reads "already
+    confirmed", with a way on."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    width, height = page.viewport_size["width"], page.viewport_size["height"]
+    page.goto(base + "/no/such/page")
+    header = page.get_by_role("navigation", name="Account")
+    expect(header).to_contain_text(EMAIL)
+    expect(header.get_by_role("button", name="Sign out")).to_be_visible()
+    expect(header.get_by_role("link", name="Sign in")).to_have_count(0)
+    assert overflow(page) == 0
+    shot(page, "not-found-signed-in")
+
+    late = f"late-{width}@example.com"
+    world.cli.run("user", "create", late, "--password", PASSWORD)
+    _link(world, late, f"expired-{width}-0123456789", -60)
+    context = browser.new_context(viewport={"width": width, "height": height})
+    stranger = context.new_page()
+    stranger.set_default_timeout(TIMEOUT_MS)
+    try:
+        stranger.goto(f"{base}/verify/expired-{width}-0123456789")
+        expect(stranger.get_by_role("heading", name="This link has expired")).to_be_visible()
+        assert overflow(stranger) == 0
+        shot(stranger, "verify-expired")
+        stranger.get_by_role("button", name="Send me a new link").click()
+        stranger.wait_for_url(base + "/login")
+        expect(stranger.get_by_text(f"We sent a new confirmation link to {late}")).to_be_visible()
+    finally:
+        context.close()
+
+    _link(world, EMAIL, f"spent-{width}-0123456789", 3600, used=True)  # the one it took
+    page.goto(f"{base}/verify/spent-{width}-0123456789")
+    expect(page.get_by_role("heading", name="Already confirmed")).to_be_visible()
+    page.get_by_role("link", name="Go to your workspaces").click()
+    page.wait_for_url(re.compile(re.escape(base) + r"/(w/default)?$"))
+    assert overflow(page) == 0
