@@ -68,7 +68,13 @@ async def test_document_and_routes_agree(harness: Harness) -> None:
     assert r.headers["content-type"] == "application/json"
     assert set(r.json()["paths"]) == served
     undocumented = {p.decode() for p, route in harness.app.routes.items() if not route.documented}
-    assert undocumented == {"/docs", "/docs/redoc.standalone.js", "/metrics"}
+    assert undocumented == {
+        "/docs",
+        "/docs/redoc.standalone.js",
+        "/metrics",
+        "/count.js",
+        "/widget.js",
+    }
     for path in ("/v2/ws/c/unknown", "/openapi", "/v2/ws", "/health"):
         assert (await harness.client.get(path)).status_code == 404
 

@@ -281,6 +281,8 @@ SCHEMAS: JSON = {
             "name",
             "v1_open",
             "allowed_origins",
+            "page_views",
+            "honour_dnt",
             "created_at",
             "counters",
             "counter_quota",
@@ -299,6 +301,16 @@ SCHEMAS: JSON = {
                 "items": {"type": "string"},
                 "description": "origins anonymous counts must come from, for counters "
                 "without their own list (empty: any)",
+            },
+            "page_views": {
+                "type": "boolean",
+                "description": "it counts page views (/count.js): anonymous ups from its "
+                "allowed origins create missing counters",
+            },
+            "honour_dnt": {
+                "type": "boolean",
+                "description": "page views sent with Do-Not-Track or Global Privacy "
+                "Control are not counted",
             },
             "created_at": TIME,
             "counters": {"type": "integer", "description": "how many it has"},
@@ -1138,9 +1150,10 @@ OPERATIONS: tuple[Operation, ...] = (
         f"{MANAGE}/settings",
         "updateSettings",
         "Change the workspace's settings",
-        "Open or close it for the V1 legacy endpoints, and replace its allowed origins "
-        "(the list of counters without their own). Fields left out keep their value. Every "
-        "node sees the change within TALLY_TOKEN_CACHE_TTL. Admin token of the workspace.",
+        "Open or close it for the V1 legacy endpoints, replace its allowed origins "
+        "(the list of counters without their own), turn page counting on or off. Fields "
+        "left out keep their value. Every node sees the change within "
+        "TALLY_TOKEN_CACHE_TTL. Admin token of the workspace.",
         managed(ref("schemas", "WorkspaceSettings"), "The changed settings."),
         MANAGE_ERRORS,
         tags=("management",),
@@ -1153,6 +1166,11 @@ OPERATIONS: tuple[Operation, ...] = (
             "properties": {
                 "allowed_origins": ORIGINS,
                 "v1_open": {"type": "boolean"},
+                "page_views": {
+                    "type": "boolean",
+                    "description": "count page views; true needs allowed origins",
+                },
+                "honour_dnt": {"type": "boolean"},
                 "counter_quota": {
                     "type": ["integer", "null"],
                     "minimum": 1,
