@@ -11,10 +11,12 @@ import hashlib
 
 import httpx
 import pytest
-from conftest import Harness, HarnessFactory
+from conftest import BrowserFactory, Harness, HarnessFactory
 from helpers import assert_error, bearer
 from hypothesis import given
 from hypothesis import strategies as st
+from site_client import text
+from test_site_workspaces import verified
 
 from tally.config import RateLimit, Settings
 from tally.errors import BadRequest
@@ -22,6 +24,7 @@ from tally.models import CounterChange, Permission
 from tally.pageviews import SLASH, page_name, page_path
 from tally.web.app import create_app
 from tally.web.pageview import GIF
+from tally.web.scripts import script
 
 SITE = "https://blog.example"
 ALLOWED = {"Origin": SITE}
@@ -363,3 +366,36 @@ async def test_the_scripts_are_small_cached_and_pinnable(
     tag = r.headers["etag"]
     assert (await scripts.get(f"/{name}", headers={"If-None-Match": tag})).status_code == 304
     assert_error(await scripts.post(f"/{name}"), 405)
+
+
+# the dashboard -----------------------------------------------------------------------
+
+
+async def test_the_settings_page_turns_page_counting_on(
+    harness: Harness, make_browser: BrowserFactory
+) -> None:
+    """An owner turns page counting on (refused, changing nothing, while the workspace
+    has no allowed origins) and off; the page shows the pinned snippets."""
+    h = harness
+    b = await verified(h, make_browser, "ann@example.com")
+    ws = await h.store.get_workspace("ann")
+    assert ws is not None
+    page = await b.get("/w/ann/settings")
+    count = script("count.js")
+    assert f"{count.versioned}" in page.text
+    assert count.integrity in page.text
+    assert script("widget.js").integrity in page.text
+    r = await b.post("/w/ann/settings/pages", {"pages": "on", "dnt": "on"})
+    assert r.status_code == 400
+    assert "allowed origins" in text(r)
+    assert (await h.store.get_workspace("ann")) == ws
+    await b.post("/w/ann/settings/rules", {"origins": SITE})
+    r = await b.post("/w/ann/settings/pages", {"pages": "on", "dnt": "on"})
+    assert r.status_code == 303
+    changed = await h.store.get_workspace("ann")
+    assert changed is not None
+    assert (changed.page_views, changed.honour_dnt) == (True, True)
+    assert (await b.post("/w/ann/settings/pages", {})).status_code == 303
+    changed = await h.store.get_workspace("ann")
+    assert changed is not None
+    assert (changed.page_views, changed.honour_dnt) == (False, False)
