@@ -57,8 +57,6 @@ class PageViewEndpoint:
     def __init__(self, api: V2Api) -> None:
         self.api = api
         self.views = PageViews(api.counters)
-        self.counted = 0  # views counted
-        self.private = 0  # views not counted: Do-Not-Track / Global Privacy Control
 
     async def __call__(self, scope: Scope, send: Send, path: bytes) -> None:
         limits: Headers | None = None
@@ -72,13 +70,9 @@ class PageViewEndpoint:
                 scope, (b"up", workspace, name), None, time.monotonic()
             )
             private = privacy_signal(header(scope, b"dnt"), header(scope, b"sec-gpc"))
-            view = await self.views.view(
+            await self.views.view(
                 workspace, name, origin_source(scope), self.api.visitor(scope), private
             )
-            if view is None:
-                self.private += 1
-            else:
-                self.counted += 1
         except TallyError as exc:
             await send_error(send, exc, exc.headers or limits)  # JSON, never cached
             return
