@@ -16,6 +16,7 @@ from helpers import assert_error, bearer
 from hypothesis import given
 from hypothesis import strategies as st
 from site_client import text
+from sse import OpenStream
 from test_site_workspaces import verified
 
 from tally.config import RateLimit, Settings
@@ -167,6 +168,23 @@ async def test_a_view_counts_and_creates_its_page_counter(harness: Harness) -> N
     # an anonymous down or up by more than 1 creates nothing
     assert_error(await h.client.get("/v2/ws/d/down", headers=ALLOWED), 404)
     assert_error(await h.client.get("/v2/ws/d/up?by=2", headers=ALLOWED), 404)
+
+
+async def test_a_view_reaches_the_live_stream(harness: Harness) -> None:
+    """A view is a change like an up: an open stream of the page's counter sends it."""
+    h = harness
+    await opted_in(h)
+    assert (await h.client.post("/count?workspace=ws&page=/a", headers=ALLOWED)).status_code == 204
+    stream = await OpenStream(h.app, "/v2/ws/%E2%88%95a/stream").open()
+    try:
+        assert (await stream.next_data())["value"] == 1
+        assert (
+            await h.client.post("/count?workspace=ws&page=/a", headers=ALLOWED)
+        ).status_code == 204
+        assert (await stream.next_data())["value"] == 2
+    finally:
+        stream.drop()
+        await stream.closed()
 
 
 @pytest.mark.parametrize(
