@@ -1180,6 +1180,52 @@ OPERATIONS: tuple[Operation, ...] = (
             },
         },
     ),
+    *(
+        Operation(
+            path,
+            f"pageView{method.capitalize()}" if path == "/count" else "pageViewImage",
+            "Count a page view" if path == "/count" else "Count a page view (an image)",
+            "An anonymous up of the page's counter, for /count.js and <noscript> "
+            "(docs/api.md#page-views): the workspace must count page views; a missing "
+            "counter is created from one of its allowed origins only, within the quota "
+            "and the budget of new counters. With honour_dnt, DNT: 1 or Sec-GPC: 1 "
+            "counts nothing. The rate limit of the counter's /up.",
+            {
+                "description": "Counted (or not, by Do-Not-Track). Cache-Control: no-store."
+                if path == "/count"
+                else "A 1x1 transparent GIF. Cache-Control: no-store.",
+                "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **RATE_LIMIT_HEADERS},
+                **(
+                    {}
+                    if path == "/count"
+                    else {"content": {"image/gif": {"schema": {"type": "string"}}}}
+                ),
+            },
+            ("400", "403", "404", "429", "503"),
+            tags=("page views",),
+            method=method,
+            ok_status="204" if path == "/count" else "200",
+            query=tuple(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name == "workspace",
+                    "description": text,
+                    "schema": {"type": "string"},
+                }
+                for name, text in (
+                    ("workspace", "The workspace's slug."),
+                    (
+                        "page",
+                        "The page's path, from '/' (its counter is named by the "
+                        "mapping of docs/api.md#page-views); or give counter.",
+                    ),
+                    ("counter", "The counter's name as is, instead of page."),
+                )
+            ),
+        )
+        for path, method in (("/count", "post"), ("/count", "get"), ("/count.gif", "get"))
+    ),
     Operation(
         "/healthz",
         "health",
@@ -1235,6 +1281,10 @@ def document() -> JSON:
             {
                 "name": "management",
                 "description": "A workspace's counters, tokens and settings, for its Admin tokens.",
+            },
+            {
+                "name": "page views",
+                "description": "What /count.js and its <noscript> image call.",
             },
             {"name": "operations", "description": "Health, readiness and this document."},
         ],
