@@ -155,6 +155,16 @@ async def test_a_view_counts_and_creates_its_page_counter(harness: Harness) -> N
     assert r.headers["content-type"] == "image/gif"
     assert r.headers["cache-control"] == "no-store"
     assert await value(h, "\u2215blog\u2215hello\u2215") == 3
+    # percent-escapes stay in the name, as the mapping says (decoded once, as a query)
+    r = await h.client.post("/count?workspace=ws&page=%2Fcaf%25C3%25A9", headers=ALLOWED)
+    assert r.status_code == 204
+    assert await value(h, "\u2215caf%C3%A9") == 1
+    r = await h.client.post("/count?workspace=ws&page=/caf%C3%A9", headers=ALLOWED)
+    assert r.status_code == 204  # typed by hand, not encoded: encoded as a browser would
+    assert await value(h, "\u2215caf%C3%A9") == 2
+    r = await h.client.post("/count?workspace=ws&counter=100%25", headers=ALLOWED)
+    assert r.status_code == 204
+    assert await value(h, "100%") == 1
     # data-counter: the name as given
     assert (
         await h.client.post("/count?workspace=ws&counter=visits", headers=ALLOWED)

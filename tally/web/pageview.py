@@ -16,10 +16,10 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs
 
+from tally.counters import check_name
 from tally.errors import BadRequest, MethodNotAllowed, TallyError
 from tally.pageviews import PageViews, page_name, privacy_signal
 from tally.web.api import V2Api, origin_source
-from tally.web.gate import name_segment
 from tally.web.http import Headers, Scope, Send, header, response_start, send_error
 
 COUNT = b"/count"
@@ -49,8 +49,9 @@ def parse_view(query: bytes) -> tuple[str, str]:
         raise BadRequest("workspace is missing: give workspace=<slug>")
     if (page is None) == (counter is None):
         raise BadRequest("give either page=<path> or counter=<name>")
+    # decoded once, by parse_qs: a page's name keeps its percent-escapes (tally.pageviews)
     name = page_name(page[0]) if page is not None else counter[0] if counter else ""
-    return name_segment("workspace", workspace.encode()), name_segment("counter", name.encode())
+    return check_name("workspace", workspace), check_name("counter", name)
 
 
 class PageViewEndpoint:

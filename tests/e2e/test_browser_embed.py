@@ -194,6 +194,13 @@ def test_count_js_counts_pages_from_an_allowed_origin_only(
         eventually(lambda: value(base, f"{SLASH}blog{SLASH}second{SLASH}"), 2)
         assert value(base, f"{SLASH}app{SLASH}route") == 1
 
+        # a path the browser percent-encodes: the name keeps its escapes, as the mapping
+        # (in Python, on the server) says
+        with page.expect_response(lambda r: "/count?" in r.url) as encoded:
+            page.goto(allowed.origin + "/café au lait/")
+        assert encoded.value.status == 204
+        eventually(lambda: value(base, f"{SLASH}caf%25C3%25A9%2520au%2520lait{SLASH}"), 1)
+
         # the same page from an origin the workspace does not allow: refused, uncounted
         with page.expect_response(lambda r: "/count?" in r.url) as refused:
             page.goto(blocked.origin + "/blog/first/")
