@@ -269,28 +269,56 @@ def _origins_text(origins: tuple[str, ...]) -> str:
 @click.argument("slug")
 @click.option("--v1/--no-v1", default=None, help="Open (or close) it for the V1 endpoints.")
 @_origins_option("its counters (a counter's own list replaces it)")
+@click.option(
+    "--page-views/--no-page-views",
+    default=None,
+    help="Count page views (/count.js): anonymous ups from its allowed origins create "
+    "counters. Needs allowed origins.",
+)
+@click.option(
+    "--honour-dnt/--no-honour-dnt",
+    default=None,
+    help="Do not count page views sent with Do-Not-Track or Global Privacy Control.",
+)
 @database_option
 def workspace_update(
-    slug: str, v1: bool | None, origins: str | None, database_url: str | None
+    slug: str,
+    v1: bool | None,
+    origins: str | None,
+    page_views: bool | None,
+    honour_dnt: bool | None,
+    database_url: str | None,
 ) -> None:
     """Change a workspace's settings (servers apply them within TALLY_TOKEN_CACHE_TTL)."""
     allowed = _parse_origins(origins)
 
     async def run(store: Store, _s: Settings) -> Workspace:
         ws = await _existing_workspace(store, slug)
+        new_origins = ws.origins if allowed is None else allowed
+        pages = ws.page_views if page_views is None else page_views
+        if pages:
+            try:
+                rules.check_page_views(new_origins)
+            except BadRequest as exc:
+                raise click.ClickException(exc.message) from None
         updated = await store.set_workspace_rules(
-            ws.id,
-            v1_open=ws.v1_open if v1 is None else v1,
-            origins=ws.origins if allowed is None else allowed,
+            ws.id, v1_open=ws.v1_open if v1 is None else v1, origins=new_origins
         )
+        if updated is not None and (page_views is not None or honour_dnt is not None):
+            updated = await store.set_page_counting(
+                ws.id,
+                page_views=pages,
+                honour_dnt=ws.honour_dnt if honour_dnt is None else honour_dnt,
+            )
         if updated is None:
             raise click.ClickException(f"no workspace {slug!r}")
         return updated
 
     ws = _with_store(database_url, run)
+    pages = "off" if not ws.page_views else "on,honour-dnt" if ws.honour_dnt else "on"
     click.echo(
         f"workspace {ws.slug}: v1={'open' if ws.v1_open else 'closed'} "
-        f"origins={_origins_text(ws.origins)}"
+        f"origins={_origins_text(ws.origins)} pages={pages}"
     )
 
 

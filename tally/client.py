@@ -394,8 +394,15 @@ class Client(_Base):
         *,
         v1_open: bool = UNSET,
         allowed_origins: tuple[str, ...] | list[str] = UNSET,
+        page_views: bool = UNSET,
+        honour_dnt: bool = UNSET,
     ) -> WorkspaceSettings:
-        changes = _changes(v1_open=v1_open, allowed_origins=allowed_origins)
+        changes = _changes(
+            v1_open=v1_open,
+            allowed_origins=allowed_origins,
+            page_views=page_views,
+            honour_dnt=honour_dnt,
+        )
         return self.run(self._settings(workspace, changes))
 
 
@@ -527,6 +534,13 @@ class AsyncClient(_Base):
         *,
         v1_open: bool = UNSET,
         allowed_origins: tuple[str, ...] | list[str] = UNSET,
+        page_views: bool = UNSET,
+        honour_dnt: bool = UNSET,
     ) -> WorkspaceSettings:
-        changes = _changes(v1_open=v1_open, allowed_origins=allowed_origins)
+        changes = _changes(
+            v1_open=v1_open,
+            allowed_origins=allowed_origins,
+            page_views=page_views,
+            honour_dnt=honour_dnt,
+        )
         return await self.run(self._settings(workspace, changes))

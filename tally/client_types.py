@@ -236,7 +236,7 @@ class TokenInfo:
 
 @dataclass(frozen=True, slots=True)
 class WorkspaceSettings:
-    """A workspace's settings: its V1 flag and allowed origins."""
+    """A workspace's settings: its V1 flag, allowed origins and page counting."""
 
     id: int
     slug: str
@@ -245,6 +245,8 @@ class WorkspaceSettings:
     allowed_origins: tuple[str, ...]
     created_at: datetime | None
     raw: Mapping[str, Any]
+    page_views: bool = False
+    honour_dnt: bool = False
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> WorkspaceSettings:
@@ -256,6 +258,8 @@ class WorkspaceSettings:
             allowed_origins=tuple(data.get("allowed_origins") or ()),
             created_at=_time(data.get("created_at")),
             raw=data,
+            page_views=bool(data.get("page_views", False)),
+            honour_dnt=bool(data.get("honour_dnt", False)),
         )
 
 

@@ -21,6 +21,9 @@ Access rules (docs/api.md has the user-facing table):
   visitor within the window; a later one in the window is answered with the current
   totals, `counted` false, and changes nothing. Ups with a Write or Admin token of the
   counter's workspace are the owner's own: never deduplicated. down is not affected.
+- An anonymous up of a missing counter creates it (public) if its workspace counts page
+  views (tally.pageviews) and the up comes from one of the workspace's allowed origins
+  (it must have some), within the client's creation budget and the workspace's quota.
 - V1 (the retired open-source API): see tally.namespaces.
 """
 
@@ -56,6 +59,7 @@ from tally.models import (
     Permission,
     Token,
     Totals,
+    Workspace,
 )
 from tally.ratelimit import Limiter
 from tally.stats import add_temporal, settled_before, summarize
@@ -225,6 +229,26 @@ class Counters:
         # (counter id, split hour) -> (monotonic expiry, temporal sums before the split)
         self._settled_cache: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
         writes.on_commit.append(self._forget_settled)
+        # slug -> (monotonic expiry, workspace or None), its settings trusted for cache_ttl
+        self._workspaces: dict[str, tuple[float, Workspace | None]] = {}
+
+    async def workspace(self, slug: str) -> Workspace | None:
+        """The workspace (its settings trusted for the cache TTL, as counters' are)."""
+        now = time.monotonic()
+        hit = self._workspaces.get(slug)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await self.store.get_workspace(slug)
+        if len(self._workspaces) >= 10_000:
+            self._workspaces.clear()
+        self._workspaces[slug] = (now + self.cache.ttl, found)
+        return found
+
+    def forget_workspace(self, slug: str) -> None:
+        """Drop what this node remembers of the workspace and its counters (after a
+        change of its settings here; other nodes see it within the cache TTL)."""
+        self._workspaces.pop(slug, None)
+        self.cache.forget_workspace(slug)
 
     async def _find(self, workspace: str, name: str) -> Counter | None:
         key = (workspace, name)
@@ -372,16 +396,17 @@ class Counters:
     ) -> CounterView:
         counter = await self._find(workspace, name)
         if counter is None:
-            if (
-                token is None
-                or token.workspace_slug != workspace
-                or token.permission < Permission.WRITE
-            ):
+            if token is not None and token.workspace_slug == workspace:
+                if token.permission < Permission.WRITE:
+                    raise NotFound()
+                await self.may_create(token.id)
+                epoch = self.cache.epoch()
+                counter = await self.store.ensure_counter(token.workspace_id, name)
+                self.cache.put((workspace, name), counter, time.monotonic(), epoch)
+            elif up == 1 and not down:
+                counter = await self._create_page(workspace, name, source, visitor)
+            else:
                 raise NotFound()
-            await self.may_create(token.id)
-            epoch = self.cache.epoch()
-            counter = await self.store.ensure_counter(token.workspace_id, name)
-            self.cache.put((workspace, name), counter, time.monotonic(), epoch)
         elif counter.private:
             if token is None or token.workspace_id != counter.workspace_id:
                 raise NotFound()
@@ -395,6 +420,35 @@ class Counters:
         if counter.unique_window and up:
             return await self._count_unique(counter, token, up, down, visitor)
         return await self._count(counter, up, down)
+
+    async def _create_page(
+        self,
+        workspace: str,
+        name: str,
+        source: origins.Source,
+        visitor: Callable[[], Visitor] | None,
+    ) -> Counter:
+        """A missing counter that an anonymous up creates: its workspace counts pages
+        (tally.pageviews) and the up comes from one of the workspace's allowed origins;
+        one of the client's new counters (TALLY_CREATE_RATE_LIMIT), within the
+        workspace's quota (QuotaReached). Else the 404 of a missing counter, or 403."""
+        ws = await self.workspace(workspace)
+        if ws is None or not ws.page_views:
+            raise NotFound()
+        origin = origins.request_origin(*source)
+        if not ws.origins or not origins.allowed(origin, ws.origins):
+            raise Forbidden(
+                "this workspace counts new pages only from its allowed origins"
+                if origin is None or not ws.origins
+                else f"this workspace does not count new pages from {origin}"
+            )
+        await self.may_create(visitor()[0] if visitor is not None else "")
+        epoch = self.cache.epoch()
+        counter = await self.store.ensure_counter(ws.id, name)
+        self.cache.put((workspace, name), counter, time.monotonic(), epoch)
+        if counter.private:  # made private by its owner in the meantime
+            raise NotFound()
+        return counter
 
     async def _count_unique(
         self,

@@ -122,6 +122,8 @@ def workspace_line(ws: Workspace) -> dict[str, Any]:
         "created_at": ws.created_at,
         "v1_open": ws.v1_open,
         "allowed_origins": list(ws.origins),
+        "page_views": ws.page_views,
+        "honour_dnt": ws.honour_dnt,
     }
 
 

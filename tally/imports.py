@@ -74,6 +74,8 @@ class WorkspaceLine:
     name: str
     created_at: float | None = None  # a CSV file has none
     settings: tuple[bool, tuple[str, ...]] | None = None  # (v1_open, origins) of version 2
+    # (page_views, honour_dnt), optional in version 2; None: keep the workspace's
+    pages: tuple[bool, bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,8 @@ WORKSPACE_KEYS = {
     1: frozenset(("slug", "name", "created_at")),
     2: frozenset(("slug", "name", "created_at", "v1_open", "allowed_origins")),
 }
+# fields a workspace of that version may leave out (together; then the workspace's kept)
+OPTIONAL_WORKSPACE_KEYS = {1: frozenset[str](), 2: frozenset(("page_views", "honour_dnt"))}
 
 
 def _counter(obj: Any, version: int, hours: bool) -> CounterLine:
@@ -241,16 +245,22 @@ Read = Iterator[tuple[int, Item | Invalid | dict[str, Any]]]
 
 
 def _workspace(body: Any, version: int) -> WorkspaceLine:
-    keys = WORKSPACE_KEYS[version]
-    if not isinstance(body, dict) or set(body) != keys:
-        raise _Bad(f"a workspace has exactly the fields {', '.join(sorted(keys))}")
+    keys, optional = WORKSPACE_KEYS[version], OPTIONAL_WORKSPACE_KEYS[version]
+    given = set(body) - keys if isinstance(body, dict) else set()
+    if not isinstance(body, dict) or not keys <= set(body) or given not in (set(), optional):
+        also = f" (and optionally {', '.join(sorted(optional))})" if optional else ""
+        raise _Bad(f"a workspace has exactly the fields {', '.join(sorted(keys))}{also}")
     slug, name = _slug(body["slug"]), _str(body["name"], "name", 200)
-    settings = None
+    settings = pages = None
     if version >= 2:
-        if not isinstance(body["v1_open"], bool):
-            raise _Bad("v1_open must be true or false")
+        for key in ("v1_open", *sorted(given)):
+            if not isinstance(body[key], bool):
+                raise _Bad(f"{key} must be true or false")
         settings = (body["v1_open"], _origins(body["allowed_origins"]))
-    return WorkspaceLine(slug, name, _time(body["created_at"], "created_at"), settings)
+        if given:
+            pages = (body["page_views"], body["honour_dnt"])
+    created = _time(body["created_at"], "created_at")
+    return WorkspaceLine(slug, name, created, settings, pages)
 
 
 def _line(raw: bytes, version: int) -> Item | dict[str, Any]:
@@ -451,12 +461,23 @@ async def import_file(
                 line.slug, line.name, line.created_at, v1_open=v1_open, origins=allowed
             )
             report.workspaces_created.append(line.slug)
+            if line.pages is not None and any(line.pages):
+                await store.set_page_counting(
+                    ws.id, page_views=line.pages[0], honour_dnt=line.pages[1]
+                )
         else:
             report.workspaces_kept.append(line.slug)
-            if line.settings is not None and line.settings != (ws.v1_open, ws.origins):
+            rules_differ = line.settings is not None and line.settings != (ws.v1_open, ws.origins)
+            pages_differ = line.pages is not None and line.pages != (ws.page_views, ws.honour_dnt)
+            if rules_differ or pages_differ:
                 report.workspaces_changed += 1
+            if rules_differ and line.settings is not None:
                 v1_open, allowed = line.settings
                 await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=allowed)
+            if pages_differ and line.pages is not None:
+                await store.set_page_counting(
+                    ws.id, page_views=line.pages[0], honour_dnt=line.pages[1]
+                )
         ids[line.slug] = ws.id
     page: list[CounterRecord] = []
     page_ws = ""

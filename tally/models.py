@@ -33,6 +33,9 @@ class Workspace:
     created_at: float
     v1_open: bool = False  # answers the V1 legacy endpoints as a namespace
     origins: tuple[str, ...] = ()  # allowed origins of anonymous counts (tally.origins)
+    # page counting (tally.pageviews): anonymous ups from its origins may create counters
+    page_views: bool = False
+    honour_dnt: bool = False  # page views with Do-Not-Track / Global Privacy Control: not counted
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,25 +28,15 @@ class Namespaces:
     def __init__(self, counters: Counters, cache_ttl: float = 1.0) -> None:
         self.counters = counters
         self.cache_ttl = cache_ttl
-        self._workspaces: dict[str, tuple[float, Workspace | None]] = {}
 
     async def workspace(self, slug: str) -> Workspace | None:
         """The workspace (its settings trusted for the cache TTL, as counters' are)."""
-        now = time.monotonic()
-        hit = self._workspaces.get(slug)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = await self.counters.store.get_workspace(slug)
-        if len(self._workspaces) >= 10_000:
-            self._workspaces.clear()
-        self._workspaces[slug] = (now + self.cache_ttl, found)
-        return found
+        return await self.counters.workspace(slug)
 
     def forget(self, slug: str) -> None:
         """Drop what this node remembers of the workspace (after a change of its settings
         here; other nodes see it within the cache TTL)."""
-        self._workspaces.pop(slug, None)
-        self.counters.cache.forget_workspace(slug)
+        self.counters.forget_workspace(slug)
 
     async def _counter(self, namespace: str, name: str, create: bool, client: str = "") -> Counter:
         """A public counter of a V1 namespace (NotFound: no such namespace open for V1;

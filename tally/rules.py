@@ -149,3 +149,13 @@ def parse_unique(text: str) -> int:
         return visitors.parse_window(text or "off")
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+
+
+def check_page_views(allowed: tuple[str, ...]) -> None:
+    """Page counting (tally.pageviews) creates counters for anonymous ups from the
+    workspace's allowed origins: it needs some, or BadRequest."""
+    if not allowed:
+        raise BadRequest(
+            "page counting needs the workspace's allowed origins: list the sites whose "
+            "pages it counts first"
+        )

@@ -21,7 +21,7 @@ from tally.site.pages import derive_key
 from tally.site.security import CSRF_COOKIE, SESSION_COOKIE, csrf_token
 from tally.storage.base import Store
 from tally.throttle import LocalWindows, LoginThrottle
-from tally.web import api, download, manage, v1
+from tally.web import api, download, manage, pageview, v1
 from tally.web.app import load_secret_key
 
 # Who asks. Token callers send `Authorization`, session callers the session cookie.
@@ -63,6 +63,8 @@ def app_routes(app_routes_table: Mapping[bytes, object]) -> set[tuple[str, str]]
     for key, methods in manage.METHODS.items():
         routes |= {(m, manage.TEMPLATES[key]) for m in methods}
     routes |= {("GET", path.decode()) for path in app_routes_table}
+    routes |= {(m, pageview.COUNT.decode()) for m in ("GET", "POST")}
+    routes.add(("GET", pageview.PIXEL.decode()))
     for route in ROUTES:
         if isinstance(route, Route):
             routes |= {(m, route.path) for m in route.methods or () if m != "HEAD"}

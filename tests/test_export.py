@@ -79,6 +79,7 @@ async def seed(store: Store) -> None:
     await store.change_counter(hits.id, CounterChange(unique_window=7 * 86400))
     await store.change_counter(secret.id, CounterChange(unique_window=3600))
     await store.change_counter(secret.id, CounterChange(unique_by_address=True))
+    await store.set_page_counting(demo.id, page_views=True, honour_dnt=True)
 
 
 async def snapshot(store: Store) -> dict[str, Any]:
@@ -93,7 +94,14 @@ async def snapshot(store: Store) -> dict[str, Any]:
                 "rules": (c.floor, c.ceiling, c.origins),
                 "unique": c.unique_window,
                 "unique_by_address": c.unique_by_address,
-                "workspace": (ws.name, ws.created_at, ws.v1_open, ws.origins),
+                "workspace": (
+                    ws.name,
+                    ws.created_at,
+                    ws.v1_open,
+                    ws.origins,
+                    ws.page_views,
+                    ws.honour_dnt,
+                ),
                 "times": (c.created_at, c.updated_at),
                 "hours": sorted(history.buckets),
                 "stats": summarize(history.buckets, now),
@@ -139,8 +147,9 @@ async def test_round_trip_sqlite_postgres_sqlite(
         assert original["demo/hits"]["unique_by_address"] is False
         assert b'"unique":3600,"unique_by":"address"' in a.read_bytes()
         assert original["demo/hits"]["workspace"][2:] == (
-            True, ("https://demo.example", "https://*.demo.example"),
+            True, ("https://demo.example", "https://*.demo.example"), True, True,
         )  # fmt: skip
+        assert original["other/empty"]["workspace"][4:] == (False, False)
         assert await snapshot(pg) == original
         assert await snapshot(last) == original
     finally:
@@ -346,6 +355,11 @@ def END(counters: int = 1, buckets: int = 2) -> bytes:
          "allowed_origins must be a list"),
         ([HEAD2, WS2.replace(b"false", b'"no"'), counter_line(**RULES), END()],
          "v1_open must be true or false"),
+        ([HEAD2, WS2.replace(b"[]", b'[],"page_views":true'), counter_line(**RULES), END()],
+         "a workspace has exactly the fields"),
+        ([HEAD2, WS2.replace(b"[]", b'[],"page_views":1,"honour_dnt":false'),
+          counter_line(**RULES), END()],
+         "page_views must be true or false"),
         ([HEAD2, WS2.replace(b"[]", b'["a b"]'), counter_line(**RULES), END()],
          "one origin per item"),
         ([b"tally-export-csv,2", CSV2, b"demo,hits,,false,3,0,1,2,x,,"],

@@ -53,6 +53,7 @@ ROUTES = [
     Route(W + "/settings", workspaces.settings, methods=BOTH),
     Route(W + "/settings/rules", workspaces.set_rules, methods=POST),
     Route(W + "/settings/quota", workspaces.set_quota, methods=POST),
+    Route(W + "/settings/pages", workspaces.set_pages, methods=POST),
     Route(W + "/delete", workspaces.delete, methods=POST),
     Route(W + "/export", workspaces.export, methods=GET),
     Route(W + "/members", workspaces.members, methods=BOTH),

@@ -1,5 +1,5 @@
-"""Workspace pages: create, settings (rename, allowed origins, V1, delete), the export
-download, members and invitations."""
+"""Workspace pages: create, settings (rename, allowed origins, V1, page views, delete),
+the export download, members and invitations."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ async def settings(request: Request) -> Response:
     store = site(request).store
     ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
     workspaces.require_role(role, "manage_workspace")
-    context = await _settings_context(store, ws, role)
+    context = await _settings_context(request, store, ws, role)
     if request.method == "GET":
         return render(request, "workspace_settings.html", **context)
     data = await form(request)
@@ -77,7 +77,7 @@ async def settings(request: Request) -> Response:
 
 
 async def _settings_context(
-    store: Store, ws: Workspace, role: Role, **rules_form: str
+    request: Request, store: Store, ws: Workspace, role: Role, **rules_form: str
 ) -> dict[str, Any]:
     """The settings page's context; the rules form as stored unless given as submitted."""
     counters, own = await store.counter_usage(ws.id)
@@ -85,6 +85,7 @@ async def _settings_context(
         "workspace": ws,
         "role": role,
         "section": "settings",
+        "embed": embed_snippets(base_url(request), ws),
         "name_form": ws.name,
         "saved_origins": "\n".join(ws.origins),
         "rules_form": rules_form
@@ -96,6 +97,44 @@ async def _settings_context(
             "server": store.counter_quota,
         },
     }
+
+
+def embed_snippets(base: str, ws: Workspace) -> dict[str, str]:
+    """The page-view and widget snippets of the settings page, each script pinned by its
+    versioned URL and SRI hash (tally.web.scripts)."""
+    from tally.web.scripts import script
+
+    count, widget = script("count.js"), script("widget.js")
+    return {
+        "count": f'<script async src="{base}{count.versioned}" integrity="{count.integrity}" '
+        f'crossorigin="anonymous" data-workspace="{ws.slug}"></script>',
+        "pixel": f'<noscript><img src="{base}/count.gif?workspace={ws.slug}&page=/PATH/" '
+        'alt="" width="1" height="1"></noscript>',
+        "widget": f'<script async src="{base}{widget.versioned}" integrity="{widget.integrity}" '
+        f'crossorigin="anonymous"></script>\n'
+        f'<tally-counter workspace="{ws.slug}" name="NAME"></tally-counter>',
+    }
+
+
+async def set_pages(request: Request) -> Response:
+    """Page counting (tally.pageviews): on or off, and whether it honours Do-Not-Track /
+    Global Privacy Control. On needs the workspace's allowed origins."""
+    session = await signed_in(request)
+    store = site(request).store
+    ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "manage_workspace")
+    data = await form(request)
+    page_views, honour_dnt = field(data, "pages") == "on", field(data, "dnt") == "on"
+    try:
+        if page_views:
+            rules.check_page_views(ws.origins)
+    except TallyError as exc:
+        context = await _settings_context(request, store, ws, role)
+        context["form_error"] = FormError("pages", rules.sentence(exc.message), ("pages",))
+        return render(request, "workspace_settings.html", exc.status, **context)
+    if await store.set_page_counting(ws.id, page_views=page_views, honour_dnt=honour_dnt) is None:
+        raise NotFound("No such workspace.")
+    return redirect(request, f"/w/{ws.slug}/settings", "Page counting is saved.")
 
 
 async def set_quota(request: Request) -> Response:
@@ -111,7 +150,7 @@ async def set_quota(request: Request) -> Response:
             raise BadRequest("the counter quota must be a whole number")
         quota = workspaces.check_counter_quota(int(text) if text else None, store.counter_quota)
     except TallyError as exc:
-        context = await _settings_context(store, ws, role)
+        context = await _settings_context(request, store, ws, role)
         context["quota"]["own"] = field(data, "quota")
         context["form_error"] = FormError("quota", rules.sentence(exc.message), ("quota",))
         return render(request, "workspace_settings.html", exc.status, **context)
@@ -131,7 +170,7 @@ async def set_rules(request: Request) -> Response:
         origins = rules.parse_origins(field(data, "origins"))
     except TallyError as exc:
         submitted = {"origins": field(data, "origins"), "v1": field(data, "v1")}
-        context = await _settings_context(store, ws, role, **submitted)
+        context = await _settings_context(request, store, ws, role, **submitted)
         context["form_error"] = FormError("rules", rules.sentence(exc.message), ("origins",))
         return render(request, "workspace_settings.html", exc.status, **context)
     if await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=origins) is None:
@@ -148,7 +187,7 @@ async def delete(request: Request) -> Response:
     try:
         await workspaces.delete(store, ws, field(data, "confirm"))
     except TallyError as exc:
-        context = await _settings_context(store, ws, role)
+        context = await _settings_context(request, store, ws, role)
         context["form_error"] = FormError("delete", rules.sentence(exc.message), ("confirm",))
         return render(request, "workspace_settings.html", exc.status, **context)
     return redirect(request, "/", f"Workspace {ws.slug} and everything in it is deleted.")

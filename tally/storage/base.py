@@ -96,6 +96,12 @@ class Store(Protocol):
     ) -> Workspace | None:
         """Replace the workspace's V1 flag and allowed origins; None if it is missing."""
 
+    async def set_page_counting(
+        self, workspace_id: int, *, page_views: bool, honour_dnt: bool
+    ) -> Workspace | None:
+        """Turn the workspace's page counting on or off, and whether it honours
+        Do-Not-Track / Global Privacy Control (tally.pageviews); None if it is missing."""
+
     # tokens
     async def create_token(
         self,

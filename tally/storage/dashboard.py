@@ -38,7 +38,9 @@ Statement = tuple[str, Params]
 
 _ACCOUNT = "a.id, a.email, a.password_hash, a.verified_at IS NOT NULL, a.created_at"
 _ONE_TIME = "id, purpose, account_id, workspace_id, email, role, created_at, expires_at"
-_WORKSPACE = "w.id, w.slug, w.name, w.created_at, w.v1_open, w.origins"  # WORKSPACE_COLUMNS
+_WORKSPACE = (  # WORKSPACE_COLUMNS
+    "w.id, w.slug, w.name, w.created_at, w.v1_open, w.origins, w.page_views, w.honour_dnt"
+)  # WORKSPACE_COLUMNS
 # the first owner's account id is the API's user_id
 _SET_OWNER = (
     "UPDATE workspaces SET owner_id = (SELECT MIN(account_id) FROM members "
@@ -428,7 +430,7 @@ class DashboardTables(CounterLists):
             f"ON w.id = m.workspace_id WHERE m.account_id = %s ORDER BY w.slug{self._collate}",
             (account_id,),
         )
-        return [Membership(to_workspace(r), Role(r[6])) for r in rows]
+        return [Membership(to_workspace(r), Role(r[8])) for r in rows]
 
     # workspaces --------------------------------------------------------------
 

@@ -554,6 +554,17 @@ class PostgresStore(DashboardTables):
         )
         return to_workspace(row) if row else None
 
+    async def set_page_counting(
+        self, workspace_id: int, *, page_views: bool, honour_dnt: bool
+    ) -> Workspace | None:
+        row = await self._row(
+            f"UPDATE workspaces SET page_views = %s, honour_dnt = %s WHERE id = %s "
+            f"RETURNING {WORKSPACE_COLUMNS}",
+            (page_views, honour_dnt, workspace_id),
+            read=False,
+        )
+        return to_workspace(row) if row else None
+
     # tokens ------------------------------------------------------------------
 
     async def create_token(

@@ -14,7 +14,7 @@ COUNTER_COLUMNS = (
     "c.origins, w.origins, w.v1_open, c.unique_window, c.unique_by_address"
 )
 _COUNTER_WIDTH = 18
-WORKSPACE_COLUMNS = "id, slug, name, created_at, v1_open, origins"
+WORKSPACE_COLUMNS = "id, slug, name, created_at, v1_open, origins, page_views, honour_dnt"
 TOKEN_COLUMNS = (
     "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at, "
     "t.expires_at, t.last_used_at, t.created_by"
@@ -79,4 +79,6 @@ def to_workspace(row: Sequence[Any]) -> Workspace:
         created_at=row[3],
         v1_open=bool(row[4]),
         origins=split_origins(row[5]),
+        page_views=bool(row[6]),
+        honour_dnt=bool(row[7]),
     )

@@ -558,6 +558,20 @@ class SQLiteStore(DashboardTables):
         row = await self._write(self._tx(run))
         return to_workspace(row) if row else None
 
+    async def set_page_counting(
+        self, workspace_id: int, *, page_views: bool, honour_dnt: bool
+    ) -> Workspace | None:
+        def run(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                f"UPDATE workspaces SET page_views = ?, honour_dnt = ? WHERE id = ? "
+                f"RETURNING {WORKSPACE_COLUMNS}",
+                (int(page_views), int(honour_dnt), workspace_id),
+            ).fetchone()
+            return row
+
+        row = await self._write(self._tx(run))
+        return to_workspace(row) if row else None
+
     # tokens ------------------------------------------------------------------
 
     async def create_token(

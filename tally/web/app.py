@@ -35,7 +35,7 @@ from tally.nodes import LiveNodes
 from tally.ratelimit import Limiter, LocalLimiter
 from tally.storage import Store, store_from_url
 from tally.visitors import LocalVisitors, Visitors
-from tally.web import docs, health, manage, metrics
+from tally.web import docs, health, manage, metrics, pageview
 from tally.web.api import OTHER, V2Api
 from tally.web.badge import BadgeEndpoint
 from tally.web.download import EXPORT_ROUTE, ExportEndpoint
@@ -52,6 +52,7 @@ from tally.web.http import (
     send_text,
 )
 from tally.web.request_id import RequestIds
+from tally.web.scripts import send_script
 from tally.web.stream import Streams
 from tally.web.v1 import V1_OTHER, V1Api
 from tally.writes import GroupCommit
@@ -181,6 +182,7 @@ class Services:
     api: V2Api
     v1: V1Api
     manage: manage.ManageApi  # the management API, beside /v2 (tally.web.manage)
+    pageviews: pageview.PageViewEndpoint  # /count and /count.gif (tally.pageviews)
     site: ASGIApp  # the website (tally.site), for the paths that are not the API's
     export: ExportEndpoint
     feed: ChangeFeed
@@ -225,6 +227,13 @@ class App:
                 lambda _scope, send: docs.send_redoc(send), documented=False
             ),
             b"/metrics": Route(self.send_metrics, documented=False),
+            # the scripts a web page includes (tally.web.scripts)
+            b"/count.js": Route(
+                lambda scope, send: send_script(scope, send, "count.js"), documented=False
+            ),
+            b"/widget.js": Route(
+                lambda scope, send: send_script(scope, send, "widget.js"), documented=False
+            ),
         }
         # requests being handled; shutdown waits (bounded) for them before the last flush
         self._inflight = 0
@@ -281,6 +290,7 @@ class App:
             api,
             v1,
             managed,
+            pageview.PageViewEndpoint(api),
             site,
             ExportEndpoint(api),
             feed,
@@ -408,6 +418,11 @@ class App:
                     raise Unavailable("the server is starting or stopping")
                 route = EXPORT_ROUTE
                 await services.export(scope, send, path)
+            elif path == pageview.COUNT or path == pageview.PIXEL:
+                if services is None:
+                    raise Unavailable("the server is starting or stopping")
+                route = path.decode()
+                await services.pageviews(scope, send, path)
             elif path in self.routes:
                 page = self.routes[path]
                 route = path.decode()

@@ -91,7 +91,9 @@ METHODS = {
 VISIBILITY = {"public": False, "private": True}
 RULE_FIELDS = frozenset(("allowed_origins", "floor", "ceiling"))
 COUNTER_FIELDS = frozenset(("description", "visibility", "unique", "unique_by")) | RULE_FIELDS
-SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open", "counter_quota"))
+SETTINGS_FIELDS = frozenset(
+    ("allowed_origins", "v1_open", "counter_quota", "page_views", "honour_dnt")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,8 @@ def settings_data(ws: Workspace, usage: tuple[int, int | None], server: int) -> 
         "name": ws.name,
         "v1_open": ws.v1_open,
         "allowed_origins": list(ws.origins),
+        "page_views": ws.page_views,
+        "honour_dnt": ws.honour_dnt,
         "created_at": rfc3339(ws.created_at),
         "counters": counters,
         "counter_quota": server if own is None else own,
@@ -447,10 +451,22 @@ class ManageApi:
             raise BadRequest("v1_open must be true or false")
         allowed = origins_field(body)
         quota = quota_field(body, server) if "counter_quota" in body else None
+        pages = {k: body.get(k, getattr(ws, k)) for k in ("page_views", "honour_dnt")}
+        for key, value in pages.items():
+            if type(value) is not bool:
+                raise BadRequest(f"{key} must be true or false")
+        if pages["page_views"]:
+            rules.check_page_views(ws.origins if allowed is None else allowed)
         if "v1_open" in body or "allowed_origins" in body:
             changed = await self.store.set_workspace_rules(
                 ws.id, v1_open=v1_open, origins=ws.origins if allowed is None else allowed
             )
+            self.namespaces.forget(ws.slug)
+            if changed is None:
+                raise NotFound("no such workspace")
+            ws = changed
+        if "page_views" in body or "honour_dnt" in body:
+            changed = await self.store.set_page_counting(ws.id, **pages)
             self.namespaces.forget(ws.slug)
             if changed is None:
                 raise NotFound("no such workspace")

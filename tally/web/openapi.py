@@ -281,6 +281,8 @@ SCHEMAS: JSON = {
             "name",
             "v1_open",
             "allowed_origins",
+            "page_views",
+            "honour_dnt",
             "created_at",
             "counters",
             "counter_quota",
@@ -299,6 +301,16 @@ SCHEMAS: JSON = {
                 "items": {"type": "string"},
                 "description": "origins anonymous counts must come from, for counters "
                 "without their own list (empty: any)",
+            },
+            "page_views": {
+                "type": "boolean",
+                "description": "it counts page views (/count.js): anonymous ups from its "
+                "allowed origins create missing counters",
+            },
+            "honour_dnt": {
+                "type": "boolean",
+                "description": "page views sent with Do-Not-Track or Global Privacy "
+                "Control are not counted",
             },
             "created_at": TIME,
             "counters": {"type": "integer", "description": "how many it has"},
@@ -1138,9 +1150,10 @@ OPERATIONS: tuple[Operation, ...] = (
         f"{MANAGE}/settings",
         "updateSettings",
         "Change the workspace's settings",
-        "Open or close it for the V1 legacy endpoints, and replace its allowed origins "
-        "(the list of counters without their own). Fields left out keep their value. Every "
-        "node sees the change within TALLY_TOKEN_CACHE_TTL. Admin token of the workspace.",
+        "Open or close it for the V1 legacy endpoints, replace its allowed origins "
+        "(the list of counters without their own), turn page counting on or off. Fields "
+        "left out keep their value. Every node sees the change within "
+        "TALLY_TOKEN_CACHE_TTL. Admin token of the workspace.",
         managed(ref("schemas", "WorkspaceSettings"), "The changed settings."),
         MANAGE_ERRORS,
         tags=("management",),
@@ -1153,6 +1166,11 @@ OPERATIONS: tuple[Operation, ...] = (
             "properties": {
                 "allowed_origins": ORIGINS,
                 "v1_open": {"type": "boolean"},
+                "page_views": {
+                    "type": "boolean",
+                    "description": "count page views; true needs allowed origins",
+                },
+                "honour_dnt": {"type": "boolean"},
                 "counter_quota": {
                     "type": ["integer", "null"],
                     "minimum": 1,
@@ -1161,6 +1179,52 @@ OPERATIONS: tuple[Operation, ...] = (
                 },
             },
         },
+    ),
+    *(
+        Operation(
+            path,
+            f"pageView{method.capitalize()}" if path == "/count" else "pageViewImage",
+            "Count a page view" if path == "/count" else "Count a page view (an image)",
+            "An anonymous up of the page's counter, for /count.js and <noscript> "
+            "(docs/api.md#page-views): the workspace must count page views; a missing "
+            "counter is created from one of its allowed origins only, within the quota "
+            "and the budget of new counters. With honour_dnt, DNT: 1 or Sec-GPC: 1 "
+            "counts nothing. The rate limit of the counter's /up.",
+            {
+                "description": "Counted (or not, by Do-Not-Track). Cache-Control: no-store."
+                if path == "/count"
+                else "A 1x1 transparent GIF. Cache-Control: no-store.",
+                "headers": {"X-Request-Id": ref("headers", "X-Request-Id"), **RATE_LIMIT_HEADERS},
+                **(
+                    {}
+                    if path == "/count"
+                    else {"content": {"image/gif": {"schema": {"type": "string"}}}}
+                ),
+            },
+            ("400", "403", "404", "429", "503"),
+            tags=("page views",),
+            method=method,
+            ok_status="204" if path == "/count" else "200",
+            query=tuple(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name == "workspace",
+                    "description": text,
+                    "schema": {"type": "string"},
+                }
+                for name, text in (
+                    ("workspace", "The workspace's slug."),
+                    (
+                        "page",
+                        "The page's path, from '/' (its counter is named by the "
+                        "mapping of docs/api.md#page-views); or give counter.",
+                    ),
+                    ("counter", "The counter's name as is, instead of page."),
+                )
+            ),
+        )
+        for path, method in (("/count", "post"), ("/count", "get"), ("/count.gif", "get"))
     ),
     Operation(
         "/healthz",
@@ -1217,6 +1281,10 @@ def document() -> JSON:
             {
                 "name": "management",
                 "description": "A workspace's counters, tokens and settings, for its Admin tokens.",
+            },
+            {
+                "name": "page views",
+                "description": "What /count.js and its <noscript> image call.",
             },
             {"name": "operations", "description": "Health, readiness and this document."},
         ],

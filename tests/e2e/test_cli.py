@@ -420,7 +420,10 @@ def test_workspace_v1_flag_and_origins(make_server: ServerFactory, cli: TallyCli
     assert "open for V1" in out
     cli.workspace("closed")
     out = cli.run("workspace", "update", "site", "--origins", "https://site.example").stdout
-    assert out.strip() == "workspace site: v1=open origins=https://site.example"
+    assert out.strip() == "workspace site: v1=open origins=https://site.example pages=off"
+    _assert_fails(cli, "workspace", "update", "closed", "--page-views", says="allowed origins")
+    out = cli.run("workspace", "update", "site", "--page-views", "--honour-dnt").stdout
+    assert out.strip().endswith("origins=https://site.example pages=on,honour-dnt")
     server = make_server(args=["--no-bootstrap"])
     with _http(server) as http:
         r = http.get("/v1/site/hits/up", headers={"Origin": "https://site.example"})

@@ -300,6 +300,11 @@ def test_by_set_and_management(tmp_path: Path, backend_url: str) -> None:
                 "ws", v1_open=True, allowed_origins=["https://b.example"]
             )
             assert (changed.v1_open, changed.allowed_origins) == (True, ("https://b.example",))
+            pages = boss.update_settings(
+                "ws", allowed_origins=["https://b.example"], page_views=True, honour_dnt=True
+            )
+            assert (pages.page_views, pages.honour_dnt) == (True, True)
+            assert boss.update_settings("ws", page_views=False).page_views is False
             assert boss.update_settings("ws", allowed_origins=()).v1_open is True
             v1 = httpx.get(f"{server.base_url}/v1/ws/hits", timeout=10)
             assert v1.json()["count"] == 99
