@@ -32,7 +32,7 @@ from tally.models import Firing, Webhook
 from tally.storage.base import Store
 
 log = logging.getLogger("tally.deliveries")
-POKE_GAP = 0.02  # seconds between two looks prompted by commits
+POKE_GAP = 0.01  # seconds between two looks prompted by commits (at most 100 a second)
 CLAIM = 10  # firings claimed, and delivered, at once
 
 
@@ -91,6 +91,7 @@ class Deliveries:
             if freed:
                 log.info("%d firings this node was delivering when it stopped: again", freed)
         while True:
+            looked = time.monotonic()
             try:
                 wait = await self.round()
             except StorageError as exc:
@@ -102,7 +103,8 @@ class Deliveries:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(wait, POKE_GAP))
             self._wake.clear()
-            await asyncio.sleep(POKE_GAP)  # commits in a burst: one look
+            # commits in a burst: one look per POKE_GAP at most
+            await asyncio.sleep(max(0.0, looked + POKE_GAP - time.monotonic()))
 
     async def round(self) -> float:
         """Sweep the quiet rules when due, deliver what is due; seconds until the next
