@@ -20,7 +20,7 @@ from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.mail import Outbox
 from tally.nodes import LiveNodes
-from tally.site import accounts, counters, tokens, workspaces
+from tally.site import accounts, alerts, counters, tokens, workspaces
 from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
 from tally.site.security import BodyLimit, FormGate, SecurityHeaders
@@ -59,6 +59,11 @@ ROUTES = [
     Route(W + "/invites/{invite_id}/cancel", workspaces.cancel_invite, methods=POST),
     Route(W + "/tokens", tokens.tokens, methods=BOTH),
     Route(W + "/tokens/{token_id}/revoke", tokens.revoke, methods=POST),
+    Route(W + "/alerts", alerts.page, methods=BOTH),
+    Route(W + "/alerts/webhooks/{webhook_id}/delete", alerts.delete_webhook, methods=POST),
+    Route(W + "/alerts/rules/{rule_id}/delete", alerts.delete_rule, methods=POST),
+    Route(W + "/alerts/deliveries/{delivery_id}", alerts.delivery, methods=GET),
+    Route(W + "/alerts/deliveries/{delivery_id}/resend", alerts.resend, methods=POST),
     Route(W + "/counters/new", counters.create, methods=BOTH),
     Route(W + "/c/{counter_id}", counters.detail, methods=GET),
     Route(W + "/c/{counter_id}/counts", counters.counts, methods=GET),
