@@ -1,21 +1,24 @@
 """The management API's alert routes (/v2/{workspace}/-/webhooks, /-/alerts,
 /-/deliveries), in-process on both backends: a crossing reaches a real receiver on
 127.0.0.1 signed, bad input changes nothing, other workspaces' ids are 404s, a burst of
-creations stays within the limits, and the delivery log and resend."""
+creations stays within the limits, the delivery log and resend; email rules through a
+real SMTP server, and a "no change for" rule from the periodic sweep."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
 import pytest
 from conftest import Harness, HarnessFactory
 from helpers import bearer
+from smtp_inbox import Inbox, smtp_settings
 from webhook_receiver import Receiver
 
 from tally import alerts
-from tally.models import Permission
+from tally.models import CounterRecord, Permission
 
 HOOKS = "/v2/ws/-/webhooks"
 RULES = "/v2/ws/-/alerts"
@@ -168,3 +171,45 @@ async def test_a_burst_of_creations_keeps_the_limits(make_harness: HarnessFactor
     rules = await asyncio.gather(*(call(h, "POST", RULES, token, body) for _ in range(200)))
     assert sorted({r.status_code for r in rules}) == [201, 409]
     assert len((await call(h, "GET", RULES, token)).json()["data"]["alerts"]) == alerts.MAX_RULES
+
+
+async def test_an_email_rule_mails_its_firing(
+    make_harness: HarnessFactory, smtp: tuple[Inbox, int]
+) -> None:
+    """With SMTP on, a rule may send its firings by email: one crossing, one email to
+    the address, through a real SMTP server on 127.0.0.1; the log shows it delivered."""
+    inbox, port = smtp
+    h = await make_harness(**smtp_settings(port))
+    token = await admin(h)
+    body = {"counter": "c", "kind": "below", "threshold": -1, "email": "ops@example.com"}
+    r = await call(h, "POST", RULES, token, body)
+    assert r.status_code == 201, r.text
+    write = await h.token(
+        await h.store.get_workspace("ws") or await h.workspace(), Permission.WRITE
+    )
+    for _ in range(3):
+        assert (await h.get("/v2/ws/c/down", write)).status_code == 200
+    mail = await inbox.wait_for("ops@example.com", "ws/c fell to -1 (now -1)")
+    assert b'"counter.below"' in (mail.get_payload(decode=True) or b"")
+    await asyncio.sleep(0.2)
+    assert len([m for m in inbox.messages if m["To"] == "ops@example.com"]) == 1
+
+
+async def test_a_quiet_counter_fires_once(make_harness: HarnessFactory, receiver: Receiver) -> None:
+    """A "no change for" rule fires from the deliverer's periodic sweep once the counter
+    has been quiet for its duration (here: imported as last changed 2 minutes ago), and
+    once only for that quiet spell."""
+    h = await make_harness(webhook_private=True, alert_interval=0.05)
+    ws = await h.workspace()
+    token = await h.token(ws, Permission.ADMIN)
+    then = time.time() - 120
+    record = CounterRecord("idle", "", False, 5, 0, then, then, None)
+    await h.store.import_counters(ws.id, [record])
+    hook_id = await hook(h, token, receiver)
+    body = {"counter": "idle", "kind": "quiet", "threshold": 60, "webhook_id": hook_id}
+    assert (await call(h, "POST", RULES, token, body)).status_code == 201
+    got = await receiver.wait_for(1, 10)
+    assert got[0].body["type"] == "counter.quiet"
+    assert got[0].body["data"]["value"] == 5
+    await asyncio.sleep(0.3)  # several sweeps later
+    assert len(receiver.ids()) == 1
