@@ -5,11 +5,15 @@ delivers them (a signed webhook POST, or an email), at least once each.
   LOCKED, so two nodes never take the same row); a node that dies mid-delivery leaves
   its lease to expire (`lease` seconds) and another node, or itself restarted (which
   frees its own leases at once), delivers the row again with the same webhook-id.
-- When: at once after a commit on this node (`poke`, from the group commit), at most
-  every POKE_GAP seconds; otherwise at the earliest retry due, or every `interval`
-  seconds, which is also how often the quiet rules are swept.
+- When: at once after a commit on this node (`on_commit`, from the group commit), at
+  most every POKE_GAP seconds, while any workspace has a rule (checked every `interval`:
+  without rules, commits cost nothing here; a rule made on this node arms it at once,
+  one made on another node within `interval`); at once after a resend (`poke`);
+  otherwise at the earliest retry due, or every `interval` seconds, which is also how
+  often the quiet rules are swept.
 - Each try is logged (status, latency, the start of the answer); a failure is tried
-  again on tally.alerts.backoff's schedule, until 2xx or 24 h.
+  again on tally.alerts.backoff's schedule, until 2xx or 24 h. Settled firings are
+  kept KEEP (30 days), pruned once an hour.
 
 The HTTP client has timeouts; the work is I/O on the loop (httpx), the lookups of a
 receiver's address off it (tally.webhooks.check_host), emails on a thread (tally.mail).
@@ -34,6 +38,8 @@ from tally.storage.base import Store
 log = logging.getLogger("tally.deliveries")
 POKE_GAP = 0.01  # seconds between two looks prompted by commits (at most 100 a second)
 CLAIM = 10  # firings claimed, and delivered, at once
+KEEP = 30 * 86400.0  # seconds a settled firing stays in the delivery log
+PRUNE_EVERY = 3600.0
 
 
 class Deliveries:
@@ -60,6 +66,8 @@ class Deliveries:
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._last_sweep = 0.0
+        self._last_prune = 0.0
+        self._armed = True  # some workspace has a rule (refreshed with every sweep)
         # for the metrics and the report
         self.delivered = 0
         self.failed_tries = 0
@@ -81,8 +89,14 @@ class Deliveries:
             await self._client.aclose()
             self._client = None
 
-    def poke(self, *_: object) -> None:
-        """Look for firings now (a group commit's listener: cheap)."""
+    def on_commit(self, _changes: object) -> None:
+        """A group commit's listener (cheap): look soon, if any rule may have fired."""
+        if self._armed:
+            self._wake.set()
+
+    def poke(self) -> None:
+        """Look now (a rule was made, a firing resent)."""
+        self._armed = True
         self._wake.set()
 
     async def _run(self) -> None:
@@ -112,7 +126,12 @@ class Deliveries:
         now = time.time()
         if now - self._last_sweep >= self.interval:
             self._last_sweep = now
-            await self.store.sweep_quiet(now)
+            self._armed = await self.store.has_alert_rules()
+            if self._armed:
+                await self.store.sweep_quiet(now)
+        if now - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = now
+            await self.store.prune_firings(now - KEEP)
         while True:
             due = await self.store.next_firing_at()
             if due is None:

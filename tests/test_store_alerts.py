@@ -159,3 +159,7 @@ async def test_a_firing_is_leased_to_one_node(store_url: str) -> None:
             first.event_id
         ]
         assert not await one.resend_firing(ws.id + 1, first.id, now)
+        assert await two.prune_firings(time.time() - 3600) == 0  # too young
+        assert await two.prune_firings(time.time() + 1, limit=5) == 5  # settled ones only
+        assert await two.prune_firings(time.time() + 1) == 24  # the resent one is pending
+        assert [f.id for f in await one.list_firings(ws.id)] == [first.id]

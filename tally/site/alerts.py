@@ -104,6 +104,7 @@ async def _new_rule(request: Request, ws_id: int, slug: str, data: FormData) -> 
         ws_id, counter_id, kind, threshold, webhook_id=webhook_id, email=email,
         now=time.time(), limit=alerts.MAX_RULES,
     )  # fmt: skip
+    s.poke_alerts()  # this node's deliverer: watch commits from now on
 
 
 async def delete_webhook(request: Request) -> Response:
@@ -160,6 +161,7 @@ async def resend(request: Request) -> Response:
     firing_id = path_id(request, "delivery_id", "delivery in this workspace")
     if not await s.store.resend_firing(ws.id, firing_id, time.time()):
         raise NotFound("No such delivery in this workspace.")
+    s.poke_alerts()
     return redirect(
         request, f"/w/{ws.slug}/alerts/deliveries/{firing_id}", "Queued again: it is sent now."
     )

@@ -4,6 +4,7 @@ the API for every path that is not `/v2/`, `/healthz` or `/metrics`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -143,6 +144,7 @@ def create_site(
     token_key: bytes,
     streams: Streams,
     people: Accounts,
+    poke_alerts: Callable[[], None] = lambda: None,
 ) -> SecurityHeaders:
     mailer = people.mailer
     app = Starlette(
@@ -163,5 +165,6 @@ def create_site(
         token_key=token_key,
         csrf_key=derive_key(token_key, b"csrf"),
         streams=streams,
+        poke_alerts=poke_alerts,
     )
     return SecurityHeaders(FormGate(BodyLimit(app)))

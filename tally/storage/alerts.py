@@ -267,6 +267,10 @@ class AlertTables(CounterLists):
         assert rule is not None
         return rule
 
+    async def has_alert_rules(self) -> bool:
+        """Whether any workspace has a rule (else a node's deliverer ignores commits)."""
+        return await self._one("SELECT 1 FROM alert_rules LIMIT 1") is not None
+
     async def list_alert_rules(self, workspace_id: int) -> list[AlertRule]:
         rows = await self._fetch(
             f"SELECT {_RULE} FROM {_RULE_FROM} WHERE r.workspace_id = %s ORDER BY r.id",
@@ -416,6 +420,21 @@ class AlertTables(CounterLists):
             (firing_id,),
         )
         return [_attempt(r) for r in rows]
+
+    async def prune_firings(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` settled firings (and their tries) fired before `before`,
+        oldest first; how many."""
+        rows = await self._change(
+            [
+                (
+                    "DELETE FROM alert_outbox WHERE id IN (SELECT id FROM alert_outbox "
+                    "WHERE state <> 0 AND fired_at < %s ORDER BY id LIMIT %s) RETURNING id",
+                    (before, limit),
+                )
+            ],
+            settings_kept=True,
+        )
+        return len(rows[0])
 
     # "no change for" -----------------------------------------------------------
 

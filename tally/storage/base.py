@@ -361,6 +361,9 @@ class Store(Protocol):
         """Save the rule and watch its counter (or the workspace's) in one transaction;
         Conflict if the workspace has `limit` rules already."""
 
+    async def has_alert_rules(self) -> bool:
+        """Whether any workspace has a rule."""
+
     async def list_alert_rules(self, workspace_id: int) -> list[AlertRule]: ...
 
     async def get_alert_rule(self, workspace_id: int, rule_id: int) -> AlertRule | None: ...
@@ -399,6 +402,9 @@ class Store(Protocol):
     async def get_firing(self, workspace_id: int, firing_id: int) -> Firing | None: ...
 
     async def list_attempts(self, firing_id: int) -> list[DeliveryAttempt]: ...
+
+    async def prune_firings(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` settled firings fired before `before`; how many."""
 
     async def sweep_quiet(self, now: float) -> int:
         """Fire the quiet rules due now, each quiet spell once (any number of nodes)."""

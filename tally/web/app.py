@@ -283,10 +283,12 @@ class App:
             backoff_scale=s.alert_backoff_scale,
             allow_private=s.webhook_private,
         )
-        writes.on_commit.append(deliveries.poke)
+        writes.on_commit.append(deliveries.on_commit)
         deliveries.start()
-        managed.alerts = ManageAlerts(store, s.webhook_private, outbox.mailer.configured)
-        site = create_site(s, store, counters, verifier.key, streams, people)
+        managed.alerts = ManageAlerts(
+            store, s.webhook_private, outbox.mailer.configured, deliveries.poke
+        )
+        site = create_site(s, store, counters, verifier.key, streams, people, deliveries.poke)
         self.services = Services(
             store,
             writes,

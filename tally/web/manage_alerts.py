@@ -25,6 +25,7 @@ A webhook's URL is http(s) and, unless TALLY_WEBHOOK_PRIVATE, not on a private a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -112,8 +113,15 @@ def _item(item: bytes, what: str) -> int:
 
 
 class ManageAlerts:
-    def __init__(self, store: Store, allow_private: bool, mail: bool) -> None:
+    def __init__(
+        self,
+        store: Store,
+        allow_private: bool,
+        mail: bool,
+        poke: Callable[[], None] = lambda: None,
+    ) -> None:
         self.store = store
+        self.poke = poke  # the alert deliverer: look now (a new rule, a resend)
         self.allow_private = allow_private
         self.mail = mail  # SMTP is configured: email rules may be made
 
@@ -203,6 +211,7 @@ class ManageAlerts:
                 now=time.time(),
                 limit=alerts.MAX_RULES,
             )
+            self.poke()  # this node's deliverer: watch commits from now on
             return 201, "Alert rule created successfully", rule_data(rule)
         found = await store.get_alert_rule(ws, _item(item, "alert rule"))
         if found is None:
@@ -254,6 +263,7 @@ class ManageAlerts:
             raise NotFound("no such delivery in this workspace")
         if method == "POST":
             await store.resend_firing(ws, firing.id, time.time())
+            self.poke()
             firing = await store.get_firing(ws, firing.id) or firing
             return 202, "Delivery queued again", firing_data(firing)
         data = {
