@@ -4,6 +4,7 @@ and schemas, added to tally.web.openapi's by `document()`."""
 from __future__ import annotations
 
 from tally.web.openapi import (
+    _PORT,
     JSON,
     MANAGE,
     MANAGE_ERRORS,
@@ -89,8 +90,19 @@ _HOOK = ref("schemas", "Webhook")
 _RULE = ref("schemas", "AlertRule")
 _DELIVERY = ref("schemas", "Delivery")
 _TAGS = ("management",)
-_URL = {"type": "string", "maxLength": 2000, "description": "http or https"}
-_SECRET = {"type": "string", "pattern": "^whsec_"}
+_URL = {
+    "type": "string",
+    "maxLength": 2000,
+    "pattern": rf"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~%!$&'()*+,;=-]+(:{_PORT})?([/?#][!-~]*)?$",
+    "description": "http or https, without credentials; not a private address unless the "
+    "server allows it (TALLY_WEBHOOK_PRIVATE)",
+}
+_SECRET = {
+    "type": "string",
+    "pattern": "^whsec_",
+    "description": '"whsec_" and the base64 of 24 to 64 bytes',
+}
+_DESCRIPTION = {"type": "string", "maxLength": 200}
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -123,7 +135,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "type": "object",
             "required": ["url"],
             "additionalProperties": False,
-            "properties": {"url": _URL, "description": {"type": "string"}, "secret": _SECRET},
+            "properties": {"url": _URL, "description": _DESCRIPTION, "secret": _SECRET},
         },
     ),
     Operation(
@@ -153,9 +165,9 @@ OPERATIONS: tuple[Operation, ...] = (
             "additionalProperties": False,
             "properties": {
                 "url": _URL,
-                "description": {"type": "string"},
+                "description": _DESCRIPTION,
                 "secret": _SECRET,
-                "rotate_secret": {"type": "boolean"},
+                "rotate_secret": {"type": "boolean", "description": "not with secret"},
             },
         },
     ),
@@ -202,12 +214,18 @@ OPERATIONS: tuple[Operation, ...] = (
             "type": "object",
             "required": ["kind", "threshold"],
             "additionalProperties": False,
+            "oneOf": [{"required": ["webhook_id"]}, {"required": ["email"]}],
             "properties": {
-                "counter": {"type": ["string", "null"]},
+                "counter": {"type": ["string", "null"], "minLength": 1},
                 "kind": _KINDS,
-                "threshold": {"type": "integer"},
-                "webhook_id": {"type": "integer"},
-                "email": {"type": "string"},
+                "threshold": {
+                    "type": "integer",
+                    "minimum": -(2**62),
+                    "maximum": 2**62,
+                    "description": "rate: from 0; quiet: 60 to 31622400",
+                },
+                "webhook_id": {"type": "integer", "minimum": 1},
+                "email": {"type": "string", "format": "email", "description": "needs SMTP"},
             },
         },
     ),
