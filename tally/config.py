@@ -69,6 +69,10 @@ class Settings:
     v1_rate_limit: RateLimit | None = RateLimit(30, 60.0)
     counter_quota: int = 100_000  # 0: no quota
     create_rate_limit: RateLimit | None = RateLimit(1000, 3600.0)
+    webhook_private: bool = False  # receivers on loopback / private addresses (SSRF)
+    webhook_timeout: float = 10.0
+    alert_interval: float = 5.0
+    alert_backoff_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.smtp_host and not self.public_url:
@@ -485,6 +489,29 @@ SETTINGS: tuple[Setting, ...] = (
         parse_rate_limit,
         "New counters one token (or client IP) may create through the API (like rate_limit).",
         render_rate_limit,
+    ),
+    Setting(
+        "webhook_private",
+        parse_bool,
+        "Let alert webhooks post to loopback, private and link-local addresses (off: "
+        "refused, a guard against SSRF; turn on only if every workspace admin is trusted).",
+    ),
+    Setting(
+        "webhook_timeout",
+        parse_positive_float,
+        "Seconds one webhook delivery may take (connect, send, answer) before it is retried.",
+    ),
+    Setting(
+        "alert_interval",
+        parse_positive_float,
+        "Seconds between a node's looks at the alert outbox when nothing prompts it, and "
+        "between sweeps of the no-change rules.",
+    ),
+    Setting(
+        "alert_backoff_scale",
+        parse_positive_float,
+        "Multiplies the retry schedule of alert deliveries (5 s doubling to 1 h, for 24 h); "
+        "for tests (0.01: 50 ms, given up after 14 min).",
     ),
 )
 

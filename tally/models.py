@@ -303,3 +303,77 @@ class CounterPage:
     exact: bool = True
     next: str | None = None
     previous: str | None = None
+
+
+# alerts (tally/alerts.py) -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Where a workspace's alerts are posted, signed with `secret` ("whsec_<base64>")."""
+
+    id: int
+    workspace_id: int
+    url: str
+    secret: str
+    description: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """A rule of a workspace: of one counter, or of any (`counter_id` None). `kind`:
+    above / below (`threshold`: a value), rate (events in a UTC hour), quiet (seconds
+    without a change). Its firings go to the webhook or to the email address."""
+
+    id: int
+    workspace_id: int
+    counter_id: int | None
+    kind: str
+    threshold: int
+    webhook_id: int | None
+    email: str | None
+    created_at: float
+    counter_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """One row of the alert outbox: a rule that fired for a counter, and where its
+    delivery stands (`state`: 0 pending, 1 delivered, 2 given up)."""
+
+    id: int
+    event_id: str
+    workspace_id: int
+    workspace_slug: str
+    counter_id: int
+    counter_name: str
+    rule_id: int | None
+    kind: str
+    threshold: int
+    value_before: int
+    value: int
+    fired_at: float
+    webhook_id: int | None
+    email: str | None
+    state: int
+    attempts: int
+    next_at: float
+    delivered_at: float | None
+    last_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One try at delivering a firing: the HTTP status (None: no answer), how long it
+    took, and the start of the receiver's answer (or the error)."""
+
+    id: int
+    outbox_id: int
+    attempt: int
+    node: str
+    started_at: float
+    latency: float
+    status: int | None
+    error: str
+    response: str

@@ -51,6 +51,7 @@ ACTIONS: dict[str, Role] = {
     "manage_workspace": Role.OWNER,
     "counter_rules": Role.OWNER,  # bounds, allowed origins, unique window: an Admin token's
     "export": Role.OWNER,  # the whole workspace, as an Admin token downloads it
+    "alerts": Role.OWNER,  # webhooks, alert rules, the delivery log: an Admin token's
 }
 
 

@@ -110,6 +110,10 @@ class World:
             "{token_id}": str(self.victim_token),
             "{account_id}": str(self.account_ids["viewer"]),
             "{invite_id}": str(MISSING_ID),
+            "{webhook_id}": str(MISSING_ID),
+            "{alert_id}": str(MISSING_ID),
+            "{rule_id}": str(MISSING_ID),
+            "{delivery_id}": str(MISSING_ID),
             "{secret}": secrets.token_urlsafe(32),
             "{path}": "site.css",
         }

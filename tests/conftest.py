@@ -369,6 +369,11 @@ class Harness:
     async def workspace(self, slug: str = "ws") -> Workspace:
         return await self.store.create_workspace(slug, slug)
 
+    async def workspace_id(self, slug: str) -> int:
+        ws = await self.store.get_workspace(slug)
+        assert ws is not None
+        return ws.id
+
     async def token(self, workspace: Workspace, permission: Permission) -> str:
         key = await load_secret_key(self.store, self.app.settings)
         return (await issue_token(self.store, key, workspace.id, permission)).secret

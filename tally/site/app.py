@@ -4,6 +4,7 @@ the API for every path that is not `/v2/`, `/healthz` or `/metrics`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.mail import Outbox
 from tally.nodes import LiveNodes
-from tally.site import accounts, counters, tokens, workspaces
+from tally.site import accounts, alerts, counters, tokens, workspaces
 from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
 from tally.site.security import BodyLimit, FormGate, SecurityHeaders
@@ -61,6 +62,11 @@ ROUTES = [
     Route(W + "/invites/{invite_id}/cancel", workspaces.cancel_invite, methods=POST),
     Route(W + "/tokens", tokens.tokens, methods=BOTH),
     Route(W + "/tokens/{token_id}/revoke", tokens.revoke, methods=POST),
+    Route(W + "/alerts", alerts.page, methods=BOTH),
+    Route(W + "/alerts/webhooks/{webhook_id}/delete", alerts.delete_webhook, methods=POST),
+    Route(W + "/alerts/rules/{rule_id}/delete", alerts.delete_rule, methods=POST),
+    Route(W + "/alerts/deliveries/{delivery_id}", alerts.delivery, methods=GET),
+    Route(W + "/alerts/deliveries/{delivery_id}/resend", alerts.resend, methods=POST),
     Route(W + "/counters/new", counters.create, methods=BOTH),
     Route(W + "/c/{counter_id}", counters.detail, methods=GET),
     Route(W + "/c/{counter_id}/counts", counters.counts, methods=GET),
@@ -140,6 +146,7 @@ def create_site(
     token_key: bytes,
     streams: Streams,
     people: Accounts,
+    poke_alerts: Callable[[], None] = lambda: None,
 ) -> SecurityHeaders:
     mailer = people.mailer
     app = Starlette(
@@ -160,5 +167,6 @@ def create_site(
         token_key=token_key,
         csrf_key=derive_key(token_key, b"csrf"),
         streams=streams,
+        poke_alerts=poke_alerts,
     )
     return SecurityHeaders(FormGate(BodyLimit(app)))

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,7 @@ class Site:
     token_key: bytes  # the API tokens' HMAC key
     csrf_key: bytes
     streams: Streams  # the API's live streams, which the counter page's stream joins
+    poke_alerts: Callable[[], None] = lambda: None  # the alert deliverer: look now (a resend)
 
 
 class LoginRequired(Exception):

@@ -12,11 +12,14 @@ from typing import Protocol
 
 from tally.models import (
     Account,
+    AlertRule,
     BatchChanges,
     Counter,
     CounterChange,
     CounterPage,
     CounterRecord,
+    DeliveryAttempt,
+    Firing,
     History,
     Member,
     Membership,
@@ -26,6 +29,7 @@ from tally.models import (
     Session,
     Token,
     Totals,
+    Webhook,
     Workspace,
 )
 
@@ -330,3 +334,91 @@ class Store(Protocol):
         """One page of the workspace's counters whose name contains `search` (any case),
         sorted by `sort` (a key of SORTS), after the cursor `after` or before `before`
         (tally.storage.paging) or the first `offset`, and how many match in all."""
+
+    # alerts (storage/alerts.py, one SQL for both backends) --------------------------
+
+    async def create_webhook(
+        self,
+        workspace_id: int,
+        url: str,
+        secret: str,
+        description: str,
+        now: float,
+        *,
+        limit: int = 2**31,
+    ) -> Webhook:
+        """Conflict if the workspace has `limit` webhooks already."""
+
+    async def list_webhooks(self, workspace_id: int) -> list[Webhook]: ...
+
+    async def get_webhook(self, workspace_id: int, webhook_id: int) -> Webhook | None: ...
+
+    async def change_webhook(
+        self, workspace_id: int, webhook_id: int, *, url: str, secret: str, description: str
+    ) -> Webhook | None: ...
+
+    async def delete_webhook(self, workspace_id: int, webhook_id: int) -> bool:
+        """Delete the webhook with its rules and their firings."""
+
+    async def create_alert_rule(
+        self,
+        workspace_id: int,
+        counter_id: int | None,
+        kind: str,
+        threshold: int,
+        *,
+        webhook_id: int | None,
+        email: str | None,
+        now: float,
+        limit: int = 2**31,
+    ) -> AlertRule:
+        """Save the rule and watch its counter (or the workspace's) in one transaction;
+        Conflict if the workspace has `limit` rules already."""
+
+    async def has_alert_rules(self) -> bool:
+        """Whether any workspace has a rule."""
+
+    async def list_alert_rules(self, workspace_id: int) -> list[AlertRule]: ...
+
+    async def get_alert_rule(self, workspace_id: int, rule_id: int) -> AlertRule | None: ...
+
+    async def delete_alert_rule(self, workspace_id: int, rule_id: int) -> bool: ...
+
+    async def claim_firings(self, node: str, now: float, lease: float, limit: int) -> list[Firing]:
+        """Lease up to `limit` due firings to `node`; none that another node holds."""
+
+    async def next_firing_at(self) -> float | None: ...
+
+    async def release_firings(self, node: str) -> int:
+        """Free the leases `node` holds (SQLite: every lease); how many."""
+
+    async def finish_firing(
+        self,
+        firing: Firing,
+        node: str,
+        *,
+        started_at: float,
+        latency: float,
+        status: int | None,
+        error: str,
+        response: str,
+        state: int,
+        next_at: float,
+    ) -> None:
+        """Log one try; settle the firing (state 1, 2) or schedule it again (0)."""
+
+    async def resend_firing(self, workspace_id: int, firing_id: int, now: float) -> bool: ...
+
+    async def list_firings(
+        self, workspace_id: int, *, limit: int = 50, before: int | None = None
+    ) -> list[Firing]: ...
+
+    async def get_firing(self, workspace_id: int, firing_id: int) -> Firing | None: ...
+
+    async def list_attempts(self, firing_id: int) -> list[DeliveryAttempt]: ...
+
+    async def prune_firings(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` settled firings fired before `before`; how many."""
+
+    async def sweep_quiet(self, now: float) -> int:
+        """Fire the quiet rules due now, each quiet spell once (any number of nodes)."""

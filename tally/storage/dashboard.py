@@ -2,7 +2,8 @@
 links (`one_time_tokens`), workspace members, the dashboard's workspace, token and
 counter management (rename, delete, last use), and the counter quota (`QUOTA`, checked
 by each store in the transaction that creates a counter). The counter list is
-`CounterLists` (tally/storage/counter_lists.py), a base of this class.
+`CounterLists` (tally/storage/counter_lists.py), a base of this class, as are the alert
+tables (`AlertTables`, tally/storage/alerts.py).
 
 `DashboardTables` is mixed into `SQLiteStore` and `PostgresStore`. It writes its SQL
 with `%s` placeholders; each backend runs it through `_fetch` (one read statement) and
@@ -27,7 +28,8 @@ from tally.models import (
     Session,
     Workspace,
 )
-from tally.storage.counter_lists import CounterLists, like_pattern
+from tally.storage.alerts import AlertTables
+from tally.storage.counter_lists import like_pattern
 from tally.storage.paging import SORTS
 from tally.storage.rows import COUNTER_COLUMNS, to_counter, to_workspace
 
@@ -96,7 +98,7 @@ def check_quota(row: Sequence[Any] | None) -> None:
         )
 
 
-class DashboardTables(CounterLists):
+class DashboardTables(AlertTables):
     """The dashboard's store methods over `_fetch` and `_change` (see the module doc)."""
 
     counter_quota = DEFAULT_COUNTER_QUOTA  # of a workspace without its own (0: none)

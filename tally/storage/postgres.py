@@ -206,6 +206,9 @@ class PostgresStore(DashboardTables):
 
     _ilike = "ILIKE"
     _collate = ' COLLATE "C"'
+    _lock_rules = "SELECT 1 FROM workspaces WHERE id = %s FOR UPDATE"
+    _skip_locked = " FOR UPDATE SKIP LOCKED"
+    _one_server = False
 
     dialect = "postgresql"
     # a commit costs a round trip, a server process's work and an fsync: under load,

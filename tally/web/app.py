@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from tally.auth import TokenVerifier, derive_key
 from tally.config import RateLimit, Settings
 from tally.counters import Counters
+from tally.deliveries import Deliveries
 from tally.errors import (
     MethodNotAllowed,
     NotFound,
@@ -51,6 +52,7 @@ from tally.web.http import (
     send_error,
     send_text,
 )
+from tally.web.manage_alerts import ManageAlerts
 from tally.web.request_id import RequestIds
 from tally.web.scripts import send_script
 from tally.web.stream import Streams
@@ -191,6 +193,7 @@ class Services:
     nodes: LiveNodes | None = None  # with Redis: the live nodes, for the limit's share
     outbox: Outbox | None = None  # the site's email, sent off the request
     accounts: Accounts | None = None  # the website's: its sign-ins and emails, for metrics
+    deliveries: Deliveries | None = None  # alert firings to webhooks and email (tally.deliveries)
 
 
 class App:
@@ -281,7 +284,20 @@ class App:
         windows = site_windows(s, verifier.key, nodes)
         outbox = Outbox(Mailer(s))
         people = site_accounts(s, store, outbox, windows)
-        site = create_site(s, store, counters, verifier.key, streams, people)
+        deliveries = Deliveries(
+            store,
+            outbox.mailer,
+            timeout=s.webhook_timeout,
+            interval=s.alert_interval,
+            backoff_scale=s.alert_backoff_scale,
+            allow_private=s.webhook_private,
+        )
+        writes.on_commit.append(deliveries.on_commit)
+        deliveries.start()
+        managed.alerts = ManageAlerts(
+            store, s.webhook_private, outbox.mailer.configured, deliveries.poke
+        )
+        site = create_site(s, store, counters, verifier.key, streams, people, deliveries.poke)
         self.services = Services(
             store,
             writes,
@@ -299,6 +315,7 @@ class App:
             nodes,
             outbox,
             people,
+            deliveries,
         )
         if self.collector is not None:
             self.collector.disk = metrics.database_disk(store)
@@ -327,6 +344,8 @@ class App:
             await services.verifier.drain()
             await services.writes.stop()
         finally:
+            if services.deliveries is not None:
+                await services.deliveries.stop()
             if services.outbox is not None:  # before the store it writes links to
                 await services.outbox.close()
             if services.nodes is not None:

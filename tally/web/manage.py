@@ -14,13 +14,14 @@
     DELETE /v2/{workspace}/-/tokens/{id}                    revoke
     GET    /v2/{workspace}/-/settings                       the workspace's settings
     PATCH  /v2/{workspace}/-/settings                       change {allowed_origins, v1_open}
+    .../-/webhooks, .../-/alerts, .../-/deliveries          alerts (tally.web.manage_alerts)
 
 Why `/-/`: a counter name may be anything without '/' (tally.counters.check_name), so no
 second segment can be reserved. A V2 route has two segments, or three whose last is an
 action (tally.web.api.ACTIONS); `/{workspace}/-/counters` has three whose last is no
 action, `/{workspace}/-/counters/{id}` four, so neither is, nor ever shadows, a V2 route
 (a counter named "-" keeps `/v2/{workspace}/-` and its actions). A future V2 action must
-not be called `counters`, `tokens` or `settings`.
+not be called `counters`, `tokens`, `settings`, `webhooks`, `alerts` or `deliveries`.
 
 Every request needs an Admin token of the workspace: none is a 401, a Read or Write one
 a 403, a token of another workspace the 404 of a missing workspace (nothing about it is
@@ -66,6 +67,7 @@ from tally.web.http import (
     response_start,
     send_json,
 )
+from tally.web.manage_alerts import ManageAlerts
 
 MAX_BODY = 16 * 1024  # bytes of a JSON body
 MAX_LIMIT = 200  # counters per page
@@ -80,6 +82,12 @@ TEMPLATES = {
     (b"tokens", False): "/v2/{workspace}/-/tokens",
     (b"tokens", True): "/v2/{workspace}/-/tokens/{token_id}",
     (b"settings", False): "/v2/{workspace}/-/settings",
+    (b"webhooks", False): "/v2/{workspace}/-/webhooks",
+    (b"webhooks", True): "/v2/{workspace}/-/webhooks/{webhook_id}",
+    (b"alerts", False): "/v2/{workspace}/-/alerts",
+    (b"alerts", True): "/v2/{workspace}/-/alerts/{alert_id}",
+    (b"deliveries", False): "/v2/{workspace}/-/deliveries",
+    (b"deliveries", True): "/v2/{workspace}/-/deliveries/{delivery_id}",
 }
 METHODS = {
     (b"counters", False): ("GET", "POST"),
@@ -87,6 +95,12 @@ METHODS = {
     (b"tokens", False): ("GET", "POST"),
     (b"tokens", True): ("DELETE",),
     (b"settings", False): ("GET", "PATCH"),
+    (b"webhooks", False): ("GET", "POST"),
+    (b"webhooks", True): ("GET", "PATCH", "DELETE"),
+    (b"alerts", False): ("GET", "POST"),
+    (b"alerts", True): ("GET", "DELETE"),
+    (b"deliveries", False): ("GET",),
+    (b"deliveries", True): ("GET", "POST"),
 }
 VISIBILITY = {"public": False, "private": True}
 RULE_FIELDS = frozenset(("allowed_origins", "floor", "ceiling"))
@@ -292,6 +306,7 @@ class ManageApi:
         self.counters: Counters = namespaces.counters
         self.verifier = verifier
         self.api = api  # its rate limit and client IP rules
+        self.alerts: ManageAlerts | None = None  # set by the app (tally.web.manage_alerts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, route: Route) -> str:
         """Answer the request; its route template."""
@@ -323,6 +338,10 @@ class ManageApi:
                 )
             elif route.kind == b"tokens":
                 status, message, data = await self.tokens_route(method, token, route.item, receive)
+            elif route.kind in (b"webhooks", b"alerts", b"deliveries"):
+                status, message, data = await self.alerts_routes(
+                    route, method, token, query, receive
+                )
             else:
                 status, message, data = await self.settings_route(method, token, receive)
             body = {"code": str(status), "message": message, "data": data}
@@ -430,6 +449,18 @@ class ManageApi:
         )
         if await self.counters.change_settings(counter, change) is None:
             raise NotFound("no such counter in this workspace")
+
+    async def alerts_routes(
+        self, route: Route, method: str, token: Token, query: bytes, receive: Receive
+    ) -> tuple[int, str, Any]:
+        if self.alerts is None:
+            raise NotFound("alerts are not available on this server")
+        body = await read_body(receive) if method in ("POST", "PATCH") else b""
+        if route.kind == b"webhooks":
+            return await self.alerts.webhooks_route(method, token, route.item, body)
+        if route.kind == b"alerts":
+            return await self.alerts.alerts_route(method, token, route.item, body)
+        return await self.alerts.deliveries_route(method, token, route.item, query)
 
     # settings ----------------------------------------------------------------
 

@@ -141,7 +141,23 @@ class TallyCollector(Collector):
             yield from self._streams(services)
             yield from self._passwords(services)
             yield from self._site(services)
+            yield from self._alerts(services)
         yield from self._disk()
+
+    def _alerts(self, services: Services) -> Iterator[Metric]:
+        deliveries = services.deliveries
+        if deliveries is None:
+            return
+        tries = CounterMetricFamily(
+            "tally_alert_deliveries",
+            "Alert delivery tries of this node: delivered (2xx, or taken by SMTP), failed "
+            "(to be tried again), given_up (24 h of failures).",
+            labels=["result"],
+        )
+        tries.add_metric(["delivered"], deliveries.delivered)
+        tries.add_metric(["failed"], deliveries.failed_tries)
+        tries.add_metric(["given_up"], deliveries.given_up)
+        yield tries
 
     def _site(self, services: Services) -> Iterator[Metric]:
         accounts = services.accounts

@@ -1264,8 +1264,10 @@ def tally_version() -> str:
 
 def document() -> JSON:
     """The whole OpenAPI 3.1 document."""
+    from tally.web import openapi_alerts  # it builds on this module's parts
+
     paths: JSON = {}
-    for op in OPERATIONS:
+    for op in (*OPERATIONS, *openapi_alerts.OPERATIONS):
         paths.setdefault(op.path, {})[op.method] = op.render()
     return {
         "openapi": "3.1.0",
@@ -1280,7 +1282,8 @@ def document() -> JSON:
             {"name": "v1", "description": "The retired V1 API, for old clients."},
             {
                 "name": "management",
-                "description": "A workspace's counters, tokens and settings, for its Admin tokens.",
+                "description": "A workspace's counters, tokens, settings and alerts, "
+                "for its Admin tokens.",
             },
             {
                 "name": "page views",
@@ -1290,7 +1293,7 @@ def document() -> JSON:
         ],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **openapi_alerts.SCHEMAS},
             "headers": HEADERS,
             "responses": RESPONSES,
             "securitySchemes": SECURITY_SCHEMES,

@@ -138,6 +138,13 @@ def test_no_page_scrolls_sideways(page: Any, world: World) -> None:
     page.goto(base + "/w/default/members")
     page.get_by_label("Email").fill("someone-with-a-long-address@example.com")
     page.get_by_role("button", name=re.compile("Invite")).click()
+    # a webhook with a long URL, a rule and a firing whose delivery fails (no network)
+    page.goto(base + "/w/default/alerts")
+    page.locator("#webhook-url").fill("https://hooks.example.com/" + LONG)
+    page.get_by_role("button", name="Add webhook").click()
+    page.locator("#rule-threshold").fill("1")
+    page.get_by_role("button", name="Add rule").click()
+    world.api(f"/v2/default/{LONG[:100]}/up")  # a new counter reaches 1: a firing
     pages = [
         "/w/default",
         f"/w/default?q={LONG[:20]}",
@@ -147,6 +154,7 @@ def test_no_page_scrolls_sideways(page: Any, world: World) -> None:
         "/w/default/tokens",
         "/w/default/members",
         "/w/default/settings",
+        "/w/default/alerts",
         "/workspaces/new",
         "/account",
     ]

@@ -20,12 +20,17 @@ import re
 import time
 import traceback
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
+import httpx
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
 from schemathesis import GenerationMode
+
+from tally import alerts, webhooks
+from tally.errors import BadRequest
 
 from .server import TallyCli, TallyServer, sqlite_url
 
@@ -62,8 +67,27 @@ def start_fuzzed(tmp_path: Path) -> tuple[TallyServer, str, dict[str, str]]:
         "counter_id": victim_counter,
         "token_id": next(i for i, permission in ids.items() if permission == "read"),
     }
-    server = TallyServer(tmp_path, database_url=url, args=["--no-bootstrap"], env=env)
-    return server.start(), token, fixed
+    server = TallyServer(tmp_path, database_url=url, args=["--no-bootstrap"], env=env).start()
+    fixed.update(alert_fixtures(server.base_url, token))
+    return server, token, fixed
+
+
+def alert_fixtures(base_url: str, token: str) -> dict[str, str]:
+    """A webhook, a rule on "hits" and its firing (the receiver is unreachable: it stays
+    pending, tried again), for the alert routes' ids."""
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=10) as http:
+        auth = {"Authorization": f"Bearer {token}"}
+        hook = http.post("/v2/demo/-/webhooks", json={"url": "https://hooks.example.com/h"},
+                         headers=auth).json()["data"]  # fmt: skip
+        rule = {"counter": "hits", "kind": "above", "threshold": 1, "webhook_id": hook["id"]}
+        made = http.post("/v2/demo/-/alerts", json=rule, headers=auth).json()["data"]
+        assert http.get("/v2/demo/hits/up", headers=auth).status_code == 200
+        firing = http.get("/v2/demo/-/deliveries", headers=auth).json()["data"]["deliveries"][0]
+    return {
+        "webhook_id": str(hook["id"]),
+        "alert_id": str(made["id"]),
+        "delivery_id": str(firing["id"]),
+    }
 
 
 def within_cross_field_rules(case: schemathesis.Case) -> bool:  # type: ignore[type-arg]
@@ -83,7 +107,24 @@ def within_cross_field_rules(case: schemathesis.Case) -> bool:  # type: ignore[t
     if isinstance(quota, numbers) and quota > 100_000:
         return False
     query = case.query if isinstance(case.query, dict) else {}
-    return "after" not in query
+    return "after" not in query and alert_body_ok(body)
+
+
+def alert_body_ok(body: Mapping[str, object]) -> bool:
+    """What the alert routes' document says in words: a webhook's URL is one the server
+    may post to (no private address here), its secret decodes to 24 to 64 bytes, not
+    with rotate_secret; a rule's threshold is within its kind's range, and email rules
+    need SMTP (this server has none)."""
+    try:
+        if "url" in body:
+            webhooks.check_url(body["url"], allow_private=False)
+        if "secret" in body:
+            webhooks.check_secret(body["secret"])
+        if "kind" in body and isinstance(body["kind"], str):
+            alerts.check_threshold(body["kind"], body.get("threshold"))
+    except BadRequest:
+        return False
+    return not ("secret" in body and body.get("rotate_secret")) and "email" not in body
 
 
 def fuzz_operation(
