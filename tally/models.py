@@ -33,6 +33,7 @@ class Workspace:
     created_at: float
     v1_open: bool = False  # answers the V1 legacy endpoints as a namespace
     origins: tuple[str, ...] = ()  # allowed origins of anonymous counts (tally.origins)
+    timezone: str = ""  # an IANA zone name for its dates (tally.periods); "": the server's
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class Counter:
     unique_window: int = 0
     # a visitor is its address alone, not its address and User-Agent (tally.visitors)
     unique_by_address: bool = False
+    workspace_timezone: str = ""  # its workspace's time zone ("": the server's)
 
     @property
     def bounded(self) -> bool:

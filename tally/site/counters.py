@@ -13,8 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tally import charts, rules, stats, visitors, workspaces
+from tally import periods as tally_periods
 from tally.errors import BadRequest, NotFound, TallyError
 from tally.models import Account, Counter, CounterChange, CounterPage, Role, Workspace
+from tally.periods import Period
+from tally.site import period_view
 from tally.site.pages import (
     FormError,
     base_url,
@@ -168,9 +171,12 @@ async def _page(
 ) -> Response:
     """The counter page; with a refused form's values as submitted and its error."""
     s = site(request)
+    now, tz = time.time(), s.counters.zone(counter)
+    period = period_view.chosen(request, now, tz)
     view = await s.counters.current(counter)
-    since = stats.settled_before(time.time(), s.settings.timezone)  # covers this week
-    recent = periods(await s.counters.history(counter, since), time.time(), s.settings.timezone)
+    since = stats.settled_before(now, tz)  # covers this week
+    recent = periods(await s.counters.history(counter, since), now, tz)
+    summary, chart = await period_numbers(request, counter, period)
     saved_rules = _rules_form(counter)
     edit_form = {
         "description": counter.description,
@@ -187,7 +193,9 @@ async def _page(
         counter=counter,
         view=view,
         periods=recent,
-        timezone=str(getattr(s.settings.timezone, "key", "UTC")),
+        **period_view.context(period, summary, chart),
+        period_keep={},
+        period_fragment=f"/w/{ws.slug}/c/{counter.id}/period?{urlencode(period.query())}",
         base=base_url(request),
         form_error=form_error,
         saved_rules=saved_rules,
@@ -196,6 +204,38 @@ async def _page(
         max_description=workspaces.MAX_DESCRIPTION,
         unique_now=visitors.describe_window(counter.unique_window),
     )
+
+
+async def period_numbers(
+    request: Request, counter: Counter, period: Period
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The counter's totals in `period` and the previous one, and the period's chart:
+    one read of the buckets of both (pending changes included)."""
+    before = period.previous()
+    buckets = await site(request).counters.history(counter, before.start_hour, period.end_hour)
+    return tally_periods.summary(buckets, period), tally_periods.chart(buckets, period)
+
+
+async def period_fragment(request: Request) -> Response:
+    """The counter page's period section alone (its live refresh reloads it)."""
+    _, ws, role = await _load(request)
+    workspaces.require_role(role, "view")
+    counter = await load_counter(request, ws)
+    return await render_period(request, counter, "")
+
+
+async def render_period(request: Request, counter: Counter, fragment: str) -> Response:
+    period = period_view.chosen(request, time.time(), site(request).counters.zone(counter))
+    summary, chart = await period_numbers(request, counter, period)
+    response = render(
+        request,
+        "_period.html",
+        **period_view.context(period, summary, chart),
+        period_keep={},
+        period_fragment=fragment,
+    )
+    response.headers["cache-control"] = "no-store"
+    return response
 
 
 async def counts(request: Request) -> Response:
@@ -213,16 +253,20 @@ async def data(request: Request) -> Response:
     workspaces.require_role(role, "view")
     counter = await load_counter(request, ws)
     s = site(request)
+    now, tz = time.time(), s.counters.zone(counter)
+    period = period_view.chosen(request, now, tz)
     view = await s.counters.current(counter)
     buckets = await s.counters.history(counter)
-    now, tz = time.time(), s.settings.timezone
     body = {
         "up_count": view.up_count,
         "down_count": view.down_count,
         "updated_at": view.updated_at,
-        "timezone": str(getattr(tz, "key", "UTC")),
+        "timezone": tally_periods.zone_name(tz),
         **periods(buckets, now, tz),
         **charts.series(buckets, now, tz, born=counter.created_at),
+        "period": period_view.payload(
+            period, tally_periods.summary(buckets, period), tally_periods.chart(buckets, period)
+        ),
     }
     return JSONResponse(body, headers={"cache-control": "no-store"})
 

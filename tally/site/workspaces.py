@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tally import rules, workspaces
+from tally import periods, rules, workspaces
 from tally.accounts import check_email
 from tally.errors import BadRequest, NotFound, StorageError, TallyError
 from tally.exports import export_jsonl
@@ -60,7 +60,7 @@ async def settings(request: Request) -> Response:
     store = site(request).store
     ws, role = await workspaces.membership(store, session.account, request.path_params["slug"])
     workspaces.require_role(role, "manage_workspace")
-    context = await _settings_context(store, ws, role)
+    context = await _settings_context(request, store, ws, role)
     if request.method == "GET":
         return render(request, "workspace_settings.html", **context)
     data = await form(request)
@@ -74,11 +74,14 @@ async def settings(request: Request) -> Response:
 
 
 async def _settings_context(
-    store: Store, ws: Workspace, role: Role, **rules_form: str
+    request: Request, store: Store, ws: Workspace, role: Role, **rules_form: str
 ) -> dict[str, Any]:
     """The settings page's context; the rules form as stored unless given as submitted."""
     counters, own = await store.counter_usage(ws.id)
     return {
+        "server_zone": periods.zone_name(site(request).settings.timezone),
+        "timezone_form": ws.timezone,
+        "zones": periods.zone_names(),
         "workspace": ws,
         "role": role,
         "section": "settings",
@@ -95,6 +98,26 @@ async def _settings_context(
     }
 
 
+async def set_timezone(request: Request) -> Response:
+    """The workspace's time zone (empty: the server's, TALLY_TIMEZONE)."""
+    session = await signed_in(request)
+    s = site(request)
+    ws, role = await workspaces.membership(s.store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "manage_workspace")
+    data = await form(request)
+    try:
+        zone = periods.check_zone(field(data, "timezone"))
+    except TallyError as exc:
+        context = await _settings_context(request, s.store, ws, role)
+        context["timezone_form"] = field(data, "timezone")
+        context["form_error"] = FormError("timezone", rules.sentence(exc.message), ("timezone",))
+        return render(request, "workspace_settings.html", exc.status, **context)
+    await s.store.set_workspace_timezone(ws.id, zone)
+    s.counters.cache.forget_workspace(ws.slug)
+    shown = zone or f"the server's ({periods.zone_name(s.settings.timezone)})"
+    return redirect(request, f"/w/{ws.slug}/settings", f"The time zone is {shown}.")
+
+
 async def set_quota(request: Request) -> Response:
     """The workspace's own counter quota (empty: the server's, TALLY_COUNTER_QUOTA)."""
     session = await signed_in(request)
@@ -108,7 +131,7 @@ async def set_quota(request: Request) -> Response:
             raise BadRequest("the counter quota must be a whole number")
         quota = workspaces.check_counter_quota(int(text) if text else None, store.counter_quota)
     except TallyError as exc:
-        context = await _settings_context(store, ws, role)
+        context = await _settings_context(request, store, ws, role)
         context["quota"]["own"] = field(data, "quota")
         context["form_error"] = FormError("quota", rules.sentence(exc.message), ("quota",))
         return render(request, "workspace_settings.html", exc.status, **context)
@@ -128,7 +151,7 @@ async def set_rules(request: Request) -> Response:
         origins = rules.parse_origins(field(data, "origins"))
     except TallyError as exc:
         submitted = {"origins": field(data, "origins"), "v1": field(data, "v1")}
-        context = await _settings_context(store, ws, role, **submitted)
+        context = await _settings_context(request, store, ws, role, **submitted)
         context["form_error"] = FormError("rules", rules.sentence(exc.message), ("origins",))
         return render(request, "workspace_settings.html", exc.status, **context)
     if await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=origins) is None:
@@ -145,7 +168,7 @@ async def delete(request: Request) -> Response:
     try:
         await workspaces.delete(store, ws, field(data, "confirm"))
     except TallyError as exc:
-        context = await _settings_context(store, ws, role)
+        context = await _settings_context(request, store, ws, role)
         context["form_error"] = FormError("delete", rules.sentence(exc.message), ("confirm",))
         return render(request, "workspace_settings.html", exc.status, **context)
     return redirect(request, "/", f"Workspace {ws.slug} and everything in it is deleted.")

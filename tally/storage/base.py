@@ -8,6 +8,7 @@ tell which of the node's batches a snapshot already contains.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from tally.models import (
@@ -28,6 +29,7 @@ from tally.models import (
     Totals,
     Workspace,
 )
+from tally.storage.overview import EVERY, Mover, Scope
 
 NO_END = 2**62  # an hour index after any real one
 
@@ -282,6 +284,9 @@ class Store(Protocol):
 
     async def rename_workspace(self, workspace_id: int, name: str) -> None: ...
 
+    async def set_workspace_timezone(self, workspace_id: int, timezone: str) -> None:
+        """The workspace's time zone, an IANA name ("": the server's, TALLY_TIMEZONE)."""
+
     async def delete_workspace(self, workspace_id: int) -> bool:
         """Delete the workspace with its counters, their hourly history, its tokens, members
         and invitations (the rest by ON DELETE CASCADE)."""
@@ -300,6 +305,35 @@ class Store(Protocol):
     async def set_counter_quota(self, workspace_id: int, quota: int | None) -> None:
         """Give the workspace a counter quota of its own (0: none), or the server's
         (None). Creating a counter past the quota raises QuotaReached."""
+
+    # the overview (storage/overview.py, one SQL for both backends) -------------
+
+    async def period_bars(
+        self,
+        workspace_id: int,
+        starts: Sequence[int],
+        end: int,
+        previous: int,
+        scope: Scope = EVERY,
+    ) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+        """The workspace's (up, down) per bar (each from its start to the next's, the
+        last to `end`) and in the previous period (`previous` to the first start)."""
+
+    async def movers(
+        self,
+        workspace_id: int,
+        previous: int,
+        start: int,
+        end: int,
+        limit: int,
+        scope: Scope = EVERY,
+    ) -> list[Mover]:
+        """The counters whose events in the period differ most from the previous one's."""
+
+    async def sparklines(
+        self, counter_ids: Sequence[int], starts: Sequence[int], end: int
+    ) -> dict[int, list[tuple[int, int]]]:
+        """Each counter's (up, down) per bar, in one statement."""
 
     async def counter_page(
         self,

@@ -13,7 +13,8 @@
                                                             expires_in_days}
     DELETE /v2/{workspace}/-/tokens/{id}                    revoke
     GET    /v2/{workspace}/-/settings                       the workspace's settings
-    PATCH  /v2/{workspace}/-/settings                       change {allowed_origins, v1_open}
+    PATCH  /v2/{workspace}/-/settings                       change {allowed_origins, v1_open,
+                                                            counter_quota, timezone}
 
 Why `/-/`: a counter name may be anything without '/' (tally.counters.check_name), so no
 second segment can be reserved. A V2 route has two segments, or three whose last is an
@@ -39,7 +40,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from tally import rules, workspaces
+from tally import periods, rules, workspaces
 from tally.auth import TokenVerifier, issue_token
 from tally.counters import MAX_NAME, Counters
 from tally.errors import (
@@ -91,7 +92,7 @@ METHODS = {
 VISIBILITY = {"public": False, "private": True}
 RULE_FIELDS = frozenset(("allowed_origins", "floor", "ceiling"))
 COUNTER_FIELDS = frozenset(("description", "visibility", "unique", "unique_by")) | RULE_FIELDS
-SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open", "counter_quota"))
+SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open", "counter_quota", "timezone"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,7 @@ def settings_data(ws: Workspace, usage: tuple[int, int | None], server: int) -> 
         "counters": counters,
         "counter_quota": server if own is None else own,
         "counter_quota_own": own is not None,
+        "timezone": ws.timezone or None,
     }
 
 
@@ -447,6 +449,12 @@ class ManageApi:
             raise BadRequest("v1_open must be true or false")
         allowed = origins_field(body)
         quota = quota_field(body, server) if "counter_quota" in body else None
+        zone = None
+        if "timezone" in body:
+            named = body["timezone"]
+            if named is not None and not isinstance(named, str):
+                raise BadRequest("timezone must be an IANA zone name, or null for the server's")
+            zone = periods.check_zone(named or "")
         if "v1_open" in body or "allowed_origins" in body:
             changed = await self.store.set_workspace_rules(
                 ws.id, v1_open=v1_open, origins=ws.origins if allowed is None else allowed
@@ -457,6 +465,10 @@ class ManageApi:
             ws = changed
         if "counter_quota" in body:
             await self.store.set_counter_quota(ws.id, quota)
+        if zone is not None:
+            await self.store.set_workspace_timezone(ws.id, zone)
+            self.counters.cache.forget_workspace(ws.slug)
+            ws = await self.store.get_workspace_by_id(ws.id) or ws
         usage = await self.store.counter_usage(ws.id)
         return 200, "Settings updated successfully", settings_data(ws, usage, server)
 

@@ -310,6 +310,11 @@ SCHEMAS: JSON = {
                 "type": "boolean",
                 "description": "the quota is the workspace's own, not the server's",
             },
+            "timezone": {
+                "type": ["string", "null"],
+                "description": "the IANA zone of its dates (periods, charts, /stats); "
+                "null: the server's (TALLY_TIMEZONE)",
+            },
         },
     },
     "CounterList": {
@@ -1158,6 +1163,12 @@ OPERATIONS: tuple[Operation, ...] = (
                     "minimum": 1,
                     "description": "the workspace's own counter quota, at most the "
                     "server's (TALLY_COUNTER_QUOTA); null: the server's",
+                },
+                "timezone": {
+                    "type": ["string", "null"],
+                    "maxLength": 64,
+                    "description": "an IANA zone name (Europe/Berlin): the days of its "
+                    "periods, charts and /stats; null or empty: the server's",
                 },
             },
         },
