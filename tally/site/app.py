@@ -20,7 +20,7 @@ from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.mail import Outbox
 from tally.nodes import LiveNodes
-from tally.site import accounts, counters, tokens, workspaces
+from tally.site import accounts, counters, overview, tokens, workspaces
 from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
 from tally.site.security import BodyLimit, FormGate, SecurityHeaders
@@ -48,7 +48,8 @@ ROUTES = [
     Route("/account", accounts.account, methods=BOTH),
     Route("/invite/{secret}", accounts.invitation, methods=BOTH),
     Route("/workspaces/new", workspaces.create, methods=BOTH),
-    Route(W, counters.listing, methods=GET),
+    Route(W, overview.overview, methods=GET),
+    Route(W + "/period", overview.period_fragment, methods=GET),
     Route(W + "/settings", workspaces.settings, methods=BOTH),
     Route(W + "/settings/rules", workspaces.set_rules, methods=POST),
     Route(W + "/settings/quota", workspaces.set_quota, methods=POST),

@@ -35,7 +35,7 @@ PAGE_SIZE = 50
 MAX_PAGE = 1_000_000  # 50 million counters: far beyond any workspace, well within 64 bits
 
 
-async def _load(request: Request) -> tuple[Account, Workspace, Role]:
+async def load_workspace(request: Request) -> tuple[Account, Workspace, Role]:
     session = await signed_in(request)
     ws, role = await workspaces.membership(
         site(request).store, session.account, request.path_params["slug"]
@@ -53,11 +53,11 @@ async def load_counter(request: Request, ws: Workspace) -> Counter:
     return counter
 
 
-async def listing(request: Request) -> Response:
-    """The counter list: a page after (or before) a cursor of the list's own, never an
-    offset, so the last page of a million counters costs what the first does."""
-    _, ws, role = await _load(request)
-    workspaces.require_role(role, "view")
+async def read_list(request: Request, ws: Workspace, **keep: str) -> dict[str, Any]:
+    """The counter list's page of the request's query, as the template's context: a page
+    after (or before) a cursor of the list's own, never an offset, so the last page of
+    a million counters costs what the first does. `keep`: other query parameters its
+    links keep (the period's)."""
     q = request.query_params
     search = q.get("q", "").strip()[:128]
     sort = q.get("sort", "name")
@@ -86,30 +86,26 @@ async def listing(request: Request) -> Response:
             result = await read()
     except BadRequest as exc:  # a search the workspace is too big for
         result, error = CounterPage([], 0), exc.message[0].upper() + exc.message[1:] + "."
-    here = {"q": search, "sort": sort, "dir": "desc" if descending else "asc"}
-    return render(
-        request,
-        "counters.html",
-        workspace=ws,
-        role=role,
-        section="counters",
-        result=result,
-        search=search,
-        sort=sort,
-        descending=descending,
-        error=error,
-        first_link="?" + urlencode(here),
-        next_link="?" + urlencode({**here, "after": result.next}) if result.next else None,
-        previous_link=(
+    here = {"q": search, "sort": sort, "dir": "desc" if descending else "asc", **keep}
+    return {
+        "result": result,
+        "search": search,
+        "sort": sort,
+        "descending": descending,
+        "error": error,
+        "list_keep": {"q": search, "sort": sort, "dir": here["dir"]},
+        "first_link": "?" + urlencode(here),
+        "next_link": "?" + urlencode({**here, "after": result.next}) if result.next else None,
+        "previous_link": (
             "?" + urlencode({**here, "before": result.previous}) if result.previous else None
         ),
-        base=base_url(request),
-        sorts=[("name", "Name"), ("updated", "Last update"), ("up", "Up"), ("down", "Down")],
-    )
+        "base": base_url(request),
+        "sorts": [("name", "Name"), ("updated", "Last update"), ("up", "Up"), ("down", "Down")],
+    }
 
 
 async def create(request: Request) -> Response:
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "edit_counters")
     context: dict[str, Any] = {"workspace": ws, "role": role, "section": "counters"}
     if request.method == "GET":
@@ -143,7 +139,7 @@ def periods(buckets: list[tuple[int, int, int]], now: float, tz: tzinfo) -> dict
 
 
 async def detail(request: Request) -> Response:
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "view")
     counter = await load_counter(request, ws)
     return await _page(request, ws, role, counter)
@@ -218,7 +214,7 @@ async def period_numbers(
 
 async def period_fragment(request: Request) -> Response:
     """The counter page's period section alone (its live refresh reloads it)."""
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "view")
     counter = await load_counter(request, ws)
     return await render_period(request, counter, "")
@@ -240,7 +236,7 @@ async def render_period(request: Request, counter: Counter, fragment: str) -> Re
 
 async def counts(request: Request) -> Response:
     """The live counts fragment (htmx polls it while the page is open)."""
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "view")
     counter = await load_counter(request, ws)
     view = await site(request).counters.current(counter)
@@ -249,7 +245,7 @@ async def counts(request: Request) -> Response:
 
 async def data(request: Request) -> Response:
     """The charts' data as JSON."""
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "view")
     counter = await load_counter(request, ws)
     s = site(request)
@@ -272,7 +268,7 @@ async def data(request: Request) -> Response:
 
 
 async def edit(request: Request) -> Response:
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "edit_counters")
     counter = await load_counter(request, ws)
     data = await form(request)
@@ -297,7 +293,7 @@ async def set_rules(request: Request) -> Response:
     """The counter's floor, ceiling, allowed origins and unique-visitor window and how it
     tells visitors apart (tally.rules checks them all before anything is saved). A form
     without the window's field (or `unique_by`) keeps it; an empty window turns it off."""
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "counter_rules")
     counter = await load_counter(request, ws)
     data = await form(request)
@@ -342,7 +338,7 @@ async def set_rules(request: Request) -> Response:
 
 
 async def reset(request: Request) -> Response:
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "edit_counters")
     counter = await load_counter(request, ws)
     await form(request)
@@ -351,7 +347,7 @@ async def reset(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "edit_counters")
     counter = await load_counter(request, ws)
     data = await form(request)

@@ -5,14 +5,16 @@ Every read is one statement through the store's `_fetch` (on SQLite a reader thr
 never the event loop), and costs what the buckets of its range cost, never what the
 workspace's counters do: the workspace's sums and the counters that changed most read
 the range of hours from the index `counter_hours_hour` (migrations sqlite/0011,
-postgresql/0015) and keep the workspace's rows by their counter's primary key; a page's
-sparklines read the page's counters' buckets by their own key. Bars are summed in SQL,
-grouped by a small table of bars given as VALUES (the `bars` of tally.periods.Period,
-each a range of hours), so only a page's counters times its bars come back.
+postgresql/0015) and keep the workspace's rows by their counter's primary key: they
+cost what the range's buckets (of every workspace) cost. A page's sparklines read the
+page's counters' buckets by their own key, summed in SQL per bar, grouped by a small
+table of bars given as VALUES (the `bars` of tally.periods.Period, each a range of
+hours), so only the page's counters times its bars come back.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +68,12 @@ def _bars(starts: Sequence[int], end: int) -> tuple[str, list[Any]]:
 class OverviewReads:
     """The overview's reads over `_fetch` (see the module doc)."""
 
+    # how the range's buckets meet their counters: SQLite's planner would rather read
+    # every counter of the workspace and look up each one's buckets (a million lookups);
+    # CROSS JOIN makes it read the range of hours first (its documented way to fix the
+    # order of a join), which PostgreSQL's planner finds by itself from its statistics
+    _then = "JOIN"
+
     async def _fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
@@ -79,20 +87,24 @@ class OverviewReads:
     ) -> tuple[list[tuple[int, int]], tuple[int, int]]:
         """The workspace's (up, down) in each bar (`starts`, the first hour of each,
         the last ending before `end`), and in the previous period (`previous` to the
-        first bar's start), of the counters of `scope`."""
-        values, params = _bars([previous, *starts], end)
+        first bar's start), of the counters of `scope`: the range's buckets summed per
+        hour in SQL, the hours put in their bars here."""
         where, more = scope.condition()
         rows = await self._fetch(
-            f"SELECT b.column1, SUM(h.up), SUM(h.down) FROM counter_hours h "
-            f"JOIN (VALUES {values}) b ON h.hour >= b.column2 AND h.hour < b.column3 "
-            "JOIN counters c ON c.id = h.counter_id "
+            f"SELECT h.hour, SUM(h.up), SUM(h.down) FROM counter_hours h {self._then} "
+            "counters c ON c.id = h.counter_id "
             f"WHERE h.hour >= %s AND h.hour < %s AND c.workspace_id = %s{where} "
-            "GROUP BY b.column1",
-            (*params, previous, end, workspace_id, *more),
+            "GROUP BY h.hour",
+            (previous, end, workspace_id, *more),
         )
-        sums = {int(r[0]): (int(r[1] or 0), int(r[2] or 0)) for r in rows}
-        bars = [sums.get(i + 1, (0, 0)) for i in range(len(starts))]
-        return bars, sums.get(0, (0, 0))
+        bars = [[0, 0] for _ in starts]
+        before = [0, 0]
+        for hour, up, down in rows:
+            i = bisect.bisect_right(starts, hour) - 1
+            into = before if i < 0 else bars[i]
+            into[0] += int(up or 0)
+            into[1] += int(down or 0)
+        return [(u, d) for u, d in bars], (before[0], before[1])
 
     async def movers(
         self,
@@ -105,7 +117,7 @@ class OverviewReads:
     ) -> list[Mover]:
         """The `limit` counters whose number of events (up + down) in the period
         (`start` to `end`) differs most from the previous one (`previous` to `start`),
-        the biggest change first (then by name)."""
+        the biggest change first (then by id); none that did not change."""
         where, more = scope.condition()
         rows = await self._fetch(
             "SELECT m.counter_id, c.name, c.private, m.up, m.down, m.pup, m.pdown FROM ("
@@ -114,9 +126,10 @@ class OverviewReads:
             "SUM(CASE WHEN h.hour >= %s THEN h.down ELSE 0 END) AS down, "
             "SUM(CASE WHEN h.hour < %s THEN h.up ELSE 0 END) AS pup, "
             "SUM(CASE WHEN h.hour < %s THEN h.down ELSE 0 END) AS pdown "
-            "FROM counter_hours h JOIN counters c ON c.id = h.counter_id "
+            f"FROM counter_hours h {self._then} counters c ON c.id = h.counter_id "
             f"WHERE h.hour >= %s AND h.hour < %s AND c.workspace_id = %s{where} "
             "GROUP BY h.counter_id) m JOIN counters c ON c.id = m.counter_id "
+            "WHERE m.up + m.down <> m.pup + m.pdown "
             "ORDER BY abs((m.up + m.down) - (m.pup + m.pdown)) DESC, m.counter_id LIMIT %s",
             (start, start, start, start, previous, end, workspace_id, *more, limit),
         )

@@ -140,7 +140,9 @@ def test_no_page_scrolls_sideways(page: Any, world: World) -> None:
     page.get_by_role("button", name=re.compile("Invite")).click()
     pages = [
         "/w/default",
+        "/w/default?period=12m",
         f"/w/default?q={LONG[:20]}",
+        f"/w/default/c/{world.ids[LONG]}?period=today",
         f"/w/default/c/{world.ids[LONG]}",
         f"/w/default/c/{world.ids['visits']}",
         "/w/default/counters/new",
@@ -381,3 +383,49 @@ def test_pages_show_only_what_you_may_do(page: Any, browser: Any, world: World) 
         expect(other.get_by_text("you are a viewer")).to_be_visible()
     finally:
         other.context.close()
+
+
+def docs_shot(page: Any, name: str) -> None:
+    """TALLY_SCREENSHOTS=1: the page into docs/screenshots/NAME-WIDTH.png."""
+    if os.environ.get("TALLY_SCREENSHOTS") == "1":
+        width = page.viewport_size["width"]
+        folder = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+        page.screenshot(path=str(folder / f"{name}-{width}.png"), full_page=True)
+
+
+def test_periods_on_the_overview_and_the_counter_page(page: Any, world: World) -> None:
+    """The overview is the workspace's first page: the period's totals for the whole
+    workspace, the counters that changed most and a sparkline per listed counter; the
+    period is in the URL (links, and a range of dates from the form); the counter
+    page's period totals follow the live counts."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    counters = world.api("/v2/default/-/counters").json()["data"]["counters"]
+    ups = sum(c["up_count"] for c in counters)  # all counted today
+    page.goto(base + "/w/default?period=30d")
+    expect(page.locator("#period-up .value")).to_have_text(str(ups))
+    expect(page.locator("table.counters .sparkline")).to_have_count(len(counters))
+    expect(page.locator("#movers li")).to_have_count(len(counters))
+    assert overflow(page) == 0
+    docs_shot(page, "overview")
+    page.get_by_role("link", name="Last 12 months").click()
+    page.wait_for_url(re.compile(r"period=12m"))
+    expect(page.locator(".period-figure figcaption")).to_contain_text("Per week")
+    page.locator("#from").fill("2026-01-01")
+    page.locator("#to").fill("2026-01-31")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(re.compile(r"from=2026-01-01&to=2026-01-31"))
+    expect(page.locator("#period-title")).to_contain_text("1 Jan 2026 to 31 Jan 2026")
+    assert overflow(page) == 0
+
+    visits = world.ids["visits"]
+    before = world.api("/v2/default/visits").json()["data"]["up_count"]
+    page.goto(f"{base}/w/default/c/{visits}?period=today")
+    expect(page.locator("#period-up .value")).to_have_text(str(before))
+    expect(page.locator("#counts")).to_have_attribute("data-live", "open")
+    world.api("/v2/default/visits/up")
+    expect(page.locator("#up-count")).to_have_text(str(before + 1))
+    expect(page.locator("#period-up .value")).to_have_text(str(before + 1))
+    assert overflow(page) == 0
+    docs_shot(page, "counter-period")
