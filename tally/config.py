@@ -69,6 +69,7 @@ class Settings:
     v1_rate_limit: RateLimit | None = RateLimit(30, 60.0)
     counter_quota: int = 100_000  # 0: no quota
     create_rate_limit: RateLimit | None = RateLimit(1000, 3600.0)
+    share_rate_limit: RateLimit | None = RateLimit(120, 60.0)
 
     def __post_init__(self) -> None:
         if self.smtp_host and not self.public_url:
@@ -484,6 +485,12 @@ SETTINGS: tuple[Setting, ...] = (
         "create_rate_limit",
         parse_rate_limit,
         "New counters one token (or client IP) may create through the API (like rate_limit).",
+        render_rate_limit,
+    ),
+    Setting(
+        "share_rate_limit",
+        parse_rate_limit,
+        "Requests of shared pages (/s/..., /p/...) per client IP (like rate_limit).",
         render_rate_limit,
     ),
 )

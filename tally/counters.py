@@ -222,6 +222,8 @@ class Counters:
         self.visitors: Visitors = LocalVisitors()
         # new counters per token or client IP (TALLY_CREATE_RATE_LIMIT; the app sets it)
         self.creations: Limiter | None = None
+        # requests of shared pages per client (TALLY_SHARE_RATE_LIMIT; tally/site/shares.py)
+        self.share_views: Limiter | None = None
         # (counter id, split hour) -> (monotonic expiry, temporal sums before the split)
         self._settled_cache: dict[tuple[int, int, str], tuple[float, dict[str, Any]]] = {}
         writes.on_commit.append(self._forget_settled)

@@ -300,3 +300,25 @@ class CounterPage:
     exact: bool = True
     next: str | None = None
     previous: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A read-only view of a counter's page (`counter_id`) or of the workspace overview
+    (None), by a secret link or, `public`, at a URL of its workspace (tally.shares)."""
+
+    id: int
+    workspace_id: int
+    workspace_slug: str
+    counter_id: int | None
+    public: bool
+    prefix: str  # a secret link's first characters, to tell links apart ("" if public)
+    name: str
+    include_private: tuple[int, ...]  # private counters a shared overview shows
+    created_by: int | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+    def usable(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)

@@ -50,6 +50,7 @@ ACTIONS: dict[str, Role] = {
     "manage_workspace": Role.OWNER,
     "counter_rules": Role.OWNER,  # bounds, allowed origins, unique window: an Admin token's
     "export": Role.OWNER,  # the whole workspace, as an Admin token downloads it
+    "share": Role.OWNER,  # read-only links to its pages, for people without an account
 }
 
 

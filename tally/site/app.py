@@ -20,7 +20,7 @@ from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.mail import Outbox
 from tally.nodes import LiveNodes
-from tally.site import accounts, counters, overview, tokens, workspaces
+from tally.site import accounts, counters, overview, shares, tokens, workspaces
 from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
 from tally.site.security import BodyLimit, FormGate, SecurityHeaders
@@ -71,6 +71,18 @@ ROUTES = [
     Route(W + "/c/{counter_id}/rules", counters.set_rules, methods=POST),
     Route(W + "/c/{counter_id}/reset", counters.reset, methods=POST),
     Route(W + "/c/{counter_id}/delete", counters.delete, methods=POST),
+    Route(W + "/shares", shares.manage, methods=BOTH),
+    Route(W + "/shares/{share_id}/revoke", shares.revoke, methods=POST),
+    Route("/s/{secret}", shares.page, methods=GET),
+    Route("/s/{secret}/period", shares.period_fragment, methods=GET),
+    Route("/s/{secret}/counts", shares.counts, methods=GET),
+    Route("/s/{secret}/stream", shares.SharedStream(), methods=GET),
+    Route("/p/{slug}", shares.page, methods=GET),
+    Route("/p/{slug}/period", shares.period_fragment, methods=GET),
+    Route("/p/{slug}/c/{counter_id}", shares.page, methods=GET),
+    Route("/p/{slug}/c/{counter_id}/period", shares.period_fragment, methods=GET),
+    Route("/p/{slug}/c/{counter_id}/counts", shares.counts, methods=GET),
+    Route("/p/{slug}/c/{counter_id}/stream", shares.SharedStream(), methods=GET),
     Mount("/static", StaticFiles(packages=[("tally.site", "static")]), name="static"),
 ]
 

@@ -30,6 +30,7 @@ from tally.site.pages import (
     site,
 )
 from tally.storage.dashboard import SORTS
+from tally.storage.overview import EVERY, Scope
 
 PAGE_SIZE = 50
 MAX_PAGE = 1_000_000  # 50 million counters: far beyond any workspace, well within 64 bits
@@ -53,7 +54,9 @@ async def load_counter(request: Request, ws: Workspace) -> Counter:
     return counter
 
 
-async def read_list(request: Request, ws: Workspace, **keep: str) -> dict[str, Any]:
+async def read_list(
+    request: Request, ws: Workspace, keep: dict[str, str], scope: Scope = EVERY
+) -> dict[str, Any]:
     """The counter list's page of the request's query, as the template's context: a page
     after (or before) a cursor of the list's own, never an offset, so the last page of
     a million counters costs what the first does. `keep`: other query parameters its
@@ -77,6 +80,7 @@ async def read_list(request: Request, ws: Workspace, **keep: str) -> dict[str, A
             limit=PAGE_SIZE,
             after=after,
             before=before,
+            scope=scope,
         )
 
     try:
@@ -230,7 +234,6 @@ async def render_period(request: Request, counter: Counter, fragment: str) -> Re
         period_keep={},
         period_fragment=fragment,
     )
-    response.headers["cache-control"] = "no-store"
     return response
 
 

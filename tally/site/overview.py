@@ -111,7 +111,7 @@ async def overview(request: Request) -> Response:
     _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "view")
     period = period_view.chosen(request, time.time(), zone_of(request, ws))
-    listed = await read_list(request, ws, **period.query())
+    listed = await read_list(request, ws, period.query())
     numbers = await view(request, ws, period, **listed["list_keep"])
     ids = [c.id for c in listed["result"].counters]
     return render(
@@ -142,5 +142,4 @@ async def period_fragment(request: Request) -> Response:
         period_keep={},
         period_fragment="",
     )
-    response.headers["cache-control"] = "no-store"
     return response

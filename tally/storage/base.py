@@ -25,6 +25,7 @@ from tally.models import (
     Permission,
     Role,
     Session,
+    Share,
     Token,
     Totals,
     Workspace,
@@ -306,6 +307,36 @@ class Store(Protocol):
         """Give the workspace a counter quota of its own (0: none), or the server's
         (None). Creating a counter past the quota raises QuotaReached."""
 
+    # shares (storage/shares.py, one SQL for both backends) ----------------------
+
+    async def create_share(
+        self,
+        workspace_id: int,
+        counter_id: int | None,
+        *,
+        public: bool,
+        secret_hash: str | None,
+        prefix: str,
+        name: str,
+        include_private: tuple[int, ...],
+        created_by: int | None,
+        now: float,
+        expires_at: float | None,
+    ) -> Share:
+        """A new share; a public one revokes the page's live public share."""
+
+    async def get_share(self, workspace_id: int, share_id: int) -> Share | None: ...
+
+    async def list_shares(self, workspace_id: int) -> list[Share]: ...
+
+    async def find_secret_share(self, secret_hash: str) -> Share | None:
+        """The share of a secret link, revoked and expired ones included."""
+
+    async def find_public_share(self, slug: str, counter_id: int | None) -> Share | None:
+        """The newest public share of the page, revoked and expired ones included."""
+
+    async def revoke_share(self, workspace_id: int, share_id: int, now: float) -> bool: ...
+
     # the overview (storage/overview.py, one SQL for both backends) -------------
 
     async def period_bars(
@@ -346,6 +377,7 @@ class Store(Protocol):
         after: str = "",
         before: str = "",
         offset: int = 0,
+        scope: Scope = EVERY,
     ) -> CounterPage:
         """One page of the workspace's counters whose name contains `search` (any case),
         sorted by `sort` (a key of SORTS), after the cursor `after` or before `before`

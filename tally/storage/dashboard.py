@@ -31,6 +31,7 @@ from tally.storage.counter_lists import CounterLists, like_pattern
 from tally.storage.overview import OverviewReads
 from tally.storage.paging import SORTS
 from tally.storage.rows import COUNTER_COLUMNS, to_counter, to_workspace
+from tally.storage.shares import ShareTables
 
 __all__ = ["QUOTA", "SORTS", "DashboardTables", "check_quota", "like_pattern"]
 
@@ -94,7 +95,7 @@ def check_quota(row: Sequence[Any] | None) -> None:
         )
 
 
-class DashboardTables(CounterLists, OverviewReads):
+class DashboardTables(CounterLists, OverviewReads, ShareTables):
     """The dashboard's store methods over `_fetch` and `_change` (see the module doc)."""
 
     counter_quota = DEFAULT_COUNTER_QUOTA  # of a workspace without its own (0: none)

@@ -15,13 +15,17 @@
     GET    /v2/{workspace}/-/settings                       the workspace's settings
     PATCH  /v2/{workspace}/-/settings                       change {allowed_origins, v1_open,
                                                             counter_quota, timezone}
+    GET    /v2/{workspace}/-/shares                         list the shared dashboards
+    POST   /v2/{workspace}/-/shares                         share {counter_id, public, name,
+                                                            expires_in_days, include_private}
+    DELETE /v2/{workspace}/-/shares/{id}                    revoke
 
 Why `/-/`: a counter name may be anything without '/' (tally.counters.check_name), so no
 second segment can be reserved. A V2 route has two segments, or three whose last is an
 action (tally.web.api.ACTIONS); `/{workspace}/-/counters` has three whose last is no
 action, `/{workspace}/-/counters/{id}` four, so neither is, nor ever shadows, a V2 route
 (a counter named "-" keeps `/v2/{workspace}/-` and its actions). A future V2 action must
-not be called `counters`, `tokens` or `settings`.
+not be called `counters`, `tokens`, `settings` or `shares`.
 
 Every request needs an Admin token of the workspace: none is a 401, a Read or Write one
 a 403, a token of another workspace the 404 of a missing workspace (nothing about it is
@@ -40,7 +44,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from tally import periods, rules, workspaces
+from tally import periods, rules, shares, workspaces
 from tally.auth import TokenVerifier, issue_token
 from tally.counters import MAX_NAME, Counters
 from tally.errors import (
@@ -52,7 +56,7 @@ from tally.errors import (
     TallyError,
     Unauthorized,
 )
-from tally.models import Counter, CounterChange, Permission, Token, Workspace
+from tally.models import Counter, CounterChange, Permission, Share, Token, Workspace
 from tally.namespaces import Namespaces
 from tally.numbers import row_id
 from tally.storage.base import Store
@@ -81,6 +85,8 @@ TEMPLATES = {
     (b"tokens", False): "/v2/{workspace}/-/tokens",
     (b"tokens", True): "/v2/{workspace}/-/tokens/{token_id}",
     (b"settings", False): "/v2/{workspace}/-/settings",
+    (b"shares", False): "/v2/{workspace}/-/shares",
+    (b"shares", True): "/v2/{workspace}/-/shares/{share_id}",
 }
 METHODS = {
     (b"counters", False): ("GET", "POST"),
@@ -88,10 +94,13 @@ METHODS = {
     (b"tokens", False): ("GET", "POST"),
     (b"tokens", True): ("DELETE",),
     (b"settings", False): ("GET", "PATCH"),
+    (b"shares", False): ("GET", "POST"),
+    (b"shares", True): ("DELETE",),
 }
 VISIBILITY = {"public": False, "private": True}
 RULE_FIELDS = frozenset(("allowed_origins", "floor", "ceiling"))
 COUNTER_FIELDS = frozenset(("description", "visibility", "unique", "unique_by")) | RULE_FIELDS
+SHARE_FIELDS = frozenset(("counter_id", "public", "name", "expires_in_days", "include_private"))
 SETTINGS_FIELDS = frozenset(("allowed_origins", "v1_open", "counter_quota", "timezone"))
 
 
@@ -290,6 +299,7 @@ class ManageApi:
         self.counters: Counters = namespaces.counters
         self.verifier = verifier
         self.api = api  # its rate limit and client IP rules
+        self.public_url: str | None = None  # TALLY_PUBLIC_URL: where share links point
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, route: Route) -> str:
         """Answer the request; its route template."""
@@ -321,6 +331,10 @@ class ManageApi:
                 )
             elif route.kind == b"tokens":
                 status, message, data = await self.tokens_route(method, token, route.item, receive)
+            elif route.kind == b"shares":
+                status, message, data = await self.shares_route(
+                    method, token, route.item, receive, self.public_url or _origin(scope)
+                )
             else:
                 status, message, data = await self.settings_route(method, token, receive)
             body = {"code": str(status), "message": message, "data": data}
@@ -516,6 +530,80 @@ class ManageApi:
         await store.revoke_token(found.id)
         revoked = next(t for t in await store.list_tokens(token.workspace_id) if t.id == found.id)
         return 200, "Token revoked successfully", token_data(revoked)
+
+    # shares ------------------------------------------------------------------
+
+    async def shares_route(
+        self, method: str, token: Token, item: bytes | None, receive: Receive, origin: str
+    ) -> tuple[int, str, Any]:
+        """List, create (the answer carries the link's `url`, a secret one only then)
+        and revoke the workspace's shares (tally/shares.py)."""
+        store = self.store
+        if item is None and method == "GET":
+            listed = await store.list_shares(token.workspace_id)
+            return (
+                200,
+                "Shares listed successfully",
+                {"shares": [share_data(s, origin) for s in listed]},
+            )
+        if item is None:  # POST
+            body = parse_object(await read_body(receive), SHARE_FIELDS)
+            target = body.get("counter_id")
+            counter_id = None if target is None else rules.json_int(target)
+            if target is not None and (counter_id is None or not 0 < counter_id < 2**63):
+                raise BadRequest("counter_id must be a counter's id, or null for the overview")
+            public = body.get("public", False)
+            if type(public) is not bool:
+                raise BadRequest("public must be true or false")
+            picked = body.get("include_private", [])
+            if not isinstance(picked, list) or not all(
+                type(i) is int and 0 < i < 2**63 for i in picked
+            ):
+                raise BadRequest("include_private must be a list of counter ids")
+            share, secret = await shares.create(
+                store,
+                token.workspace_id,
+                counter_id,
+                public=public,
+                name=string_field(body, "name", "") or "",
+                days=shares.check_days(body.get("expires_in_days")),
+                include=tuple(picked),
+            )
+            data = share_data(share, origin, secret)
+            note = "" if share.public else "; its url is shown only once"
+            return 201, f"Share created successfully{note}", data
+        share_id = row_id(item)
+        if share_id is None or not await store.revoke_share(
+            token.workspace_id, share_id, time.time()
+        ):
+            raise NotFound("no such live share in this workspace")
+        revoked = await store.get_share(token.workspace_id, share_id)
+        assert revoked is not None
+        return 200, "Share revoked successfully", share_data(revoked, origin)
+
+
+def share_data(s: Share, origin: str, secret: str | None = None) -> dict[str, Any]:
+    """A share as the management API shows it; `url` only for a public one, or for a
+    secret one as it is made (its secret is kept nowhere)."""
+    path = shares.path(s, secret)
+    return {
+        "id": s.id,
+        "counter_id": s.counter_id,
+        "public": s.public,
+        "name": s.name,
+        "prefix": s.prefix or None,
+        "include_private": list(s.include_private),
+        "url": None if path is None else origin + path,
+        "created_at": rfc3339(s.created_at),
+        "expires_at": _time(s.expires_at),
+        "revoked_at": _time(s.revoked_at),
+    }
+
+
+def _origin(scope: Scope) -> str:
+    """The request's own origin (a share's url, without TALLY_PUBLIC_URL)."""
+    host = dict(scope.get("headers") or []).get(b"host", b"localhost").decode("latin-1")
+    return f"{scope.get('scheme', 'http')}://{host}"
 
 
 async def send_preflight(send: Send, allowed: tuple[str, ...]) -> None:
