@@ -149,6 +149,7 @@ def test_no_page_scrolls_sideways(page: Any, world: World) -> None:
         "/w/default/tokens",
         "/w/default/members",
         "/w/default/settings",
+        "/w/default/shares",
         "/workspaces/new",
         "/account",
     ]
@@ -429,3 +430,57 @@ def test_periods_on_the_overview_and_the_counter_page(page: Any, world: World) -
     expect(page.locator("#period-up .value")).to_have_text(str(before + 1))
     assert overflow(page) == 0
     docs_shot(page, "counter-period")
+
+
+def test_shared_pages(page: Any, browser: Any, world: World) -> None:
+    """An owner shares the overview by a secret link (shown once) and a counter publicly;
+    someone without an account opens both: the same periods, sparklines and live counts,
+    no way into the dashboard, nothing wider than the window; revoked, the link says it
+    is gone (410)."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    page.goto(base + "/w/default/shares")
+    page.locator("#share-name").fill("wall screen")
+    page.get_by_role("button", name="Share", exact=True).click()
+    url = page.locator("#share-url").inner_text().strip()
+    assert "/s/" in url
+    docs_shot(page, "shares")
+    assert overflow(page) == 0
+    visits = world.ids["visits"]
+    page.goto(f"{base}/w/default/c/{visits}")
+    page.locator("#share").get_by_label("Everyone").check()
+    page.get_by_role("button", name="Share this counter").click()
+    public = page.locator("#share-url").inner_text().strip()
+    assert public.endswith(f"/p/default/c/{visits}")
+
+    width, height = page.viewport_size["width"], page.viewport_size["height"]
+    stranger = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    try:
+        stranger.set_default_timeout(TIMEOUT_MS)
+        stranger.goto(url + "?period=30d")
+        expect(stranger.get_by_role("heading", level=1)).to_have_text("Default workspace")
+        expect(stranger.locator("table.counters .sparkline")).to_have_count(len(world.ids))
+        assert stranger.locator('a[href^="/w/"]').count() == 0
+        assert overflow(stranger) == 0
+        docs_shot(stranger, "shared-overview")
+        before = world.api("/v2/default/visits").json()["data"]["up_count"]
+        stranger.goto(public + "?period=today")
+        expect(stranger.locator("#up-count")).to_have_text(str(before))
+        expect(stranger.locator("#counts")).to_have_attribute("data-live", "open")
+        world.api("/v2/default/visits/up")
+        expect(stranger.locator("#up-count")).to_have_text(str(before + 1))
+        expect(stranger.locator("#period-up .value")).to_have_text(str(before + 1))
+        assert overflow(stranger) == 0
+        docs_shot(stranger, "shared-counter")
+        page.goto(base + "/w/default/shares")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#shares tr", has_text="wall screen").get_by_role(
+            "button", name="Revoke"
+        ).click()
+        expect(page.get_by_text("The share is revoked")).to_be_visible()
+        response = stranger.goto(url)
+        assert response is not None
+        assert response.status == 410
+    finally:
+        stranger.context.close()
