@@ -438,6 +438,7 @@ ACTION_REQUESTS: dict[str, tuple[str, dict[str, str], int]] = {
     "manage_workspace": ("/w/team/settings", {"name": "Renamed"}, 303),
     "counter_rules": ("/w/team/c/{counter}/rules", {"floor": "0", "origins": ""}, 303),
     "export": ("/w/team/export", {}, 200),
+    "share": ("/w/team/shares", {"kind": "secret", "name": "wall"}, 200),
 }
 
 
