@@ -64,6 +64,8 @@ async def test_secret_overview_share_shows_only_what_is_shared(harness: Harness)
     assert (await harness.client.get(url + "/period?period=today")).status_code == 200
     # an overview share has no counter page, counts or stream
     assert (await harness.client.get(url + "/counts")).status_code == 404
+    assert (await harness.client.get(url + "/data.json")).status_code == 404
+    assert (await harness.client.get(url + "/stream")).status_code == 404
     assert (await harness.client.get(f"/s/{secret}/c/{ids['classified']}")).status_code == 404
     # the list shows the share without its secret; the url only for public ones
     listed = await harness.get("/v2/ws/-/shares", tokens["admin"])
@@ -100,6 +102,10 @@ async def test_public_counter_share_and_its_stream(make_harness: Any) -> None:
     assert (await harness.client.get("/p/ws")).status_code == 404
     assert (await harness.client.get("/p/nope")).status_code == 404
     assert (await harness.client.get(f"/p/ws/c/{target}/counts")).status_code == 200
+    charts = (await harness.client.get(f"/p/ws/c/{target}/data.json?period=7d")).json()
+    assert charts["up_count"] == 1
+    assert set(charts) >= {"hourly", "daily", "hour_of_day", "weekday", "period"}
+    assert charts["period"]["up"] == 1
     stream = await OpenStream(harness.app, f"/p/ws/c/{target}/stream", []).open()
     try:
         assert stream.status == 200

@@ -77,12 +77,14 @@ ROUTES = [
     Route("/s/{secret}/period", shares.period_fragment, methods=GET),
     Route("/s/{secret}/counts", shares.counts, methods=GET),
     Route("/s/{secret}/stream", shares.SharedStream(), methods=GET),
+    Route("/s/{secret}/data.json", shares.data, methods=GET),
     Route("/p/{slug}", shares.page, methods=GET),
     Route("/p/{slug}/period", shares.period_fragment, methods=GET),
     Route("/p/{slug}/c/{counter_id}", shares.page, methods=GET),
     Route("/p/{slug}/c/{counter_id}/period", shares.period_fragment, methods=GET),
     Route("/p/{slug}/c/{counter_id}/counts", shares.counts, methods=GET),
     Route("/p/{slug}/c/{counter_id}/stream", shares.SharedStream(), methods=GET),
+    Route("/p/{slug}/c/{counter_id}/data.json", shares.data, methods=GET),
     Mount("/static", StaticFiles(packages=[("tally.site", "static")]), name="static"),
 ]
 

@@ -251,12 +251,17 @@ async def data(request: Request) -> Response:
     _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "view")
     counter = await load_counter(request, ws)
+    return JSONResponse(await chart_data(request, counter), headers={"cache-control": "no-store"})
+
+
+async def chart_data(request: Request, counter: Counter) -> dict[str, Any]:
+    """The counter page's charts and numbers (a shared counter's too: tally/site/shares.py)."""
     s = site(request)
     now, tz = time.time(), s.counters.zone(counter)
     period = period_view.chosen(request, now, tz)
     view = await s.counters.current(counter)
     buckets = await s.counters.history(counter)
-    body = {
+    return {
         "up_count": view.up_count,
         "down_count": view.down_count,
         "updated_at": view.updated_at,
@@ -267,7 +272,6 @@ async def data(request: Request) -> Response:
             period, tally_periods.summary(buckets, period), tally_periods.chart(buckets, period)
         ),
     }
-    return JSONResponse(body, headers={"cache-control": "no-store"})
 
 
 async def edit(request: Request) -> Response:

@@ -19,14 +19,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
-from tally import periods, shares, workspaces
+from tally import periods, shares, stats, workspaces
 from tally.errors import BadRequest, NotFound, RateLimited, TallyError
 from tally.links import secret_hash
 from tally.models import Counter, Share, Workspace
 from tally.site import overview, period_view
-from tally.site.counters import load_workspace, period_numbers, read_list
+from tally.site.counters import chart_data, load_workspace, period_numbers, read_list
+from tally.site.counters import periods as counter_periods
 from tally.site.live import HEADERS, RECHECK
 from tally.site.pages import (
     base_url,
@@ -118,7 +119,12 @@ async def page(request: Request) -> Response:
     if shared.counter is not None:
         counter = shared.counter
         summary, chart = await period_numbers(request, counter, period)
-        view = await site(request).counters.current(counter)
+        s = site(request)
+        view = await s.counters.current(counter)
+        tz = s.counters.zone(counter)
+        now = time.time()
+        since = stats.settled_before(now, tz)
+        recent = counter_periods(await s.counters.history(counter, since), now, tz)
         return _private(
             render(
                 request,
@@ -126,6 +132,7 @@ async def page(request: Request) -> Response:
                 counter=counter,
                 shared_ws=shared.workspace,
                 view=view,
+                recent=recent,
                 live_base=shared.base,
                 period_keep={},
                 period_fragment=fragment,
@@ -192,6 +199,14 @@ async def counts(request: Request) -> Response:
             live_base=shared.base,
         )
     )
+
+
+async def data(request: Request) -> Response:
+    """A shared counter's chart data, as its dashboard page's (data.json)."""
+    shared = await resolve(request)
+    if shared.counter is None:
+        raise NotFound("No such shared page.")
+    return _private(JSONResponse(await chart_data(request, shared.counter)))
 
 
 class SharedStream:

@@ -471,6 +471,7 @@ def test_shared_pages(page: Any, browser: Any, world: World) -> None:
         world.api("/v2/default/visits/up")
         expect(stranger.locator("#up-count")).to_have_text(str(before + 1))
         expect(stranger.locator("#period-up .value")).to_have_text(str(before + 1))
+        expect(stranger.locator("#charts")).to_have_attribute("data-loaded", str(before + 1))
         assert overflow(stranger) == 0
         docs_shot(stranger, "shared-counter")
         page.goto(base + "/w/default/shares")
