@@ -98,11 +98,17 @@ def local_day(hour: int, tz: tzinfo) -> date:
 def first_hour(day: date, tz: tzinfo) -> int:
     """The first UTC hour index whose start falls on local date `day` or later."""
     guess = (day - _EPOCH).days * 24
-    # an offset is within +-26 h: the answer is in this window, found from its start
-    hour = guess - 27
-    while local_day(hour, tz) < day:
-        hour += 1
-    return hour
+    # an offset is within +-26 h: the hour 27 before is on an earlier local day, the hour
+    # 27 after on this one or later; local dates never go back (tests/test_periods.py
+    # checks every zone), so a binary search between them finds the first
+    low, high = guess - 27, guess + 27
+    while high - low > 1:
+        middle = (low + high) // 2
+        if local_day(middle, tz) < day:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 @dataclass(frozen=True, slots=True)
