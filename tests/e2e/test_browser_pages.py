@@ -165,13 +165,13 @@ def test_no_page_scrolls_sideways(page: Any, world: World) -> None:
 
 def test_long_name_is_readable_where_it_is_shown(page: Any, world: World) -> None:
     """The long name is shown whole (wrapped), not cut off by the window, on the list
-    and as the counter page's heading."""
+    and among the counters that changed most, and as the counter page's heading."""
     page.goto(world.base + "/w/default")
-    link = page.get_by_role("link", name=LONG)
-    box = link.bounding_box()
-    assert box is not None
-    assert box["x"] + box["width"] <= page.viewport_size["width"]
-    link.click()
+    for where in ("#movers", "table.counters"):  # the overview shows it twice
+        box = page.locator(where).get_by_role("link", name=LONG).bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] <= page.viewport_size["width"]
+    page.locator("table.counters").get_by_role("link", name=LONG).click()
     heading = page.get_by_role("heading", level=1)
     box = heading.bounding_box()
     assert LONG in heading.inner_text()
