@@ -13,6 +13,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
+from markupsafe import Markup, escape
+
 HOURS, MIN_HOURS = 48, 12
 DAYS, MIN_DAYS = 90, 14
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -82,3 +84,55 @@ def _hour_label(hour: int, tz: tzinfo) -> str:
 
 def _day_label(day: date) -> str:
     return f"{day.day} {MONTHS[day.month - 1]}"
+
+
+# -- a period's chart and the list's sparklines, drawn here as SVG (no script needed) --
+
+BAR_WIDTH, CHART_HEIGHT = 10.0, 100.0
+
+
+def period_svg(chart: dict[str, Any], title: str) -> Markup:
+    """A period's bars (tally.periods.chart) as an SVG that stretches to its box: per
+    bar, its up (blue) and down (red) side by side, each with its numbers as a tooltip.
+    Labels are the page's, outside the drawing, so stretching never distorts text."""
+    ups, downs, labels = chart["up"], chart["down"], chart["labels"]
+    top = max([*ups, *downs, 1])
+    width = BAR_WIDTH * max(len(ups), 1)
+    parts = [
+        f'<svg class="period-chart" viewBox="0 0 {width:g} {CHART_HEIGHT:g}" '
+        f'preserveAspectRatio="none" role="img" aria-label="{escape(title)}">'
+    ]
+    for i, (up, down) in enumerate(zip(ups, downs, strict=True)):
+        x = i * BAR_WIDTH
+        tip = escape(f"{labels[i]}: {up} up, {down} down")
+        for offset, count, kind in ((1.0, up, "up"), (5.0, down, "down")):
+            h = CHART_HEIGHT * count / top
+            parts.append(
+                f'<rect class="{kind}" x="{x + offset:g}" y="{CHART_HEIGHT - h:.2f}" '
+                f'width="4" height="{h:.2f}"><title>{tip}</title></rect>'
+            )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def sparkline_svg(points: list[tuple[int, int]], title: str) -> Markup:
+    """A counter's ups per bar of the period as a small line (its downs dashed)."""
+    if not points:
+        return Markup("")
+    top = max([*(u for u, _ in points), *(d for _, d in points), 1])
+    step = 100 / max(len(points) - 1, 1)
+
+    def line(values: list[int]) -> str:
+        return " ".join(f"{i * step:.1f},{23 - 22 * v / top:.1f}" for i, v in enumerate(values))
+
+    ups, downs = [u for u, _ in points], [d for _, d in points]
+    down_line = (
+        f'<polyline class="down" points="{line(downs)}" vector-effect="non-scaling-stroke"/>'
+        if any(downs)
+        else ""
+    )
+    return Markup(
+        f'<svg class="sparkline" viewBox="0 0 100 24" preserveAspectRatio="none" role="img" '
+        f'aria-label="{escape(title)}"><polyline class="up" points="{line(ups)}" '
+        f'vector-effect="non-scaling-stroke"/>{down_line}</svg>'
+    )

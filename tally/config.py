@@ -73,6 +73,7 @@ class Settings:
     webhook_timeout: float = 10.0
     alert_interval: float = 5.0
     alert_backoff_scale: float = 1.0
+    share_rate_limit: RateLimit | None = RateLimit(120, 60.0)
 
     def __post_init__(self) -> None:
         if self.smtp_host and not self.public_url:
@@ -512,6 +513,12 @@ SETTINGS: tuple[Setting, ...] = (
         parse_positive_float,
         "Multiplies the retry schedule of alert deliveries (5 s doubling to 1 h, for 24 h); "
         "for tests (0.01: 50 ms, given up after 14 min).",
+    ),
+    Setting(
+        "share_rate_limit",
+        parse_rate_limit,
+        "Requests of shared pages (/s/..., /p/...) per client IP (like rate_limit).",
+        render_rate_limit,
     ),
 )
 

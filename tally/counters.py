@@ -38,7 +38,7 @@ from collections.abc import Callable
 from datetime import UTC, tzinfo
 from typing import Any
 
-from tally import origins
+from tally import origins, periods
 from tally.errors import (
     BadRequest,
     Conflict,
@@ -63,7 +63,7 @@ from tally.models import (
 )
 from tally.ratelimit import Limiter
 from tally.stats import add_temporal, settled_before, summarize
-from tally.storage.base import Store
+from tally.storage.base import NO_END, Store
 from tally.visitors import LocalVisitors, Visitor, Visitors, by_address
 from tally.writes import CounterGone, GroupCommit, Ticket
 
@@ -226,8 +226,10 @@ class Counters:
         self.visitors: Visitors = LocalVisitors()
         # new counters per token or client IP (TALLY_CREATE_RATE_LIMIT; the app sets it)
         self.creations: Limiter | None = None
+        # requests of shared pages per client (TALLY_SHARE_RATE_LIMIT; tally/site/shares.py)
+        self.share_views: Limiter | None = None
         # (counter id, split hour) -> (monotonic expiry, temporal sums before the split)
-        self._settled_cache: dict[tuple[int, int], tuple[float, dict[str, Any]]] = {}
+        self._settled_cache: dict[tuple[int, int, str], tuple[float, dict[str, Any]]] = {}
         writes.on_commit.append(self._forget_settled)
         # slug -> (monotonic expiry, workspace or None), its settings trusted for cache_ttl
         self._workspaces: dict[str, tuple[float, Workspace | None]] = {}
@@ -327,26 +329,31 @@ class Counters:
         `temporal` sums of the settled ones (see `tally.stats.settled_before`)."""
         view = await self.get(workspace, name, token)
         counter_id, now = view.counter.id, time.time()
-        split = settled_before(now, self.tz)
+        tz = self.zone(view.counter)
+        split = settled_before(now, tz)
         epoch = self.writes.begin_read()
         try:
             recent = await self.store.read_history(counter_id, since_hour=split)
             buckets = recent.buckets + self.writes.overlay_hours(counter_id, recent.seq)
         finally:
             self.writes.end_read(epoch)
-        summary = summarize(buckets, now, self.tz)
-        return view, add_temporal(summary, await self._settled(counter_id, split, now))
+        summary = summarize(buckets, now, tz)
+        return view, add_temporal(summary, await self._settled(counter_id, split, now, tz))
 
-    async def _settled(self, counter_id: int, split: int, now: float) -> dict[str, Any]:
+    def zone(self, counter: Counter) -> tzinfo:
+        """The time zone of the counter's dates: its workspace's, else the server's."""
+        return periods.zone(counter.workspace_timezone, self.tz)
+
+    async def _settled(self, counter_id: int, split: int, now: float, tz: tzinfo) -> dict[str, Any]:
         """The `temporal` sums of the counter's buckets before `split`, remembered for
         SETTLED_TTL seconds, and forgotten at once when this node commits a late batch
         into those hours (a batch of another node shows within SETTLED_TTL)."""
-        key = (counter_id, split)
+        key = (counter_id, split, periods.zone_name(tz))
         hit = self._settled_cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         history = await self.store.read_history(counter_id, before_hour=split)
-        temporal: dict[str, Any] = summarize(history.buckets, now, self.tz)["temporal"]
+        temporal: dict[str, Any] = summarize(history.buckets, now, tz)["temporal"]
         if len(self._settled_cache) >= 10_000:
             self._settled_cache.clear()
         self._settled_cache[key] = (time.monotonic() + SETTLED_TTL, temporal)
@@ -357,7 +364,8 @@ class Counters:
         batch that waited out a database outage) changes the cached sums."""
         if not self._settled_cache:
             return
-        split = settled_before(time.time(), self.tz)
+        # a workspace's own zone moves its split by up to 26 hours from the server's
+        split = settled_before(time.time(), self.tz) + 27
         late = {counter_id for counter_id, hour in changes.hours if hour < split}
         if late:
             for key in [k for k in self._settled_cache if k[0] in late]:
@@ -524,12 +532,16 @@ class Counters:
                 ) from None
         return await self.store.change_counter(counter.id, change)
 
-    async def history(self, counter: Counter, since_hour: int = 0) -> list[tuple[int, int, int]]:
-        """The counter's hourly buckets from `since_hour` on, pending changes included."""
+    async def history(
+        self, counter: Counter, since_hour: int = 0, before_hour: int = NO_END
+    ) -> list[tuple[int, int, int]]:
+        """The counter's hourly buckets from `since_hour` on (before `before_hour`),
+        pending changes included."""
         epoch = self.writes.begin_read()
         try:
-            recent = await self.store.read_history(counter.id, since_hour=since_hour)
-            return recent.buckets + self.writes.overlay_hours(counter.id, recent.seq)
+            recent = await self.store.read_history(counter.id, since_hour, before_hour)
+            pending = self.writes.overlay_hours(counter.id, recent.seq)
+            return recent.buckets + [b for b in pending if since_hour <= b[0] < before_hour]
         finally:
             self.writes.end_read(epoch)
 

@@ -36,6 +36,11 @@ class NotFound(TallyError):
     default_message = "page not found. check the workspace and counter name"
 
 
+class Gone(TallyError):
+    status = 410
+    default_message = "gone"
+
+
 class MethodNotAllowed(TallyError):
     status = 405
     default_message = "method not allowed"

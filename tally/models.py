@@ -36,6 +36,7 @@ class Workspace:
     # page counting (tally.pageviews): anonymous ups from its origins may create counters
     page_views: bool = False
     honour_dnt: bool = False  # page views with Do-Not-Track / Global Privacy Control: not counted
+    timezone: str = ""  # an IANA zone name for its dates (tally.periods); "": the server's
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class Counter:
     unique_window: int = 0
     # a visitor is its address alone, not its address and User-Agent (tally.visitors)
     unique_by_address: bool = False
+    workspace_timezone: str = ""  # its workspace's time zone ("": the server's)
 
     @property
     def bounded(self) -> bool:
@@ -377,3 +379,25 @@ class DeliveryAttempt:
     status: int | None
     error: str
     response: str
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A read-only view of a counter's page (`counter_id`) or of the workspace overview
+    (None), by a secret link or, `public`, at a URL of its workspace (tally.shares)."""
+
+    id: int
+    workspace_id: int
+    workspace_slug: str
+    counter_id: int | None
+    public: bool
+    prefix: str  # a secret link's first characters, to tell links apart ("" if public)
+    name: str
+    include_private: tuple[int, ...]  # private counters a shared overview shows
+    created_by: int | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+    def usable(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)

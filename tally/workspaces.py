@@ -52,6 +52,7 @@ ACTIONS: dict[str, Role] = {
     "counter_rules": Role.OWNER,  # bounds, allowed origins, unique window: an Admin token's
     "export": Role.OWNER,  # the whole workspace, as an Admin token downloads it
     "alerts": Role.OWNER,  # webhooks, alert rules, the delivery log: an Admin token's
+    "share": Role.OWNER,  # read-only links to its pages, for people without an account
 }
 
 

@@ -114,6 +114,7 @@ class World:
             "{alert_id}": str(MISSING_ID),
             "{rule_id}": str(MISSING_ID),
             "{delivery_id}": str(MISSING_ID),
+            "{share_id}": str(MISSING_ID),
             "{secret}": secrets.token_urlsafe(32),
             "{path}": "site.css",
         }
@@ -195,8 +196,30 @@ class World:
             assert account is not None
             if await self.accounts.session(self.sessions[caller]) is None:
                 self.sessions[caller] = await self.accounts.start_session(account)
+        await self.public_shares()
         self.accounts.windows = LocalWindows()  # no sign-in throttle, no mail limit
         self.accounts.throttle = LoginThrottle(self.accounts.windows)
+
+    async def public_shares(self) -> None:
+        """ "ws" shares its overview and its public counter publicly (the shared pages'
+        rows), again if a request revoked them or the counter was made anew."""
+        public = await self.store.read_counter("ws", NAMES["public"])
+        assert public is not None
+        for counter_id in (None, public.id):
+            share = await self.store.find_public_share("ws", counter_id)
+            if share is None or not share.usable(time.time()):
+                await self.store.create_share(
+                    self.ws.id,
+                    counter_id,
+                    public=True,
+                    secret_hash=None,
+                    prefix="",
+                    name="",
+                    include_private=(),
+                    created_by=None,
+                    now=time.time(),
+                    expires_at=None,
+                )
 
     async def new_victim(self) -> None:
         key = await load_secret_key(self.store, self.h.app.settings)
@@ -249,6 +272,7 @@ async def make_world(h: Harness) -> World:
             world.sessions[caller] = await accounts.start_session(account)
     for kind in ("public", "private"):
         await h.counter(ws, NAMES[kind], private=kind == "private")
+    await world.public_shares()
     world.csrf_cookie = secrets.token_urlsafe(32)
     world.csrf_key = derive_key(key, b"csrf")
     return world

@@ -193,6 +193,15 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ("DELETE", "/v2/{workspace}/-/tokens/{token_id}", ""): {
         "*":        "401 401 401 401 401 403 403 200 404 401 401 401 401 401",
     },
+    ("GET", "/v2/{workspace}/-/shares", ""): {
+        "*":        "401 401 401 401 401 403 403 200 404 401 401 401 401 401",
+    },
+    ("POST", "/v2/{workspace}/-/shares", ""): {  # {}: a secret link of the overview
+        "*":        "401 401 401 401 401 403 403 201 404 401 401 401 401 401",
+    },
+    ("DELETE", "/v2/{workspace}/-/shares/{share_id}", ""): {  # no such share
+        "*":        "401 401 401 401 401 403 403 404 404 401 401 401 401 401",
+    },
     ("GET", "/v2/{workspace}/{name}", ""): {
         "public":   "200 401 401 401 401 200 200 200 200 200 200 200 200 200",
         "private":  "404 401 401 401 401 200 200 200 404 404 404 404 404 404",
@@ -261,6 +270,14 @@ MATRIX: dict[tuple[str, str, str], Row] = {
         "missing":  "303 303 303 303 303 303 303 303 303 404 404 404 404 303",
     },
     ("GET", "/w/{slug}/c/{counter_id}/counts", ""): {
+        "public":   "303 303 303 303 303 303 303 303 303 200 200 200 404 303",
+        "private":  "303 303 303 303 303 303 303 303 303 200 200 200 404 303",
+        "missing":  "303 303 303 303 303 303 303 303 303 404 404 404 404 303",
+    },
+    ("GET", "/w/{slug}/period", ""): {
+        "*":        "303 303 303 303 303 303 303 303 303 200 200 200 404 303",
+    },
+    ("GET", "/w/{slug}/c/{counter_id}/period", ""): {
         "public":   "303 303 303 303 303 303 303 303 303 200 200 200 404 303",
         "private":  "303 303 303 303 303 303 303 303 303 200 200 200 404 303",
         "missing":  "303 303 303 303 303 303 303 303 303 404 404 404 404 303",
@@ -334,6 +351,9 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ("POST", "/w/{slug}/settings/pages", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 303 403 403 404 303",
     },
+    ("POST", "/w/{slug}/settings/timezone", ""): {  # empty: the server's zone
+        "*":        "303 303 303 303 303 303 303 303 303 303 403 403 404 303",
+    },
     ("GET", "/w/{slug}/tokens", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 200 200 403 404 303",
     },
@@ -400,6 +420,64 @@ MATRIX: dict[tuple[str, str, str], Row] = {
     ("POST", "/w/{slug}/alerts/deliveries/{delivery_id}/resend", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 404 403 403 404 303",
     },
+    ("GET", "/w/{slug}/shares", ""): {
+        "*":        "303 303 303 303 303 303 303 303 303 200 403 403 404 303",
+    },
+    ("POST", "/w/{slug}/shares", ""): {  # an empty form: a secret link of the overview
+        "*":        "303 303 303 303 303 303 303 303 303 200 403 403 404 303",
+    },
+    ("POST", "/w/{slug}/shares/{share_id}/revoke", ""): {  # no such share
+        "*":        "303 303 303 303 303 303 303 303 303 404 403 403 404 303",
+    },
+    # shared pages: no account, no token needed or used. "ws" shares its overview and
+    # its public counter publicly (tests/authz_world.py); no secret link is known: a
+    # random one is a 404, as is every page not shared, whoever asks
+    ("GET", "/s/{secret}", ""): {
+        "*":        "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+    },
+    ("GET", "/s/{secret}/period", ""): {
+        "*":        "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+    },
+    ("GET", "/s/{secret}/counts", ""): {
+        "*":        "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+    },
+    ("GET", "/s/{secret}/data.json", ""): {
+        "*":        "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+    },
+    ("GET", "/s/{secret}/stream", ""): {
+        "*":        "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+    },
+    ("GET", "/p/{slug}", ""): {
+        "*":        "200 200 200 200 200 200 200 200 200 200 200 200 200 200",
+    },
+    ("GET", "/p/{slug}/period", ""): {
+        "*":        "200 200 200 200 200 200 200 200 200 200 200 200 200 200",
+    },
+    ("GET", "/p/{slug}/c/{counter_id}", ""): {
+        "public":   "200 200 200 200 200 200 200 200 200 200 200 200 200 200",
+        "private":  "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+        "missing":  "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+    },
+    ("GET", "/p/{slug}/c/{counter_id}/period", ""): {
+        "public":   "200 200 200 200 200 200 200 200 200 200 200 200 200 200",
+        "private":  "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+        "missing":  "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+    },
+    ("GET", "/p/{slug}/c/{counter_id}/counts", ""): {
+        "public":   "200 200 200 200 200 200 200 200 200 200 200 200 200 200",
+        "private":  "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+        "missing":  "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+    },
+    ("GET", "/p/{slug}/c/{counter_id}/data.json", ""): {
+        "public":   "200 200 200 200 200 200 200 200 200 200 200 200 200 200",
+        "private":  "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+        "missing":  "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+    },
+    ("GET", "/p/{slug}/c/{counter_id}/stream", ""): {
+        "public":   "200 200 200 200 200 200 200 200 200 200 200 200 200 200",
+        "private":  "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+        "missing":  "404 404 404 404 404 404 404 404 404 404 404 404 404 404",
+    },
     ("GET", "/workspaces/new", ""): {
         "*":        "303 303 303 303 303 303 303 303 303 200 200 200 200 303",
     },
@@ -437,7 +515,7 @@ async def test_authorization_matrix(make_harness: HarnessFactory) -> None:
     """Every cell of MATRIX: the caller gets exactly that status (all cells are run, and
     every mismatch is reported at once); a live session's 303 is never the redirect to
     sign-in (so an owner's 303 is the form's answer, not a session the page ignored)."""
-    h = await make_harness(rate_limit=None, v1_rate_limit=None)
+    h = await make_harness(rate_limit=None, v1_rate_limit=None, share_rate_limit=None)
     world = await make_world(h)
     wrong: list[str] = []
     for (method, template, query), row in MATRIX.items():

@@ -21,7 +21,7 @@ from tally.counters import Counters
 from tally.errors import NotFound, StorageError, TallyError, Unavailable
 from tally.mail import Outbox
 from tally.nodes import LiveNodes
-from tally.site import accounts, alerts, counters, tokens, workspaces
+from tally.site import accounts, alerts, counters, overview, shares, tokens, workspaces
 from tally.site.live import CounterStream
 from tally.site.pages import LoginRequired, Site, derive_key, redirect, render_error
 from tally.site.security import BodyLimit, FormGate, SecurityHeaders
@@ -50,11 +50,13 @@ ROUTES = [
     Route("/account", accounts.account, methods=BOTH),
     Route("/invite/{secret}", accounts.invitation, methods=BOTH),
     Route("/workspaces/new", workspaces.create, methods=BOTH),
-    Route(W, counters.listing, methods=GET),
+    Route(W, overview.overview, methods=GET),
+    Route(W + "/period", overview.period_fragment, methods=GET),
     Route(W + "/settings", workspaces.settings, methods=BOTH),
     Route(W + "/settings/rules", workspaces.set_rules, methods=POST),
     Route(W + "/settings/quota", workspaces.set_quota, methods=POST),
     Route(W + "/settings/pages", workspaces.set_pages, methods=POST),
+    Route(W + "/settings/timezone", workspaces.set_timezone, methods=POST),
     Route(W + "/delete", workspaces.delete, methods=POST),
     Route(W + "/export", workspaces.export, methods=GET),
     Route(W + "/members", workspaces.members, methods=BOTH),
@@ -70,12 +72,27 @@ ROUTES = [
     Route(W + "/counters/new", counters.create, methods=BOTH),
     Route(W + "/c/{counter_id}", counters.detail, methods=GET),
     Route(W + "/c/{counter_id}/counts", counters.counts, methods=GET),
+    Route(W + "/c/{counter_id}/period", counters.period_fragment, methods=GET),
     Route(W + "/c/{counter_id}/stream", CounterStream(), methods=GET),
     Route(W + "/c/{counter_id}/data.json", counters.data, methods=GET),
     Route(W + "/c/{counter_id}/edit", counters.edit, methods=POST),
     Route(W + "/c/{counter_id}/rules", counters.set_rules, methods=POST),
     Route(W + "/c/{counter_id}/reset", counters.reset, methods=POST),
     Route(W + "/c/{counter_id}/delete", counters.delete, methods=POST),
+    Route(W + "/shares", shares.manage, methods=BOTH),
+    Route(W + "/shares/{share_id}/revoke", shares.revoke, methods=POST),
+    Route("/s/{secret}", shares.page, methods=GET),
+    Route("/s/{secret}/period", shares.period_fragment, methods=GET),
+    Route("/s/{secret}/counts", shares.counts, methods=GET),
+    Route("/s/{secret}/stream", shares.SharedStream(), methods=GET),
+    Route("/s/{secret}/data.json", shares.data, methods=GET),
+    Route("/p/{slug}", shares.page, methods=GET),
+    Route("/p/{slug}/period", shares.period_fragment, methods=GET),
+    Route("/p/{slug}/c/{counter_id}", shares.page, methods=GET),
+    Route("/p/{slug}/c/{counter_id}/period", shares.period_fragment, methods=GET),
+    Route("/p/{slug}/c/{counter_id}/counts", shares.counts, methods=GET),
+    Route("/p/{slug}/c/{counter_id}/stream", shares.SharedStream(), methods=GET),
+    Route("/p/{slug}/c/{counter_id}/data.json", shares.data, methods=GET),
     Mount("/static", StaticFiles(packages=[("tally.site", "static")]), name="static"),
 ]
 

@@ -13,8 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tally import charts, rules, stats, visitors, workspaces
+from tally import periods as tally_periods
 from tally.errors import BadRequest, NotFound, TallyError
 from tally.models import Account, Counter, CounterChange, CounterPage, Role, Workspace
+from tally.periods import Period
+from tally.site import period_view
 from tally.site.pages import (
     FormError,
     base_url,
@@ -27,12 +30,13 @@ from tally.site.pages import (
     site,
 )
 from tally.storage.dashboard import SORTS
+from tally.storage.overview import EVERY, Scope
 
 PAGE_SIZE = 50
 MAX_PAGE = 1_000_000  # 50 million counters: far beyond any workspace, well within 64 bits
 
 
-async def _load(request: Request) -> tuple[Account, Workspace, Role]:
+async def load_workspace(request: Request) -> tuple[Account, Workspace, Role]:
     session = await signed_in(request)
     ws, role = await workspaces.membership(
         site(request).store, session.account, request.path_params["slug"]
@@ -50,11 +54,13 @@ async def load_counter(request: Request, ws: Workspace) -> Counter:
     return counter
 
 
-async def listing(request: Request) -> Response:
-    """The counter list: a page after (or before) a cursor of the list's own, never an
-    offset, so the last page of a million counters costs what the first does."""
-    _, ws, role = await _load(request)
-    workspaces.require_role(role, "view")
+async def read_list(
+    request: Request, ws: Workspace, keep: dict[str, str], scope: Scope = EVERY
+) -> dict[str, Any]:
+    """The counter list's page of the request's query, as the template's context: a page
+    after (or before) a cursor of the list's own, never an offset, so the last page of
+    a million counters costs what the first does. `keep`: other query parameters its
+    links keep (the period's)."""
     q = request.query_params
     search = q.get("q", "").strip()[:128]
     sort = q.get("sort", "name")
@@ -74,6 +80,7 @@ async def listing(request: Request) -> Response:
             limit=PAGE_SIZE,
             after=after,
             before=before,
+            scope=scope,
         )
 
     try:
@@ -83,30 +90,26 @@ async def listing(request: Request) -> Response:
             result = await read()
     except BadRequest as exc:  # a search the workspace is too big for
         result, error = CounterPage([], 0), exc.message[0].upper() + exc.message[1:] + "."
-    here = {"q": search, "sort": sort, "dir": "desc" if descending else "asc"}
-    return render(
-        request,
-        "counters.html",
-        workspace=ws,
-        role=role,
-        section="counters",
-        result=result,
-        search=search,
-        sort=sort,
-        descending=descending,
-        error=error,
-        first_link="?" + urlencode(here),
-        next_link="?" + urlencode({**here, "after": result.next}) if result.next else None,
-        previous_link=(
+    here = {"q": search, "sort": sort, "dir": "desc" if descending else "asc", **keep}
+    return {
+        "result": result,
+        "search": search,
+        "sort": sort,
+        "descending": descending,
+        "error": error,
+        "list_keep": {"q": search, "sort": sort, "dir": here["dir"]},
+        "first_link": "?" + urlencode(here),
+        "next_link": "?" + urlencode({**here, "after": result.next}) if result.next else None,
+        "previous_link": (
             "?" + urlencode({**here, "before": result.previous}) if result.previous else None
         ),
-        base=base_url(request),
-        sorts=[("name", "Name"), ("updated", "Last update"), ("up", "Up"), ("down", "Down")],
-    )
+        "base": base_url(request),
+        "sorts": [("name", "Name"), ("updated", "Last update"), ("up", "Up"), ("down", "Down")],
+    }
 
 
 async def create(request: Request) -> Response:
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "edit_counters")
     context: dict[str, Any] = {"workspace": ws, "role": role, "section": "counters"}
     if request.method == "GET":
@@ -140,7 +143,7 @@ def periods(buckets: list[tuple[int, int, int]], now: float, tz: tzinfo) -> dict
 
 
 async def detail(request: Request) -> Response:
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "view")
     counter = await load_counter(request, ws)
     return await _page(request, ws, role, counter)
@@ -168,9 +171,12 @@ async def _page(
 ) -> Response:
     """The counter page; with a refused form's values as submitted and its error."""
     s = site(request)
+    now, tz = time.time(), s.counters.zone(counter)
+    period = period_view.chosen(request, now, tz)
     view = await s.counters.current(counter)
-    since = stats.settled_before(time.time(), s.settings.timezone)  # covers this week
-    recent = periods(await s.counters.history(counter, since), time.time(), s.settings.timezone)
+    since = stats.settled_before(now, tz)  # covers this week
+    recent = periods(await s.counters.history(counter, since), now, tz)
+    summary, chart = await period_numbers(request, counter, period)
     saved_rules = _rules_form(counter)
     edit_form = {
         "description": counter.description,
@@ -187,7 +193,9 @@ async def _page(
         counter=counter,
         view=view,
         periods=recent,
-        timezone=str(getattr(s.settings.timezone, "key", "UTC")),
+        **period_view.context(period, summary, chart),
+        period_keep={},
+        period_fragment=f"/w/{ws.slug}/c/{counter.id}/period?{urlencode(period.query())}",
         base=base_url(request),
         form_error=form_error,
         saved_rules=saved_rules,
@@ -198,9 +206,40 @@ async def _page(
     )
 
 
+async def period_numbers(
+    request: Request, counter: Counter, period: Period
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The counter's totals in `period` and the previous one, and the period's chart:
+    one read of the buckets of both (pending changes included)."""
+    before = period.previous()
+    buckets = await site(request).counters.history(counter, before.start_hour, period.end_hour)
+    return tally_periods.summary(buckets, period), tally_periods.chart(buckets, period)
+
+
+async def period_fragment(request: Request) -> Response:
+    """The counter page's period section alone (its live refresh reloads it)."""
+    _, ws, role = await load_workspace(request)
+    workspaces.require_role(role, "view")
+    counter = await load_counter(request, ws)
+    return await render_period(request, counter, "")
+
+
+async def render_period(request: Request, counter: Counter, fragment: str) -> Response:
+    period = period_view.chosen(request, time.time(), site(request).counters.zone(counter))
+    summary, chart = await period_numbers(request, counter, period)
+    response = render(
+        request,
+        "_period.html",
+        **period_view.context(period, summary, chart),
+        period_keep={},
+        period_fragment=fragment,
+    )
+    return response
+
+
 async def counts(request: Request) -> Response:
     """The live counts fragment (htmx polls it while the page is open)."""
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "view")
     counter = await load_counter(request, ws)
     view = await site(request).counters.current(counter)
@@ -209,26 +248,34 @@ async def counts(request: Request) -> Response:
 
 async def data(request: Request) -> Response:
     """The charts' data as JSON."""
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "view")
     counter = await load_counter(request, ws)
+    return JSONResponse(await chart_data(request, counter), headers={"cache-control": "no-store"})
+
+
+async def chart_data(request: Request, counter: Counter) -> dict[str, Any]:
+    """The counter page's charts and numbers (a shared counter's too: tally/site/shares.py)."""
     s = site(request)
+    now, tz = time.time(), s.counters.zone(counter)
+    period = period_view.chosen(request, now, tz)
     view = await s.counters.current(counter)
     buckets = await s.counters.history(counter)
-    now, tz = time.time(), s.settings.timezone
-    body = {
+    return {
         "up_count": view.up_count,
         "down_count": view.down_count,
         "updated_at": view.updated_at,
-        "timezone": str(getattr(tz, "key", "UTC")),
+        "timezone": tally_periods.zone_name(tz),
         **periods(buckets, now, tz),
         **charts.series(buckets, now, tz, born=counter.created_at),
+        "period": period_view.payload(
+            period, tally_periods.summary(buckets, period), tally_periods.chart(buckets, period)
+        ),
     }
-    return JSONResponse(body, headers={"cache-control": "no-store"})
 
 
 async def edit(request: Request) -> Response:
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "edit_counters")
     counter = await load_counter(request, ws)
     data = await form(request)
@@ -253,7 +300,7 @@ async def set_rules(request: Request) -> Response:
     """The counter's floor, ceiling, allowed origins and unique-visitor window and how it
     tells visitors apart (tally.rules checks them all before anything is saved). A form
     without the window's field (or `unique_by`) keeps it; an empty window turns it off."""
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "counter_rules")
     counter = await load_counter(request, ws)
     data = await form(request)
@@ -298,7 +345,7 @@ async def set_rules(request: Request) -> Response:
 
 
 async def reset(request: Request) -> Response:
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "edit_counters")
     counter = await load_counter(request, ws)
     await form(request)
@@ -307,7 +354,7 @@ async def reset(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
-    _, ws, role = await _load(request)
+    _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "edit_counters")
     counter = await load_counter(request, ws)
     data = await form(request)

@@ -187,6 +187,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     context.setdefault("workspace", None)
     context.setdefault("role", None)
     context.setdefault("section", "")
+    context.setdefault("live_base", "")  # a shared counter's path (tally/site/shares.py)
     context.update(
         csrf_token=security.csrf_token(
             site(request).csrf_key, cookie, security.session_cookie(request)
@@ -219,7 +220,10 @@ async def render_error(request: Request, exc: TallyError) -> Response:
     unknown path is answered before any handler looked the session up)."""
     with contextlib.suppress(StorageError):  # the store is away: the page says so
         await visitor(request)
-    return render(request, "error.html", exc.status, message=exc.message, status=exc.status)
+    response = render(request, "error.html", exc.status, message=exc.message, status=exc.status)
+    for name, value in exc.headers:  # a 429's Retry-After
+        response.headers[name.decode()] = value.decode()
+    return response
 
 
 SESSION_TTL_S = int(SESSION_TTL)

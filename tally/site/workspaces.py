@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tally import rules, workspaces
+from tally import periods, rules, workspaces
 from tally.accounts import check_email
 from tally.errors import BadRequest, NotFound, StorageError, TallyError
 from tally.exports import export_jsonl
@@ -82,6 +82,9 @@ async def _settings_context(
     """The settings page's context; the rules form as stored unless given as submitted."""
     counters, own = await store.counter_usage(ws.id)
     return {
+        "server_zone": periods.zone_name(site(request).settings.timezone),
+        "timezone_form": ws.timezone,
+        "zones": periods.zone_names(),
         "workspace": ws,
         "role": role,
         "section": "settings",
@@ -135,6 +138,26 @@ async def set_pages(request: Request) -> Response:
     if await store.set_page_counting(ws.id, page_views=page_views, honour_dnt=honour_dnt) is None:
         raise NotFound("No such workspace.")
     return redirect(request, f"/w/{ws.slug}/settings", "Page counting is saved.")
+
+
+async def set_timezone(request: Request) -> Response:
+    """The workspace's time zone (empty: the server's, TALLY_TIMEZONE)."""
+    session = await signed_in(request)
+    s = site(request)
+    ws, role = await workspaces.membership(s.store, session.account, request.path_params["slug"])
+    workspaces.require_role(role, "manage_workspace")
+    data = await form(request)
+    try:
+        zone = periods.check_zone(field(data, "timezone"))
+    except TallyError as exc:
+        context = await _settings_context(request, s.store, ws, role)
+        context["timezone_form"] = field(data, "timezone")
+        context["form_error"] = FormError("timezone", rules.sentence(exc.message), ("timezone",))
+        return render(request, "workspace_settings.html", exc.status, **context)
+    await s.store.set_workspace_timezone(ws.id, zone)
+    s.counters.cache.forget_workspace(ws.slug)
+    shown = zone or f"the server's ({periods.zone_name(s.settings.timezone)})"
+    return redirect(request, f"/w/{ws.slug}/settings", f"The time zone is {shown}.")
 
 
 async def set_quota(request: Request) -> Response:

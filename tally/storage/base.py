@@ -8,6 +8,7 @@ tell which of the node's batches a snapshot already contains.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from tally.models import (
@@ -27,11 +28,13 @@ from tally.models import (
     Permission,
     Role,
     Session,
+    Share,
     Token,
     Totals,
     Webhook,
     Workspace,
 )
+from tally.storage.overview import EVERY, Mover, Scope
 
 NO_END = 2**62  # an hour index after any real one
 
@@ -300,6 +303,9 @@ class Store(Protocol):
 
     async def rename_workspace(self, workspace_id: int, name: str) -> None: ...
 
+    async def set_workspace_timezone(self, workspace_id: int, timezone: str) -> None:
+        """The workspace's time zone, an IANA name ("": the server's, TALLY_TIMEZONE)."""
+
     async def delete_workspace(self, workspace_id: int) -> bool:
         """Delete the workspace with its counters, their hourly history, its tokens, members
         and invitations (the rest by ON DELETE CASCADE)."""
@@ -319,6 +325,65 @@ class Store(Protocol):
         """Give the workspace a counter quota of its own (0: none), or the server's
         (None). Creating a counter past the quota raises QuotaReached."""
 
+    # shares (storage/shares.py, one SQL for both backends) ----------------------
+
+    async def create_share(
+        self,
+        workspace_id: int,
+        counter_id: int | None,
+        *,
+        public: bool,
+        secret_hash: str | None,
+        prefix: str,
+        name: str,
+        include_private: tuple[int, ...],
+        created_by: int | None,
+        now: float,
+        expires_at: float | None,
+    ) -> Share:
+        """A new share; a public one revokes the page's live public share."""
+
+    async def get_share(self, workspace_id: int, share_id: int) -> Share | None: ...
+
+    async def list_shares(self, workspace_id: int) -> list[Share]: ...
+
+    async def find_secret_share(self, secret_hash: str) -> Share | None:
+        """The share of a secret link, revoked and expired ones included."""
+
+    async def find_public_share(self, slug: str, counter_id: int | None) -> Share | None:
+        """The newest public share of the page, revoked and expired ones included."""
+
+    async def revoke_share(self, workspace_id: int, share_id: int, now: float) -> bool: ...
+
+    # the overview (storage/overview.py, one SQL for both backends) -------------
+
+    async def period_bars(
+        self,
+        workspace_id: int,
+        starts: Sequence[int],
+        end: int,
+        previous: int,
+        scope: Scope = EVERY,
+    ) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+        """The workspace's (up, down) per bar (each from its start to the next's, the
+        last to `end`) and in the previous period (`previous` to the first start)."""
+
+    async def movers(
+        self,
+        workspace_id: int,
+        previous: int,
+        start: int,
+        end: int,
+        limit: int,
+        scope: Scope = EVERY,
+    ) -> list[Mover]:
+        """The counters whose events in the period differ most from the previous one's."""
+
+    async def sparklines(
+        self, counter_ids: Sequence[int], starts: Sequence[int], end: int
+    ) -> dict[int, list[tuple[int, int]]]:
+        """Each counter's (up, down) per bar, in one statement."""
+
     async def counter_page(
         self,
         workspace_id: int,
@@ -330,6 +395,7 @@ class Store(Protocol):
         after: str = "",
         before: str = "",
         offset: int = 0,
+        scope: Scope = EVERY,
     ) -> CounterPage:
         """One page of the workspace's counters whose name contains `search` (any case),
         sorted by `sort` (a key of SORTS), after the cursor `after` or before `before`

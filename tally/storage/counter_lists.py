@@ -17,6 +17,7 @@ from typing import Any
 from tally.errors import BadRequest
 from tally.models import CounterPage
 from tally.storage import paging
+from tally.storage.overview import EVERY, Scope
 from tally.storage.rows import COUNTER_COLUMNS, to_counter
 
 Params = Sequence[Any]
@@ -60,6 +61,7 @@ class CounterLists:
         after: str = "",
         before: str = "",
         offset: int = 0,
+        scope: Scope = EVERY,
     ) -> CounterPage:
         """One page of the workspace's counters whose name contains `search` (any case),
         sorted by `sort` (a key of SORTS): the `limit` after the cursor `after`, or
@@ -70,6 +72,11 @@ class CounterLists:
         forward = not before
         key = paging.decode(cursor, sort) if cursor else None
         source, where, params, total, exact = await self._search(workspace_id, search)
+        if scope.public_only:  # a shared overview's list: its total counted (capped)
+            condition, values = scope.condition()
+            where, params = where + condition, [*params, *values]
+            found = await self._count_capped(source, where, params)
+            total, exact = min(found, SEARCH_COUNT_CAP), found <= SEARCH_COUNT_CAP
         # rows before the cursor are read backwards, then put back in order
         read_descending = descending if forward else not descending
         order = paging.order(sort, self._collate, read_descending)

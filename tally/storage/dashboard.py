@@ -30,8 +30,10 @@ from tally.models import (
 )
 from tally.storage.alerts import AlertTables
 from tally.storage.counter_lists import like_pattern
+from tally.storage.overview import OverviewReads
 from tally.storage.paging import SORTS
 from tally.storage.rows import COUNTER_COLUMNS, to_counter, to_workspace
+from tally.storage.shares import ShareTables
 
 __all__ = ["QUOTA", "SORTS", "DashboardTables", "check_quota", "like_pattern"]
 
@@ -41,8 +43,9 @@ Statement = tuple[str, Params]
 _ACCOUNT = "a.id, a.email, a.password_hash, a.verified_at IS NOT NULL, a.created_at"
 _ONE_TIME = "id, purpose, account_id, workspace_id, email, role, created_at, expires_at"
 _WORKSPACE = (  # WORKSPACE_COLUMNS
-    "w.id, w.slug, w.name, w.created_at, w.v1_open, w.origins, w.page_views, w.honour_dnt"
-)  # WORKSPACE_COLUMNS
+    "w.id, w.slug, w.name, w.created_at, w.v1_open, w.origins, w.page_views, w.honour_dnt, "
+    "w.timezone"
+)
 # the first owner's account id is the API's user_id
 _SET_OWNER = (
     "UPDATE workspaces SET owner_id = (SELECT MIN(account_id) FROM members "
@@ -98,7 +101,7 @@ def check_quota(row: Sequence[Any] | None) -> None:
         )
 
 
-class DashboardTables(AlertTables):
+class DashboardTables(AlertTables, OverviewReads, ShareTables):
     """The dashboard's store methods over `_fetch` and `_change` (see the module doc)."""
 
     counter_quota = DEFAULT_COUNTER_QUOTA  # of a workspace without its own (0: none)
@@ -432,7 +435,7 @@ class DashboardTables(AlertTables):
             f"ON w.id = m.workspace_id WHERE m.account_id = %s ORDER BY w.slug{self._collate}",
             (account_id,),
         )
-        return [Membership(to_workspace(r), Role(r[8])) for r in rows]
+        return [Membership(to_workspace(r), Role(r[9])) for r in rows]
 
     # workspaces --------------------------------------------------------------
 
@@ -445,6 +448,13 @@ class DashboardTables(AlertTables):
     async def rename_workspace(self, workspace_id: int, name: str) -> None:
         await self._change(
             [("UPDATE workspaces SET name = %s WHERE id = %s", (name, workspace_id))]
+        )
+
+    async def set_workspace_timezone(self, workspace_id: int, timezone: str) -> None:
+        """The workspace's time zone, an IANA name checked by tally.periods.check_zone
+        ("": the server's, TALLY_TIMEZONE)."""
+        await self._change(
+            [("UPDATE workspaces SET timezone = %s WHERE id = %s", (timezone, workspace_id))]
         )
 
     async def delete_workspace(self, workspace_id: int) -> bool:

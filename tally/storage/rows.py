@@ -11,10 +11,10 @@ from tally.models import Counter, Permission, Token, Workspace
 COUNTER_COLUMNS = (
     "c.id, c.workspace_id, w.slug, c.name, c.description, c.private, c.up_count, "
     "c.down_count, c.created_at, c.updated_at, w.owner_id, c.min_value, c.max_value, "
-    "c.origins, w.origins, w.v1_open, c.unique_window, c.unique_by_address"
+    "c.origins, w.origins, w.v1_open, c.unique_window, c.unique_by_address, w.timezone"
 )
-_COUNTER_WIDTH = 18
-WORKSPACE_COLUMNS = "id, slug, name, created_at, v1_open, origins, page_views, honour_dnt"
+_COUNTER_WIDTH = 19
+WORKSPACE_COLUMNS = "id, slug, name, created_at, v1_open, origins, page_views, honour_dnt, timezone"
 TOKEN_COLUMNS = (
     "t.id, t.workspace_id, w.slug, t.name, t.prefix, t.permission, t.created_at, t.revoked_at, "
     "t.expires_at, t.last_used_at, t.created_by"
@@ -42,6 +42,7 @@ def to_counter(row: Sequence[Any]) -> Counter:
         v1_open=bool(row[15]),
         unique_window=row[16],
         unique_by_address=bool(row[17]),
+        workspace_timezone=row[18] or "",
         seq=row[_COUNTER_WIDTH] if len(row) > _COUNTER_WIDTH else 0,
     )
 
@@ -81,4 +82,5 @@ def to_workspace(row: Sequence[Any]) -> Workspace:
         origins=split_origins(row[5]),
         page_views=bool(row[6]),
         honour_dnt=bool(row[7]),
+        timezone=row[8] or "",
     )

@@ -182,6 +182,8 @@ class _WriterBusy(Exception):
 class SQLiteStore(DashboardTables):
     """Store on one SQLite file. Owns the tables of `migrations/sqlite/`."""
 
+    _then = "CROSS JOIN"  # the overview's range of hours read first (storage/overview.py)
+
     dialect = "sqlite"
     # a commit is cheap next to the Python work of the requests it carries: lingering
     # only delays them (measured: up-commit 20,300 against 23,300 req/s with 1 ms)

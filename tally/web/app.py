@@ -263,6 +263,7 @@ class App:
         store.counter_quota = s.counter_quota
         verifier = TokenVerifier(store, await load_secret_key(store, s), s.token_cache_ttl)
         counters.creations = make_limiter(s, s.create_rate_limit, nodes, verifier.key, "create:")
+        counters.share_views = make_limiter(s, s.share_rate_limit, nodes, verifier.key, "share:")
         limiter = make_limiter(s, s.rate_limit, nodes, verifier.key)
         api = V2Api(counters, verifier, limiter, s.trusted_proxies, s.ipv6_prefix)
         api.handlers[b"badge.svg"] = BadgeEndpoint(api)
@@ -279,6 +280,7 @@ class App:
             s.ipv6_prefix,
         )
         managed = manage.ManageApi(store, namespaces, verifier, api)
+        managed.public_url = s.public_url
         from tally.site.app import create_site, site_accounts, site_windows  # not /v2's path
 
         windows = site_windows(s, verifier.key, nodes)
@@ -354,7 +356,7 @@ class App:
             await services.store.close()
             await services.counters.visitors.close()
             limiters = (services.api.gate.limiter, services.v1.gate.limiter)
-            for limiter in (*limiters, services.counters.creations):
+            for limiter in (*limiters, services.counters.creations, services.counters.share_views):
                 if limiter is not None:
                     await limiter.close()
             if services.windows is not None:

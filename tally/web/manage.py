@@ -13,7 +13,13 @@
                                                             expires_in_days}
     DELETE /v2/{workspace}/-/tokens/{id}                    revoke
     GET    /v2/{workspace}/-/settings                       the workspace's settings
-    PATCH  /v2/{workspace}/-/settings                       change {allowed_origins, v1_open}
+    PATCH  /v2/{workspace}/-/settings                       change {allowed_origins, v1_open,
+                                                            counter_quota, timezone,
+                                                            page_views, honour_dnt}
+    GET    /v2/{workspace}/-/shares                         list the shared dashboards
+    POST   /v2/{workspace}/-/shares                         share {counter_id, public, name,
+                                                            expires_in_days, include_private}
+    DELETE /v2/{workspace}/-/shares/{id}                    revoke
     .../-/webhooks, .../-/alerts, .../-/deliveries          alerts (tally.web.manage_alerts)
 
 Why `/-/`: a counter name may be anything without '/' (tally.counters.check_name), so no
@@ -21,7 +27,8 @@ second segment can be reserved. A V2 route has two segments, or three whose last
 action (tally.web.api.ACTIONS); `/{workspace}/-/counters` has three whose last is no
 action, `/{workspace}/-/counters/{id}` four, so neither is, nor ever shadows, a V2 route
 (a counter named "-" keeps `/v2/{workspace}/-` and its actions). A future V2 action must
-not be called `counters`, `tokens`, `settings`, `webhooks`, `alerts` or `deliveries`.
+not be called `counters`, `tokens`, `settings`, `webhooks`, `alerts`, `deliveries` or
+`shares`.
 
 Every request needs an Admin token of the workspace: none is a 401, a Read or Write one
 a 403, a token of another workspace the 404 of a missing workspace (nothing about it is
@@ -40,7 +47,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from tally import rules, workspaces
+from tally import periods, rules, shares, workspaces
 from tally.auth import TokenVerifier, issue_token
 from tally.counters import MAX_NAME, Counters
 from tally.errors import (
@@ -52,7 +59,7 @@ from tally.errors import (
     TallyError,
     Unauthorized,
 )
-from tally.models import Counter, CounterChange, Permission, Token, Workspace
+from tally.models import Counter, CounterChange, Permission, Share, Token, Workspace
 from tally.namespaces import Namespaces
 from tally.numbers import row_id
 from tally.storage.base import Store
@@ -88,6 +95,8 @@ TEMPLATES = {
     (b"alerts", True): "/v2/{workspace}/-/alerts/{alert_id}",
     (b"deliveries", False): "/v2/{workspace}/-/deliveries",
     (b"deliveries", True): "/v2/{workspace}/-/deliveries/{delivery_id}",
+    (b"shares", False): "/v2/{workspace}/-/shares",
+    (b"shares", True): "/v2/{workspace}/-/shares/{share_id}",
 }
 METHODS = {
     (b"counters", False): ("GET", "POST"),
@@ -101,12 +110,15 @@ METHODS = {
     (b"alerts", True): ("GET", "DELETE"),
     (b"deliveries", False): ("GET",),
     (b"deliveries", True): ("GET", "POST"),
+    (b"shares", False): ("GET", "POST"),
+    (b"shares", True): ("DELETE",),
 }
 VISIBILITY = {"public": False, "private": True}
 RULE_FIELDS = frozenset(("allowed_origins", "floor", "ceiling"))
 COUNTER_FIELDS = frozenset(("description", "visibility", "unique", "unique_by")) | RULE_FIELDS
+SHARE_FIELDS = frozenset(("counter_id", "public", "name", "expires_in_days", "include_private"))
 SETTINGS_FIELDS = frozenset(
-    ("allowed_origins", "v1_open", "counter_quota", "page_views", "honour_dnt")
+    ("allowed_origins", "v1_open", "counter_quota", "page_views", "honour_dnt", "timezone")
 )
 
 
@@ -176,6 +188,7 @@ def settings_data(ws: Workspace, usage: tuple[int, int | None], server: int) -> 
         "counters": counters,
         "counter_quota": server if own is None else own,
         "counter_quota_own": own is not None,
+        "timezone": ws.timezone or None,
     }
 
 
@@ -307,6 +320,7 @@ class ManageApi:
         self.verifier = verifier
         self.api = api  # its rate limit and client IP rules
         self.alerts: ManageAlerts | None = None  # set by the app (tally.web.manage_alerts)
+        self.public_url: str | None = None  # TALLY_PUBLIC_URL: where share links point
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, route: Route) -> str:
         """Answer the request; its route template."""
@@ -341,6 +355,10 @@ class ManageApi:
             elif route.kind in (b"webhooks", b"alerts", b"deliveries"):
                 status, message, data = await self.alerts_routes(
                     route, method, token, query, receive
+                )
+            elif route.kind == b"shares":
+                status, message, data = await self.shares_route(
+                    method, token, route.item, receive, self.public_url or _origin(scope)
                 )
             else:
                 status, message, data = await self.settings_route(method, token, receive)
@@ -488,6 +506,12 @@ class ManageApi:
                 raise BadRequest(f"{key} must be true or false")
         if pages["page_views"]:
             rules.check_page_views(ws.origins if allowed is None else allowed)
+        zone = None
+        if "timezone" in body:
+            named = body["timezone"]
+            if named is not None and not isinstance(named, str):
+                raise BadRequest("timezone must be an IANA zone name, or null for the server's")
+            zone = periods.check_zone(named or "")
         if "v1_open" in body or "allowed_origins" in body:
             changed = await self.store.set_workspace_rules(
                 ws.id, v1_open=v1_open, origins=ws.origins if allowed is None else allowed
@@ -504,6 +528,10 @@ class ManageApi:
             ws = changed
         if "counter_quota" in body:
             await self.store.set_counter_quota(ws.id, quota)
+        if zone is not None:
+            await self.store.set_workspace_timezone(ws.id, zone)
+            self.counters.cache.forget_workspace(ws.slug)
+            ws = await self.store.get_workspace_by_id(ws.id) or ws
         usage = await self.store.counter_usage(ws.id)
         return 200, "Settings updated successfully", settings_data(ws, usage, server)
 
@@ -551,6 +579,80 @@ class ManageApi:
         await store.revoke_token(found.id)
         revoked = next(t for t in await store.list_tokens(token.workspace_id) if t.id == found.id)
         return 200, "Token revoked successfully", token_data(revoked)
+
+    # shares ------------------------------------------------------------------
+
+    async def shares_route(
+        self, method: str, token: Token, item: bytes | None, receive: Receive, origin: str
+    ) -> tuple[int, str, Any]:
+        """List, create (the answer carries the link's `url`, a secret one only then)
+        and revoke the workspace's shares (tally/shares.py)."""
+        store = self.store
+        if item is None and method == "GET":
+            listed = await store.list_shares(token.workspace_id)
+            return (
+                200,
+                "Shares listed successfully",
+                {"shares": [share_data(s, origin) for s in listed]},
+            )
+        if item is None:  # POST
+            body = parse_object(await read_body(receive), SHARE_FIELDS)
+            target = body.get("counter_id")
+            counter_id = None if target is None else rules.json_int(target)
+            if target is not None and (counter_id is None or not 0 < counter_id < 2**63):
+                raise BadRequest("counter_id must be a counter's id, or null for the overview")
+            public = body.get("public", False)
+            if type(public) is not bool:
+                raise BadRequest("public must be true or false")
+            picked = body.get("include_private", [])
+            if not isinstance(picked, list) or not all(
+                type(i) is int and 0 < i < 2**63 for i in picked
+            ):
+                raise BadRequest("include_private must be a list of counter ids")
+            share, secret = await shares.create(
+                store,
+                token.workspace_id,
+                counter_id,
+                public=public,
+                name=string_field(body, "name", "") or "",
+                days=shares.check_days(body.get("expires_in_days")),
+                include=tuple(picked),
+            )
+            data = share_data(share, origin, secret)
+            note = "" if share.public else "; its url is shown only once"
+            return 201, f"Share created successfully{note}", data
+        share_id = row_id(item)
+        if share_id is None or not await store.revoke_share(
+            token.workspace_id, share_id, time.time()
+        ):
+            raise NotFound("no such live share in this workspace")
+        revoked = await store.get_share(token.workspace_id, share_id)
+        assert revoked is not None
+        return 200, "Share revoked successfully", share_data(revoked, origin)
+
+
+def share_data(s: Share, origin: str, secret: str | None = None) -> dict[str, Any]:
+    """A share as the management API shows it; `url` only for a public one, or for a
+    secret one as it is made (its secret is kept nowhere)."""
+    path = shares.path(s, secret)
+    return {
+        "id": s.id,
+        "counter_id": s.counter_id,
+        "public": s.public,
+        "name": s.name,
+        "prefix": s.prefix or None,
+        "include_private": list(s.include_private),
+        "url": None if path is None else origin + path,
+        "created_at": rfc3339(s.created_at),
+        "expires_at": _time(s.expires_at),
+        "revoked_at": _time(s.revoked_at),
+    }
+
+
+def _origin(scope: Scope) -> str:
+    """The request's own origin (a share's url, without TALLY_PUBLIC_URL)."""
+    host = dict(scope.get("headers") or []).get(b"host", b"localhost").decode("latin-1")
+    return f"{scope.get('scheme', 'http')}://{host}"
 
 
 async def send_preflight(send: Send, allowed: tuple[str, ...]) -> None:

@@ -322,6 +322,11 @@ SCHEMAS: JSON = {
                 "type": "boolean",
                 "description": "the quota is the workspace's own, not the server's",
             },
+            "timezone": {
+                "type": ["string", "null"],
+                "description": "the IANA zone of its dates (periods, charts, /stats); "
+                "null: the server's (TALLY_TIMEZONE)",
+            },
         },
     },
     "CounterList": {
@@ -350,6 +355,38 @@ SCHEMAS: JSON = {
         "type": "object",
         "required": ["id", "name"],
         "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
+    },
+    "Share": {
+        "type": "object",
+        "description": "A shared dashboard: a read-only page for people without an account.",
+        "required": [
+            "id", "counter_id", "public", "name", "prefix", "include_private", "url",
+            "created_at", "expires_at", "revoked_at",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "counter_id": {"type": ["integer", "null"], "description": "null: the overview"},
+            "public": {"type": "boolean"},
+            "name": {"type": "string"},
+            "prefix": {
+                "type": ["string", "null"],
+                "description": "a secret link's first characters (null: public)",
+            },
+            "include_private": {"type": "array", "items": {"type": "integer"}},
+            "url": {
+                "type": ["string", "null"],
+                "description": "the page's URL: a public one's always, a secret link's only "
+                "in the answer that made it",
+            },
+            "created_at": TIME,
+            "expires_at": {"anyOf": [TIME, {"type": "null"}]},
+            "revoked_at": {"anyOf": [TIME, {"type": "null"}]},
+        },
+    },
+    "ShareList": {
+        "type": "object",
+        "required": ["shares"],
+        "properties": {"shares": {"type": "array", "items": ref("schemas", "Share")}},
     },
     "Token": {
         "type": "object",
@@ -1137,6 +1174,65 @@ OPERATIONS: tuple[Operation, ...] = (
         method="delete",
     ),
     Operation(
+        f"{MANAGE}/shares",
+        "listShares",
+        "List a workspace's shared dashboards",
+        "Every share of the workspace, revoked and expired ones included; a secret link's "
+        "url is never shown again (only its prefix). Admin token of the workspace.",
+        managed(ref("schemas", "ShareList"), "The shares."),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="-",
+    ),
+    Operation(
+        f"{MANAGE}/shares",
+        "createShare",
+        "Share the overview or a counter's page, read-only",
+        "A secret link (its url is in this answer only: only a hash of it is kept) or, "
+        "with public, the page's public URL (/p/SLUG or /p/SLUG/c/ID; a new one revokes "
+        "the page's old one). A shared overview shows the public counters and the private "
+        "ones of include_private. Admin token of the workspace.",
+        managed(ref("schemas", "Share"), "The share, with its url.", "201"),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="-",
+        ok_status="201",
+        method="post",
+        body={
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "counter_id": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "description": "the counter whose page is shared; null or absent: the "
+                    "workspace overview",
+                },
+                "public": {"type": "boolean", "description": "no secret: a public URL"},
+                "name": {"type": "string", "maxLength": 100},
+                "expires_in_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650},
+                "include_private": {
+                    "type": "array",
+                    "maxItems": 100,
+                    "items": {"type": "integer", "minimum": 1},
+                    "description": "private counters a shared overview shows too",
+                },
+            },
+        },
+    ),
+    Operation(
+        f"{MANAGE}/shares/{{share_id}}",
+        "revokeShare",
+        "Revoke a share",
+        "Its link answers 410 from then on, and its open live streams end at their next "
+        "heartbeat. Admin token of the workspace.",
+        managed(ref("schemas", "Share"), "The revoked share."),
+        MANAGE_ERRORS,
+        tags=("management",),
+        manage="share_id",
+        method="delete",
+    ),
+    Operation(
         f"{MANAGE}/settings",
         "getSettings",
         "Read the workspace's settings",
@@ -1176,6 +1272,12 @@ OPERATIONS: tuple[Operation, ...] = (
                     "minimum": 1,
                     "description": "the workspace's own counter quota, at most the "
                     "server's (TALLY_COUNTER_QUOTA); null: the server's",
+                },
+                "timezone": {
+                    "type": ["string", "null"],
+                    "maxLength": 64,
+                    "description": "an IANA zone name (Europe/Berlin): the days of its "
+                    "periods, charts and /stats; null or empty: the server's",
                 },
             },
         },

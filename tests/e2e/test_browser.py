@@ -208,7 +208,7 @@ def test_journey_sign_up_to_counting_and_revoking(
             route.continue_()
 
     page.route(re.compile(r"/c/\d+/stream$"), refuse_then_drop)
-    tabs.get_by_role("link", name="Counters").click()
+    tabs.get_by_role("link", name="Overview").click()
     page.get_by_role("link", name="New counter").click()
     page.get_by_label("Name").fill("visits")
     page.get_by_label("Description").fill("Visits of the home page")
@@ -241,14 +241,14 @@ def test_journey_sign_up_to_counting_and_revoking(
         page.reload()  # (without the one-time notice)
         expect(page.locator("#charts")).to_have_attribute("data-loaded", "3")
         _shot(page, "counter", save)
-        tabs.get_by_role("link", name="Counters").click()
+        tabs.get_by_role("link", name="Overview").click()
         expect(page.get_by_text("3 counters")).to_be_visible()
         _shot(page, "counters", save)
         if save:
             tabs.get_by_role("link", name="Settings").click()
             _shot(page, "settings", save)
             page.set_viewport_size({"width": 390, "height": 844})  # a phone
-            tabs.get_by_role("link", name="Counters").click()
+            tabs.get_by_role("link", name="Overview").click()
             _shot(page, "mobile-counters", save)
             page.goto(counter_url)
             expect(page.locator("#charts")).to_have_attribute("data-loaded", "3")

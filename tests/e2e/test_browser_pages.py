@@ -147,7 +147,9 @@ def test_no_page_scrolls_sideways(page: Any, world: World) -> None:
     world.api(f"/v2/default/{LONG[:100]}/up")  # a new counter reaches 1: a firing
     pages = [
         "/w/default",
+        "/w/default?period=12m",
         f"/w/default?q={LONG[:20]}",
+        f"/w/default/c/{world.ids[LONG]}?period=today",
         f"/w/default/c/{world.ids[LONG]}",
         f"/w/default/c/{world.ids['visits']}",
         "/w/default/counters/new",
@@ -155,6 +157,7 @@ def test_no_page_scrolls_sideways(page: Any, world: World) -> None:
         "/w/default/members",
         "/w/default/settings",
         "/w/default/alerts",
+        "/w/default/shares",
         "/workspaces/new",
         "/account",
     ]
@@ -170,13 +173,13 @@ def test_no_page_scrolls_sideways(page: Any, world: World) -> None:
 
 def test_long_name_is_readable_where_it_is_shown(page: Any, world: World) -> None:
     """The long name is shown whole (wrapped), not cut off by the window, on the list
-    and as the counter page's heading."""
+    and among the counters that changed most, and as the counter page's heading."""
     page.goto(world.base + "/w/default")
-    link = page.get_by_role("link", name=LONG)
-    box = link.bounding_box()
-    assert box is not None
-    assert box["x"] + box["width"] <= page.viewport_size["width"]
-    link.click()
+    for where in ("#movers", "table.counters"):  # the overview shows it twice
+        box = page.locator(where).get_by_role("link", name=LONG).bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] <= page.viewport_size["width"]
+    page.locator("table.counters").get_by_role("link", name=LONG).click()
     heading = page.get_by_role("heading", level=1)
     box = heading.bounding_box()
     assert LONG in heading.inner_text()
@@ -582,3 +585,104 @@ def test_error_and_link_pages_know_who_is_signed_in(page: Any, browser: Any, wor
     page.get_by_role("link", name="Go to your workspaces").click()
     page.wait_for_url(re.compile(re.escape(base) + r"/(w/default)?$"))
     assert overflow(page) == 0
+
+
+def docs_shot(page: Any, name: str) -> None:
+    """TALLY_SCREENSHOTS=1: the page into docs/screenshots/NAME-WIDTH.png."""
+    if os.environ.get("TALLY_SCREENSHOTS") == "1":
+        width = page.viewport_size["width"]
+        folder = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+        page.screenshot(path=str(folder / f"{name}-{width}.png"), full_page=True)
+
+
+def test_periods_on_the_overview_and_the_counter_page(page: Any, world: World) -> None:
+    """The overview is the workspace's first page: the period's totals for the whole
+    workspace, the counters that changed most and a sparkline per listed counter; the
+    period is in the URL (links, and a range of dates from the form); the counter
+    page's period totals follow the live counts."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    counters = world.api("/v2/default/-/counters").json()["data"]["counters"]
+    ups = sum(c["up_count"] for c in counters)  # all counted today
+    page.goto(base + "/w/default?period=30d")
+    expect(page.locator("#period-up .value")).to_have_text(str(ups))
+    expect(page.locator("table.counters .sparkline")).to_have_count(len(counters))
+    expect(page.locator("#movers li")).to_have_count(len(counters))
+    assert overflow(page) == 0
+    docs_shot(page, "overview")
+    page.get_by_role("link", name="Last 12 months").click()
+    page.wait_for_url(re.compile(r"period=12m"))
+    expect(page.locator(".period-figure figcaption")).to_contain_text("Per week")
+    page.locator("#from").fill("2026-01-01")
+    page.locator("#to").fill("2026-01-31")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url(re.compile(r"from=2026-01-01&to=2026-01-31"))
+    expect(page.locator("#period-title")).to_contain_text("1 Jan 2026 to 31 Jan 2026")
+    assert overflow(page) == 0
+
+    visits = world.ids["visits"]
+    before = world.api("/v2/default/visits").json()["data"]["up_count"]
+    page.goto(f"{base}/w/default/c/{visits}?period=today")
+    expect(page.locator("#period-up .value")).to_have_text(str(before))
+    expect(page.locator("#counts")).to_have_attribute("data-live", "open")
+    world.api("/v2/default/visits/up")
+    expect(page.locator("#up-count")).to_have_text(str(before + 1))
+    expect(page.locator("#period-up .value")).to_have_text(str(before + 1))
+    assert overflow(page) == 0
+    docs_shot(page, "counter-period")
+
+
+def test_shared_pages(page: Any, browser: Any, world: World) -> None:
+    """An owner shares the overview by a secret link (shown once) and a counter publicly;
+    someone without an account opens both: the same periods, sparklines and live counts,
+    no way into the dashboard, nothing wider than the window; revoked, the link says it
+    is gone (410)."""
+    from playwright.sync_api import expect
+
+    base = world.base
+    page.goto(base + "/w/default/shares")
+    page.locator("#share-name").fill("wall screen")
+    page.get_by_role("button", name="Share", exact=True).click()
+    url = page.locator("#share-url").inner_text().strip()
+    assert "/s/" in url
+    docs_shot(page, "shares")
+    assert overflow(page) == 0
+    visits = world.ids["visits"]
+    page.goto(f"{base}/w/default/c/{visits}")
+    page.locator("#share").get_by_label("Everyone").check()
+    page.get_by_role("button", name="Share this counter").click()
+    public = page.locator("#share-url").inner_text().strip()
+    assert public.endswith(f"/p/default/c/{visits}")
+
+    width, height = page.viewport_size["width"], page.viewport_size["height"]
+    stranger = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    try:
+        stranger.set_default_timeout(TIMEOUT_MS)
+        stranger.goto(url + "?period=30d")
+        expect(stranger.get_by_role("heading", level=1)).to_have_text("Default workspace")
+        expect(stranger.locator("table.counters .sparkline")).to_have_count(len(world.ids))
+        assert stranger.locator('a[href^="/w/"]').count() == 0
+        assert overflow(stranger) == 0
+        docs_shot(stranger, "shared-overview")
+        before = world.api("/v2/default/visits").json()["data"]["up_count"]
+        stranger.goto(public + "?period=today")
+        expect(stranger.locator("#up-count")).to_have_text(str(before))
+        expect(stranger.locator("#counts")).to_have_attribute("data-live", "open")
+        world.api("/v2/default/visits/up")
+        expect(stranger.locator("#up-count")).to_have_text(str(before + 1))
+        expect(stranger.locator("#period-up .value")).to_have_text(str(before + 1))
+        expect(stranger.locator("#charts")).to_have_attribute("data-loaded", str(before + 1))
+        assert overflow(stranger) == 0
+        docs_shot(stranger, "shared-counter")
+        page.goto(base + "/w/default/shares")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#shares tr", has_text="wall screen").get_by_role(
+            "button", name="Revoke"
+        ).click()
+        expect(page.get_by_text("The share is revoked")).to_be_visible()
+        response = stranger.goto(url)
+        assert response is not None
+        assert response.status == 410
+    finally:
+        stranger.context.close()

@@ -31,9 +31,11 @@ from schemathesis import GenerationMode
 
 from tally import alerts, webhooks
 from tally.errors import BadRequest
+from tally.periods import zone_names
 
 from .server import TallyCli, TallyServer, sqlite_url
 
+ZONES = frozenset(zone_names())
 EXAMPLES = int(os.environ.get("TALLY_FUZZ_EXAMPLES", "6"))
 
 
@@ -69,6 +71,15 @@ def start_fuzzed(tmp_path: Path) -> tuple[TallyServer, str, dict[str, str]]:
     }
     server = TallyServer(tmp_path, database_url=url, args=["--no-bootstrap"], env=env).start()
     fixed.update(alert_fixtures(server.base_url, token))
+    # a share, for the share routes' id (revoking it is fine)
+    r = httpx.post(
+        f"{server.base_url}/v2/demo/-/shares",
+        json={"name": "victim"},
+        headers={"Authorization": f"Bearer {token}"},
+        trust_env=False,
+    )
+    assert r.status_code == 201, r.text
+    fixed["share_id"] = str(r.json()["data"]["id"])
     return server, token, fixed
 
 
@@ -94,7 +105,8 @@ def within_cross_field_rules(case: schemathesis.Case) -> bool:  # type: ignore[t
     """What JSON Schema cannot say, which the document says in words: a body that gives
     both a floor and a ceiling has the floor at most the ceiling (else a 400). Valid
     input must keep to it; a single new bound against the counter's stored other one
-    is a 409 (a conflict with the counter), which the checks accept. A list's `after`
+    is a 409 (a conflict with the counter), which the checks accept. A `timezone` is a
+    zone of the tz database; `include_private` names the workspace's counters. A list's `after`
     is a cursor the list gave (any other string is a 400), never with `offset`; a
     workspace's `counter_quota` is at most the server's (TALLY_COUNTER_QUOTA, 100,000
     here)."""
@@ -105,6 +117,13 @@ def within_cross_field_rules(case: schemathesis.Case) -> bool:  # type: ignore[t
         return False
     quota = body.get("counter_quota")
     if isinstance(quota, numbers) and quota > 100_000:
+        return False
+    # a workspace's time zone is one the tz database knows; a share's private counters
+    # are counters of the workspace (ids the generator cannot guess)
+    zone = body.get("timezone")
+    if isinstance(zone, str) and zone.strip() and zone.strip() not in ZONES:
+        return False
+    if body.get("include_private"):
         return False
     query = case.query if isinstance(case.query, dict) else {}
     return "after" not in query and alert_body_ok(body)
