@@ -178,9 +178,12 @@ async def test_the_dashboard_makes_and_revokes_shares(
     await harness.counter(ws, "open")
     await harness.counter(ws, "closed", private=True)
     r = await b.submit("/w/ann/shares", {"kind": "secret", "include": "closed", "name": "board"})
-    assert r.status_code == 200
-    found = r.text.split('id="share-url">', 1)[1].split("<", 1)[0]
+    assert r.status_code == 303  # Post/Redirect/Get: a reload makes no second share
+    assert "/s/" not in r.headers["location"]
+    shown = await b.follow(r)
+    found = shown.text.split('id="share-url">', 1)[1].split("<", 1)[0]
     assert "/s/" in found
+    assert 'id="share-url"' not in (await b.get("/w/ann/shares")).text  # shown once
     shared = await harness.client.get(found.replace("http://tally.test", ""))
     assert shared.status_code == 200
     assert "closed" in shared.text

@@ -43,11 +43,16 @@ async def test_the_owner_sets_an_alert_and_resends_a_delivery(
     harness = await make_harness(webhook_private=True, alert_backoff_scale=0.01)
     b = await owner(harness, make_browser)
     r = await b.post(PAGE, {"form": "webhook", "url": receiver.url, "description": "ops"})
-    assert r.status_code == 200, text(r)
-    secret = re.search(r'<code id="new-secret">(whsec_[^<]+)</code>', r.text)
+    assert r.status_code == 303, text(r)  # Post/Redirect/Get: a reload adds no second one
+    assert "whsec_" not in r.headers["location"]
+    shown = await b.follow(r)
+    secret = re.search(r'<code id="new-secret">(whsec_[^<]+)</code>', shown.text)
     assert secret is not None
     receiver.secret = secret.group(1)
     assert secret.group(1) not in (await b.get(PAGE)).text  # shown once
+    # a planted cookie naming some other value shows nothing
+    b.client.cookies.set("tally_reveal", "whsec_forged", path=PAGE)
+    assert 'id="new-secret"' not in (await b.get(PAGE)).text
     hook = (await harness.store.list_webhooks(await harness.workspace_id("ann")))[0]
     r = await b.post(
         PAGE, {"form": "rule", "counter": "stock", "kind": "above", "threshold": "2",
@@ -88,7 +93,7 @@ async def test_bad_input_csrf_and_roles_change_nothing(
         r = await b.post(PAGE, {"form": "webhook", "url": url})
         assert r.status_code == 400, (url, text(r))
     r = await b.post(PAGE, {"form": "webhook", "url": "https://example.com/h"})
-    assert r.status_code == 200
+    assert r.status_code == 303
     hook_id = (await harness.store.list_webhooks(await harness.workspace_id("ann")))[0].id
     for threshold, counter in (("x", "stock"), ("1e3", "stock"), ("5", "nope"), ("9" * 30, "")):
         r = await b.post(

@@ -5,6 +5,7 @@ tries and a resend button. Every form goes through the same checks as the manage
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from starlette.datastructures import FormData
@@ -15,7 +16,17 @@ from tally import alerts, rules, webhooks, workspaces
 from tally.errors import BadRequest, NotFound, TallyError
 from tally.models import Webhook
 from tally.numbers import row_id
-from tally.site.pages import field, form, path_id, redirect, render, signed_in, site
+from tally.site.pages import (
+    field,
+    form,
+    path_id,
+    redirect,
+    redirect_revealing,
+    render,
+    revealed,
+    signed_in,
+    site,
+)
 
 KIND_LABELS = {
     "above": "reaches (from below)",
@@ -30,20 +41,24 @@ async def page(request: Request) -> Response:
     s = site(request)
     ws, role = await workspaces.membership(s.store, session.account, request.path_params["slug"])
     workspaces.require_role(role, "alerts")
-    error, status, made = None, 200, None
+    error, status = None, 200
     if request.method == "POST":
         data = await form(request)
         try:
             if field(data, "form") == "webhook":
-                made = await _new_webhook(
+                hook = await _new_webhook(
                     request, ws.id, field(data, "url"), field(data, "description")
                 )
-            else:
-                await _new_rule(request, ws.id, ws.slug, data)
-                return redirect(request, f"/w/{ws.slug}/alerts", "The alert rule is saved.")
+                # Post/Redirect/Get: the page after the redirect shows the secret once
+                return redirect_revealing(request, f"/w/{ws.slug}/alerts", hook.secret)
+            await _new_rule(request, ws.id, ws.slug, data)
+            return redirect(request, f"/w/{ws.slug}/alerts", "The alert rule is saved.")
         except TallyError as exc:
             error, status = rules.sentence(exc.message), exc.status
     hooks = await s.store.list_webhooks(ws.id)
+    shown = revealed(request)
+    # the webhook just added, if the cookie names its secret (a forged one shows nothing)
+    made = next((h for h in hooks if shown and hmac.compare_digest(h.secret, shown)), None)
     return render(
         request,
         "alerts.html",

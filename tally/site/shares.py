@@ -25,6 +25,7 @@ from tally import periods, shares, stats, workspaces
 from tally.errors import BadRequest, NotFound, RateLimited, TallyError
 from tally.links import secret_hash
 from tally.models import Counter, Share, Workspace
+from tally.numbers import row_id
 from tally.site import overview, period_view
 from tally.site.counters import chart_data, load_workspace, period_numbers, read_list
 from tally.site.counters import periods as counter_periods
@@ -36,7 +37,9 @@ from tally.site.pages import (
     form,
     path_id,
     redirect,
+    redirect_revealing,
     render,
+    revealed,
     signed_in,
     site,
 )
@@ -271,13 +274,18 @@ async def manage(request: Request) -> Response:
     _, ws, role = await load_workspace(request)
     workspaces.require_role(role, "share")
     store = site(request).store
-    error, status, made = None, 200, None
+    error, status = None, 200
     if request.method == "POST":
         data = await form(request)
         try:
-            made = await _create(request, ws, data)
+            share, secret = await _create(request, ws, data)
         except TallyError as exc:
             error, status = exc.message[0].upper() + exc.message[1:] + ".", exc.status
+        else:
+            # Post/Redirect/Get: a reload or Back makes no second share; the page after
+            # the redirect shows a secret link once
+            return redirect_revealing(request, f"/w/{ws.slug}/shares", f"{share.id}:{secret or ''}")
+    made = await _just_made(request, ws)
     listed = await store.list_shares(ws.id)
     names = await _names(request, listed)
     now = time.time()
@@ -295,7 +303,7 @@ async def manage(request: Request) -> Response:
     )
 
 
-async def _create(request: Request, ws: Workspace, data: Any) -> dict[str, Any]:
+async def _create(request: Request, ws: Workspace, data: Any) -> tuple[Share, str | None]:
     session = await signed_in(request)
     store = site(request).store
     text = field(data, "counter_id").strip()
@@ -315,7 +323,7 @@ async def _create(request: Request, ws: Workspace, data: Any) -> dict[str, Any]:
     if days_text and not (days_text.isascii() and days_text.isdigit()):
         raise BadRequest("the expiry must be a whole number of days")
     days = shares.check_days(int(days_text[:6]) if days_text else None)
-    share, secret = await shares.create(
+    return await shares.create(
         store,
         ws.id,
         counter_id,
@@ -325,7 +333,23 @@ async def _create(request: Request, ws: Workspace, data: Any) -> dict[str, Any]:
         include=tuple(include),
         created_by=session.account.id,
     )
-    return {"share": share, "url": base_url(request) + (shares.path(share, secret) or "")}
+
+
+async def _just_made(request: Request, ws: Workspace) -> dict[str, Any] | None:
+    """The share the POST before the redirect made ("ID:SECRET", `redirect_revealing`),
+    checked against the store: a share of this workspace, and for a secret link the
+    secret whose hash it keeps (a forged cookie shows nothing)."""
+    shown = revealed(request)
+    text, _, secret = shown.partition(":")
+    share_id = row_id(text) if shown else None
+    share = None if share_id is None else await site(request).store.get_share(ws.id, share_id)
+    if share is None:
+        return None
+    if not share.public:
+        found = await site(request).store.find_secret_share(secret_hash(secret)) if secret else None
+        if found is None or found.id != share.id:
+            return None
+    return {"share": share, "url": base_url(request) + (shares.path(share, secret or None) or "")}
 
 
 async def revoke(request: Request) -> Response:
