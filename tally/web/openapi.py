@@ -659,6 +659,8 @@ class Operation:
             out["parameters"] = COUNTER_PARAMETERS[:1]
             out["security"] = [{"bearer": []}]
         else:
+            if self.query:
+                out["parameters"] = list(self.query)
             out["security"] = []
         return out
 
@@ -1205,6 +1207,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "counter_id": {
                     "type": ["integer", "null"],
                     "minimum": 1,
+                    "maximum": INT64_MAX,
                     "description": "the counter whose page is shared; null or absent: the "
                     "workspace overview",
                 },
@@ -1214,7 +1217,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "include_private": {
                     "type": "array",
                     "maxItems": 100,
-                    "items": {"type": "integer", "minimum": 1},
+                    "items": {"type": "integer", "minimum": 1, "maximum": INT64_MAX},
                     "description": "private counters a shared overview shows too",
                 },
             },
@@ -1313,14 +1316,17 @@ OPERATIONS: tuple[Operation, ...] = (
                     "in": "query",
                     "required": name == "workspace",
                     "description": text,
-                    "schema": {"type": "string"},
+                    "schema": NAME_SCHEMA
+                    if name != "page"
+                    else {"type": "string", "minLength": 1, "pattern": "^/"},
                 }
                 for name, text in (
                     ("workspace", "The workspace's slug."),
                     (
                         "page",
                         "The page's path, from '/' (its counter is named by the "
-                        "mapping of docs/api.md#page-views); or give counter.",
+                        "mapping of docs/api.md#page-views, at most 128 characters once "
+                        "mapped); give page or counter, not both.",
                     ),
                     ("counter", "The counter's name as is, instead of page."),
                 )

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
 from schemathesis import GenerationMode
 
-from tally import alerts, webhooks
+from tally import alerts, pageviews, webhooks
 from tally.errors import BadRequest
 from tally.periods import zone_names
 
@@ -106,7 +106,8 @@ def within_cross_field_rules(case: schemathesis.Case) -> bool:  # type: ignore[t
     both a floor and a ceiling has the floor at most the ceiling (else a 400). Valid
     input must keep to it; a single new bound against the counter's stored other one
     is a 409 (a conflict with the counter), which the checks accept. A `timezone` is a
-    zone of the tz database; `include_private` names the workspace's counters. A list's `after`
+    zone of the tz database; `include_private` names the workspace's counters; `page_views`
+    needs allowed origins; a page view gives `page` or `counter`. A list's `after`
     is a cursor the list gave (any other string is a 400), never with `offset`; a
     workspace's `counter_quota` is at most the server's (TALLY_COUNTER_QUOTA, 100,000
     here)."""
@@ -125,8 +126,27 @@ def within_cross_field_rules(case: schemathesis.Case) -> bool:  # type: ignore[t
         return False
     if body.get("include_private"):
         return False
+    # page counting needs allowed origins (the demo workspace has none of its own)
+    if body.get("page_views") is True and not body.get("allowed_origins"):
+        return False
     query = case.query if isinstance(case.query, dict) else {}
+    if case.operation.path in ("/count", "/count.gif") and not page_view_ok(query):
+        return False
     return "after" not in query and alert_body_ok(body)
+
+
+def page_view_ok(query: Mapping[str, object]) -> bool:
+    """A page view names its counter by `page` or by `counter`, not both, and the page's
+    mapped name is a valid name (docs/api.md#page-views)."""
+    page, counter = query.get("page"), query.get("counter")
+    if (page is None) == (counter is None):
+        return False
+    try:
+        if isinstance(page, str):
+            pageviews.page_name(page)
+    except BadRequest:
+        return False
+    return True
 
 
 def alert_body_ok(body: Mapping[str, object]) -> bool:
