@@ -457,8 +457,8 @@ ACTION_REQUESTS: dict[str, tuple[str, dict[str, str], int]] = {
     "manage_workspace": ("/w/team/settings", {"name": "Renamed"}, 303),
     "counter_rules": ("/w/team/c/{counter}/rules", {"floor": "0", "origins": ""}, 303),
     "export": ("/w/team/export", {}, 200),
-    "alerts": ("/w/team/alerts", {"form": "webhook", "url": "https://example.com/h"}, 200),
-    "share": ("/w/team/shares", {"kind": "secret", "name": "wall"}, 200),
+    "alerts": ("/w/team/alerts", {"form": "webhook", "url": "https://example.com/h"}, 303),
+    "share": ("/w/team/shares", {"kind": "secret", "name": "wall"}, 303),
 }
 
 
