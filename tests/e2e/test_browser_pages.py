@@ -232,7 +232,8 @@ def test_api_page_is_self_contained_and_leads_back(page: Any, world: World) -> N
     local = (world.base, "data:", "blob:")
     page.on("request", lambda r: None if r.url.startswith(local) else elsewhere.append(r.url))
     page.goto(world.base + "/docs")
-    expect(page.get_by_text("1 to 128 characters").first).to_be_attached()
+    # Redoc renders the whole document (50,000 px) first: seconds on a busy machine
+    expect(page.get_by_text("1 to 128 characters").first).to_be_attached(timeout=TIMEOUT_MS)
     page.get_by_text("/v2/{workspace}/{name}/up").first.wait_for(state="attached")
     page.wait_for_load_state("networkidle")
     shot(page, "docs", full=False)  # (the whole page is 50,000 px tall)
