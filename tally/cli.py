@@ -197,12 +197,19 @@ def _dashboard_line(settings: Settings, accounts: int) -> str:
 
 
 async def _bootstrap(store: Store, settings: Settings) -> None:
-    """On an empty database, create a workspace and an Admin token and print them once."""
+    """On an empty database, create a workspace and an Admin token and print them once.
+
+    Nodes of a cluster started at the same moment on an empty database all find it empty:
+    the workspace's unique slug decides which one bootstraps (its INSERT commits, the
+    others' fail with Conflict), and the others start without printing anything."""
     from tally.web.app import load_secret_key
 
     if await store.list_workspaces():
         return
-    workspace = await store.create_workspace(workspaces.BOOTSTRAP, "Default workspace")
+    try:
+        workspace = await store.create_workspace(workspaces.BOOTSTRAP, "Default workspace")
+    except Conflict:
+        return  # another node made it a moment ago (and prints its token)
     key = await load_secret_key(store, settings)
     issued = await issue_token(store, key, workspace.id, Permission.ADMIN, "bootstrap admin")
     base = _dashboard_url(settings)

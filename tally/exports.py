@@ -4,7 +4,8 @@ Format version 2, JSON lines (one JSON object a line, UTF-8):
 
     {"tally_export": 2, "exported_at": "2026-11-28T10:00:00Z"}
     {"workspace": {"slug": "demo", "name": "Demo", "created_at": 1764323000.5,
-                   "v1_open": false, "allowed_origins": ["https://demo.example"]}}
+                   "v1_open": false, "allowed_origins": ["https://demo.example"],
+                   "page_views": false, "honour_dnt": false, "timezone": "Europe/Berlin"}}
     {"counter": {"workspace": "demo", "name": "hits", "description": "", "private": false,
                  "up_count": 4, "down_count": 1, "created_at": ..., "updated_at": ...,
                  "floor": null, "ceiling": 100, "allowed_origins": [], "unique": 86400,
@@ -12,14 +13,18 @@ Format version 2, JSON lines (one JSON object a line, UTF-8):
     ...
     {"end": {"workspaces": 1, "counters": 1, "buckets": 2}}
 
-Every setting of a workspace and a counter is in it: the V1 flag and allowed origins of
-a workspace; the description, visibility (`private`), floor, ceiling (null: none), own
-allowed origins, unique-visitor window (`unique`: seconds, null: off) and how it tells
-visitors apart (`unique_by`: "address_agent" or "address") of a counter. Version 1
+Every setting of a workspace and a counter is in it: the V1 flag, allowed origins, page
+counting (`page_views`, `honour_dnt`) and time zone (`timezone`: an IANA name, null:
+the server's) of a workspace; the description, visibility (`private`), floor, ceiling
+(null: none), own allowed origins, unique-visitor window (`unique`: seconds, null:
+off) and how it tells visitors apart (`unique_by`: "address_agent" or "address") of a
+counter. Version 1
 (still read) had none of the rules: neither `v1_open` nor `allowed_origins` nor the
 bounds. `unique` and `unique_by` came later within version 2: a version 2 counter
 without `unique` is still read, and leaves the counter's window as it is; one with
-`unique` but without `unique_by` counts by address and User-Agent.
+`unique` but without `unique_by` counts by address and User-Agent. So did a workspace's
+`page_views` and `honour_dnt` (both or neither) and then its `timezone`: a version 2
+workspace line without them is still read, and leaves the workspace's as they are.
 
 Times are unix seconds (floats, exactly as stored); an hour is the UTC hour index (unix
 seconds // 3600). A workspace's line comes before its counters. The `end` line tells a
@@ -124,6 +129,7 @@ def workspace_line(ws: Workspace) -> dict[str, Any]:
         "allowed_origins": list(ws.origins),
         "page_views": ws.page_views,
         "honour_dnt": ws.honour_dnt,
+        "timezone": ws.timezone or None,  # as the management API shows it: null, the server's
     }
 
 

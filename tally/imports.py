@@ -8,8 +8,9 @@ What an import does, so that running it twice changes nothing the second time:
 
 - A workspace of the file that is missing is created (with the file's name and time);
   one that exists keeps its name and time. From a version 2 JSON lines file its
-  settings (V1 flag, allowed origins) are set to the file's, whether it was created or
-  not; a version 1 file or a CSV file has none, and leaves them as they are.
+  settings (V1 flag, allowed origins; page counting and time zone where the file has
+  them) are set to the file's, whether it was created or not; a version 1 file or a
+  CSV file has none, and leaves them as they are.
 - A counter of the file is set to the file's values: created if missing, otherwise its
   totals, description, private flag and times are replaced by the file's, and, from a
   version 2 file, its floor, ceiling and allowed origins, and its unique-visitor window
@@ -33,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from tally import rules
+from tally import periods, rules
 from tally.counters import check_name
 from tally.errors import TallyError
 from tally.exports import (
@@ -76,6 +77,8 @@ class WorkspaceLine:
     settings: tuple[bool, tuple[str, ...]] | None = None  # (v1_open, origins) of version 2
     # (page_views, honour_dnt), optional in version 2; None: keep the workspace's
     pages: tuple[bool, bool] | None = None
+    # its time zone, optional in version 2 ("": the server's); None: keep the workspace's
+    timezone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +208,14 @@ WORKSPACE_KEYS = {
     1: frozenset(("slug", "name", "created_at")),
     2: frozenset(("slug", "name", "created_at", "v1_open", "allowed_origins")),
 }
-# fields a workspace of that version may leave out (together; then the workspace's kept)
-OPTIONAL_WORKSPACE_KEYS = {1: frozenset[str](), 2: frozenset(("page_views", "honour_dnt"))}
+# fields a workspace of that version may leave out, in groups given together or left out
+# together (then the workspace's own are kept)
+PAGE_KEYS = frozenset(("page_views", "honour_dnt"))
+TIMEZONE_KEYS = frozenset(("timezone",))
+OPTIONAL_WORKSPACE_KEYS: dict[int, tuple[frozenset[str], ...]] = {
+    1: (),
+    2: (PAGE_KEYS, TIMEZONE_KEYS),
+}
 
 
 def _counter(obj: Any, version: int, hours: bool) -> CounterLine:
@@ -244,23 +253,43 @@ class Invalid:
 Read = Iterator[tuple[int, Item | Invalid | dict[str, Any]]]
 
 
+def _timezone(value: Any) -> str:
+    """A workspace's time zone as the management API takes it: an IANA name, or null
+    (or "") for the server's."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _Bad("timezone must be an IANA zone name, or null for the server's")
+    try:
+        return periods.check_zone(value)
+    except TallyError as exc:
+        raise _Bad(f"timezone: {exc.message}") from None
+
+
 def _workspace(body: Any, version: int) -> WorkspaceLine:
-    keys, optional = WORKSPACE_KEYS[version], OPTIONAL_WORKSPACE_KEYS[version]
+    keys, groups = WORKSPACE_KEYS[version], OPTIONAL_WORKSPACE_KEYS[version]
     given = set(body) - keys if isinstance(body, dict) else set()
-    if not isinstance(body, dict) or not keys <= set(body) or given not in (set(), optional):
-        also = f" (and optionally {', '.join(sorted(optional))})" if optional else ""
+    if (
+        not isinstance(body, dict)
+        or not keys <= set(body)
+        or given != set().union(*(group for group in groups if group & given))
+    ):
+        optional = sorted(set().union(*groups))
+        also = f" (and optionally {', '.join(optional)})" if optional else ""
         raise _Bad(f"a workspace has exactly the fields {', '.join(sorted(keys))}{also}")
     slug, name = _slug(body["slug"]), _str(body["name"], "name", 200)
-    settings = pages = None
+    settings = pages = timezone = None
     if version >= 2:
-        for key in ("v1_open", *sorted(given)):
+        for key in ("v1_open", *sorted(given & PAGE_KEYS)):
             if not isinstance(body[key], bool):
                 raise _Bad(f"{key} must be true or false")
         settings = (body["v1_open"], _origins(body["allowed_origins"]))
-        if given:
+        if given >= PAGE_KEYS:
             pages = (body["page_views"], body["honour_dnt"])
+        if "timezone" in given:
+            timezone = _timezone(body["timezone"])
     created = _time(body["created_at"], "created_at")
-    return WorkspaceLine(slug, name, created, settings, pages)
+    return WorkspaceLine(slug, name, created, settings, pages, timezone)
 
 
 def _line(raw: bytes, version: int) -> Item | dict[str, Any]:
@@ -465,12 +494,17 @@ async def import_file(
                 await store.set_page_counting(
                     ws.id, page_views=line.pages[0], honour_dnt=line.pages[1]
                 )
+            if line.timezone:
+                await store.set_workspace_timezone(ws.id, line.timezone)
         else:
             report.workspaces_kept.append(line.slug)
             rules_differ = line.settings is not None and line.settings != (ws.v1_open, ws.origins)
             pages_differ = line.pages is not None and line.pages != (ws.page_views, ws.honour_dnt)
-            if rules_differ or pages_differ:
+            zone_differs = line.timezone is not None and line.timezone != ws.timezone
+            if rules_differ or pages_differ or zone_differs:
                 report.workspaces_changed += 1
+            if zone_differs and line.timezone is not None:
+                await store.set_workspace_timezone(ws.id, line.timezone)
             if rules_differ and line.settings is not None:
                 v1_open, allowed = line.settings
                 await store.set_workspace_rules(ws.id, v1_open=v1_open, origins=allowed)

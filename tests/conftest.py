@@ -399,7 +399,13 @@ async def make_harness(settings: Settings) -> AsyncIterator[HarnessFactory]:
     apps: list[tuple[App, httpx.AsyncClient]] = []
 
     async def make(**overrides: object) -> Harness:
-        app = create_app(replace(settings, **overrides))  # type: ignore[arg-type]
+        chosen = replace(settings, **overrides)  # type: ignore[arg-type]
+        # two xdist workers (or two runs of the suite) share one Redis: an app on Redis
+        # keeps its keys under the test's own prefix (the `redis_prefix` fixture)
+        assert not chosen.redis_url or chosen.redis_prefix != Settings().redis_prefix, (
+            "an app on Redis needs redis_prefix=<the redis_prefix fixture>"
+        )
+        app = create_app(chosen)
         await app.startup()
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, client=("198.51.100.7", 40000)),

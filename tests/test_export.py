@@ -80,6 +80,7 @@ async def seed(store: Store) -> None:
     await store.change_counter(secret.id, CounterChange(unique_window=3600))
     await store.change_counter(secret.id, CounterChange(unique_by_address=True))
     await store.set_page_counting(demo.id, page_views=True, honour_dnt=True)
+    await store.set_workspace_timezone(demo.id, "Europe/Berlin")
 
 
 async def snapshot(store: Store) -> dict[str, Any]:
@@ -101,6 +102,7 @@ async def snapshot(store: Store) -> dict[str, Any]:
                     ws.origins,
                     ws.page_views,
                     ws.honour_dnt,
+                    ws.timezone,
                 ),
                 "times": (c.created_at, c.updated_at),
                 "hours": sorted(history.buckets),
@@ -147,9 +149,11 @@ async def test_round_trip_sqlite_postgres_sqlite(
         assert original["demo/hits"]["unique_by_address"] is False
         assert b'"unique":3600,"unique_by":"address"' in a.read_bytes()
         assert original["demo/hits"]["workspace"][2:] == (
-            True, ("https://demo.example", "https://*.demo.example"), True, True,
+            True, ("https://demo.example", "https://*.demo.example"), True, True, "Europe/Berlin",
         )  # fmt: skip
-        assert original["other/empty"]["workspace"][4:] == (False, False)
+        assert original["other/empty"]["workspace"][4:] == (False, False, "")
+        assert b'"honour_dnt":true,"timezone":"Europe/Berlin"}' in a.read_bytes()
+        assert b'"honour_dnt":false,"timezone":null}' in a.read_bytes()  # the server's
         assert await snapshot(pg) == original
         assert await snapshot(last) == original
     finally:
@@ -260,8 +264,9 @@ async def test_version_1_files_still_import(store: Store, tmp_path: Path) -> Non
 
 
 async def test_file_sets_rules_and_workspace_settings(store: Store, tmp_path: Path) -> None:
-    """A version 2 file sets an existing workspace's V1 flag and allowed origins and a
-    counter's bounds and origins back to the file's; a second import changes nothing."""
+    """A version 2 file sets an existing workspace's V1 flag, allowed origins and time
+    zone (null: the server's) and a counter's bounds and origins back to the file's; a
+    second import changes nothing."""
     await seed(store)
     path = await export_to(store, tmp_path / "x.jsonl")
     expected = await snapshot(store)
@@ -269,12 +274,16 @@ async def test_file_sets_rules_and_workspace_settings(store: Store, tmp_path: Pa
     hits = await store.read_counter("demo", "hits")
     assert demo is not None
     assert hits is not None
+    other = await store.get_workspace("other")
+    assert other is not None
     await store.set_workspace_rules(demo.id, v1_open=False, origins=())
+    await store.set_workspace_timezone(demo.id, "Asia/Tokyo")
+    await store.set_workspace_timezone(other.id, "America/New_York")  # the file: null
     await store.change_counter(
         hits.id, CounterChange(bounds=(None, 100), origins=(), unique_window=0)
     )
     report = await import_file(store, path, validate(path))
-    assert (report.changed, report.unchanged, report.workspaces_changed) == (1, 3, 1)
+    assert (report.changed, report.unchanged, report.workspaces_changed) == (1, 3, 2)
     assert await snapshot(store) == expected
     again = await import_file(store, path, validate(path))
     assert (again.changed, again.unchanged, again.workspaces_changed) == (0, 4, 0)
@@ -362,6 +371,16 @@ def END(counters: int = 1, buckets: int = 2) -> bytes:
          "page_views must be true or false"),
         ([HEAD2, WS2.replace(b"[]", b'["a b"]'), counter_line(**RULES), END()],
          "one origin per item"),
+        ([HEAD2, WS2.replace(b"[]", b'[],"timezone":"Mars/Olympus_Mons"'),
+          counter_line(**RULES), END()],
+         "timezone: 'Mars/Olympus_Mons' is no time zone"),
+        ([HEAD2, WS2.replace(b"[]", b'[],"timezone":1'), counter_line(**RULES), END()],
+         "timezone must be an IANA zone name, or null"),
+        ([HEAD2, WS2.replace(b"[]", b'[],"timezone":"UTC","page_views":true'),
+          counter_line(**RULES), END()],
+         "a workspace has exactly the fields"),
+        ([HEAD, WS.replace(b"1.0", b'1.0,"timezone":"UTC"'), counter_line(), END()],
+         "a workspace has exactly the fields"),
         ([b"tally-export-csv,2", CSV2, b"demo,hits,,false,3,0,1,2,x,,"],
          "floor must be empty or a whole number"),
         ([b"tally-export-csv,2", CSV2, b"demo,hits,,false,3,0,1,2,,,nope"],
@@ -573,6 +592,44 @@ async def test_version_2_files_without_unique_keep_the_window(store: Store, tmp_
     report = await import_file(store, off, validate(off))
     assert (report.changed, report.unchanged) == (2, 2)  # and secret by address again
     assert (await snapshot(store))["demo/hits"]["unique"] == 0
+
+
+async def test_version_2_files_without_a_timezone_keep_the_workspaces(
+    store: Store, tmp_path: Path
+) -> None:
+    """A version 2 file written before `timezone` was carried still imports and leaves
+    each workspace's time zone as it is; one with `timezone` but without `page_views` and
+    `honour_dnt` sets the zone and keeps the page counting."""
+    await seed(store)
+    path = await export_to(store, tmp_path / "x.jsonl")
+    demo = await store.get_workspace("demo")
+    assert demo is not None
+    await store.set_workspace_timezone(demo.id, "Asia/Tokyo")
+    before = await snapshot(store)
+
+    def without(path: Path, *keys: str) -> Path:
+        lines = []
+        for raw in path.read_bytes().splitlines():
+            obj = orjson.loads(raw)
+            for key in keys:
+                obj.get("workspace", {}).pop(key, None)
+            lines.append(orjson.dumps(obj))
+        cut = tmp_path / f"without-{'-'.join(keys)}.jsonl"
+        cut.write_bytes(b"\n".join(lines) + b"\n")
+        return cut
+
+    older = without(path, "timezone")
+    report = await import_file(store, older, validate(older))
+    assert (report.unchanged, report.workspaces_changed) == (4, 0)
+    assert await snapshot(store) == before  # Tokyo kept
+
+    await store.set_page_counting(demo.id, page_views=False, honour_dnt=False)
+    zone_only = without(path, "page_views", "honour_dnt")
+    report = await import_file(store, zone_only, validate(zone_only))
+    assert report.workspaces_changed == 1
+    after = await store.get_workspace("demo")
+    assert after is not None
+    assert (after.timezone, after.page_views, after.honour_dnt) == ("Europe/Berlin", False, False)
 
 
 FORMULAS = [

@@ -76,14 +76,19 @@ async def test_silent_database_is_not_ready(
 
 @pytest.mark.postgres
 async def test_unreachable_redis_is_degraded_but_ready(
-    make_harness: HarnessFactory, postgres_url: str
+    make_harness: HarnessFactory, postgres_url: str, redis_prefix: str
 ) -> None:
     """In scale-out, a Redis that is gone is reported by /readyz, which stays 200: the node
     counts on with its own limiter, and a balancer must not pull every node at once."""
     target = urlsplit(require_redis())
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
     await proxy.start()
-    h = await make_harness(database_url=postgres_url, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    # the test's own key prefix, also in its [sqlite] variant (whose settings have none)
+    h = await make_harness(
+        database_url=postgres_url,
+        redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+        redis_prefix=redis_prefix,
+    )
     assert (await h.client.get("/readyz")).status_code == 200
     await proxy.cut()
     r = await h.client.get("/readyz")

@@ -93,7 +93,13 @@ def test_dashboard_is_what_its_generator_writes() -> None:
     panels = model["panels"]
     assert isinstance(panels, list)
     titles = {panel["title"] for panel in panels}
-    for wanted in ("Requests by route", "Commit duration", "Limiter decisions", "Sign-ins"):
+    for wanted in (
+        "Requests by route",
+        "Commit duration",
+        "Limiter decisions",
+        "Sign-ins",
+        "Alert deliveries",
+    ):
         assert wanted in titles
     ids = [panel["id"] for panel in panels]
     assert len(ids) == len(set(ids))

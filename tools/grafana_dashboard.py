@@ -200,7 +200,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
         ],
     ),
     (
-        "Website and disk",
+        "Website, alerts and disk",
         [
             (
                 "Sign-ins",
@@ -216,6 +216,11 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "Emails",
                 "ops",
                 [(f"sum by (result) ({rate('tally_mails_total')})", "{{result}}")],
+            ),
+            (
+                "Alert deliveries",
+                "ops",
+                [(f"sum by (result) ({rate('tally_alert_deliveries_total')})", "{{result}}")],
             ),
             (
                 "SQLite disk free",

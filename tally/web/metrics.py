@@ -151,7 +151,7 @@ class TallyCollector(Collector):
         tries = CounterMetricFamily(
             "tally_alert_deliveries",
             "Alert delivery tries of this node: delivered (2xx, or taken by SMTP), failed "
-            "(to be tried again), given_up (24 h of failures).",
+            "(every failed try), given_up (of those, the last after 24 h of failures).",
             labels=["result"],
         )
         tries.add_metric(["delivered"], deliveries.delivered)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
+from services import require_redis
 from smtp_inbox import Inbox, smtp_server, smtp_settings
 
 from .server import ServerError, TallyServer
@@ -37,8 +37,10 @@ def mailing_server(
     """A real server whose mail goes to a slow SMTP server on loopback."""
     env = {"TALLY_RATE_LIMIT": "off"}
     if request.param == "postgresql":
-        env["TALLY_REDIS_URL"] = "redis://127.0.0.1:6379/0"
-        env["TALLY_REDIS_PREFIX"] = f"tally-e2e-{tmp_path.name}:"
+        env["TALLY_REDIS_URL"] = require_redis()
+        # a prefix of this test's own (deleted at teardown): not one another worker or
+        # another run of the suite on this Redis can have
+        env["TALLY_REDIS_PREFIX"] = str(request.getfixturevalue("redis_prefix"))
     url = str(request.getfixturevalue("postgres_url")) if request.param == "postgresql" else None
     with smtp_server(delay=SLOW_SMTP) as (inbox, port):
         server = TallyServer(tmp_path, database_url=url, env={**env, **smtp_env(port)})
@@ -47,11 +49,6 @@ def mailing_server(
             yield server, inbox
         finally:
             server.close()
-            if "TALLY_REDIS_PREFIX" in env:  # the throttle's and mail limit's keys
-                client = redis.Redis.from_url(env["TALLY_REDIS_URL"])
-                for key in client.scan_iter(match=env["TALLY_REDIS_PREFIX"] + "*"):
-                    client.delete(key)
-                client.close()
 
 
 def post_form(

@@ -206,7 +206,7 @@ async def test_two_nodes_counting_at_once_fire_each_crossing_once(
     """Two nodes on one PostgreSQL take 1,000 ups of one counter at once (500 each, 16
     connections each): each of the 10 thresholds it crosses fires exactly once, delivered
     once, by whichever node claimed it."""
-    # no bootstrap: two nodes making the first workspace at once, one would fail to start
+    # no bootstrap: the test makes its own workspace (the bootstrap's token is not needed)
     servers = [backend.server({"TALLY_BOOTSTRAP": "false"}) for _ in range(2)]
     try:
         await asyncio.gather(*(asyncio.to_thread(s.start) for s in servers))

@@ -1,18 +1,28 @@
-"""Scale-out: two real `tally serve` nodes on one PostgreSQL and one Redis."""
+"""Scale-out: real `tally serve` nodes on one PostgreSQL and one Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import psycopg
 import pytest
+from psycopg import sql
 from services import REDIS_URL, TcpProxy, require_redis
 
-from .server import BurstResult, HttpConnection, TallyCli, TallyServer, burst, wait_until
+from .server import (
+    TOKEN_RE,
+    BurstResult,
+    HttpConnection,
+    TallyCli,
+    TallyServer,
+    burst,
+    wait_until,
+)
 
 NODES = 2
 
@@ -379,3 +389,98 @@ async def test_live_streams_hear_every_node(make_cluster: MakeCluster) -> None:
             assert data["up_count"] == expected
     for stream in streams:
         stream.drop()
+
+
+async def test_nodes_starting_at_once_on_an_empty_database(
+    tmp_path: Path, postgres_base_url: str, postgres_url: str
+) -> None:
+    """Three nodes started at the same moment on a new schema: the three migrate it at
+    once (they queue on the migration's lock) and serve. Then three nodes with the
+    bootstrap on start at once on it, still empty: all of them find no workspace and try
+    to make `default` at the same moment; exactly one does, with one Admin token it alone
+    prints, and the other two start normally. The token counts through every node."""
+    require_redis()
+    schema = parse_qs(urlsplit(postgres_url).query)["schema"][0]
+    migrate_key = f"tally.migrate:{schema}"
+    nodes = []
+    for i in range(3):
+        workdir = tmp_path / f"node-{i}"
+        workdir.mkdir()
+        nodes.append(TallyServer(workdir, database_url=postgres_url, env=cluster_env()))
+    async with await psycopg.AsyncConnection.connect(postgres_base_url) as lock:
+        try:
+            # 1. the migrations: their lock held until the three nodes wait for it
+            for node in nodes:
+                node.args = ["--no-bootstrap"]
+            await lock.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (migrate_key,))
+            await _release_when_waiting(
+                nodes,
+                lock,
+                lambda: _count(
+                    lock,
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND objid::bigint = hashtext(%s)::bigint & 4294967295",
+                    migrate_key,
+                ),
+            )
+            for node in nodes:
+                status, _ = await get_json(node, "/v2/ws/c")
+                assert status == 404, node.output()  # serving, on the empty schema
+            await asyncio.gather(*(asyncio.to_thread(node.stop) for node in nodes))
+
+            # 2. the bootstrap: each node reads no workspace, then waits to insert `default`
+            for node in nodes:
+                node.args = []
+            table = sql.Identifier(schema, "workspaces")
+            await lock.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
+            await _release_when_waiting(
+                nodes,
+                lock,
+                lambda: _count(
+                    lock,
+                    "SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
+                    f"{schema}.workspaces",
+                ),
+            )
+            printed = [TOKEN_RE.findall(node.stdout()) for node in nodes]
+            assert sorted(len(tokens) for tokens in printed) == [0, 0, 2], printed  # + curl
+            [token] = {t for tokens in printed for t in tokens}
+            for expected, node in enumerate(nodes, 1):
+                status, body = await get_json(node, "/v2/default/first/up", token)
+                assert status == 200, body
+                assert isinstance(body, dict)
+                assert body["data"]["up_count"] == expected
+        finally:
+            await asyncio.gather(*(asyncio.to_thread(node.close) for node in nodes))
+    cli = TallyCli(postgres_url)
+    listed = await asyncio.to_thread(cli.run, "workspace", "list")
+    assert [line.split("\t")[1] for line in listed.stdout.splitlines()] == ["default"]
+    tokens = await asyncio.to_thread(cli.run, "token", "list", "--workspace", "default")
+    assert len(tokens.stdout.splitlines()) == 1, tokens.stdout
+
+
+async def _count(conn: psycopg.AsyncConnection[tuple[object, ...]], query: str, arg: str) -> int:
+    cur = await conn.execute(query, (arg,))
+    row = await cur.fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+async def _release_when_waiting(
+    nodes: list[TallyServer],
+    lock: psycopg.AsyncConnection[tuple[object, ...]],
+    waiting: Callable[[], Awaitable[int]],
+) -> None:
+    """Start `nodes` (each in a thread) while `lock`'s transaction holds what they all
+    need, wait until each of them waits for it, then commit: they go on at one moment."""
+    starts = [asyncio.create_task(asyncio.to_thread(node.start)) for node in nodes]
+    deadline = time.monotonic() + 20
+    try:
+        while await waiting() < len(nodes):
+            if any(task.done() for task in starts):
+                break  # a node exited before waiting: gather raises with its output
+            assert time.monotonic() < deadline, [node.output() for node in nodes]
+            await asyncio.sleep(0.02)
+    finally:
+        await lock.commit()
+        await asyncio.gather(*starts)

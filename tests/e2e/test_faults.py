@@ -244,7 +244,7 @@ async def start_node(tmp_path: Path, url: str, env: dict[str, str]) -> tuple[Tal
 
 @pytest.mark.parametrize("fault", ["stopped", "dropping-packets"])
 async def test_postgresql_fault_under_load(
-    tmp_path: Path, pg_proxy: tuple[TcpProxy, str], fault: str
+    tmp_path: Path, pg_proxy: tuple[TcpProxy, str], fault: str, redis_prefix: str
 ) -> None:
     """PostgreSQL stops (the proxy cut) or the network holds every packet for 2 s while
     16 clients count: every request is answered, 200 or 503 with Retry-After (or, for a
@@ -253,7 +253,7 @@ async def test_postgresql_fault_under_load(
     itself."""
     proxy, url = pg_proxy
     redis = require_redis()
-    env = {**ENV, "TALLY_REDIS_URL": redis, "TALLY_REDIS_PREFIX": f"fault-{tmp_path.name}:"}
+    env = {**ENV, "TALLY_REDIS_URL": redis, "TALLY_REDIS_PREFIX": redis_prefix}
     node, token = await start_node(tmp_path, url, env)
     statuses: list[int] = []
     unavailable: list[Response] = []
@@ -305,7 +305,7 @@ async def test_postgresql_fault_under_load(
         await asyncio.to_thread(node.close)
 
 
-async def test_redis_stopped(tmp_path: Path, postgres_url: str) -> None:
+async def test_redis_stopped(tmp_path: Path, postgres_url: str, redis_prefix: str) -> None:
     """Redis goes away under a running node: counting goes on (the node limits on its
     own), /readyz stays ready and reports Redis degraded, and when Redis is back the node
     uses it again;
@@ -316,7 +316,7 @@ async def test_redis_stopped(tmp_path: Path, postgres_url: str) -> None:
     env = {
         "TALLY_RATE_LIMIT": "600/minute",
         "TALLY_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
-        "TALLY_REDIS_PREFIX": f"fault-{tmp_path.name}:",
+        "TALLY_REDIS_PREFIX": redis_prefix,
     }
     node, token = await start_node(tmp_path, postgres_url, env)
     try:
