@@ -32,6 +32,11 @@ UNIQUE = "unique"  # a counter with a unique-visitor window of 24 h
 HISTORY_DAYS = 90
 RANDOM_PATH = f"/v2/{fixtures.WORKSPACE}/c{{}}/up"  # bench/lua/random.lua fills in {}
 RANDOM_NAMES = "name GLOB 'c[0-9]*'"
+NEW_PATH = f"/v2/{fixtures.WORKSPACE}/n{{}}/up"  # bench/lua/fresh.lua fills in {}
+NEW_NAMES = "name GLOB 'n*-*'"
+# up-new keeps both defences of creation on, at bounds its load does not reach, so that
+# their checks are part of what it measures (the other scenarios run without them)
+NEW_LIMITS = (("TALLY_CREATE_RATE_LIMIT", NO_LIMIT), ("TALLY_COUNTER_QUOTA", "100000000"))
 SPREAD = 10_000  # up-10k and naive: c0 .. c9999, each in turn (bench/lua/roundrobin.lua)
 NAIVE_GAIN = 50.0  # up-10k against naive, both as ratios to their ceilings (issue 10)
 # the drain phase of counting loads (see bench/lua/common.lua)
@@ -151,6 +156,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         target=Target(0.6, max_p99_ms=10.0),
         baseline="naive",
         min_gain=NAIVE_GAIN,
+    ),
+    Scenario(
+        "up-new",
+        "up, Write token, commit, a new name every request (each up creates its counter)",
+        "fresh",
+        NEW_PATH,
+        auth=True,
+        counted=NEW_NAMES,
+        env=NEW_LIMITS,
+        baseline="up-10k",
+        min_gain=0.5,  # issue 21: at least half of up over existing counters
     ),
     Scenario(
         "up-100k",

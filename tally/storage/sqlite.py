@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from tally.errors import Conflict, StorageError
+from tally.errors import Conflict, QuotaReached, StorageError
 from tally.models import (
     BatchChanges,
     Counter,
@@ -72,6 +72,11 @@ _READ_COUNTER_BY_ID = f"""
 SELECT {COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
 FROM workspaces w JOIN counters c ON c.workspace_id = w.id
 WHERE c.id = ?
+"""
+_READ_COUNTERS_BY_IDS = f"""
+SELECT {COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
+FROM workspaces w JOIN counters c ON c.workspace_id = w.id
+WHERE c.id IN (SELECT value FROM json_each(?))
 """
 _READ_COUNTS = """
 SELECT up_count, down_count, updated_at, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
@@ -682,6 +687,19 @@ class SQLiteStore(DashboardTables):
 
         return self._counter_by_id(await self._write(self._tx(run)))
 
+    async def ensure_counters(self, wanted: Sequence[tuple[int, str]]) -> list[Counter | Exception]:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> list[int | Exception]:
+            quotas: dict[int, list[int] | None] = {}  # workspace -> [counters, quota]
+            return [_ensure_one(conn, quotas, self.counter_quota, w, n, now) for w, n in wanted]
+
+        ids = await self._write(self._tx(run), inline=len(wanted))
+        found = [i for i in ids if isinstance(i, int)]
+        rows = self._read_now(_READ_COUNTERS_BY_IDS, (self.node, orjson.dumps(found)))
+        by_id = {int(r[0]): to_counter(r) for r in rows}
+        return [i if not isinstance(i, int) else by_id.get(i) or _vanished(i) for i in ids]
+
     def _indexed(self, workspace_id: int, search: str) -> tuple[str, str, list[Any]] | None:
         if len(search) < 3:
             return None
@@ -860,6 +878,49 @@ class SQLiteStore(DashboardTables):
             return None
         text, refused = settled
         return {t[0]: Totals(t[1], t[2], float(t[3]), t[0] in refused) for t in orjson.loads(text)}
+
+
+def _ensure_one(
+    conn: sqlite3.Connection,
+    quotas: dict[int, list[int] | None],
+    default_quota: int,
+    workspace_id: int,
+    name: str,
+    now: float,
+) -> int | Exception:
+    """One name of `ensure_counters`, in its transaction: the counter's id, created if
+    missing, or QuotaReached (then nothing is created). The workspace's count is read
+    once per transaction and kept here for its later names: the transaction holds the
+    database's write lock, so no one else creates meanwhile."""
+    if workspace_id not in quotas:
+        got = conn.execute(QUOTA.replace("%s", "?"), (default_quota, workspace_id)).fetchone()
+        quotas[workspace_id] = None if got is None else [int(got[0]), int(got[1] or 0)]
+    known = quotas[workspace_id]
+    if known is None:  # deleted meanwhile: an insert would fail the whole transaction
+        return StorageError(f"workspace {workspace_id} vanished")
+    row = conn.execute(
+        "INSERT INTO counters (workspace_id, name, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO NOTHING RETURNING id",
+        (workspace_id, name, now, now),
+    ).fetchone()
+    if row is None:  # it exists
+        row = conn.execute(
+            "SELECT id FROM counters WHERE workspace_id = ? AND name = ?", (workspace_id, name)
+        ).fetchone()
+        return int(row[0]) if row else StorageError(f"counter {name!r} vanished")
+    counter_id = int(row[0])
+    known[0] += 1
+    try:
+        check_quota(known)
+    except QuotaReached as exc:
+        conn.execute("DELETE FROM counters WHERE id = ?", (counter_id,))
+        known[0] -= 1
+        return exc
+    return counter_id
+
+
+def _vanished(counter_id: int) -> StorageError:
+    return StorageError(f"counter {counter_id} vanished")
 
 
 _ADD_HOUR = """
