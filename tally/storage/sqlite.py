@@ -690,13 +690,17 @@ class SQLiteStore(DashboardTables):
     async def ensure_counters(self, wanted: Sequence[tuple[int, str]]) -> list[Counter | Exception]:
         now = time.time()
 
-        def run(conn: sqlite3.Connection) -> list[int | Exception]:
+        def run(conn: sqlite3.Connection) -> tuple[list[int | Exception], list[tuple[Any, ...]]]:
             quotas: dict[int, list[int] | None] = {}  # workspace -> [counters, quota]
-            return [_ensure_one(conn, quotas, self.counter_quota, w, n, now) for w, n in wanted]
+            ids = [_ensure_one(conn, quotas, self.counter_quota, w, n, now) for w, n in wanted]
+            found = orjson.dumps([i for i in ids if isinstance(i, int)])
+            # read here, on the writer's thread, not on the event loop after the commit
+            return ids, conn.execute(_READ_COUNTERS_BY_IDS, (self.node, found)).fetchall()
 
-        ids = await self._write(self._tx(run), inline=len(wanted))
-        found = [i for i in ids if isinstance(i, int)]
-        rows = self._read_now(_READ_COUNTERS_BY_IDS, (self.node, orjson.dumps(found)))
+        # on the writer's thread always: a batch of names takes milliseconds (the search
+        # index's trigrams), too long for the event loop, and kept out of the average by
+        # which batches of counts commit inline (InlineCommits)
+        ids, rows = await self._write(self._tx(run))
         by_id = {int(r[0]): to_counter(r) for r in rows}
         return [i if not isinstance(i, int) else by_id.get(i) or _vanished(i) for i in ids]
 
