@@ -433,7 +433,7 @@ METHOD = [
     "counters and the quota stay on at bounds the load does not reach. Its note gives it "
     "against `up-10k`, each as a ratio to its own ceiling runs (target: at least 0.5 x).",
     "- `up-commit-c4` and `up-buffered-c4` are `up-commit` and `up-buffered` with 4 wrk "
-    "connections (1 per thread) instead of 64: clients that wait for each answer, where "
+    "connections (2 per thread) instead of 64: clients that wait for each answer, where "
     "commit mode's wait for the commit is the bound (docs/performance.md, buffered "
     "against commit). The notes give `up-buffered` against `up-commit` and the pair "
     "against each other (target for the pair: at least 1.2 x).",
