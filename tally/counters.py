@@ -243,6 +243,10 @@ class Creations:
                         if isinstance(exc, (TallyError, StorageError))
                         else StorageError(repr(exc))
                     )
+                except BaseException:  # cancelled (the loop is closing): no one may hang
+                    for future in batch.values():
+                        future.set_exception(StorageError("the server is stopping"))
+                    raise
                 self.batches += 1
                 self.created += len(keys)
                 for i, key in enumerate(keys):

@@ -9,6 +9,7 @@ import asyncio
 from conftest import Harness
 from helpers import assert_error
 
+from tally.counters import Creations
 from tally.errors import QuotaReached, StorageError
 from tally.models import Counter, Permission
 from tally.storage import store_from_url
@@ -130,3 +131,19 @@ async def test_concurrent_ups_of_new_names_share_transactions(harness: Harness) 
     assert await h.store.counter_usage(ws.id) == (45, 45)
     counted = [await h.store.read_counter("ws", f"more{i}") for i in range(12)]
     assert sorted(c.up_count for c in counted if c is not None) == [1] * 5
+
+
+async def test_a_request_that_goes_away_leaves_the_name_to_the_others(store: Store) -> None:
+    """Two requests wait for the same new name; the first is cancelled: the other gets
+    the counter, created once."""
+    ws = await store.create_workspace("ws", "ws")
+    creator = Creations(store)
+    first = asyncio.create_task(creator.ensure(ws.id, "page"))
+    second = asyncio.create_task(creator.ensure(ws.id, "page"))
+    await asyncio.sleep(0)  # both are waiting
+    first.cancel()
+    counter = await second
+    assert first.cancelled()
+    assert counter.name == "page"
+    assert creator.batches == 1
+    assert await store.count_counters(ws.id) == 1
