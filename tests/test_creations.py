@@ -5,6 +5,7 @@ new names of concurrent requests into one such batch. Both backends."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from conftest import Harness
 from helpers import assert_error
@@ -14,6 +15,7 @@ from tally.errors import QuotaReached, StorageError
 from tally.models import Counter, Permission
 from tally.storage import store_from_url
 from tally.storage.base import Store
+from tally.storage.sqlite import SQLiteStore
 
 
 async def test_a_batch_creates_finds_and_refuses_past_the_quota(store: Store) -> None:
@@ -147,3 +149,45 @@ async def test_a_request_that_goes_away_leaves_the_name_to_the_others(store: Sto
     assert counter.name == "page"
     assert creator.batches == 1
     assert await store.count_counters(ws.id) == 1
+
+
+async def test_sqlite_indexes_new_names_in_bulk_and_searches_the_tail(tmp_path: Path) -> None:
+    """SQLite (migration 0009): names created between two bulk indexings are found by a
+    search meanwhile, exactly once before and after their indexing; renaming and
+    deleting rows in the tail and in the index keeps the index sound."""
+    store = SQLiteStore(tmp_path / "t.db")
+    await store.open()
+    try:
+        ws = await store.create_workspace("ws", "ws")
+        first = await store.ensure_counters([(ws.id, f"page-{i}") for i in range(5)])
+        assert all(isinstance(c, Counter) for c in first)  # the first batch indexed them
+        later = await store.ensure_counters([(ws.id, f"page-{i}") for i in range(5, 9)])
+        ids = [c.id for c in later if isinstance(c, Counter)]
+
+        async def found(search: str) -> list[str]:
+            page = await store.counter_page(ws.id, search=search, limit=100)
+            return sorted(c.name for c in page.counters)
+
+        async def upto() -> int:
+            rows = await store._fetch("SELECT upto FROM names_indexed")
+            return int(rows[0][0])
+
+        assert await upto() < min(ids)  # within INDEX_EVERY: the tail
+        assert await found("page-") == sorted(f"page-{i}" for i in range(9))
+        assert await found("age-7") == ["page-7"]
+        rename = "UPDATE counters SET name = %s WHERE id = %s"  # no API renames (yet)
+        indexed = [c.id for c in first if isinstance(c, Counter)]
+        await store._change([(rename, ("renamed-5", ids[0])), (rename, ("renamed-1", indexed[1]))])
+        assert await store.delete_counter(ids[1])
+        assert await store.delete_counter(indexed[0])
+        store._index_at = 0.0  # the next batch indexes the tail
+        await store.ensure_counters([(ws.id, "page-9")])
+        assert await upto() >= max(ids)
+        expected = ["page-2", "page-3", "page-4", "page-7", "page-8", "page-9"]
+        assert await found("page-") == expected
+        assert await found("renamed-") == ["renamed-1", "renamed-5"]
+        await store._change(
+            [("INSERT INTO counter_names (counter_names) VALUES (%s)", ("integrity-check",))]
+        )
+    finally:
+        await store.close()

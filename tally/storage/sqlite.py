@@ -73,6 +73,10 @@ SELECT {COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
 FROM workspaces w JOIN counters c ON c.workspace_id = w.id
 WHERE c.id = ?
 """
+# new names go into the search index in bulk, with a creation batch at most this often
+# (seconds), at most INDEX_CHUNK of them per statement (migration 0009)
+INDEX_EVERY = 1.0
+INDEX_CHUNK = 50_000
 _READ_COUNTERS_BY_IDS = f"""
 SELECT {COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
 FROM workspaces w JOIN counters c ON c.workspace_id = w.id
@@ -217,6 +221,7 @@ class SQLiteStore(DashboardTables):
         # of the writer's connection changes only then), checked with every write
         self._settings = (0, 0.0)  # (epoch, since): one object, read without a lock
         self._data_version: int | None = None
+        self._index_at = 0.0  # monotonic: when a creation batch next indexes the new names
 
     @classmethod
     def from_url(cls, url: str, node: str = "local") -> SQLiteStore:
@@ -266,6 +271,12 @@ class SQLiteStore(DashboardTables):
         del conn  # none yet: this call makes it, on the writer thread
         self._writer_conn = self._connect()
         self._tx(self._migrate)(self._writer_conn)
+        # names inserted while no server ran (bulk loads, an older server): index them now
+        bulk = "SELECT 1 FROM sqlite_master WHERE name = 'names_indexed'"
+        while self._writer_conn.execute(bulk).fetchone() and self._tx(_index_names)(
+            self._writer_conn
+        ):
+            pass
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply every migration newer than the stored schema_version (in one transaction)."""
@@ -646,6 +657,7 @@ class SQLiteStore(DashboardTables):
                 (workspace_id, name, description, int(private), now, now),
             ).fetchone()
             self._check_quota(conn, workspace_id)
+            _index_names(conn)
             return int(row[0])
 
         try:
@@ -680,6 +692,7 @@ class SQLiteStore(DashboardTables):
             )
             if cur.rowcount == 1:
                 self._check_quota(conn, workspace_id)
+                _index_names(conn)
             row = conn.execute(
                 "SELECT id FROM counters WHERE workspace_id = ? AND name = ?", (workspace_id, name)
             ).fetchone()
@@ -693,6 +706,9 @@ class SQLiteStore(DashboardTables):
         def run(conn: sqlite3.Connection) -> tuple[list[int | Exception], list[tuple[Any, ...]]]:
             quotas: dict[int, list[int] | None] = {}  # workspace -> [counters, quota]
             ids = [_ensure_one(conn, quotas, self.counter_quota, w, n, now) for w, n in wanted]
+            if time.monotonic() >= self._index_at:  # the search index, in bulk (see 0009)
+                self._index_at = time.monotonic() + INDEX_EVERY
+                _index_names(conn)
             found = orjson.dumps([i for i in ids if isinstance(i, int)])
             # read here, on the writer's thread, not on the event loop after the commit
             return ids, conn.execute(_READ_COUNTERS_BY_IDS, (self.node, found)).fetchall()
@@ -708,10 +724,15 @@ class SQLiteStore(DashboardTables):
         if len(search) < 3:
             return None
         phrase = '"' + search.replace('"', '""') + '"'  # the text itself, not a query
-        # CROSS JOIN: SQLite reads the tables in this order, the index's matches first
-        # (else it may walk the workspace's counters and look each up in the matches)
-        source = "counter_names f CROSS JOIN counters c ON c.id = f.rowid"
-        return source, "f.counter_names MATCH %s", [phrase]
+        # the index's matches and the names not indexed yet (the tail after `upto`, at
+        # most about INDEX_EVERY seconds of new names; the LIKE of the search's WHERE
+        # filters them); NOT INDEXED: SQLite looks these ids up by rowid, rather than
+        # walking the workspace's counters by another index and testing each
+        matches = (
+            "c.id IN (SELECT rowid FROM counter_names WHERE counter_names MATCH %s "
+            "UNION ALL SELECT id FROM counters WHERE id > (SELECT upto FROM names_indexed))"
+        )
+        return "counters c NOT INDEXED", matches, [phrase]
 
     def _check_quota(self, conn: sqlite3.Connection, workspace_id: int) -> None:
         """After a counter's insert, in its transaction: QuotaReached rolls it back."""
@@ -771,7 +792,10 @@ class SQLiteStore(DashboardTables):
 
     async def import_counters(self, workspace_id: int, records: list[CounterRecord]) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
-            return [_import_one(conn, workspace_id, r) for r in records]
+            done = [_import_one(conn, workspace_id, r) for r in records]
+            while _index_names(conn):
+                pass
+            return done
 
         return await self._write(self._tx(run))
 
@@ -921,6 +945,25 @@ def _ensure_one(
         known[0] -= 1
         return exc
     return counter_id
+
+
+def _index_names(conn: sqlite3.Connection, limit: int = INDEX_CHUNK) -> int:
+    """Put the names after `names_indexed.upto` into the search index, `limit` at most,
+    in one statement (migration 0009); how many it indexed."""
+    upto = conn.execute("SELECT upto FROM names_indexed").fetchone()[0]
+    last = conn.execute(
+        "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM counters WHERE id > ? ORDER BY id LIMIT ?)",
+        (upto, limit),
+    ).fetchone()
+    if not last[1]:
+        return 0
+    conn.execute(
+        "INSERT INTO counter_names (rowid, name) SELECT id, name FROM counters "
+        "WHERE id > ? AND id <= ?",
+        (upto, last[0]),
+    )
+    conn.execute("UPDATE names_indexed SET upto = ?", (last[0],))
+    return int(last[1])
 
 
 def _vanished(counter_id: int) -> StorageError:
