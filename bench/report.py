@@ -428,6 +428,15 @@ METHOD = [
     "package). The note on `up-10k` gives its throughput against `naive`'s, each as a "
     "ratio to its own ceiling runs (target: at least 50 x). `naive` is not count-checked: "
     "wrk gives up on a request after 2 s, and the naive server still counts it.",
+    "- `up-new` sends `up` with the Write token to a name never used before, every "
+    "request (bench/lua/fresh.lua), so each creates its counter; the budget of new "
+    "counters and the quota stay on at bounds the load does not reach. Its note gives it "
+    "against `up-10k`, each as a ratio to its own ceiling runs (target: at least 0.5 x).",
+    "- `up-commit-c4` and `up-buffered-c4` are `up-commit` and `up-buffered` with 4 wrk "
+    "connections (2 per thread) instead of 64: clients that wait for each answer, where "
+    "commit mode's wait for the commit is the bound (docs/performance.md, buffered "
+    "against commit). The notes give `up-buffered` against `up-commit` and the pair "
+    "against each other (target for the pair: at least 1.2 x).",
     "- `up-1m` (also `--only up-1m`, and in `--quick`) is `up` over random counters of "
     "1,000,000 bulk-inserted ones; the worker's RSS over it is reported. The full run adds "
     "the flush timings and the history size of the scale section.",

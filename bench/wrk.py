@@ -2,7 +2,8 @@
 
 Every load uses the same wrk settings (THREADS, CONNECTIONS, TIMEOUT) and the same Lua
 hooks (bench/lua/common.lua), the ceiling included, so the client's own cost is the same
-in every measurement.
+in every measurement; only a load that says so (`Load.connections`: the few-clients
+pair, see bench/scenarios.py) keeps fewer connections open.
 """
 
 from __future__ import annotations
@@ -68,12 +69,17 @@ class Load:
     drain_path: str | None = None
     drain_mark: str | None = None
     settings: tuple[tuple[str, str], ...] = ()
+    connections: int = CONNECTIONS
+
+    @property
+    def threads(self) -> int:
+        return min(THREADS, self.connections)
 
     def env(self, seconds: int) -> dict[str, str]:
         env = {
             "BENCH_PATH": self.path,
             "BENCH_COUNT": str(self.count),
-            "BENCH_THREADS": str(THREADS),
+            "BENCH_THREADS": str(self.threads),
         }
         if self.token:
             env["BENCH_TOKEN"] = self.token
@@ -117,8 +123,8 @@ def run_wrk(wrk: str, base_url: str, load: Load, seconds: int, log: Path) -> Wrk
     """Run one load for `seconds` against `base_url`; wrk's output goes to `log`."""
     argv = [
         wrk,
-        f"-t{THREADS}",
-        f"-c{CONNECTIONS}",
+        f"-t{load.threads}",
+        f"-c{load.connections}",
         f"-d{seconds}s",
         "--timeout",
         TIMEOUT,

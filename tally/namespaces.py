@@ -55,9 +55,7 @@ class Namespaces:
         if not create:
             raise RecordNotFound()
         await self.counters.may_create(client)
-        epoch = self.counters.cache.epoch()
-        counter = await self.counters.store.ensure_counter(ws.id, name)
-        self.counters.cache.put((namespace, name), counter, time.monotonic(), epoch)
+        counter = await self.counters.create(namespace, ws.id, name)
         if counter.private:  # made private by someone else in the meantime
             raise RecordNotFound()
         return counter

@@ -146,6 +146,11 @@ class Store(Protocol):
     async def ensure_counter(self, workspace_id: int, name: str) -> Counter:
         """The counter, created public and empty if missing (safe under races)."""
 
+    async def ensure_counters(self, wanted: Sequence[tuple[int, str]]) -> list[Counter | Exception]:
+        """ensure_counter of each (workspace id, name), in one transaction: for each, in
+        order, the counter, or the error of that one alone (QuotaReached: the workspace's
+        quota was full; it was not created). A failed transaction raises StorageError."""
+
     async def read_counter(self, workspace_slug: str, name: str) -> Counter | None:
         """The committed counter with `seq` from the same snapshot."""
 

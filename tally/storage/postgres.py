@@ -31,7 +31,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from tally.errors import Conflict, StorageError
+from tally.errors import Conflict, QuotaReached, StorageError
 from tally.models import (
     BatchChanges,
     Counter,
@@ -101,6 +101,22 @@ WITH c AS (
     RETURNING *
 )
 SELECT {COUNTER_COLUMNS}, {_SEQ} FROM c JOIN workspaces w ON w.id = c.workspace_id
+"""
+# ensure_counters: lock the workspaces' count rows (in order), with the counts and quotas
+_LOCK_COUNTS = """
+SELECT k.workspace_id, k.counters, COALESCE(w.counter_quota, %s)
+FROM workspace_counts k JOIN workspaces w ON w.id = k.workspace_id
+WHERE k.workspace_id = ANY(%s) ORDER BY k.workspace_id FOR UPDATE OF k
+"""
+_INSERT_COUNTERS = """
+INSERT INTO counters (workspace_id, name, created_at, updated_at)
+SELECT t.w, t.n, %(now)s, %(now)s FROM unnest(%(ws)s::bigint[], %(names)s::text[]) AS t(w, n)
+ON CONFLICT (workspace_id, name) DO NOTHING RETURNING id, workspace_id, name
+"""
+_READ_NAMED = f"""
+SELECT {COUNTER_COLUMNS}, {_SEQ}
+FROM workspaces w JOIN counters c ON c.workspace_id = w.id
+WHERE c.workspace_id = ANY(%(spaces)s) AND c.name = ANY(%(names)s)
 """
 # Batched (pgcall.BatchedLookup): $1 the node, $2 the ids; one statement, one snapshot.
 _READ_COUNTS = b"""
@@ -678,6 +694,52 @@ class PostgresStore(DashboardTables):
         if row is None:
             raise StorageError(f"counter {name!r} vanished")
         return to_counter(row)
+
+    async def ensure_counters(self, wanted: Sequence[tuple[int, str]]) -> list[Counter | Exception]:
+        """One transaction of three statements whatever the number of names. The
+        workspaces' count rows are locked first, in order: two nodes' batches then never
+        wait for each other's names (each waits for the other's whole batch instead), and
+        the count read with the lock stays right until the commit."""
+        now = time.time()
+        spaces = sorted({w for w, _ in wanted})
+        async with self._tx() as conn:
+            cur = await conn.execute(_LOCK_COUNTS, (self.counter_quota, spaces))
+            quotas = {int(r[0]): [int(r[1]), int(r[2] or 0)] for r in await cur.fetchall()}
+            there = [(w, n) for w, n in wanted if w in quotas]  # not of a deleted workspace
+            cur = await conn.execute(
+                _INSERT_COUNTERS,
+                {"now": now, "ws": [w for w, _ in there], "names": [n for _, n in there]},
+            )
+            made = {(int(r[1]), r[2]): int(r[0]) for r in await cur.fetchall()}
+            refused: dict[tuple[int, str], Exception] = {}
+            for key in wanted:  # in the order asked: the last ones past a quota are refused
+                if key not in made:
+                    continue
+                known = quotas[key[0]]
+                known[0] += 1
+                try:
+                    check_quota(known)
+                except QuotaReached as exc:
+                    known[0] -= 1
+                    refused[key] = exc
+            if refused:
+                gone = [made.pop(k) for k in refused]
+                await conn.execute("DELETE FROM counters WHERE id = ANY(%s)", (gone,))
+            cur = await conn.execute(
+                _READ_NAMED,
+                {"node": self.node, "spaces": spaces, "names": sorted({n for _, n in wanted})},
+            )
+            rows = {(int(r[1]), r[3]): r for r in await cur.fetchall()}
+        out: list[Counter | Exception] = []
+        for key in wanted:
+            row = rows.get(key)
+            if key in refused:
+                out.append(refused[key])
+            elif row is None:
+                out.append(StorageError(f"counter {key[1]!r} vanished"))
+            else:
+                out.append(to_counter(row))
+        return out
 
     def _indexed(self, workspace_id: int, search: str) -> tuple[str, str, list[Any]] | None:
         if len(search) < 3:

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from tally.errors import Conflict, StorageError
+from tally.errors import Conflict, QuotaReached, StorageError
 from tally.models import (
     BatchChanges,
     Counter,
@@ -72,6 +72,15 @@ _READ_COUNTER_BY_ID = f"""
 SELECT {COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
 FROM workspaces w JOIN counters c ON c.workspace_id = w.id
 WHERE c.id = ?
+"""
+# new names go into the search index in bulk, with a creation batch at most this often
+# (seconds), at most INDEX_CHUNK of them per statement (migration 0012)
+INDEX_EVERY = 1.0
+INDEX_CHUNK = 50_000
+_READ_COUNTERS_BY_IDS = f"""
+SELECT {COUNTER_COLUMNS}, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
+FROM workspaces w JOIN counters c ON c.workspace_id = w.id
+WHERE c.id IN (SELECT value FROM json_each(?))
 """
 _READ_COUNTS = """
 SELECT up_count, down_count, updated_at, COALESCE((SELECT seq FROM node_seq WHERE node = ?), 0)
@@ -214,6 +223,7 @@ class SQLiteStore(DashboardTables):
         # of the writer's connection changes only then), checked with every write
         self._settings = (0, 0.0)  # (epoch, since): one object, read without a lock
         self._data_version: int | None = None
+        self._index_at = 0.0  # monotonic: when a creation batch next indexes the new names
 
     @classmethod
     def from_url(cls, url: str, node: str = "local") -> SQLiteStore:
@@ -263,6 +273,12 @@ class SQLiteStore(DashboardTables):
         del conn  # none yet: this call makes it, on the writer thread
         self._writer_conn = self._connect()
         self._tx(self._migrate)(self._writer_conn)
+        # names inserted while no server ran (bulk loads, an older server): index them now
+        bulk = "SELECT 1 FROM sqlite_master WHERE name = 'names_indexed'"
+        while self._writer_conn.execute(bulk).fetchone() and self._tx(_index_names)(
+            self._writer_conn
+        ):
+            pass
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply every migration newer than the stored schema_version (in one transaction)."""
@@ -657,6 +673,7 @@ class SQLiteStore(DashboardTables):
                 (workspace_id, name, description, int(private), now, now),
             ).fetchone()
             self._check_quota(conn, workspace_id)
+            _index_names(conn)
             return int(row[0])
 
         try:
@@ -691,6 +708,7 @@ class SQLiteStore(DashboardTables):
             )
             if cur.rowcount == 1:
                 self._check_quota(conn, workspace_id)
+                _index_names(conn)
             row = conn.execute(
                 "SELECT id FROM counters WHERE workspace_id = ? AND name = ?", (workspace_id, name)
             ).fetchone()
@@ -698,14 +716,39 @@ class SQLiteStore(DashboardTables):
 
         return self._counter_by_id(await self._write(self._tx(run)))
 
+    async def ensure_counters(self, wanted: Sequence[tuple[int, str]]) -> list[Counter | Exception]:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> tuple[list[int | Exception], list[tuple[Any, ...]]]:
+            quotas: dict[int, list[int] | None] = {}  # workspace -> [counters, quota]
+            ids = [_ensure_one(conn, quotas, self.counter_quota, w, n, now) for w, n in wanted]
+            if time.monotonic() >= self._index_at:  # the search index, in bulk (see 0012)
+                self._index_at = time.monotonic() + INDEX_EVERY
+                _index_names(conn)
+            found = orjson.dumps([i for i in ids if isinstance(i, int)])
+            # read here, on the writer's thread, not on the event loop after the commit
+            return ids, conn.execute(_READ_COUNTERS_BY_IDS, (self.node, found)).fetchall()
+
+        # on the writer's thread always: a batch of names takes milliseconds (the search
+        # index's trigrams), too long for the event loop, and kept out of the average by
+        # which batches of counts commit inline (InlineCommits)
+        ids, rows = await self._write(self._tx(run))
+        by_id = {int(r[0]): to_counter(r) for r in rows}
+        return [i if not isinstance(i, int) else by_id.get(i) or _vanished(i) for i in ids]
+
     def _indexed(self, workspace_id: int, search: str) -> tuple[str, str, list[Any]] | None:
         if len(search) < 3:
             return None
         phrase = '"' + search.replace('"', '""') + '"'  # the text itself, not a query
-        # CROSS JOIN: SQLite reads the tables in this order, the index's matches first
-        # (else it may walk the workspace's counters and look each up in the matches)
-        source = "counter_names f CROSS JOIN counters c ON c.id = f.rowid"
-        return source, "f.counter_names MATCH %s", [phrase]
+        # the index's matches and the names not indexed yet (the tail after `upto`, at
+        # most about INDEX_EVERY seconds of new names; the LIKE of the search's WHERE
+        # filters them); NOT INDEXED: SQLite looks these ids up by rowid, rather than
+        # walking the workspace's counters by another index and testing each
+        matches = (
+            "c.id IN (SELECT rowid FROM counter_names WHERE counter_names MATCH %s "
+            "UNION ALL SELECT id FROM counters WHERE id > (SELECT upto FROM names_indexed))"
+        )
+        return "counters c NOT INDEXED", matches, [phrase]
 
     def _check_quota(self, conn: sqlite3.Connection, workspace_id: int) -> None:
         """After a counter's insert, in its transaction: QuotaReached rolls it back."""
@@ -765,7 +808,10 @@ class SQLiteStore(DashboardTables):
 
     async def import_counters(self, workspace_id: int, records: list[CounterRecord]) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
-            return [_import_one(conn, workspace_id, r) for r in records]
+            done = [_import_one(conn, workspace_id, r) for r in records]
+            while _index_names(conn):
+                pass
+            return done
 
         return await self._write(self._tx(run))
 
@@ -876,6 +922,68 @@ class SQLiteStore(DashboardTables):
             return None
         text, refused = settled
         return {t[0]: Totals(t[1], t[2], float(t[3]), t[0] in refused) for t in orjson.loads(text)}
+
+
+def _ensure_one(
+    conn: sqlite3.Connection,
+    quotas: dict[int, list[int] | None],
+    default_quota: int,
+    workspace_id: int,
+    name: str,
+    now: float,
+) -> int | Exception:
+    """One name of `ensure_counters`, in its transaction: the counter's id, created if
+    missing, or QuotaReached (then nothing is created). The workspace's count is read
+    once per transaction and kept here for its later names: the transaction holds the
+    database's write lock, so no one else creates meanwhile."""
+    if workspace_id not in quotas:
+        got = conn.execute(QUOTA.replace("%s", "?"), (default_quota, workspace_id)).fetchone()
+        quotas[workspace_id] = None if got is None else [int(got[0]), int(got[1] or 0)]
+    known = quotas[workspace_id]
+    if known is None:  # deleted meanwhile: an insert would fail the whole transaction
+        return StorageError(f"workspace {workspace_id} vanished")
+    row = conn.execute(
+        "INSERT INTO counters (workspace_id, name, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (workspace_id, name) DO NOTHING RETURNING id",
+        (workspace_id, name, now, now),
+    ).fetchone()
+    if row is None:  # it exists
+        row = conn.execute(
+            "SELECT id FROM counters WHERE workspace_id = ? AND name = ?", (workspace_id, name)
+        ).fetchone()
+        return int(row[0]) if row else StorageError(f"counter {name!r} vanished")
+    counter_id = int(row[0])
+    known[0] += 1
+    try:
+        check_quota(known)
+    except QuotaReached as exc:
+        conn.execute("DELETE FROM counters WHERE id = ?", (counter_id,))
+        known[0] -= 1
+        return exc
+    return counter_id
+
+
+def _index_names(conn: sqlite3.Connection, limit: int = INDEX_CHUNK) -> int:
+    """Put the names after `names_indexed.upto` into the search index, `limit` at most,
+    in one statement (migration 0012); how many it indexed."""
+    upto = conn.execute("SELECT upto FROM names_indexed").fetchone()[0]
+    last = conn.execute(
+        "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM counters WHERE id > ? ORDER BY id LIMIT ?)",
+        (upto, limit),
+    ).fetchone()
+    if not last[1]:
+        return 0
+    conn.execute(
+        "INSERT INTO counter_names (rowid, name) SELECT id, name FROM counters "
+        "WHERE id > ? AND id <= ?",
+        (upto, last[0]),
+    )
+    conn.execute("UPDATE names_indexed SET upto = ?", (last[0],))
+    return int(last[1])
+
+
+def _vanished(counter_id: int) -> StorageError:
+    return StorageError(f"counter {counter_id} vanished")
 
 
 _ADD_HOUR = """
