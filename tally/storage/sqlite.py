@@ -109,9 +109,8 @@ ON CONFLICT (counter_id, hour) DO UPDATE SET up = up + excluded.up, down = down 
 # one row per workspace and hour of the batch, however many counts and counters
 _APPLY_WORKSPACE_HOURS = """
 INSERT INTO workspace_hours (workspace_id, hour, up, down)
-SELECT c.workspace_id, json_extract(value, '$[1]') AS hour,
-       SUM(json_extract(value, '$[2]')), SUM(json_extract(value, '$[3]'))
-FROM json_each(?) JOIN counters c ON c.id = json_extract(value, '$[0]')
+SELECT c.workspace_id, value ->> 1 AS hour, SUM(value ->> 2), SUM(value ->> 3)
+FROM json_each(?) JOIN counters c ON c.id = value ->> 0
 WHERE true
 GROUP BY c.workspace_id, hour
 ON CONFLICT (workspace_id, hour) DO UPDATE SET up = up + excluded.up, down = down + excluded.down
