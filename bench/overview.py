@@ -23,6 +23,7 @@ import secrets
 import statistics
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from bench.site_list import fill
 from tally.config import Settings
 from tally.links import secret_hash
 from tally.models import Role
-from tally.periods import PERIODS
+from tally.periods import PERIODS, parse
 from tally.web.app import create_app
 
 HOURS = 14 * 24
@@ -66,6 +67,18 @@ async def add_hours(store: Any, workspace_id: int, n: int, active: int) -> int:
     else:
         await store._change([(_POSTGRES_HOURS, (last, HOURS, workspace_id, every))])
         await store._change([("ANALYZE counter_hours", ())])
+    # the workspace's hourly totals, as the writes keep them (migrations */workspace_hours)
+    await store._change(
+        [
+            (
+                "INSERT INTO workspace_hours (workspace_id, hour, up, down) "
+                "SELECT c.workspace_id, h.hour, SUM(h.up), SUM(h.down) FROM counter_hours h "
+                "JOIN counters c ON c.id = h.counter_id WHERE c.workspace_id = %s "
+                "GROUP BY c.workspace_id, h.hour",
+                (workspace_id,),
+            )
+        ]
+    )
     rows = await store._fetch("SELECT count(*) FROM counter_hours", ())
     return int(rows[0][0])
 
@@ -107,6 +120,32 @@ async def measure(url: str, n: int, active: int, runs: int) -> dict[str, tuple[f
                     times.append((time.perf_counter() - start) * 1000)
                     assert r.status_code == 200, (label, r.status_code)
                 out[label] = (statistics.median(times), max(times))
+        # the overview's reads one by one (30d): the workspace's sums, the movers
+        period = parse({"period": "30d"}, time.time(), UTC)
+        _, starts = period.bars()
+        before = period.previous().start_hour
+        page = [
+            int(r[0])
+            for r in await store._fetch(
+                "SELECT DISTINCT counter_id FROM counter_hours ORDER BY 1 LIMIT 50", ()
+            )
+        ]  # a page of counters that all have buckets
+        reads = {
+            "30d: 50 sparklines": lambda: store.sparklines(page, starts, period.end_hour),
+            "30d: workspace sums": lambda: store.period_bars(
+                ws.id, starts, period.end_hour, before
+            ),
+            "30d: changed most": lambda: store.movers(
+                ws.id, before, period.start_hour, period.end_hour, 10
+            ),
+        }
+        for label, read in reads.items():
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                await read()
+                times.append((time.perf_counter() - start) * 1000)
+            out[label] = (statistics.median(times), max(times))
         return out
     finally:
         await app.shutdown()

@@ -105,6 +105,7 @@ class DashboardTables(AlertTables, OverviewReads, ShareTables):
     """The dashboard's store methods over `_fetch` and `_change` (see the module doc)."""
 
     counter_quota = DEFAULT_COUNTER_QUOTA  # of a workspace without its own (0: none)
+    dialect: str  # the store's (Store.dialect)
 
     async def _change(
         self, statements: Sequence[Statement], *, settings_kept: bool = False
@@ -458,19 +459,33 @@ class DashboardTables(AlertTables, OverviewReads, ShareTables):
         )
 
     async def delete_workspace(self, workspace_id: int) -> bool:
-        """Delete the workspace with its counters, their hourly history, its tokens, members
-        and invitations (the rest by ON DELETE CASCADE)."""
+        """Delete the workspace with its counters, their hourly history and its hourly
+        totals, its tokens, members and invitations (the rest by ON DELETE CASCADE).
+        The totals last: a batch that held one of its counters has committed by then
+        (postgresql/0016)."""
+        lock: list[Statement] = []
+        if self.dialect == "postgresql":  # the buckets' locks in a batch's order first
+            lock.append(
+                (
+                    "SELECT count(*) FROM (SELECT 1 FROM counter_hours WHERE counter_id IN "
+                    "(SELECT id FROM counters WHERE workspace_id = %s) "
+                    "ORDER BY counter_id, hour FOR UPDATE) AS locked",
+                    (workspace_id,),
+                )
+            )
         rows = await self._change(
             [
+                *lock,
                 (
                     "DELETE FROM counter_hours WHERE counter_id IN "
                     "(SELECT id FROM counters WHERE workspace_id = %s)",
                     (workspace_id,),
                 ),
                 ("DELETE FROM workspaces WHERE id = %s RETURNING id", (workspace_id,)),
+                ("DELETE FROM workspace_hours WHERE workspace_id = %s", (workspace_id,)),
             ]
         )
-        return bool(rows[1])
+        return bool(rows[-2])
 
     # tokens ------------------------------------------------------------------
 
@@ -511,11 +526,24 @@ class DashboardTables(AlertTables, OverviewReads, ShareTables):
         return to_counter(row) if row else None
 
     async def delete_counter(self, counter_id: int) -> bool:
-        """Delete the counter and its hourly history."""
+        """Delete the counter and its hourly history, whose sums leave its workspace's
+        hourly totals (workspace_hours)."""
+        if self.dialect == "postgresql":  # see tally_delete_counter (postgresql/0016)
+            rows = await self._change([("SELECT tally_delete_counter(%s)", (counter_id,))])
+            return bool(rows[0][0][0])
+        # SQLite: one writer, nothing changes the buckets between these statements
         rows = await self._change(
             [
+                (
+                    "UPDATE workspace_hours SET up = workspace_hours.up - h.up, "
+                    "down = workspace_hours.down - h.down "
+                    "FROM counter_hours h JOIN counters c ON c.id = h.counter_id "
+                    "WHERE h.counter_id = %s AND workspace_hours.workspace_id = c.workspace_id "
+                    "AND workspace_hours.hour = h.hour",
+                    (counter_id,),
+                ),
                 ("DELETE FROM counter_hours WHERE counter_id = %s", (counter_id,)),
                 ("DELETE FROM counters WHERE id = %s RETURNING id", (counter_id,)),
             ]
         )
-        return bool(rows[1])
+        return bool(rows[2])

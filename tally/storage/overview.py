@@ -3,10 +3,13 @@
 
 Every read is one statement through the store's `_fetch` (on SQLite a reader thread,
 never the event loop), and costs what the buckets of its range cost, never what the
-workspace's counters do: the workspace's sums and the counters that changed most read
-the range of hours from the index `counter_hours_hour` (migrations sqlite/0011,
-postgresql/0015) and keep the workspace's rows by their counter's primary key: they
-cost what the range's buckets (of every workspace) cost. A page's sparklines read the
+workspace's counters do. The workspace's sums read its hourly totals (workspace_hours,
+migrations sqlite/0013, postgresql/0016, kept by every write of a bucket): one row an
+hour of the range, whatever its number of buckets. A shared overview's sums (public
+counters only) and the counters that changed most read the range of hours from the
+index `counter_hours_hour` (migrations sqlite/0011, postgresql/0015) and keep the
+workspace's rows by their counter's primary key: they cost what the range's buckets (of
+every workspace) cost. A page's sparklines read the
 page's counters' buckets by their own key, summed in SQL per bar, grouped by a small
 table of bars given as VALUES (the `bars` of tally.periods.Period, each a range of
 hours), so only the page's counters times its bars come back.
@@ -89,14 +92,21 @@ class OverviewReads:
         the last ending before `end`), and in the previous period (`previous` to the
         first bar's start), of the counters of `scope`: the range's buckets summed per
         hour in SQL, the hours put in their bars here."""
-        where, more = scope.condition()
-        rows = await self._fetch(
-            f"SELECT h.hour, SUM(h.up), SUM(h.down) FROM counter_hours h {self._then} "
-            "counters c ON c.id = h.counter_id "
-            f"WHERE h.hour >= %s AND h.hour < %s AND c.workspace_id = %s{where} "
-            "GROUP BY h.hour",
-            (previous, end, workspace_id, *more),
-        )
+        if scope.public_only:  # some of its counters: their buckets
+            where, more = scope.condition()
+            rows = await self._fetch(
+                f"SELECT h.hour, SUM(h.up), SUM(h.down) FROM counter_hours h {self._then} "
+                "counters c ON c.id = h.counter_id "
+                f"WHERE h.hour >= %s AND h.hour < %s AND c.workspace_id = %s{where} "
+                "GROUP BY h.hour",
+                (previous, end, workspace_id, *more),
+            )
+        else:  # all of them: the workspace's hourly totals, one row an hour
+            rows = await self._fetch(
+                "SELECT hour, up, down FROM workspace_hours "
+                "WHERE workspace_id = %s AND hour >= %s AND hour < %s",
+                (workspace_id, previous, end),
+            )
         bars = [[0, 0] for _ in starts]
         before = [0, 0]
         for hour, up, down in rows:

@@ -886,16 +886,27 @@ class PostgresStore(DashboardTables):
                     tuple(list(col) for col in zip(*rewindowed, strict=True)),
                 )
             if rehour:
-                await conn.execute(
-                    "DELETE FROM counter_hours WHERE counter_id = ANY(%s)",
+                cur = await conn.execute(
+                    "DELETE FROM counter_hours WHERE counter_id = ANY(%s) "
+                    "RETURNING counter_id, hour, -up, -down",
                     ([cid for cid, _ in rehour],),
                 )
+                gone = await cur.fetchall()
                 rows = [(cid, *h) for cid, hours in rehour for h in hours]
                 await conn.execute(
                     "INSERT INTO counter_hours (counter_id, hour, up, down) "
                     "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])",
                     tuple(list(col) for col in zip(*rows, strict=True)) if rows else ([],) * 4,
                 )
+                # the workspace's hourly totals: the old buckets out, the new ones in, last
+                # (the lock order of migrations/postgresql/0016)
+                both = [*gone, *rows]
+                if both:
+                    await conn.execute(
+                        "SELECT tally_add_workspace_hours(%s::bigint[], %s::bigint[], "
+                        "%s::bigint[], %s::bigint[])",
+                        tuple(list(col) for col in zip(*both, strict=True)),
+                    )
         return outcomes
 
     async def read_history(

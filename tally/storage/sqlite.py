@@ -114,6 +114,16 @@ FROM json_each(?)
 WHERE EXISTS (SELECT 1 FROM counters c WHERE c.id = json_extract(value, '$[0]'))
 ON CONFLICT (counter_id, hour) DO UPDATE SET up = up + excluded.up, down = down + excluded.down
 """
+# the same buckets summed per workspace and hour into its rollup (migrations/sqlite/0013):
+# one row per workspace and hour of the batch, however many counts and counters
+_APPLY_WORKSPACE_HOURS = """
+INSERT INTO workspace_hours (workspace_id, hour, up, down)
+SELECT c.workspace_id, value ->> 1 AS hour, SUM(value ->> 2), SUM(value ->> 3)
+FROM json_each(?) JOIN counters c ON c.id = value ->> 0
+WHERE true
+GROUP BY c.workspace_id, hour
+ON CONFLICT (workspace_id, hour) DO UPDATE SET up = up + excluded.up, down = down + excluded.down
+"""
 _TOTALS = """
 -- updated_at as text: JSON numbers keep 15 digits, a REAL needs 17 to round-trip
 SELECT json_group_array(json_array(id, up_count, down_count, printf('%!.17g', updated_at)))
@@ -864,6 +874,7 @@ class SQLiteStore(DashboardTables):
             if done is None or done[0] < changes.seq:
                 conn.execute(_APPLY_COUNTERS, (rows,))
                 conn.execute(_APPLY_HOURS, (hours,))
+                conn.execute(_APPLY_WORKSPACE_HOURS, (hours,))
                 for cid in sorted(special):
                     outcome[cid] = _apply_special(conn, changes, cid)
                 conn.execute(_SET_SEQ, (node, changes.seq, time.time()))
@@ -990,6 +1001,18 @@ _ADD_HOUR = """
 INSERT INTO counter_hours (counter_id, hour, up, down) VALUES (?, ?, ?, ?)
 ON CONFLICT (counter_id, hour) DO UPDATE SET up = up + excluded.up, down = down + excluded.down
 """
+_ADD_WORKSPACE_HOUR = """
+INSERT INTO workspace_hours (workspace_id, hour, up, down) VALUES (?, ?, ?, ?)
+ON CONFLICT (workspace_id, hour) DO UPDATE SET up = up + excluded.up, down = down + excluded.down
+"""
+
+
+def _add_hour(
+    conn: sqlite3.Connection, workspace_id: int, cid: int, hour: int, up: int, down: int
+) -> None:
+    """Add to a counter's bucket and to its workspace's total of that hour."""
+    conn.execute(_ADD_HOUR, (cid, hour, up, down))
+    conn.execute(_ADD_WORKSPACE_HOUR, (workspace_id, hour, up, down))
 
 
 def _apply_special(
@@ -999,11 +1022,13 @@ def _apply_special(
     was refused (a bound)."""
     delta = changes.counters[cid]
     row = conn.execute(
-        "SELECT up_count, down_count, min_value, max_value FROM counters WHERE id = ?", (cid,)
+        "SELECT up_count, down_count, min_value, max_value, workspace_id FROM counters "
+        "WHERE id = ?",
+        (cid,),
     ).fetchone()
     if row is None:  # deleted meanwhile
         return (0, 0)
-    old_up, old_down, floor, ceiling = row
+    old_up, old_down, floor, ceiling, workspace_id = row
     if delta.crosses(old_up, old_down, floor, ceiling):
         return None
     new_up, new_down = delta.totals_after(old_up, old_down)
@@ -1014,10 +1039,15 @@ def _apply_special(
     )
     for (hour_cid, hour), (up, down) in changes.hours.items():
         if hour_cid == cid:
-            conn.execute(_ADD_HOUR, (cid, hour, up, down))
+            _add_hour(conn, workspace_id, cid, hour, up, down)
     if delta.record >= 0:
-        conn.execute(
-            _ADD_HOUR, (cid, delta.record, delta.base_up - old_up, delta.base_down - old_down)
+        _add_hour(
+            conn,
+            workspace_id,
+            cid,
+            delta.record,
+            delta.base_up - old_up,
+            delta.base_down - old_down,
         )
     return old_up, old_down
 
@@ -1080,6 +1110,12 @@ def _import_one(conn: sqlite3.Connection, workspace_id: int, r: CounterRecord) -
             conn.executemany(
                 "INSERT INTO counter_hours (counter_id, hour, up, down) VALUES (?, ?, ?, ?)",
                 [(counter_id, *h) for h in r.hours],
+            )
+            # the workspace's totals: the old buckets out, the new ones in
+            conn.executemany(
+                _ADD_WORKSPACE_HOUR,
+                [(workspace_id, h, -up, -down) for h, up, down in have]
+                + [(workspace_id, *h) for h in r.hours],
             )
             if outcome == "unchanged":
                 outcome = "changed"
