@@ -63,6 +63,7 @@ class Deliveries:
         # its lease; a node that dies leaves its leases to run out (SQLite: freed at start)
         self.lease = timeout * 2 + 5
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._last_sweep = 0.0
@@ -80,6 +81,12 @@ class Deliveries:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tally-alerts")
 
     async def stop(self) -> None:
+        # The flag ends the loop even when the cancel is lost: on Python 3.11,
+        # asyncio.wait_for returns normally, swallowing a cancel, when what it waits for
+        # finished in the same turn, as when the last commit of a shutdown sets `_wake`
+        # just before this stop (the server's shutdown then hung for ever).
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -104,7 +111,7 @@ class Deliveries:
             freed = await self.store.release_firings(self.store.node)
             if freed:
                 log.info("%d firings this node was delivering when it stopped: again", freed)
-        while True:
+        while not self._stopping:
             looked = time.monotonic()
             try:
                 wait = await self.round()
