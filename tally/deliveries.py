@@ -121,8 +121,11 @@ class Deliveries:
             except Exception:
                 log.exception("alert delivery failed unexpectedly")
                 wait = self.interval
+            # asyncio.timeout, not wait_for: no task of its own for the wait (a node's
+            # tasks stay what they are), and no cancel swallowed on Python 3.11
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, POKE_GAP))
+                async with asyncio.timeout(max(wait, POKE_GAP)):
+                    await self._wake.wait()
             self._wake.clear()
             # commits in a burst: one look per POKE_GAP at most
             await asyncio.sleep(max(0.0, looked + POKE_GAP - time.monotonic()))
